@@ -1,0 +1,13 @@
+/*  dist.h - the libdist umbrella header: include this to get the whole
+ *  public API. Each module's header documents its own contract.
+ */
+#ifndef DIST_H_INCLUDED
+#define DIST_H_INCLUDED
+
+#include "dist/common.h"
+#include "dist/error.h"
+#include "dist/process.h"
+#include "dist/pipe.h"
+#include "dist/queue.h"
+
+#endif

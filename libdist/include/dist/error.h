@@ -1,0 +1,54 @@
+/*  dist/error.h - the libdist error model.
+ *
+ *  Every function that can fail returns 0 (or a non-negative count) on
+ *  success and a negative DIST_E* code on failure. Where a POSIX errno
+ *  describes the failure the code is exactly -errno (DIST_ENOMEM == -ENOMEM),
+ *  so callers may compare against either spelling. Failures that have no
+ *  errno equivalent use codes below DIST__EBASE. Constructors that return a
+ *  pointer return NULL and set errno to the positive code instead.
+ *
+ *  The library never aborts or exits on bad input, a failing system call or
+ *  a dead child process: it returns one of these codes.
+ */
+#ifndef DIST_ERROR_H_INCLUDED
+#define DIST_ERROR_H_INCLUDED
+
+#include <errno.h>
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Codes that are -errno. */
+#define DIST_EINVAL     (-EINVAL)     /* invalid argument */
+#define DIST_ENOMEM     (-ENOMEM)     /* out of memory */
+#define DIST_ETIMEDOUT  (-ETIMEDOUT)  /* the timeout expired first */
+#define DIST_EAGAIN     (-EAGAIN)     /* would block */
+#define DIST_EINTR      (-EINTR)      /* interrupted by a signal handler */
+#define DIST_EMSGSIZE   (-EMSGSIZE)   /* message larger than the limit */
+#define DIST_EOWNERDEAD (-EOWNERDEAD) /* acquired, but the previous owner died holding it */
+#define DIST_EBADF      (-EBADF)      /* wrong direction (e.g. send on a read-only pipe end) */
+#define DIST_ECHILD     (-ECHILD)     /* no such child process */
+#define DIST_EPROTO     (-EPROTO)     /* malformed data from a peer */
+#define DIST_ENOENT     (-ENOENT)     /* no such name (file, task, queue) */
+
+/* Codes without an errno equivalent. */
+#define DIST__EBASE    (-10000)
+#define DIST_ECLOSED   (DIST__EBASE - 1) /* closed: the other end or the object itself */
+#define DIST_EEMPTY    (DIST__EBASE - 2) /* non-blocking get found nothing */
+#define DIST_EFULL     (DIST__EBASE - 3) /* non-blocking put found no room */
+#define DIST_ESTATE    (DIST__EBASE - 4) /* operation not valid in the object's current state */
+#define DIST_ETASK     (DIST__EBASE - 5) /* the task failed; its error result says why */
+#define DIST_ECRASHED  (DIST__EBASE - 6) /* the process running it died */
+#define DIST_ELAST     (DIST__EBASE - 6)
+
+/* A short English description of `code` (either sign is accepted; 0 gives
+ * "success"). Returns a static string that is never freed; thread-safe. */
+DIST_EXPORT const char *dist_strerror(int code);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

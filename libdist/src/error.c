@@ -1,0 +1,44 @@
+/*  error.c - names for libdist error codes.
+ *
+ *  Every code the library itself returns has a fixed English text here, so
+ *  messages read the same on every libc. Other -errno values (passed through
+ *  from a system call) fall back to glibc's strerror, whose text for known
+ *  errnos is static.
+ */
+#include "dist/error.h"
+
+#include <string.h>
+
+const char *dist_version(void) { return DIST_VERSION_STRING; }
+
+const char *dist_strerror(int code)
+{
+    if (code > 0)
+        code = -code;
+    switch (code) {
+    case 0: return "success";
+    case DIST_ECLOSED: return "closed";
+    case DIST_EEMPTY: return "empty";
+    case DIST_EFULL: return "full";
+    case DIST_ESTATE: return "operation not valid in the current state";
+    case DIST_ETASK: return "task failed";
+    case DIST_ECRASHED: return "process died";
+    /* The errno-based codes get our wording so that messages are the same
+     * on every libc and the function stays thread-safe. */
+    case DIST_EINVAL: return "invalid argument";
+    case DIST_ENOMEM: return "out of memory";
+    case DIST_ETIMEDOUT: return "timed out";
+    case DIST_EAGAIN: return "resource temporarily unavailable";
+    case DIST_EINTR: return "interrupted";
+    case DIST_EMSGSIZE: return "message too large";
+    case DIST_EOWNERDEAD: return "previous owner died";
+    case DIST_EBADF: return "bad descriptor or wrong direction";
+    case DIST_ECHILD: return "no such child process";
+    case DIST_EPROTO: return "protocol error";
+    case DIST_ENOENT: return "not found";
+    default: break;
+    }
+    if (code < 0 && code > DIST__EBASE)
+        return strerror(-code); /* glibc returns static text for known errnos */
+    return "unknown error";
+}

@@ -1,0 +1,47 @@
+# Shared by the scripts in scripts/: the Debian packages the project needs
+# and how to get them. Sourced, not run.
+
+# Packages to build and run libdist.
+DIST_BUILD_PACKAGES="build-essential cmake pkg-config libzmq3-dev libczmq-dev libmsgpack-dev"
+# Extra packages for the test suite and the benchmarks.
+DIST_TEST_PACKAGES="libcmocka-dev python3"
+
+dist_root() { cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd; }
+
+# dist_missing PKG... : prints the packages that are not installed.
+dist_missing() {
+    local p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || echo "$p"
+    done
+}
+
+# dist_deps PKG... : installs what is missing with apt-get when root;
+# otherwise prints the exact command and fails.
+dist_deps() {
+    local missing
+    missing=$(dist_missing "$@" | tr '\n' ' ')
+    missing=${missing% }
+    [ -z "$missing" ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "libdist needs these Debian packages: $missing" >&2
+        echo "Install them as root with:" >&2
+        echo "  apt-get install -y --no-install-recommends $missing" >&2
+        return 1
+    fi
+    echo "installing: $missing" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    # Try without refreshing first: a fresh machine may have stale lists,
+    # so refresh and retry once on failure.
+    apt-get install -y --no-install-recommends $missing >/dev/null 2>&1 ||
+        { apt-get update >/dev/null && apt-get install -y --no-install-recommends $missing >/dev/null; } ||
+        { echo "apt-get install failed for: $missing" >&2; return 1; }
+}
+
+# The Python used for the Python side of benchmarks and tests: Debian's,
+# which is where python3-* packages go.
+dist_python() {
+    if [ -x /usr/bin/python3 ]; then echo /usr/bin/python3; else command -v python3; fi
+}
+
+dist_jobs() { nproc 2>/dev/null || echo 2; }

@@ -1,0 +1,52 @@
+/* test_error.c - error codes and their names. */
+#include <dist.h>
+#include <errno.h>
+#include <string.h>
+
+#include "testutil.h"
+
+static void test_errno_codes_equal_minus_errno(void **state)
+{
+    (void)state;
+    assert_int_equal(DIST_EINVAL, -EINVAL);
+    assert_int_equal(DIST_ETIMEDOUT, -ETIMEDOUT);
+    assert_int_equal(DIST_EOWNERDEAD, -EOWNERDEAD);
+}
+
+static void test_every_code_has_a_distinct_name(void **state)
+{
+    (void)state;
+    int codes[] = { DIST_ECLOSED, DIST_EEMPTY, DIST_EFULL, DIST_ESTATE, DIST_ETASK,
+                    DIST_ECRASHED, DIST_EINVAL, DIST_ENOMEM, DIST_ETIMEDOUT, DIST_EMSGSIZE,
+                    DIST_EOWNERDEAD, DIST_EBADF };
+    size_t n = sizeof codes / sizeof *codes;
+    for (size_t i = 0; i < n; i++) {
+        const char *a = dist_strerror(codes[i]);
+        assert_non_null(a);
+        assert_string_not_equal(a, "unknown error");
+        for (size_t j = i + 1; j < n; j++)
+            assert_string_not_equal(a, dist_strerror(codes[j]));
+        /* Either sign names the same error. */
+        assert_string_equal(a, dist_strerror(-codes[i]));
+    }
+    assert_string_equal(dist_strerror(0), "success");
+    assert_string_equal(dist_strerror(DIST__EBASE - 999), "unknown error");
+    /* Pass-through errnos get the C library's text. */
+    assert_string_equal(dist_strerror(-EMFILE), strerror(EMFILE));
+}
+
+static void test_version(void **state)
+{
+    (void)state;
+    assert_string_equal(dist_version(), DIST_VERSION_STRING);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_errno_codes_equal_minus_errno),
+        cmocka_unit_test(test_every_code_has_a_distinct_name),
+        cmocka_unit_test(test_version),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,117 @@
+/*  testutil.c - see testutil.h. */
+#include "testutil.h"
+
+#include <dirent.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Reads /proc/PID/stat: state letter and ppid. */
+static int s_stat(pid_t pid, char *state, pid_t *ppid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* the comm field may contain spaces */
+    if (!p)
+        return -1;
+    int pp = 0;
+    if (sscanf(p + 1, " %c %d", state, &pp) != 2)
+        return -1;
+    *ppid = pp;
+    return 0;
+}
+
+static int s_list_children(pid_t *out, int max)
+{
+    DIR *d = opendir("/proc");
+    if (!d)
+        return 0;
+    int n = 0;
+    pid_t me = getpid();
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        pid_t pid = (pid_t)atoi(e->d_name);
+        char st;
+        pid_t pp;
+        if (pid > 0 && s_stat(pid, &st, &pp) == 0 && pp == me) {
+            if (n < max)
+                out[n] = pid;
+            n++;
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+int dt_children(void)
+{
+    pid_t pids[1];
+    return s_list_children(pids, 0);
+}
+
+int dt_kill_children(void)
+{
+    pid_t pids[4096];
+    int n = s_list_children(pids, 4096);
+    if (n > 4096)
+        n = 4096;
+    for (int i = 0; i < n; i++)
+        kill(pids[i], SIGKILL);
+    for (int i = 0; i < n; i++)
+        waitpid(pids[i], NULL, 0);
+    return n;
+}
+
+int dt_setup(void **state)
+{
+    (void)state;
+    return 0;
+}
+
+int dt_teardown(void **state)
+{
+    (void)state;
+    int left = dt_kill_children();
+    if (left) {
+        fprintf(stderr, "teardown: %d child process(es) were left behind\n", left);
+        return -1; /* cmocka reports a failed teardown */
+    }
+    return 0;
+}
+
+void dt_child_init(void)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
+
+int64_t dt_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void dt_sleep_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+    while (nanosleep(&ts, &ts) < 0)
+        ;
+}
+
+char dt_proc_state(pid_t pid)
+{
+    char st;
+    pid_t pp;
+    return s_stat(pid, &st, &pp) == 0 ? st : 0;
+}

@@ -1,0 +1,42 @@
+/*  testutil.h - helpers shared by the cmocka tests.
+ *
+ *  Every test must leave no process behind. dt_children() lists the live
+ *  and zombie children of the test process from /proc, so a test can assert
+ *  that none remain; dt_kill_children() is the emergency cleanup in
+ *  teardowns (by pid, never by name). Children started by tests call
+ *  dt_child_init() so they die with the test process even if it is killed
+ *  by the ctest timeout.
+ */
+#ifndef DIST_TESTUTIL_H_INCLUDED
+#define DIST_TESTUTIL_H_INCLUDED
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <cmocka.h>
+
+/* Number of children (running or zombie) of this process. */
+int dt_children(void);
+
+/* SIGKILLs and reaps every child of this process; returns how many. */
+int dt_kill_children(void);
+
+/* cmocka setup/teardown that checks no child is left (and kills leftovers). */
+int dt_setup(void **state);
+int dt_teardown(void **state);
+
+/* In a forked child: die when the parent dies. */
+void dt_child_init(void);
+
+/* Monotonic milliseconds. */
+int64_t dt_now_ms(void);
+
+/* Sleep for ms milliseconds. */
+void dt_sleep_ms(int ms);
+
+/* The state (one letter, as in /proc/PID/stat) of pid, or 0 if gone. */
+char dt_proc_state(pid_t pid);
+
+#endif
