@@ -9,5 +9,8 @@
 #include "dist/process.h"
 #include "dist/pipe.h"
 #include "dist/queue.h"
+#include "dist/task.h"
+#include "dist/value.h"
+#include "dist/pool.h"
 
 #endif

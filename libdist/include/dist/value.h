@@ -1,0 +1,149 @@
+/*  dist/value.h - building task arguments and reading task values.
+ *
+ *  Arguments travel as one MessagePack array; results as one MessagePack
+ *  value. These helpers make the simple cases short (ints, doubles,
+ *  strings, bytes, bools, nil) and leave msgpack-c in reach for the rest:
+ *  dist_args_packer() hands out the packer for one value of any shape.
+ *
+ *  Building:  dist_args_t *a = dist_args_new();
+ *             dist_args_int(a, 6); dist_args_str(a, "x");
+ *             size_t len; const void *buf = dist_args_data(a, &len);
+ *  Reading (in a task): dist_arg_int(args, 0, &x), dist_arg_str(args, 1, &s, &n)
+ *  Results: dist_result_t carries a value or an error (see below).
+ */
+#ifndef DIST_VALUE_H_INCLUDED
+#define DIST_VALUE_H_INCLUDED
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- building an argument array ---------------------------------------- */
+
+typedef struct dist_args dist_args_t;
+
+/* A new, empty argument array. NULL with errno ENOMEM. */
+DIST_EXPORT dist_args_t *dist_args_new(void);
+DIST_EXPORT void dist_args_destroy(dist_args_t **self_p);
+/* Empties the array for reuse (keeps its memory). */
+DIST_EXPORT void dist_args_clear(dist_args_t *self);
+
+/* Append one value. Return 0 or DIST_ENOMEM (the array is then unusable
+ * until cleared). dist_args_str takes a NUL-terminated string. */
+DIST_EXPORT int dist_args_int(dist_args_t *self, int64_t v);
+DIST_EXPORT int dist_args_uint(dist_args_t *self, uint64_t v);
+DIST_EXPORT int dist_args_double(dist_args_t *self, double v);
+DIST_EXPORT int dist_args_bool(dist_args_t *self, bool v);
+DIST_EXPORT int dist_args_nil(dist_args_t *self);
+DIST_EXPORT int dist_args_str(dist_args_t *self, const char *s);
+DIST_EXPORT int dist_args_strn(dist_args_t *self, const char *s, size_t n);
+DIST_EXPORT int dist_args_bin(dist_args_t *self, const void *p, size_t n);
+
+/* For any other value: returns the packer; pack exactly ONE value with
+ * msgpack_pack_* before the next call on this array. Borrowed. */
+DIST_EXPORT msgpack_packer *dist_args_packer(dist_args_t *self);
+
+/* Number of values appended. */
+DIST_EXPORT size_t dist_args_count(const dist_args_t *self);
+
+/* The packed array: borrowed, valid until the next change or destroy. */
+DIST_EXPORT const void *dist_args_data(dist_args_t *self, size_t *len);
+
+/* ---- reading an argument array (inside a task) ------------------------- */
+
+/* Number of elements of `args` (0 when it is not an array). */
+DIST_EXPORT size_t dist_arg_count(const msgpack_object *args);
+
+/* The i-th element, or NULL when out of range or not an array. */
+DIST_EXPORT const msgpack_object *dist_arg(const msgpack_object *args, size_t i);
+
+/* Typed reads of the i-th element. Return 0, or DIST_EINVAL when missing or
+ * of another type (ints out of the target range included). dist_arg_double
+ * accepts integers too. Strings and bytes are borrowed from args (not
+ * NUL-terminated). */
+DIST_EXPORT int dist_arg_int(const msgpack_object *args, size_t i, int64_t *out);
+DIST_EXPORT int dist_arg_uint(const msgpack_object *args, size_t i, uint64_t *out);
+DIST_EXPORT int dist_arg_double(const msgpack_object *args, size_t i, double *out);
+DIST_EXPORT int dist_arg_bool(const msgpack_object *args, size_t i, bool *out);
+DIST_EXPORT int dist_arg_str(const msgpack_object *args, size_t i, const char **s, size_t *n);
+DIST_EXPORT int dist_arg_bin(const msgpack_object *args, size_t i, const void **p, size_t *n);
+DIST_EXPORT bool dist_arg_is_nil(const msgpack_object *args, size_t i);
+
+/* The same reads on a single object (not an array element). */
+DIST_EXPORT int dist_obj_int(const msgpack_object *o, int64_t *out);
+DIST_EXPORT int dist_obj_uint(const msgpack_object *o, uint64_t *out);
+DIST_EXPORT int dist_obj_double(const msgpack_object *o, double *out);
+DIST_EXPORT int dist_obj_bool(const msgpack_object *o, bool *out);
+DIST_EXPORT int dist_obj_str(const msgpack_object *o, const char **s, size_t *n);
+DIST_EXPORT int dist_obj_bin(const msgpack_object *o, const void **p, size_t *n);
+
+/* ---- results ------------------------------------------------------------ */
+
+/* The outcome of one task: a MessagePack value, or an error with a code
+ * and a message that says what happened (task name, host, pid, signal). */
+typedef struct dist_result dist_result_t;
+
+/* A success holding a copy of the packed value; an error with a copy of
+ * the message (code must be negative). NULL with errno ENOMEM (EINVAL for
+ * code >= 0). The caller owns the result. */
+DIST_EXPORT dist_result_t *dist_result_new_value(const void *data, size_t len);
+DIST_EXPORT dist_result_t *dist_result_new_error(int code, const char *message);
+DIST_EXPORT void dist_result_destroy(dist_result_t **self_p);
+
+/* 0 for a value; otherwise the error code: DIST_ETASK (the task failed),
+ * DIST_ECRASHED (its process died), DIST_ETIMEDOUT, DIST_ENOENT (unknown
+ * task), DIST_EPROTO (bad arguments or result), DIST_EMSGSIZE, ... */
+DIST_EXPORT int dist_result_status(const dist_result_t *self);
+DIST_EXPORT bool dist_result_ok(const dist_result_t *self);
+
+/* The error message, or NULL for a value. Borrowed, lives as the result. */
+DIST_EXPORT const char *dist_result_error(const dist_result_t *self);
+
+/* The packed value (NULL/0 for an error). Borrowed, lives as the result. */
+DIST_EXPORT const void *dist_result_data(const dist_result_t *self, size_t *len);
+
+/* The value unpacked (on first use), or NULL for an error or when the bytes
+ * are not one valid value. Borrowed, lives as the result. Not thread-safe
+ * on the first call for a given result. */
+DIST_EXPORT const msgpack_object *dist_result_value(dist_result_t *self);
+
+/* Typed reads of the value, as dist_obj_*; DIST_EINVAL for another type,
+ * the result's own code for an error result. */
+DIST_EXPORT int dist_result_int(dist_result_t *self, int64_t *out);
+DIST_EXPORT int dist_result_double(dist_result_t *self, double *out);
+DIST_EXPORT int dist_result_str(dist_result_t *self, const char **s, size_t *n);
+
+/* A standalone copy of any result (also of one borrowed from a
+ * dist_results_t). NULL with errno ENOMEM. */
+DIST_EXPORT dist_result_t *dist_result_dup(const dist_result_t *self);
+
+/* ---- many results ------------------------------------------------------- */
+
+/* The outcomes of a map: n results in input order, stored compactly (one
+ * allocation for the headers, the values in the buffers they arrived in). */
+typedef struct dist_results dist_results_t;
+
+DIST_EXPORT void dist_results_destroy(dist_results_t **self_p);
+DIST_EXPORT size_t dist_results_count(const dist_results_t *self);
+
+/* The i-th result, borrowed: valid until dist_results_destroy; never pass
+ * it to dist_result_destroy (dist_result_dup makes an owned copy). NULL
+ * when i is out of range. */
+DIST_EXPORT dist_result_t *dist_results_at(dist_results_t *self, size_t i);
+
+/* 0 when every result is a value; otherwise the status of the first
+ * failure, whose index goes to *index when index is not NULL. */
+DIST_EXPORT int dist_results_status(const dist_results_t *self, size_t *index);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
