@@ -273,10 +273,10 @@ void dist__result_init(dist_result_t *self, int status, const char *data, size_t
 
 void dist__result_clear(dist_result_t *self)
 {
-    if (self->dec) {
-        msgpack_zone_destroy(&self->dec->zone);
-        free(self->dec);
-        self->dec = NULL;
+    struct decoded *d = atomic_exchange(&self->dec, NULL);
+    if (d) {
+        msgpack_zone_destroy(&d->zone);
+        free(d);
     }
     if (self->flags & DIST__R_OWNS_DATA)
         free((void *)self->data);
@@ -317,8 +317,11 @@ const msgpack_object *dist_result_value(dist_result_t *self)
 {
     if (self->status)
         return NULL;
-    if (!self->dec) {
-        struct decoded *d = malloc(sizeof *d);
+    struct decoded *d = atomic_load_explicit(&self->dec, memory_order_acquire);
+    if (!d) {
+        /* Two threads may decode at once (a callback and a waiter, say):
+         * both do the work, the first to publish wins, the other frees. */
+        d = malloc(sizeof *d);
         if (!d)
             return NULL;
         d->ok = false;
@@ -330,9 +333,15 @@ const msgpack_object *dist_result_value(dist_result_t *self)
         if (self->len && dist__msgpack_skip(self->data, self->len) == self->len)
             d->ok = msgpack_unpack(self->data, self->len, &off, &d->zone, &d->obj) ==
                     MSGPACK_UNPACK_SUCCESS;
-        self->dec = d;
+        struct decoded *expected = NULL;
+        if (!atomic_compare_exchange_strong_explicit(&self->dec, &expected, d, memory_order_acq_rel,
+                                                     memory_order_acquire)) {
+            msgpack_zone_destroy(&d->zone);
+            free(d);
+            d = expected;
+        }
     }
-    return self->dec->ok ? &self->dec->obj : NULL;
+    return d->ok ? &d->obj : NULL;
 }
 
 int dist_result_int(dist_result_t *self, int64_t *out)

@@ -10,6 +10,8 @@
 #ifndef DIST_VALUE_INTERNAL_H_INCLUDED
 #define DIST_VALUE_INTERNAL_H_INCLUDED
 
+#include <stdatomic.h>
+
 #include "dist/value.h"
 
 #define DIST__R_STANDALONE 1u /* the header itself was malloc'd */
@@ -22,7 +24,7 @@ struct dist_result {
     unsigned flags;
     const char *data;   /* the packed value, or the message (NUL-terminated) */
     size_t len;         /* bytes of data, without the message's NUL */
-    struct decoded *dec; /* unpacked on first use */
+    struct decoded *_Atomic dec; /* unpacked on first use (see dist_result_value) */
 };
 
 struct dist_results {

@@ -110,8 +110,7 @@ DIST_EXPORT const char *dist_result_error(const dist_result_t *self);
 DIST_EXPORT const void *dist_result_data(const dist_result_t *self, size_t *len);
 
 /* The value unpacked (on first use), or NULL for an error or when the bytes
- * are not one valid value. Borrowed, lives as the result. Not thread-safe
- * on the first call for a given result. */
+ * are not one valid value. Borrowed, lives as the result. Thread-safe. */
 DIST_EXPORT const msgpack_object *dist_result_value(dist_result_t *self);
 
 /* Typed reads of the value, as dist_obj_*; DIST_EINVAL for another type,
