@@ -9,5 +9,8 @@
 #include "dist/process.h"
 #include "dist/pipe.h"
 #include "dist/queue.h"
+#include "dist/shm.h"
+#include "dist/subprocess.h"
+#include "dist/sync.h"
 
 #endif
