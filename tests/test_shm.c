@@ -12,32 +12,8 @@
 
 #include "testutil.h"
 
-static pid_t s_fork(int (*fn)(void *), void *arg)
-{
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dt_child_init();
-        _exit(fn(arg));
-    }
-    return pid;
-}
-
-static void s_join_ok(pid_t pid)
-{
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
-}
-
 /* A name unique to this test run. */
-static const char *s_name(const char *tag)
-{
-    static char buf[64];
-    snprintf(buf, sizeof buf, "/dist_test_%d_%s", (int)getpid(), tag);
-    return buf;
-}
+static const char *s_name(const char *tag) { return dt_unique_name("dist_test", tag); }
 
 /* ---- Value -------------------------------------------------------------- */
 
@@ -100,9 +76,9 @@ static void test_value_shared_atomic_add(void **state)
     dist_value_t *v = dist_value_new(DIST_CTYPE_INT64, false);
     pid_t pids[4];
     for (int i = 0; i < 4; i++)
-        pids[i] = s_fork(s_add_many, v);
+        pids[i] = dt_fork(s_add_many, v);
     for (int i = 0; i < 4; i++)
-        s_join_ok(pids[i]);
+        dt_join_ok(pids[i]);
     assert_int_equal(dist_value_get_int(v), 400000); /* no lock needed for add */
     dist_value_destroy(&v);
 }
@@ -133,7 +109,7 @@ static void test_array(void **state)
     assert_int_equal((uintptr_t)dist_array_data(a) % 64, 0);
     assert_null(dist_array_int64(a));
     assert_null(dist_array_uint8(a));
-    s_join_ok(s_fork(s_fill_squares, a)); /* the child's writes show here */
+    dt_join_ok(dt_fork(s_fill_squares, a)); /* the child's writes show here */
     double *d = dist_array_double(a);
     for (int i = 0; i < 5; i++)
         assert_true(d[i] == init[i] * init[i]);
@@ -195,7 +171,7 @@ static void test_named_block_create_open_unlink(void **state)
     char *p = dist_shm_data(s);
     assert_int_equal(p[4095], 0);
     strcpy(p, "question");
-    s_join_ok(s_fork(s_open_and_answer, (void *)name));
+    dt_join_ok(dt_fork(s_open_and_answer, (void *)name));
     assert_string_equal(p + 100, "answer");
     assert_true(s_exists(name)); /* the opener's destroy left it */
 
@@ -240,7 +216,7 @@ static void test_named_block_owner_destroy_and_fork(void **state)
     strcpy(name, dist_shm_name(s));
     /* A forked child destroying its copy of the owner's handle must not
      * remove the name. */
-    s_join_ok(s_fork(s_destroy_inherited, s));
+    dt_join_ok(dt_fork(s_destroy_inherited, s));
     assert_true(s_exists(name));
     strcpy(dist_shm_data(s), "hello shm");
 

@@ -17,13 +17,6 @@
 
 #define MIB16 ((size_t)16 << 20)
 
-static void s_assert_took(int64_t t0, int timeout_ms)
-{
-    int64_t took = dt_now_ms() - t0;
-    assert_true(took >= timeout_ms * 95 / 100);
-    assert_true(took < timeout_ms + 2000);
-}
-
 static char *s_pattern(size_t n)
 {
     char *b = malloc(n);
@@ -36,8 +29,8 @@ static char *s_pattern(size_t n)
 /* A scratch file path unique to this run. */
 static const char *s_tmp(const char *tag)
 {
-    static char buf[128];
-    snprintf(buf, sizeof buf, "/tmp/dist_test_subprocess_%d_%s", (int)getpid(), tag);
+    static char buf[300];
+    snprintf(buf, sizeof buf, "/tmp%s", dt_unique_name("dist_test_subprocess", tag));
     return buf;
 }
 
@@ -289,7 +282,7 @@ static void test_communicate_timeout_leaves_child_running(void **state)
     int64_t t0 = dt_now_ms();
     assert_int_equal(dist_subprocess_communicate(p, NULL, 0, &out, NULL, NULL, NULL, 300),
                      DIST_ETIMEDOUT);
-    s_assert_took(t0, 300);
+    dt_assert_took(t0, 300);
     assert_null(out);
     assert_int_equal(dist_subprocess_poll(p), 0); /* still running */
     assert_int_equal(dist_subprocess_returncode(p), DIST_EXITCODE_NONE);
@@ -365,7 +358,7 @@ static void test_wait_poll_signals_returncode(void **state)
     assert_int_equal(dist_subprocess_poll(p), 0);
     int64_t t0 = dt_now_ms();
     assert_int_equal(dist_subprocess_wait(p, 200), DIST_ETIMEDOUT);
-    s_assert_took(t0, 200);
+    dt_assert_took(t0, 200);
     assert_int_equal(dist_subprocess_terminate(p), 0);
     assert_int_equal(dist_subprocess_wait(p, 10000), 0);
     assert_int_equal(dist_subprocess_returncode(p), -SIGTERM);
@@ -453,13 +446,13 @@ static void test_helper_timeouts_kill_and_reap(void **state)
     int rc;
     int64_t t0 = dt_now_ms();
     assert_int_equal(dist_call(argv, NULL, 200, &rc), DIST_ETIMEDOUT);
-    s_assert_took(t0, 200);
+    dt_assert_took(t0, 200);
     assert_int_equal(rc, -SIGKILL);
     assert_int_equal(dt_children(), 0);
     char *out;
     t0 = dt_now_ms();
     assert_int_equal(dist_check_output(argv, NULL, NULL, 0, 200, &out, NULL, &rc), DIST_ETIMEDOUT);
-    s_assert_took(t0, 200);
+    dt_assert_took(t0, 200);
     assert_null(out);
     assert_int_equal(dt_children(), 0);
 }

@@ -14,38 +14,6 @@
 
 #include "testutil.h"
 
-typedef int (*child_fn)(void *arg);
-
-/* Forks a child that runs fn(arg) and exits with its result. */
-static pid_t s_fork(child_fn fn, void *arg)
-{
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dt_child_init();
-        _exit(fn(arg));
-    }
-    return pid;
-}
-
-/* Reaps pid and asserts that it exited with status 0. */
-static void s_join_ok(pid_t pid)
-{
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
-}
-
-/* Asserts that a call which gave up after timeout_ms took a plausible time:
- * not early, and not absurdly late on a busy machine. */
-static void s_assert_took(int64_t t0, int timeout_ms)
-{
-    int64_t took = dt_now_ms() - t0;
-    assert_true(took >= timeout_ms * 95 / 100);
-    assert_true(took < timeout_ms + 2000);
-}
-
 /* ---- Lock --------------------------------------------------------------- */
 
 static void test_lock_basics_and_bad_use(void **state)
@@ -84,7 +52,7 @@ static void test_lock_timeout_and_foreign_release(void **state)
     (void)state;
     dist_lock_t *l = dist_lock_new();
     assert_int_equal(dist_lock_acquire(l, DIST_FOREVER), 0);
-    s_join_ok(s_fork(s_try_release_other, l));
+    dt_join_ok(dt_fork(s_try_release_other, l));
     assert_int_equal(dist_lock_acquire(l, 0), DIST_EDEADLK);
     assert_int_equal(dist_lock_release(l), 0);
     dist_lock_destroy(&l);
@@ -103,7 +71,7 @@ static void test_lock_timeout_and_foreign_release(void **state)
     assert_int_equal(dist_event_wait(held, 10000), 0);
     int64_t t0 = dt_now_ms();
     assert_int_equal(dist_lock_acquire(l, 300), DIST_ETIMEDOUT);
-    s_assert_took(t0, 300);
+    dt_assert_took(t0, 300);
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     dist_event_destroy(&held);
@@ -157,9 +125,9 @@ static void test_four_processes_count_to_four_million(void **state)
     assert_non_null(v);
     pid_t pids[COUNT_PROCS];
     for (int i = 0; i < COUNT_PROCS; i++)
-        pids[i] = s_fork(s_count, v);
+        pids[i] = dt_fork(s_count, v);
     for (int i = 0; i < COUNT_PROCS; i++)
-        s_join_ok(pids[i]);
+        dt_join_ok(pids[i]);
     assert_int_equal(dist_value_get_int(v), (int64_t)COUNT_PROCS * COUNT_EACH);
     dist_value_destroy(&v);
 }
@@ -190,7 +158,7 @@ static void test_lock_holder_killed(void **state)
 {
     (void)state;
     struct holder h = { dist_lock_new(), dist_event_new() };
-    pid_t pid = s_fork(s_hold_forever, &h);
+    pid_t pid = dt_fork(s_hold_forever, &h);
     assert_int_equal(dist_event_wait(h.held, 10000), 0);
     /* While the holder lives, the lock is taken. */
     assert_int_equal(dist_lock_acquire(h.lock, 50), DIST_ETIMEDOUT);
@@ -201,7 +169,7 @@ static void test_lock_holder_killed(void **state)
     /* The lock works normally afterwards, here and in another process. */
     assert_int_equal(dist_lock_acquire(h.lock, 0), 0);
     assert_int_equal(dist_lock_release(h.lock), 0);
-    s_join_ok(s_fork(s_acquire_release, h.lock));
+    dt_join_ok(dt_fork(s_acquire_release, h.lock));
     dist_event_destroy(&h.held);
     dist_lock_destroy(&h.lock);
 }
@@ -212,12 +180,12 @@ static void test_lock_waiter_killed(void **state)
     (void)state;
     dist_lock_t *l = dist_lock_new();
     assert_int_equal(dist_lock_acquire(l, 0), 0);
-    pid_t pid = s_fork(s_acquire_release, l);
+    pid_t pid = dt_fork(s_acquire_release, l);
     dt_sleep_ms(50);
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     assert_int_equal(dist_lock_release(l), 0);
-    s_join_ok(s_fork(s_acquire_release, l));
+    dt_join_ok(dt_fork(s_acquire_release, l));
     assert_int_equal(dist_lock_acquire(l, 0), 0); /* not EOWNERDEAD */
     assert_int_equal(dist_lock_release(l), 0);
     dist_lock_destroy(&l);
@@ -250,13 +218,13 @@ static void test_rlock(void **state)
     assert_int_equal(dist_rlock_release(l), DIST_ESTATE);
     for (int i = 0; i < 3; i++)
         assert_int_equal(dist_rlock_acquire(l, 0), 0);
-    s_join_ok(s_fork(s_rlock_try, l));
+    dt_join_ok(dt_fork(s_rlock_try, l));
     for (int i = 0; i < 3; i++)
         assert_int_equal(dist_rlock_release(l), 0);
     assert_int_equal(dist_rlock_release(l), DIST_ESTATE);
 
     /* A holder killed at depth 2: the next owner starts at depth 1. */
-    pid_t pid = s_fork(s_rlock_hold_forever, l);
+    pid_t pid = dt_fork(s_rlock_hold_forever, l);
     int64_t t0 = dt_now_ms();
     int r;
     while ((r = dist_rlock_acquire(l, 0)) == 0) { /* wait until it holds it */
@@ -267,7 +235,7 @@ static void test_rlock(void **state)
     assert_int_equal(r, DIST_ETIMEDOUT);
     t0 = dt_now_ms();
     assert_int_equal(dist_rlock_acquire(l, 200), DIST_ETIMEDOUT);
-    s_assert_took(t0, 200);
+    dt_assert_took(t0, 200);
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     assert_int_equal(dist_rlock_acquire(l, 5000), DIST_EOWNERDEAD);
@@ -290,7 +258,7 @@ static void test_semaphore_and_bounded(void **state)
     assert_int_equal(dist_sem_acquire(s, 0), DIST_ETIMEDOUT);
     int64_t t0 = dt_now_ms();
     assert_int_equal(dist_sem_acquire(s, 150), DIST_ETIMEDOUT);
-    s_assert_took(t0, 150);
+    dt_assert_took(t0, 150);
     for (int i = 0; i < 5; i++) /* an unbounded one goes above its start */
         assert_int_equal(dist_sem_release(s), 0);
     assert_int_equal(dist_sem_value(s), 5);
@@ -332,7 +300,7 @@ static void test_semaphore_across_processes(void **state)
     struct sem_args a = { dist_sem_new(0), dist_value_new(DIST_CTYPE_INT32, false) };
     pid_t pids[4];
     for (int i = 0; i < 4; i++)
-        pids[i] = s_fork(s_sem_taker, &a);
+        pids[i] = dt_fork(s_sem_taker, &a);
     dt_sleep_ms(100);
     assert_int_equal(dist_value_get_int(a.done), 0);
     for (int k = 1; k <= 4; k++) {
@@ -344,7 +312,7 @@ static void test_semaphore_across_processes(void **state)
         assert_int_equal(dist_value_get_int(a.done), k);
     }
     for (int i = 0; i < 4; i++)
-        s_join_ok(pids[i]);
+        dt_join_ok(pids[i]);
     assert_int_equal(dist_sem_value(a.sem), 0);
     dist_sem_destroy(&a.sem);
     dist_value_destroy(&a.done);
@@ -371,20 +339,20 @@ static void test_event(void **state)
     assert_false(dist_event_is_set(a.ev));
     int64_t t0 = dt_now_ms();
     assert_int_equal(dist_event_wait(a.ev, 200), DIST_ETIMEDOUT);
-    s_assert_took(t0, 200);
+    dt_assert_took(t0, 200);
     assert_int_equal(dist_event_wait(a.ev, 0), DIST_ETIMEDOUT);
 
     /* Three waiters, one set wakes them all. */
     pid_t pids[3];
     for (int i = 0; i < 3; i++)
-        pids[i] = s_fork(s_event_waiter, &a);
+        pids[i] = dt_fork(s_event_waiter, &a);
     for (int i = 0; i < 3; i++)
         assert_int_equal(dist_sem_acquire(a.ready, 10000), 0);
     dt_sleep_ms(50);
     dist_event_set(a.ev);
     assert_true(dist_event_is_set(a.ev));
     for (int i = 0; i < 3; i++)
-        s_join_ok(pids[i]);
+        dt_join_ok(pids[i]);
     assert_int_equal(dist_event_wait(a.ev, 0), 0);
     dist_event_set(a.ev); /* idempotent */
     dist_event_clear(a.ev);
@@ -392,12 +360,12 @@ static void test_event(void **state)
 
     /* set then clear at once: a waiter asleep at that moment still returns
      * 0, as in Python. */
-    pid_t pid = s_fork(s_event_waiter, &a);
+    pid_t pid = dt_fork(s_event_waiter, &a);
     assert_int_equal(dist_sem_acquire(a.ready, 10000), 0);
     dt_sleep_ms(200);
     dist_event_set(a.ev);
     dist_event_clear(a.ev);
-    s_join_ok(pid);
+    dt_join_ok(pid);
     dist_event_destroy(&a.ev);
     dist_sem_destroy(&a.ready);
 }
@@ -441,7 +409,7 @@ static void test_condition_producer_consumers(void **state)
     dist_lock_t *l = dist_cond_lock(a.cond);
     pid_t pids[3];
     for (int i = 0; i < 3; i++)
-        pids[i] = s_fork(s_consumer, &a);
+        pids[i] = dt_fork(s_consumer, &a);
     dt_sleep_ms(100);
     /* One item and notify(1): one consumer takes it. */
     assert_int_equal(dist_lock_acquire(l, 5000), 0);
@@ -458,7 +426,7 @@ static void test_condition_producer_consumers(void **state)
     assert_int_equal(dist_cond_notify_all(a.cond), 0);
     assert_int_equal(dist_lock_release(l), 0);
     for (int i = 0; i < 3; i++)
-        s_join_ok(pids[i]);
+        dt_join_ok(pids[i]);
     assert_int_equal(dist_value_get_int(a.items), 0);
     dist_cond_destroy(&a.cond);
     assert_null(a.cond);
@@ -484,10 +452,10 @@ static void test_condition_timeouts_and_bad_use(void **state)
     assert_int_equal(dist_lock_acquire(l, 0), 0); /* the checks left it free */
     int64_t t0 = dt_now_ms();
     assert_int_equal(dist_cond_wait(c, 200), DIST_ETIMEDOUT);
-    s_assert_took(t0, 200);
+    dt_assert_took(t0, 200);
     t0 = dt_now_ms();
     assert_int_equal(dist_cond_wait_for(c, s_never, NULL, 200), DIST_ETIMEDOUT);
-    s_assert_took(t0, 200);
+    dt_assert_took(t0, 200);
     assert_int_equal(dist_cond_notify(c, 1), 0); /* nobody waits: fine */
     assert_int_equal(dist_lock_release(l), 0);  /* held again after the waits */
     assert_int_equal(dist_lock_release(l), DIST_ESTATE);
@@ -534,9 +502,9 @@ static void test_barrier_four_processes(void **state)
     assert_int_equal(dist_barrier_parties(a.b), B_PARTIES);
     pid_t pids[B_PARTIES];
     for (int i = 0; i < B_PARTIES; i++)
-        pids[i] = s_fork(s_barrier_party, &a);
+        pids[i] = dt_fork(s_barrier_party, &a);
     for (int i = 0; i < B_PARTIES; i++)
-        s_join_ok(pids[i]);
+        dt_join_ok(pids[i]);
     uint8_t *seen = dist_array_uint8(a.seen);
     for (int i = 0; i < B_ROUNDS * B_PARTIES; i++)
         assert_int_equal(seen[i], 1);
@@ -566,12 +534,12 @@ static void test_barrier_timeout_abort_reset(void **state)
     dist_barrier_t *b = dist_barrier_new(3);
     /* A timeout breaks the barrier: the waiter that timed out says so, the
      * other one is sent away broken. */
-    pid_t pid = s_fork(s_barrier_expect_broken, b);
+    pid_t pid = dt_fork(s_barrier_expect_broken, b);
     s_wait_n_waiting(b, 1);
     int64_t t0 = dt_now_ms();
     assert_int_equal(dist_barrier_wait(b, 200), DIST_ETIMEDOUT);
-    s_assert_took(t0, 200);
-    s_join_ok(pid);
+    dt_assert_took(t0, 200);
+    dt_join_ok(pid);
     assert_true(dist_barrier_broken(b));
     assert_int_equal(dist_barrier_n_waiting(b), 0);
     assert_int_equal(dist_barrier_wait(b, 1000), DIST_EBROKEN); /* at once */
@@ -581,20 +549,20 @@ static void test_barrier_timeout_abort_reset(void **state)
     assert_false(dist_barrier_broken(b));
 
     /* abort wakes waiters with DIST_EBROKEN. */
-    pid_t p1 = s_fork(s_barrier_expect_broken, b), p2 = s_fork(s_barrier_expect_broken, b);
+    pid_t p1 = dt_fork(s_barrier_expect_broken, b), p2 = dt_fork(s_barrier_expect_broken, b);
     s_wait_n_waiting(b, 2);
     assert_int_equal(dist_barrier_abort(b), 0);
-    s_join_ok(p1);
-    s_join_ok(p2);
+    dt_join_ok(p1);
+    dt_join_ok(p2);
     assert_int_equal(dist_barrier_reset(b), 0);
 
     /* reset while two wait: they get DIST_EBROKEN, the barrier is empty. */
-    p1 = s_fork(s_barrier_expect_broken, b);
-    p2 = s_fork(s_barrier_expect_broken, b);
+    p1 = dt_fork(s_barrier_expect_broken, b);
+    p2 = dt_fork(s_barrier_expect_broken, b);
     s_wait_n_waiting(b, 2);
     assert_int_equal(dist_barrier_reset(b), 0);
-    s_join_ok(p1);
-    s_join_ok(p2);
+    dt_join_ok(p1);
+    dt_join_ok(p2);
     assert_false(dist_barrier_broken(b));
     assert_int_equal(dist_barrier_n_waiting(b), 0);
     dist_barrier_destroy(&b);

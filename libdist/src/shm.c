@@ -66,13 +66,7 @@ dist_value_t *dist_value_new(dist_ctype_t type, bool lock)
         return NULL;
     v->type = type;
     v->has_lock = lock;
-    int r = lock ? dist__lock_init(&v->lock) : 0;
-    if (r) {
-        dist__shared_unmap(v, sizeof *v);
-        errno = -r;
-        return NULL;
-    }
-    return v;
+    return lock ? dist__shared_with_lock(v, sizeof *v, &v->lock) : v;
 }
 
 void dist_value_destroy(dist_value_t **self_p)
@@ -185,15 +179,9 @@ dist_array_t *dist_array_new(dist_ctype_t type, size_t length, const void *init,
     a->has_lock = lock;
     a->length = length;
     a->map_len = map_len;
-    int r = lock ? dist__lock_init(&a->lock) : 0;
-    if (r) {
-        dist__shared_unmap(a, map_len);
-        errno = -r;
-        return NULL;
-    }
     if (init)
         memcpy(a->data, init, length * item);
-    return a;
+    return lock ? dist__shared_with_lock(a, map_len, &a->lock) : a;
 }
 
 void dist_array_destroy(dist_array_t **self_p)

@@ -85,10 +85,15 @@ int dist__mutex_lock(pthread_mutex_t *m, int64_t deadline)
     return -pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
 }
 
-int dist__lock_init(struct dist_lock *l)
+void *dist__shared_with_mutex(void *map, size_t size, pthread_mutex_t *m, int type)
 {
-    atomic_store(&l->owner_died, 0);
-    return dist__mutex_init(&l->m, PTHREAD_MUTEX_ERRORCHECK);
+    int r = dist__mutex_init(m, type);
+    if (r) {
+        dist__shared_unmap(map, size);
+        errno = -r;
+        return NULL;
+    }
+    return map;
 }
 
 void dist__lock_drop(struct dist_lock *l)
@@ -139,15 +144,7 @@ static bool s_lock_held(struct dist_lock *l)
 dist_lock_t *dist_lock_new(void)
 {
     struct dist_lock *l = dist__shared_map(sizeof *l);
-    if (!l)
-        return NULL;
-    int r = dist__lock_init(l);
-    if (r) {
-        dist__shared_unmap(l, sizeof *l);
-        errno = -r;
-        return NULL;
-    }
-    return l;
+    return l ? dist__shared_with_lock(l, sizeof *l, l) : NULL;
 }
 
 void dist_lock_destroy(dist_lock_t **self_p)
@@ -183,15 +180,7 @@ struct dist_rlock {
 dist_rlock_t *dist_rlock_new(void)
 {
     dist_rlock_t *l = dist__shared_map(sizeof *l);
-    if (!l)
-        return NULL;
-    int r = dist__mutex_init(&l->m, PTHREAD_MUTEX_RECURSIVE);
-    if (r) {
-        dist__shared_unmap(l, sizeof *l);
-        errno = -r;
-        return NULL;
-    }
-    return l;
+    return l ? dist__shared_with_mutex(l, sizeof *l, &l->m, PTHREAD_MUTEX_RECURSIVE) : NULL;
 }
 
 void dist_rlock_destroy(dist_rlock_t **self_p)
@@ -254,10 +243,10 @@ dist_sem_t *dist_sem_new_bounded(unsigned value) { return s_sem_new(value, true)
 
 void dist_sem_destroy(dist_sem_t **self_p)
 {
-    if (!self_p || !*self_p)
-        return;
-    dist__shared_unmap(*self_p, sizeof **self_p);
-    *self_p = NULL;
+    if (self_p) {
+        dist__shared_unmap(*self_p, sizeof(dist_sem_t));
+        *self_p = NULL;
+    }
 }
 
 int dist_sem_acquire(dist_sem_t *self, int timeout_ms)
@@ -316,10 +305,10 @@ dist_event_t *dist_event_new(void) { return dist__shared_map(sizeof(struct dist_
 
 void dist_event_destroy(dist_event_t **self_p)
 {
-    if (!self_p || !*self_p)
-        return;
-    dist__shared_unmap(*self_p, sizeof **self_p);
-    *self_p = NULL;
+    if (self_p) {
+        dist__shared_unmap(*self_p, sizeof(dist_event_t));
+        *self_p = NULL;
+    }
 }
 
 void dist_event_set(dist_event_t *self)
@@ -373,15 +362,7 @@ dist_cond_t *dist_cond_new(dist_lock_t *lock)
     if (!c)
         return NULL;
     c->lock = lock ? lock : &c->own;
-    if (!lock) {
-        int r = dist__lock_init(&c->own);
-        if (r) {
-            dist__shared_unmap(c, sizeof *c);
-            errno = -r;
-            return NULL;
-        }
-    }
-    return c;
+    return lock ? c : dist__shared_with_lock(c, sizeof *c, &c->own);
 }
 
 void dist_cond_destroy(dist_cond_t **self_p)
@@ -503,22 +484,16 @@ dist_barrier_t *dist_barrier_new(unsigned parties)
     dist_barrier_t *b = dist__shared_map(sizeof *b);
     if (!b)
         return NULL;
-    int r = dist__mutex_init(&b->m, PTHREAD_MUTEX_NORMAL);
-    if (r) {
-        dist__shared_unmap(b, sizeof *b);
-        errno = -r;
-        return NULL;
-    }
     b->parties = parties;
-    return b;
+    return dist__shared_with_mutex(b, sizeof *b, &b->m, PTHREAD_MUTEX_NORMAL);
 }
 
 void dist_barrier_destroy(dist_barrier_t **self_p)
 {
-    if (!self_p || !*self_p)
-        return;
-    dist__shared_unmap(*self_p, sizeof **self_p);
-    *self_p = NULL;
+    if (self_p) {
+        dist__shared_unmap(*self_p, sizeof(dist_barrier_t));
+        *self_p = NULL;
+    }
 }
 
 int dist_barrier_wait(dist_barrier_t *self, int timeout_ms)

@@ -48,8 +48,6 @@ int dist__mutex_init(pthread_mutex_t *m, int type);
  * error-checking mutex the caller already holds; or another -errno. */
 int dist__mutex_lock(pthread_mutex_t *m, int64_t deadline);
 
-/* Initialises a Lock (error-checking, robust) in shared memory. 0 or -errno. */
-int dist__lock_init(struct dist_lock *l);
 
 /* Releases every hold the calling thread has on l (used before its memory
  * is unmapped: a held robust mutex sits on the thread's robust list, and an
@@ -57,8 +55,20 @@ int dist__lock_init(struct dist_lock *l);
 void dist__lock_drop(struct dist_lock *l);
 
 /* A zero-filled MAP_SHARED|MAP_ANONYMOUS mapping of `size` bytes that
- * processes forked afterwards share, or NULL with errno set. */
+ * processes forked afterwards share, or NULL with errno set. unmap accepts
+ * NULL. */
 void *dist__shared_map(size_t size);
 void dist__shared_unmap(void *p, size_t size);
+
+/* Initialises the mutex m of `type` that lies inside `map`, a fresh mapping
+ * of `size` bytes (not NULL). Returns map, or unmaps it and returns NULL
+ * with errno set: constructors end with `return dist__shared_with_mutex(...)`. */
+void *dist__shared_with_mutex(void *map, size_t size, pthread_mutex_t *m, int type);
+
+/* The same for a Lock (error-checking) inside map. */
+static inline void *dist__shared_with_lock(void *map, size_t size, struct dist_lock *l)
+{
+    return dist__shared_with_mutex(map, size, &l->m, PTHREAD_MUTEX_ERRORCHECK);
+}
 
 #endif
