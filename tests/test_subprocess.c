@@ -316,9 +316,9 @@ static void test_communicate_continues_after_timeout(void **state)
     o = (dist_subprocess_opts_t){ .in = { DIST_STDIO_PIPE }, .out = { DIST_STDIO_PIPE } };
     const char *slow_cat[] = { "/bin/sh", "-c", "sleep 0.3; cat", NULL };
     p = dist_subprocess_new(slow_cat, &o);
-    assert_int_equal(dist_subprocess_communicate(p, in, len, &out, &n, NULL, NULL, 50),
+    assert_int_equal(dist_subprocess_communicate(p, in, len, &out, &n, NULL, NULL, 100),
                      DIST_ETIMEDOUT);
-    assert_int_equal(dist_subprocess_communicate(p, in, 1, &out, &n, NULL, NULL, 50), DIST_EINVAL);
+    assert_int_equal(dist_subprocess_communicate(p, in, 1, &out, &n, NULL, NULL, 100), DIST_EINVAL);
     assert_int_equal(dist_subprocess_communicate(p, in, len, &out, &n, NULL, NULL, 30000), 0);
     assert_int_equal(n, len);
     assert_memory_equal(out, in, len);

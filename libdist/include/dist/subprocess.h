@@ -12,9 +12,10 @@
  *
  *  The child receives only descriptors 0, 1 and 2: every other descriptor
  *  of the parent is closed in the child, including those opened without
- *  O_CLOEXEC. Signals the parent ignores or blocks are reset to their
- *  defaults in the child (a parent that ignores SIGPIPE does not pass that
- *  on to `cat`).
+ *  O_CLOEXEC. As with Python's restore_signals, SIGPIPE and SIGXFSZ get
+ *  their default action back in the child (a parent that ignores SIGPIPE
+ *  does not pass that on to `cat`), and the child starts with no signal
+ *  blocked.
  *
  *  The child is started with posix_spawn (glibc: clone with CLONE_VM and
  *  CLONE_VFORK), which is safe in a multi-threaded parent and does not copy
