@@ -115,3 +115,36 @@ char dt_proc_state(pid_t pid)
     pid_t pp;
     return s_stat(pid, &st, &pp) == 0 ? st : 0;
 }
+
+pid_t dt_fork(int (*fn)(void *arg), void *arg)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dt_child_init();
+        _exit(fn(arg));
+    }
+    return pid;
+}
+
+void dt_join_ok(pid_t pid)
+{
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+void dt_assert_took(int64_t t0, int timeout_ms)
+{
+    int64_t took = dt_now_ms() - t0;
+    assert_true(took >= timeout_ms * 95 / 100);
+    assert_true(took < timeout_ms + 2000);
+}
+
+const char *dt_unique_name(const char *prefix, const char *tag)
+{
+    static char buf[256];
+    snprintf(buf, sizeof buf, "/%s_%d_%s", prefix, (int)getpid(), tag);
+    return buf;
+}

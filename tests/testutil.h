@@ -39,4 +39,21 @@ void dt_sleep_ms(int ms);
 /* The state (one letter, as in /proc/PID/stat) of pid, or 0 if gone. */
 char dt_proc_state(pid_t pid);
 
+/* Forks a child that calls dt_child_init(), runs fn(arg) and exits with its
+ * return value (children report through their exit status: cmocka asserts
+ * only work in the test process). Returns the pid; asserts fork worked. */
+pid_t dt_fork(int (*fn)(void *arg), void *arg);
+
+/* Reaps pid and asserts that it exited with status 0. */
+void dt_join_ok(pid_t pid);
+
+/* Asserts that a call which gave up after timeout_ms, started at t0
+ * (dt_now_ms), took a plausible time: not early (>= 95 %), and not absurdly
+ * late on a busy machine (< timeout + 2 s). Never a speed assertion. */
+void dt_assert_took(int64_t t0, int timeout_ms);
+
+/* "/<prefix>_<pid>_<tag>": a name unique to this test run. Static buffer,
+ * overwritten by the next call. */
+const char *dt_unique_name(const char *prefix, const char *tag);
+
 #endif

@@ -12,5 +12,8 @@
 #include "dist/task.h"
 #include "dist/value.h"
 #include "dist/pool.h"
+#include "dist/shm.h"
+#include "dist/subprocess.h"
+#include "dist/sync.h"
 
 #endif

@@ -23,6 +23,8 @@ const char *dist_strerror(int code)
     case DIST_ESTATE: return "operation not valid in the current state";
     case DIST_ETASK: return "task failed";
     case DIST_ECRASHED: return "process died";
+    case DIST_EEXITSTATUS: return "child exited with non-zero status";
+    case DIST_EBROKEN: return "barrier broken";
     /* The errno-based codes get our wording so that messages are the same
      * on every libc and the function stays thread-safe. */
     case DIST_EINVAL: return "invalid argument";
@@ -36,6 +38,7 @@ const char *dist_strerror(int code)
     case DIST_ECHILD: return "no such child process";
     case DIST_EPROTO: return "protocol error";
     case DIST_ENOENT: return "not found";
+    case DIST_EDEADLK: return "lock already held by the caller";
     default: break;
     }
     if (code < 0 && code > DIST__EBASE)

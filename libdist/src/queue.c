@@ -33,6 +33,7 @@
 #include "dist/error.h"
 #include "futex_internal.h"
 #include "queue_internal.h"
+#include "sync_internal.h"
 #include "util_internal.h"
 
 #define HDR 4
@@ -62,15 +63,6 @@ struct dist_queue {
     struct shared *sh;
     size_t map_len;
 };
-
-static inline void s_cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
 
 /* Copy in and out of the ring at a byte counter, wrapping. */
 static void s_ring_write(struct shared *sh, uint64_t pos, const void *src, size_t n)
@@ -113,28 +105,17 @@ static void s_recover(struct shared *sh)
     atomic_fetch_add(&sh->recoveries, 1);
 }
 
-/* Robust mutexes in glibc never spin: a contended lock goes straight to a
- * futex sleep and the unlocker to a wake-up system call. Our critical
- * sections are a few dozen instructions, so try for a while first. */
-#define LOCK_SPINS 200
-
+/* Locks the queue (spinning a little first: see dist__mutex_lock), and
+ * repairs it when the previous owner died inside put or get. */
 static int s_lock(struct shared *sh)
 {
-    int r = EBUSY;
-    for (int i = 0; i < LOCK_SPINS && r == EBUSY; i++) {
-        r = pthread_mutex_trylock(&sh->lock);
-        if (r == EBUSY)
-            for (int j = 0; j < 8; j++)
-                s_cpu_relax();
-    }
-    if (r == EBUSY)
-        r = pthread_mutex_lock(&sh->lock);
-    if (r == EOWNERDEAD) {
+    int r = dist__mutex_lock(&sh->lock, INT64_MAX);
+    if (r == -EOWNERDEAD) {
         s_recover(sh);
         pthread_mutex_consistent(&sh->lock);
         return 0;
     }
-    return -r;
+    return r;
 }
 
 static void s_unlock(struct shared *sh) { pthread_mutex_unlock(&sh->lock); }
@@ -159,16 +140,11 @@ dist_queue_t *dist_queue_new(size_t maxsize, size_t capacity)
         return NULL;
     }
     struct shared *sh = mem; /* zero-filled by mmap */
-    pthread_mutexattr_t ma;
-    pthread_mutexattr_init(&ma);
-    pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
-    pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
-    int r = pthread_mutex_init(&sh->lock, &ma);
-    pthread_mutexattr_destroy(&ma);
+    int r = dist__mutex_init(&sh->lock, PTHREAD_MUTEX_NORMAL);
     if (r) {
         munmap(mem, self->map_len);
         free(self);
-        errno = r;
+        errno = -r;
         return NULL;
     }
     sh->cap = capacity;
@@ -195,7 +171,7 @@ static bool s_spin_for_change(_Atomic uint64_t *pos, uint64_t seen)
     for (int i = 1; i <= SPIN_ROUNDS; i++) {
         if (atomic_load_explicit(pos, memory_order_relaxed) != seen)
             return true;
-        s_cpu_relax();
+        dist__cpu_relax();
         /* The process we wait for may share our CPU: let it run. */
         if (i % 256 == 0)
             sched_yield();

@@ -32,6 +32,7 @@ extern "C" {
 #define DIST_ECHILD     (-ECHILD)     /* no such child process */
 #define DIST_EPROTO     (-EPROTO)     /* malformed data from a peer */
 #define DIST_ENOENT     (-ENOENT)     /* no such name (file, task, queue) */
+#define DIST_EDEADLK    (-EDEADLK)    /* the caller already holds the (non-recursive) lock */
 
 /* Codes without an errno equivalent. */
 #define DIST__EBASE    (-10000)
@@ -41,7 +42,9 @@ extern "C" {
 #define DIST_ESTATE    (DIST__EBASE - 4) /* operation not valid in the object's current state */
 #define DIST_ETASK     (DIST__EBASE - 5) /* the task failed; its error result says why */
 #define DIST_ECRASHED  (DIST__EBASE - 6) /* the process running it died */
-#define DIST_ELAST     (DIST__EBASE - 6)
+#define DIST_EEXITSTATUS (DIST__EBASE - 7) /* a child exited with a non-zero status or was killed */
+#define DIST_EBROKEN   (DIST__EBASE - 8) /* the barrier is broken (aborted, reset or timed out) */
+#define DIST_ELAST     (DIST__EBASE - 8)
 
 /* A short English description of `code` (either sign is accepted; 0 gives
  * "success"). Returns a static string that is never freed; thread-safe. */
