@@ -9,5 +9,6 @@
 #include "dist/process.h"
 #include "dist/pipe.h"
 #include "dist/queue.h"
+#include "dist/wire.h"
 
 #endif
