@@ -612,6 +612,13 @@ static void test_bool_str_bin(void **state)
     size_t n = 99;
     assert_int_equal(dist_wire_get_str(dist_wire_map_get(r, "e"), &s, &n), 0);
     assert_int_equal(n, 0);
+    assert_non_null(s); /* msgpack-c stores NULL for an empty str; we never return it */
+    const void *eb = NULL;
+    dist_wire_msg_t *e = dist_wire_msg_decode("\xc4\x00", 2, NULL, NULL);
+    assert_int_equal(dist_wire_get_bin(dist_wire_msg_root(e), &eb, &n), 0);
+    assert_int_equal(n, 0);
+    assert_non_null(eb);
+    dist_wire_msg_destroy(&e);
     assert_int_equal(dist_wire_get_str(dist_wire_map_get(r, "b"), &s, &n), DIST_EPROTO);
     assert_int_equal(dist_wire_get_str(dist_wire_map_get(r, "u"), &s, &n), DIST_EPROTO);
     assert_int_equal(dist_wire_get_str(NULL, &s, &n), DIST_EPROTO);

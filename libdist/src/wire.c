@@ -421,7 +421,9 @@ int dist_wire_get_str(const msgpack_object *obj, const char **ptr, size_t *len)
 {
     if (!obj || obj->type != MSGPACK_OBJECT_STR)
         return DIST_EPROTO;
-    *ptr = obj->via.str.ptr;
+    /* msgpack-c leaves ptr NULL for an empty str; a caller's
+     * memcpy(dst, ptr, 0) would then be undefined behaviour. */
+    *ptr = obj->via.str.size ? obj->via.str.ptr : "";
     *len = obj->via.str.size;
     return 0;
 }
@@ -430,7 +432,7 @@ int dist_wire_get_bin(const msgpack_object *obj, const void **ptr, size_t *len)
 {
     if (!obj || obj->type != MSGPACK_OBJECT_BIN)
         return DIST_EPROTO;
-    *ptr = obj->via.bin.ptr;
+    *ptr = obj->via.bin.size ? obj->via.bin.ptr : ""; /* NULL when empty, as for str */
     *len = obj->via.bin.size;
     return 0;
 }

@@ -157,10 +157,12 @@ DIST_EXPORT int dist_wire_get_f64(const msgpack_object *obj, double *out);
 DIST_EXPORT int dist_wire_get_bool(const msgpack_object *obj, bool *out);
 
 /* A str: *ptr points at *len bytes that are NOT NUL-terminated and may
- * contain NUL bytes or invalid UTF-8 (msgpack-c does not check). */
+ * contain NUL bytes or invalid UTF-8 (msgpack-c does not check). *ptr is
+ * never NULL, even for an empty str (msgpack-c itself stores NULL there:
+ * read via.str.ptr directly only with that in mind). */
 DIST_EXPORT int dist_wire_get_str(const msgpack_object *obj, const char **ptr, size_t *len);
 
-/* A bin (a str is not accepted). */
+/* A bin (a str is not accepted). *ptr is never NULL, as for a str. */
 DIST_EXPORT int dist_wire_get_bin(const msgpack_object *obj, const void **ptr, size_t *len);
 
 /* An array: *items is its first element (NULL when *n is 0). */
