@@ -48,11 +48,13 @@ struct walk {
     const char *lo, *hi; /* where payloads must lie, when lo is set */
 };
 
-static void s_in_range(const struct walk *w, const char *p, size_t n)
+/* A str/bin/ext payload: inside the message's bytes, and the longest yet? */
+static void s_payload(struct walk *w, const char *p, size_t n)
 {
-    if (!w->lo || n == 0)
-        return;
-    CHECK(p >= w->lo && p + n <= w->hi);
+    if (n > w->longest)
+        w->longest = n;
+    if (w->lo && n > 0)
+        CHECK(p >= w->lo && p + n <= w->hi);
 }
 
 /* Every accessor on o must agree with o's type. */
@@ -118,21 +120,9 @@ static void s_walk(const msgpack_object *o, size_t depth, struct walk *w)
     w->objects++;
     s_accessors(o);
     switch (o->type) {
-    case MSGPACK_OBJECT_STR:
-        s_in_range(w, o->via.str.ptr, o->via.str.size);
-        if (o->via.str.size > w->longest)
-            w->longest = o->via.str.size;
-        break;
-    case MSGPACK_OBJECT_BIN:
-        s_in_range(w, o->via.bin.ptr, o->via.bin.size);
-        if (o->via.bin.size > w->longest)
-            w->longest = o->via.bin.size;
-        break;
-    case MSGPACK_OBJECT_EXT:
-        s_in_range(w, o->via.ext.ptr, o->via.ext.size);
-        if (o->via.ext.size > w->longest)
-            w->longest = o->via.ext.size;
-        break;
+    case MSGPACK_OBJECT_STR: s_payload(w, o->via.str.ptr, o->via.str.size); break;
+    case MSGPACK_OBJECT_BIN: s_payload(w, o->via.bin.ptr, o->via.bin.size); break;
+    case MSGPACK_OBJECT_EXT: s_payload(w, o->via.ext.ptr, o->via.ext.size); break;
     case MSGPACK_OBJECT_ARRAY:
         if (depth + 1 > w->depth)
             w->depth = depth + 1;

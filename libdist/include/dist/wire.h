@@ -26,7 +26,9 @@
  *
  *  Threads: every function is reentrant. A decoded message or a buffer is
  *  used by one thread at a time; several threads may read one decoded
- *  message at once, since reading never modifies it.
+ *  message at once, since reading never modifies it. There is no global
+ *  state, so the codec works the same in a forked child. Nothing here
+ *  blocks.
  */
 #ifndef DIST_WIRE_H_INCLUDED
 #define DIST_WIRE_H_INCLUDED
@@ -62,8 +64,8 @@ typedef struct {
      * `[1, {"a": 2}]` is 5. Default DIST_WIRE_DEFAULT_OBJECTS. For
      * dist_wire_validate_seq() the total over the whole sequence. */
     size_t max_objects;
-    /* Longest str, bin or ext payload in bytes. Default: no limit beyond
-     * the buffer's length. */
+    /* Longest str, bin or ext payload in bytes. Default SIZE_MAX: no limit
+     * beyond the buffer's length. */
     size_t max_str;
 } dist_wire_limits_t;
 
