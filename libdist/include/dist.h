@@ -15,5 +15,6 @@
 #include "dist/shm.h"
 #include "dist/subprocess.h"
 #include "dist/sync.h"
+#include "dist/wire.h"
 
 #endif

@@ -3,8 +3,9 @@
 
 # Packages to build and run libdist.
 DIST_BUILD_PACKAGES="build-essential cmake pkg-config libzmq3-dev libczmq-dev libmsgpack-dev"
-# Extra packages for the test suite and the benchmarks.
-DIST_TEST_PACKAGES="libcmocka-dev python3"
+# Extra packages for the test suite and the benchmarks (clang and its
+# runtime libraries for the libFuzzer smoke run at the end of scripts/test).
+DIST_TEST_PACKAGES="libcmocka-dev python3 clang libclang-rt-14-dev"
 
 dist_root() { cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd; }
 
