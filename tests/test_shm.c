@@ -155,7 +155,7 @@ static int s_open_and_answer(void *arg)
 
 static bool s_exists(const char *name)
 {
-    char path[128];
+    char path[160];
     snprintf(path, sizeof path, "/dev/shm%s", name);
     return access(path, F_OK) == 0;
 }

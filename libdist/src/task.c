@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "dist/error.h"
+#include "mpcheck_internal.h"
 #include "task_internal.h"
 
 struct entry {
@@ -176,7 +177,7 @@ int dist__task_run(dist__runner_t *r, dist_task_fn fn, const char *name, const v
     }
     /* Arguments come from another process: check them before msgpack-c,
      * which trusts every length it reads. */
-    if (!dist__msgpack_is_array(*(const unsigned char *)args) || dist__msgpack_skip(args, len) != len)
+    if (!dist__msgpack_is_array(*(const unsigned char *)args) || !dist__mp_is_one_value(args, len))
         return s_error(out, DIST_EPROTO, "task %s: arguments are not one MessagePack array", name);
     msgpack_object obj;
     size_t off = 0;
@@ -195,92 +196,12 @@ int dist__task_run(dist__runner_t *r, dist_task_fn fn, const char *name, const v
     }
     if (out->size == 0)
         return s_error(out, DIST_EPROTO, "task %s returned no value", name);
-    size_t one = dist__msgpack_skip(out->data, out->size);
-    if (one == 0)
+    if (!dist__mp_is_one_value(out->data, out->size)) {
+        static const dist__mp_limits_t any = { DIST__MP_DEPTH_MAX, SIZE_MAX, SIZE_MAX };
+        size_t objects;
+        if (dist__mp_validate(out->data, out->size, &any, true, &objects) > 1)
+            return s_error(out, DIST_EPROTO, "task %s produced more than one value", name);
         return s_error(out, DIST_EPROTO, "task %s produced a value that is not valid MessagePack", name);
-    if (one != out->size)
-        return s_error(out, DIST_EPROTO, "task %s produced more than one value", name);
-    return 0;
-}
-
-/* Big-endian reads for the MessagePack headers. */
-static uint64_t s_be(const unsigned char *p, int n)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
-size_t dist__msgpack_skip(const void *buf, size_t len)
-{
-    const unsigned char *p = buf, *end = p + len;
-    uint64_t need = 1; /* values still to read */
-    while (need) {
-        if (p >= end)
-            return 0;
-        unsigned char b = *p++;
-        size_t left = (size_t)(end - p);
-        uint64_t body = 0, children = 0; /* bytes of payload, nested values */
-        int hdr = 0;                     /* bytes of length field after b */
-        if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
-            /* fixint, nil, bool */
-        } else if ((b & 0xe0) == 0xa0) {
-            body = b & 0x1f;
-        } else if ((b & 0xf0) == 0x90) {
-            children = b & 0x0f;
-        } else if ((b & 0xf0) == 0x80) {
-            children = (uint64_t)(b & 0x0f) * 2;
-        } else {
-            switch (b) {
-            case 0xcc: case 0xd0: body = 1; break;
-            case 0xcd: case 0xd1: body = 2; break;
-            case 0xca: case 0xce: case 0xd2: body = 4; break;
-            case 0xcb: case 0xcf: case 0xd3: body = 8; break;
-            case 0xd4: body = 2; break; /* fixext: type byte + data */
-            case 0xd5: body = 3; break;
-            case 0xd6: body = 5; break;
-            case 0xd7: body = 9; break;
-            case 0xd8: body = 17; break;
-            case 0xc4: case 0xd9: hdr = 1; break;
-            case 0xc5: case 0xda: hdr = 2; break;
-            case 0xc6: case 0xdb: hdr = 4; break;
-            case 0xc7: hdr = 1; break; /* ext 8/16/32: length, then type byte */
-            case 0xc8: hdr = 2; break;
-            case 0xc9: hdr = 4; break;
-            case 0xdc: hdr = 2; break;
-            case 0xdd: hdr = 4; break;
-            case 0xde: hdr = 2; break;
-            case 0xdf: hdr = 4; break;
-            default: return 0; /* 0xc1: never used */
-            }
-            if (hdr) {
-                if (left < (size_t)hdr)
-                    return 0;
-                uint64_t n = s_be(p, hdr);
-                p += hdr;
-                left -= (size_t)hdr;
-                if (b == 0xdc || b == 0xdd)
-                    children = n;
-                else if (b == 0xde || b == 0xdf)
-                    children = n * 2;
-                else if (b >= 0xc7 && b <= 0xc9)
-                    body = n + 1;
-                else
-                    body = n;
-            }
-        }
-        if (body > left)
-            return 0;
-        p += body;
-        left -= (size_t)body;
-        /* Each value still to read needs at least one byte: a count above
-         * the bytes left is a lie, caught before it is believed. */
-        if (children > left)
-            return 0;
-        need = need - 1 + children;
-        if (need > left)
-            return 0;
     }
-    return (size_t)(p - (const unsigned char *)buf);
+    return 0;
 }

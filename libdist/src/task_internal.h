@@ -36,12 +36,6 @@ void dist__runner_fini(dist__runner_t *r);
 int dist__task_run(dist__runner_t *r, dist_task_fn fn, const char *name, const void *args,
                    size_t len);
 
-/* Reads one whole MessagePack value at buf[0..len) without allocating or
- * recursing: returns its size, or 0 when buf does not start with a
- * complete, well-formed value. Every length and element count is checked
- * against the bytes that remain, so a lying header costs nothing. */
-size_t dist__msgpack_skip(const void *buf, size_t len);
-
 /* True when the byte starts a MessagePack array (fixarray, array16/32). */
 static inline bool dist__msgpack_is_array(unsigned char b)
 {

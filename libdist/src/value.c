@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "dist/error.h"
-#include "task_internal.h"
+#include "mpcheck_internal.h"
 #include "value_internal.h"
 
 #define ARGS_RESERVE 5
@@ -172,7 +172,9 @@ int dist_obj_str(const msgpack_object *o, const char **s, size_t *n)
 {
     if (!o || o->type != MSGPACK_OBJECT_STR)
         return DIST_EINVAL;
-    *s = o->via.str.ptr;
+    /* msgpack-c leaves ptr NULL for an empty str; a caller's
+     * memcpy(dst, ptr, 0) would then be undefined behaviour. */
+    *s = o->via.str.size ? o->via.str.ptr : "";
     *n = o->via.str.size;
     return 0;
 }
@@ -181,7 +183,7 @@ int dist_obj_bin(const msgpack_object *o, const void **p, size_t *n)
 {
     if (!o || o->type != MSGPACK_OBJECT_BIN)
         return DIST_EINVAL;
-    *p = o->via.bin.ptr;
+    *p = o->via.bin.size ? o->via.bin.ptr : ""; /* NULL when empty, as for str */
     *n = o->via.bin.size;
     return 0;
 }
@@ -330,7 +332,7 @@ const msgpack_object *dist_result_value(dist_result_t *self)
             return NULL;
         }
         size_t off = 0;
-        if (self->len && dist__msgpack_skip(self->data, self->len) == self->len)
+        if (self->len && dist__mp_is_one_value(self->data, self->len))
             d->ok = msgpack_unpack(self->data, self->len, &off, &d->zone, &d->obj) ==
                     MSGPACK_UNPACK_SUCCESS;
         struct decoded *expected = NULL;
