@@ -58,7 +58,8 @@
 #define MAX_BATCH 1024        /* apply_async items per message */
 #define FLUSH_BYTES (256 * 1024)
 #define FLUSH_ITEMS 4096
-#define FLUSH_NS 1000000      /* hand results back at least every millisecond */
+#define FLUSH_NS 1000000      /* hand results back every millisecond or so (one
+                                 tick of the coarse clock, at most 4 ms) */
 #define MAX_INIT_FAILURES 3   /* processes dying in the initializer before the pool gives up */
 #define SPIN_WAIT_NS 50000    /* a waiter spins this long before it sleeps */
 
@@ -66,31 +67,33 @@
 
 enum { M_TASK = 1, M_RESULTS, M_SPAWNED, M_DIED, M_WAKE };
 
-/* Task message: header, task name, then `nitems` x (titem, bytes). All
- * parties are forks of one program, so native layout and function
- * pointers are fine. */
+/* Task message: header, task name, then `nitems` x (titem, bytes). The
+ * items have consecutive sequence numbers from first_seq. All parties are
+ * forks of one program, so native layout and function pointers are fine.
+ * Items and results stay small (4 and 8 bytes of framing): a map of a
+ * million ints moves tens of megabytes less. */
 struct tmsg {
     uint32_t kind, nitems;
     dist_task_fn fn;
+    uint64_t first_seq;
     int32_t timeout_ms;
     uint32_t name_len;
 };
 struct titem {
-    uint64_t seq;
-    uint64_t len;
+    uint32_t len;
 };
 
-/* Result message: header, then `count` x (ritem, bytes) for M_RESULTS.
- * For M_DIED, status is the waitpid status. */
+/* Result message: header, then `count` x (ritem, bytes) for M_RESULTS,
+ * the results of consecutive items from first_seq (a batch never spans two
+ * task messages). For M_DIED, status is the waitpid status. */
 struct rmsg {
     uint32_t kind, slot, gen;
     int32_t pid, count, status;
+    uint64_t first_seq;
 };
 struct ritem {
-    uint64_t seq;
     int32_t status;
-    uint32_t pad;
-    uint64_t len;
+    uint32_t len;
 };
 
 /* Fork server commands (SOCK_SEQPACKET keeps them whole). */
@@ -112,6 +115,20 @@ struct wstate {
 
 enum jkind { J_APPLY, J_MAP, J_IMAP, J_IMAPU };
 
+/* What only map and imap jobs need: kept apart so that a pending
+ * apply_async costs little (a million of them must fit in 256 MiB). */
+struct jmulti {
+    const dist_bytes_t *items; /* borrowed from the caller */
+    size_t chunksize;
+    size_t *retry;             /* indices to run again, taken from the end */
+    size_t retry_cap;
+    dist_results_t *rs;        /* map */
+    dist_result_t **iout;      /* imap: per index */
+    size_t inext;              /* imap: next index to hand out */
+    size_t *uq;                /* imap_unordered: completed indices, in order */
+    size_t uhead, utail;
+};
+
 struct job {
     enum jkind kind;
     struct dist_pool *pool; /* only touched while the job is unfinished */
@@ -125,37 +142,52 @@ struct job {
     dist_submit_opts_t opts;
 
     /* input */
-    size_t n, next, chunksize;
-    const dist_bytes_t *items; /* map and imap (borrowed) */
+    size_t n, next;            /* items, and the next never dispatched */
+    size_t nretry;             /* items to run again (m->retry) */
     const unsigned char *args; /* apply (inside this allocation) */
     size_t args_len;
-    size_t *retry;             /* indices to run again, taken from the end */
-    size_t nretry, retry_cap;
     bool pending;              /* in the pool's pending list */
     struct job *pnext, *pprev;
     size_t resolved;
-
-    /* output */
     dist_result_t *result;     /* apply: the result; map: the summary */
-    dist_results_t *rs;        /* map */
-    dist_result_t **iout;      /* imap: per index */
-    size_t inext;              /* imap: next index to hand out */
-    size_t *uq;                /* imap_unordered: completed indices, in order */
-    size_t uhead, utail;
+    struct jmulti *m;          /* map and imap only */
     struct job *cbnext;        /* on the manager's callback list */
 };
 
-/* What the manager sent a slot in one message. */
-struct iref {
+/* What the manager sent a slot in one message: runs of items (a map chunk
+ * is one run of consecutive indices; a retried item or an apply job is a
+ * run of one), with consecutive sequence numbers from first_seq. Results
+ * come back in the same order; (cur_run, cur_off) is the next expected. */
+struct run {
     struct job *job;
-    size_t index;
-    uint64_t seq;
+    size_t start;
+    size_t count;
+    bool from_retry;
 };
 struct msg_rec {
     struct msg_rec *next;
+    uint64_t first_seq;
     size_t n, resolved;
-    struct iref items[];
+    size_t nruns, cur_run, cur_off;
+    struct run runs[];
 };
+
+/* The next unresolved item of r: its job and index. */
+static struct job *s_rec_peek(const struct msg_rec *r, size_t *index)
+{
+    const struct run *ru = &r->runs[r->cur_run];
+    *index = ru->start + r->cur_off;
+    return ru->job;
+}
+
+static void s_rec_advance(struct msg_rec *r)
+{
+    r->resolved++;
+    if (++r->cur_off == r->runs[r->cur_run].count) {
+        r->cur_run++;
+        r->cur_off = 0;
+    }
+}
 
 /* Everything a worker needs, copied: an abandoned thread may outlive the
  * pool, and must not read it. */
@@ -231,7 +263,7 @@ struct dist_pool {
 
     unsigned char *scratch;
     size_t scratch_cap;
-    struct iref *picks;
+    struct run *picks;        /* runs of the message being built */
     size_t picks_cap;
     struct job *cb_head, *cb_tail;
     dist_pool_stats_t stats;
@@ -322,7 +354,7 @@ static int s_out_reserve(struct outbuf *o, size_t more)
 
 static void s_out_reset(struct outbuf *o, const struct wctx *w)
 {
-    struct rmsg h = { M_RESULTS, w->slot, w->gen, (int32_t)w->pid, 0, 0 };
+    struct rmsg h = { M_RESULTS, w->slot, w->gen, (int32_t)w->pid, 0, 0, 0 };
     o->len = sizeof h;
     o->count = 0;
     memcpy(o->data, &h, sizeof h);
@@ -414,14 +446,17 @@ static int s_worker_loop(struct wctx *w)
             struct titem ti;
             memcpy(&ti, in + off, sizeof ti);
             off += sizeof ti;
-            int64_t now = dist__now_ns();
-            if (out.count && (now - out.first_ns > FLUSH_NS || out.count >= FLUSH_ITEMS))
+            /* The coarse clock (a tick of 1-4 ms) costs a fifth of the
+             * precise one, and is read once per item. */
+            int64_t now = dist__now_coarse_ns();
+            if (out.count && (now - out.first_ns >= FLUSH_NS || out.count >= FLUSH_ITEMS))
                 s_out_flush(&out, w);
             if (s_abandoned(w))
                 goto abandoned;
             atomic_store_explicit(&w->ws->timeout_ms, th.timeout_ms, memory_order_relaxed);
             atomic_store_explicit(&w->ws->started_ns, now, memory_order_relaxed);
-            atomic_store_explicit(&w->ws->cur_seq, ti.seq, memory_order_release);
+            uint64_t seq = th.first_seq + i;
+            atomic_store_explicit(&w->ws->cur_seq, seq, memory_order_release);
             int status = dist__task_run(&run, th.fn, name, in + off, (size_t)ti.len);
             off += ti.len;
             if (s_abandoned(w)) /* timed out meanwhile: the pool may be gone */
@@ -440,7 +475,13 @@ static int s_worker_loop(struct wctx *w)
                 s_out_flush(&out, w);
             if (s_out_reserve(&out, sizeof(struct ritem) + dlen))
                 goto out;
-            struct ritem ri = { ti.seq, status, 0, dlen };
+            if (out.count == 0) {
+                struct rmsg h;
+                memcpy(&h, out.data, sizeof h);
+                h.first_seq = seq;
+                memcpy(out.data, &h, sizeof h);
+            }
+            struct ritem ri = { status, (uint32_t)dlen };
             memcpy(out.data + out.len, &ri, sizeof ri);
             memcpy(out.data + out.len + sizeof ri, data, dlen);
             out.len += sizeof ri + dlen;
@@ -468,7 +509,7 @@ out:
 
 static void s_post(dist_queue_t *q, uint32_t kind, uint32_t slot, uint32_t gen, pid_t pid, int status)
 {
-    struct rmsg h = { kind, slot, gen, (int32_t)pid, 0, status };
+    struct rmsg h = { kind, slot, gen, (int32_t)pid, 0, status, 0 };
     dist_queue_put(q, &h, sizeof h, true, DIST_FOREVER);
 }
 
@@ -716,10 +757,10 @@ static void s_finish(dist_pool_t *p, struct job *j)
 {
     if (j->kind == J_MAP) {
         size_t idx = 0;
-        int st = dist_results_status(j->rs, &idx);
+        int st = dist_results_status(j->m->rs, &idx);
         if (st) {
             char msg[DIST__TASK_ERR_MAX + 64];
-            snprintf(msg, sizeof msg, "item %zu: %s", idx, j->rs->items[idx].data);
+            snprintf(msg, sizeof msg, "item %zu: %s", idx, j->m->rs->items[idx].data);
             j->result = dist__result_new(st, msg, strlen(msg));
         } else {
             static const unsigned char nil = 0xc0;
@@ -765,11 +806,11 @@ static bool s_deliver(dist_pool_t *p, struct job *j, size_t index, int status, c
                 j->result = dist__result_new(DIST_ENOMEM, "out of memory", 13);
             break;
         case J_MAP: {
-            dist_result_t *r = &j->rs->items[index];
+            dist_result_t *r = &j->m->rs->items[index];
             if (status && len && data[len - 1] == 0)
                 len--; /* messages arrive with their NUL */
             if (keep && (status == 0 || (len < 1 || data[len] == 0))) {
-                if (dist__results_keep(j->rs, keep) == 0) {
+                if (dist__results_keep(j->m->rs, keep) == 0) {
                     taken = true;
                     dist__result_init(r, status, data, len, 0);
                     break;
@@ -792,9 +833,9 @@ static bool s_deliver(dist_pool_t *p, struct job *j, size_t index, int status, c
             dist_result_t *r = dist__result_new(status, data, len);
             if (!r)
                 r = dist__result_new(DIST_ENOMEM, "out of memory", 13);
-            j->iout[index] = r;
+            j->m->iout[index] = r;
             if (j->kind == J_IMAPU)
-                j->uq[j->utail++] = index;
+                j->m->uq[j->m->utail++] = index;
             break;
         }
         }
@@ -825,13 +866,19 @@ static void s_fail_item(dist_pool_t *p, struct job *j, size_t index, int code, c
 
 static void s_requeue(dist_pool_t *p, struct job *j, size_t index)
 {
-    size_t *g = s_grow(j->retry, &j->retry_cap, j->nretry + 1, sizeof *g);
+    if (!j->m) { /* an apply job: its one item is pending again */
+        j->next = 0;
+        p->pending_items++;
+        s_pending_add(p, j);
+        return;
+    }
+    size_t *g = s_grow(j->m->retry, &j->m->retry_cap, j->nretry + 1, sizeof *g);
     if (!g) {
         s_fail_item(p, j, index, DIST_ENOMEM, "task %s: out of memory while requeueing it", j->name);
         return;
     }
-    j->retry = g;
-    j->retry[j->nretry++] = index;
+    j->m->retry = g;
+    j->m->retry[j->nretry++] = index;
     p->pending_items++;
     s_pending_add(p, j);
 }
@@ -846,7 +893,7 @@ static void s_fail_pending(dist_pool_t *p, struct job *j, int code, const char *
      * hold one of our own until the loop is over. */
     atomic_fetch_add(&j->refs, 1);
     while (j->nretry)
-        s_fail_item(p, j, j->retry[--j->nretry], code, "task %s: %s", j->name, why);
+        s_fail_item(p, j, j->m->retry[--j->nretry], code, "task %s: %s", j->name, why);
     while (j->next < j->n)
         s_fail_item(p, j, j->next++, code, "task %s: %s", j->name, why);
     s_job_unref(j);
@@ -869,20 +916,23 @@ static void s_slot_lost(dist_pool_t *p, struct pslot *s, uint64_t culprit, pid_t
                         bool timed_out)
 {
     for (struct msg_rec *r = s->head; r; r = r->next)
-        for (size_t i = r->resolved; i < r->n; i++) {
-            struct iref *it = &r->items[i];
-            if (it->seq == culprit && culprit) {
+        while (r->resolved < r->n) {
+            uint64_t seq = r->first_seq + r->resolved;
+            size_t index;
+            struct job *j = s_rec_peek(r, &index);
+            s_rec_advance(r);
+            if (seq == culprit && culprit) {
                 if (timed_out)
-                    s_fail_item(p, it->job, it->index, DIST_ETIMEDOUT,
-                                "task %s timed out after %d ms; pool %s %d was stopped", it->job->name,
-                                it->job->timeout_ms, s_threads(p) ? "thread of process" : "process",
+                    s_fail_item(p, j, index, DIST_ETIMEDOUT,
+                                "task %s timed out after %d ms; pool %s %d was stopped", j->name,
+                                j->timeout_ms, s_threads(p) ? "thread of process" : "process",
                                 (int)pid);
                 else
-                    s_fail_item(p, it->job, it->index, DIST_ECRASHED,
-                                "task %s: pool process %d %s while running it", it->job->name,
-                                (int)pid, how);
+                    s_fail_item(p, j, index, DIST_ECRASHED,
+                                "task %s: pool process %d %s while running it", j->name, (int)pid,
+                                how);
             } else {
-                s_requeue(p, it->job, it->index);
+                s_requeue(p, j, index);
             }
         }
     s_free_recs(s);
@@ -979,11 +1029,12 @@ static void s_on_results(dist_pool_t *p, unsigned char *buf, size_t len)
         struct msg_rec *r = s->head;
         if (!r)
             break;
-        struct iref *it = &r->items[r->resolved];
-        if (it->seq != ri.seq)
+        if (r->first_seq + r->resolved != h.first_seq + (uint64_t)i)
             continue; /* not the item we expect: ignore rather than misfile */
-        r->resolved++;
-        if (s_deliver(p, it->job, it->index, ri.status, data, ri.len, kept ? NULL : buf))
+        size_t index;
+        struct job *j = s_rec_peek(r, &index);
+        s_rec_advance(r);
+        if (s_deliver(p, j, index, ri.status, data, ri.len, kept ? NULL : buf))
             kept = true;
         if (r->resolved == r->n) {
             s->head = r->next;
@@ -1008,30 +1059,26 @@ static int s_send_one(dist_pool_t *p, struct pslot *s)
     if (!first)
         return 0;
     size_t limit;
-    if (first->kind == J_APPLY) {
+    if (!first->m) {
         int active = 0;
         for (int i = 0; i < p->n; i++)
             active += p->slots[i].active;
         size_t share = p->pending_items / (size_t)(active ? active * PREFETCH : 1);
         limit = share < 1 ? 1 : share > MAX_BATCH ? MAX_BATCH : share;
     } else {
-        limit = first->chunksize;
+        limit = first->m->chunksize;
     }
-    struct iref *picks = s_grow(p->picks, &p->picks_cap, limit, sizeof *picks);
-    if (!picks)
-        return 0;
-    p->picks = picks;
     const char *name = first->name;
     size_t name_len = strlen(name);
     size_t used = sizeof(struct tmsg) + name_len;
-    size_t npick = 0;
+    size_t npick = 0, nruns = 0;
     /* Select without changing anything; commit only once the queue took it. */
     struct job *j = first;
     size_t r_idx = j->nretry, cursor = j->next;
     while (j && npick < limit) {
         size_t index;
         if (r_idx > 0)
-            index = j->retry[r_idx - 1];
+            index = j->m->retry[r_idx - 1];
         else if (cursor < j->n)
             index = cursor;
         else if (j->kind == J_APPLY && j->pnext && j->pnext->kind == J_APPLY &&
@@ -1043,8 +1090,8 @@ static int s_send_one(dist_pool_t *p, struct pslot *s)
         } else {
             break;
         }
-        const void *args = j->kind == J_APPLY ? j->args : j->items[index].data;
-        size_t alen = j->kind == J_APPLY ? j->args_len : j->items[index].len;
+        const void *args = j->m ? j->m->items[index].data : j->args;
+        size_t alen = j->m ? j->m->items[index].len : j->args_len;
         size_t need = sizeof(struct titem) + alen;
         if (used + need > p->max_message + sizeof(struct tmsg) + DIST_TASK_NAME_MAX) {
             if (npick)
@@ -1067,11 +1114,22 @@ static int s_send_one(dist_pool_t *p, struct pslot *s)
         if (!grown)
             return 0;
         p->scratch = grown;
-        struct titem ti = { p->next_seq + npick + 1, alen };
+        struct titem ti = { (uint32_t)alen };
         memcpy(p->scratch + used, &ti, sizeof ti);
         memcpy(p->scratch + used + sizeof ti, args, alen);
         used += need;
-        p->picks[npick++] = (struct iref){ j, index, ti.seq };
+        struct run *last = nruns ? &p->picks[nruns - 1] : NULL;
+        if (r_idx == 0 && last && last->job == j && !last->from_retry &&
+            last->start + last->count == index) {
+            last->count++; /* the common case: the next index of a map chunk */
+        } else {
+            struct run *grown_runs = s_grow(p->picks, &p->picks_cap, nruns + 1, sizeof *p->picks);
+            if (!grown_runs)
+                return 0;
+            p->picks = grown_runs;
+            p->picks[nruns++] = (struct run){ j, index, 1, r_idx > 0 };
+        }
+        npick++;
         if (r_idx > 0)
             r_idx--;
         else
@@ -1079,10 +1137,11 @@ static int s_send_one(dist_pool_t *p, struct pslot *s)
     }
     if (npick == 0)
         return 0;
-    struct tmsg th = { M_TASK, (uint32_t)npick, first->fn, first->timeout_ms, (uint32_t)name_len };
+    struct tmsg th = { M_TASK, (uint32_t)npick, first->fn, p->next_seq + 1, first->timeout_ms,
+                       (uint32_t)name_len };
     memcpy(p->scratch, &th, sizeof th);
     memcpy(p->scratch + sizeof th, name, name_len);
-    struct msg_rec *rec = malloc(sizeof *rec + npick * sizeof(struct iref));
+    struct msg_rec *rec = malloc(sizeof *rec + nruns * sizeof(struct run));
     if (!rec)
         return 0;
     int r = dist_queue_put_nowait(s->q, p->scratch, used);
@@ -1091,16 +1150,14 @@ static int s_send_one(dist_pool_t *p, struct pslot *s)
         return 0;
     }
     /* Commit: take the picked items out of their jobs. */
-    rec->next = NULL;
-    rec->n = npick;
-    rec->resolved = 0;
-    memcpy(rec->items, p->picks, npick * sizeof(struct iref));
-    for (size_t i = 0; i < npick; i++) {
+    *rec = (struct msg_rec){ .first_seq = p->next_seq + 1, .n = npick, .nruns = nruns };
+    memcpy(rec->runs, p->picks, nruns * sizeof(struct run));
+    for (size_t i = 0; i < nruns; i++) {
         struct job *jj = p->picks[i].job;
-        if (jj->nretry && jj->retry[jj->nretry - 1] == p->picks[i].index)
-            jj->nretry--;
+        if (p->picks[i].from_retry)
+            jj->nretry -= p->picks[i].count;
         else
-            jj->next++;
+            jj->next += p->picks[i].count;
         if (s_remaining(jj) == 0)
             s_pending_remove(p, jj);
     }
@@ -1135,7 +1192,7 @@ static void s_dispatch(dist_pool_t *p)
 static bool s_check_timeouts(dist_pool_t *p)
 {
     bool any = false;
-    int64_t now = dist__now_ns();
+    int64_t now = dist__now_coarse_ns(); /* the clock the workers stamp with */
     for (int i = 0; i < p->n; i++) {
         struct pslot *s = &p->slots[i];
         if (!s->active || !s->ws)
@@ -1173,9 +1230,12 @@ static void s_fail_everything(dist_pool_t *p, const char *why)
     for (int i = 0; i < p->n; i++) {
         struct pslot *s = &p->slots[i];
         for (struct msg_rec *r = s->head; r; r = r->next)
-            for (size_t k = r->resolved; k < r->n; k++)
-                s_fail_item(p, r->items[k].job, r->items[k].index, DIST_ECLOSED, "task %s: %s",
-                            r->items[k].job->name, why);
+            while (r->resolved < r->n) {
+                size_t index;
+                struct job *j = s_rec_peek(r, &index);
+                s_rec_advance(r);
+                s_fail_item(p, j, index, DIST_ECLOSED, "task %s: %s", j->name, why);
+            }
         s_free_recs(s);
     }
     while (p->pend_head)
@@ -1593,14 +1653,16 @@ static struct job *s_job_new(enum jkind kind, size_t extra)
 static void s_job_free(struct job *j)
 {
     dist_result_destroy(&j->result);
-    dist_results_destroy(&j->rs);
-    if (j->iout) {
-        for (size_t i = 0; i < j->n; i++)
-            dist_result_destroy(&j->iout[i]);
-        free(j->iout);
+    if (j->m) {
+        dist_results_destroy(&j->m->rs);
+        if (j->m->iout) {
+            for (size_t i = 0; i < j->n; i++)
+                dist_result_destroy(&j->m->iout[i]);
+            free(j->m->iout);
+        }
+        free(j->m->uq);
+        free(j->m->retry);
     }
-    free(j->uq);
-    free(j->retry);
     free(j);
 }
 
@@ -1639,7 +1701,7 @@ static struct job *s_submit(dist_pool_t *p, struct job *j)
     bool wake = p->sleeping && !p->wake_posted;
     p->wake_posted |= wake;
     pthread_mutex_unlock(&p->lock);
-    if (wake && dist_queue_put_nowait(p->resq, &(struct rmsg){ M_WAKE, 0, 0, 0, 0, 0 },
+    if (wake && dist_queue_put_nowait(p->resq, &(struct rmsg){ M_WAKE, 0, 0, 0, 0, 0, 0 },
                                       sizeof(struct rmsg)) != 0) {
         /* The result queue is full: the manager is busy and will see the
          * job when it next dispatches. */
@@ -1671,7 +1733,6 @@ dist_async_t *dist_pool_apply_async(dist_pool_t *self, dist_task_ref_t task, con
     j->name = name;
     s_apply_opts(self, j, opts);
     j->n = 1;
-    j->chunksize = 1;
     j->args = (const unsigned char *)(j + 1);
     if (len)
         memcpy((unsigned char *)(j + 1), args, len);
@@ -1697,27 +1758,28 @@ static struct job *s_map_job(dist_pool_t *p, enum jkind kind, dist_task_ref_t ta
         errno = r ? -r : EINVAL;
         return NULL;
     }
-    struct job *j = s_job_new(kind, 0);
+    struct job *j = s_job_new(kind, sizeof(struct jmulti));
     if (!j)
         return NULL;
+    j->m = (struct jmulti *)(j + 1);
     j->fn = fn;
     j->name = name;
     s_apply_opts(p, j, opts);
     j->n = n;
-    j->items = items;
+    j->m->items = items;
     if (kind == J_MAP)
-        j->chunksize = chunksize ? chunksize : s_auto_chunksize(p, n);
+        j->m->chunksize = chunksize ? chunksize : s_auto_chunksize(p, n);
     else
-        j->chunksize = chunksize ? chunksize : 1; /* Python's imap default */
-    if (j->chunksize > MAX_BATCH * 1024)
-        j->chunksize = MAX_BATCH * 1024;
+        j->m->chunksize = chunksize ? chunksize : 1; /* Python's imap default */
+    if (j->m->chunksize > MAX_BATCH * 1024)
+        j->m->chunksize = MAX_BATCH * 1024;
     if (kind == J_MAP)
-        j->rs = dist__results_new(n);
+        j->m->rs = dist__results_new(n);
     else
-        j->iout = calloc(n ? n : 1, sizeof *j->iout);
+        j->m->iout = calloc(n ? n : 1, sizeof *j->m->iout);
     if (kind == J_IMAPU)
-        j->uq = malloc((n ? n : 1) * sizeof *j->uq);
-    if ((kind == J_MAP && !j->rs) || (kind != J_MAP && !j->iout) || (kind == J_IMAPU && !j->uq)) {
+        j->m->uq = malloc((n ? n : 1) * sizeof *j->m->uq);
+    if ((kind == J_MAP && !j->m->rs) || (kind != J_MAP && !j->m->iout) || (kind == J_IMAPU && !j->m->uq)) {
         s_job_free(j);
         errno = ENOMEM;
         return NULL;
@@ -1818,7 +1880,7 @@ bool dist_async_successful(dist_async_t *self)
 
 dist_results_t *dist_async_results(dist_async_t *self)
 {
-    return self->job.kind == J_MAP && dist_async_ready(self) ? self->job.rs : NULL;
+    return self->job.kind == J_MAP && dist_async_ready(self) ? self->job.m->rs : NULL;
 }
 
 void dist_async_destroy(dist_async_t **self_p)
@@ -1864,8 +1926,8 @@ int dist_pool_map(dist_pool_t *self, dist_task_ref_t task, const dist_bytes_t *i
     if (!a)
         return -errno;
     dist_async_wait(a, DIST_FOREVER);
-    *results = a->job.rs;
-    a->job.rs = NULL;
+    *results = a->job.m->rs;
+    a->job.m->rs = NULL;
     dist_async_destroy(&a);
     return dist_results_status(*results, NULL) ? DIST_ETASK : 0;
 }
@@ -1873,8 +1935,8 @@ int dist_pool_map(dist_pool_t *self, dist_task_ref_t task, const dist_bytes_t *i
 static bool s_imap_has_next(struct job *j)
 {
     if (j->kind == J_IMAPU)
-        return j->uhead < j->utail || j->inext >= j->n;
-    return j->inext >= j->n || j->iout[j->inext] != NULL;
+        return j->m->uhead < j->m->utail || j->m->inext >= j->n;
+    return j->m->inext >= j->n || j->m->iout[j->m->inext] != NULL;
 }
 
 int dist_imap_next(dist_imap_t *self, dist_result_t **result, size_t *index, int timeout_ms)
@@ -1894,18 +1956,18 @@ int dist_imap_next(dist_imap_t *self, dist_result_t **result, size_t *index, int
     int got = 0;
     size_t idx = 0;
     if (j->kind == J_IMAPU) {
-        if (j->uhead < j->utail) {
-            idx = j->uq[j->uhead++];
-            j->inext++;
+        if (j->m->uhead < j->m->utail) {
+            idx = j->m->uq[j->m->uhead++];
+            j->m->inext++;
             got = 1;
         }
-    } else if (j->inext < j->n) {
-        idx = j->inext++;
+    } else if (j->m->inext < j->n) {
+        idx = j->m->inext++;
         got = 1;
     }
     if (got) {
-        *result = j->iout[idx];
-        j->iout[idx] = NULL;
+        *result = j->m->iout[idx];
+        j->m->iout[idx] = NULL;
         if (index)
             *index = idx;
     }

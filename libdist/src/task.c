@@ -150,6 +150,111 @@ static int s_error(msgpack_sbuffer *out, int code, const char *fmt, ...)
     return code;
 }
 
+/* Most argument arrays are a few scalars: decode those here, into objects
+ * on the caller's stack, the way msgpack_unpack() would have (non-negative
+ * signed ints are POSITIVE_INTEGER, float32 is widened into via.f64,
+ * strings and bytes point into the buffer). msgpack_unpack() is a general
+ * state machine with a zone; this is several times faster for the common
+ * case. Returns false for anything else, which then takes the general
+ * path. The buffer has been validated, so reads stay in bounds. */
+#define FLAT_MAX 16
+
+static uint64_t s_be(const unsigned char *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static bool s_decode_flat(const void *buf, size_t len, msgpack_object *root, msgpack_object *items)
+{
+    const unsigned char *p = buf, *end = p + len;
+    size_t n;
+    if ((*p & 0xf0) == 0x90) {
+        n = *p++ & 0x0f;
+    } else if (*p == 0xdc && len >= 3) {
+        n = (size_t)s_be(p + 1, 2);
+        p += 3;
+    } else {
+        return false;
+    }
+    if (n > FLAT_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        msgpack_object *o = &items[i];
+        if (p >= end)
+            return false;
+        unsigned char b = *p++;
+        int w = 0;
+        if (b <= 0x7f) {
+            o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+            o->via.u64 = b;
+            continue;
+        }
+        if (b >= 0xe0) {
+            o->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
+            o->via.i64 = (int8_t)b;
+            continue;
+        }
+        if ((b & 0xe0) == 0xa0 || b == 0xd9 || b == 0xda || b == 0xdb || b == 0xc4 || b == 0xc5 ||
+            b == 0xc6) {
+            int lw = (b & 0xe0) == 0xa0 ? 0 : (b == 0xd9 || b == 0xc4) ? 1 : (b == 0xda || b == 0xc5) ? 2 : 4;
+            if ((size_t)(end - p) < (size_t)lw)
+                return false;
+            size_t sz = lw ? (size_t)s_be(p, lw) : (size_t)(b & 0x1f);
+            p += lw;
+            if ((size_t)(end - p) < sz)
+                return false;
+            bool bin = b >= 0xc4 && b <= 0xc6;
+            o->type = bin ? MSGPACK_OBJECT_BIN : MSGPACK_OBJECT_STR;
+            o->via.str.size = (uint32_t)sz;
+            o->via.str.ptr = (const char *)p; /* bin shares the layout */
+            p += sz;
+            continue;
+        }
+        switch (b) {
+        case 0xc0: o->type = MSGPACK_OBJECT_NIL; continue;
+        case 0xc2: case 0xc3:
+            o->type = MSGPACK_OBJECT_BOOLEAN;
+            o->via.boolean = b == 0xc3;
+            continue;
+        case 0xcc: case 0xd0: w = 1; break;
+        case 0xcd: case 0xd1: w = 2; break;
+        case 0xce: case 0xd2: case 0xca: w = 4; break;
+        case 0xcf: case 0xd3: case 0xcb: w = 8; break;
+        default: return false; /* containers, ext: the general path */
+        }
+        if ((size_t)(end - p) < (size_t)w)
+            return false;
+        uint64_t u = s_be(p, w);
+        p += w;
+        if (b == 0xca) {
+            uint32_t u32 = (uint32_t)u;
+            float f;
+            memcpy(&f, &u32, sizeof f);
+            o->type = MSGPACK_OBJECT_FLOAT32;
+            o->via.f64 = f;
+        } else if (b == 0xcb) {
+            o->type = MSGPACK_OBJECT_FLOAT64;
+            memcpy(&o->via.f64, &u, sizeof u);
+        } else if (b >= 0xd0) {
+            int64_t v = (int64_t)(u << (64 - 8 * w)) >> (64 - 8 * w);
+            o->type = v < 0 ? MSGPACK_OBJECT_NEGATIVE_INTEGER : MSGPACK_OBJECT_POSITIVE_INTEGER;
+            o->via.i64 = v;
+        } else {
+            o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+            o->via.u64 = u;
+        }
+    }
+    if (p != end)
+        return false;
+    root->type = MSGPACK_OBJECT_ARRAY;
+    root->via.array.size = (uint32_t)n;
+    root->via.array.ptr = n ? items : NULL;
+    return true;
+}
+
 int dist__runner_init(dist__runner_t *r)
 {
     msgpack_sbuffer_init(&r->out);
@@ -179,13 +284,18 @@ int dist__task_run(dist__runner_t *r, dist_task_fn fn, const char *name, const v
      * which trusts every length it reads. */
     if (!dist__msgpack_is_array(*(const unsigned char *)args) || !dist__mp_is_one_value(args, len))
         return s_error(out, DIST_EPROTO, "task %s: arguments are not one MessagePack array", name);
-    msgpack_object obj;
-    size_t off = 0;
-    msgpack_unpack_return ur = msgpack_unpack(args, len, &off, &r->zone, &obj);
-    if (ur != MSGPACK_UNPACK_SUCCESS)
-        return s_error(out, ur == MSGPACK_UNPACK_NOMEM_ERROR ? DIST_ENOMEM : DIST_EPROTO,
-                       "task %s: cannot decode its arguments", name);
-    dist_task_ctx_t ctx = { .name = name, .failed = false, .err = "" };
+    msgpack_object obj, flat[FLAT_MAX];
+    if (!s_decode_flat(args, len, &obj, flat)) {
+        size_t off = 0;
+        msgpack_unpack_return ur = msgpack_unpack(args, len, &off, &r->zone, &obj);
+        if (ur != MSGPACK_UNPACK_SUCCESS)
+            return s_error(out, ur == MSGPACK_UNPACK_NOMEM_ERROR ? DIST_ENOMEM : DIST_EPROTO,
+                           "task %s: cannot decode its arguments", name);
+    }
+    dist_task_ctx_t ctx; /* not `= {...}`: that would clear 1 KiB per task */
+    ctx.name = name;
+    ctx.failed = false;
+    ctx.err[0] = 0;
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
     int rc = fn(&ctx, &obj, &pk);

@@ -21,6 +21,15 @@ static inline int64_t dist__now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* A cheaper monotonic clock with a resolution of a scheduler tick (1-4
+ * ms): for hot loops that only need "has a millisecond or so passed". */
+static inline int64_t dist__now_coarse_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 /* Absolute deadline for `timeout_ms`; INT64_MAX for DIST_FOREVER (any
  * negative value). */
 static inline int64_t dist__deadline(int timeout_ms)

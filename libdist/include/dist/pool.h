@@ -127,7 +127,7 @@ typedef struct {
  * DIST_ENOENT, DIST_ENOMEM before anything ran (*results is then NULL).
  *
  * Within a map chunk a process hands results back in batches (at least
- * every millisecond); if it dies mid-chunk, the failing item gets the
+ * every few milliseconds); if it dies mid-chunk, the failing item gets the
  * error and the items whose results had not been handed back yet are run
  * again. Tasks should therefore be idempotent, as for any retry. */
 DIST_EXPORT int dist_pool_map(dist_pool_t *self, dist_task_ref_t task, const dist_bytes_t *items,
