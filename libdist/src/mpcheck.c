@@ -186,8 +186,27 @@ int dist__mp_validate(const void *buf, size_t len, const dist__mp_limits_t *limi
     return count;
 }
 
+/* Bytes a lone scalar takes, from its first byte; 0 when not a scalar of
+ * fixed size. */
+static size_t s_scalar_size(uint8_t b)
+{
+    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
+        return 1;
+    switch (b) {
+    case 0xcc: case 0xd0: return 2;
+    case 0xcd: case 0xd1: return 3;
+    case 0xca: case 0xce: case 0xd2: return 5;
+    case 0xcb: case 0xcf: case 0xd3: return 9;
+    default: return 0;
+    }
+}
+
 bool dist__mp_is_one_value(const void *buf, size_t len)
 {
+    /* The common result is one number: settle it without the general pass. */
+    size_t scalar = len ? s_scalar_size(*(const uint8_t *)buf) : 0;
+    if (scalar)
+        return scalar == len;
     static const dist__mp_limits_t any = { DIST__MP_DEPTH_MAX, SIZE_MAX, SIZE_MAX };
     size_t objects;
     return dist__mp_validate(buf, len, &any, false, &objects) == 1;

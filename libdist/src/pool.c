@@ -1824,10 +1824,11 @@ static int s_wait_job(struct job *j, bool (*cond)(struct job *), int timeout_ms)
         return 0;
     uint32_t seen = atomic_load_explicit(&j->events, memory_order_acquire);
     int64_t spin_until = dist__now_ns() + SPIN_WAIT_NS;
+    /* Yield while spinning: on two cores the process that will produce the
+     * result may be waiting for this very CPU. */
     while (atomic_load_explicit(&j->events, memory_order_acquire) == seen &&
            dist__now_ns() < spin_until && dist__left_ns(deadline) > 0)
-        for (int i = 0; i < 64; i++)
-            __builtin_ia32_pause();
+        sched_yield();
     int rc = 0;
     pthread_mutex_lock(&p->lock);
     p->waiters++;

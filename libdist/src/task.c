@@ -281,11 +281,13 @@ int dist__task_run(dist__runner_t *r, dist_task_fn fn, const char *name, const v
         len = 1;
     }
     /* Arguments come from another process: check them before msgpack-c,
-     * which trusts every length it reads. */
-    if (!dist__msgpack_is_array(*(const unsigned char *)args) || !dist__mp_is_one_value(args, len))
-        return s_error(out, DIST_EPROTO, "task %s: arguments are not one MessagePack array", name);
+     * which trusts every length it reads. The flat decoder checks every
+     * bound itself; anything it declines goes through the validator. */
     msgpack_object obj, flat[FLAT_MAX];
     if (!s_decode_flat(args, len, &obj, flat)) {
+        if (!dist__msgpack_is_array(*(const unsigned char *)args) || !dist__mp_is_one_value(args, len))
+            return s_error(out, DIST_EPROTO, "task %s: arguments are not one MessagePack array",
+                           name);
         size_t off = 0;
         msgpack_unpack_return ur = msgpack_unpack(args, len, &off, &r->zone, &obj);
         if (ur != MSGPACK_UNPACK_SUCCESS)
