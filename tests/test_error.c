@@ -19,7 +19,8 @@ static void test_every_code_has_a_distinct_name(void **state)
     int codes[] = { DIST_ECLOSED, DIST_EEMPTY, DIST_EFULL, DIST_ESTATE, DIST_ETASK,
                     DIST_ECRASHED, DIST_EINVAL, DIST_ENOMEM, DIST_ETIMEDOUT, DIST_EMSGSIZE,
                     DIST_EOWNERDEAD, DIST_EBADF, DIST_ECHILD, DIST_EPROTO, DIST_ENOENT,
-                    DIST_EDEADLK, DIST_EEXITSTATUS, DIST_EBROKEN };
+                    DIST_EDEADLK, DIST_EEXITSTATUS, DIST_EBROKEN, DIST_EGAVEUP,
+                    DIST_ENOMASTER, DIST_EREFUSED };
     size_t n = sizeof codes / sizeof *codes;
     for (size_t i = 0; i < n; i++) {
         const char *a = dist_strerror(codes[i]);

@@ -16,5 +16,9 @@
 #include "dist/subprocess.h"
 #include "dist/sync.h"
 #include "dist/wire.h"
+#include "dist/log.h"
+#include "dist/master.h"
+#include "dist/worker.h"
+#include "dist/client.h"
 
 #endif

@@ -25,6 +25,9 @@ const char *dist_strerror(int code)
     case DIST_ECRASHED: return "process died";
     case DIST_EEXITSTATUS: return "child exited with non-zero status";
     case DIST_EBROKEN: return "barrier broken";
+    case DIST_EGAVEUP: return "gave up after the last allowed attempt";
+    case DIST_ENOMASTER: return "no master answered";
+    case DIST_EREFUSED: return "refused by the master";
     /* The errno-based codes get our wording so that messages are the same
      * on every libc and the function stays thread-safe. */
     case DIST_EINVAL: return "invalid argument";

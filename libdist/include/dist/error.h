@@ -44,7 +44,10 @@ extern "C" {
 #define DIST_ECRASHED  (DIST__EBASE - 6) /* the process running it died */
 #define DIST_EEXITSTATUS (DIST__EBASE - 7) /* a child exited with a non-zero status or was killed */
 #define DIST_EBROKEN   (DIST__EBASE - 8) /* the barrier is broken (aborted, reset or timed out) */
-#define DIST_ELAST     (DIST__EBASE - 8)
+#define DIST_EGAVEUP   (DIST__EBASE - 9) /* the task failed every attempt its retry budget allowed */
+#define DIST_ENOMASTER (DIST__EBASE - 10) /* no master answered in time */
+#define DIST_EREFUSED  (DIST__EBASE - 11) /* the master refused the request (see its message) */
+#define DIST_ELAST     (DIST__EBASE - 11)
 
 /* A short English description of `code` (either sign is accepted; 0 gives
  * "success"). Returns a static string that is never freed; thread-safe. */

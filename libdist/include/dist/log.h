@@ -1,0 +1,41 @@
+/*  dist/log.h - how libdist reports what happens inside a master, a worker
+ *  or a client.
+ *
+ *  The library is silent unless given a log callback. Programs pass one
+ *  that prints a line per event (dist-master, dist-worker and dist do, with
+ *  a timestamp, the level and the component). The callback may be called
+ *  from the component's own thread; it must not call back into the
+ *  component.
+ */
+#ifndef DIST_LOG_H_INCLUDED
+#define DIST_LOG_H_INCLUDED
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    DIST_LOG_ERROR = 0,
+    DIST_LOG_WARN = 1,
+    DIST_LOG_INFO = 2,
+    DIST_LOG_DEBUG = 3,
+} dist_log_level_t;
+
+/* component: "master", "worker", "client", ... (static string). msg: one
+ * line without a trailing newline, valid during the call. */
+typedef void (*dist_log_fn)(dist_log_level_t level, const char *component, const char *msg,
+                            void *userdata);
+
+/* "error", "warn", "info", "debug". */
+DIST_EXPORT const char *dist_log_level_name(dist_log_level_t level);
+
+/* Parses a level name (as above); -1 when unknown. */
+DIST_EXPORT int dist_log_level_parse(const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

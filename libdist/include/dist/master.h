@@ -1,0 +1,80 @@
+/*  dist/master.h - the broker of a libdist cluster, embeddable.
+ *
+ *  A master binds a ZeroMQ ROUTER endpoint and speaks docs/PROTOCOL.md:
+ *  it keeps task queues (one per task name) with leases, dispatches tasks
+ *  to workers by credit, requeues the tasks of dead workers, retries up to
+ *  max_attempts, routes each result to its submitting client and keeps it
+ *  until acknowledged, and serves named queues and status. It is a single
+ *  event loop; memory per peer is bounded.
+ *
+ *  dist-master is a thin program over this API. Embedders either run the
+ *  loop in a thread of their own (dist_master_run) or let the master start
+ *  one (dist_master_start).
+ *
+ *  Options left at 0 / NULL take the defaults shown.
+ */
+#ifndef DIST_MASTER_H_INCLUDED
+#define DIST_MASTER_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common.h"
+#include "log.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dist_master dist_master_t;
+
+typedef struct {
+    const char *bind;              /* endpoint; default "tcp://127.0.0.1:5555"; a port of
+                                      0 or "*" picks a free one (see dist_master_endpoint) */
+    const char *name;              /* default "host:pid" */
+    int heartbeat_ms;              /* default 1000 */
+    int heartbeat_timeout_ms;      /* a worker silent this long is dead; default 3000 */
+    int max_attempts;              /* attempts before a task gives up; default 3 */
+    int lease_ms;                  /* lease of a task without timeout; default 3600000 */
+    size_t max_queued;             /* tasks queued (and items per named queue); default 10,000,000 */
+    size_t max_results;            /* results waiting per client name; default 1,000,000 */
+    size_t max_message;            /* bytes; default 64 MiB */
+    const char *store;             /* SQLite file for durable state; NULL: in memory */
+    /* Security (docs/PROTOCOL.md section 9). Without key, binding to a
+     * non-loopback address needs insecure. */
+    const char *key;               /* the master's secret key file (from `dist keygen`) */
+    const char *allow_workers;     /* directory of worker public keys */
+    const char *allow_clients;     /* directory of client public keys */
+    bool insecure;
+    dist_log_fn log;               /* NULL: silent */
+    void *log_userdata;
+    dist_log_level_t log_level;    /* most verbose level passed to log; default INFO */
+} dist_master_opts_t;
+
+/* Creates a master and binds its endpoint. NULL with errno on failure
+ * (EADDRINUSE, EINVAL for bad options or a refused insecure bind, the
+ * errno of opening the store, ...); the reason is also logged. */
+DIST_EXPORT dist_master_t *dist_master_new(const dist_master_opts_t *opts);
+
+/* Stops the loop if it runs, closes everything, frees; *self_p = NULL. */
+DIST_EXPORT void dist_master_destroy(dist_master_t **self_p);
+
+/* The endpoint actually bound, e.g. "tcp://127.0.0.1:41233". Borrowed. */
+DIST_EXPORT const char *dist_master_endpoint(const dist_master_t *self);
+
+/* Runs the event loop in the calling thread until dist_master_stop().
+ * Returns 0, or a negative code for a fatal error. */
+DIST_EXPORT int dist_master_run(dist_master_t *self);
+
+/* Runs the event loop in a new thread. 0 or -errno. */
+DIST_EXPORT int dist_master_start(dist_master_t *self);
+
+/* Asks the loop to finish (async-signal-safe, any thread); when the master
+ * was started with dist_master_start, also waits for its thread. */
+DIST_EXPORT void dist_master_stop(dist_master_t *self);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,512 @@
+/*  proto.c - framing, socket options and message bodies of protocol
+ *  version 1 (see proto_internal.h and docs/PROTOCOL.md).
+ *
+ *  Receiving goes through libzmq directly rather than zmsg_recv(): czmq
+ *  reads every frame of a message into memory, and ZMQ_MAXMSGSIZE bounds
+ *  only each frame, so a peer could send millions of tiny frames. Here
+ *  frames beyond the expected count are received one at a time and closed
+ *  at once.
+ */
+#include "proto_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <zmq.h>
+
+#include "dist/error.h"
+
+static const char *const s_cmds[DIST__CMD_COUNT] = {
+    [DIST__CMD_HELLO] = "HELLO",       [DIST__CMD_WELCOME] = "WELCOME",
+    [DIST__CMD_RECONNECT] = "RECONNECT", [DIST__CMD_HEARTBEAT] = "HEARTBEAT",
+    [DIST__CMD_BYE] = "BYE",           [DIST__CMD_TASKS] = "TASKS",
+    [DIST__CMD_RESULTS] = "RESULTS",   [DIST__CMD_CREDIT] = "CREDIT",
+    [DIST__CMD_RETURN] = "RETURN",     [DIST__CMD_SUBMIT] = "SUBMIT",
+    [DIST__CMD_ACCEPTED] = "ACCEPTED", [DIST__CMD_ACK] = "ACK",
+    [DIST__CMD_QPUT] = "QPUT",         [DIST__CMD_QGET] = "QGET",
+    [DIST__CMD_QREPLY] = "QREPLY",     [DIST__CMD_STATUS] = "STATUS",
+    [DIST__CMD_ERROR] = "ERROR",
+};
+
+const char *dist__cmd_name(dist__cmd_t cmd)
+{
+    return cmd > DIST__CMD_NONE && cmd < DIST__CMD_COUNT ? s_cmds[cmd] : NULL;
+}
+
+static dist__cmd_t s_cmd_parse(const void *p, size_t n)
+{
+    for (int c = 1; c < DIST__CMD_COUNT; c++)
+        if (strlen(s_cmds[c]) == n && memcmp(s_cmds[c], p, n) == 0)
+            return (dist__cmd_t)c;
+    return DIST__CMD_NONE;
+}
+
+/* ---- ids -------------------------------------------------------------------- */
+
+int dist__id_random(dist__id_t *id)
+{
+    size_t got = 0;
+    while (got < sizeof id->b) {
+        ssize_t r = getrandom(id->b + got, sizeof id->b - got, 0);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+void dist__id_hex(const dist__id_t *id, char out[33])
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        out[2 * i] = hex[id->b[i] >> 4];
+        out[2 * i + 1] = hex[id->b[i] & 15];
+    }
+    out[32] = 0;
+}
+
+/* ---- statuses ------------------------------------------------------------------ */
+
+static const struct {
+    const char *name;
+    bool final;
+    int code;
+} s_status[DIST__ST_COUNT] = {
+    [DIST__ST_OK] = { "ok", true, 0 },
+    [DIST__ST_FAILED] = { "failed", true, DIST_ETASK },
+    [DIST__ST_UNKNOWN_TASK] = { "unknown_task", true, DIST_ENOENT },
+    [DIST__ST_BAD_ARGS] = { "bad_args", true, DIST_EPROTO },
+    [DIST__ST_TOO_LARGE] = { "too_large", true, DIST_EMSGSIZE },
+    [DIST__ST_CRASHED] = { "crashed", false, DIST_ECRASHED },
+    [DIST__ST_TIMEOUT] = { "timeout", false, DIST_ETIMEDOUT },
+    [DIST__ST_GAVE_UP] = { "gave_up", true, DIST_EGAVEUP },
+};
+
+const char *dist__status_name(dist__status_t st)
+{
+    return st < DIST__ST_COUNT ? s_status[st].name : "?";
+}
+
+dist__status_t dist__status_parse(const char *s, size_t n)
+{
+    for (int i = 0; i < DIST__ST_COUNT; i++)
+        if (strlen(s_status[i].name) == n && memcmp(s_status[i].name, s, n) == 0)
+            return (dist__status_t)i;
+    return DIST__ST_COUNT;
+}
+
+bool dist__status_final(dist__status_t st) { return st >= DIST__ST_COUNT || s_status[st].final; }
+
+int dist__status_errcode(dist__status_t st)
+{
+    return st < DIST__ST_COUNT ? s_status[st].code : DIST_EPROTO;
+}
+
+dist__status_t dist__status_from_code(int code)
+{
+    switch (code) {
+    case 0: return DIST__ST_OK;
+    case DIST_ECRASHED: return DIST__ST_CRASHED;
+    case DIST_ETIMEDOUT: return DIST__ST_TIMEOUT;
+    case DIST_ENOENT: return DIST__ST_UNKNOWN_TASK;
+    case DIST_EPROTO: return DIST__ST_BAD_ARGS;
+    case DIST_EMSGSIZE: return DIST__ST_TOO_LARGE;
+    default: return DIST__ST_FAILED;
+    }
+}
+
+/* ---- sockets -------------------------------------------------------------------- */
+
+void dist__sock_setup(zsock_t *sock, bool router, const dist__sockopts_t *o)
+{
+    dist__sockopts_t d = { 0, 0, 0, 0, -1 };
+    if (o)
+        d = *o;
+    size_t max = d.max_message ? d.max_message : DIST__MAX_MESSAGE_DEFAULT;
+    if (max > INT32_MAX)
+        max = INT32_MAX;
+    zsock_set_maxmsgsize(sock, (int)max);
+    zsock_set_handshake_ivl(sock, d.handshake_ms ? d.handshake_ms : DIST__HANDSHAKE_MS);
+    zsock_set_heartbeat_ivl(sock, d.heartbeat_ms ? d.heartbeat_ms : DIST__HEARTBEAT_MS);
+    int hb_to = d.heartbeat_timeout_ms ? d.heartbeat_timeout_ms : DIST__HEARTBEAT_TIMEOUT_MS;
+    zsock_set_heartbeat_timeout(sock, hb_to);
+    zsock_set_heartbeat_ttl(sock, hb_to);
+    zsock_set_linger(sock, d.linger_ms >= 0 ? d.linger_ms : router ? 0 : 500);
+    zsock_set_sndhwm(sock, DIST__HWM);
+    zsock_set_rcvhwm(sock, DIST__HWM);
+    if (router) {
+        zsock_set_router_mandatory(sock, 1);
+    } else {
+        zsock_set_reconnect_ivl(sock, 100);
+        zsock_set_reconnect_ivl_max(sock, 2000);
+    }
+}
+
+int dist__zmq_version_ok(char *err, size_t errlen)
+{
+    int major, minor, patch;
+    zmq_version(&major, &minor, &patch);
+    if (major * 10000 + minor * 100 + patch >= 40303)
+        return 0;
+    if (err)
+        snprintf(err, errlen, "libzmq %d.%d.%d is too old: 4.3.3 or newer is required (known CVEs)",
+                 major, minor, patch);
+    return DIST_ESTATE;
+}
+
+/* ---- receiving --------------------------------------------------------------------- */
+
+dist_wire_limits_t dist__body_limits(size_t max_message)
+{
+    dist_wire_limits_t l = { DIST__BODY_DEPTH, DIST__BODY_OBJECTS,
+                             max_message ? max_message : DIST__MAX_MESSAGE_DEFAULT };
+    return l;
+}
+
+void dist__inmsg_clear(dist__inmsg_t *m)
+{
+    dist_wire_msg_destroy(&m->body);
+    m->root = NULL;
+}
+
+int dist__proto_recv(zsock_t *sock, bool router, const dist_wire_limits_t *limits, dist__inmsg_t *m)
+{
+    m->rid_len = 0;
+    m->cmd = DIST__CMD_NONE;
+    m->body = NULL;
+    m->root = NULL;
+    m->bad = DIST__BAD_NONE;
+    m->version = 0;
+    void *h = zsock_resolve(sock);
+    int want = router ? 4 : 3, first = router ? 1 : 0;
+    int n = 0;
+    bool more = true;
+    uint8_t sig[DIST__PROTO_SIG_LEN];
+    size_t sig_len = 0;
+    char cmd[17];
+    size_t cmd_len = 0;
+    zmq_msg_t body;
+    bool have_body = false;
+    zmq_msg_init(&body);
+    while (more) {
+        zmq_msg_t f;
+        zmq_msg_init(&f);
+        /* Multipart messages arrive whole: only the first frame may be
+         * missing. */
+        int r = zmq_msg_recv(&f, h, n == 0 ? ZMQ_DONTWAIT : 0);
+        if (r < 0) {
+            int e = errno;
+            zmq_msg_close(&f);
+            zmq_msg_close(&body);
+            if (n == 0)
+                return e == EAGAIN || e == EINTR ? DIST_EAGAIN : -e;
+            return -e;
+        }
+        more = zmq_msg_more(&f);
+        int idx = n++;
+        size_t sz = zmq_msg_size(&f);
+        const uint8_t *data = zmq_msg_data(&f);
+        if (router && idx == 0) {
+            m->rid_len = sz < sizeof m->rid ? sz : sizeof m->rid;
+            memcpy(m->rid, data, m->rid_len);
+        } else if (idx == first) {
+            sig_len = sz;
+            memcpy(sig, data, sz < sizeof sig ? sz : sizeof sig);
+        } else if (idx == first + 1) {
+            cmd_len = sz;
+            memcpy(cmd, data, sz < sizeof cmd - 1 ? sz : sizeof cmd - 1);
+        } else if (idx == first + 2) {
+            zmq_msg_move(&body, &f);
+            have_body = true;
+        }
+        /* Frames past the expected ones are closed as they come. */
+        zmq_msg_close(&f);
+    }
+    int rc = DIST_EPROTO;
+    if (n != want) {
+        m->bad = DIST__BAD_FRAMES;
+    } else if (sig_len != DIST__PROTO_SIG_LEN || memcmp(sig, "DST", 3) != 0) {
+        m->bad = DIST__BAD_SIGNATURE;
+    } else if (sig[3] != DIST__PROTO_VERSION) {
+        m->bad = DIST__BAD_VERSION;
+        m->version = sig[3];
+    } else if (cmd_len == 0 || cmd_len > 16 ||
+               (m->cmd = s_cmd_parse(cmd, cmd_len)) == DIST__CMD_NONE) {
+        m->bad = DIST__BAD_COMMAND;
+    } else if (have_body) {
+        int err = 0;
+        m->body = dist_wire_msg_decode(zmq_msg_data(&body), zmq_msg_size(&body), limits, &err);
+        if (m->body && dist_wire_msg_root(m->body)->type == MSGPACK_OBJECT_MAP) {
+            m->root = dist_wire_msg_root(m->body);
+            rc = 0;
+        } else {
+            dist_wire_msg_destroy(&m->body);
+            m->bad = DIST__BAD_BODY;
+        }
+    }
+    zmq_msg_close(&body);
+    return rc;
+}
+
+/* ---- sending -------------------------------------------------------------------------- */
+
+int dist__proto_send(zsock_t *sock, const void *rid, size_t rid_len, dist__cmd_t cmd,
+                     const void *body, size_t len)
+{
+    void *h = zsock_resolve(sock);
+    static const uint8_t sig[DIST__PROTO_SIG_LEN] = { 'D', 'S', 'T', DIST__PROTO_VERSION };
+    const char *name = dist__cmd_name(cmd);
+    if (!name)
+        return DIST_EINVAL;
+    if (rid && zmq_send(h, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return errno == EAGAIN ? DIST_EAGAIN : -errno;
+    /* Once the first frame is in, the rest of the message goes through. */
+    if (zmq_send(h, sig, sizeof sig, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return errno == EAGAIN ? DIST_EAGAIN : -errno;
+    if (zmq_send(h, name, strlen(name), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return -errno;
+    static const uint8_t empty_map = 0x80;
+    if (!body || !len) {
+        body = &empty_map;
+        len = 1;
+    }
+    if (zmq_send(h, body, len, ZMQ_DONTWAIT) < 0)
+        return -errno;
+    return 0;
+}
+
+int dist__proto_send_buf(zsock_t *sock, const void *rid, size_t rid_len, dist__cmd_t cmd,
+                         dist_wire_buf_t *buf)
+{
+    int st = dist_wire_buf_status(buf);
+    if (st)
+        return st;
+    size_t len;
+    const void *data = dist_wire_buf_data(buf, &len);
+    return dist__proto_send(sock, rid, rid_len, cmd, data, len);
+}
+
+int dist__proto_send_empty(zsock_t *sock, const void *rid, size_t rid_len, dist__cmd_t cmd)
+{
+    return dist__proto_send(sock, rid, rid_len, cmd, NULL, 0);
+}
+
+int dist__proto_send_error(zsock_t *sock, const void *rid, size_t rid_len, const char *code,
+                           const char *error, uint64_t req)
+{
+    dist_wire_buf_t *b = dist_wire_buf_new(0);
+    if (!b)
+        return DIST_ENOMEM;
+    msgpack_packer *pk = dist_wire_buf_packer(b);
+    msgpack_pack_map(pk, req ? 3 : 2);
+    dist__pk_kv_str(pk, "code", code);
+    dist__pk_kv_str(pk, "error", error);
+    if (req)
+        dist__pk_kv_u64(pk, "req", req);
+    int r = dist__proto_send_buf(sock, rid, rid_len, DIST__CMD_ERROR, b);
+    dist_wire_buf_destroy(&b);
+    return r;
+}
+
+int dist__proto_send_bad_version(zsock_t *sock, const void *rid, size_t rid_len)
+{
+    return dist__proto_send_error(sock, rid, rid_len, "unsupported_version",
+                                  "this master speaks protocol version 1", 0);
+}
+
+/* ---- packing ------------------------------------------------------------------------------ */
+
+void dist__pk_strn(msgpack_packer *pk, const char *s, size_t n)
+{
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+void dist__pk_str(msgpack_packer *pk, const char *s) { dist__pk_strn(pk, s, s ? strlen(s) : 0); }
+
+void dist__pk_bin(msgpack_packer *pk, const void *p, size_t n)
+{
+    msgpack_pack_bin(pk, n);
+    msgpack_pack_bin_body(pk, p, n);
+}
+
+void dist__pk_id(msgpack_packer *pk, const dist__id_t *id) { dist__pk_bin(pk, id->b, sizeof id->b); }
+
+void dist__pk_kv_str(msgpack_packer *pk, const char *key, const char *val)
+{
+    dist__pk_str(pk, key);
+    dist__pk_str(pk, val);
+}
+
+void dist__pk_kv_u64(msgpack_packer *pk, const char *key, uint64_t val)
+{
+    dist__pk_str(pk, key);
+    msgpack_pack_uint64(pk, val);
+}
+
+void dist__pk_kv_f64(msgpack_packer *pk, const char *key, double val)
+{
+    dist__pk_str(pk, key);
+    msgpack_pack_double(pk, val);
+}
+
+void dist__pk_kv_bool(msgpack_packer *pk, const char *key, bool val)
+{
+    dist__pk_str(pk, key);
+    if (val)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+}
+
+void dist__pk_kv_bin(msgpack_packer *pk, const char *key, const void *p, size_t n)
+{
+    dist__pk_str(pk, key);
+    dist__pk_bin(pk, p, n);
+}
+
+void dist__pk_kv_id(msgpack_packer *pk, const char *key, const dist__id_t *id)
+{
+    dist__pk_str(pk, key);
+    dist__pk_id(pk, id);
+}
+
+/* ---- reading fields ------------------------------------------------------------------------ */
+
+int dist__get_str(const msgpack_object *map, const char *key, const char **s, size_t *n)
+{
+    return dist_wire_get_str(dist_wire_map_get(map, key), s, n);
+}
+
+int dist__get_u64(const msgpack_object *map, const char *key, uint64_t *v)
+{
+    return dist_wire_get_u64(dist_wire_map_get(map, key), v);
+}
+
+int dist__get_u32(const msgpack_object *map, const char *key, uint32_t *v)
+{
+    uint64_t x;
+    if (dist__get_u64(map, key, &x) || x > UINT32_MAX)
+        return DIST_EPROTO;
+    *v = (uint32_t)x;
+    return 0;
+}
+
+int dist__get_bin(const msgpack_object *map, const char *key, const void **p, size_t *n)
+{
+    return dist_wire_get_bin(dist_wire_map_get(map, key), p, n);
+}
+
+int dist__get_id(const msgpack_object *map, const char *key, dist__id_t *id)
+{
+    const void *p;
+    size_t n;
+    if (dist__get_bin(map, key, &p, &n) || n != sizeof id->b)
+        return DIST_EPROTO;
+    memcpy(id->b, p, sizeof id->b);
+    return 0;
+}
+
+int dist__get_array(const msgpack_object *map, const char *key, const msgpack_object **items,
+                    size_t *n)
+{
+    return dist_wire_get_array(dist_wire_map_get(map, key), items, n);
+}
+
+int dist__opt_u32(const msgpack_object *map, const char *key, uint32_t *v)
+{
+    return dist_wire_map_get(map, key) ? dist__get_u32(map, key, v) : 0;
+}
+
+int dist__opt_str(const msgpack_object *map, const char *key, const char **s, size_t *n)
+{
+    return dist_wire_map_get(map, key) ? dist__get_str(map, key, s, n) : 0;
+}
+
+/* ---- typed bodies ------------------------------------------------------------------------- */
+
+bool dist__name_ok(const char *s, size_t n)
+{
+    if (n == 0 || n > DIST__NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == ':' || c == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+bool dist__peer_name_ok(const char *s, size_t n)
+{
+    return n > 0 && n <= DIST__NAME_MAX && memchr(s, 0, n) == NULL;
+}
+
+int dist__parse_task(const msgpack_object *o, bool with_attempt, dist__task_t *t)
+{
+    t->attempt = 0;
+    t->timeout_ms = 0;
+    if (!o || o->type != MSGPACK_OBJECT_MAP || dist__get_id(o, "id", &t->id) ||
+        dist__get_str(o, "task", &t->task, &t->task_len) || !dist__name_ok(t->task, t->task_len) ||
+        dist__get_bin(o, "args", &t->args, &t->args_len) ||
+        dist__opt_u32(o, "timeout_ms", &t->timeout_ms))
+        return DIST_EPROTO;
+    if (with_attempt && (dist__get_u32(o, "attempt", &t->attempt) || t->attempt == 0))
+        return DIST_EPROTO;
+    return 0;
+}
+
+int dist__parse_result(const msgpack_object *o, bool with_attempt, dist__result_t *r)
+{
+    const char *st;
+    size_t stn;
+    r->attempt = 0;
+    r->value = NULL;
+    r->value_len = 0;
+    r->error = NULL;
+    r->error_len = 0;
+    if (!o || o->type != MSGPACK_OBJECT_MAP || dist__get_id(o, "id", &r->id) ||
+        dist__get_str(o, "status", &st, &stn))
+        return DIST_EPROTO;
+    r->status = dist__status_parse(st, stn);
+    if (r->status == DIST__ST_COUNT)
+        return DIST_EPROTO;
+    if (with_attempt && (dist__get_u32(o, "attempt", &r->attempt) || r->attempt == 0))
+        return DIST_EPROTO;
+    if (r->status == DIST__ST_OK)
+        return dist__get_bin(o, "value", &r->value, &r->value_len);
+    return dist__get_str(o, "error", &r->error, &r->error_len);
+}
+
+void dist__pack_task(msgpack_packer *pk, const dist__task_t *t, bool with_attempt)
+{
+    msgpack_pack_map(pk, with_attempt ? 5 : 4);
+    dist__pk_kv_id(pk, "id", &t->id);
+    if (with_attempt)
+        dist__pk_kv_u64(pk, "attempt", t->attempt);
+    dist__pk_str(pk, "task");
+    dist__pk_strn(pk, t->task, t->task_len);
+    dist__pk_kv_bin(pk, "args", t->args, t->args_len);
+    dist__pk_kv_u64(pk, "timeout_ms", t->timeout_ms);
+}
+
+void dist__pack_result(msgpack_packer *pk, const dist__result_t *r, bool with_attempt)
+{
+    msgpack_pack_map(pk, with_attempt ? 4 : 3);
+    dist__pk_kv_id(pk, "id", &r->id);
+    if (with_attempt)
+        dist__pk_kv_u64(pk, "attempt", r->attempt);
+    dist__pk_kv_str(pk, "status", dist__status_name(r->status));
+    if (r->status == DIST__ST_OK) {
+        dist__pk_kv_bin(pk, "value", r->value, r->value_len);
+    } else {
+        dist__pk_str(pk, "error");
+        dist__pk_strn(pk, r->error ? r->error : "", r->error ? r->error_len : 0);
+    }
+}

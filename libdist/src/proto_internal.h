@@ -1,0 +1,258 @@
+/*  proto_internal.h - the libdist protocol, version 1 (docs/PROTOCOL.md):
+ *  framing, socket options, and the encoding of every message body.
+ *
+ *  This is the one place where the wire format lives in C. The master, the
+ *  worker and the client send and receive through these functions only, so
+ *  that the three sides cannot drift apart. Reading a message:
+ *
+ *      dist__inmsg_t m;
+ *      int rc = dist__proto_recv(sock, true, &lim, &m);   // ROUTER side
+ *      if (rc == 0) { ... m.cmd, m.body (a validated map) ...; dist__inmsg_clear(&m); }
+ *
+ *  Writing one: pack the body into a dist_wire_buf_t with the dist__pk_*
+ *  helpers (maps are packed with an explicit count), then dist__proto_send.
+ *
+ *  Threads: ZeroMQ sockets belong to one thread; these functions keep no
+ *  state of their own.
+ */
+#ifndef DIST_PROTO_INTERNAL_H_INCLUDED
+#define DIST_PROTO_INTERNAL_H_INCLUDED
+
+#include <czmq.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dist/wire.h"
+
+#define DIST__PROTO_VERSION 1
+#define DIST__PROTO_SIG_LEN 4
+
+/* Defaults (docs/PROTOCOL.md section 11). */
+#define DIST__MAX_MESSAGE_DEFAULT ((size_t)64 << 20)
+#define DIST__MAX_BATCH 10000
+#define DIST__BODY_DEPTH 16
+#define DIST__BODY_OBJECTS 1000000
+#define DIST__NAME_MAX 128
+#define DIST__HANDSHAKE_MS 3000
+#define DIST__HEARTBEAT_MS 1000
+#define DIST__HEARTBEAT_TIMEOUT_MS 3000
+#define DIST__HWM 100000
+#define DIST__MAX_MALFORMED_IN_A_ROW 100
+
+/* Commands (section 3). STATUS is used both ways. */
+typedef enum {
+    DIST__CMD_NONE = 0,
+    DIST__CMD_HELLO,
+    DIST__CMD_WELCOME,
+    DIST__CMD_RECONNECT,
+    DIST__CMD_HEARTBEAT,
+    DIST__CMD_BYE,
+    DIST__CMD_TASKS,
+    DIST__CMD_RESULTS,
+    DIST__CMD_CREDIT,
+    DIST__CMD_RETURN,
+    DIST__CMD_SUBMIT,
+    DIST__CMD_ACCEPTED,
+    DIST__CMD_ACK,
+    DIST__CMD_QPUT,
+    DIST__CMD_QGET,
+    DIST__CMD_QREPLY,
+    DIST__CMD_STATUS,
+    DIST__CMD_ERROR,
+    DIST__CMD_COUNT
+} dist__cmd_t;
+
+/* "HELLO", ... ; NULL for an unknown value. */
+const char *dist__cmd_name(dist__cmd_t cmd);
+
+/* ---- task ids -------------------------------------------------------------- */
+
+typedef struct {
+    uint8_t b[16];
+} dist__id_t;
+
+/* 16 random bytes (getrandom). 0 or -errno. */
+int dist__id_random(dist__id_t *id);
+
+/* 32 lowercase hex digits and a NUL into out[33]. */
+void dist__id_hex(const dist__id_t *id, char out[33]);
+
+static inline bool dist__id_eq(const dist__id_t *a, const dist__id_t *b)
+{
+    return memcmp(a->b, b->b, 16) == 0;
+}
+
+/* ---- result statuses (sections 6.3 and 6.5) ------------------------------- */
+
+typedef enum {
+    DIST__ST_OK = 0,
+    DIST__ST_FAILED,       /* final: the task reported an error */
+    DIST__ST_UNKNOWN_TASK, /* final */
+    DIST__ST_BAD_ARGS,     /* final */
+    DIST__ST_TOO_LARGE,    /* final */
+    DIST__ST_CRASHED,      /* retryable: its process died */
+    DIST__ST_TIMEOUT,      /* retryable: killed at its timeout */
+    DIST__ST_GAVE_UP,      /* final, master only: the retry budget is spent */
+    DIST__ST_COUNT
+} dist__status_t;
+
+const char *dist__status_name(dist__status_t st);
+/* Parses a status string; DIST__ST_COUNT when unknown. */
+dist__status_t dist__status_parse(const char *s, size_t n);
+bool dist__status_final(dist__status_t st);
+/* The DIST_E* code a client sees for a status (0 for ok). */
+int dist__status_errcode(dist__status_t st);
+/* The status a worker reports for a pool result code (0, DIST_ETASK, ...). */
+dist__status_t dist__status_from_code(int code);
+
+/* ---- sockets ---------------------------------------------------------------- */
+
+typedef struct {
+    size_t max_message;   /* 0: DIST__MAX_MESSAGE_DEFAULT */
+    int handshake_ms;     /* 0: DIST__HANDSHAKE_MS */
+    int heartbeat_ms;     /* 0: DIST__HEARTBEAT_MS (transport heartbeats) */
+    int heartbeat_timeout_ms; /* 0: DIST__HEARTBEAT_TIMEOUT_MS */
+    int linger_ms;        /* -1: the role's default (master 0, peers 500) */
+} dist__sockopts_t;
+
+/* Applies the options of section 1 to a ROUTER (master) or DEALER (peer)
+ * socket, before bind/connect. */
+void dist__sock_setup(zsock_t *sock, bool router, const dist__sockopts_t *o);
+
+/* Refuses libzmq older than 4.3.3 (known CVEs). 0 or DIST_ESTATE, with a
+ * message in err[0..errlen) when non-NULL. */
+int dist__zmq_version_ok(char *err, size_t errlen);
+
+/* ---- receiving ---------------------------------------------------------------- */
+
+/* Why a message was dropped (for counters and logs). */
+typedef enum {
+    DIST__BAD_NONE = 0,
+    DIST__BAD_FRAMES,     /* wrong number of frames */
+    DIST__BAD_SIGNATURE,  /* frame 0 is not DST + version */
+    DIST__BAD_VERSION,    /* DST with another version: reply unsupported_version */
+    DIST__BAD_COMMAND,    /* unknown command */
+    DIST__BAD_BODY,       /* not one valid MessagePack map within limits */
+} dist__bad_t;
+
+typedef struct {
+    uint8_t rid[256];     /* routing id (ROUTER side only) */
+    size_t rid_len;
+    dist__cmd_t cmd;
+    dist_wire_msg_t *body; /* owned; a map */
+    const msgpack_object *root;
+    dist__bad_t bad;      /* when dist__proto_recv returned DIST_EPROTO */
+    int version;          /* the version byte seen, for DIST__BAD_VERSION */
+} dist__inmsg_t;
+
+/* Receives one message without blocking. ROUTER sockets expect a routing id
+ * frame first. Checks frame count (draining and dropping extra frames
+ * without keeping them), signature, version, command, and validates and
+ * decodes the body. Returns 0 with *m filled (free it with
+ * dist__inmsg_clear), DIST_EAGAIN when nothing is waiting, DIST_EPROTO for
+ * a dropped message (m->bad says why; m->rid is set when known), or -errno. */
+int dist__proto_recv(zsock_t *sock, bool router, const dist_wire_limits_t *limits,
+                     dist__inmsg_t *m);
+
+void dist__inmsg_clear(dist__inmsg_t *m);
+
+/* The limits every body is checked against (section 11) for a given
+ * maximum message size. */
+dist_wire_limits_t dist__body_limits(size_t max_message);
+
+/* ---- sending ------------------------------------------------------------------ */
+
+/* Sends [rid] sig cmd body without blocking. rid NULL for DEALER sockets.
+ * Returns 0, DIST_EAGAIN (high-water mark; keep the message and retry),
+ * -EHOSTUNREACH (ROUTER: that peer is gone), or -errno. */
+int dist__proto_send(zsock_t *sock, const void *rid, size_t rid_len, dist__cmd_t cmd,
+                     const void *body, size_t len);
+
+/* Sends a body held in a dist_wire_buf_t (checking its status first:
+ * DIST_EMSGSIZE or DIST_ENOMEM when packing failed). */
+int dist__proto_send_buf(zsock_t *sock, const void *rid, size_t rid_len, dist__cmd_t cmd,
+                         dist_wire_buf_t *buf);
+
+/* Sends a message with an empty map body. */
+int dist__proto_send_empty(zsock_t *sock, const void *rid, size_t rid_len, dist__cmd_t cmd);
+
+/* Sends ERROR {code, error[, req]}; req 0 leaves it out. */
+int dist__proto_send_error(zsock_t *sock, const void *rid, size_t rid_len, const char *code,
+                           const char *error, uint64_t req);
+
+/* The unsupported-version reply of section 8. */
+int dist__proto_send_bad_version(zsock_t *sock, const void *rid, size_t rid_len);
+
+/* ---- packing helpers ------------------------------------------------------------ */
+
+void dist__pk_str(msgpack_packer *pk, const char *s);
+void dist__pk_strn(msgpack_packer *pk, const char *s, size_t n);
+void dist__pk_bin(msgpack_packer *pk, const void *p, size_t n);
+void dist__pk_id(msgpack_packer *pk, const dist__id_t *id);
+/* key + value pairs, to be used inside msgpack_pack_map(pk, count) */
+void dist__pk_kv_str(msgpack_packer *pk, const char *key, const char *val);
+void dist__pk_kv_u64(msgpack_packer *pk, const char *key, uint64_t val);
+void dist__pk_kv_f64(msgpack_packer *pk, const char *key, double val);
+void dist__pk_kv_bool(msgpack_packer *pk, const char *key, bool val);
+void dist__pk_kv_bin(msgpack_packer *pk, const char *key, const void *p, size_t n);
+void dist__pk_kv_id(msgpack_packer *pk, const char *key, const dist__id_t *id);
+
+/* ---- reading fields ------------------------------------------------------------- */
+
+/* Each returns 0 or DIST_EPROTO (missing or wrong type). Strings and bins
+ * are borrowed from the message. */
+int dist__get_str(const msgpack_object *map, const char *key, const char **s, size_t *n);
+int dist__get_u64(const msgpack_object *map, const char *key, uint64_t *v);
+int dist__get_u32(const msgpack_object *map, const char *key, uint32_t *v);
+int dist__get_bin(const msgpack_object *map, const char *key, const void **p, size_t *n);
+int dist__get_id(const msgpack_object *map, const char *key, dist__id_t *id);
+int dist__get_array(const msgpack_object *map, const char *key, const msgpack_object **items,
+                    size_t *n);
+/* Optional fields: *v keeps its value when the key is absent; DIST_EPROTO
+ * only for a present field of the wrong type. */
+int dist__opt_u32(const msgpack_object *map, const char *key, uint32_t *v);
+int dist__opt_str(const msgpack_object *map, const char *key, const char **s, size_t *n);
+
+/* ---- typed bodies -------------------------------------------------------------- */
+
+/* A task as it travels in SUBMIT (attempt 0) and TASKS. Borrowed pointers. */
+typedef struct {
+    dist__id_t id;
+    uint32_t attempt;
+    const char *task;
+    size_t task_len;
+    const void *args;
+    size_t args_len;
+    uint32_t timeout_ms;
+} dist__task_t;
+
+/* A result as it travels in RESULTS (worker: with attempt; master to
+ * client: attempt 0 and not packed). Borrowed pointers. */
+typedef struct {
+    dist__id_t id;
+    uint32_t attempt;
+    dist__status_t status;
+    const void *value;   /* status ok */
+    size_t value_len;
+    const char *error;   /* otherwise */
+    size_t error_len;
+} dist__result_t;
+
+/* Parses one task map / result map. `with_attempt`: the field is required
+ * (TASKS, worker RESULTS) rather than absent. 0 or DIST_EPROTO. The args of
+ * a task must be a bin holding one MessagePack array; that is checked by
+ * whoever runs it, not here. */
+int dist__parse_task(const msgpack_object *o, bool with_attempt, dist__task_t *t);
+int dist__parse_result(const msgpack_object *o, bool with_attempt, dist__result_t *r);
+
+/* Packs one task map / result map (inside an array the caller opened). */
+void dist__pack_task(msgpack_packer *pk, const dist__task_t *t, bool with_attempt);
+void dist__pack_result(msgpack_packer *pk, const dist__result_t *r, bool with_attempt);
+
+/* Name checks: 1-128 bytes of letters, digits and `._:-` (task and queue
+ * names), or any 1-128 bytes without NUL (peer names). */
+bool dist__name_ok(const char *s, size_t n);
+bool dist__peer_name_ok(const char *s, size_t n);
+
+#endif
