@@ -14,9 +14,12 @@
  *  result messages travel through shared-memory queues; a manager thread
  *  in the parent dispatches work, collects results and runs callbacks.
  *  Consequences: functions and data the tasks use must exist when the pool
- *  is created (register tasks and dlopen plugins first); pool processes die
- *  with the fork server, which dies with the thread that created the pool
- *  (PR_SET_PDEATHSIG) - create pools from a thread that outlives them.
+ *  is created (register tasks and dlopen plugins first); the fork server is
+ *  itself forked from the creating process, so create pools early, before
+ *  other threads that might hold locks the tasks need (stdio, a sanitizer's
+ *  allocator); pool processes die with the fork server, which dies with the
+ *  thread that created the pool (PR_SET_PDEATHSIG) - create pools from a
+ *  thread that outlives them.
  *
  *  Failures (where this pool differs from Python's):
  *  - a pool process that dies while running a task (signal, exit, abort)
