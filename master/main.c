@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "dist/error.h"
@@ -188,6 +189,14 @@ int main(int argc, char **argv)
     }
     if (optind < argc)
         s_bad_usage("unexpected argument '%s'%s", argv[optind], "");
+
+    /* Each peer is a TCP connection: thousands of them need more than the
+     * usual 1024 descriptors, so take what the hard limit allows. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
 
     /* The library filters below the level it is given; the callback
      * filters too, since 0 means "default" (info) to the library. */

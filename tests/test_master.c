@@ -19,7 +19,24 @@
 #include "proto_internal.h"
 #include "testutil.h"
 
-#define WAIT_MS 3000
+#define WAIT_MS 5000
+/* Heartbeat timeout of the tests that kill workers; the others use 10 s,
+ * so that a loaded machine never writes off a fake peer by accident. */
+#define DEATH_MS 1000
+#define SAFE_TIMEOUT_MS 10000
+
+/* Fake peers that must stay alive: every wait sends them heartbeats. */
+static zsock_t *g_alive[4];
+static size_t g_nalive;
+
+static void s_keep_alive(zsock_t *a, zsock_t *b)
+{
+    g_nalive = 0;
+    if (a)
+        g_alive[g_nalive++] = a;
+    if (b)
+        g_alive[g_nalive++] = b;
+}
 
 /* ---- fixtures ------------------------------------------------------------------------ */
 
@@ -43,6 +60,9 @@ static dist_master_t *s_start(const dist_master_opts_t *opts)
     }
     if (!o.bind)
         o.bind = "tcp://127.0.0.1:0";
+    if (!o.heartbeat_timeout_ms)
+        o.heartbeat_timeout_ms = SAFE_TIMEOUT_MS;
+    g_nalive = 0;
     dist_master_t *m = dist_master_new(&o);
     assert_non_null(m);
     assert_int_equal(dist_master_start(m), 0);
@@ -72,18 +92,18 @@ static void s_send(zsock_t *s, dist__cmd_t cmd, dist_wire_buf_t *b)
     dist_wire_buf_destroy(&b);
 }
 
-/* The next message other than HEARTBEAT within ms, while the `ka` sockets
- * send a heartbeat every 100 ms (workers that must stay alive). 0 or
- * DIST_ETIMEDOUT. */
-static int s_recv_ka(zsock_t *s, int ms, dist__inmsg_t *m, zsock_t *const *ka, size_t nka)
+/* The next message other than HEARTBEAT within ms, while the peers of
+ * g_alive send a heartbeat every 100 ms. 0 or DIST_ETIMEDOUT. */
+static int s_recv(zsock_t *s, int ms, dist__inmsg_t *m)
 {
     int64_t end = dt_now_ms() + ms, next_ka = 0;
     dist_wire_limits_t lim = dist__body_limits(0);
+    size_t nka = g_nalive;
     for (;;) {
         int64_t now = dt_now_ms();
         if (nka && now >= next_ka) {
             for (size_t i = 0; i < nka; i++)
-                dist__proto_send_empty(ka[i], NULL, 0, DIST__CMD_HEARTBEAT);
+                dist__proto_send_empty(g_alive[i], NULL, 0, DIST__CMD_HEARTBEAT);
             next_ka = now + 100;
         }
         int rc = dist__proto_recv(s, false, &lim, m);
@@ -104,10 +124,9 @@ static int s_recv_ka(zsock_t *s, int ms, dist__inmsg_t *m, zsock_t *const *ka, s
     }
 }
 
-static void s_expect_ka(zsock_t *s, dist__cmd_t cmd, dist__inmsg_t *m, zsock_t *const *ka,
-                        size_t nka)
+static void s_expect(zsock_t *s, dist__cmd_t cmd, dist__inmsg_t *m)
 {
-    if (s_recv_ka(s, WAIT_MS, m, ka, nka))
+    if (s_recv(s, WAIT_MS, m))
         fail_msg("expected %s, got nothing", dist__cmd_name(cmd));
     if (m->cmd != cmd) {
         const char *code = "", *err = "";
@@ -119,15 +138,10 @@ static void s_expect_ka(zsock_t *s, dist__cmd_t cmd, dist__inmsg_t *m, zsock_t *
     }
 }
 
-static void s_expect(zsock_t *s, dist__cmd_t cmd, dist__inmsg_t *m)
-{
-    s_expect_ka(s, cmd, m, NULL, 0);
-}
-
 static void s_expect_none(zsock_t *s, int ms)
 {
     dist__inmsg_t m;
-    if (s_recv_ka(s, ms, &m, NULL, 0) == 0) {
+    if (s_recv(s, ms, &m) == 0) {
         const char *name = dist__cmd_name(m.cmd);
         dist__inmsg_clear(&m);
         fail_msg("unexpected %s", name);
@@ -286,11 +300,11 @@ typedef struct {
     char task[DIST__NAME_MAX + 1];
 } got_t;
 
-/* Receives one TASKS message (others' heartbeats kept going by ka). */
-static size_t s_tasks_ka(zsock_t *w, got_t *out, size_t max, zsock_t *const *ka, size_t nka)
+/* Receives one TASKS message. */
+static size_t s_tasks(zsock_t *w, got_t *out, size_t max)
 {
     dist__inmsg_t m;
-    s_expect_ka(w, DIST__CMD_TASKS, &m, ka, nka);
+    s_expect(w, DIST__CMD_TASKS, &m);
     const msgpack_object *items;
     size_t n;
     assert_int_equal(dist__get_array(m.root, "tasks", &items, &n), 0);
@@ -308,11 +322,6 @@ static size_t s_tasks_ka(zsock_t *w, got_t *out, size_t max, zsock_t *const *ka,
     }
     dist__inmsg_clear(&m);
     return n;
-}
-
-static size_t s_tasks(zsock_t *w, got_t *out, size_t max)
-{
-    return s_tasks_ka(w, out, max, NULL, 0);
 }
 
 /* RESULTS from a worker: one result; text is the value (ok) or error. */
@@ -795,24 +804,25 @@ static void test_results_redelivered_until_ack(void **state)
 static void test_worker_death_requeues(void **state)
 {
     (void)state;
-    dist_master_opts_t o = { .heartbeat_ms = 100, .heartbeat_timeout_ms = 500 };
+    dist_master_opts_t o = { .heartbeat_ms = 100, .heartbeat_timeout_ms = DEATH_MS };
     dist_master_t *m = s_start(&o);
     zsock_t *c = s_client(m, "c", NULL);
     zsock_t *w1 = s_worker(m, "w1", 1, 2, "t");
+    s_keep_alive(c, w1);
     s_submit_ok(c, "t", (int[]){ 1, 2, 3 }, 3);
     got_t g[2];
     size_t n = 0;
     while (n < 2)
-        n += s_tasks_ka(w1, g + n, 2, &c, 1);
+        n += s_tasks(w1, g + n, 2);
     /* w2 joins and takes the third; then w1 falls silent. */
     zsock_t *w2 = s_worker(m, "w2", 1, 3, "t");
-    zsock_t *alive[2] = { w2, c };
+    s_keep_alive(c, w2);
     got_t h[3];
-    assert_int_equal(s_tasks_ka(w2, h, 3, alive, 2), 1);
+    assert_int_equal(s_tasks(w2, h, 3), 1);
     assert_int_equal(s_id_num(&h[0].id), 3);
     n = 0;
     while (n < 2)
-        n += s_tasks_ka(w2, h + n, 3 - n, alive, 2);
+        n += s_tasks(w2, h + n, 3 - n);
     assert_int_equal(n, 2);
     /* The requeued tasks keep their order, attempt 2. */
     assert_int_equal(s_id_num(&h[0].id), 1);
@@ -824,7 +834,7 @@ static void test_worker_death_requeues(void **state)
     /* The dead worker wakes up: it is told to say HELLO again. */
     assert_int_equal(dist__proto_send_empty(w1, NULL, 0, DIST__CMD_HEARTBEAT), 0);
     dist__inmsg_t msg;
-    s_expect_ka(w1, DIST__CMD_RECONNECT, &msg, alive, 2);
+    s_expect(w1, DIST__CMD_RECONNECT, &msg);
     dist__inmsg_clear(&msg);
     zsock_destroy(&w2);
     zsock_destroy(&w1);
@@ -835,39 +845,31 @@ static void test_worker_death_requeues(void **state)
 static void test_gave_up_lists_every_attempt(void **state)
 {
     (void)state;
-    dist_master_opts_t o = { .heartbeat_ms = 100, .heartbeat_timeout_ms = 400, .max_attempts = 3 };
+    dist_master_opts_t o = { .heartbeat_ms = 100, .heartbeat_timeout_ms = DEATH_MS,
+                             .max_attempts = 3 };
     dist_master_t *m = s_start(&o);
     zsock_t *c = s_client(m, "c", NULL);
     zsock_t *w = s_worker(m, "w1", 1, 1, "t");
+    s_keep_alive(c, w);
     s_submit_ok(c, "t", (int[]){ 5 }, 1);
     got_t g[1];
-    assert_int_equal(s_tasks_ka(w, g, 1, &c, 1), 1);
+    assert_int_equal(s_tasks(w, g, 1), 1);
     assert_int_equal(g[0].attempt, 1);
     s_result(w, &g[0].id, 1, DIST__ST_CRASHED, "task t: process 12 was killed by signal 9");
-    zsock_t *alive[2] = { w, c };
-    assert_int_equal(s_tasks_ka(w, g, 1, alive, 2), 1);
+    assert_int_equal(s_tasks(w, g, 1), 1);
     assert_int_equal(g[0].attempt, 2);
     s_result(w, &g[0].id, 2, DIST__ST_TIMEOUT, "task t: ran past 100 ms");
-    assert_int_equal(s_tasks_ka(w, g, 1, alive, 2), 1);
+    assert_int_equal(s_tasks(w, g, 1), 1);
     assert_int_equal(g[0].attempt, 3);
     /* The third attempt dies with its worker (it falls silent). */
-    dist__inmsg_t msg;
-    assert_int_equal(s_recv_ka(c, 3000, &msg, &c, 1), 0);
-    assert_int_equal(msg.cmd, DIST__CMD_RESULTS);
-    const msgpack_object *items;
-    size_t n;
-    assert_int_equal(dist__get_array(msg.root, "results", &items, &n), 0);
-    assert_int_equal(n, 1);
-    dist__result_t r;
-    assert_int_equal(dist__parse_result(&items[0], false, &r), 0);
-    assert_int_equal(r.status, DIST__ST_GAVE_UP);
-    char text[1024];
-    snprintf(text, sizeof text, "%.*s", (int)r.error_len, r.error);
-    assert_string_equal(text, "task t gave up after 3 attempts: "
-                              "1: crashed: task t: process 12 was killed by signal 9; "
-                              "2: timeout: task t: ran past 100 ms; "
-                              "3: worker w1 (host testhost, pid 4242) died");
-    dist__inmsg_clear(&msg);
+    s_keep_alive(c, NULL);
+    res_t r[1];
+    s_results(c, r, 1);
+    assert_int_equal(r[0].status, DIST__ST_GAVE_UP);
+    assert_string_equal(r[0].text, "task t gave up after 3 attempts: "
+                                   "1: crashed: task t: process 12 was killed by signal 9; "
+                                   "2: timeout: task t: ran past 100 ms; "
+                                   "3: worker w1 (host testhost, pid 4242) died");
     assert_int_equal(s_counter(c, "gave_up"), 1);
     assert_int_equal(s_counter(c, "failed"), 1);
     zsock_destroy(&w);
@@ -878,22 +880,23 @@ static void test_gave_up_lists_every_attempt(void **state)
 static void test_late_results(void **state)
 {
     (void)state;
-    dist_master_opts_t o = { .heartbeat_ms = 100, .heartbeat_timeout_ms = 400 };
+    dist_master_opts_t o = { .heartbeat_ms = 100, .heartbeat_timeout_ms = DEATH_MS };
     dist_master_t *m = s_start(&o);
     zsock_t *c = s_client(m, "c", NULL);
     zsock_t *w1 = s_worker(m, "w1", 1, 2, "t");
+    s_keep_alive(c, NULL);
     s_submit_ok(c, "t", (int[]){ 1, 2 }, 2);
     got_t g[2];
     size_t n = 0;
     while (n < 2)
-        n += s_tasks_ka(w1, g + n, 2, &c, 1);
+        n += s_tasks(w1, g + n, 2);
     /* w1 is written off; w2 gets attempt 2 of both. */
     zsock_t *w2 = s_worker(m, "w2", 1, 2, "t");
-    zsock_t *alive[2] = { w2, c };
+    s_keep_alive(c, w2);
     got_t h[2];
     n = 0;
     while (n < 2)
-        n += s_tasks_ka(w2, h + n, 2 - n, alive, 2);
+        n += s_tasks(w2, h + n, 2 - n);
     assert_int_equal(h[0].attempt, 2);
     /* Task 1: w2 answers first; w1's late result is dropped. */
     s_result(w2, &h[0].id, 2, DIST__ST_OK, "two");
@@ -911,10 +914,10 @@ static void test_late_results(void **state)
     /* w2 still runs the cancelled lease: its credit comes back with its
      * answer, which is dropped. */
     s_submit_ok(c, "t", (int[]){ 3, 4 }, 2);
-    assert_int_equal(s_tasks_ka(w2, h, 2, alive, 2), 1);
+    assert_int_equal(s_tasks(w2, h, 2), 1);
     assert_int_equal(s_id_num(&h[0].id), 3);
     s_result(w2, &g[1].id, 2, DIST__ST_OK, "dropped");
-    assert_int_equal(s_tasks_ka(w2, h + 1, 1, alive, 2), 1);
+    assert_int_equal(s_tasks(w2, h + 1, 1), 1);
     assert_int_equal(s_id_num(&h[1].id), 4);
     s_expect_none(c, 200);
     assert_int_equal(s_counter(c, "completed"), 2);
@@ -927,7 +930,7 @@ static void test_late_results(void **state)
 static void test_return_and_lease_expiry(void **state)
 {
     (void)state;
-    dist_master_opts_t o = { .lease_ms = 600 };
+    dist_master_opts_t o = { .lease_ms = 1000 };
     dist_master_t *m = s_start(&o);
     zsock_t *c = s_client(m, "c", NULL);
     zsock_t *w = s_worker(m, "w", 2, 2, "t");
@@ -946,9 +949,10 @@ static void test_return_and_lease_expiry(void **state)
     assert_int_equal(s_id_num(&g[0].id), 1);
     assert_int_equal(s_id_num(&g[1].id), 2);
     assert_int_equal(g[0].attempt, 1);
-    /* Hold them past the 600 ms lease: they are run again elsewhere,
+    /* Hold them past the 1000 ms lease: they are run again elsewhere,
      * attempt 2, while task 3 is still on its first attempt. */
-    dt_sleep_ms(700);
+    s_keep_alive(w, c);
+    s_expect_none(c, 1100);
     zsock_t *w2 = s_worker(m, "w2", 3, 3, "t");
     got_t h[3];
     n = 0;

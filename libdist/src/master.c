@@ -36,8 +36,10 @@
 /* Messages read per loop turn: enough to batch, few enough to keep
  * timers and dispatch responsive. */
 #define READ_BATCH 512
-/* A peer whose outbox grows beyond this is not reading: forget it. */
+/* A peer whose outbox grows beyond this many messages or bytes is not
+ * reading: forget it. */
 #define OUTBOX_MAX 10000
+#define OUTBOX_BYTES ((size_t)256 << 20)
 /* How soon sends that met the high-water mark are retried. */
 #define RETRY_MS 5
 /* Clients and strangers are forgotten (not declared dead) after this many
@@ -376,11 +378,11 @@ int dist__m_send(dist_master_t *s, dist__mpeer_t *p, dist__cmd_t cmd, dist_wire_
         s_items_free(items, nitems);
         return 0;
     }
-    if (rc == DIST_EAGAIN && p->outbox.n < OUTBOX_MAX) {
+    size_t len = 0;
+    const void *data = buf ? dist_wire_buf_data(buf, &len) : NULL;
+    if (rc == DIST_EAGAIN && p->outbox.n < OUTBOX_MAX && p->outbox_bytes + len <= OUTBOX_BYTES) {
         /* Keep it, in order behind anything already waiting. */
         dist__mout_t *o = calloc(1, sizeof *o);
-        size_t len = 0;
-        const void *data = buf ? dist_wire_buf_data(buf, &len) : NULL;
         if (o && (!len || (o->bytes = malloc(len)))) {
             if (len)
                 memcpy(o->bytes, data, len);

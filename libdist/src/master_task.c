@@ -671,8 +671,10 @@ void dist__m_flush_results(dist_master_t *s)
 
 enum { SUB_OK = 0, SUB_BAD, SUB_LARGE, SUB_UNKNOWN, SUB_FULL, SUB_FULL_RESULTS, SUB_NOMEM };
 
+/* Stores one task of a SUBMIT. *last caches the previous task's queue:
+ * a batch is usually of one name, so this saves a hash per task. */
 static int s_submit_one(dist_master_t *s, dist__mclient_t *cn, const msgpack_object *o, bool room,
-                        uint64_t *fresh)
+                        dist__mtq_t **last, uint64_t *fresh)
 {
     dist__task_t t;
     if (dist__parse_task(o, false, &t))
@@ -681,7 +683,9 @@ static int s_submit_one(dist_master_t *s, dist__mclient_t *cn, const msgpack_obj
         return SUB_OK; /* idempotent: nothing changes */
     if (t.args_len + t.task_len + ITEM_OVERHEAD > s->max_message)
         return SUB_LARGE;
-    dist__mtq_t *q = dist__m_tq_find(s, t.task, t.task_len);
+    dist__mtq_t *q = *last;
+    if (!q || q->len != t.task_len || memcmp(q->name, t.task, t.task_len) != 0)
+        q = *last = dist__m_tq_find(s, t.task, t.task_len);
     if (!q)
         return SUB_UNKNOWN;
     if (s->outstanding >= s->max_queued)
@@ -805,8 +809,9 @@ void dist__m_submit(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *ro
     bool room = dist__hmap_reserve(&s->tasks, n) == 0;
     uint64_t fresh = 0;
     size_t accepted = 0;
+    dist__mtq_t *last = NULL;
     for (size_t i = 0; i < n; i++) {
-        codes[i] = (uint8_t)s_submit_one(s, cn, &items[i], room, &fresh);
+        codes[i] = (uint8_t)s_submit_one(s, cn, &items[i], room, &last, &fresh);
         accepted += codes[i] == SUB_OK;
     }
     dist_wire_buf_reset(s->out);
