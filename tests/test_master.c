@@ -1342,6 +1342,191 @@ static void test_many_peers(void **state)
     dist_master_destroy(&m);
 }
 
+/* ---- random input ---------------------------------------------------------------------- */
+
+static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
+
+static uint32_t s_rand(uint32_t n)
+{
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (uint32_t)(g_rng % n);
+}
+
+static void s_rand_value(msgpack_packer *pk, const char *key, int depth);
+
+/* A value for `key`: usually of the right type with values that collide
+ * with real state (8 ids, 3 task names, small attempts), often not. */
+static void s_rand_value(msgpack_packer *pk, const char *key, int depth)
+{
+    static const char *const names[] = { "a", "b", "c", "bad name", "" };
+    static const char *const statuses[] = { "ok", "failed", "crashed", "timeout", "gave_up",
+                                            "unknown_task", "bad_args", "too_large", "nope" };
+    uint32_t pick = s_rand(10);
+    if (pick < 7 && key) {
+        if (!strcmp(key, "id")) {
+            dist__id_t id = s_id((int)s_rand(8));
+            dist__pk_bin(pk, id.b, s_rand(8) ? 16 : s_rand(16));
+            return;
+        }
+        if (!strcmp(key, "task") || !strcmp(key, "queue") || !strcmp(key, "name")) {
+            dist__pk_str(pk, names[s_rand(5)]);
+            return;
+        }
+        if (!strcmp(key, "status")) {
+            dist__pk_str(pk, statuses[s_rand(9)]);
+            return;
+        }
+        if (!strcmp(key, "role")) {
+            dist__pk_str(pk, s_rand(2) ? "worker" : "client");
+            return;
+        }
+        if (!strcmp(key, "args") || !strcmp(key, "value")) {
+            dist__pk_bin(pk, "\x91\x01", s_rand(3));
+            return;
+        }
+        if (!strcmp(key, "tasks") || !strcmp(key, "results") || !strcmp(key, "ids") ||
+            !strcmp(key, "items")) {
+            uint32_t n = s_rand(5);
+            msgpack_pack_array(pk, n);
+            static const char *const tkeys[] = { "id", "task", "args", "timeout_ms", "attempt",
+                                                 "status", "value", "error" };
+            for (uint32_t i = 0; i < n; i++) {
+                if (!strcmp(key, "ids")) {
+                    s_rand_value(pk, "id", depth + 1);
+                } else if (!strcmp(key, "items")) {
+                    dist__pk_bin(pk, "item", s_rand(5));
+                } else if (depth < 3 && s_rand(8)) {
+                    uint32_t k = s_rand(8);
+                    msgpack_pack_map(pk, k);
+                    for (uint32_t j = 0; j < k; j++) {
+                        const char *tk = tkeys[s_rand(8)];
+                        dist__pk_str(pk, tk);
+                        s_rand_value(pk, tk, depth + 1);
+                    }
+                } else {
+                    dist__pk_str(pk, names[s_rand(5)]);
+                }
+            }
+            return;
+        }
+        msgpack_pack_uint64(pk, s_rand(4) ? s_rand(6) : s_rand(UINT32_MAX));
+        return;
+    }
+    switch (s_rand(8)) {
+    case 0: msgpack_pack_nil(pk); break;
+    case 1: msgpack_pack_true(pk); break;
+    case 2: msgpack_pack_int64(pk, -(int64_t)s_rand(1000) - 1); break;
+    case 3: msgpack_pack_double(pk, 1.5); break;
+    case 4: msgpack_pack_uint64(pk, UINT64_MAX - s_rand(3)); break;
+    case 5: dist__pk_str(pk, "x"); break;
+    case 6: msgpack_pack_array(pk, 0); break;
+    default: msgpack_pack_map(pk, 0); break;
+    }
+}
+
+/* A message of a random command (mostly one of the role's own, so that
+ * the handlers get past the role check) with a random body. */
+static void s_rand_message(zsock_t *s, bool worker)
+{
+    static const char *const keys[] = { "role", "name", "host", "pid", "slots", "capacity",
+                                        "tasks", "results", "ids", "req", "queue", "items",
+                                        "max", "timeout_ms", "version" };
+    static const dist__cmd_t wcmds[] = { DIST__CMD_RESULTS, DIST__CMD_CREDIT, DIST__CMD_RETURN,
+                                         DIST__CMD_HEARTBEAT };
+    static const dist__cmd_t ccmds[] = { DIST__CMD_SUBMIT, DIST__CMD_ACK, DIST__CMD_QPUT,
+                                         DIST__CMD_QGET, DIST__CMD_STATUS, DIST__CMD_HEARTBEAT };
+    dist__cmd_t cmd = (dist__cmd_t)(1 + s_rand(DIST__CMD_COUNT - 1));
+    if (s_rand(10) < 8)
+        cmd = worker ? wcmds[s_rand(4)] : ccmds[s_rand(6)];
+    msgpack_packer *pk;
+    dist_wire_buf_t *b = s_buf(&pk);
+    uint32_t n = s_rand(6);
+    msgpack_pack_map(pk, n);
+    for (uint32_t i = 0; i < n; i++) {
+        const char *k = keys[s_rand(15)];
+        dist__pk_str(pk, k);
+        s_rand_value(pk, k, 0);
+    }
+    assert_int_equal(dist__proto_send_buf(s, NULL, 0, cmd, b), 0);
+    dist_wire_buf_destroy(&b);
+}
+
+/* Drops what the master sent, so the pipes never fill. */
+static void s_drain(zsock_t *s)
+{
+    dist__inmsg_t m;
+    dist_wire_limits_t lim = dist__body_limits(0);
+    int rc;
+    while ((rc = dist__proto_recv(s, false, &lim, &m)) != DIST_EAGAIN)
+        if (rc == 0)
+            dist__inmsg_clear(&m);
+}
+
+static void test_random_input(void **state)
+{
+    (void)state;
+    /* DIST_TEST_SEED=n replays or varies the sequence, DIST_TEST_ROUNDS=n
+     * makes it longer. */
+    if (getenv("DIST_TEST_SEED"))
+        g_rng = strtoull(getenv("DIST_TEST_SEED"), NULL, 10) * 0x9e3779b97f4a7c15ull + 1;
+    dist_master_opts_t o = { .max_attempts = 2, .lease_ms = 50, .max_queued = 50 };
+    dist_master_t *m = s_start(&o);
+    const char *names[] = { "a", "b" };
+    zsock_t *p[5];
+    for (int i = 0; i < 2; i++) {
+        p[i] = s_connect(m);
+        s_hello_worker(p[i], i ? "w1" : "w0", 2, 4, names, 2);
+    }
+    p[2] = s_connect(m);
+    s_hello_client(p[2], "c0");
+    p[3] = s_connect(m);
+    s_hello_client(p[3], "c1");
+    p[4] = s_connect(m); /* a stranger */
+    int rounds = getenv("DIST_TEST_ROUNDS") ? atoi(getenv("DIST_TEST_ROUNDS")) : 4000;
+    for (int round = 0; round < rounds; round++) {
+        uint32_t who = s_rand(5);
+        zsock_t *s = p[who];
+        if (round % 500 == 499)
+            for (int i = 0; i < 2; i++)
+                s_hello_worker(p[i], i ? "w1" : "w0", 2, 4, names, 2);
+        /* Now and then a valid submit, result or HELLO keeps state moving. */
+        uint32_t kind = s_rand(20);
+        if (kind == 0) {
+            int id = (int)s_rand(8);
+            s_submit(s, names[s_rand(2)], &id, 1, s_rand(2) ? 0 : 20);
+        } else if (kind == 1) {
+            dist__id_t id = s_id((int)s_rand(8));
+            s_result(s, &id, 1 + s_rand(3), (dist__status_t)s_rand(DIST__ST_COUNT), "r");
+        } else if (kind == 2) {
+            s_hello_client(s, s_rand(2) ? "c0" : "c1");
+        } else {
+            s_rand_message(s, who < 2);
+        }
+        if (round % 64 == 0) {
+            for (int i = 0; i < 5; i++)
+                s_drain(p[i]);
+            dt_sleep_ms(1);
+        }
+    }
+    for (int i = 0; i < 5; i++)
+        zsock_destroy(&p[i]);
+    /* Still serving. */
+    zsock_t *c = s_client(m, "after", NULL);
+    dist__inmsg_t msg;
+    s_status(c, &msg);
+    const msgpack_object_kv *kv;
+    size_t n;
+    assert_int_equal(dist_wire_get_map(dist_wire_map_get(msg.root, "counters"), &kv, &n), 0);
+    for (size_t i = 0; i < n && getenv("DIST_TEST_LOG"); i++)
+        fprintf(stderr, "%.*s=%llu\n", (int)kv[i].key.via.str.size, kv[i].key.via.str.ptr,
+                (unsigned long long)kv[i].val.via.u64);
+    dist__inmsg_clear(&msg);
+    zsock_destroy(&c);
+    dist_master_destroy(&m);
+}
+
 /* ---- the program --------------------------------------------------------------------------- */
 
 #ifdef DIST_MASTER_BIN
@@ -1500,10 +1685,14 @@ int main(void)
         cmocka_unit_test_teardown(test_unsupported_version, dt_teardown),
         cmocka_unit_test_teardown(test_forbidden_commands, dt_teardown),
         cmocka_unit_test_teardown(test_many_peers, dt_teardown),
+        cmocka_unit_test_teardown(test_random_input, dt_teardown),
 #ifdef DIST_MASTER_BIN
         cmocka_unit_test_teardown(test_program, dt_teardown),
 #endif
     };
+    /* DIST_TEST_FILTER=test_random_input runs the matching tests only. */
+    if (getenv("DIST_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("DIST_TEST_FILTER"));
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     zsys_shutdown();
     return rc;

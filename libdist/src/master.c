@@ -242,8 +242,9 @@ static void s_outbox_drop(dist_master_t *s, dist__mpeer_t *p)
     while ((d = dist__dl_pop_front(&p->outbox))) {
         dist__mout_t *o = DIST__CONTAINER_OF(d, dist__mout_t, node);
         if (o->nitems)
-            dist__m_putback(s, o->queue, o->items, o->nitems);
-        free(o->items);
+            dist__m_putback(s, o->queue, o->items, o->nitems); /* takes the array */
+        else
+            free(o->items);
         free(o->bytes);
         free(o);
     }
