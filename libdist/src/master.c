@@ -140,6 +140,35 @@ void dist__m_timer_del(dist_master_t *s, dist__hnode_t *n)
     s_heap_down(h, moved->idx);
 }
 
+/* ---- name-keyed objects ------------------------------------------------------------- */
+
+bool dist__m_key_eq(const void *item, const void *key, size_t klen)
+{
+    const dist__mkey_t *k = item;
+    return k->len == klen && memcmp(k->name, key, klen) == 0;
+}
+
+void *dist__m_named_find(dist_master_t *s, const dist__hmap_t *idx, const char *name, size_t len)
+{
+    return dist__hmap_get(idx, dist__hash(&s->hkey, name, len), name, len);
+}
+
+void *dist__m_named_new(dist_master_t *s, dist__hmap_t *idx, const char *name, size_t len,
+                        size_t size)
+{
+    dist__mkey_t *k = calloc(1, size);
+    if (!k)
+        return NULL;
+    memcpy(k->name, name, len);
+    k->len = len;
+    k->hash = dist__hash(&s->hkey, name, len);
+    if (dist__hmap_add(idx, k->hash, k)) {
+        free(k);
+        return NULL;
+    }
+    return k;
+}
+
 /* ---- peers ------------------------------------------------------------------------- */
 
 static bool s_peer_eq(const void *item, const void *key, size_t klen)
@@ -681,15 +710,6 @@ static void s_hello(dist_master_t *s, dist__mpeer_t *p, const dist__inmsg_t *m)
     }
 }
 
-static bool s_role_is(dist_master_t *s, dist__mpeer_t *p, int role, dist__cmd_t cmd)
-{
-    if (p->role == role)
-        return true;
-    dist__m_error(s, p, "forbidden", 0, "%s is a %s command", dist__cmd_name(cmd),
-                  role == DIST__ROLE_WORKER ? "worker" : "client");
-    return false;
-}
-
 static void s_credit(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *b)
 {
     uint32_t cap;
@@ -713,6 +733,23 @@ static void s_bye(dist_master_t *s, dist__mpeer_t *p)
     snprintf(why, sizeof why, "%s left while it held the task", desc);
     s_forget(s, p, why);
 }
+
+typedef void (*s_handler_fn)(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *body);
+
+/* Who may send each command, and what handles it. */
+static const struct {
+    int role;
+    s_handler_fn fn;
+} s_handlers[DIST__CMD_COUNT] = {
+    [DIST__CMD_RESULTS] = { DIST__ROLE_WORKER, dist__m_results },
+    [DIST__CMD_CREDIT] = { DIST__ROLE_WORKER, s_credit },
+    [DIST__CMD_RETURN] = { DIST__ROLE_WORKER, dist__m_return },
+    [DIST__CMD_SUBMIT] = { DIST__ROLE_CLIENT, dist__m_submit },
+    [DIST__CMD_ACK] = { DIST__ROLE_CLIENT, dist__m_ack },
+    [DIST__CMD_QPUT] = { DIST__ROLE_CLIENT, dist__m_qput },
+    [DIST__CMD_QGET] = { DIST__ROLE_CLIENT, dist__m_qget },
+    [DIST__CMD_STATUS] = { DIST__ROLE_CLIENT, dist__m_status },
+};
 
 static void s_handle(dist_master_t *s, const dist__inmsg_t *m)
 {
@@ -742,50 +779,21 @@ static void s_handle(dist_master_t *s, const dist__inmsg_t *m)
     }
     s_touch(s, p);
     p->bad_in_a_row = 0;
-    const msgpack_object *b = m->root;
-    switch (m->cmd) {
-    case DIST__CMD_HEARTBEAT:
-        break;
-    case DIST__CMD_BYE:
+    if (m->cmd == DIST__CMD_HEARTBEAT)
+        return;
+    if (m->cmd == DIST__CMD_BYE) {
         s_bye(s, p);
-        break;
-    case DIST__CMD_RESULTS:
-        if (s_role_is(s, p, DIST__ROLE_WORKER, m->cmd))
-            dist__m_results(s, p, b);
-        break;
-    case DIST__CMD_CREDIT:
-        if (s_role_is(s, p, DIST__ROLE_WORKER, m->cmd))
-            s_credit(s, p, b);
-        break;
-    case DIST__CMD_RETURN:
-        if (s_role_is(s, p, DIST__ROLE_WORKER, m->cmd))
-            dist__m_return(s, p, b);
-        break;
-    case DIST__CMD_SUBMIT:
-        if (s_role_is(s, p, DIST__ROLE_CLIENT, m->cmd))
-            dist__m_submit(s, p, b);
-        break;
-    case DIST__CMD_ACK:
-        if (s_role_is(s, p, DIST__ROLE_CLIENT, m->cmd))
-            dist__m_ack(s, p, b);
-        break;
-    case DIST__CMD_QPUT:
-        if (s_role_is(s, p, DIST__ROLE_CLIENT, m->cmd))
-            dist__m_qput(s, p, b);
-        break;
-    case DIST__CMD_QGET:
-        if (s_role_is(s, p, DIST__ROLE_CLIENT, m->cmd))
-            dist__m_qget(s, p, b);
-        break;
-    case DIST__CMD_STATUS:
-        if (s_role_is(s, p, DIST__ROLE_CLIENT, m->cmd))
-            dist__m_status(s, p, b);
-        break;
-    default:
+        return;
+    }
+    int role = s_handlers[m->cmd].role;
+    if (!role)
         dist__m_error(s, p, "forbidden", 0, "%s is sent by the master only",
                       dist__cmd_name(m->cmd));
-        break;
-    }
+    else if (role != p->role)
+        dist__m_error(s, p, "forbidden", 0, "%s is a %s command", dist__cmd_name(m->cmd),
+                      role == DIST__ROLE_WORKER ? "worker" : "client");
+    else
+        s_handlers[m->cmd].fn(s, p, m->root);
 }
 
 static void s_read_batch(dist_master_t *s)

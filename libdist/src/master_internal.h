@@ -152,6 +152,15 @@ typedef struct {
 
 /* ---- objects ------------------------------------------------------------------------ */
 
+/* The name that indexes a task queue, a client name or a named queue. It
+ * is the first member of each, so that one equality serves the three
+ * indexes (dist__m_named_find / dist__m_named_new). */
+typedef struct {
+    uint64_t hash;
+    size_t len;
+    char name[DIST__NAME_MAX + 1];
+} dist__mkey_t;
+
 typedef struct dist__mpeer dist__mpeer_t;
 typedef struct dist__mtq dist__mtq_t;
 typedef struct dist__mclient dist__mclient_t;
@@ -202,6 +211,7 @@ typedef struct {
 } dist__mname_t;
 
 struct dist__mtq {
+    dist__mkey_t key;        /* the task name */
     dist__dnode_t all;       /* in s->tqs */
     dist__dnode_t dirty;     /* in s->dirty_tqs while dispatch should look at it */
     dist__dlist_t ready;     /* QUEUED tasks, FIFO */
@@ -212,9 +222,6 @@ struct dist__mtq {
         uint32_t wi;         /* index of this queue in w->names */
     } *ws;                   /* workers that announced the name */
     size_t nws, capws;
-    uint64_t hash;
-    size_t len;
-    char name[DIST__NAME_MAX + 1];
 };
 
 typedef enum { DIST__ROLE_NONE = 0, DIST__ROLE_WORKER, DIST__ROLE_CLIENT } dist__role_t;
@@ -255,14 +262,12 @@ struct dist__mpeer {
 };
 
 struct dist__mclient {
+    dist__mkey_t key;        /* the client name */
     dist__dnode_t dirty;     /* in s->dirty_clients while results should be sent */
     dist__mpeer_t *peer;     /* the connected peer with this name, or NULL */
     dist__dlist_t unsent;    /* DONE tasks not sent since the last HELLO */
     dist__dlist_t sent;      /* DONE tasks sent, not acknowledged */
     size_t pending;          /* tasks QUEUED or LEASED */
-    uint64_t hash;
-    size_t len;
-    char name[DIST__NAME_MAX + 1];
 };
 
 /* An item of a named queue. */
@@ -272,15 +277,13 @@ typedef struct {
 } dist__mitem_t;
 
 struct dist__mnq {
+    dist__mkey_t key;        /* the queue's name */
     dist__dnode_t all;       /* in s->nqs */
     dist__mitem_t **ring;    /* items, a ring of cap starting at head */
     size_t head, n, cap;
     dist__dlist_t puts, gets; /* parked requests, in arrival order */
     bool pumping;            /* serving parked requests: do not re-enter, do not free */
     bool marked;             /* scratch flag for dist__m_unpark_peer */
-    uint64_t hash;
-    size_t len;
-    char name[DIST__NAME_MAX + 1];
 };
 
 /* A QPUT or QGET waiting for room or items. */
@@ -408,6 +411,15 @@ void dist__m_block(dist_master_t *s, dist__mpeer_t *p);
 int dist__m_timer_add(dist_master_t *s, dist__hnode_t *n, int64_t at, dist__timer_kind_t kind);
 void dist__m_timer_del(dist_master_t *s, dist__hnode_t *n);
 int dist__m_timer_reserve(dist_master_t *s, size_t more);
+
+/* Name-keyed objects (they begin with a dist__mkey_t): the equality of
+ * their indexes, lookup, and creation of a zeroed object of `size` bytes
+ * that is added to the index (NULL without memory; the caller looked it
+ * up first). */
+bool dist__m_key_eq(const void *item, const void *key, size_t klen);
+void *dist__m_named_find(dist_master_t *s, const dist__hmap_t *idx, const char *name, size_t len);
+void *dist__m_named_new(dist_master_t *s, dist__hmap_t *idx, const char *name, size_t len,
+                        size_t size);
 
 /* "worker NAME (host H, pid P)" into buf. */
 const char *dist__m_peer_desc(const dist__mpeer_t *p, char *buf, size_t len);

@@ -26,40 +26,25 @@
 #define MAX_PARKED 1024          /* parked requests per peer */
 #define MAX_NAMED_QUEUES 100000  /* queues at once */
 
-static bool s_nq_eq(const void *item, const void *key, size_t klen)
-{
-    const dist__mnq_t *q = item;
-    return q->len == klen && memcmp(q->name, key, klen) == 0;
-}
-
 void dist__m_queues_init(dist_master_t *s)
 {
-    dist__hmap_init(&s->nq_index, s_nq_eq);
+    dist__hmap_init(&s->nq_index, dist__m_key_eq);
     dist__dl_init(&s->nqs);
 }
 
 static dist__mnq_t *s_nq_find(dist_master_t *s, const char *name, size_t len)
 {
-    return dist__hmap_get(&s->nq_index, dist__hash(&s->hkey, name, len), name, len);
+    return dist__m_named_find(s, &s->nq_index, name, len);
 }
 
 static dist__mnq_t *s_nq_get(dist_master_t *s, const char *name, size_t len)
 {
     dist__mnq_t *nq = s_nq_find(s, name, len);
-    if (nq || s->nqs.n >= MAX_NAMED_QUEUES)
+    if (nq || s->nqs.n >= MAX_NAMED_QUEUES ||
+        !(nq = dist__m_named_new(s, &s->nq_index, name, len, sizeof *nq)))
         return nq;
-    nq = calloc(1, sizeof *nq);
-    if (!nq)
-        return NULL;
-    memcpy(nq->name, name, len);
-    nq->len = len;
-    nq->hash = dist__hash(&s->hkey, name, len);
     dist__dl_init(&nq->puts);
     dist__dl_init(&nq->gets);
-    if (dist__hmap_add(&s->nq_index, nq->hash, nq)) {
-        free(nq);
-        return NULL;
-    }
     dist__dl_push_back(&s->nqs, &nq->all);
     return nq;
 }
@@ -68,7 +53,7 @@ static void s_nq_maybe_free(dist_master_t *s, dist__mnq_t *nq)
 {
     if (nq->n || nq->puts.n || nq->gets.n || nq->pumping || nq->marked)
         return;
-    dist__hmap_del(&s->nq_index, nq->hash, nq);
+    dist__hmap_del(&s->nq_index, nq->key.hash, nq);
     dist__dl_remove(&s->nqs, &nq->all);
     free(nq->ring);
     free(nq);
@@ -212,7 +197,7 @@ static void s_pump(dist_master_t *s, dist__mnq_t *nq)
             s_park_remove(s, k);
             /* A failed delivery puts the items back in front (not
              * re-entering this pump) for the next request. */
-            s_reply(s, k->peer, k->req, "ok", nq->name, items, n);
+            s_reply(s, k->peer, k->req, "ok", nq->key.name, items, n);
             free(k);
             progress = true;
         }
@@ -395,7 +380,7 @@ void dist__m_qget(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root
          * not overtaking anybody. */
         size_t n;
         dist__mitem_t **items = s_take(s, nq, max, &n);
-        s_reply(s, p, req, items ? "ok" : "queue_full", nq->name, items, n);
+        s_reply(s, p, req, items ? "ok" : "queue_full", nq->key.name, items, n);
         s_pump(s, nq);
         return;
     }

@@ -66,7 +66,7 @@ static void s_pack_worker(const dist_master_t *s, msgpack_packer *pk, const dist
     size_t n = w->nnames < max_names ? w->nnames : max_names;
     msgpack_pack_array(pk, n);
     for (size_t i = 0; i < n; i++)
-        dist__pk_strn(pk, w->names[i].q->name, w->names[i].q->len);
+        dist__pk_strn(pk, w->names[i].q->key.name, w->names[i].q->key.len);
 }
 
 static void s_pack_queue(msgpack_packer *pk, const char *name, size_t len, const char *kind,
@@ -111,12 +111,12 @@ static void s_pack_status(const dist_master_t *s, dist_wire_buf_t *b, uint64_t r
     d = dist__dl_first(&s->tqs);
     for (size_t i = 0; i < ntq; i++, d = dist__dl_next(&s->tqs, d)) {
         const dist__mtq_t *q = DIST__CONTAINER_OF(d, dist__mtq_t, all);
-        s_pack_queue(pk, q->name, q->len, "task", q->ready.n, q->in_flight);
+        s_pack_queue(pk, q->key.name, q->key.len, "task", q->ready.n, q->in_flight);
     }
     d = dist__dl_first(&s->nqs);
     for (size_t i = 0; i < nnq; i++, d = dist__dl_next(&s->nqs, d)) {
         const dist__mnq_t *q = DIST__CONTAINER_OF(d, dist__mnq_t, all);
-        s_pack_queue(pk, q->name, q->len, "named", q->n, 0);
+        s_pack_queue(pk, q->key.name, q->key.len, "named", q->n, 0);
     }
 
     dist__pk_kv_u64(pk, "clients", s->nclients);

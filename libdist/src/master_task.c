@@ -52,23 +52,11 @@ static bool s_task_eq(const void *item, const void *key, size_t klen)
     return memcmp(((const dist__mtask_t *)item)->id.b, key, 16) == 0;
 }
 
-static bool s_tq_eq(const void *item, const void *key, size_t klen)
-{
-    const dist__mtq_t *q = item;
-    return q->len == klen && memcmp(q->name, key, klen) == 0;
-}
-
-static bool s_cn_eq(const void *item, const void *key, size_t klen)
-{
-    const dist__mclient_t *c = item;
-    return c->len == klen && memcmp(c->name, key, klen) == 0;
-}
-
 void dist__m_tasks_init(dist_master_t *s)
 {
     dist__hmap_init(&s->tasks, s_task_eq);
-    dist__hmap_init(&s->tq_index, s_tq_eq);
-    dist__hmap_init(&s->cn_index, s_cn_eq);
+    dist__hmap_init(&s->tq_index, dist__m_key_eq);
+    dist__hmap_init(&s->cn_index, dist__m_key_eq);
     dist__dl_init(&s->tqs);
 }
 
@@ -91,32 +79,22 @@ static void s_task_free(dist__mtask_t *t)
 
 dist__mtq_t *dist__m_tq_find(dist_master_t *s, const char *name, size_t len)
 {
-    return dist__hmap_get(&s->tq_index, dist__hash(&s->hkey, name, len), name, len);
+    return dist__m_named_find(s, &s->tq_index, name, len);
 }
 
 static dist__mtq_t *s_tq_get(dist_master_t *s, const char *name, size_t len)
 {
     dist__mtq_t *q = dist__m_tq_find(s, name, len);
-    if (q)
+    if (q || !(q = dist__m_named_new(s, &s->tq_index, name, len, sizeof *q)))
         return q;
-    q = calloc(1, sizeof *q);
-    if (!q)
-        return NULL;
-    memcpy(q->name, name, len);
-    q->len = len;
-    q->hash = dist__hash(&s->hkey, name, len);
     dist__dl_init(&q->ready);
-    if (dist__hmap_add(&s->tq_index, q->hash, q)) {
-        free(q);
-        return NULL;
-    }
     dist__dl_push_back(&s->tqs, &q->all);
     return q;
 }
 
 static void s_tq_free(dist_master_t *s, dist__mtq_t *q)
 {
-    dist__hmap_del(&s->tq_index, q->hash, q);
+    dist__hmap_del(&s->tq_index, q->key.hash, q);
     dist__dl_remove(&s->tqs, &q->all);
     if (dist__dn_linked(&q->dirty))
         dist__dl_remove(&s->dirty_tqs, &q->dirty);
@@ -164,22 +142,11 @@ static void s_cn_dirty(dist_master_t *s, dist__mclient_t *cn)
 
 static dist__mclient_t *s_cn_get(dist_master_t *s, const char *name, size_t len)
 {
-    uint64_t h = dist__hash(&s->hkey, name, len);
-    dist__mclient_t *cn = dist__hmap_get(&s->cn_index, h, name, len);
-    if (cn)
+    dist__mclient_t *cn = dist__m_named_find(s, &s->cn_index, name, len);
+    if (cn || !(cn = dist__m_named_new(s, &s->cn_index, name, len, sizeof *cn)))
         return cn;
-    cn = calloc(1, sizeof *cn);
-    if (!cn)
-        return NULL;
-    memcpy(cn->name, name, len);
-    cn->len = len;
-    cn->hash = h;
     dist__dl_init(&cn->unsent);
     dist__dl_init(&cn->sent);
-    if (dist__hmap_add(&s->cn_index, h, cn)) {
-        free(cn);
-        return NULL;
-    }
     return cn;
 }
 
@@ -189,7 +156,7 @@ static void s_cn_maybe_free(dist_master_t *s, dist__mclient_t *cn)
         return;
     if (dist__dn_linked(&cn->dirty))
         dist__dl_remove(&s->dirty_clients, &cn->dirty);
-    dist__hmap_del(&s->cn_index, cn->hash, cn);
+    dist__hmap_del(&s->cn_index, cn->key.hash, cn);
     free(cn);
 }
 
@@ -295,7 +262,7 @@ static void s_add_reason(dist__mtask_t *t, const char *reason)
 static void s_give_up(dist_master_t *s, dist__mtask_t *t)
 {
     char msg[REASONS_MAX + 256], hex[33];
-    int n = snprintf(msg, sizeof msg, "task %s gave up after %u attempt%s: %s", t->q->name,
+    int n = snprintf(msg, sizeof msg, "task %s gave up after %u attempt%s: %s", t->q->key.name,
                      (unsigned)t->attempt, t->attempt == 1 ? "" : "s",
                      t->reasons ? t->reasons : "no reason recorded");
     size_t len = n < 0 ? 0 : (size_t)n >= sizeof msg ? sizeof msg - 1 : (size_t)n;
@@ -388,7 +355,7 @@ void dist__m_lease_expired(dist_master_t *s, dist__mtask_t *t)
     dist__m_peer_desc(t->worker, desc, sizeof desc);
     dist__id_hex(&t->id, hex);
     dist__log(&s->log, DIST_LOG_INFO, "lease of task %s (id %s, attempt %u) on %s expired after %lld ms",
-              t->q->name, hex, (unsigned)t->attempt, desc, (long long)ms);
+              t->q->key.name, hex, (unsigned)t->attempt, desc, (long long)ms);
     snprintf(why, sizeof why, "lease expired after %lld ms on %s", (long long)ms, desc);
     s_unlease(s, t, true, s->now + ms);
     s_retry(s, t, why);
@@ -519,34 +486,49 @@ static void s_water_fill(struct dist__mcand *c, size_t k, int64_t R, unsigned ro
     }
 }
 
+/* How many tasks from the front of l go in one message: at most lim,
+ * within max_message counting each task's bytes plus `extra` (at least
+ * one, which always fits: SUBMIT checked its size). */
+static size_t s_batch_size(const dist_master_t *s, const dist__dlist_t *l, size_t lim,
+                           size_t extra)
+{
+    size_t n = 0, bytes = 256;
+    for (const dist__dnode_t *d = dist__dl_first(l); d && n < lim; d = dist__dl_next(l, d)) {
+        size_t est = DIST__CONTAINER_OF(d, dist__mtask_t, node)->len + extra;
+        if (n && bytes + est > s->max_message)
+            break;
+        bytes += est;
+        n++;
+    }
+    return n;
+}
+
+/* Starts the body {key: [n items]} in s->out. */
+static msgpack_packer *s_batch_begin(dist_master_t *s, const char *key, size_t n)
+{
+    dist_wire_buf_reset(s->out);
+    msgpack_packer *pk = dist_wire_buf_packer(s->out);
+    msgpack_pack_map(pk, 1);
+    dist__pk_str(pk, key);
+    msgpack_pack_array(pk, n);
+    return pk;
+}
+
 /* Leases up to `count` tasks from the front of q to w, in TASKS messages
  * within max_batch and max_message. A task is leased only once its
  * message is on its way. */
 static void s_send_tasks(dist_master_t *s, dist__mpeer_t *w, dist__mtq_t *q, int64_t count)
 {
-    size_t budget = s->max_message - 256;
     while (count > 0 && q->ready.n && dist__m_peer_ready(w)) {
         size_t lim = count < DIST__MAX_BATCH ? (size_t)count : DIST__MAX_BATCH;
-        size_t n = 0, bytes = 16;
-        for (dist__dnode_t *d = dist__dl_first(&q->ready); d && n < lim;
-             d = dist__dl_next(&q->ready, d)) {
-            size_t est = DIST__CONTAINER_OF(d, dist__mtask_t, node)->len + q->len + ITEM_OVERHEAD;
-            if (n && bytes + est > budget)
-                break;
-            bytes += est;
-            n++;
-        }
+        size_t n = s_batch_size(s, &q->ready, lim, q->key.len + ITEM_OVERHEAD);
         if (dist__m_timer_reserve(s, n))
             return;
-        dist_wire_buf_reset(s->out);
-        msgpack_packer *pk = dist_wire_buf_packer(s->out);
-        msgpack_pack_map(pk, 1);
-        dist__pk_str(pk, "tasks");
-        msgpack_pack_array(pk, n);
+        msgpack_packer *pk = s_batch_begin(s, "tasks", n);
         dist__dnode_t *d = dist__dl_first(&q->ready);
         for (size_t i = 0; i < n; i++, d = dist__dl_next(&q->ready, d)) {
             const dist__mtask_t *t = DIST__CONTAINER_OF(d, dist__mtask_t, node);
-            dist__task_t tt = { t->id, t->attempt, q->name, q->len, t->data, t->len, t->timeout_ms };
+            dist__task_t tt = { t->id, t->attempt, q->key.name, q->key.len, t->data, t->len, t->timeout_ms };
             dist__pack_task(pk, &tt, true);
         }
         if (dist__m_try_send(s, w, DIST__CMD_TASKS, s->out))
@@ -622,26 +604,13 @@ void dist__m_dispatch(dist_master_t *s)
 
 void dist__m_flush_results(dist_master_t *s)
 {
-    size_t budget = s->max_message - 256;
     dist__dnode_t *d;
     while ((d = dist__dl_pop_front(&s->dirty_clients))) {
         dist__mclient_t *cn = DIST__CONTAINER_OF(d, dist__mclient_t, dirty);
         dist__mpeer_t *p = cn->peer;
         while (p && cn->unsent.n && dist__m_peer_ready(p)) {
-            size_t n = 0, bytes = 16;
-            for (dist__dnode_t *e = dist__dl_first(&cn->unsent); e && n < DIST__MAX_BATCH;
-                 e = dist__dl_next(&cn->unsent, e)) {
-                size_t est = DIST__CONTAINER_OF(e, dist__mtask_t, node)->len + ITEM_OVERHEAD;
-                if (n && bytes + est > budget)
-                    break;
-                bytes += est;
-                n++;
-            }
-            dist_wire_buf_reset(s->out);
-            msgpack_packer *pk = dist_wire_buf_packer(s->out);
-            msgpack_pack_map(pk, 1);
-            dist__pk_str(pk, "results");
-            msgpack_pack_array(pk, n);
+            size_t n = s_batch_size(s, &cn->unsent, DIST__MAX_BATCH, ITEM_OVERHEAD);
+            msgpack_packer *pk = s_batch_begin(s, "results", n);
             dist__dnode_t *e = dist__dl_first(&cn->unsent);
             for (size_t i = 0; i < n; i++, e = dist__dl_next(&cn->unsent, e)) {
                 const dist__mtask_t *t = DIST__CONTAINER_OF(e, dist__mtask_t, node);
@@ -684,7 +653,7 @@ static int s_submit_one(dist_master_t *s, dist__mclient_t *cn, const msgpack_obj
     if (t.args_len + t.task_len + ITEM_OVERHEAD > s->max_message)
         return SUB_LARGE;
     dist__mtq_t *q = *last;
-    if (!q || q->len != t.task_len || memcmp(q->name, t.task, t.task_len) != 0)
+    if (!q || q->key.len != t.task_len || memcmp(q->key.name, t.task, t.task_len) != 0)
         q = *last = dist__m_tq_find(s, t.task, t.task_len);
     if (!q)
         return SUB_UNKNOWN;
@@ -770,7 +739,7 @@ static void s_pack_rejection(dist_master_t *s, msgpack_packer *pk, const dist__m
     case SUB_FULL_RESULTS:
         snprintf(msg, sizeof msg, "%zu tasks and results are pending for client %s "
                  "(--max-results %zu): acknowledge results, then retry",
-                 cn->pending + cn->unsent.n + cn->sent.n, cn->name, s->max_results);
+                 cn->pending + cn->unsent.n + cn->sent.n, cn->key.name, s->max_results);
         break;
     default:
         snprintf(msg, sizeof msg, "the master is out of memory: retry later");
@@ -905,22 +874,39 @@ void dist__m_results(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *r
     }
 }
 
+/* The `ids` array of RETURN and ACK; answers malformed when it is not
+ * there. */
+static bool s_ids(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root,
+                  const char *cmd, const msgpack_object **ids, size_t *n)
+{
+    if (dist__get_array(root, "ids", ids, n) == 0)
+        return true;
+    dist__m_malformed(s, p, "%s needs ids, an array of bin16", cmd);
+    return false;
+}
+
+/* One of those ids (false for anything but a bin16, which is skipped). */
+static bool s_id_of(const msgpack_object *o, dist__id_t *id)
+{
+    const void *b;
+    size_t len;
+    if (dist_wire_get_bin(o, &b, &len) || len != sizeof id->b)
+        return false;
+    memcpy(id->b, b, sizeof id->b);
+    return true;
+}
+
 void dist__m_return(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
 {
     const msgpack_object *ids;
     size_t n;
-    if (dist__get_array(root, "ids", &ids, &n)) {
-        dist__m_malformed(s, p, "RETURN needs ids, an array of bin16");
+    if (!s_ids(s, p, root, "RETURN", &ids, &n))
         return;
-    }
     /* Backwards, each to the front: they keep their order. */
     for (size_t i = n; i-- > 0;) {
-        const void *b;
-        size_t len;
         dist__id_t id;
-        if (dist_wire_get_bin(&ids[i], &b, &len) || len != sizeof id.b)
+        if (!s_id_of(&ids[i], &id))
             continue;
-        memcpy(id.b, b, sizeof id.b);
         dist__mtask_t *t = s_task_find(s, &id);
         if (t && t->state == DIST__T_LEASED && t->worker == p) {
             s_unlease(s, t, false, 0);
@@ -937,18 +923,13 @@ void dist__m_ack(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
 {
     const msgpack_object *ids;
     size_t n;
-    if (dist__get_array(root, "ids", &ids, &n)) {
-        dist__m_malformed(s, p, "ACK needs ids, an array of bin16");
+    if (!s_ids(s, p, root, "ACK", &ids, &n))
         return;
-    }
     dist__mclient_t *cn = p->cn;
     for (size_t i = 0; i < n && cn; i++) {
-        const void *b;
-        size_t len;
         dist__id_t id;
-        if (dist_wire_get_bin(&ids[i], &b, &len) || len != sizeof id.b)
+        if (!s_id_of(&ids[i], &id))
             continue;
-        memcpy(id.b, b, sizeof id.b);
         dist__mtask_t *t = s_task_find(s, &id);
         if (!t || t->state != DIST__T_DONE || t->cn != cn)
             continue;
