@@ -796,13 +796,14 @@ static void s_handle(dist_master_t *s, const dist__inmsg_t *m)
         s_handlers[m->cmd].fn(s, p, m->root);
 }
 
-static void s_read_batch(dist_master_t *s)
+/* Reads up to READ_BATCH messages; true when the socket is drained. */
+static bool s_read_batch(dist_master_t *s)
 {
     for (int i = 0; i < READ_BATCH; i++) {
         dist__inmsg_t m;
         int rc = dist__proto_recv(s->sock, true, &s->limits, &m);
         if (rc == DIST_EAGAIN)
-            return;
+            return true;
         if (rc == 0) {
             s_handle(s, &m);
             dist__inmsg_clear(&m);
@@ -812,10 +813,11 @@ static void s_read_batch(dist_master_t *s)
                             s_bad_reason(m.bad));
         } else {
             dist__log(&s->log, DIST_LOG_ERROR, "receiving: %s", dist_strerror(rc));
-            return;
+            return true;
         }
         s_reap(s);
     }
+    return false;
 }
 
 /* ---- timers --------------------------------------------------------------------------- */
@@ -825,11 +827,14 @@ static int64_t s_idle_ms(const dist_master_t *s)
     return (int64_t)s->hb_timeout_ms * IDLE_FACTOR;
 }
 
-static void s_timers(dist_master_t *s)
+/* drained: every message that arrived has been read, so silence is real
+ * (after a stall of the master itself, heartbeats may still be waiting in
+ * the socket: no worker is declared dead before they are read). */
+static void s_timers(dist_master_t *s, bool drained)
 {
     dist__dnode_t *d;
     /* Workers silent for the heartbeat timeout are dead. */
-    while ((d = dist__dl_first(&s->live))) {
+    while (drained && (d = dist__dl_first(&s->live))) {
         dist__mpeer_t *p = DIST__CONTAINER_OF(d, dist__mpeer_t, live);
         if (s->now - p->last_seen < s->hb_timeout_ms)
             break;
@@ -843,7 +848,7 @@ static void s_timers(dist_master_t *s)
     }
     /* Clients and strangers that fell silent are forgotten quietly: a
      * client's results wait for its name. */
-    while ((d = dist__dl_first(&s->idle))) {
+    while (drained && (d = dist__dl_first(&s->idle))) {
         dist__mpeer_t *p = DIST__CONTAINER_OF(d, dist__mpeer_t, live);
         if (s->now - p->last_seen < s_idle_ms(s))
             break;
@@ -1126,10 +1131,17 @@ int dist_master_run(dist_master_t *s)
         if (atomic_load(&s->stop))
             break;
         s->now = s_clock_ms();
+        bool drained = true;
         if (n > 0 && (items[0].revents & ZMQ_POLLIN))
-            s_read_batch(s);
+            drained = s_read_batch(s);
         s->now = s_clock_ms();
-        s_timers(s);
+        /* A socket that stays busy for a whole heartbeat timeout does not
+         * postpone deaths any longer. */
+        if (drained)
+            s->busy_since = 0;
+        else if (!s->busy_since)
+            s->busy_since = s->now;
+        s_timers(s, drained || s->now - s->busy_since >= s->hb_timeout_ms);
         dist__m_dispatch(s);
         dist__m_flush_results(s);
         s_reap(s);

@@ -365,6 +365,7 @@ struct dist_master {
     int64_t now;             /* monotonic ms, refreshed once per loop turn */
     int64_t started;
     int64_t retry_at;        /* > 0: retry blocked sends then */
+    int64_t busy_since;      /* > 0: the socket has not been drained since then */
     unsigned rr;             /* rotates ties in dispatch */
     /* dispatch scratch */
     struct dist__mcand *cand;
