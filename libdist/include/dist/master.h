@@ -39,38 +39,53 @@ typedef struct {
     size_t max_queued;             /* tasks queued (and items per named queue); default 10,000,000 */
     size_t max_results;            /* results waiting per client name; default 1,000,000 */
     size_t max_message;            /* bytes; default 64 MiB */
-    const char *store;             /* SQLite file for durable state; NULL: in memory */
+    const char *store;             /* SQLite file for durable state; NULL: in memory.
+                                      Not supported yet: non-NULL fails with EINVAL */
     /* Security (docs/PROTOCOL.md section 9). Without key, binding to a
-     * non-loopback address needs insecure. */
+     * non-loopback address needs insecure. Not supported yet: key and the
+     * allow lists fail with EINVAL; a non-loopback bind is accepted with a
+     * warning in the log, whatever insecure says. */
     const char *key;               /* the master's secret key file (from `dist keygen`) */
     const char *allow_workers;     /* directory of worker public keys */
     const char *allow_clients;     /* directory of client public keys */
     bool insecure;
     dist_log_fn log;               /* NULL: silent */
     void *log_userdata;
-    dist_log_level_t log_level;    /* most verbose level passed to log; default INFO */
+    dist_log_level_t log_level;    /* most verbose level passed to log; default INFO
+                                      (0, which is also DIST_LOG_ERROR, means INFO:
+                                      filter in the callback for errors only) */
 } dist_master_opts_t;
 
 /* Creates a master and binds its endpoint. NULL with errno on failure
  * (EADDRINUSE, EINVAL for bad options or a refused insecure bind, the
- * errno of opening the store, ...); the reason is also logged. */
+ * errno of opening the store, EPROTONOSUPPORT for an unknown transport,
+ * ENOTSUP for a libzmq older than 4.3.3, ...); the reason is also logged
+ * ("cannot bind tcp://...: Address already in use"). Uses czmq's global
+ * ZeroMQ context: create masters after any fork(). */
 DIST_EXPORT dist_master_t *dist_master_new(const dist_master_opts_t *opts);
 
 /* Stops the loop if it runs, closes everything, frees; *self_p = NULL. */
 DIST_EXPORT void dist_master_destroy(dist_master_t **self_p);
 
-/* The endpoint actually bound, e.g. "tcp://127.0.0.1:41233". Borrowed. */
+/* The endpoint actually bound, e.g. "tcp://127.0.0.1:41233". Borrowed,
+ * valid until destroy; safe to call from any thread. */
 DIST_EXPORT const char *dist_master_endpoint(const dist_master_t *self);
 
 /* Runs the event loop in the calling thread until dist_master_stop().
- * Returns 0, or a negative code for a fatal error. */
+ * Returns 0, DIST_ESTATE when the loop already runs, or a negative code
+ * for a fatal error. A master runs its loop once at a time; the loop owns
+ * the master while it runs (only stop and endpoint may be called then). */
 DIST_EXPORT int dist_master_run(dist_master_t *self);
 
 /* Runs the event loop in a new thread. 0 or -errno. */
 DIST_EXPORT int dist_master_start(dist_master_t *self);
 
-/* Asks the loop to finish (async-signal-safe, any thread); when the master
- * was started with dist_master_start, also waits for its thread. */
+/* Asks the loop to finish, from any thread; stopping is sticky (a later
+ * run returns at once). With dist_master_run this is async-signal-safe
+ * (an atomic store and a write to a pipe), so a SIGTERM handler may call
+ * it. When the master was started with dist_master_start it also waits
+ * for the loop's thread, which is not async-signal-safe: do not call it
+ * from a handler then (dist_master_destroy joins in any case). */
 DIST_EXPORT void dist_master_stop(dist_master_t *self);
 
 #ifdef __cplusplus

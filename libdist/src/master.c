@@ -1,0 +1,1198 @@
+/*  master.c - the broker's lifecycle, event loop, sessions and sending
+ *  (see dist/master.h and docs/PROTOCOL.md sections 1-5, 8 and 11).
+ *
+ *  One thread runs the loop: zmq_poll on the ROUTER socket and on a pipe
+ *  that dist_master_stop() writes to (a write is async-signal-safe). Each
+ *  turn reads a bounded batch of messages, handles the timers that are
+ *  due (worker deaths, lease and park deadlines, heartbeats, retries of
+ *  sends that met the high-water mark), then dispatches tasks and sends
+ *  results once for the whole batch, so that every hop batches.
+ *
+ *  Peer input is never trusted: every message went through the codec's
+ *  validation (proto.c) and every field is read with a typed accessor;
+ *  anything else is answered with ERROR and counted. A peer is forgotten
+ *  only at a safe point (the end of a message or of a loop phase), since
+ *  a send deep inside a handler can find its connection gone.
+ */
+#include "master_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "dist/error.h"
+
+#define DEFAULT_BIND "tcp://127.0.0.1:5555"
+#define DEFAULT_LEASE_MS 3600000
+#define DEFAULT_MAX_QUEUED 10000000
+#define DEFAULT_MAX_RESULTS 1000000
+/* Messages read per loop turn: enough to batch, few enough to keep
+ * timers and dispatch responsive. */
+#define READ_BATCH 512
+/* A peer whose outbox grows beyond this many messages or bytes is not
+ * reading: forget it. */
+#define OUTBOX_MAX 10000
+#define OUTBOX_BYTES ((size_t)256 << 20)
+/* How soon sends that met the high-water mark are retried. */
+#define RETRY_MS 5
+/* Clients and strangers are forgotten (not declared dead) after this many
+ * heartbeat timeouts of silence. */
+#define IDLE_FACTOR 10
+
+static int64_t s_clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- timers: a binary min-heap of intrusive nodes ---------------------------------- */
+
+static void s_heap_set(dist__heap_t *h, size_t i, dist__hnode_t *n)
+{
+    h->v[i] = n;
+    n->idx = (uint32_t)i;
+}
+
+static void s_heap_up(dist__heap_t *h, size_t i)
+{
+    dist__hnode_t *n = h->v[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (h->v[parent]->at <= n->at)
+            break;
+        s_heap_set(h, i, h->v[parent]);
+        i = parent;
+    }
+    s_heap_set(h, i, n);
+}
+
+static void s_heap_down(dist__heap_t *h, size_t i)
+{
+    dist__hnode_t *n = h->v[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= h->n)
+            break;
+        if (c + 1 < h->n && h->v[c + 1]->at < h->v[c]->at)
+            c++;
+        if (n->at <= h->v[c]->at)
+            break;
+        s_heap_set(h, i, h->v[c]);
+        i = c;
+    }
+    s_heap_set(h, i, n);
+}
+
+int dist__m_timer_reserve(dist_master_t *s, size_t more)
+{
+    dist__heap_t *h = &s->timers;
+    if (h->n + more <= h->cap)
+        return 0;
+    if (more > UINT32_MAX - 1 - h->n)
+        return DIST_ENOMEM;
+    size_t cap = h->cap ? h->cap : 256;
+    while (cap < h->n + more)
+        cap *= 2;
+    dist__hnode_t **v = realloc(h->v, cap * sizeof *v);
+    if (!v)
+        return DIST_ENOMEM;
+    h->v = v;
+    h->cap = cap;
+    return 0;
+}
+
+int dist__m_timer_add(dist_master_t *s, dist__hnode_t *n, int64_t at, dist__timer_kind_t kind)
+{
+    int rc = dist__m_timer_reserve(s, 1);
+    if (rc)
+        return rc;
+    n->at = at;
+    n->kind = (uint8_t)kind;
+    dist__heap_t *h = &s->timers;
+    h->v[h->n] = n;
+    n->idx = (uint32_t)h->n++;
+    s_heap_up(h, n->idx);
+    return 0;
+}
+
+void dist__m_timer_del(dist_master_t *s, dist__hnode_t *n)
+{
+    dist__heap_t *h = &s->timers;
+    if (n->idx == UINT32_MAX)
+        return;
+    size_t i = n->idx;
+    n->idx = UINT32_MAX;
+    h->n--;
+    if (i == h->n)
+        return;
+    dist__hnode_t *moved = h->v[h->n];
+    s_heap_set(h, i, moved);
+    /* The moved node may belong above or below its new place. */
+    s_heap_up(h, i);
+    s_heap_down(h, moved->idx);
+}
+
+/* ---- name-keyed objects ------------------------------------------------------------- */
+
+bool dist__m_key_eq(const void *item, const void *key, size_t klen)
+{
+    const dist__mkey_t *k = item;
+    return k->len == klen && memcmp(k->name, key, klen) == 0;
+}
+
+void *dist__m_named_find(dist_master_t *s, const dist__hmap_t *idx, const char *name, size_t len)
+{
+    return dist__hmap_get(idx, dist__hash(&s->hkey, name, len), name, len);
+}
+
+void *dist__m_named_new(dist_master_t *s, dist__hmap_t *idx, const char *name, size_t len,
+                        size_t size)
+{
+    dist__mkey_t *k = calloc(1, size);
+    if (!k)
+        return NULL;
+    memcpy(k->name, name, len);
+    k->len = len;
+    k->hash = dist__hash(&s->hkey, name, len);
+    if (dist__hmap_add(idx, k->hash, k)) {
+        free(k);
+        return NULL;
+    }
+    return k;
+}
+
+/* ---- peers ------------------------------------------------------------------------- */
+
+static bool s_peer_eq(const void *item, const void *key, size_t klen)
+{
+    const dist__mpeer_t *p = item;
+    return p->rid_len == klen && memcmp(p->rid, key, klen) == 0;
+}
+
+static dist__mpeer_t *s_peer_find(dist_master_t *s, const uint8_t *rid, size_t len)
+{
+    return dist__hmap_get(&s->peers, dist__hash(&s->hkey, rid, len), rid, len);
+}
+
+static dist__dlist_t *s_live_list(dist_master_t *s, const dist__mpeer_t *p);
+
+static dist__mpeer_t *s_peer_new(dist_master_t *s, const uint8_t *rid, size_t len)
+{
+    dist__mpeer_t *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    memcpy(p->rid, rid, len);
+    p->rid_len = len;
+    p->hash = dist__hash(&s->hkey, rid, len);
+    dist__dl_init(&p->leased);
+    dist__dl_init(&p->ghosts);
+    dist__dl_init(&p->parked);
+    dist__dl_init(&p->outbox);
+    p->joined = p->last_seen = p->last_sent = s->now;
+    snprintf(p->name, sizeof p->name, "?");
+    if (dist__hmap_add(&s->peers, p->hash, p)) {
+        free(p);
+        return NULL;
+    }
+    s->npeers++;
+    dist__dl_push_back(s_live_list(s, p), &p->live);
+    return p;
+}
+
+const char *dist__m_peer_desc(const dist__mpeer_t *p, char *buf, size_t len)
+{
+    if (p->role == DIST__ROLE_NONE) {
+        char hex[2 * 16 + 1];
+        size_t n = p->rid_len < 16 ? p->rid_len : 16;
+        for (size_t i = 0; i < n; i++)
+            snprintf(hex + 2 * i, 3, "%02x", p->rid[i]);
+        hex[2 * n] = 0;
+        snprintf(buf, len, "peer %s", hex);
+    } else {
+        snprintf(buf, len, "%s %s (host %s, pid %u)",
+                 p->role == DIST__ROLE_WORKER ? "worker" : "client", p->name, p->host,
+                 (unsigned)p->pid);
+    }
+    return buf;
+}
+
+/* Workers are watched for death; clients and strangers only for idleness. */
+static dist__dlist_t *s_live_list(dist_master_t *s, const dist__mpeer_t *p)
+{
+    return p->role == DIST__ROLE_WORKER ? &s->live : &s->idle;
+}
+
+static void s_touch(dist_master_t *s, dist__mpeer_t *p)
+{
+    p->last_seen = s->now;
+    dist__dl_move_back(s_live_list(s, p), &p->live);
+}
+
+bool dist__m_peer_ready(const dist__mpeer_t *p)
+{
+    return !p->gone && !dist__dn_linked(&p->blocked);
+}
+
+void dist__m_block(dist_master_t *s, dist__mpeer_t *p)
+{
+    if (!dist__dn_linked(&p->blocked))
+        dist__dl_push_back(&s->blocked, &p->blocked);
+    if (!s->retry_at)
+        s->retry_at = s->now + RETRY_MS;
+}
+
+void dist__m_peer_gone(dist_master_t *s, dist__mpeer_t *p)
+{
+    if (p->gone)
+        return;
+    p->gone = true;
+    /* Out of the lists that loops walk while sending, so that no loop
+     * meets it again; the rest happens in s_reap. */
+    if (dist__dn_linked(&p->hb))
+        dist__dl_remove(&s->hb, &p->hb);
+    if (dist__dn_linked(&p->dirty))
+        dist__dl_remove(&s->dirty_workers, &p->dirty);
+    if (dist__dn_linked(&p->blocked))
+        dist__dl_remove(&s->blocked, &p->blocked);
+    dist__dl_push_back(&s->reap, &p->reap);
+}
+
+static void s_outbox_drop(dist_master_t *s, dist__mpeer_t *p)
+{
+    dist__dnode_t *d;
+    while ((d = dist__dl_pop_front(&p->outbox))) {
+        dist__mout_t *o = DIST__CONTAINER_OF(d, dist__mout_t, node);
+        if (o->nitems)
+            dist__m_putback(s, o->queue, o->items, o->nitems); /* takes the array */
+        else
+            free(o->items);
+        free(o->bytes);
+        free(o);
+    }
+    p->outbox_bytes = 0;
+}
+
+/* Ends the peer's session (role state), leaving the record itself. */
+static void s_session_end(dist_master_t *s, dist__mpeer_t *p, const char *why)
+{
+    if (p->role == DIST__ROLE_WORKER) {
+        dist__m_worker_release(s, p, why);
+        s->nworkers--;
+    } else if (p->role == DIST__ROLE_CLIENT) {
+        dist__m_unpark_peer(s, p);
+        dist__m_client_detach(s, p);
+        s->nclients--;
+    }
+    dist__dl_remove(s_live_list(s, p), &p->live);
+    p->role = DIST__ROLE_NONE;
+    dist__dl_push_back(s_live_list(s, p), &p->live);
+    if (dist__dn_linked(&p->hb))
+        dist__dl_remove(&s->hb, &p->hb);
+    if (dist__dn_linked(&p->dirty))
+        dist__dl_remove(&s->dirty_workers, &p->dirty);
+}
+
+/* Forgets the peer entirely. `why` is the reason given to its tasks. */
+static void s_forget(dist_master_t *s, dist__mpeer_t *p, const char *why)
+{
+    s_session_end(s, p, why);
+    s_outbox_drop(s, p);
+    dist__dl_remove(s_live_list(s, p), &p->live);
+    if (dist__dn_linked(&p->blocked))
+        dist__dl_remove(&s->blocked, &p->blocked);
+    if (dist__dn_linked(&p->reap))
+        dist__dl_remove(&s->reap, &p->reap);
+    dist__hmap_del(&s->peers, p->hash, p);
+    s->npeers--;
+    free(p);
+}
+
+/* Forgets the peers whose connection went away. */
+static void s_reap(dist_master_t *s)
+{
+    dist__dnode_t *d;
+    while ((d = dist__dl_first(&s->reap))) {
+        dist__mpeer_t *p = DIST__CONTAINER_OF(d, dist__mpeer_t, reap);
+        char desc[300], why[400];
+        dist__m_peer_desc(p, desc, sizeof desc);
+        if (p->role == DIST__ROLE_WORKER)
+            dist__log(&s->log, DIST_LOG_WARN, "worker left: %s, connection lost, %zu task(s) requeued",
+                      desc, p->leased.n);
+        else if (p->role == DIST__ROLE_CLIENT && p->replaced)
+            dist__log(&s->log, DIST_LOG_INFO, "client left: %s, a newer connection took its name",
+                      desc);
+        else if (p->role == DIST__ROLE_CLIENT)
+            dist__log(&s->log, DIST_LOG_INFO, "client left: %s, connection lost", desc);
+        snprintf(why, sizeof why, "%s lost its connection", desc);
+        s_forget(s, p, why);
+    }
+}
+
+/* ---- sending -------------------------------------------------------------------------- */
+
+static void s_items_free(dist__mitem_t **items, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(items[i]);
+    free(items);
+}
+
+static void s_sent(dist_master_t *s, dist__mpeer_t *p)
+{
+    p->last_sent = s->now;
+    if (p->role != DIST__ROLE_NONE && !p->banned)
+        dist__dl_move_back(&s->hb, &p->hb);
+}
+
+static int s_send_now(dist_master_t *s, dist__mpeer_t *p, dist__cmd_t cmd, dist_wire_buf_t *buf)
+{
+    if (!buf)
+        return dist__proto_send_empty(s->sock, p->rid, p->rid_len, cmd);
+    return dist__proto_send_buf(s->sock, p->rid, p->rid_len, cmd, buf);
+}
+
+/* Tries once, keeping nothing: TASKS and RESULTS are rebuilt from state
+ * when they are retried. 0, DIST_EAGAIN (blocked; retried soon), or an
+ * error (the peer is gone). */
+int dist__m_try_send(dist_master_t *s, dist__mpeer_t *p, dist__cmd_t cmd, dist_wire_buf_t *buf)
+{
+    if (p->gone)
+        return -EHOSTUNREACH;
+    if (!dist__dl_empty(&p->outbox)) {
+        dist__m_block(s, p);
+        return DIST_EAGAIN;
+    }
+    int rc = s_send_now(s, p, cmd, buf);
+    if (rc == 0) {
+        s_sent(s, p);
+    } else if (rc == DIST_EAGAIN) {
+        dist__m_block(s, p);
+    } else if (rc == DIST_EMSGSIZE || rc == DIST_ENOMEM) {
+        char desc[300];
+        dist__log(&s->log, DIST_LOG_ERROR, "cannot pack %s for %s: %s", dist__cmd_name(cmd),
+                  dist__m_peer_desc(p, desc, sizeof desc), dist_strerror(rc));
+    } else {
+        dist__m_peer_gone(s, p);
+    }
+    return rc;
+}
+
+int dist__m_send(dist_master_t *s, dist__mpeer_t *p, dist__cmd_t cmd, dist_wire_buf_t *buf,
+                 const char *queue, dist__mitem_t **items, size_t nitems)
+{
+    int rc = buf ? dist_wire_buf_status(buf) : 0;
+    if (rc) {
+        /* Our own packing failed (no memory, or a body beyond the limit):
+         * the peer is not to blame. */
+        dist__log(&s->log, DIST_LOG_ERROR, "cannot pack %s: %s", dist__cmd_name(cmd),
+                  dist_strerror(rc));
+        if (nitems)
+            dist__m_putback(s, queue, items, nitems);
+        else
+            free(items);
+        return rc;
+    }
+    rc = p->gone ? -EHOSTUNREACH : DIST_EAGAIN;
+    if (!p->gone && dist__dl_empty(&p->outbox))
+        rc = s_send_now(s, p, cmd, buf);
+    if (rc == 0) {
+        s_sent(s, p);
+        s_items_free(items, nitems);
+        return 0;
+    }
+    size_t len = 0;
+    const void *data = buf ? dist_wire_buf_data(buf, &len) : NULL;
+    if (rc == DIST_EAGAIN && p->outbox.n < OUTBOX_MAX && p->outbox_bytes + len <= OUTBOX_BYTES) {
+        /* Keep it, in order behind anything already waiting. */
+        dist__mout_t *o = calloc(1, sizeof *o);
+        if (o && (!len || (o->bytes = malloc(len)))) {
+            if (len)
+                memcpy(o->bytes, data, len);
+            o->len = len;
+            o->cmd = cmd;
+            o->items = items;
+            o->nitems = nitems;
+            if (queue)
+                snprintf(o->queue, sizeof o->queue, "%s", queue);
+            dist__dl_push_back(&p->outbox, &o->node);
+            p->outbox_bytes += len;
+            dist__m_block(s, p);
+            return 0;
+        }
+        free(o);
+        rc = DIST_ENOMEM;
+    }
+    if (rc == DIST_EAGAIN || rc == DIST_ENOMEM) {
+        char desc[300];
+        dist__log(&s->log, DIST_LOG_WARN, "%s does not read its messages: forgotten",
+                  dist__m_peer_desc(p, desc, sizeof desc));
+    }
+    if (nitems)
+        dist__m_putback(s, queue, items, nitems);
+    else
+        free(items);
+    dist__m_peer_gone(s, p);
+    return rc == DIST_EAGAIN ? -EHOSTUNREACH : rc;
+}
+
+void dist__m_error(dist_master_t *s, dist__mpeer_t *p, const char *code, uint64_t req,
+                   const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    dist_wire_buf_reset(s->out);
+    msgpack_packer *pk = dist_wire_buf_packer(s->out);
+    msgpack_pack_map(pk, req ? 3 : 2);
+    dist__pk_kv_str(pk, "code", code);
+    dist__pk_kv_str(pk, "error", msg);
+    if (req)
+        dist__pk_kv_u64(pk, "req", req);
+    dist__m_send(s, p, DIST__CMD_ERROR, s->out, NULL, NULL, 0);
+}
+
+/* Retries blocked peers: their outboxes in order, then whatever was
+ * refused (TASKS, RESULTS) by marking them dirty again. */
+static void s_retry_blocked(dist_master_t *s)
+{
+    s->retry_at = 0;
+    size_t n = s->blocked.n;
+    for (size_t i = 0; i < n; i++) {
+        dist__mpeer_t *p = DIST__CONTAINER_OF(dist__dl_first(&s->blocked), dist__mpeer_t, blocked);
+        dist__dl_remove(&s->blocked, &p->blocked);
+        dist__dnode_t *d;
+        int rc = 0;
+        while ((d = dist__dl_first(&p->outbox))) {
+            dist__mout_t *o = DIST__CONTAINER_OF(d, dist__mout_t, node);
+            rc = dist__proto_send(s->sock, p->rid, p->rid_len, o->cmd, o->bytes, o->len);
+            if (rc)
+                break;
+            s_sent(s, p);
+            dist__dl_remove(&p->outbox, d);
+            p->outbox_bytes -= o->len;
+            s_items_free(o->items, o->nitems);
+            free(o->bytes);
+            free(o);
+        }
+        if (rc == DIST_EAGAIN) {
+            dist__m_block(s, p);
+            continue;
+        }
+        if (rc) {
+            dist__m_peer_gone(s, p);
+            continue;
+        }
+        if (p->role == DIST__ROLE_WORKER)
+            dist__m_worker_dirty(s, p);
+        else if (p->role == DIST__ROLE_CLIENT && p->cn && p->cn->unsent.n &&
+                 !dist__dn_linked(&p->cn->dirty))
+            dist__dl_push_back(&s->dirty_clients, &p->cn->dirty);
+    }
+}
+
+/* ---- malformed input and bans ----------------------------------------------------------- */
+
+static const char *s_bad_reason(dist__bad_t bad)
+{
+    switch (bad) {
+    case DIST__BAD_FRAMES: return "a message must have 3 frames";
+    case DIST__BAD_SIGNATURE: return "frame 0 must be the signature DST and a version byte";
+    case DIST__BAD_VERSION: return "unsupported protocol version";
+    case DIST__BAD_COMMAND: return "unknown command";
+    case DIST__BAD_BODY: return "the body must be one valid MessagePack map within the limits";
+    default: return "malformed";
+    }
+}
+
+static void s_ban(dist_master_t *s, dist__mpeer_t *p)
+{
+    char desc[300], why[400];
+    dist__m_peer_desc(p, desc, sizeof desc);
+    dist__log(&s->log, DIST_LOG_WARN, "banned %s: more than %d malformed messages in a row", desc,
+              DIST__MAX_MALFORMED_IN_A_ROW);
+    snprintf(why, sizeof why, "%s was banned for malformed messages", desc);
+    s_session_end(s, p, why);
+    p->banned = true;
+}
+
+/* Counts a malformed message from a peer (creating a record for a stranger
+ * so that it can be banned) and answers it. version_reply: answer with the
+ * unsupported-version form of section 8. */
+static void s_malformed_rid(dist_master_t *s, dist__mpeer_t *p, const uint8_t *rid, size_t rid_len,
+                            bool version_reply, const char *why)
+{
+    s->c.malformed++;
+    if (!p)
+        p = s_peer_new(s, rid, rid_len);
+    if (!p) {
+        /* No memory for a record: still answer, without state. */
+        if (version_reply)
+            dist__proto_send_bad_version(s->sock, rid, rid_len);
+        else
+            dist__proto_send_error(s->sock, rid, rid_len, "malformed", why, 0);
+        return;
+    }
+    s_touch(s, p);
+    if (p->banned) {
+        dist__m_error(s, p, "banned", 0, "too many malformed messages: this connection is banned");
+        return;
+    }
+    char desc[300];
+    dist__m_peer_desc(p, desc, sizeof desc);
+    dist__log(&s->log, p->bad_in_a_row ? DIST_LOG_DEBUG : DIST_LOG_WARN,
+              "malformed message from %s: %s", desc, why);
+    if (++p->bad_in_a_row > DIST__MAX_MALFORMED_IN_A_ROW) {
+        s_ban(s, p);
+        dist__m_error(s, p, "banned", 0, "too many malformed messages: this connection is banned");
+        return;
+    }
+    if (version_reply) {
+        int rc = dist__proto_send_bad_version(s->sock, p->rid, p->rid_len);
+        if (rc == 0)
+            s_sent(s, p);
+    } else {
+        dist__m_error(s, p, "malformed", 0, "%s", why);
+    }
+}
+
+void dist__m_malformed(dist_master_t *s, dist__mpeer_t *p, const char *fmt, ...)
+{
+    char why[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    s_malformed_rid(s, p, p->rid, p->rid_len, false, why);
+}
+
+/* ---- sessions ----------------------------------------------------------------------------- */
+
+static void s_copy_str(char *dst, size_t cap, const char *src, size_t n)
+{
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = 0;
+}
+
+static void s_welcome(dist_master_t *s, dist__mpeer_t *p, size_t pending)
+{
+    dist_wire_buf_reset(s->out);
+    msgpack_packer *pk = dist_wire_buf_packer(s->out);
+    bool client = p->role == DIST__ROLE_CLIENT;
+    msgpack_pack_map(pk, client ? 7 : 6);
+    dist__pk_kv_str(pk, "master", s->name);
+    dist__pk_kv_str(pk, "version", DIST_VERSION_STRING);
+    dist__pk_kv_u64(pk, "heartbeat_ms", (uint64_t)s->hb_ms);
+    dist__pk_kv_u64(pk, "heartbeat_timeout_ms", (uint64_t)s->hb_timeout_ms);
+    dist__pk_kv_u64(pk, "max_message", s->max_message);
+    dist__pk_kv_u64(pk, "max_batch", DIST__MAX_BATCH);
+    if (client)
+        dist__pk_kv_u64(pk, "pending_results", pending);
+    dist__m_send(s, p, DIST__CMD_WELCOME, s->out, NULL, NULL, 0);
+}
+
+/* HELLO: checks every field before it changes anything. */
+static void s_hello(dist_master_t *s, dist__mpeer_t *p, const dist__inmsg_t *m)
+{
+    const msgpack_object *b = m->root;
+    const char *role, *name, *host, *version = "";
+    size_t role_n, name_n, host_n, version_n = 0;
+    uint32_t pid, slots = 0, capacity = 0;
+    const msgpack_object *tasks = NULL;
+    size_t ntasks = 0;
+    const char *bad = NULL;
+    int r = DIST__ROLE_NONE;
+    if (dist__get_str(b, "role", &role, &role_n))
+        bad = "HELLO needs role";
+    else if (role_n == 6 && memcmp(role, "worker", 6) == 0)
+        r = DIST__ROLE_WORKER;
+    else if (role_n == 6 && memcmp(role, "client", 6) == 0)
+        r = DIST__ROLE_CLIENT;
+    else
+        bad = "HELLO role must be \"worker\" or \"client\"";
+    if (!bad && (dist__get_str(b, "name", &name, &name_n) || !dist__peer_name_ok(name, name_n)))
+        bad = "HELLO name must be a str of 1-128 bytes without NUL";
+    else if (!bad && (dist__get_str(b, "host", &host, &host_n) || host_n > DIST__NAME_MAX ||
+                      memchr(host, 0, host_n)))
+        bad = "HELLO host must be a str of at most 128 bytes without NUL";
+    else if (!bad && dist__get_u32(b, "pid", &pid))
+        bad = "HELLO pid must be a u32";
+    else if (!bad && dist__opt_str(b, "version", &version, &version_n))
+        bad = "HELLO version must be a str";
+    if (!bad && r == DIST__ROLE_WORKER) {
+        if (dist__get_u32(b, "slots", &slots) || slots == 0)
+            bad = "a worker's HELLO needs slots >= 1";
+        else if (dist__get_u32(b, "capacity", &capacity) || capacity == 0)
+            bad = "a worker's HELLO needs capacity >= 1";
+        else if (dist__get_array(b, "tasks", &tasks, &ntasks) || ntasks > DIST__MAX_BATCH)
+            bad = "a worker's HELLO needs tasks, an array of at most 10000 names";
+        for (size_t i = 0; !bad && i < ntasks; i++) {
+            const char *t;
+            size_t tn;
+            if (dist_wire_get_str(&tasks[i], &t, &tn) || !dist__name_ok(t, tn))
+                bad = "task names are 1-128 letters, digits and ._:-";
+        }
+    }
+    if (bad) {
+        if (p && p->banned)
+            dist__m_error(s, p, "banned", 0, "too many malformed messages: this connection is banned");
+        else
+            s_malformed_rid(s, p, m->rid, m->rid_len, false, bad);
+        return;
+    }
+    if (!p && !(p = s_peer_new(s, m->rid, m->rid_len)))
+        return; /* no memory: the peer will say HELLO again */
+    if (p->banned) {
+        s_touch(s, p);
+        dist__m_error(s, p, "banned", 0, "too many malformed messages: this connection is banned");
+        return;
+    }
+    char desc[300];
+    if (p->role != DIST__ROLE_NONE && p->role != r) {
+        snprintf(desc, sizeof desc, "%s said HELLO again with another role", p->name);
+        s_session_end(s, p, desc);
+    }
+    bool first = p->role == DIST__ROLE_NONE;
+    if (first) {
+        dist__dl_remove(s_live_list(s, p), &p->live);
+        p->role = r;
+        dist__dl_push_back(s_live_list(s, p), &p->live);
+        p->joined = s->now;
+        if (r == DIST__ROLE_WORKER)
+            s->nworkers++;
+        else
+            s->nclients++;
+    }
+    p->bad_in_a_row = 0;
+    s_touch(s, p);
+    s_copy_str(p->name, sizeof p->name, name, name_n);
+    s_copy_str(p->host, sizeof p->host, host, host_n);
+    s_copy_str(p->version, sizeof p->version, version, version_n);
+    p->pid = pid;
+    dist__m_peer_desc(p, desc, sizeof desc);
+    if (r == DIST__ROLE_WORKER) {
+        p->slots = slots;
+        p->capacity = capacity;
+        if (dist__m_worker_names(s, p, tasks, ntasks)) {
+            dist__m_error(s, p, "malformed", 0, "the master is out of memory");
+            dist__m_peer_gone(s, p);
+            return;
+        }
+        s_welcome(s, p, 0);
+        dist__m_worker_dirty(s, p);
+        dist__log(&s->log, first ? DIST_LOG_INFO : DIST_LOG_DEBUG,
+                  "worker %s: %s, %u slot(s), capacity %u, %zu task name(s)",
+                  first ? "joined" : "announced again", desc, (unsigned)slots, (unsigned)capacity,
+                  ntasks);
+    } else {
+        dist__mclient_t *cn = dist__m_client_attach(s, p, name, name_n);
+        if (!cn) {
+            dist__m_error(s, p, "malformed", 0, "the master is out of memory");
+            dist__m_peer_gone(s, p);
+            return;
+        }
+        size_t waiting = cn->unsent.n + cn->sent.n;
+        s_welcome(s, p, waiting);
+        dist__log(&s->log, first ? DIST_LOG_INFO : DIST_LOG_DEBUG,
+                  "client %s: %s, %zu result(s) waiting", first ? "joined" : "said HELLO again",
+                  desc, waiting);
+    }
+}
+
+static void s_credit(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *b)
+{
+    uint32_t cap;
+    if (dist__get_u32(b, "capacity", &cap)) {
+        dist__m_malformed(s, p, "CREDIT needs capacity, a u32");
+        return;
+    }
+    p->capacity = cap;
+    dist__m_worker_dirty(s, p);
+}
+
+static void s_bye(dist_master_t *s, dist__mpeer_t *p)
+{
+    char desc[300], why[400];
+    dist__m_peer_desc(p, desc, sizeof desc);
+    if (p->role == DIST__ROLE_WORKER)
+        dist__log(&s->log, DIST_LOG_INFO, "worker left: %s, %zu task(s) requeued", desc,
+                  p->leased.n);
+    else
+        dist__log(&s->log, DIST_LOG_INFO, "client left: %s", desc);
+    snprintf(why, sizeof why, "%s left while it held the task", desc);
+    s_forget(s, p, why);
+}
+
+typedef void (*s_handler_fn)(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *body);
+
+/* Who may send each command, and what handles it. */
+static const struct {
+    int role;
+    s_handler_fn fn;
+} s_handlers[DIST__CMD_COUNT] = {
+    [DIST__CMD_RESULTS] = { DIST__ROLE_WORKER, dist__m_results },
+    [DIST__CMD_CREDIT] = { DIST__ROLE_WORKER, s_credit },
+    [DIST__CMD_RETURN] = { DIST__ROLE_WORKER, dist__m_return },
+    [DIST__CMD_SUBMIT] = { DIST__ROLE_CLIENT, dist__m_submit },
+    [DIST__CMD_ACK] = { DIST__ROLE_CLIENT, dist__m_ack },
+    [DIST__CMD_QPUT] = { DIST__ROLE_CLIENT, dist__m_qput },
+    [DIST__CMD_QGET] = { DIST__ROLE_CLIENT, dist__m_qget },
+    [DIST__CMD_STATUS] = { DIST__ROLE_CLIENT, dist__m_status },
+};
+
+static void s_handle(dist_master_t *s, const dist__inmsg_t *m)
+{
+    dist__mpeer_t *p = s_peer_find(s, m->rid, m->rid_len);
+    if (m->cmd == DIST__CMD_HELLO) {
+        s_hello(s, p, m);
+        return;
+    }
+    if (p && p->banned) {
+        s_touch(s, p);
+        dist__m_error(s, p, "banned", 0, "too many malformed messages: this connection is banned");
+        return;
+    }
+    if (!p || p->role == DIST__ROLE_NONE) {
+        /* Results are idempotent: keep the work even from a worker the
+         * master does not know (say after it was written off). */
+        if (m->cmd == DIST__CMD_RESULTS)
+            dist__m_results(s, NULL, m->root);
+        if (p) {
+            s_touch(s, p);
+            p->bad_in_a_row = 0;
+            dist__m_error(s, p, "not_welcome", 0, "say HELLO first");
+        } else {
+            dist__proto_send_empty(s->sock, m->rid, m->rid_len, DIST__CMD_RECONNECT);
+        }
+        return;
+    }
+    s_touch(s, p);
+    p->bad_in_a_row = 0;
+    if (m->cmd == DIST__CMD_HEARTBEAT)
+        return;
+    if (m->cmd == DIST__CMD_BYE) {
+        s_bye(s, p);
+        return;
+    }
+    int role = s_handlers[m->cmd].role;
+    if (!role)
+        dist__m_error(s, p, "forbidden", 0, "%s is sent by the master only",
+                      dist__cmd_name(m->cmd));
+    else if (role != p->role)
+        dist__m_error(s, p, "forbidden", 0, "%s is a %s command", dist__cmd_name(m->cmd),
+                      role == DIST__ROLE_WORKER ? "worker" : "client");
+    else
+        s_handlers[m->cmd].fn(s, p, m->root);
+}
+
+/* Reads up to READ_BATCH messages; true when the socket is drained. */
+static bool s_read_batch(dist_master_t *s)
+{
+    for (int i = 0; i < READ_BATCH; i++) {
+        dist__inmsg_t m;
+        int rc = dist__proto_recv(s->sock, true, &s->limits, &m);
+        if (rc == DIST_EAGAIN)
+            return true;
+        if (rc == 0) {
+            s_handle(s, &m);
+            dist__inmsg_clear(&m);
+        } else if (rc == DIST_EPROTO) {
+            dist__mpeer_t *p = s_peer_find(s, m.rid, m.rid_len);
+            s_malformed_rid(s, p, m.rid, m.rid_len, m.bad == DIST__BAD_VERSION,
+                            s_bad_reason(m.bad));
+        } else {
+            dist__log(&s->log, DIST_LOG_ERROR, "receiving: %s", dist_strerror(rc));
+            return true;
+        }
+        s_reap(s);
+    }
+    return false;
+}
+
+/* ---- timers --------------------------------------------------------------------------- */
+
+static int64_t s_idle_ms(const dist_master_t *s)
+{
+    return (int64_t)s->hb_timeout_ms * IDLE_FACTOR;
+}
+
+/* drained: every message that arrived has been read, so silence is real
+ * (after a stall of the master itself, heartbeats may still be waiting in
+ * the socket: no worker is declared dead before they are read). */
+static void s_timers(dist_master_t *s, bool drained)
+{
+    dist__dnode_t *d;
+    /* Workers silent for the heartbeat timeout are dead. */
+    while (drained && (d = dist__dl_first(&s->live))) {
+        dist__mpeer_t *p = DIST__CONTAINER_OF(d, dist__mpeer_t, live);
+        if (s->now - p->last_seen < s->hb_timeout_ms)
+            break;
+        char desc[300], why[400];
+        dist__m_peer_desc(p, desc, sizeof desc);
+        dist__log(&s->log, DIST_LOG_WARN, "worker dead: %s, silent for %lld ms, %zu task(s) requeued",
+                  desc, (long long)(s->now - p->last_seen), p->leased.n);
+        snprintf(why, sizeof why, "%s died", desc);
+        s->c.dead_workers++;
+        s_forget(s, p, why);
+    }
+    /* Clients and strangers that fell silent are forgotten quietly: a
+     * client's results wait for its name. */
+    while (drained && (d = dist__dl_first(&s->idle))) {
+        dist__mpeer_t *p = DIST__CONTAINER_OF(d, dist__mpeer_t, live);
+        if (s->now - p->last_seen < s_idle_ms(s))
+            break;
+        char desc[300];
+        dist__log(&s->log, DIST_LOG_DEBUG, "forgetting silent %s",
+                  dist__m_peer_desc(p, desc, sizeof desc));
+        s_forget(s, p, "silent");
+    }
+    /* Deadlines. */
+    while (s->timers.n && s->timers.v[0]->at <= s->now) {
+        dist__hnode_t *n = s->timers.v[0];
+        dist__m_timer_del(s, n);
+        switch (n->kind) {
+        case DIST__TIMER_LEASE:
+            dist__m_lease_expired(s, DIST__CONTAINER_OF(n, dist__mtask_t, timer));
+            break;
+        case DIST__TIMER_GHOST:
+            dist__m_ghost_expired(s, DIST__CONTAINER_OF(n, dist__mghost_t, timer));
+            break;
+        case DIST__TIMER_PARK:
+            dist__m_park_expired(s, DIST__CONTAINER_OF(n, dist__mpark_t, timer));
+            break;
+        }
+    }
+    /* Heartbeats to peers we have not written to for heartbeat_ms. */
+    while ((d = dist__dl_first(&s->hb))) {
+        dist__mpeer_t *p = DIST__CONTAINER_OF(d, dist__mpeer_t, hb);
+        if (s->now - p->last_sent < s->hb_ms)
+            break;
+        if (dist__m_peer_ready(p)) {
+            dist__m_try_send(s, p, DIST__CMD_HEARTBEAT, NULL);
+        }
+        if (dist__dn_linked(&p->hb) && dist__dl_first(&s->hb) == d) {
+            /* Blocked, or the send failed: look again later. */
+            p->last_sent = s->now;
+            dist__dl_move_back(&s->hb, &p->hb);
+        }
+    }
+    if (s->blocked.n && s->retry_at && s->now >= s->retry_at)
+        s_retry_blocked(s);
+    s_reap(s);
+}
+
+/* Milliseconds until the next timer is due (at most 1 s). */
+static long s_next_timeout(const dist_master_t *s)
+{
+    int64_t next = s->now + 1000;
+    dist__dnode_t *d;
+    if ((d = dist__dl_first(&s->live))) {
+        const dist__mpeer_t *p = DIST__CONTAINER_OF(d, dist__mpeer_t, live);
+        if (p->last_seen + s->hb_timeout_ms < next)
+            next = p->last_seen + s->hb_timeout_ms;
+    }
+    if ((d = dist__dl_first(&s->idle))) {
+        const dist__mpeer_t *p = DIST__CONTAINER_OF(d, dist__mpeer_t, live);
+        if (p->last_seen + s_idle_ms(s) < next)
+            next = p->last_seen + s_idle_ms(s);
+    }
+    if ((d = dist__dl_first(&s->hb))) {
+        const dist__mpeer_t *p = DIST__CONTAINER_OF(d, dist__mpeer_t, hb);
+        if (p->last_sent + s->hb_ms < next)
+            next = p->last_sent + s->hb_ms;
+    }
+    if (s->timers.n && s->timers.v[0]->at < next)
+        next = s->timers.v[0]->at;
+    if (s->blocked.n && s->retry_at && s->retry_at < next)
+        next = s->retry_at;
+    if (s->dirty_tqs.n || s->dirty_workers.n || s->dirty_clients.n || s->reap.n)
+        next = s->now;
+    return next <= s->now ? 0 : (long)(next - s->now);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------- */
+
+/* True for endpoints that only this host can reach. */
+static bool s_local_endpoint(const char *ep)
+{
+    if (strncmp(ep, "ipc://", 6) == 0 || strncmp(ep, "inproc://", 9) == 0)
+        return true;
+    if (strncmp(ep, "tcp://", 6) != 0)
+        return false;
+    const char *host = ep + 6;
+    const char *colon = strrchr(host, ':');
+    size_t n = colon ? (size_t)(colon - host) : strlen(host);
+    if (n >= 2 && host[0] == '[') {
+        host++;
+        n -= 2;
+    }
+    return (n >= 4 && strncmp(host, "127.", 4) == 0) || (n == 3 && strncmp(host, "::1", 3) == 0) ||
+           (n == 9 && strncmp(host, "localhost", 9) == 0);
+}
+
+static void s_free(dist_master_t *s)
+{
+    dist__m_queues_free(s);
+    dist__m_tasks_free(s);
+    for (size_t i = 0; i < s->peers.cap; i++) {
+        dist__mpeer_t *p = s->peers.slots ? s->peers.slots[i].item : NULL;
+        if (!p)
+            continue;
+        dist__dnode_t *d;
+        while ((d = dist__dl_pop_front(&p->outbox))) {
+            dist__mout_t *o = DIST__CONTAINER_OF(d, dist__mout_t, node);
+            s_items_free(o->items, o->nitems);
+            free(o->bytes);
+            free(o);
+        }
+        free(p);
+    }
+    dist__hmap_fini(&s->peers);
+    dist__hmap_fini(&s->tasks);
+    dist__hmap_fini(&s->tq_index);
+    dist__hmap_fini(&s->cn_index);
+    dist__hmap_fini(&s->nq_index);
+    free(s->timers.v);
+    free(s->cand);
+    zsock_destroy(&s->sock);
+    free(s->endpoint);
+    dist_wire_buf_destroy(&s->out);
+    if (s->wake[0] >= 0)
+        close(s->wake[0]);
+    if (s->wake[1] >= 0)
+        close(s->wake[1]);
+    free(s);
+}
+
+static int s_check_opts(const dist_master_opts_t *o, const char **why)
+{
+    if (o->heartbeat_ms < 0 || o->heartbeat_timeout_ms < 0 || o->max_attempts < 0 ||
+        o->lease_ms < 0) {
+        *why = "heartbeat, heartbeat timeout, max attempts and lease must not be negative";
+        return -1;
+    }
+    if (o->max_message && (o->max_message < 1024 || o->max_message > INT32_MAX)) {
+        *why = "max message must be between 1024 and 2147483647 bytes";
+        return -1;
+    }
+    if (o->store || o->key || o->allow_workers || o->allow_clients) {
+        *why = "the durable store and CURVE security are not supported yet";
+        return -1;
+    }
+    if (o->name && !dist__peer_name_ok(o->name, strlen(o->name))) {
+        *why = "the master's name must be 1-128 bytes";
+        return -1;
+    }
+    return 0;
+}
+
+dist_master_t *dist_master_new(const dist_master_opts_t *opts)
+{
+    dist_master_opts_t o;
+    memset(&o, 0, sizeof o);
+    if (opts)
+        o = *opts;
+    dist__logger_t lg = { o.log, o.log_userdata,
+                          o.log_level ? o.log_level : DIST_LOG_INFO, "master" };
+    const char *why = NULL;
+    if (s_check_opts(&o, &why)) {
+        dist__log(&lg, DIST_LOG_ERROR, "%s", why);
+        errno = EINVAL;
+        return NULL;
+    }
+    char verr[200];
+    if (dist__zmq_version_ok(verr, sizeof verr)) {
+        dist__log(&lg, DIST_LOG_ERROR, "%s", verr);
+        errno = ENOTSUP;
+        return NULL;
+    }
+    dist_master_t *s = calloc(1, sizeof *s);
+    if (!s) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    s->log = lg;
+    s->wake[0] = s->wake[1] = -1;
+    s->hb_ms = o.heartbeat_ms ? o.heartbeat_ms : DIST__HEARTBEAT_MS;
+    s->hb_timeout_ms = o.heartbeat_timeout_ms ? o.heartbeat_timeout_ms : DIST__HEARTBEAT_TIMEOUT_MS;
+    s->max_attempts = o.max_attempts ? o.max_attempts : 3;
+    s->lease_ms = o.lease_ms ? o.lease_ms : DEFAULT_LEASE_MS;
+    s->max_queued = o.max_queued ? o.max_queued : DEFAULT_MAX_QUEUED;
+    s->max_results = o.max_results ? o.max_results : DEFAULT_MAX_RESULTS;
+    s->max_message = o.max_message ? o.max_message : DIST__MAX_MESSAGE_DEFAULT;
+    s->limits = dist__body_limits(s->max_message);
+    if (o.name) {
+        snprintf(s->name, sizeof s->name, "%s", o.name);
+    } else {
+        char host[256] = "localhost";
+        gethostname(host, sizeof host - 1);
+        snprintf(s->name, sizeof s->name, "%.100s:%d", host, (int)getpid());
+    }
+    s->now = s->started = s_clock_ms();
+    s->tq_gc_at = 100000;
+    dist__hkey_init(&s->hkey);
+    dist__hmap_init(&s->peers, s_peer_eq);
+    dist__m_tasks_init(s);
+    dist__m_queues_init(s);
+    dist__dl_init(&s->live);
+    dist__dl_init(&s->idle);
+    dist__dl_init(&s->hb);
+    dist__dl_init(&s->dirty_tqs);
+    dist__dl_init(&s->dirty_workers);
+    dist__dl_init(&s->dirty_clients);
+    dist__dl_init(&s->blocked);
+    dist__dl_init(&s->reap);
+    const char *bind = o.bind ? o.bind : DEFAULT_BIND;
+    int err = ENOMEM;
+    s->out = dist_wire_buf_new(0);
+    if (!s->out)
+        goto fail;
+    if (pipe2(s->wake, O_NONBLOCK | O_CLOEXEC) < 0) {
+        err = errno;
+        dist__log(&s->log, DIST_LOG_ERROR, "cannot create the stop pipe: %s", strerror(err));
+        goto fail;
+    }
+    s->sock = zsock_new(ZMQ_ROUTER);
+    if (!s->sock) {
+        err = errno ? errno : ENOMEM;
+        dist__log(&s->log, DIST_LOG_ERROR, "cannot create a ZeroMQ socket: %s", zmq_strerror(err));
+        goto fail;
+    }
+    dist__sockopts_t so = { s->max_message, 0, 0, 0, -1 };
+    dist__sock_setup(s->sock, true, &so);
+    /* zmq_bind rather than zsock_bind: libzmq lets the kernel pick a port
+     * for ":0" and ":*", where czmq would scan a port range itself. */
+    if (zmq_bind(zsock_resolve(s->sock), bind) < 0) {
+        err = errno;
+        dist__log(&s->log, DIST_LOG_ERROR, "cannot bind %s: %s", bind, zmq_strerror(err));
+        goto fail;
+    }
+    char ep[1024];
+    size_t eplen = sizeof ep;
+    if (zmq_getsockopt(zsock_resolve(s->sock), ZMQ_LAST_ENDPOINT, ep, &eplen) < 0 || !eplen)
+        snprintf(ep, sizeof ep, "%s", bind);
+    s->endpoint = strdup(ep);
+    if (!s->endpoint)
+        goto fail;
+    if (!s_local_endpoint(s->endpoint))
+        dist__log(&s->log, DIST_LOG_WARN,
+                  "%s is reachable from other hosts and the traffic is neither authenticated nor "
+                  "encrypted (CURVE security comes later)",
+                  s->endpoint);
+    dist__log(&s->log, DIST_LOG_INFO, "master %s listening on %s (protocol %d, libdist %s)",
+              s->name, s->endpoint, DIST__PROTO_VERSION, DIST_VERSION_STRING);
+    return s;
+fail:
+    s_free(s);
+    errno = err;
+    return NULL;
+}
+
+const char *dist_master_endpoint(const dist_master_t *self)
+{
+    return self ? self->endpoint : NULL;
+}
+
+int dist_master_run(dist_master_t *s)
+{
+    if (!s)
+        return DIST_EINVAL;
+    if (atomic_exchange(&s->running, true))
+        return DIST_ESTATE;
+    zmq_pollitem_t items[2] = {
+        { zsock_resolve(s->sock), 0, ZMQ_POLLIN, 0 },
+        { NULL, s->wake[0], ZMQ_POLLIN, 0 },
+    };
+    int rc = 0;
+    s->now = s_clock_ms();
+    while (!atomic_load(&s->stop)) {
+        int n = zmq_poll(items, 2, s_next_timeout(s));
+        if (n < 0 && errno != EINTR) {
+            rc = -errno;
+            dist__log(&s->log, DIST_LOG_ERROR, "poll: %s", zmq_strerror(errno));
+            break;
+        }
+        if (n > 0 && items[1].revents) {
+            char junk[64];
+            while (read(s->wake[0], junk, sizeof junk) > 0)
+                ;
+        }
+        if (atomic_load(&s->stop))
+            break;
+        s->now = s_clock_ms();
+        bool drained = true;
+        if (n > 0 && (items[0].revents & ZMQ_POLLIN))
+            drained = s_read_batch(s);
+        s->now = s_clock_ms();
+        /* A socket that stays busy for a whole heartbeat timeout does not
+         * postpone deaths any longer. */
+        if (drained)
+            s->busy_since = 0;
+        else if (!s->busy_since)
+            s->busy_since = s->now;
+        s_timers(s, drained || s->now - s->busy_since >= s->hb_timeout_ms);
+        dist__m_dispatch(s);
+        dist__m_flush_results(s);
+        s_reap(s);
+    }
+    dist__log(&s->log, DIST_LOG_INFO, "master %s stopping: %zu task(s) queued or leased, %zu "
+              "result(s) waiting", s->name, s->outstanding, s->results_waiting);
+    atomic_store(&s->running, false);
+    return rc;
+}
+
+static void *s_thread(void *arg)
+{
+    dist_master_run(arg);
+    return NULL;
+}
+
+int dist_master_start(dist_master_t *s)
+{
+    if (!s)
+        return DIST_EINVAL;
+    if (atomic_load(&s->running) || atomic_exchange(&s->joinable, true))
+        return DIST_ESTATE;
+    int rc = pthread_create(&s->thread, NULL, s_thread, s);
+    if (rc) {
+        atomic_store(&s->joinable, false);
+        return -rc;
+    }
+    return 0;
+}
+
+void dist_master_stop(dist_master_t *s)
+{
+    if (!s)
+        return;
+    int saved = errno;
+    atomic_store(&s->stop, true);
+    /* A full pipe already holds a wake-up. */
+    ssize_t w = write(s->wake[1], "x", 1);
+    (void)w;
+    errno = saved;
+    if (atomic_load(&s->joinable) && !pthread_equal(pthread_self(), s->thread) &&
+        atomic_exchange(&s->joinable, false))
+        pthread_join(s->thread, NULL);
+}
+
+void dist_master_destroy(dist_master_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    dist_master_t *s = *self_p;
+    *self_p = NULL;
+    dist_master_stop(s);
+    s_free(s);
+}

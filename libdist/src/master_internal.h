@@ -1,0 +1,487 @@
+/*  master_internal.h - the state of a master and how its files share it.
+ *
+ *  The master is one event loop over one ROUTER socket (master.c). Its
+ *  state is a handful of indexes over five kinds of objects:
+ *
+ *  - peers (dist__mpeer_t): one per routing id that said HELLO (a worker
+ *    or a client), or that misbehaved before it did (a "stranger", kept
+ *    only to count its malformed messages and to ban it);
+ *  - task queues (dist__mtq_t): one per task name announced by a worker,
+ *    holding the FIFO of QUEUED tasks and the workers that run the name;
+ *  - tasks (dist__mtask_t): one allocation each, arguments inline, found
+ *    by id in an open-addressing hash index; a task is in exactly one list
+ *    at a time: its queue's ready list (QUEUED), its worker's leased list
+ *    (LEASED), or its client's unsent/sent result list (DONE);
+ *  - client names (dist__mclient_t): where results wait for the client
+ *    name that submitted them, connected or not;
+ *  - named queues (dist__mnq_t): opaque items plus parked QPUT/QGET
+ *    requests (master_queue.c).
+ *
+ *  Lists are intrusive and circular (dist__dlist_t), deadlines live in one
+ *  binary min-heap of intrusive nodes (dist__hnode_t) shared by leases,
+ *  cancelled leases ("ghosts") and parked requests. Nothing here is
+ *  thread-safe: only the loop's thread touches it.
+ *
+ *  Files: master.c (lifecycle, loop, sessions, sending, timers),
+ *  master_task.c (tasks, dispatch, results), master_queue.c (named
+ *  queues), master_status.c (STATUS, counters and rates).
+ */
+#ifndef DIST_MASTER_INTERNAL_H_INCLUDED
+#define DIST_MASTER_INTERNAL_H_INCLUDED
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dist/master.h"
+#include "hmap_internal.h"
+#include "log_internal.h"
+#include "proto_internal.h"
+
+#define DIST__CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* ---- intrusive circular lists --------------------------------------------------- */
+
+typedef struct dist__dnode {
+    struct dist__dnode *prev, *next; /* next NULL: not in a list */
+} dist__dnode_t;
+
+typedef struct {
+    dist__dnode_t root;
+    size_t n;
+} dist__dlist_t;
+
+static inline void dist__dl_init(dist__dlist_t *l)
+{
+    l->root.prev = l->root.next = &l->root;
+    l->n = 0;
+}
+
+static inline bool dist__dl_empty(const dist__dlist_t *l) { return l->n == 0; }
+static inline bool dist__dn_linked(const dist__dnode_t *d) { return d->next != NULL; }
+
+static inline dist__dnode_t *dist__dl_first(const dist__dlist_t *l)
+{
+    return l->n ? l->root.next : NULL;
+}
+
+static inline dist__dnode_t *dist__dl_last(const dist__dlist_t *l)
+{
+    return l->n ? l->root.prev : NULL;
+}
+
+/* The node after d in l, or NULL. */
+static inline dist__dnode_t *dist__dl_next(const dist__dlist_t *l, const dist__dnode_t *d)
+{
+    return d->next == &l->root ? NULL : d->next;
+}
+
+static inline void dist__dl_insert_after(dist__dlist_t *l, dist__dnode_t *at, dist__dnode_t *d)
+{
+    d->prev = at;
+    d->next = at->next;
+    at->next->prev = d;
+    at->next = d;
+    l->n++;
+}
+
+static inline void dist__dl_push_back(dist__dlist_t *l, dist__dnode_t *d)
+{
+    dist__dl_insert_after(l, l->root.prev, d);
+}
+
+static inline void dist__dl_push_front(dist__dlist_t *l, dist__dnode_t *d)
+{
+    dist__dl_insert_after(l, &l->root, d);
+}
+
+static inline void dist__dl_remove(dist__dlist_t *l, dist__dnode_t *d)
+{
+    d->prev->next = d->next;
+    d->next->prev = d->prev;
+    d->next = d->prev = NULL;
+    l->n--;
+}
+
+static inline dist__dnode_t *dist__dl_pop_front(dist__dlist_t *l)
+{
+    dist__dnode_t *d = dist__dl_first(l);
+    if (d)
+        dist__dl_remove(l, d);
+    return d;
+}
+
+/* Moves every node of `from` to the front of `to`, keeping their order. */
+static inline void dist__dl_splice_front(dist__dlist_t *to, dist__dlist_t *from)
+{
+    if (!from->n)
+        return;
+    dist__dnode_t *first = from->root.next, *last = from->root.prev;
+    last->next = to->root.next;
+    to->root.next->prev = last;
+    first->prev = &to->root;
+    to->root.next = first;
+    to->n += from->n;
+    dist__dl_init(from);
+}
+
+/* Moves d to the back of l (linking it when it is not in l yet). */
+static inline void dist__dl_move_back(dist__dlist_t *l, dist__dnode_t *d)
+{
+    if (dist__dn_linked(d))
+        dist__dl_remove(l, d);
+    dist__dl_push_back(l, d);
+}
+
+/* ---- deadlines: one binary min-heap of intrusive nodes ------------------------------ */
+
+typedef enum { DIST__TIMER_LEASE = 1, DIST__TIMER_GHOST, DIST__TIMER_PARK } dist__timer_kind_t;
+
+typedef struct {
+    int64_t at;   /* monotonic ms */
+    uint32_t idx; /* position in the heap; UINT32_MAX when not in it */
+    uint8_t kind; /* dist__timer_kind_t */
+} dist__hnode_t;
+
+typedef struct {
+    dist__hnode_t **v;
+    size_t n, cap;
+} dist__heap_t;
+
+/* ---- objects ------------------------------------------------------------------------ */
+
+/* The name that indexes a task queue, a client name or a named queue. It
+ * is the first member of each, so that one equality serves the three
+ * indexes (dist__m_named_find / dist__m_named_new). */
+typedef struct {
+    uint64_t hash;
+    size_t len;
+    char name[DIST__NAME_MAX + 1];
+} dist__mkey_t;
+
+typedef struct dist__mpeer dist__mpeer_t;
+typedef struct dist__mtq dist__mtq_t;
+typedef struct dist__mclient dist__mclient_t;
+typedef struct dist__mnq dist__mnq_t;
+
+typedef enum { DIST__T_QUEUED = 1, DIST__T_LEASED, DIST__T_DONE } dist__tstate_t;
+
+typedef struct dist__mtask {
+    dist__dnode_t node;      /* in q->ready, worker->leased, or cn->unsent / cn->sent */
+    dist__hnode_t timer;     /* lease deadline while LEASED */
+    dist__id_t id;
+    dist__mtq_t *q;          /* its task name; NULL once DONE */
+    dist__mclient_t *cn;     /* the client name that submitted it */
+    dist__mpeer_t *worker;   /* the lessee while LEASED */
+    char *reasons;           /* "1: ...; 2: ..." once an attempt failed, else NULL */
+    uint8_t *res;            /* DONE: result bytes when they did not fit in data[] */
+    uint32_t attempt;        /* the current (or next) attempt, from 1 */
+    uint32_t timeout_ms;
+    uint32_t len;            /* bytes of args (QUEUED, LEASED) or of the result (DONE) */
+    uint32_t cap;            /* size of data[] */
+    uint8_t state;           /* dist__tstate_t */
+    uint8_t status;          /* DONE: dist__status_t */
+    uint8_t sent;            /* DONE: in cn->sent (else cn->unsent) */
+    uint8_t data[];          /* the args; later the result when it fits */
+} dist__mtask_t;
+
+/* The bytes of a task's args or result. */
+static inline const uint8_t *dist__mtask_bytes(const dist__mtask_t *t)
+{
+    return t->res ? t->res : t->data;
+}
+
+/* A lease that was cancelled while its worker may still run the task
+ * (lease expired, or the task completed elsewhere): it keeps counting in
+ * the worker's credit until the worker answers for that id, or until its
+ * deadline. */
+typedef struct {
+    dist__dnode_t node;      /* in worker->ghosts */
+    dist__hnode_t timer;
+    dist__id_t id;
+    dist__mpeer_t *worker;
+} dist__mghost_t;
+
+/* A worker's announced name and its slot in that queue's worker array. */
+typedef struct {
+    dist__mtq_t *q;
+    uint32_t qi;
+} dist__mname_t;
+
+struct dist__mtq {
+    dist__mkey_t key;        /* the task name */
+    dist__dnode_t all;       /* in s->tqs */
+    dist__dnode_t dirty;     /* in s->dirty_tqs while dispatch should look at it */
+    dist__dlist_t ready;     /* QUEUED tasks, FIFO */
+    size_t in_flight;        /* LEASED tasks */
+    size_t refs;             /* tasks QUEUED or LEASED */
+    struct {
+        dist__mpeer_t *w;
+        uint32_t wi;         /* index of this queue in w->names */
+    } *ws;                   /* workers that announced the name */
+    size_t nws, capws;
+};
+
+typedef enum { DIST__ROLE_NONE = 0, DIST__ROLE_WORKER, DIST__ROLE_CLIENT } dist__role_t;
+
+struct dist__mpeer {
+    dist__dnode_t live;      /* in s->live, ordered by last_seen */
+    dist__dnode_t hb;        /* in s->hb, ordered by last_sent (welcomed peers) */
+    dist__dnode_t dirty;     /* in s->dirty_workers (free credit to fill) */
+    dist__dnode_t blocked;   /* in s->blocked (outbox to flush, or TASKS to retry) */
+    dist__dnode_t reap;      /* in s->reap (gone: forget at the next safe point) */
+    int role;                /* dist__role_t */
+    bool banned;             /* replies only ERROR banned */
+    bool gone;               /* its connection is gone (EHOSTUNREACH) */
+    bool replaced;           /* a client whose name a newer connection took over */
+    uint32_t bad_in_a_row;   /* malformed messages since the last good one */
+    int64_t last_seen, last_sent, joined;
+    uint32_t pid;
+    char name[DIST__NAME_MAX + 1];
+    char host[DIST__NAME_MAX + 1];
+    char version[64];
+    /* worker */
+    uint32_t slots, capacity;
+    size_t held;             /* leased + ghosts: what counts against capacity */
+    dist__dlist_t leased;    /* dist__mtask_t, in lease order */
+    dist__dlist_t ghosts;    /* dist__mghost_t */
+    dist__mname_t *names;
+    size_t nnames;
+    uint64_t done, failed;   /* results received: ok, other */
+    /* client */
+    dist__mclient_t *cn;
+    dist__dlist_t parked;    /* dist__mpark_t waiting for a named queue */
+    /* messages that met the high-water mark, in order */
+    dist__dlist_t outbox;
+    size_t outbox_bytes;
+    uint64_t hash;
+    size_t rid_len;
+    uint8_t rid[256];
+};
+
+struct dist__mclient {
+    dist__mkey_t key;        /* the client name */
+    dist__dnode_t dirty;     /* in s->dirty_clients while results should be sent */
+    dist__mpeer_t *peer;     /* the connected peer with this name, or NULL */
+    dist__dlist_t unsent;    /* DONE tasks not sent since the last HELLO */
+    dist__dlist_t sent;      /* DONE tasks sent, not acknowledged */
+    size_t pending;          /* tasks QUEUED or LEASED */
+};
+
+/* An item of a named queue. */
+typedef struct {
+    uint32_t len;
+    uint8_t data[];
+} dist__mitem_t;
+
+struct dist__mnq {
+    dist__mkey_t key;        /* the queue's name */
+    dist__dnode_t all;       /* in s->nqs */
+    dist__mitem_t **ring;    /* items, a ring of cap starting at head */
+    size_t head, n, cap;
+    dist__dlist_t puts, gets; /* parked requests, in arrival order */
+    bool pumping;            /* serving parked requests: do not re-enter, do not free */
+    bool marked;             /* scratch flag for dist__m_unpark_peer */
+};
+
+/* A QPUT or QGET waiting for room or items. */
+typedef struct {
+    dist__dnode_t qnode;     /* in nq->puts or nq->gets */
+    dist__dnode_t pnode;     /* in peer->parked */
+    dist__hnode_t timer;
+    dist__mpeer_t *peer;
+    dist__mnq_t *nq;
+    uint64_t req;
+    uint32_t max;            /* QGET */
+    bool put;
+    size_t nitems;           /* QPUT */
+    dist__mitem_t *items[];
+} dist__mpark_t;
+
+/* A message kept because the peer's pipe was full (EAGAIN). A QREPLY that
+ * carries items keeps them, to put them back if it is never delivered. */
+typedef struct {
+    dist__dnode_t node;
+    dist__cmd_t cmd;
+    void *bytes;
+    size_t len;
+    size_t nitems;
+    dist__mitem_t **items;
+    char queue[DIST__NAME_MAX + 1];
+} dist__mout_t;
+
+/* ---- the master ------------------------------------------------------------------- */
+
+typedef struct {
+    uint64_t submitted, completed, failed, retried, gave_up, dead_workers, malformed,
+        refused_handshakes;
+} dist__mcounters_t;
+
+#define DIST__RATE_SECONDS 10
+
+struct dist_master {
+    dist__logger_t log;
+    /* options, defaults resolved */
+    char name[DIST__NAME_MAX + 1];
+    int hb_ms, hb_timeout_ms, max_attempts;
+    int64_t lease_ms;
+    size_t max_queued, max_results, max_message;
+    /* I/O */
+    zsock_t *sock;
+    char *endpoint;
+    dist_wire_limits_t limits;
+    dist_wire_buf_t *out;    /* reused for every message packed */
+    int wake[2];             /* stop pipe: read end polled by the loop */
+    atomic_bool stop;
+    atomic_bool running;
+    atomic_bool joinable;
+    pthread_t thread;
+    /* indexes */
+    dist__hkey_t hkey;
+    dist__hmap_t tasks;      /* dist__mtask_t by id */
+    dist__hmap_t peers;      /* dist__mpeer_t by routing id */
+    dist__hmap_t tq_index;   /* dist__mtq_t by name */
+    dist__hmap_t cn_index;   /* dist__mclient_t by name */
+    dist__hmap_t nq_index;   /* dist__mnq_t by name */
+    dist__dlist_t tqs, nqs;
+    dist__dlist_t live;      /* workers by last_seen (death) */
+    dist__dlist_t idle;      /* clients and strangers by last_seen (forgetting) */
+    dist__dlist_t hb;        /* welcomed peers by last_sent (our heartbeats) */
+    dist__dlist_t dirty_tqs, dirty_workers, dirty_clients, blocked, reap;
+    dist__heap_t timers;
+    size_t tq_gc_at;         /* sweep unused task names beyond this many */
+    /* totals */
+    size_t outstanding;      /* tasks QUEUED or LEASED */
+    size_t results_waiting;  /* tasks DONE, not acknowledged */
+    size_t nworkers, nclients;
+    size_t npeers;
+    dist__mcounters_t c;
+    /* rates: per-second buckets */
+    int64_t rate_sec[DIST__RATE_SECONDS + 1];
+    uint64_t rate_sub[DIST__RATE_SECONDS + 1], rate_done[DIST__RATE_SECONDS + 1];
+    /* time */
+    int64_t now;             /* monotonic ms, refreshed once per loop turn */
+    int64_t started;
+    int64_t retry_at;        /* > 0: retry blocked sends then */
+    int64_t busy_since;      /* > 0: the socket has not been drained since then */
+    unsigned rr;             /* rotates ties in dispatch */
+    /* dispatch scratch */
+    struct dist__mcand *cand;
+    size_t ncand, capcand;
+};
+
+/* ---- master.c ---------------------------------------------------------------------- */
+
+/* Sends a message packed in buf (an empty body when buf is NULL) to a
+ * peer, keeping a copy in the peer's outbox when its pipe is full. A
+ * QREPLY hands over its items (a malloc'd array of nitems) and the name of
+ * their queue: they are freed once sent, and put back at the front of the
+ * queue if the reply can never be delivered. Returns 0 (sent or kept), a
+ * packing error, or -EHOSTUNREACH when the peer is gone (it is then marked
+ * gone). */
+int dist__m_send(dist_master_t *s, dist__mpeer_t *p, dist__cmd_t cmd, dist_wire_buf_t *buf,
+                 const char *queue, dist__mitem_t **items, size_t nitems);
+
+/* Tries a send once and keeps nothing (TASKS and RESULTS are rebuilt from
+ * state): 0, DIST_EAGAIN (the peer is marked blocked and retried soon), or
+ * an error (packing, or the peer is gone and marked so). */
+int dist__m_try_send(dist_master_t *s, dist__mpeer_t *p, dist__cmd_t cmd, dist_wire_buf_t *buf);
+
+/* Counts and answers a message whose body does not fit its command. */
+void dist__m_malformed(dist_master_t *s, dist__mpeer_t *p, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Sends ERROR {code, error[, req]} to a peer (through dist__m_send). */
+void dist__m_error(dist_master_t *s, dist__mpeer_t *p, const char *code, uint64_t req,
+                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Marks a peer whose connection is gone, to be forgotten at the next safe
+ * point (not at once: callers up the stack may still hold it). */
+void dist__m_peer_gone(dist_master_t *s, dist__mpeer_t *p);
+
+/* True when the peer can take another message now (not gone, nothing
+ * waiting in its outbox). */
+bool dist__m_peer_ready(const dist__mpeer_t *p);
+
+/* Marks the peer blocked: retry its sends soon. */
+void dist__m_block(dist_master_t *s, dist__mpeer_t *p);
+
+/* Timers. */
+int dist__m_timer_add(dist_master_t *s, dist__hnode_t *n, int64_t at, dist__timer_kind_t kind);
+void dist__m_timer_del(dist_master_t *s, dist__hnode_t *n);
+int dist__m_timer_reserve(dist_master_t *s, size_t more);
+
+/* Name-keyed objects (they begin with a dist__mkey_t): the equality of
+ * their indexes, lookup, and creation of a zeroed object of `size` bytes
+ * that is added to the index (NULL without memory; the caller looked it
+ * up first). */
+bool dist__m_key_eq(const void *item, const void *key, size_t klen);
+void *dist__m_named_find(dist_master_t *s, const dist__hmap_t *idx, const char *name, size_t len);
+void *dist__m_named_new(dist_master_t *s, dist__hmap_t *idx, const char *name, size_t len,
+                        size_t size);
+
+/* "worker NAME (host H, pid P)" into buf. */
+const char *dist__m_peer_desc(const dist__mpeer_t *p, char *buf, size_t len);
+
+/* ---- master_task.c ------------------------------------------------------------------- */
+
+/* Sets up the task, task-name and client-name indexes. */
+void dist__m_tasks_init(dist_master_t *s);
+
+void dist__m_submit(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root);
+void dist__m_results(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root);
+void dist__m_return(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root);
+void dist__m_ack(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root);
+
+/* Worker sessions: (re)announces names; 0 or DIST_ENOMEM. */
+int dist__m_worker_names(dist_master_t *s, dist__mpeer_t *w, const msgpack_object *names,
+                         size_t n);
+/* The worker left (BYE), died, or is forgotten: requeue what it holds
+ * (attempt + 1, with `why` as the reason), drop its ghosts and names. */
+void dist__m_worker_release(dist_master_t *s, dist__mpeer_t *w, const char *why);
+/* Its free credit may have grown: look at its queues in the next dispatch. */
+void dist__m_worker_dirty(dist_master_t *s, dist__mpeer_t *w);
+
+/* Client sessions: attach a peer to its name (re-sending every
+ * unacknowledged result), or detach it. */
+dist__mclient_t *dist__m_client_attach(dist_master_t *s, dist__mpeer_t *p, const char *name,
+                                       size_t len);
+void dist__m_client_detach(dist_master_t *s, dist__mpeer_t *p);
+
+/* Expired timers. */
+void dist__m_lease_expired(dist_master_t *s, dist__mtask_t *t);
+void dist__m_ghost_expired(dist_master_t *s, dist__mghost_t *g);
+
+/* Runs dispatch for dirty queues and workers, then sends waiting results. */
+void dist__m_dispatch(dist_master_t *s);
+void dist__m_flush_results(dist_master_t *s);
+
+/* Task queue by name (NULL when unknown). */
+dist__mtq_t *dist__m_tq_find(dist_master_t *s, const char *name, size_t len);
+
+/* Frees every task, queue, ghost and client name (destroy). */
+void dist__m_tasks_free(dist_master_t *s);
+
+/* ---- master_queue.c -------------------------------------------------------------------- */
+
+void dist__m_queues_init(dist_master_t *s);
+
+void dist__m_qput(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root);
+void dist__m_qget(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root);
+void dist__m_park_expired(dist_master_t *s, dist__mpark_t *k);
+/* Drops every request the peer has parked. */
+void dist__m_unpark_peer(dist_master_t *s, dist__mpeer_t *p);
+/* Puts items back at the front of a named queue (a QREPLY that could not
+ * be delivered); takes ownership of the items. */
+void dist__m_putback(dist_master_t *s, const char *queue, dist__mitem_t **items, size_t n);
+void dist__m_queues_free(dist_master_t *s);
+
+/* ---- master_status.c -------------------------------------------------------------------- */
+
+void dist__m_status(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root);
+/* Counts n submitted / completed tasks in the current second. */
+void dist__m_rate_add(dist_master_t *s, uint64_t submitted, uint64_t completed);
+
+#endif

@@ -1,0 +1,968 @@
+/*  master_task.c - a task's life in the master, from SUBMIT to ACK
+ *  (docs/PROTOCOL.md section 6).
+ *
+ *  QUEUED tasks wait in the FIFO of their task name; dispatch leases them
+ *  to workers that announced the name, never beyond a worker's free credit
+ *  (capacity minus what it holds), in TASKS batches. When a batch is
+ *  smaller than the free credit of the workers that could take it, it is
+ *  spread like water: each task goes to the worker with the most idle
+ *  slots left (slots minus held, then prefetch), so a short task does not
+ *  queue behind a long one on a busy node while another node idles.
+ *
+ *  A lease ends with the worker's result for that attempt, a RETURN, the
+ *  worker's death, or its deadline. Retryable endings requeue the task at
+ *  the front with attempt + 1 and a reason, until max_attempts, then it is
+ *  DONE with gave_up and every reason. A lease that ends while the worker
+ *  may still be running the task (deadline, or a final result that
+ *  arrived from elsewhere) leaves a "ghost" that keeps counting against
+ *  the worker's credit until the worker answers for that id.
+ *
+ *  DONE tasks keep their result in the task itself (in place of the args
+ *  when it fits) in their client name's unsent list, then its sent list
+ *  until acknowledged. Each hot step is O(1) amortized: hash lookups,
+ *  list moves, heap updates; nothing scans all tasks.
+ */
+#include "master_internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dist/error.h"
+
+#define GRACE_MS 5000      /* added to a task's own timeout for its lease */
+#define REASON_MAX 300     /* bytes kept of one attempt's reason */
+#define REASONS_MAX 8192   /* bytes kept of all of them */
+#define ITEM_OVERHEAD 96   /* packing bytes of one task or result map beyond its payload */
+#define TQ_GC_MIN 100000   /* task names kept before unused ones are swept */
+
+struct dist__mcand {
+    dist__mpeer_t *w;
+    int64_t key;  /* slots - held: idle slots, negative once prefetching */
+    int64_t f;    /* free credit */
+    int64_t give;
+};
+
+/* ---- indexes ------------------------------------------------------------------------- */
+
+static bool s_task_eq(const void *item, const void *key, size_t klen)
+{
+    (void)klen;
+    return memcmp(((const dist__mtask_t *)item)->id.b, key, 16) == 0;
+}
+
+void dist__m_tasks_init(dist_master_t *s)
+{
+    dist__hmap_init(&s->tasks, s_task_eq);
+    dist__hmap_init(&s->tq_index, dist__m_key_eq);
+    dist__hmap_init(&s->cn_index, dist__m_key_eq);
+    dist__dl_init(&s->tqs);
+}
+
+static uint64_t s_id_hash(const dist_master_t *s, const dist__id_t *id)
+{
+    return dist__hash(&s->hkey, id->b, sizeof id->b);
+}
+
+static dist__mtask_t *s_task_find(const dist_master_t *s, const dist__id_t *id)
+{
+    return dist__hmap_get(&s->tasks, s_id_hash(s, id), id->b, sizeof id->b);
+}
+
+static void s_task_free(dist__mtask_t *t)
+{
+    free(t->res);
+    free(t->reasons);
+    free(t);
+}
+
+dist__mtq_t *dist__m_tq_find(dist_master_t *s, const char *name, size_t len)
+{
+    return dist__m_named_find(s, &s->tq_index, name, len);
+}
+
+static dist__mtq_t *s_tq_get(dist_master_t *s, const char *name, size_t len)
+{
+    dist__mtq_t *q = dist__m_tq_find(s, name, len);
+    if (q || !(q = dist__m_named_new(s, &s->tq_index, name, len, sizeof *q)))
+        return q;
+    dist__dl_init(&q->ready);
+    dist__dl_push_back(&s->tqs, &q->all);
+    return q;
+}
+
+static void s_tq_free(dist_master_t *s, dist__mtq_t *q)
+{
+    dist__hmap_del(&s->tq_index, q->key.hash, q);
+    dist__dl_remove(&s->tqs, &q->all);
+    if (dist__dn_linked(&q->dirty))
+        dist__dl_remove(&s->dirty_tqs, &q->dirty);
+    free(q->ws);
+    free(q);
+}
+
+/* A name stays known once announced (section 6.4), but a stream of
+ * made-up names must not grow memory forever: beyond TQ_GC_MIN names,
+ * those no worker announces and no task uses are forgotten. */
+static void s_tq_gc(dist_master_t *s)
+{
+    if (s->tqs.n <= s->tq_gc_at)
+        return;
+    dist__dnode_t *d = dist__dl_first(&s->tqs);
+    while (d) {
+        dist__dnode_t *next = dist__dl_next(&s->tqs, d);
+        dist__mtq_t *q = DIST__CONTAINER_OF(d, dist__mtq_t, all);
+        if (!q->nws && !q->refs)
+            s_tq_free(s, q);
+        d = next;
+    }
+    s->tq_gc_at = s->tqs.n * 2 > TQ_GC_MIN ? s->tqs.n * 2 : TQ_GC_MIN;
+}
+
+static void s_tq_dirty(dist_master_t *s, dist__mtq_t *q)
+{
+    if (!dist__dn_linked(&q->dirty))
+        dist__dl_push_back(&s->dirty_tqs, &q->dirty);
+}
+
+void dist__m_worker_dirty(dist_master_t *s, dist__mpeer_t *w)
+{
+    if (!w->gone && w->role == DIST__ROLE_WORKER && !dist__dn_linked(&w->dirty))
+        dist__dl_push_back(&s->dirty_workers, &w->dirty);
+}
+
+static void s_cn_dirty(dist_master_t *s, dist__mclient_t *cn)
+{
+    if (cn->peer && cn->unsent.n && !dist__dn_linked(&cn->dirty))
+        dist__dl_push_back(&s->dirty_clients, &cn->dirty);
+}
+
+/* ---- client names ------------------------------------------------------------------------ */
+
+static dist__mclient_t *s_cn_get(dist_master_t *s, const char *name, size_t len)
+{
+    dist__mclient_t *cn = dist__m_named_find(s, &s->cn_index, name, len);
+    if (cn || !(cn = dist__m_named_new(s, &s->cn_index, name, len, sizeof *cn)))
+        return cn;
+    dist__dl_init(&cn->unsent);
+    dist__dl_init(&cn->sent);
+    return cn;
+}
+
+static void s_cn_maybe_free(dist_master_t *s, dist__mclient_t *cn)
+{
+    if (cn->peer || cn->pending || cn->unsent.n || cn->sent.n)
+        return;
+    if (dist__dn_linked(&cn->dirty))
+        dist__dl_remove(&s->dirty_clients, &cn->dirty);
+    dist__hmap_del(&s->cn_index, cn->key.hash, cn);
+    free(cn);
+}
+
+dist__mclient_t *dist__m_client_attach(dist_master_t *s, dist__mpeer_t *p, const char *name,
+                                       size_t len)
+{
+    dist__mclient_t *cn = s_cn_get(s, name, len);
+    if (!cn)
+        return NULL;
+    if (cn->peer && cn->peer != p) {
+        /* The newest connection takes the name over (section 4). */
+        dist__mpeer_t *old = cn->peer;
+        old->cn = NULL;
+        old->replaced = true;
+        cn->peer = NULL;
+        dist__m_peer_gone(s, old);
+    }
+    if (p->cn && p->cn != cn)
+        dist__m_client_detach(s, p);
+    cn->peer = p;
+    p->cn = cn;
+    /* Every HELLO re-sends every unacknowledged result. */
+    dist__dl_splice_front(&cn->unsent, &cn->sent);
+    for (dist__dnode_t *d = dist__dl_first(&cn->unsent); d; d = dist__dl_next(&cn->unsent, d))
+        DIST__CONTAINER_OF(d, dist__mtask_t, node)->sent = 0;
+    s_cn_dirty(s, cn);
+    return cn;
+}
+
+void dist__m_client_detach(dist_master_t *s, dist__mpeer_t *p)
+{
+    dist__mclient_t *cn = p->cn;
+    if (!cn)
+        return;
+    p->cn = NULL;
+    if (cn->peer == p)
+        cn->peer = NULL;
+    if (dist__dn_linked(&cn->dirty))
+        dist__dl_remove(&s->dirty_clients, &cn->dirty);
+    s_cn_maybe_free(s, cn);
+}
+
+/* ---- finishing, retrying, leases ------------------------------------------------------------ */
+
+/* The task is DONE (it must be in no list): keep the result for its
+ * client. */
+static void s_finish(dist_master_t *s, dist__mtask_t *t, dist__status_t st, const void *bytes,
+                     size_t len)
+{
+    static const char nomem[] = "the master ran out of memory for this result";
+    t->q->refs--;
+    t->q = NULL;
+    s->outstanding--;
+    t->cn->pending--;
+    if (len > t->cap) {
+        t->res = malloc(len);
+        if (!t->res) {
+            st = DIST__ST_FAILED;
+            bytes = nomem;
+            len = sizeof nomem - 1 < t->cap ? sizeof nomem - 1 : t->cap;
+        }
+    }
+    if (len)
+        memcpy(t->res ? t->res : t->data, bytes, len);
+    t->len = (uint32_t)len;
+    t->status = (uint8_t)st;
+    t->state = DIST__T_DONE;
+    t->sent = 0;
+    free(t->reasons);
+    t->reasons = NULL;
+    dist__dl_push_back(&t->cn->unsent, &t->node);
+    s->results_waiting++;
+    s_cn_dirty(s, t->cn);
+    s->c.completed++;
+    if (st != DIST__ST_OK)
+        s->c.failed++;
+    dist__m_rate_add(s, 0, 1);
+}
+
+/* Appends "N: reason" to the task's reasons, within REASONS_MAX. */
+static void s_add_reason(dist__mtask_t *t, const char *reason)
+{
+    size_t old = t->reasons ? strlen(t->reasons) : 0;
+    char line[REASON_MAX + 32];
+    int n = snprintf(line, sizeof line, "%s%u: %.*s", old ? "; " : "", (unsigned)t->attempt,
+                     REASON_MAX, reason);
+    if (n < 0)
+        return;
+    if (old + (size_t)n + 1 > REASONS_MAX) {
+        if (old >= 5 && strcmp(t->reasons + old - 5, "; ...") == 0)
+            return;
+        n = snprintf(line, sizeof line, "; ...");
+        if (old + (size_t)n + 1 > REASONS_MAX + 8)
+            return;
+    }
+    char *r = realloc(t->reasons, old + (size_t)n + 1);
+    if (!r)
+        return;
+    memcpy(r + old, line, (size_t)n + 1);
+    t->reasons = r;
+}
+
+static void s_give_up(dist_master_t *s, dist__mtask_t *t)
+{
+    char msg[REASONS_MAX + 256], hex[33];
+    int n = snprintf(msg, sizeof msg, "task %s gave up after %u attempt%s: %s", t->q->key.name,
+                     (unsigned)t->attempt, t->attempt == 1 ? "" : "s",
+                     t->reasons ? t->reasons : "no reason recorded");
+    size_t len = n < 0 ? 0 : (size_t)n >= sizeof msg ? sizeof msg - 1 : (size_t)n;
+    dist__id_hex(&t->id, hex);
+    dist__log(&s->log, DIST_LOG_INFO, "%s (id %s)", msg, hex);
+    s->c.gave_up++;
+    s_finish(s, t, DIST__ST_GAVE_UP, msg, len);
+}
+
+/* An attempt ended without a final result (the task is in no list):
+ * requeue it at the front with attempt + 1, or give up. */
+static void s_retry(dist_master_t *s, dist__mtask_t *t, const char *reason)
+{
+    s_add_reason(t, reason);
+    if (t->attempt >= (uint32_t)s->max_attempts) {
+        s_give_up(s, t);
+        return;
+    }
+    t->attempt++;
+    s->c.retried++;
+    t->state = DIST__T_QUEUED;
+    dist__dl_push_front(&t->q->ready, &t->node);
+    s_tq_dirty(s, t->q);
+}
+
+static int64_t s_lease_ms(const dist_master_t *s, const dist__mtask_t *t)
+{
+    return t->timeout_ms ? (int64_t)t->timeout_ms + GRACE_MS : s->lease_ms;
+}
+
+/* Ends t's lease; t leaves its worker's list. keep_credit: the worker may
+ * still run the task, so a ghost holds its credit until `ghost_until` or
+ * until the worker answers for the id. */
+static void s_unlease(dist_master_t *s, dist__mtask_t *t, bool keep_credit, int64_t ghost_until)
+{
+    dist__mpeer_t *w = t->worker;
+    dist__dl_remove(&w->leased, &t->node);
+    dist__m_timer_del(s, &t->timer);
+    t->q->in_flight--;
+    t->worker = NULL;
+    if (keep_credit) {
+        dist__mghost_t *g = malloc(sizeof *g);
+        if (g) {
+            g->id = t->id;
+            g->worker = w;
+            g->timer.idx = UINT32_MAX;
+            if (dist__m_timer_add(s, &g->timer, ghost_until, DIST__TIMER_GHOST) == 0) {
+                dist__dl_push_back(&w->ghosts, &g->node);
+                return;
+            }
+            free(g);
+        }
+    }
+    w->held--;
+    dist__m_worker_dirty(s, w);
+}
+
+static void s_ghost_free(dist_master_t *s, dist__mghost_t *g)
+{
+    dist__mpeer_t *w = g->worker;
+    dist__dl_remove(&w->ghosts, &g->node);
+    dist__m_timer_del(s, &g->timer);
+    free(g);
+    w->held--;
+    dist__m_worker_dirty(s, w);
+}
+
+/* The worker answered for an id whose lease was cancelled. */
+static bool s_ghost_release(dist_master_t *s, dist__mpeer_t *w, const dist__id_t *id)
+{
+    for (dist__dnode_t *d = dist__dl_first(&w->ghosts); d; d = dist__dl_next(&w->ghosts, d)) {
+        dist__mghost_t *g = DIST__CONTAINER_OF(d, dist__mghost_t, node);
+        if (dist__id_eq(&g->id, id)) {
+            s_ghost_free(s, g);
+            return true;
+        }
+    }
+    return false;
+}
+
+void dist__m_ghost_expired(dist_master_t *s, dist__mghost_t *g)
+{
+    s_ghost_free(s, g);
+}
+
+void dist__m_lease_expired(dist_master_t *s, dist__mtask_t *t)
+{
+    char desc[300], why[400], hex[33];
+    int64_t ms = s_lease_ms(s, t);
+    dist__m_peer_desc(t->worker, desc, sizeof desc);
+    dist__id_hex(&t->id, hex);
+    dist__log(&s->log, DIST_LOG_INFO, "lease of task %s (id %s, attempt %u) on %s expired after %lld ms",
+              t->q->key.name, hex, (unsigned)t->attempt, desc, (long long)ms);
+    snprintf(why, sizeof why, "lease expired after %lld ms on %s", (long long)ms, desc);
+    s_unlease(s, t, true, s->now + ms);
+    s_retry(s, t, why);
+}
+
+/* ---- workers --------------------------------------------------------------------------------- */
+
+static void s_worker_unname(dist__mpeer_t *w)
+{
+    for (size_t i = 0; i < w->nnames; i++) {
+        dist__mtq_t *q = w->names[i].q;
+        uint32_t qi = w->names[i].qi;
+        q->nws--;
+        if (qi != q->nws) {
+            q->ws[qi] = q->ws[q->nws];
+            q->ws[qi].w->names[q->ws[qi].wi].qi = qi;
+        }
+    }
+    free(w->names);
+    w->names = NULL;
+    w->nnames = 0;
+}
+
+int dist__m_worker_names(dist_master_t *s, dist__mpeer_t *w, const msgpack_object *names,
+                         size_t n)
+{
+    s_worker_unname(w);
+    if (!n)
+        return 0;
+    w->names = malloc(n * sizeof *w->names);
+    if (!w->names)
+        return DIST_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const char *name;
+        size_t len;
+        if (dist_wire_get_str(&names[i], &name, &len))
+            continue; /* checked by the caller */
+        dist__mtq_t *q = s_tq_get(s, name, len);
+        if (!q)
+            return DIST_ENOMEM;
+        /* This worker's entries are appended last, so a name it repeats
+         * is at the end. */
+        if (q->nws && q->ws[q->nws - 1].w == w)
+            continue;
+        if (q->nws == q->capws) {
+            size_t cap = q->capws ? q->capws * 2 : 4;
+            void *ws = realloc(q->ws, cap * sizeof *q->ws);
+            if (!ws)
+                return DIST_ENOMEM;
+            q->ws = ws;
+            q->capws = cap;
+        }
+        q->ws[q->nws].w = w;
+        q->ws[q->nws].wi = (uint32_t)w->nnames;
+        w->names[w->nnames].q = q;
+        w->names[w->nnames].qi = (uint32_t)q->nws;
+        w->nnames++;
+        q->nws++;
+    }
+    s_tq_gc(s);
+    return 0;
+}
+
+void dist__m_worker_release(dist_master_t *s, dist__mpeer_t *w, const char *why)
+{
+    dist__dnode_t *d;
+    /* From the last leased to the first, each to the front of its queue:
+     * they end up in their original order, ahead of newer tasks. */
+    while ((d = dist__dl_last(&w->leased))) {
+        dist__mtask_t *t = DIST__CONTAINER_OF(d, dist__mtask_t, node);
+        s_unlease(s, t, false, 0);
+        s_retry(s, t, why);
+    }
+    while ((d = dist__dl_first(&w->ghosts)))
+        s_ghost_free(s, DIST__CONTAINER_OF(d, dist__mghost_t, node));
+    w->held = 0;
+    s_worker_unname(w);
+    if (dist__dn_linked(&w->dirty))
+        dist__dl_remove(&s->dirty_workers, &w->dirty);
+}
+
+/* ---- dispatch ------------------------------------------------------------------------------- */
+
+/* Offers of candidate i: one per free credit, valued key, key-1, ...,
+ * key-f+1. The number of offers valued at least T: */
+static int64_t s_offers(const struct dist__mcand *c, size_t k, int64_t T)
+{
+    int64_t n = 0;
+    for (size_t i = 0; i < k; i++) {
+        int64_t x = c[i].key - T + 1;
+        if (x > 0)
+            n += x < c[i].f ? x : c[i].f;
+    }
+    return n;
+}
+
+/* Gives the R best offers (R less than all of them): the highest
+ * threshold T that still has R offers at or above it, everything above T,
+ * and the rest at exactly T, rotating the start among equals. */
+static void s_water_fill(struct dist__mcand *c, size_t k, int64_t R, unsigned rot)
+{
+    int64_t lo = INT64_MAX, hi = INT64_MIN;
+    for (size_t i = 0; i < k; i++) {
+        if (c[i].key - c[i].f + 1 < lo)
+            lo = c[i].key - c[i].f + 1;
+        if (c[i].key > hi)
+            hi = c[i].key;
+    }
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo + 1) / 2;
+        if (s_offers(c, k, mid) >= R)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    int64_t T = lo, given = 0;
+    for (size_t i = 0; i < k; i++) {
+        int64_t x = c[i].key - T;
+        c[i].give = x <= 0 ? 0 : x < c[i].f ? x : c[i].f;
+        given += c[i].give;
+    }
+    for (size_t j = 0; j < k && given < R; j++) {
+        struct dist__mcand *ci = &c[(j + rot) % k];
+        if (ci->key >= T && ci->key - ci->f + 1 <= T) {
+            ci->give++;
+            given++;
+        }
+    }
+}
+
+/* How many tasks from the front of l go in one message: at most lim,
+ * within max_message counting each task's bytes plus `extra` (at least
+ * one, which always fits: SUBMIT checked its size). */
+static size_t s_batch_size(const dist_master_t *s, const dist__dlist_t *l, size_t lim,
+                           size_t extra)
+{
+    size_t n = 0, bytes = 256;
+    for (const dist__dnode_t *d = dist__dl_first(l); d && n < lim; d = dist__dl_next(l, d)) {
+        size_t est = DIST__CONTAINER_OF(d, dist__mtask_t, node)->len + extra;
+        if (n && bytes + est > s->max_message)
+            break;
+        bytes += est;
+        n++;
+    }
+    return n;
+}
+
+/* Starts the body {key: [n items]} in s->out. */
+static msgpack_packer *s_batch_begin(dist_master_t *s, const char *key, size_t n)
+{
+    dist_wire_buf_reset(s->out);
+    msgpack_packer *pk = dist_wire_buf_packer(s->out);
+    msgpack_pack_map(pk, 1);
+    dist__pk_str(pk, key);
+    msgpack_pack_array(pk, n);
+    return pk;
+}
+
+/* Leases up to `count` tasks from the front of q to w, in TASKS messages
+ * within max_batch and max_message. A task is leased only once its
+ * message is on its way. */
+static void s_send_tasks(dist_master_t *s, dist__mpeer_t *w, dist__mtq_t *q, int64_t count)
+{
+    while (count > 0 && q->ready.n && dist__m_peer_ready(w)) {
+        size_t lim = count < DIST__MAX_BATCH ? (size_t)count : DIST__MAX_BATCH;
+        size_t n = s_batch_size(s, &q->ready, lim, q->key.len + ITEM_OVERHEAD);
+        if (dist__m_timer_reserve(s, n))
+            return;
+        msgpack_packer *pk = s_batch_begin(s, "tasks", n);
+        dist__dnode_t *d = dist__dl_first(&q->ready);
+        for (size_t i = 0; i < n; i++, d = dist__dl_next(&q->ready, d)) {
+            const dist__mtask_t *t = DIST__CONTAINER_OF(d, dist__mtask_t, node);
+            dist__task_t tt = { t->id, t->attempt, q->key.name, q->key.len, t->data, t->len, t->timeout_ms };
+            dist__pack_task(pk, &tt, true);
+        }
+        if (dist__m_try_send(s, w, DIST__CMD_TASKS, s->out))
+            return;
+        for (size_t i = 0; i < n; i++) {
+            dist__mtask_t *t = DIST__CONTAINER_OF(dist__dl_pop_front(&q->ready), dist__mtask_t, node);
+            t->state = DIST__T_LEASED;
+            t->worker = w;
+            dist__dl_push_back(&w->leased, &t->node);
+            dist__m_timer_add(s, &t->timer, s->now + s_lease_ms(s, t), DIST__TIMER_LEASE);
+            w->held++;
+            q->in_flight++;
+        }
+        count -= (int64_t)n;
+    }
+}
+
+static void s_dispatch_q(dist_master_t *s, dist__mtq_t *q)
+{
+    if (!q->ready.n || !q->nws)
+        return;
+    if (q->nws > s->capcand) {
+        size_t cap = q->nws * 2;
+        struct dist__mcand *c = realloc(s->cand, cap * sizeof *c);
+        if (!c)
+            return;
+        s->cand = c;
+        s->capcand = cap;
+    }
+    size_t k = 0;
+    int64_t total = 0;
+    for (size_t i = 0; i < q->nws; i++) {
+        dist__mpeer_t *w = q->ws[i].w;
+        if (!dist__m_peer_ready(w) || w->capacity <= w->held)
+            continue;
+        struct dist__mcand *c = &s->cand[k++];
+        c->w = w;
+        c->f = (int64_t)w->capacity - (int64_t)w->held;
+        c->key = (int64_t)w->slots - (int64_t)w->held;
+        c->give = 0;
+        total += c->f;
+    }
+    if (!k)
+        return;
+    int64_t R = (int64_t)q->ready.n;
+    if (R >= total) {
+        for (size_t i = 0; i < k; i++)
+            s->cand[i].give = s->cand[i].f;
+    } else {
+        s_water_fill(s->cand, k, R, s->rr++);
+    }
+    for (size_t i = 0; i < k && q->ready.n; i++)
+        if (s->cand[i].give > 0)
+            s_send_tasks(s, s->cand[i].w, q, s->cand[i].give);
+}
+
+void dist__m_dispatch(dist_master_t *s)
+{
+    dist__dnode_t *d;
+    while ((d = dist__dl_pop_front(&s->dirty_workers))) {
+        dist__mpeer_t *w = DIST__CONTAINER_OF(d, dist__mpeer_t, dirty);
+        if (w->capacity <= w->held)
+            continue;
+        for (size_t i = 0; i < w->nnames; i++)
+            if (w->names[i].q->ready.n)
+                s_tq_dirty(s, w->names[i].q);
+    }
+    while ((d = dist__dl_pop_front(&s->dirty_tqs)))
+        s_dispatch_q(s, DIST__CONTAINER_OF(d, dist__mtq_t, dirty));
+}
+
+/* ---- results to clients ----------------------------------------------------------------------- */
+
+void dist__m_flush_results(dist_master_t *s)
+{
+    dist__dnode_t *d;
+    while ((d = dist__dl_pop_front(&s->dirty_clients))) {
+        dist__mclient_t *cn = DIST__CONTAINER_OF(d, dist__mclient_t, dirty);
+        dist__mpeer_t *p = cn->peer;
+        while (p && cn->unsent.n && dist__m_peer_ready(p)) {
+            size_t n = s_batch_size(s, &cn->unsent, DIST__MAX_BATCH, ITEM_OVERHEAD);
+            msgpack_packer *pk = s_batch_begin(s, "results", n);
+            dist__dnode_t *e = dist__dl_first(&cn->unsent);
+            for (size_t i = 0; i < n; i++, e = dist__dl_next(&cn->unsent, e)) {
+                const dist__mtask_t *t = DIST__CONTAINER_OF(e, dist__mtask_t, node);
+                dist__result_t r = { .id = t->id, .status = (dist__status_t)t->status };
+                if (t->status == DIST__ST_OK) {
+                    r.value = dist__mtask_bytes(t);
+                    r.value_len = t->len;
+                } else {
+                    r.error = (const char *)dist__mtask_bytes(t);
+                    r.error_len = t->len;
+                }
+                dist__pack_result(pk, &r, false);
+            }
+            if (dist__m_try_send(s, p, DIST__CMD_RESULTS, s->out))
+                break;
+            for (size_t i = 0; i < n; i++) {
+                dist__mtask_t *t =
+                    DIST__CONTAINER_OF(dist__dl_pop_front(&cn->unsent), dist__mtask_t, node);
+                t->sent = 1;
+                dist__dl_push_back(&cn->sent, &t->node);
+            }
+        }
+    }
+}
+
+/* ---- SUBMIT ---------------------------------------------------------------------------------- */
+
+enum { SUB_OK = 0, SUB_BAD, SUB_LARGE, SUB_UNKNOWN, SUB_FULL, SUB_FULL_RESULTS, SUB_NOMEM };
+
+/* Stores one task of a SUBMIT. *last caches the previous task's queue:
+ * a batch is usually of one name, so this saves a hash per task. */
+static int s_submit_one(dist_master_t *s, dist__mclient_t *cn, const msgpack_object *o, bool room,
+                        dist__mtq_t **last, uint64_t *fresh)
+{
+    dist__task_t t;
+    if (dist__parse_task(o, false, &t))
+        return SUB_BAD;
+    if (s_task_find(s, &t.id))
+        return SUB_OK; /* idempotent: nothing changes */
+    if (t.args_len + t.task_len + ITEM_OVERHEAD > s->max_message)
+        return SUB_LARGE;
+    dist__mtq_t *q = *last;
+    if (!q || q->key.len != t.task_len || memcmp(q->key.name, t.task, t.task_len) != 0)
+        q = *last = dist__m_tq_find(s, t.task, t.task_len);
+    if (!q)
+        return SUB_UNKNOWN;
+    if (s->outstanding >= s->max_queued)
+        return SUB_FULL;
+    if (cn->pending + cn->unsent.n + cn->sent.n >= s->max_results)
+        return SUB_FULL_RESULTS;
+    dist__mtask_t *task = room ? malloc(sizeof *task + t.args_len) : NULL;
+    if (!task)
+        return SUB_NOMEM;
+    memset(task, 0, sizeof *task);
+    task->id = t.id;
+    task->q = q;
+    task->cn = cn;
+    task->attempt = 1;
+    task->timeout_ms = t.timeout_ms;
+    task->len = task->cap = (uint32_t)t.args_len;
+    memcpy(task->data, t.args, t.args_len);
+    task->state = DIST__T_QUEUED;
+    task->timer.idx = UINT32_MAX;
+    dist__hmap_add(&s->tasks, s_id_hash(s, &t.id), task); /* reserved: cannot fail */
+    dist__dl_push_back(&q->ready, &task->node);
+    q->refs++;
+    s->outstanding++;
+    cn->pending++;
+    s->c.submitted++;
+    (*fresh)++;
+    s_tq_dirty(s, q);
+    return SUB_OK;
+}
+
+/* Why a task map is not a valid SUBMIT task. */
+static const char *s_bad_task(const msgpack_object *o)
+{
+    dist__id_t id;
+    const char *str;
+    const void *bin;
+    size_t n;
+    uint32_t u;
+    if (o->type != MSGPACK_OBJECT_MAP)
+        return "a task must be a map";
+    if (dist__get_id(o, "id", &id))
+        return "id must be a bin of 16 bytes";
+    if (dist__get_str(o, "task", &str, &n) || !dist__name_ok(str, n))
+        return "task must be a name of 1-128 letters, digits and ._:-";
+    if (dist__get_bin(o, "args", &bin, &n))
+        return "args must be a bin holding one MessagePack array";
+    if (dist__opt_u32(o, "timeout_ms", &u))
+        return "timeout_ms must be a u32";
+    return "bad task";
+}
+
+static void s_pack_rejection(dist_master_t *s, msgpack_packer *pk, const dist__mclient_t *cn,
+                             const msgpack_object *o, size_t index, int code)
+{
+    char msg[512];
+    const char *name = "";
+    size_t name_n = 0, args_n = 0;
+    const void *args;
+    dist__get_str(o, "task", &name, &name_n);
+    dist__get_bin(o, "args", &args, &args_n);
+    if (name_n > DIST__NAME_MAX)
+        name_n = DIST__NAME_MAX;
+    const char *codename = "queue_full";
+    switch (code) {
+    case SUB_BAD:
+        codename = "bad_request";
+        snprintf(msg, sizeof msg, "%s", s_bad_task(o));
+        break;
+    case SUB_LARGE:
+        codename = "too_large";
+        snprintf(msg, sizeof msg, "task %.*s: %zu bytes of args exceed the master's limit of %zu "
+                 "bytes per message", (int)name_n, name, args_n, s->max_message);
+        break;
+    case SUB_UNKNOWN:
+        codename = "unknown_task";
+        snprintf(msg, sizeof msg, "no worker has announced task %.*s", (int)name_n, name);
+        break;
+    case SUB_FULL:
+        snprintf(msg, sizeof msg, "the master holds %zu tasks (--max-queued %zu): retry later",
+                 s->outstanding, s->max_queued);
+        break;
+    case SUB_FULL_RESULTS:
+        snprintf(msg, sizeof msg, "%zu tasks and results are pending for client %s "
+                 "(--max-results %zu): acknowledge results, then retry",
+                 cn->pending + cn->unsent.n + cn->sent.n, cn->key.name, s->max_results);
+        break;
+    default:
+        snprintf(msg, sizeof msg, "the master is out of memory: retry later");
+        break;
+    }
+    dist__id_t id;
+    bool has_id = o->type == MSGPACK_OBJECT_MAP && dist__get_id(o, "id", &id) == 0;
+    msgpack_pack_map(pk, has_id ? 4 : 3);
+    if (has_id)
+        dist__pk_kv_id(pk, "id", &id);
+    dist__pk_kv_u64(pk, "index", index);
+    dist__pk_kv_str(pk, "code", codename);
+    dist__pk_kv_str(pk, "error", msg);
+}
+
+void dist__m_submit(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
+{
+    const msgpack_object *items;
+    size_t n;
+    if (dist__get_array(root, "tasks", &items, &n)) {
+        dist__m_malformed(s, p, "SUBMIT needs tasks, an array of task maps");
+        return;
+    }
+    if (n == 0 || n > DIST__MAX_BATCH) {
+        dist__m_error(s, p, "bad_request", 0, "a SUBMIT carries 1 to %d tasks, not %zu",
+                      DIST__MAX_BATCH, n);
+        return;
+    }
+    dist__mclient_t *cn = p->cn;
+    uint8_t *codes = malloc(n);
+    if (!cn || !codes) {
+        free(codes);
+        dist__m_error(s, p, "queue_full", 0, "the master is out of memory: retry later");
+        return;
+    }
+    bool room = dist__hmap_reserve(&s->tasks, n) == 0;
+    uint64_t fresh = 0;
+    size_t accepted = 0;
+    dist__mtq_t *last = NULL;
+    for (size_t i = 0; i < n; i++) {
+        codes[i] = (uint8_t)s_submit_one(s, cn, &items[i], room, &last, &fresh);
+        accepted += codes[i] == SUB_OK;
+    }
+    dist_wire_buf_reset(s->out);
+    msgpack_packer *pk = dist_wire_buf_packer(s->out);
+    msgpack_pack_map(pk, 2);
+    dist__pk_str(pk, "ids");
+    msgpack_pack_array(pk, accepted);
+    for (size_t i = 0; i < n; i++) {
+        dist__id_t id;
+        if (codes[i] == SUB_OK && dist__get_id(&items[i], "id", &id) == 0)
+            dist__pk_id(pk, &id);
+    }
+    dist__pk_str(pk, "rejected");
+    msgpack_pack_array(pk, n - accepted);
+    for (size_t i = 0; i < n; i++)
+        if (codes[i] != SUB_OK)
+            s_pack_rejection(s, pk, cn, &items[i], i, codes[i]);
+    free(codes);
+    if (fresh)
+        dist__m_rate_add(s, fresh, 0);
+    dist__m_send(s, p, DIST__CMD_ACCEPTED, s->out, NULL, NULL, 0);
+}
+
+/* ---- RESULTS, RETURN, ACK ----------------------------------------------------------------------- */
+
+static void s_result(dist_master_t *s, dist__mpeer_t *w, const dist__result_t *r)
+{
+    bool final = dist__status_final(r->status);
+    const void *bytes = r->status == DIST__ST_OK ? r->value : r->error;
+    size_t len = r->status == DIST__ST_OK ? r->value_len : r->error_len;
+    if (w) {
+        if (r->status == DIST__ST_OK)
+            w->done++;
+        else
+            w->failed++;
+    }
+    dist__mtask_t *t = s_task_find(s, &r->id);
+    if (!t || t->state == DIST__T_DONE) {
+        if (w)
+            s_ghost_release(s, w, &r->id);
+        return;
+    }
+    if (t->state == DIST__T_LEASED && w && t->worker == w && r->attempt == t->attempt) {
+        s_unlease(s, t, false, 0);
+        if (final) {
+            s_finish(s, t, r->status, bytes, len);
+        } else {
+            char why[REASON_MAX];
+            snprintf(why, sizeof why, "%s: %.*s", dist__status_name(r->status),
+                     (int)(r->error_len < REASON_MAX ? r->error_len : REASON_MAX), r->error);
+            s_retry(s, t, why);
+        }
+        return;
+    }
+    /* Not the answer of the current lease: the answer to a cancelled one
+     * (its credit comes back), or one from a worker written off. */
+    if (w)
+        s_ghost_release(s, w, &r->id);
+    if (!final)
+        return; /* the task has already moved on to another attempt */
+    /* A final result completes the task after all (section 6.3); a newer
+     * lease is cancelled silently and its result will be dropped. */
+    if (t->state == DIST__T_LEASED)
+        s_unlease(s, t, true, t->timer.at);
+    else
+        dist__dl_remove(&t->q->ready, &t->node);
+    s_finish(s, t, r->status, bytes, len);
+}
+
+void dist__m_results(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
+{
+    const msgpack_object *items;
+    size_t n;
+    if (dist__get_array(root, "results", &items, &n)) {
+        if (p)
+            dist__m_malformed(s, p, "RESULTS needs results, an array of result maps");
+        return;
+    }
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        dist__result_t r;
+        if (dist__parse_result(&items[i], true, &r)) {
+            bad++;
+            continue;
+        }
+        s_result(s, p, &r);
+    }
+    if (bad && p) {
+        dist__m_malformed(s, p, "%zu of %zu result maps lack id (bin16), attempt (u32 >= 1), "
+                          "a known status, and value (bin) or error (str)", bad, n);
+    }
+}
+
+/* The `ids` array of RETURN and ACK; answers malformed when it is not
+ * there. */
+static bool s_ids(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root,
+                  const char *cmd, const msgpack_object **ids, size_t *n)
+{
+    if (dist__get_array(root, "ids", ids, n) == 0)
+        return true;
+    dist__m_malformed(s, p, "%s needs ids, an array of bin16", cmd);
+    return false;
+}
+
+/* One of those ids (false for anything but a bin16, which is skipped). */
+static bool s_id_of(const msgpack_object *o, dist__id_t *id)
+{
+    const void *b;
+    size_t len;
+    if (dist_wire_get_bin(o, &b, &len) || len != sizeof id->b)
+        return false;
+    memcpy(id->b, b, sizeof id->b);
+    return true;
+}
+
+void dist__m_return(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
+{
+    const msgpack_object *ids;
+    size_t n;
+    if (!s_ids(s, p, root, "RETURN", &ids, &n))
+        return;
+    /* Backwards, each to the front: they keep their order. */
+    for (size_t i = n; i-- > 0;) {
+        dist__id_t id;
+        if (!s_id_of(&ids[i], &id))
+            continue;
+        dist__mtask_t *t = s_task_find(s, &id);
+        if (t && t->state == DIST__T_LEASED && t->worker == p) {
+            s_unlease(s, t, false, 0);
+            t->state = DIST__T_QUEUED;
+            dist__dl_push_front(&t->q->ready, &t->node);
+            s_tq_dirty(s, t->q);
+        } else {
+            s_ghost_release(s, p, &id);
+        }
+    }
+}
+
+void dist__m_ack(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
+{
+    const msgpack_object *ids;
+    size_t n;
+    if (!s_ids(s, p, root, "ACK", &ids, &n))
+        return;
+    dist__mclient_t *cn = p->cn;
+    for (size_t i = 0; i < n && cn; i++) {
+        dist__id_t id;
+        if (!s_id_of(&ids[i], &id))
+            continue;
+        dist__mtask_t *t = s_task_find(s, &id);
+        if (!t || t->state != DIST__T_DONE || t->cn != cn)
+            continue;
+        dist__dl_remove(t->sent ? &cn->sent : &cn->unsent, &t->node);
+        dist__hmap_del(&s->tasks, s_id_hash(s, &id), t);
+        s_task_free(t);
+        s->results_waiting--;
+    }
+}
+
+/* ---- teardown ------------------------------------------------------------------------------------ */
+
+void dist__m_tasks_free(dist_master_t *s)
+{
+    for (size_t i = 0; i < s->tasks.cap; i++)
+        if (s->tasks.slots[i].item)
+            s_task_free(s->tasks.slots[i].item);
+    for (size_t i = 0; i < s->peers.cap; i++) {
+        dist__mpeer_t *p = s->peers.slots[i].item;
+        if (!p)
+            continue;
+        dist__dnode_t *d;
+        while ((d = dist__dl_pop_front(&p->ghosts)))
+            free(DIST__CONTAINER_OF(d, dist__mghost_t, node));
+        free(p->names);
+        p->names = NULL;
+    }
+    dist__dnode_t *d;
+    while ((d = dist__dl_pop_front(&s->tqs))) {
+        dist__mtq_t *q = DIST__CONTAINER_OF(d, dist__mtq_t, all);
+        free(q->ws);
+        free(q);
+    }
+    for (size_t i = 0; i < s->cn_index.cap; i++)
+        free(s->cn_index.slots[i].item);
+}
