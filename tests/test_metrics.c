@@ -113,6 +113,15 @@ static resp_t s_get(int port, const char *path)
     return s_raw(AF_INET, port, req);
 }
 
+/* GETs path and asserts the answer's status. */
+static void s_expect(int port, const char *path, int status)
+{
+    resp_t r = s_get(port, path);
+    if (r.status != status)
+        fail_msg("GET %s: %d, want %d", path, r.status, status);
+    resp_free(&r);
+}
+
 /* A header's value (case-insensitive name), copied into out; false if absent. */
 static bool s_header(const resp_t *r, const char *name, char *out, size_t cap)
 {
@@ -549,14 +558,9 @@ static void test_healthz_404_405_head(void **state)
 
     static const char *const missing[] = { "/nope", "/metrics/", "/api", "/api/status/x",
                                            "/index.html", "//metrics" };
-    for (size_t i = 0; i < sizeof missing / sizeof missing[0]; i++) {
-        r = s_get(port, missing[i]);
-        assert_int_equal(r.status, 404);
-        resp_free(&r);
-    }
-    r = s_get(port, "/healthz?probe=1"); /* a query does not change the path */
-    assert_int_equal(r.status, 200);
-    resp_free(&r);
+    for (size_t i = 0; i < sizeof missing / sizeof missing[0]; i++)
+        s_expect(port, missing[i], 404);
+    s_expect(port, "/healthz?probe=1", 200); /* a query does not change the path */
 
     static const char *const methods[] = { "POST", "PUT", "DELETE", "PATCH" };
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
@@ -581,9 +585,7 @@ static void test_healthz_404_405_head(void **state)
     r = s_raw(AF_INET, port, "\x01\x02 nonsense\r\n\r\n");
     assert_true(r.status == 0 || r.status == 400);
     resp_free(&r);
-    r = s_get(port, "/healthz");
-    assert_int_equal(r.status, 200);
-    resp_free(&r);
+    s_expect(port, "/healthz", 200);
     dist__metrics_destroy(&m);
 }
 
@@ -592,20 +594,12 @@ static void test_before_publish_and_clear(void **state)
     (void)state;
     dist__metrics_t *m = s_start();
     int port = dist__metrics_port(m);
-    resp_t r = s_get(port, "/metrics");
-    assert_int_equal(r.status, 503);
-    resp_free(&r);
-    r = s_get(port, "/api/status");
-    assert_int_equal(r.status, 503);
-    resp_free(&r);
+    s_expect(port, "/metrics", 503);
+    s_expect(port, "/api/status", 503);
     s_publish_json(m, s_basic);
-    r = s_get(port, "/api/status");
-    assert_int_equal(r.status, 200);
-    resp_free(&r);
+    s_expect(port, "/api/status", 200);
     dist__metrics_publish(m, NULL, 0);
-    r = s_get(port, "/metrics");
-    assert_int_equal(r.status, 503);
-    resp_free(&r);
+    s_expect(port, "/metrics", 503);
     dist__metrics_destroy(&m);
 }
 
@@ -679,9 +673,7 @@ static void test_older_master(void **state)
     assert_null(strstr(r.body, "dist_workers_alive"));
     assert_line(r.body, "dist_dead_workers_total -1");
     resp_free(&r);
-    r = s_get(port, "/api/status");
-    assert_int_equal(r.status, 200);
-    resp_free(&r);
+    s_expect(port, "/api/status", 200);
 
     /* A histogram with short count arrays and no sum: zeros, +Inf = count. */
     s_publish_json(m, "{\"latency\": {\"bounds_ms\": [2],"
@@ -940,9 +932,7 @@ static void test_concurrent(void **state)
     assert_int_equal(total, THREADS * 40);
     dist_wire_buf_destroy(&a);
     dist_wire_buf_destroy(&b);
-    resp_t r = s_get(port, "/healthz");
-    assert_int_equal(r.status, 200);
-    resp_free(&r);
+    s_expect(port, "/healthz", 200);
 
     /* Destroy while a client is connected and mid-request. */
     int fd = s_connect(AF_INET, port);

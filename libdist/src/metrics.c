@@ -13,8 +13,7 @@
  *  copy.
  *
  *  libmicrohttpd parses HTTP; this file only routes four paths. Connections
- *  are bounded in number and time, so a slow or hostile client cannot hold
- *  the server, and no request body is ever read.
+ *  are bounded in number and idle time, and no request body is kept.
  */
 #include "metrics_internal.h"
 
@@ -39,7 +38,7 @@
 #include "dist/wire.h"
 #include "mpjson_internal.h"
 
-#define S_CONN_LIMIT 64     /* connections served at once; more wait in the backlog */
+#define S_CONN_LIMIT 64     /* connections at once; libmicrohttpd refuses more */
 #define S_CONN_TIMEOUT_S 10 /* an idle or slow connection is closed after this */
 #define S_BACKLOG 64
 
@@ -288,15 +287,24 @@ static int s_cmp_bytes(const char *a, size_t an, const char *b, size_t bn)
     return c ? c : (an > bn) - (an < bn);
 }
 
-static int s_row_cmp(const void *pa, const void *pb)
+static int s_row_key_cmp(const s_row_t *a, const s_row_t *b)
 {
-    const s_row_t *a = pa, *b = pb;
     int c = s_cmp_bytes(a->k1, a->n1, b->k1, b->n1);
     return c ? c : s_cmp_bytes(a->k2, a->n2, b->k2, b->n2);
 }
 
-/* Sorts the rows and drops repeated label sets (a series must appear once
- * per scrape); returns how many are left. */
+/* By label values, then by position in the snapshot (qsort is not stable,
+ * and which of two duplicates is kept must not be left to chance). */
+static int s_row_cmp(const void *pa, const void *pb)
+{
+    const s_row_t *a = pa, *b = pb;
+    int c = s_row_key_cmp(a, b);
+    return c ? c : (a->o > b->o) - (a->o < b->o);
+}
+
+/* Sorts the rows and drops repeated label sets, keeping the first in the
+ * snapshot (a series must appear once per scrape); returns how many are
+ * left. */
 static size_t s_rows_finish(s_row_t *rows, size_t n)
 {
     if (n == 0)
@@ -304,7 +312,7 @@ static size_t s_rows_finish(s_row_t *rows, size_t n)
     qsort(rows, n, sizeof *rows, s_row_cmp);
     size_t k = 1;
     for (size_t i = 1; i < n; i++)
-        if (s_row_cmp(&rows[k - 1], &rows[i]) != 0)
+        if (s_row_key_cmp(&rows[k - 1], &rows[i]) != 0)
             rows[k++] = rows[i];
     return k;
 }
@@ -829,19 +837,21 @@ static enum MHD_Result s_handler(void *cls, struct MHD_Connection *c, const char
     return ret;
 }
 
-/* libmicrohttpd's own messages (a failed accept, a connection limit
- * reached, ...): one line each. */
+/* libmicrohttpd's own messages, at debug level: most are about clients
+ * (one that hung up mid-request, the connection limit reached), which a
+ * port scan or a TCP health check would turn into a stream of warnings;
+ * what stops the server is logged by this file itself. */
 static void s_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     const dist__logger_t *lg = cls;
-    if (!lg->fn || lg->level < DIST_LOG_WARN)
+    if (!lg->fn || lg->level < DIST_LOG_DEBUG)
         return;
     char line[512];
     vsnprintf(line, sizeof line, fmt, ap);
     size_t n = strlen(line);
     while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         line[--n] = 0;
-    dist__log(lg, DIST_LOG_WARN, "metrics: http: %s", line);
+    dist__log(lg, DIST_LOG_DEBUG, "metrics: http: %s", line);
 }
 
 /* ---- address and socket ------------------------------------------------------------------ */
