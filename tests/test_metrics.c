@@ -671,6 +671,7 @@ static void test_older_master(void **state)
     assert_null(strstr(r.body, "dist_tasks_submitted_total"));
     assert_null(strstr(r.body, "dist_task_latency_seconds"));
     assert_null(strstr(r.body, "dist_workers_alive"));
+    assert_null(strstr(r.body, "dist_master_info"));
     assert_line(r.body, "dist_dead_workers_total -1");
     resp_free(&r);
     s_expect(port, "/api/status", 200);

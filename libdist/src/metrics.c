@@ -502,7 +502,7 @@ static void s_render_prom(s_buf_t *b, const msgpack_object *root, bool *oom)
     const msgpack_object *master = dist_wire_map_get(root, "master");
     const char *name = "", *version = "";
     size_t name_n = 0, version_n = 0;
-    if (master) {
+    if (master && master->type == MSGPACK_OBJECT_MAP) {
         dist_wire_get_str(dist_wire_map_get(master, "name"), &name, &name_n);
         dist_wire_get_str(dist_wire_map_get(master, "version"), &version, &version_n);
         s_fam_t info = { "dist_master_info", "gauge",
