@@ -67,8 +67,9 @@ struct fm {
     /* owned by the thread */
     fm_peer_t peers[16];
     size_t npeers;
-    fm_result_t *res;
-    size_t nres, capres;
+    zhashx_t *res;        /* hex id -> fm_result_t*: every result not yet ACKed */
+    fm_result_t **slow;   /* results not done yet */
+    size_t nslow, capslow;
     dist__id_t *out; /* shuffle mode: results to send */
     size_t nout, capout;
     int64_t out_since;
@@ -123,10 +124,19 @@ static void s_send(fm_t *self, const uint8_t *rid, size_t rid_len, dist__cmd_t c
 
 static fm_result_t *s_result(fm_t *self, const dist__id_t *id)
 {
-    for (size_t i = 0; i < self->nres; i++)
-        if (dist__id_eq(&self->res[i].id, id))
-            return &self->res[i];
-    return NULL;
+    char hex[33];
+    dist__id_hex(id, hex);
+    return zhashx_lookup(self->res, hex);
+}
+
+static void s_result_free(void **item)
+{
+    fm_result_t *r = *item;
+    if (r) {
+        free(r->data);
+        free(r);
+        *item = NULL;
+    }
 }
 
 /* Sends the given results to their clients, in RESULTS messages of at
@@ -174,26 +184,33 @@ static void s_send_results(fm_t *self, const dist__id_t *ids, size_t nids, bool 
     free(rs);
 }
 
-static void s_result_ready(fm_t *self, size_t i)
+/* Done: its result goes out with the next batch. */
+static void s_result_ready(fm_t *self, fm_result_t *r)
 {
-    self->res[i].done = true;
-    if (self->o.shuffle) {
-        if (self->nout == self->capout) {
-            self->capout = self->capout ? self->capout * 2 : 256;
-            self->out = realloc(self->out, self->capout * sizeof *self->out);
-        }
-        self->out[self->nout++] = self->res[i].id;
-        self->out_since = dist__now_ns();
-        return;
+    r->done = true;
+    if (self->nout == self->capout) {
+        self->capout = self->capout ? self->capout * 2 : 256;
+        self->out = realloc(self->out, self->capout * sizeof *self->out);
     }
-    s_send_results(self, &self->res[i].id, 1, false);
-    if (self->o.duplicate)
-        s_send_results(self, &self->res[i].id, 1, false);
+    if (!self->nout)
+        self->out_since = dist__now_ns();
+    self->out[self->nout++] = r->id;
 }
 
-static void s_flush_shuffled(fm_t *self, bool force)
+/* Sends the results that are done: at once in arrival order, or (shuffle)
+ * once 64 have gathered or 20 ms passed, in random order and batches. */
+static void s_flush_out(fm_t *self)
 {
-    if (!self->nout || (!force && self->nout < 64 && dist__now_ns() - self->out_since < 20000000))
+    if (!self->nout)
+        return;
+    if (!self->o.shuffle) {
+        s_send_results(self, self->out, self->nout, false);
+        if (self->o.duplicate)
+            s_send_results(self, self->out, self->nout, false);
+        self->nout = 0;
+        return;
+    }
+    if (self->nout < 64 && dist__now_ns() - self->out_since < 20000000)
         return;
     for (size_t i = self->nout - 1; i > 0; i--) {
         size_t j = (size_t)rand_r(&self->seed) % (i + 1);
@@ -209,20 +226,18 @@ static void s_flush_shuffled(fm_t *self, bool force)
 
 static void s_resend_all(fm_t *self, const char *client)
 {
-    dist__id_t *idx = malloc((self->nres + 1) * sizeof *idx);
+    dist__id_t *idx = malloc((zhashx_size(self->res) + 1) * sizeof *idx);
     size_t n = 0;
-    for (size_t i = 0; i < self->nres; i++)
-        if (self->res[i].done && (!client || strcmp(self->res[i].client, client) == 0))
-            idx[n++] = self->res[i].id;
+    for (fm_result_t *r = zhashx_first(self->res); r; r = zhashx_next(self->res))
+        if (r->done && (!client || strcmp(r->client, client) == 0))
+            idx[n++] = r->id;
     s_send_results(self, idx, n, false);
     free(idx);
 }
 
 static void s_update_unacked(fm_t *self)
 {
-    int n = 0;
-    for (size_t i = 0; i < self->nres; i++)
-        n++;
+    int n = (int)zhashx_size(self->res);
     pthread_mutex_lock(&self->mu);
     self->unacked = n;
     pthread_mutex_unlock(&self->mu);
@@ -253,15 +268,9 @@ static bool s_run_task(fm_t *self, const char *client, const dist__task_t *t, co
         return false;
     }
     /* Idempotent submission: a known id changes nothing. */
-    for (size_t i = 0; i < self->nres; i++)
-        if (dist__id_eq(&self->res[i].id, &t->id))
-            return true;
-    if (self->nres == self->capres) {
-        self->capres = self->capres ? self->capres * 2 : 256;
-        self->res = realloc(self->res, self->capres * sizeof *self->res);
-    }
-    fm_result_t *r = &self->res[self->nres];
-    memset(r, 0, sizeof *r);
+    if (s_result(self, &t->id))
+        return true;
+    fm_result_t *r = calloc(1, sizeof *r);
     snprintf(r->client, sizeof r->client, "%s", client);
     r->id = t->id;
     msgpack_zone z;
@@ -292,7 +301,16 @@ static bool s_run_task(fm_t *self, const char *client, const dist__task_t *t, co
         r->due_ns = !strcmp(name, "never") ? INT64_MAX : dist__now_ns() + ms * 1000000;
     }
     msgpack_zone_destroy(&z);
-    self->nres++;
+    char hex[33];
+    dist__id_hex(&r->id, hex);
+    zhashx_insert(self->res, hex, r);
+    /* Done at once or later, its result goes out after ACCEPTED, from the
+     * timers, as a master's would. */
+    if (self->nslow == self->capslow) {
+        self->capslow = self->capslow ? self->capslow * 2 : 64;
+        self->slow = realloc(self->slow, self->capslow * sizeof *self->slow);
+    }
+    self->slow[self->nslow++] = r;
     return true;
 }
 
@@ -310,7 +328,6 @@ static void s_on_submit(fm_t *self, fm_peer_t *p, const msgpack_object *root)
         dist__id_t id;
         const char *code, *msg;
     } *rej = calloc(n + 1, sizeof *rej);
-    size_t first_new = self->nres;
     for (size_t i = 0; i < n; i++) {
         dist__task_t t;
         if (dist__parse_task(&tasks[i], false, &t))
@@ -338,9 +355,6 @@ static void s_on_submit(fm_t *self, fm_peer_t *p, const msgpack_object *root)
     dist_wire_buf_destroy(&b);
     free(ok);
     free(rej);
-    for (size_t i = first_new; i < self->nres; i++)
-        if (self->res[i].due_ns == 0)
-            s_result_ready(self, i);
     s_update_unacked(self);
 }
 
@@ -355,12 +369,14 @@ static void s_on_ack(fm_t *self, const msgpack_object *root)
         size_t len;
         if (dist_wire_get_bin(&ids[i], &p, &len) || len != 16)
             continue;
-        for (size_t k = 0; k < self->nres; k++)
-            if (self->res[k].done && memcmp(self->res[k].id.b, p, 16) == 0) {
-                free(self->res[k].data);
-                self->res[k] = self->res[--self->nres];
-                break;
-            }
+        dist__id_t id;
+        memcpy(id.b, p, 16);
+        fm_result_t *r = s_result(self, &id);
+        if (r && r->done) {
+            char hex[33];
+            dist__id_hex(&id, hex);
+            zhashx_delete(self->res, hex);
+        }
     }
     s_update_unacked(self);
 }
@@ -541,8 +557,8 @@ static void s_on_hello(fm_t *self, const dist__inmsg_t *m)
     p->rid_len = m->rid_len;
     snprintf(p->name, sizeof p->name, "%s", nm);
     int pending = 0;
-    for (size_t i = 0; i < self->nres; i++)
-        if (self->res[i].done && strcmp(self->res[i].client, nm) == 0)
+    for (fm_result_t *r = zhashx_first(self->res); r; r = zhashx_next(self->res))
+        if (r->done && strcmp(r->client, nm) == 0)
             pending++;
     dist_wire_buf_t *b = dist_wire_buf_new(0);
     msgpack_packer *pk = dist_wire_buf_packer(b);
@@ -590,10 +606,16 @@ static void s_handle(fm_t *self, dist__inmsg_t *m)
 static void s_timers(fm_t *self)
 {
     int64_t now = dist__now_ns();
-    for (size_t i = 0; i < self->nres; i++)
-        if (!self->res[i].done && self->res[i].due_ns <= now)
-            s_result_ready(self, i);
-    s_flush_shuffled(self, false);
+    for (size_t i = 0; i < self->nslow;) {
+        fm_result_t *r = self->slow[i];
+        if (r->due_ns <= now) {
+            s_result_ready(self, r);
+            self->slow[i] = self->slow[--self->nslow];
+        } else {
+            i++;
+        }
+    }
+    s_flush_out(self);
     s_serve_waiters(self);
     int hb = self->o.heartbeat_ms ? self->o.heartbeat_ms : 1000;
     if (self->o.heartbeat && now - self->last_hb >= (int64_t)hb * 1000000) {
@@ -623,9 +645,8 @@ static void *s_thread(void *arg)
             self->gen++;
             snprintf(self->name, sizeof self->name, "fake:%d:%d", (int)getpid(), self->gen);
             if (!keep) {
-                for (size_t i = 0; i < self->nres; i++)
-                    free(self->res[i].data);
-                self->nres = 0;
+                zhashx_purge(self->res);
+                self->nslow = 0;
             }
             s_update_unacked(self);
             pthread_mutex_lock(&self->mu);
@@ -657,6 +678,8 @@ fm_t *fm_new(const fm_opts_t *opts)
     if (opts)
         self->o = *opts;
     self->full_left = self->o.full_refusals;
+    self->res = zhashx_new();
+    zhashx_set_destructor(self->res, s_result_free);
     self->seed = (unsigned)getpid();
     snprintf(self->name, sizeof self->name, "fake:%d:0", (int)getpid());
     pthread_mutex_init(&self->mu, NULL);
@@ -687,9 +710,8 @@ void fm_destroy(fm_t **self_p)
     for (size_t i = 0; i < self->nrecs; i++)
         dist_wire_msg_destroy(&self->recs[i].body);
     free(self->recs);
-    for (size_t i = 0; i < self->nres; i++)
-        free(self->res[i].data);
-    free(self->res);
+    zhashx_destroy(&self->res);
+    free(self->slow);
     free(self->out);
     for (size_t i = 0; i < self->nqueues; i++) {
         for (size_t k = 0; k < self->queues[i].n; k++)

@@ -453,13 +453,18 @@ static void s_req_unlink(dist_client_t *self, s_req_t *q)
         }
 }
 
-static void s_req_free(s_req_t *q)
+static void s_req_clear(s_req_t *q)
 {
     free(q->body);
     q->body = NULL;
     dist_wire_msg_destroy(&q->reply);
-    if (q->heap)
-        free(q);
+}
+
+/* Frees a request that lives on the heap (an abandoned one). */
+static void s_req_drop(s_req_t *q)
+{
+    s_req_clear(q);
+    free(q);
 }
 
 /* Gives the request a number, packs its body with fill() (which packs the
@@ -597,7 +602,7 @@ static void s_forgotten(dist_client_t *self)
         s_req_t *q = *p;
         if (q->abandoned && !q->body) { /* a QGET nobody waits for */
             *p = q->next;
-            s_req_free(q);
+            s_req_drop(q);
             continue;
         }
         q->sent = false;
@@ -790,7 +795,7 @@ static void s_on_reply(dist_client_t *self, dist__inmsg_t *m)
         if (q->cmd == DIST__CMD_QGET && !dist__get_array(m->root, "items", &items, &n) && n)
             s_put_back(self, q->queue, items, n);
         s_req_unlink(self, q);
-        s_req_free(q);
+        s_req_drop(q);
         return;
     }
     q->done = true;
@@ -814,7 +819,7 @@ static void s_on_error(dist_client_t *self, const msgpack_object *b)
                       msg);
             if (q->abandoned) {
                 s_req_unlink(self, q);
-                s_req_free(q);
+                s_req_drop(q);
             } else {
                 q->done = true;
                 q->code = s_reply_code(code, clen);
@@ -1160,7 +1165,7 @@ static void s_job_refused(dist_client_t *self, s_job_t *j, s_slot_t *s, int code
         /* No worker ever announced the task: the rest would be refused too. */
         j->stop_msg = strndup(text, tlen);
         j->stop_code = code;
-        dist__log(&self->log, DIST_LOG_WARN, "master refused task %.*s: %.*s", (int)j->task_len,
+        dist__log(&self->log, DIST_LOG_INFO, "master refused task %.*s: %.*s", (int)j->task_len,
                   j->task, (int)tlen, text);
     }
     s_job_deliver(j, s->index, code, text, tlen);
@@ -1716,7 +1721,7 @@ int dist_client_qput(dist_client_t *self, const char *queue, const void *buf, si
     if (!rc)
         rc = s_req_wait(self, &q, s_req_deadline(timeout_ms));
     s_unlock(self);
-    s_req_free(&q);
+    s_req_clear(&q);
     if (rc == DIST_ETIMEDOUT) /* the master's "timeout", or no answer at all */
         rc = q.done ? DIST_EFULL : DIST_ENOMASTER;
     return rc;
@@ -1770,7 +1775,7 @@ int dist_client_qget(dist_client_t *self, const char *queue, void **buf, size_t 
             *len = plen;
         }
     }
-    s_req_free(&q);
+    s_req_clear(&q);
     return rc;
 }
 
@@ -1793,7 +1798,7 @@ int dist_client_status(dist_client_t *self, int timeout_ms, dist_result_t **stat
         if (!*status)
             rc = DIST_ENOMEM;
     }
-    s_req_free(&q);
+    s_req_clear(&q);
     return rc;
 }
 
@@ -1825,7 +1830,7 @@ static void s_free(dist_client_t *self)
         s_req_t *q = self->reqs;
         self->reqs = q->next;
         if (q->heap)
-            s_req_free(q);
+            s_req_drop(q);
     }
     for (size_t i = 0; i < self->nbatches; i++)
         free(self->batches[i].body);
@@ -1833,6 +1838,8 @@ static void s_free(dist_client_t *self)
     free(self->ids.tab);
     free(self->acks);
     dist_wire_buf_destroy(&self->out);
+    if (self->sock && !self->connected)
+        zsock_set_linger(self->sock, 0); /* nobody to deliver HELLOs to: exit at once */
     zsock_destroy(&self->sock);
     if (self->wake_fd >= 0)
         close(self->wake_fd);
@@ -1933,7 +1940,8 @@ dist_client_t *dist_client_new(const dist_client_opts_t *opts)
     if (rc) {
         if (rc == DIST_ETIMEDOUT) {
             rc = DIST_ENOMASTER;
-            dist__log(&lg, DIST_LOG_ERROR, "no master answered at %s within %d ms", ep,
+            /* The caller gets the code: this is only a note. */
+            dist__log(&lg, DIST_LOG_INFO, "no master answered at %s within %d ms", ep,
                       self->connect_timeout_ms);
         }
         s_free(self);
