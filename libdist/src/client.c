@@ -519,9 +519,11 @@ static void s_flush_acks(dist_client_t *self)
 }
 
 /* Sends what is due: HELLO while not welcomed (every second), then the
- * outbox, then a HEARTBEAT when nothing else went out for a while. Called
- * by the thread that owns the socket. */
-static void s_housekeeping(dist_client_t *self)
+ * outbox, then a HEARTBEAT when nothing else went out for a while. ACKs
+ * go out when a full batch has gathered or, `idle`, before the caller
+ * blocks: prompt, yet one ACK for many RESULTS while they stream in.
+ * Called by the thread that owns the socket. */
+static void s_housekeeping(dist_client_t *self, bool idle)
 {
     int64_t now = dist__now_ns();
     self->blocked = false;
@@ -537,7 +539,8 @@ static void s_housekeeping(dist_client_t *self)
         s_send_hello(self);
     if (!self->connected)
         return; /* section 4: nothing but HELLO before WELCOME */
-    s_flush_acks(self);
+    if (idle || self->nacks >= self->max_batch)
+        s_flush_acks(self);
     for (size_t i = 0; i < self->nbatches && !self->blocked; i++) {
         s_batch_t *b = &self->batches[i];
         if (!b->sent && s_send(self, DIST__CMD_SUBMIT, b->body, b->len) != DIST_EAGAIN)
@@ -893,8 +896,6 @@ static int s_drain(dist_client_t *self)
         s_dispatch(self, &m);
         dist__inmsg_clear(&m);
     }
-    if (n)
-        s_flush_acks(self); /* acknowledge promptly: the results are stored */
     return n;
 }
 
@@ -904,10 +905,10 @@ static int s_drain(dist_client_t *self)
 static void s_pump(dist_client_t *self, int64_t until)
 {
     if (s_drain(self) > 0) {
-        s_housekeeping(self);
+        s_housekeeping(self, false);
         return;
     }
-    s_housekeeping(self);
+    s_housekeeping(self, true);
     int64_t now = dist__now_ns();
     int64_t t = until;
     int64_t next = self->connected && !self->lost
@@ -936,7 +937,7 @@ static void s_pump(dist_client_t *self, int64_t until)
         (void)r;
     }
     s_drain(self);
-    s_housekeeping(self);
+    s_housekeeping(self, false);
 }
 
 /* ---- waiting ------------------------------------------------------------------------ */
@@ -960,6 +961,18 @@ static void s_cond_wait_until(dist_client_t *self, int64_t until)
     pthread_cond_timedwait(&self->cv, &self->mu, &ts);
 }
 
+/* Sends the ACKs gathered so far unless another thread owns the socket
+ * (it sends them before it blocks). */
+static void s_ack_now(dist_client_t *self)
+{
+    if (self->io_busy || !self->nacks)
+        return;
+    self->io_busy = true;
+    s_flush_acks(self);
+    self->io_busy = false;
+    pthread_cond_broadcast(&self->cv);
+}
+
 /* Runs the client until w->ready, `deadline` (DIST_ETIMEDOUT), a silent
  * master (DIST_ENOMASTER, when w->live) or a fatal refusal. Pumps at
  * least once when the socket is free, so that a zero timeout still reads
@@ -971,8 +984,11 @@ static int s_run(dist_client_t *self, const s_wait_t *w, int64_t deadline)
     for (;;) {
         if (w->step)
             w->step(self, w->arg);
-        if (w->ready(self, w->arg))
+        if (w->ready(self, w->arg)) {
+            if (!w->step) /* a map comes back at once: it acknowledges at its end */
+                s_ack_now(self);
             return 0;
+        }
         if (self->fatal)
             return self->fatal;
         int64_t now = dist__now_ns();
@@ -1186,7 +1202,13 @@ static void s_job_step(dist_client_t *self, void *arg)
     bool retry_ok = j->nretry && dist__now_ns() >= j->retry_at;
     if (j->in_flight >= j->limit || (!retry_ok && j->next >= j->n))
         return;
-    size_t room = s_body_room(self);
+    /* Refill by whole batches: topping up a few tasks at a time as results
+     * trickle in would send many tiny SUBMITs. */
+    size_t room = j->limit - j->in_flight, left = j->n - j->next + j->nretry;
+    size_t want = self->max_batch < j->limit / 2 ? self->max_batch : j->limit / 2;
+    if (room < want && room < left)
+        return;
+    size_t bytes_room = s_body_room(self);
     size_t cap = self->max_batch;
     s_slot_t *slots[64];
     const dist_bytes_t *args[64];
@@ -1208,7 +1230,7 @@ static void s_job_step(dist_client_t *self, void *arg)
             else
                 break;
             size_t tb = s_task_bytes(j->task_len, j->items[idx].len);
-            if (tb > room) { /* alone it is too large: fail it here */
+            if (tb > bytes_room) { /* alone it is too large: fail it here */
                 if (retry_ok && j->nretry)
                     j->nretry--;
                 else
@@ -1216,7 +1238,7 @@ static void s_job_step(dist_client_t *self, void *arg)
                 s_job_fail_item(j, idx, DIST_EMSGSIZE, s_too_large);
                 continue;
             }
-            if (bytes + tb > room)
+            if (bytes + tb > bytes_room)
                 break;
             bytes += tb;
             if (retry_ok && j->nretry)
@@ -1367,6 +1389,7 @@ static int s_map(dist_client_t *self, const char *task, const dist_bytes_t *item
     for (size_t i = 0; i < n; i++)
         s_idmap_del(&self->ids, &j.slots[i]);
     s_batches_drop_owner(self, &j);
+    s_ack_now(self);
     s_unlock(self);
     free(j.slots);
     free(j.retry);
