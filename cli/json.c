@@ -65,7 +65,8 @@ int cli_base64_decode(const char *s, size_t len, uint8_t **out, size_t *outlen)
                 return -1;
             }
         }
-        uint32_t x = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
+        uint32_t x =
+            (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
         buf[o++] = (uint8_t)(x >> 16);
         if (pad < 2)
             buf[o++] = (uint8_t)(x >> 8);

@@ -39,7 +39,9 @@ static const struct {
     { "help", C_HELP, "show this help, or a command's" },
 };
 
-enum { O_MASTER, O_NAME, O_CONNECT, O_LOG, O_TIMEOUT, O_WAIT, O_UNORDERED, O_JSON, O_HELP, O_VERSION };
+enum {
+    O_MASTER, O_NAME, O_CONNECT, O_LOG, O_TIMEOUT, O_WAIT, O_UNORDERED, O_JSON, O_HELP, O_VERSION
+};
 
 static const struct {
     const char *name;
@@ -152,7 +154,8 @@ static void s_help(const char *cmd)
                "\n"
                "Options:\n"
                "  --unordered    write results as they complete, each line\n"
-               "                 {\"index\": I, \"result\": ...} or {\"index\": I, \"error\": \"...\"}\n"
+               "                 {\"index\": I, \"result\": ...} or\n"
+               "                 {\"index\": I, \"error\": \"...\"}\n"
                "                 (I counts input arrays from 0)\n"
                "  --timeout MS   each task's own time limit (default: 0, none)\n"
                "  --wait MS      how long to wait for all results; the missing ones fail\n"
@@ -256,7 +259,8 @@ static int s_parse(cli_t *cli, int argc, char **argv)
             opts_done = true;
             continue;
         }
-        bool is_opt = !opts_done && a[0] == '-' && a[1] && a[1] != '.' && (a[1] < '0' || a[1] > '9');
+        bool is_opt =
+            !opts_done && a[0] == '-' && a[1] && a[1] != '.' && (a[1] < '0' || a[1] > '9');
         if (!is_opt) {
             if (!cli->cmd)
                 cli->cmd = a;

@@ -37,7 +37,8 @@ static void s_draw(cli_progress_t *p, int64_t now)
         bar[i] = i < full ? '#' : '.';
     bar[S_BAR] = 0;
     char eta[32];
-    s_duration(eta, sizeof eta, rate > 0 ? (double)(p->total - p->done) / rate : -1);
+    /* The first second's rate says little: no ETA before it. */
+    s_duration(eta, sizeof eta, el >= 1 && rate > 0 ? (double)(p->total - p->done) / rate : -1);
     /* \033[K clears what a longer previous line left behind. */
     fprintf(stderr, "\r[%s] %3d%% %zu/%zu  %.0f/s  ETA %s\033[K", bar, (int)(frac * 100), p->done,
             p->total, rate, eta);
@@ -54,6 +55,8 @@ void cli_progress_init(cli_progress_t *p, size_t total, bool on)
     p->done = 0;
     p->start_ns = s_now_ns();
     p->last_ns = 0;
+    if (p->on)
+        s_draw(p, p->start_ns); /* at once: the first result may take a while */
 }
 
 void cli_progress_update(cli_progress_t *p, size_t more)

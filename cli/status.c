@@ -86,6 +86,9 @@ static void s_pairs(FILE *out, const char *title, const msgpack_object *map, con
         uint64_t u;
         if (dist_wire_get_str(&kv[i].key, &k, &kn))
             continue;
+        /* "submitted_per_s 1.50/s" says it twice: drop the suffix */
+        if (*unit && kn > 6 && memcmp(k + kn - 6, "_per_s", 6) == 0)
+            kn -= 6;
         fprintf(out, "%s%.*s ", i ? ", " : "", (int)kn, k);
         if (kv[i].val.type == MSGPACK_OBJECT_POSITIVE_INTEGER && !dist_wire_get_u64(&kv[i].val, &u))
             fprintf(out, "%llu%s", (unsigned long long)u, unit);

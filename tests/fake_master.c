@@ -477,7 +477,8 @@ static void s_on_queue(fm_t *self, const dist__inmsg_t *m)
     uint32_t max = 1;
     dist__opt_u32(m->root, "max", &max);
     if (q->n || timeout == 0) {
-        s_qreply(self, m->rid, m->rid_len, req, q->n ? "ok" : "timeout", q, q->n < max ? q->n : max);
+        size_t take = q->n < max ? q->n : max;
+        s_qreply(self, m->rid, m->rid_len, req, q->n ? "ok" : "timeout", q, take);
         return;
     }
     fm_waiter_t *w = &self->waiters[self->nwaiters++];

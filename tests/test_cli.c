@@ -195,7 +195,7 @@ static void test_status(void **state)
     s_expect(&r, 0, NULL, NULL);
     const char *want[] = { "workers (1)", "NAME", "LAST SEEN", "w1", "hostA", "s ago",
                            "queues (1)", "IN FLIGHT", "echo", "task", "submitted 20",
-                           "completed_per_s 1.25/s", "up 1h02m", "in memory" };
+                           "completed 1.25/s", "up 1h02m", "in memory" };
     for (size_t i = 0; i < sizeof want / sizeof *want; i++)
         if (!strstr(r.out, want[i]))
             fail_msg("status lacks '%s':\n%s", want[i], r.out);

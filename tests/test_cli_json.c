@@ -89,8 +89,8 @@ static void test_json_to_msgpack_bytes(void **state)
     /* ... which are ordinary maps when anything is off. */
     s_expect_bytes("{\"$bin\":\"@@@@\"}", "\x81\xa4$bin\xa4@@@@", 11);
     s_expect_bytes("{\"$bin\":5}", "\x81\xa4$bin\x05", 7);
-    s_expect_bytes("{\"$ext\":300,\"data\":\"AQ==\"}", "\x82\xa4$ext\xcd\x01\x2c\xa4" "data\xa4" "AQ==",
-                   19);
+    s_expect_bytes("{\"$ext\":300,\"data\":\"AQ==\"}",
+                   "\x82\xa4$ext\xcd\x01\x2c\xa4" "data\xa4" "AQ==", 19);
 }
 
 static void test_json_errors(void **state)
@@ -142,7 +142,8 @@ static void test_msgpack_to_json(void **state)
     /* Invalid UTF-8 becomes U+FFFD, in values and keys. */
     s_expect_text("\xa3" "a\xff" "b", 4, "\"a\xef\xbf\xbd" "b\"");
     s_expect_text("\xa2\xc0\x80", 3, "\"\xef\xbf\xbd\xef\xbf\xbd\""); /* overlong NUL */
-    s_expect_text("\xa3\xed\xa0\x80", 4, "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""); /* surrogate */
+    /* A surrogate. */
+    s_expect_text("\xa3\xed\xa0\x80", 4, "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"");
     s_expect_text("\x81\xa1\xfe\x01", 4, "{\"\xef\xbf\xbd\":1}");
     s_expect_text("\xc4\x00", 2, "{\"$bin\":\"\"}");
     s_expect_text("\xc7\x03\x7f" "abc", 6, "{\"$ext\":127,\"data\":\"YWJj\"}");

@@ -455,7 +455,8 @@ static void test_map_failures_refusals_and_timeouts(void **state)
 
     /* A wait that ends first: results so far, the rest timed out. */
     int64_t t0 = dt_now_ms();
-    assert_int_equal(dist_client_map(c, "never", items, 5, 0, 300, NULL, NULL, &rs), DIST_ETIMEDOUT);
+    assert_int_equal(dist_client_map(c, "never", items, 5, 0, 300, NULL, NULL, &rs),
+                     DIST_ETIMEDOUT);
     dt_assert_took(t0, 300);
     for (size_t i = 0; i < 5; i++) {
         assert_int_equal(dist_result_status(dist_results_at(rs, i)), DIST_ETIMEDOUT);
@@ -630,7 +631,8 @@ static void test_heartbeats_and_lost_master(void **state)
     (void)state;
     fm_opts_t fo = { .heartbeat_ms = 100, .heartbeat_timeout_ms = 400 };
     fm_t *fm = fm_new(&fo);
-    dist_client_opts_t o = { .master = fm_endpoint(fm), .name = "tc-hb", .connect_timeout_ms = 800 };
+    dist_client_opts_t o = { .master = fm_endpoint(fm), .name = "tc-hb",
+                             .connect_timeout_ms = 800 };
     dist_client_t *c = dist_client_new(&o);
     assert_non_null(c);
     dist_args_t *a = s_ints(0);

@@ -154,8 +154,8 @@ static void s_job_fail_item(dist__job_t *j, size_t index, int code, const char *
 
 /* ACCEPTED news for a map's slot: code 0 accepted, 1 "retry later",
  * otherwise the item fails with that code and the master's message. */
-void dist__job_refused(dist_client_t *self, dist__job_t *j, dist__slot_t *s, int code, const char *msg,
-                          size_t len)
+void dist__job_refused(dist_client_t *self, dist__job_t *j, dist__slot_t *s, int code,
+                       const char *msg, size_t len)
 {
     if (code == 0) {
         j->waiting = false;

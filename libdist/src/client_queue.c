@@ -57,7 +57,7 @@ void dist__req_drop(dist__req_t *q)
 /* Gives the request a number, packs its body with fill() (which packs the
  * fields after "req": `nfields` of them) and queues it. */
 int dist__req_start(dist_client_t *self, dist__req_t *q, dist__cmd_t cmd, size_t nfields,
-                       void (*fill)(msgpack_packer *pk, const void *arg), const void *arg)
+                    void (*fill)(msgpack_packer *pk, const void *arg), const void *arg)
 {
     q->req = ++self->next_req;
     q->cmd = cmd;
@@ -113,7 +113,8 @@ void dist__on_reply(dist_client_t *self, dist__inmsg_t *m)
     if (m->cmd == DIST__CMD_QREPLY) {
         const char *st;
         size_t stn;
-        code = dist__get_str(m->root, "status", &st, &stn) ? DIST_EPROTO : dist__reply_code(st, stn);
+        code = dist__get_str(m->root, "status", &st, &stn) ? DIST_EPROTO
+                                                            : dist__reply_code(st, stn);
     }
     if (q->abandoned) {
         const msgpack_object *items;
@@ -219,8 +220,8 @@ static void s_put_back(dist_client_t *self, const char *queue, const msgpack_obj
             q = NULL;
     }
     if (q || !k)
-        dist__log(&self->log, DIST_LOG_WARN, "lost %zu item(s) of queue %s taken after a QGET gave up",
-                  n, queue);
+        dist__log(&self->log, DIST_LOG_WARN,
+                  "lost %zu item(s) of queue %s taken after a QGET gave up", n, queue);
     else
         dist__log(&self->log, DIST_LOG_INFO, "put %zu item(s) back into queue %s (late QGET reply)",
                   k, queue);

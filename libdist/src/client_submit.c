@@ -87,8 +87,8 @@ size_t dist__body_room(const dist_client_t *self)
  * id, puts the slots in the id map and the body in the outbox. 0 or
  * DIST_ENOMEM (nothing changed then). */
 int dist__batch_add(dist_client_t *self, const void *owner, const char *task, size_t task_len,
-                       uint32_t timeout_ms, dist__slot_t **slots, const dist_bytes_t **args,
-                       size_t count)
+                    uint32_t timeout_ms, dist__slot_t **slots, const dist_bytes_t **args,
+                    size_t count)
 {
     if (self->nbatches == self->capbatches) {
         size_t cap = self->capbatches ? self->capbatches * 2 : 16;
@@ -200,8 +200,8 @@ static long s_submit(dist_client_t *self, const char *task, const dist_bytes_t *
             size_t tb = dist__task_bytes(task_len, items[i].len);
             if (tb > room) {
                 futures[i]->slot.state = DIST__SL_REJECTED;
-                futures[i]->result =
-                    dist__result_new(DIST_EMSGSIZE, DIST__TOO_LARGE_MSG, sizeof DIST__TOO_LARGE_MSG - 1);
+                futures[i]->result = dist__result_new(DIST_EMSGSIZE, DIST__TOO_LARGE_MSG,
+                                                      sizeof DIST__TOO_LARGE_MSG - 1);
                 continue;
             }
             if (bytes + tb > room)
