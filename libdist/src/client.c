@@ -532,6 +532,8 @@ int dist__client_run(dist_client_t *self, const dist__wait_t *w, int64_t deadlin
         }
         if (now >= deadline && (pumped || self->io_busy))
             return DIST_ETIMEDOUT;
+        if (w->wake_ns && *w->wake_ns > now && *w->wake_ns < until)
+            until = *w->wake_ns;
         if (self->io_busy) {
             s_cond_wait_until(self, until);
             pumped = true; /* somebody else is reading for us */
@@ -677,7 +679,7 @@ dist_client_t *dist_client_new(const dist_client_opts_t *opts)
     dist__client_lock(self);
     self->last_heard_ns = dist__now_ns();
     s_send_hello(self);
-    dist__wait_t w = { s_welcomed, NULL, NULL, NULL };
+    dist__wait_t w = { .ready = s_welcomed };
     int rc = dist__client_run(self, &w, dist__deadline(self->connect_timeout_ms));
     dist__client_unlock(self);
     if (rc) {

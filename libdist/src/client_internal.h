@@ -157,6 +157,9 @@ typedef struct {
     /* Non-NULL and true: give up with DIST_ENOMASTER when the master has
      * been silent for connect_timeout_ms. */
     const bool *live;
+    /* Non-NULL and in the future: step has something to do then (a map's
+     * retries after a backoff), so do not block past it. */
+    const int64_t *wake_ns;
 } dist__wait_t;
 
 /* Runs the client until w->ready, `deadline` (DIST_ETIMEDOUT), a silent

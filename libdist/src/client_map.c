@@ -42,7 +42,7 @@ struct dist__job {
     size_t next;       /* first item never submitted */
     size_t *retry;     /* items refused with "retry later" */
     size_t nretry, capretry;
-    int64_t retry_at;
+    int64_t retry_at; /* when the retry list may be sent; 0: it is empty */
     int backoff_ms;
     size_t in_flight;  /* sent, not answered by a result */
     size_t done;
@@ -61,6 +61,7 @@ struct dist__job {
     char *rbuf;
     size_t rlen, rcap;
     bool unordered;
+    bool unreported; /* a result could not be queued for on_result (ENOMEM) */
     bool report_progress;
     size_t reported;
 };
@@ -134,9 +135,7 @@ void dist__job_deliver(dist__job_t *j, size_t index, int code, const char *data,
         size_t cap = j->caprep ? j->caprep * 2 : 256;
         s_report_t *grown = realloc(j->rep, cap * sizeof *grown);
         if (!grown) {
-            j->done--; /* cannot report it: count it again when it times out */
-            j->slots[index].state = DIST__SL_ACCEPTED;
-            j->in_flight++;
+            j->unreported = true; /* the map ends with DIST_ENOMEM */
             return;
         }
         j->rep = grown;
@@ -205,6 +204,7 @@ static void s_job_step(dist_client_t *self, void *arg)
             s_job_fail_item(j, j->retry[--j->nretry], j->stop_code, msg);
         while (j->next < j->n)
             s_job_fail_item(j, j->next++, j->stop_code, msg);
+        j->retry_at = 0;
         return;
     }
     bool retry_ok = j->nretry && dist__now_ns() >= j->retry_at;
@@ -268,8 +268,10 @@ static void s_job_step(dist_client_t *self, void *arg)
             break;
         }
         j->in_flight += count;
-        if (!j->nretry)
+        if (!j->nretry) {
             retry_ok = false;
+            j->retry_at = 0;
+        }
     }
     if (ps != slots)
         free(ps);
@@ -359,10 +361,14 @@ static int s_map(dist_client_t *self, const char *task, const dist_bytes_t *item
     for (size_t i = 0; i < n; i++)
         if (!items[i].data && items[i].len)
             return DIST_EINVAL;
-    dist__job_t j = { .task = task, .task_len = strlen(task),
-                  .task_timeout = task_timeout_ms > 0 ? (uint32_t)task_timeout_ms : 0,
-                  .items = items, .n = n, .waiting = true, .unordered = !results,
-                  .report_progress = progress != NULL };
+    dist__job_t j = { .task = task,
+                      .task_len = strlen(task),
+                      .task_timeout = task_timeout_ms > 0 ? (uint32_t)task_timeout_ms : 0,
+                      .items = items,
+                      .n = n,
+                      .waiting = true,
+                      .unordered = !results,
+                      .report_progress = progress != NULL };
     j.slots = calloc(n ? n : 1, sizeof *j.slots);
     if (!j.unordered)
         j.results = dist__results_new(n);
@@ -376,7 +382,8 @@ static int s_map(dist_client_t *self, const char *task, const dist_bytes_t *item
     j.limit = self->max_batch * S_MAP_BATCHES;
     if (j.limit > S_MAP_IN_FLIGHT)
         j.limit = S_MAP_IN_FLIGHT;
-    dist__wait_t w = { s_job_ready, s_job_step, &j, &j.waiting };
+    dist__wait_t w = { .ready = s_job_ready, .step = s_job_step, .arg = &j, .live = &j.waiting,
+                       .wake_ns = &j.retry_at };
     int rc = 0;
     while (j.done < n || j.nrep) {
         rc = dist__client_run(self, &w, deadline);
@@ -412,6 +419,8 @@ static int s_map(dist_client_t *self, const char *task, const dist_bytes_t *item
         *results = j.results;
     if (rc == DIST_ENOMASTER)
         rc = DIST_ETIMEDOUT;
+    if (!rc && j.unreported)
+        rc = DIST_ENOMEM;
     return rc ? rc : j.failed ? DIST_ETASK : 0;
 }
 

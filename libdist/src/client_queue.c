@@ -153,7 +153,7 @@ static int64_t s_req_deadline(int timeout_ms)
 static int s_req_wait(dist_client_t *self, dist__req_t *q, int64_t deadline)
 {
     bool live = true;
-    dist__wait_t w = { s_req_ready, NULL, q, &live };
+    dist__wait_t w = { .ready = s_req_ready, .arg = q, .live = &live };
     int rc = dist__client_run(self, &w, deadline);
     if (rc == 0) {
         rc = q->code;

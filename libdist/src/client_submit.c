@@ -218,7 +218,7 @@ static long s_submit(dist_client_t *self, const char *task, const dist_bytes_t *
     free(pa);
     if (!rc) {
         bool live = true;
-        dist__wait_t w = { s_call_ready, NULL, &call, &live };
+        dist__wait_t w = { .ready = s_call_ready, .arg = &call, .live = &live };
         rc = dist__client_run(self, &w, INT64_MAX);
     }
     long accepted = 0;
@@ -285,7 +285,7 @@ int dist_future_get(dist_future_t *self, int timeout_ms, dist_result_t **result)
         return DIST_EINVAL;
     dist_client_t *c = self->client;
     dist__client_lock(c);
-    dist__wait_t w = { s_future_ready, NULL, self, NULL };
+    dist__wait_t w = { .ready = s_future_ready, .arg = self };
     int rc = dist__client_run(c, &w, dist__deadline(timeout_ms));
     if (rc == 0) {
         rc = self->result->status;
@@ -302,7 +302,7 @@ bool dist_future_ready(dist_future_t *self)
         return false;
     dist_client_t *c = self->client;
     dist__client_lock(c);
-    dist__wait_t w = { s_future_ready, NULL, self, NULL };
+    dist__wait_t w = { .ready = s_future_ready, .arg = self };
     int rc = dist__client_run(c, &w, 0);
     dist__client_unlock(c);
     return rc == 0;
