@@ -593,7 +593,10 @@ static void s_handle(fm_t *self, dist__inmsg_t *m)
     }
     switch (m->cmd) {
     case DIST__CMD_SUBMIT: s_on_submit(self, p, m->root); break;
-    case DIST__CMD_ACK: s_on_ack(self, m->root); break;
+    case DIST__CMD_ACK:
+        if (!self->o.ignore_acks)
+            s_on_ack(self, m->root);
+        break;
     case DIST__CMD_QPUT:
     case DIST__CMD_QGET: s_on_queue(self, m); break;
     case DIST__CMD_STATUS: s_on_status(self, m); break;
@@ -645,7 +648,7 @@ static void *s_thread(void *arg)
             self->nout = 0;
             self->gen++;
             snprintf(self->name, sizeof self->name, "fake:%d:%d", (int)getpid(), self->gen);
-            if (!keep) {
+            if (!keep) { /* running tasks are lost too; with a store they go on */
                 zhashx_purge(self->res);
                 self->nslow = 0;
             }

@@ -626,6 +626,135 @@ static void test_reconnect(void **state)
     fm_destroy(&fm);
 }
 
+/* How many ACKs the fake master got for this id. */
+static int s_acks_for(fm_t *fm, const dist__id_t *id)
+{
+    int hits = 0, n = fm_count(fm, DIST__CMD_ACK);
+    for (int k = 1; k <= n; k++) {
+        dist_wire_msg_t *m = fm_wait(fm, DIST__CMD_ACK, k, 100);
+        const msgpack_object *ids;
+        size_t nids;
+        if (m && !dist__get_array(dist_wire_msg_root(m), "ids", &ids, &nids))
+            for (size_t i = 0; i < nids; i++)
+                hits += ids[i].via.bin.size == 16 && !memcmp(ids[i].via.bin.ptr, id->b, 16);
+        dist_wire_msg_destroy(&m);
+    }
+    return hits;
+}
+
+static void test_reconnect_redelivers_without_duplicates(void **state)
+{
+    (void)state;
+    /* The master keeps results whose ACK it lost, restarts with them (as
+     * with --store), and sends them all again on the next HELLO. */
+    fm_opts_t fo = { .heartbeat_ms = 100, .heartbeat = true, .ignore_acks = true };
+    fm_t *fm = fm_new(&fo);
+    dist_client_t *c = s_client(fm, "tc-redeliver");
+    enum { N = 5 };
+    dist_args_t *a[N];
+    dist_bytes_t items[N];
+    for (int i = 0; i < N; i++) {
+        a[i] = s_ints(1, i);
+        items[i].data = dist_args_data(a[i], &items[i].len);
+    }
+    dist_future_t *fs[N];
+    assert_int_equal(dist_client_submit_batch(c, "echo", items, N, 0, fs, NULL), N);
+    dist_result_t *r;
+    for (int i = 0; i < N; i++)
+        assert_int_equal(dist_future_get(fs[i], 2000, &r), 0);
+    dist_wire_msg_t *m = fm_wait(fm, DIST__CMD_SUBMIT, 1, 100);
+    const msgpack_object *tasks;
+    size_t n;
+    assert_int_equal(dist__get_array(dist_wire_msg_root(m), "tasks", &tasks, &n), 0);
+    assert_int_equal(n, N);
+    dist__id_t ids[N];
+    for (int i = 0; i < N; i++)
+        assert_int_equal(dist__get_id(&tasks[i], "id", &ids[i]), 0);
+    dist_wire_msg_destroy(&m);
+    int64_t t0 = dt_now_ms();
+    while (s_acks_for(fm, &ids[N - 1]) < 1 && dt_now_ms() - t0 < 2000)
+        dt_sleep_ms(5);
+
+    fm_forget(fm, true);
+    dist_args_t *b = s_ints(1, 99);
+    size_t len;
+    const void *args = dist_args_data(b, &len);
+    dist_future_t *f = dist_client_submit(c, "echo", args, len, 0);
+    assert_non_null(f);
+    assert_int_equal(dist_future_get(f, 5000, &r), 0);
+    s_assert_echo(r, 99);
+    dist_future_destroy(&f);
+    /* The old results came again: dropped, acknowledged a second time. */
+    for (int i = 0; i < N; i++) {
+        t0 = dt_now_ms();
+        while (s_acks_for(fm, &ids[i]) < 2 && dt_now_ms() - t0 < 3000)
+            dt_sleep_ms(10);
+        assert_true(s_acks_for(fm, &ids[i]) >= 2);
+        assert_int_equal(dist_future_get(fs[i], 0, &r), 0);
+        s_assert_echo(r, (size_t)i);
+        dist_future_destroy(&fs[i]);
+        dist_args_destroy(&a[i]);
+    }
+    dist_args_destroy(&b);
+    dist_client_destroy(&c);
+    fm_destroy(&fm);
+}
+
+struct restart {
+    fm_t *fm;
+    int after_ms;
+};
+
+static void *s_restart_later(void *arg)
+{
+    struct restart *rs = arg;
+    dt_sleep_ms(rs->after_ms);
+    fm_forget(rs->fm, true);
+    return NULL;
+}
+
+static void s_on_slow(size_t index, dist_result_t *r, void *ud)
+{
+    struct seen *s = ud;
+    s->calls++;
+    if (index >= s->n || s->hits[index]++)
+        fail_msg("index %zu reported twice or out of range", index);
+    int64_t v = -1;
+    if (dist_result_status(r) || dist_arg_int(dist_result_value(r), 1, &v) || v != (int64_t)index)
+        s->failed++;
+}
+
+static void test_map_across_a_master_restart(void **state)
+{
+    (void)state;
+    /* Tasks are running when the master restarts (keeping them, as with
+     * --store): the map gets each result exactly once. */
+    fm_opts_t fo = { .heartbeat_ms = 100, .heartbeat = true, .shuffle = true };
+    fm_t *fm = fm_new(&fo);
+    dist_client_t *c = s_client(fm, "tc-maprestart");
+    enum { N = 40 };
+    dist_args_t *a[N];
+    dist_bytes_t items[N];
+    for (int i = 0; i < N; i++) {
+        a[i] = s_ints(2, i < N / 2 ? 10 : 400, i);
+        items[i].data = dist_args_data(a[i], &items[i].len);
+    }
+    struct restart rs = { fm, 150 };
+    pthread_t th;
+    pthread_create(&th, NULL, s_restart_later, &rs);
+    struct seen s = { calloc(N, 1), N, 0, 0, 0 };
+    assert_int_equal(dist_client_map_unordered(c, "slow", items, N, 0, 10000, s_on_slow, &s), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(s.calls, N);
+    assert_int_equal(s.failed, 0);
+    assert_true(fm_count(fm, DIST__CMD_HELLO) >= 2);
+    free(s.hits);
+    for (int i = 0; i < N; i++)
+        dist_args_destroy(&a[i]);
+    dist_client_destroy(&c);
+    fm_destroy(&fm);
+}
+
 static void test_heartbeats_and_lost_master(void **state)
 {
     (void)state;
@@ -728,6 +857,8 @@ int main(void)
         cmocka_unit_test(test_named_queues),
         cmocka_unit_test(test_status),
         cmocka_unit_test(test_reconnect),
+        cmocka_unit_test(test_reconnect_redelivers_without_duplicates),
+        cmocka_unit_test(test_map_across_a_master_restart),
         cmocka_unit_test(test_heartbeats_and_lost_master),
         cmocka_unit_test(test_threads_share_a_client),
     };
