@@ -31,6 +31,36 @@ static dist_args_t *s_ints(int n, ...)
     return a;
 }
 
+/* n argument arrays: [i], or [lo, i] for the first half and [hi, i] for
+ * the second when lo >= 0. *keep holds what the items point into. */
+static dist_bytes_t *s_items(size_t n, int lo, int hi, dist_args_t ***keep)
+{
+    dist_bytes_t *items = calloc(n, sizeof *items);
+    *keep = calloc(n, sizeof **keep);
+    for (size_t i = 0; i < n; i++) {
+        (*keep)[i] = lo < 0 ? s_ints(1, (int)i) : s_ints(2, i < n / 2 ? lo : hi, (int)i);
+        items[i].data = dist_args_data((*keep)[i], &items[i].len);
+    }
+    return items;
+}
+
+static void s_items_free(dist_bytes_t *items, dist_args_t **keep, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dist_args_destroy(&keep[i]);
+    free(keep);
+    free(items);
+}
+
+/* The result of echo [i]. */
+static void s_assert_echo(dist_result_t *r, size_t i)
+{
+    assert_int_equal(dist_result_status(r), 0);
+    int64_t v = -1;
+    assert_int_equal(dist_arg_int(dist_result_value(r), 0, &v), 0);
+    assert_int_equal(v, (int64_t)i);
+}
+
 static void s_assert_str(const msgpack_object *map, const char *key, const char *want)
 {
     const char *s;
@@ -236,12 +266,8 @@ static void test_duplicates_are_dropped(void **state)
     fm_t *fm = fm_new(&fo);
     dist_client_t *c = s_client(fm, "tc-dup");
     enum { N = 20 };
-    dist_args_t *a[N];
-    dist_bytes_t items[N];
-    for (int i = 0; i < N; i++) {
-        a[i] = s_ints(1, i);
-        items[i].data = dist_args_data(a[i], &items[i].len);
-    }
+    dist_args_t **keep;
+    dist_bytes_t *items = s_items(N, -1, 0, &keep);
     dist_future_t *fs[N];
     assert_int_equal(dist_client_submit_batch(c, "echo", items, N, 0, fs, NULL), N);
     for (int i = 0; i < N; i++) {
@@ -266,8 +292,8 @@ static void test_duplicates_are_dropped(void **state)
         assert_int_equal(dist_arg_int(o, 0, &v), 0);
         assert_int_equal(v, i);
         dist_future_destroy(&fs[i]);
-        dist_args_destroy(&a[i]);
     }
+    s_items_free(items, keep, N);
     int64_t t0 = dt_now_ms();
     while (fm_unacked(fm) && dt_now_ms() - t0 < 3000)
         dt_sleep_ms(5);
@@ -291,34 +317,6 @@ static void s_progress(size_t done, size_t total, void *ud)
     p->calls++;
 }
 
-/* n argument arrays [i] */
-static dist_bytes_t *s_items(size_t n, dist_args_t ***keep)
-{
-    dist_bytes_t *items = calloc(n, sizeof *items);
-    *keep = calloc(n, sizeof **keep);
-    for (size_t i = 0; i < n; i++) {
-        (*keep)[i] = s_ints(1, (int)i);
-        items[i].data = dist_args_data((*keep)[i], &items[i].len);
-    }
-    return items;
-}
-
-static void s_items_free(dist_bytes_t *items, dist_args_t **keep, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        dist_args_destroy(&keep[i]);
-    free(keep);
-    free(items);
-}
-
-static void s_assert_echo(dist_result_t *r, size_t i)
-{
-    assert_int_equal(dist_result_status(r), 0);
-    int64_t v = -1;
-    assert_int_equal(dist_arg_int(dist_result_value(r), 0, &v), 0);
-    assert_int_equal(v, (int64_t)i);
-}
-
 static void test_map_in_input_order(void **state)
 {
     (void)state;
@@ -329,7 +327,7 @@ static void test_map_in_input_order(void **state)
     dist_client_t *c = s_client(fm, "tc-map");
     enum { N = 3000 };
     dist_args_t **keep;
-    dist_bytes_t *items = s_items(N, &keep);
+    dist_bytes_t *items = s_items(N, -1, 0, &keep);
     struct progress p = { .monotonic = true };
     dist_results_t *rs = NULL;
     assert_int_equal(dist_client_map(c, "echo", items, N, 0, 20000, s_progress, &p, &rs), 0);
@@ -395,7 +393,7 @@ static void test_map_unordered(void **state)
     dist_client_t *c = s_client(fm, "tc-unordered");
     enum { N = 1000 };
     dist_args_t **keep;
-    dist_bytes_t *items = s_items(N, &keep);
+    dist_bytes_t *items = s_items(N, -1, 0, &keep);
     struct seen s = { calloc(N, 1), N, 0, 0, 0 };
     assert_int_equal(dist_client_map_unordered(c, "echo", items, N, 0, 20000, s_on_result, &s), 0);
     assert_int_equal(s.calls, N);
@@ -425,7 +423,7 @@ static void test_map_failures_refusals_and_timeouts(void **state)
     dist_client_t *c = s_client(fm, "tc-mapfail");
     enum { N = 40 };
     dist_args_t **keep;
-    dist_bytes_t *items = s_items(N, &keep);
+    dist_bytes_t *items = s_items(N, -1, 0, &keep);
     dist_results_t *rs;
     size_t at;
 
@@ -651,12 +649,8 @@ static void test_reconnect_redelivers_without_duplicates(void **state)
     fm_t *fm = fm_new(&fo);
     dist_client_t *c = s_client(fm, "tc-redeliver");
     enum { N = 5 };
-    dist_args_t *a[N];
-    dist_bytes_t items[N];
-    for (int i = 0; i < N; i++) {
-        a[i] = s_ints(1, i);
-        items[i].data = dist_args_data(a[i], &items[i].len);
-    }
+    dist_args_t **keep;
+    dist_bytes_t *items = s_items(N, -1, 0, &keep);
     dist_future_t *fs[N];
     assert_int_equal(dist_client_submit_batch(c, "echo", items, N, 0, fs, NULL), N);
     dist_result_t *r;
@@ -693,8 +687,8 @@ static void test_reconnect_redelivers_without_duplicates(void **state)
         assert_int_equal(dist_future_get(fs[i], 0, &r), 0);
         s_assert_echo(r, (size_t)i);
         dist_future_destroy(&fs[i]);
-        dist_args_destroy(&a[i]);
     }
+    s_items_free(items, keep, N);
     dist_args_destroy(&b);
     dist_client_destroy(&c);
     fm_destroy(&fm);
@@ -733,12 +727,8 @@ static void test_map_across_a_master_restart(void **state)
     fm_t *fm = fm_new(&fo);
     dist_client_t *c = s_client(fm, "tc-maprestart");
     enum { N = 40 };
-    dist_args_t *a[N];
-    dist_bytes_t items[N];
-    for (int i = 0; i < N; i++) {
-        a[i] = s_ints(2, i < N / 2 ? 10 : 400, i);
-        items[i].data = dist_args_data(a[i], &items[i].len);
-    }
+    dist_args_t **keep;
+    dist_bytes_t *items = s_items(N, 10, 400, &keep); /* half done before the restart */
     struct restart rs = { fm, 150 };
     pthread_t th;
     pthread_create(&th, NULL, s_restart_later, &rs);
@@ -749,8 +739,7 @@ static void test_map_across_a_master_restart(void **state)
     assert_int_equal(s.failed, 0);
     assert_true(fm_count(fm, DIST__CMD_HELLO) >= 2);
     free(s.hits);
-    for (int i = 0; i < N; i++)
-        dist_args_destroy(&a[i]);
+    s_items_free(items, keep, N);
     dist_client_destroy(&c);
     fm_destroy(&fm);
 }
