@@ -44,7 +44,7 @@ typedef struct {
     uint64_t req;
     char queue[DIST__NAME_MAX + 1];
     uint32_t max;
-    int64_t deadline_ns;
+    int64_t not_before_ns, deadline_ns;
 } fm_waiter_t;
 
 typedef struct {
@@ -423,6 +423,10 @@ static void s_serve_waiters(fm_t *self)
     for (size_t i = 0; i < self->nwaiters;) {
         fm_waiter_t *w = &self->waiters[i];
         fm_queue_t *q = s_queue(self, w->queue, strlen(w->queue));
+        if (now < w->not_before_ns) {
+            i++;
+            continue;
+        }
         if (q && q->n) {
             s_qreply(self, w->rid, w->rid_len, w->req, "ok", q, q->n < w->max ? q->n : w->max);
         } else if (now >= w->deadline_ns) {
@@ -476,7 +480,8 @@ static void s_on_queue(fm_t *self, const dist__inmsg_t *m)
     }
     uint32_t max = 1;
     dist__opt_u32(m->root, "max", &max);
-    if (q->n || timeout == 0) {
+    int64_t delay = (int64_t)self->o.qget_delay_ms * 1000000;
+    if (!delay && (q->n || timeout == 0)) {
         size_t take = q->n < max ? q->n : max;
         s_qreply(self, m->rid, m->rid_len, req, q->n ? "ok" : "timeout", q, take);
         return;
@@ -487,7 +492,8 @@ static void s_on_queue(fm_t *self, const dist__inmsg_t *m)
     w->req = req;
     snprintf(w->queue, sizeof w->queue, "%.*s", (int)nlen, name);
     w->max = max;
-    w->deadline_ns = dist__now_ns() + (int64_t)timeout * 1000000;
+    w->not_before_ns = dist__now_ns() + delay;
+    w->deadline_ns = w->not_before_ns + (int64_t)timeout * 1000000;
 }
 
 static void s_on_status(fm_t *self, const dist__inmsg_t *m)

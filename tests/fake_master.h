@@ -35,6 +35,7 @@ typedef struct {
     bool heartbeat;           /* send HEARTBEAT to clients every heartbeat_ms */
     int full_refusals;        /* how many "full" tasks are refused before one is accepted */
     bool ignore_acks;         /* record ACKs but keep the results (as if the ACKs were lost) */
+    int qget_delay_ms;        /* answer every QGET this much later than it should be */
 } fm_opts_t;
 
 fm_t *fm_new(const fm_opts_t *opts);

@@ -541,6 +541,39 @@ static void test_named_queues(void **state)
     fm_destroy(&fm);
 }
 
+static void test_late_qget_reply_puts_items_back(void **state)
+{
+    (void)state;
+    /* The master answers a QGET after the client gave up on it: the item
+     * it took goes back into the queue instead of being lost. */
+    fm_opts_t fo = { .qget_delay_ms = 2500, .heartbeat = true };
+    fm_t *fm = fm_new(&fo);
+    dist_client_t *c = s_client(fm, "tc-late");
+    assert_int_equal(dist_client_qput(c, "jobs", "X", 1, 0), 0);
+    void *buf;
+    size_t len;
+    assert_int_equal(dist_client_qget(c, "jobs", &buf, &len, 0), DIST_ENOMASTER);
+    /* The late answer arrives while the client waits for something else. */
+    dist_result_t *st;
+    dt_sleep_ms(700);
+    assert_int_equal(dist_client_status(c, 2000, &st), 0);
+    dist_result_destroy(&st);
+    int64_t t0 = dt_now_ms();
+    while (fm_count(fm, DIST__CMD_QPUT) < 2 && dt_now_ms() - t0 < 3000)
+        dt_sleep_ms(10);
+    assert_int_equal(fm_count(fm, DIST__CMD_QPUT), 2);
+    dist_wire_msg_t *m = fm_wait(fm, DIST__CMD_QPUT, 2, 100);
+    const msgpack_object *items;
+    size_t n;
+    assert_int_equal(dist__get_array(dist_wire_msg_root(m), "items", &items, &n), 0);
+    assert_int_equal(n, 1);
+    assert_memory_equal(items[0].via.bin.ptr, "X", 1);
+    s_assert_str(dist_wire_msg_root(m), "queue", "jobs");
+    dist_wire_msg_destroy(&m);
+    dist_client_destroy(&c);
+    fm_destroy(&fm);
+}
+
 static void test_status(void **state)
 {
     (void)state;
@@ -844,6 +877,7 @@ int main(void)
         cmocka_unit_test(test_map_unordered),
         cmocka_unit_test(test_map_failures_refusals_and_timeouts),
         cmocka_unit_test(test_named_queues),
+        cmocka_unit_test(test_late_qget_reply_puts_items_back),
         cmocka_unit_test(test_status),
         cmocka_unit_test(test_reconnect),
         cmocka_unit_test(test_reconnect_redelivers_without_duplicates),
