@@ -78,6 +78,7 @@ struct fm {
     fm_waiter_t waiters[16];
     size_t nwaiters;
     int full_left;
+    int submit_errors_left;
     unsigned seed;
     int64_t last_hb;
     int gen;
@@ -320,6 +321,12 @@ static void s_on_submit(fm_t *self, fm_peer_t *p, const msgpack_object *root)
     size_t n;
     if (dist__get_array(root, "tasks", &tasks, &n))
         return;
+    if (self->submit_errors_left > 0) { /* the whole SUBMIT refused, as out of memory */
+        self->submit_errors_left--;
+        dist__proto_send_error(self->sock, p->rid, p->rid_len, "queue_full",
+                               "the master is out of memory: retry later", 0);
+        return;
+    }
     dist_wire_buf_t *b = dist_wire_buf_new(0);
     msgpack_packer *pk = dist_wire_buf_packer(b);
     dist__id_t *ok = calloc(n + 1, sizeof *ok);
@@ -688,6 +695,7 @@ fm_t *fm_new(const fm_opts_t *opts)
     if (opts)
         self->o = *opts;
     self->full_left = self->o.full_refusals;
+    self->submit_errors_left = self->o.submit_errors;
     self->res = zhashx_new();
     zhashx_set_destructor(self->res, s_result_free);
     self->seed = (unsigned)getpid();

@@ -36,6 +36,7 @@ typedef struct {
     int full_refusals;        /* how many "full" tasks are refused before one is accepted */
     bool ignore_acks;         /* record ACKs but keep the results (as if the ACKs were lost) */
     int qget_delay_ms;        /* answer every QGET this much later than it should be */
+    int submit_errors;        /* answer the first SUBMITs with ERROR queue_full (no req) */
 } fm_opts_t;
 
 fm_t *fm_new(const fm_opts_t *opts);

@@ -243,6 +243,22 @@ static void test_refusals_map_to_codes(void **state)
         assert_int_equal(dist_future_get(fs[i], 2000, &r), 0);
         dist_future_destroy(&fs[i]);
     }
+    dist_client_destroy(&c);
+    fm_destroy(&fm);
+
+    /* A SUBMIT refused as a whole, by an ERROR without req: its tasks are
+     * refused with that code; a map takes it as back-pressure. */
+    fo = (fm_opts_t){ .submit_errors = 2 };
+    fm = fm_new(&fo);
+    c = s_client(fm, "tc-refused2");
+    assert_null(dist_client_submit(c, "echo", args, len, 0));
+    assert_int_equal(errno, -DIST_EFULL);
+    dist_results_t *rs;
+    assert_int_equal(dist_client_map(c, "echo", items, 3, 0, 5000, NULL, NULL, &rs), 0);
+    assert_int_equal(dist_results_count(rs), 3);
+    dist_results_destroy(&rs);
+    assert_int_equal(fm_count(fm, DIST__CMD_SUBMIT), 3);
+
     /* call keeps the master's message. */
     dist_result_t *r;
     assert_int_equal(dist_client_call(c, "nosuch", args, len, 1000, &r), DIST_ENOENT);

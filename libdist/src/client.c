@@ -253,6 +253,27 @@ static void s_ack_push(dist_client_t *self, const dist__id_t *id)
     self->acks[self->nacks++] = *id;
 }
 
+/* A task of a SUBMIT was refused with `code` (section 6.4). */
+static void s_refuse(dist_client_t *self, dist__slot_t *s, const char *code, size_t clen,
+                     const char *msg, size_t mlen)
+{
+    bool retry;
+    int rc = s_reject_code(code, clen, &retry);
+    dist__batch_answered(self, s);
+    dist__idmap_del(&self->ids, s);
+    if (s->job) {
+        dist__job_refused(self, s->job, s, retry ? 1 : rc, msg, mlen);
+        return;
+    }
+    s->state = DIST__SL_REJECTED;
+    dist_future_t *f = (dist_future_t *)s;
+    dist_result_destroy(&f->result);
+    f->result = dist__result_new(rc, mlen ? msg : dist_strerror(rc),
+                                 mlen ? mlen : strlen(dist_strerror(rc)));
+    dist__log(&self->log, DIST_LOG_DEBUG, "task refused: %.*s: %.*s", (int)clen, code, (int)mlen,
+              msg);
+}
+
 static void s_on_accepted(dist_client_t *self, const msgpack_object *b)
 {
     const msgpack_object *ids, *rej;
@@ -285,24 +306,38 @@ static void s_on_accepted(dist_client_t *self, const msgpack_object *b)
         dist__opt_str(&rej[i], "code", &code, &clen);
         dist__opt_str(&rej[i], "error", &msg, &mlen);
         dist__slot_t *s = dist__idmap_find(&self->ids, &id);
-        if (!s || s->state != DIST__SL_SENT)
-            continue;
-        bool retry;
-        int rc = s_reject_code(code, clen, &retry);
-        dist__batch_answered(self, s);
-        dist__idmap_del(&self->ids, s);
-        if (s->job) {
-            dist__job_refused(self, s->job, s, retry ? 1 : rc, msg, mlen);
-            continue;
-        }
-        s->state = DIST__SL_REJECTED;
-        dist_future_t *f = (dist_future_t *)s;
-        dist_result_destroy(&f->result);
-        f->result = dist__result_new(rc, mlen ? msg : dist_strerror(rc),
-                                     mlen ? mlen : strlen(dist_strerror(rc)));
-        dist__log(&self->log, DIST_LOG_DEBUG, "task refused: %.*s: %.*s", (int)clen, code,
-                  (int)mlen, msg);
+        if (s && s->state == DIST__SL_SENT)
+            s_refuse(self, s, code, clen, msg, mlen);
     }
+}
+
+/* An ERROR without a req that refuses a whole SUBMIT (the master could not
+ * take any of it; SUBMIT has no req to echo): the master answers messages
+ * in order, so it answers the oldest SUBMIT still waiting. Every task of
+ * that SUBMIT is refused with the code. false when none waits. */
+static bool s_on_submit_error(dist_client_t *self, const char *code, size_t clen,
+                              const char *msg, size_t mlen)
+{
+    bool retry;
+    if (s_reject_code(code, clen, &retry) == DIST_EREFUSED &&
+        !dist__str_is(code, clen, "bad_request"))
+        return false; /* not a code that refuses tasks */
+    dist__batch_t *b = NULL;
+    for (size_t i = 0; i < self->nbatches && !b; i++)
+        if (self->batches[i].sent)
+            b = &self->batches[i];
+    if (!b)
+        return false;
+    size_t n = b->pending;
+    dist__slot_t **slots = malloc(n * sizeof *slots);
+    if (!slots)
+        return false;
+    n = dist__idmap_collect(&self->ids, b->seq, slots, n);
+    /* The batch goes away with its last task: nothing may touch b below. */
+    for (size_t i = 0; i < n; i++)
+        s_refuse(self, slots[i], code, clen, msg, mlen);
+    free(slots);
+    return n > 0;
 }
 
 static void s_on_results(dist_client_t *self, const msgpack_object *b)
@@ -374,6 +409,11 @@ static void s_on_error(dist_client_t *self, const msgpack_object *b)
     }
     if (dist__str_is(code, clen, "not_welcome")) {
         s_on_reconnect(self);
+        return;
+    }
+    if (s_on_submit_error(self, code, clen, msg, mlen)) {
+        dist__log(&self->log, DIST_LOG_INFO, "master refused a SUBMIT: %.*s: %.*s", (int)clen,
+                  code, (int)mlen, msg);
         return;
     }
     dist_log_level_t lvl = DIST_LOG_WARN;

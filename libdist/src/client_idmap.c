@@ -104,3 +104,15 @@ void dist__idmap_del(dist__idmap_t *m, dist__slot_t *s)
         m->mask = 0;
     }
 }
+
+size_t dist__idmap_collect(const dist__idmap_t *m, uint32_t batch, dist__slot_t **out,
+                           size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; m->tab && i <= m->mask && n < max; i++) {
+        dist__slot_t *s = m->tab[i];
+        if (s && s->state == DIST__SL_SENT && s->batch == batch)
+            out[n++] = s;
+    }
+    return n;
+}

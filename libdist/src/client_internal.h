@@ -70,6 +70,10 @@ int dist__idmap_reserve(dist__idmap_t *m, size_t more);
 void dist__idmap_put(dist__idmap_t *m, dist__slot_t *s);
 /* Removes a slot if it is in the map (s->mapped). */
 void dist__idmap_del(dist__idmap_t *m, dist__slot_t *s);
+/* Up to max slots of SUBMIT `batch` still waiting for ACCEPTED, into out.
+ * Returns how many. Scans the whole map: for rare events only. */
+size_t dist__idmap_collect(const dist__idmap_t *m, uint32_t batch, dist__slot_t **out,
+                           size_t max);
 
 /* ---- the outbox ------------------------------------------------------------ */
 
