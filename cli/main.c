@@ -636,6 +636,11 @@ int main(int argc, char **argv)
     }
     if (cli.help || cli.cmd_bit == C_HELP) {
         const char *about = cli.cmd_bit == C_HELP ? (cli.npos ? cli.pos[0] : NULL) : cli.cmd;
+        bool known = !about || strcmp(about, "help") == 0;
+        for (size_t i = 0; i < sizeof s_cmds / sizeof *s_cmds; i++)
+            known |= about && strcmp(about, s_cmds[i].name) == 0;
+        if (!known)
+            return s_usage(NULL, "unknown command '%s'", about);
         s_help(about);
         return EXIT_OK;
     }

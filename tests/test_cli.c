@@ -222,6 +222,7 @@ static void test_usage_errors_and_help(void **state)
         ARGV("status", "extra"),
         ARGV("--master"),
         ARGV("--json=yes", "status"),
+        ARGV("help", "frobnicate"),
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         run_t r = s_run(bad[i], NULL);
