@@ -330,13 +330,14 @@ int dist_client_call(dist_client_t *self, const char *task, const void *args, si
         *result = NULL;
     if (!result)
         return DIST_EINVAL;
+    int64_t deadline = dist__deadline(timeout_ms); /* the bound covers submitting too */
     dist_bytes_t item = { args, len };
     dist_future_t *f = NULL;
     int err = 0;
     long rc = s_submit(self, task, &item, 1, 0, &f, &err, true);
     if (rc < 0)
         return (int)rc;
-    int st = dist_future_get(f, timeout_ms, NULL);
+    int st = dist_future_get(f, dist__left_ms(deadline), NULL);
     if (f->result) {
         *result = f->result; /* the caller owns it now */
         f->result = NULL;
