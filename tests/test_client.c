@@ -3,6 +3,7 @@
  * process, on tcp://127.0.0.1 with a free port. */
 #include <dist.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -68,6 +69,31 @@ static void s_assert_str(const msgpack_object *map, const char *key, const char 
     assert_int_equal(dist__get_str(map, key, &s, &n), 0);
     if (n != strlen(want) || memcmp(s, want, n) != 0)
         fail_msg("%s: '%.*s', expected '%s'", key, (int)n, s, want);
+}
+
+/* In a child that has not touched ZeroMQ yet (fork before any context):
+ * creating a client leaves SIGINT and SIGTERM as they were, although czmq
+ * installs its own handlers when it starts. */
+static int s_child_signals(void *arg)
+{
+    (void)arg;
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_IGN);
+    dist_client_opts_t o = { .master = "tcp://127.0.0.1:1", .connect_timeout_ms = 100 };
+    dist_client_t *c = dist_client_new(&o); /* nobody there: ENOMASTER */
+    struct sigaction si, st;
+    sigaction(SIGINT, NULL, &si);
+    sigaction(SIGTERM, NULL, &st);
+    int bad = c != NULL || errno != -DIST_ENOMASTER || si.sa_handler != SIG_DFL ||
+              st.sa_handler != SIG_IGN;
+    zsys_shutdown();
+    return bad;
+}
+
+static void test_signal_handlers_untouched(void **state)
+{
+    (void)state;
+    dt_join_ok(dt_fork(s_child_signals, NULL));
 }
 
 static void test_connect_says_hello(void **state)
@@ -884,6 +910,8 @@ static void test_threads_share_a_client(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        /* First: it forks before this process starts ZeroMQ. */
+        cmocka_unit_test_setup_teardown(test_signal_handlers_untouched, dt_setup, dt_teardown),
         cmocka_unit_test(test_connect_says_hello),
         cmocka_unit_test(test_no_master),
         cmocka_unit_test(test_submit_get_and_ack),
