@@ -10,12 +10,26 @@
  *  Delivery is exactly once from the caller's point of view: the master
  *  keeps each result until the client acknowledges it, re-sends
  *  unacknowledged results when a client of the same name reconnects, and
- *  the client drops any duplicate.
+ *  the client drops any duplicate. A result is acknowledged once it is
+ *  stored in its future or map; results of tasks this client object did
+ *  not submit (duplicates, tasks of an abandoned future, or of an earlier
+ *  process that used the same name) are acknowledged and dropped.
  *
- *  Threads: a client may be used from several threads; calls are
- *  serialized by an internal lock, and the client does its network I/O
- *  inside whichever call is waiting. Futures belong to their client and
- *  must be destroyed before it.
+ *  Master restarts: the client says HELLO again under the same name and
+ *  re-sends what the master had not answered yet (submission is
+ *  idempotent). Tasks an in-memory master had already accepted are lost
+ *  with it, and their futures and maps run into the caller's timeout; a
+ *  master with --store keeps them and their results arrive as usual. A
+ *  master that falls silent for connect_timeout_ms while a call waits for
+ *  its answer (ACCEPTED, a queue reply) makes that call fail with
+ *  DIST_ENOMASTER.
+ *
+ *  Threads: a client may be used from several threads. It has no thread
+ *  of its own: the call that waits does the network I/O for all, and the
+ *  others wait for it (calls that only send never block on another's
+ *  wait). Callbacks (progress, results of a map) run in the thread that
+ *  called the map, with no lock held: they may call into the client.
+ *  Futures belong to their client and must be destroyed before it.
  */
 #ifndef DIST_CLIENT_H_INCLUDED
 #define DIST_CLIENT_H_INCLUDED
@@ -37,43 +51,54 @@ typedef struct dist_future dist_future_t;
 
 typedef struct {
     const char *master;            /* endpoint; NULL: $DIST_MASTER, else tcp://127.0.0.1:5555 */
-    const char *name;              /* reuse a name to collect results after a restart;
-                                      default "host:pid:random" */
-    int connect_timeout_ms;        /* wait for the master's welcome; default 5000 */
+    const char *name;              /* how the master knows this client (1-128 bytes): results
+                                      wait for a name while it is away; default
+                                      "host:pid:random" */
+    int connect_timeout_ms;        /* wait for the master's welcome, and longest silence of
+                                      the master while a call waits for its answer;
+                                      default 5000 */
     size_t max_message;            /* bytes; default 64 MiB */
-    const char *key;               /* own secret key file; NULL: $DIST_KEY */
+    const char *key;               /* own secret key file; NULL: $DIST_KEY. CURVE is not
+                                      supported yet: a key (or $DIST_KEY, $DIST_SERVER_KEY)
+                                      makes dist_client_new fail with EINVAL */
     const char *server_key;        /* master's public key file; NULL: $DIST_SERVER_KEY */
-    bool insecure;                 /* allow a non-loopback master without keys */
-    dist_log_fn log;
+    bool insecure;                 /* allow a non-loopback master without keys (not checked
+                                      yet: every master is allowed until CURVE comes) */
+    dist_log_fn log;               /* NULL: silent */
     void *log_userdata;
-    dist_log_level_t log_level;
+    dist_log_level_t log_level;    /* most verbose level passed to log (0: errors only) */
 } dist_client_opts_t;
 
-/* Connects and waits for the master's welcome. NULL with errno: the
- * positive code of DIST_ENOMASTER (no welcome within the connect timeout;
- * dist_strerror(errno) names it), EINVAL (bad options, or a non-loopback
- * master without keys and without insecure), ENOMEM. */
+/* Connects and waits for the master's welcome, saying HELLO every second.
+ * NULL with errno: the positive code of DIST_ENOMASTER (no welcome within
+ * the connect timeout; dist_strerror(errno) names it), EINVAL (bad options
+ * or endpoint, or keys given), EPROTO (the master speaks another protocol
+ * version), ENOTSUP (libzmq older than 4.3.3), ENOMEM. Blocks up to
+ * connect_timeout_ms. Does not change the program's signal handlers. */
 DIST_EXPORT dist_client_t *dist_client_new(const dist_client_opts_t *opts);
 
-/* Closes the connection (acknowledging what was taken), frees;
- * *self_p = NULL. Accepts NULL. */
+/* Closes the connection (acknowledging what was taken, then BYE), frees;
+ * *self_p = NULL. Accepts NULL. Every future must be destroyed first. */
 DIST_EXPORT void dist_client_destroy(dist_client_t **self_p);
 
 /* The client's name. Borrowed. */
 DIST_EXPORT const char *dist_client_name(const dist_client_t *self);
 
-/* Submits one task: name, packed argument array (args, len), and a
- * per-task timeout in ms (0: none). Returns when the master has accepted
- * it, or NULL with errno set to the positive code: DIST_ENOENT (no worker
- * ever announced the task), DIST_EFULL (queue full), DIST_EMSGSIZE,
- * DIST_EREFUSED (other refusals), DIST_ENOMASTER (no answer). */
+/* Submits one task: name, packed argument array (args, len, copied), and
+ * a per-task timeout in ms (0: none; the worker stops the task after it).
+ * Returns when the master has accepted it, or NULL with errno set to the
+ * positive code: DIST_ENOENT (no worker ever announced the task),
+ * DIST_EFULL (queue full: retry later), DIST_EMSGSIZE, DIST_EREFUSED
+ * (other refusals), DIST_ENOMASTER (no answer), EINVAL (bad name). */
 DIST_EXPORT dist_future_t *dist_client_submit(dist_client_t *self, const char *task,
                                               const void *args, size_t len, int task_timeout_ms);
 
-/* Submits n tasks of one name in batches; futures[i] is the future of
- * items[i] (NULL for a refused item, whose code goes to errors[i] when
- * errors is not NULL). Returns the number accepted, or a negative code
- * when the master could not be reached. */
+/* Submits n tasks of one name in batches (at most the master's max_batch
+ * and max_message each) and waits for their acceptance; futures[i] is the
+ * future of items[i] (NULL for a refused item, whose code goes to
+ * errors[i] when errors is not NULL; 0 for accepted ones). Returns the
+ * number accepted, or a negative code (DIST_ENOMASTER, DIST_EINVAL,
+ * DIST_ENOMEM) with every futures[i] NULL. */
 DIST_EXPORT long dist_client_submit_batch(dist_client_t *self, const char *task,
                                           const dist_bytes_t *items, size_t n, int task_timeout_ms,
                                           dist_future_t **futures, int *errors);
@@ -85,10 +110,20 @@ DIST_EXPORT long dist_client_submit_batch(dist_client_t *self, const char *task,
  * has not arrived (result NULL) - check dist_future_ready() to tell a task
  * timeout from a wait timeout. */
 DIST_EXPORT int dist_future_get(dist_future_t *self, int timeout_ms, dist_result_t **result);
+
+/* true once the result is there (reads what has arrived; does not wait). */
 DIST_EXPORT bool dist_future_ready(dist_future_t *self);
+
+/* Frees the future and its result; *self_p = NULL. Accepts NULL. A result
+ * that comes after this is acknowledged and dropped. */
 DIST_EXPORT void dist_future_destroy(dist_future_t **self_p);
 
-/* Submit and wait: *result is owned by the caller. */
+/* Submits one task (without a timeout of its own) and waits up to
+ * timeout_ms for its result. Returns as dist_future_get; *result is owned
+ * by the caller: the value, the task's error, or, when the master refused
+ * the task (DIST_ENOENT, DIST_EFULL, ...), an error carrying the master's
+ * message. *result is NULL for DIST_ETIMEDOUT (no result in time),
+ * DIST_ENOMASTER and DIST_EINVAL. */
 DIST_EXPORT int dist_client_call(dist_client_t *self, const char *task, const void *args,
                                  size_t len, int timeout_ms, dist_result_t **result);
 
@@ -99,32 +134,47 @@ typedef void (*dist_progress_fn)(size_t done, size_t total, void *userdata);
  * up to timeout_ms (DIST_FOREVER: no bound) for all results. *results
  * (owned by the caller) holds them in input order. Returns 0 when all
  * succeeded, DIST_ETASK when some failed, DIST_ETIMEDOUT (results so far
- * are in *results; the missing ones carry DIST_ETIMEDOUT), or a negative
- * code before anything was submitted. progress may be NULL. */
+ * are in *results; the missing ones carry DIST_ETIMEDOUT and "no result
+ * within N ms"), or a negative code with *results NULL when nothing was
+ * accepted: DIST_ENOMASTER, DIST_EINVAL, DIST_ENOMEM. progress may be NULL.
+ *
+ * At most 100,000 tasks (32 SUBMITs) are in flight at once, so a long map
+ * neither floods the master nor holds much memory; the items are read
+ * while the call runs and not retained. A refusal with queue_full (or
+ * store_failed) is back-pressure: those items are submitted again after a
+ * backoff (10 ms doubling to 1 s). An unknown task fails every item with
+ * DIST_ENOENT and the master's message. */
 DIST_EXPORT int dist_client_map(dist_client_t *self, const char *task, const dist_bytes_t *items,
                                 size_t n, int task_timeout_ms, int timeout_ms,
                                 dist_progress_fn progress, void *userdata,
                                 dist_results_t **results);
 
-/* The same, with results in completion order: called once per result with
- * its input index; the result is borrowed for the call. */
+/* The same, with results in completion order: on_result is called once
+ * per item with its input index, in the calling thread; the result is
+ * borrowed for the call. When timeout_ms passes first, each missing item
+ * is reported once as DIST_ETIMEDOUT. Returns as dist_client_map. */
 typedef void (*dist_result_fn)(size_t index, dist_result_t *result, void *userdata);
 DIST_EXPORT int dist_client_map_unordered(dist_client_t *self, const char *task,
                                           const dist_bytes_t *items, size_t n,
                                           int task_timeout_ms, int timeout_ms,
                                           dist_result_fn on_result, void *userdata);
 
-/* Named remote queues. put: waits up to timeout_ms for room (0: at once):
- * 0, DIST_EFULL, DIST_ENOMASTER, DIST_EINVAL (bad name). get: waits up to
+/* Named remote queues (names: 1-128 letters, digits and `._:-`). The
+ * master does the waiting; the client waits 2 s longer for its answer.
+ * DIST_FOREVER is sent as the largest timeout the wire has (49 days).
+ * put: waits up to timeout_ms for room (0: at once): 0, DIST_EFULL,
+ * DIST_EMSGSIZE, DIST_ENOMASTER, DIST_EINVAL (bad name). get: waits up to
  * timeout_ms for an item: 0 with *buf (malloc'd, the caller frees it) and
- * *len, DIST_ETIMEDOUT, DIST_ENOMASTER. */
+ * *len, DIST_ETIMEDOUT, DIST_ENOMASTER. An item that the master hands out
+ * after the client gave up on the get is put back into its queue. */
 DIST_EXPORT int dist_client_qput(dist_client_t *self, const char *queue, const void *buf,
                                  size_t len, int timeout_ms);
 DIST_EXPORT int dist_client_qget(dist_client_t *self, const char *queue, void **buf, size_t *len,
                                  int timeout_ms);
 
 /* The cluster's state (docs/PROTOCOL.md section 7b) as a result whose value
- * is the status map. *status is owned by the caller. 0, DIST_ETIMEDOUT. */
+ * is the master's STATUS body, a map (with its `req` field). *status is
+ * owned by the caller. 0, DIST_ETIMEDOUT, DIST_ENOMASTER. */
 DIST_EXPORT int dist_client_status(dist_client_t *self, int timeout_ms, dist_result_t **status);
 
 #ifdef __cplusplus

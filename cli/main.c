@@ -1,0 +1,667 @@
+/*  main.c - `dist`, the libdist command line: run one task (submit), a
+ *  task over many argument arrays read from stdin (map), or show the
+ *  cluster (status). A thin layer over dist/client.h; JSON goes through
+ *  jansson and json.c.
+ *
+ *  Exit status: 0 success, 1 a task failed (or some items of a map), 2
+ *  usage error (bad option, value, argument or input line; nothing was
+ *  submitted), 3 no master answered or the connection failed.
+ */
+#include <dist.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "json.h"
+#include "progress.h"
+#include "status.h"
+
+enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_NOMASTER = 3 };
+
+#define S_ENDPOINT_DEFAULT "tcp://127.0.0.1:5555"
+
+/* Commands, as bits: which options each accepts. */
+enum { C_SUBMIT = 1, C_MAP = 2, C_STATUS = 4, C_HELP = 8, C_ALL = 15 };
+
+static const struct {
+    const char *name;
+    unsigned bit;
+    const char *summary;
+} s_cmds[] = {
+    { "submit", C_SUBMIT, "run one task and print its result as JSON" },
+    { "map", C_MAP, "run a task on every JSON array read from stdin, one result per line" },
+    { "status", C_STATUS, "show workers, queues, counters and rates" },
+    { "help", C_HELP, "show this help, or a command's" },
+};
+
+enum {
+    O_MASTER, O_NAME, O_CONNECT, O_LOG, O_TIMEOUT, O_WAIT, O_UNORDERED, O_JSON, O_HELP, O_VERSION
+};
+
+static const struct {
+    const char *name;
+    char short_name;
+    bool has_arg;
+    unsigned cmds;
+} s_opts[] = {
+    [O_MASTER] = { "master", 0, true, C_ALL },
+    [O_NAME] = { "name", 0, true, C_ALL },
+    [O_CONNECT] = { "connect-timeout", 0, true, C_ALL },
+    [O_LOG] = { "log-level", 0, true, C_ALL },
+    [O_TIMEOUT] = { "timeout", 0, true, C_SUBMIT | C_MAP },
+    [O_WAIT] = { "wait", 0, true, C_SUBMIT | C_MAP | C_STATUS },
+    [O_UNORDERED] = { "unordered", 0, false, C_MAP },
+    [O_JSON] = { "json", 0, false, C_STATUS },
+    [O_HELP] = { "help", 'h', false, C_ALL },
+    [O_VERSION] = { "version", 'V', false, C_ALL },
+};
+
+typedef struct {
+    const char *cmd;
+    unsigned cmd_bit;
+    const char *master;
+    const char *name;
+    int connect_timeout_ms;
+    int log_level;
+    int task_timeout_ms;
+    int wait_ms; /* -1: forever */
+    bool unordered, json, help, version;
+    unsigned given; /* options seen, as 1 << O_* */
+    const char **pos; /* arguments after the command */
+    int npos;
+} cli_t;
+
+/* ---- messages --------------------------------------------------------------- */
+
+static int s_usage(const cli_t *cli, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("dist: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    if (cli && cli->cmd && cli->cmd_bit != C_HELP)
+        fprintf(stderr, "\nTry 'dist %s --help' for more information.\n", cli->cmd);
+    else
+        fputs("\nTry 'dist --help' for more information.\n", stderr);
+    return EXIT_USAGE;
+}
+
+static void s_log(dist_log_level_t level, const char *component, const char *msg, void *ud)
+{
+    (void)ud;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s dist/%s: %s\n", tm.tm_year + 1900,
+            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
+            dist_log_level_name(level), component, msg);
+}
+
+static const char s_common_help[] =
+    "Options of every command:\n"
+    "  --master ENDPOINT      the master (default: $DIST_MASTER, else " S_ENDPOINT_DEFAULT ")\n"
+    "  --name NAME            this client's name, as the master shows it\n"
+    "                         (default: HOST:PID:RANDOM)\n"
+    "  --connect-timeout MS   how long to wait for the master's welcome (default: 5000)\n"
+    "  --log-level LEVEL      error, warn, info or debug, logged to stderr (default: warn)\n"
+    "  -h, --help             show help and exit\n"
+    "  -V, --version          show the version and exit\n"
+    "\n"
+    "Environment:\n"
+    "  DIST_MASTER            the master's endpoint when --master is not given\n"
+    "  DIST_KEY, DIST_SERVER_KEY\n"
+    "                         CURVE keys: not supported yet (dist refuses to run when set)\n"
+    "\n"
+    "Exit status:\n"
+    "  0  success\n"
+    "  1  the task failed, or some items of a map failed (the errors are on stderr or\n"
+    "     in the output), or no result came within --wait\n"
+    "  2  usage error: bad option, value, argument or input line (nothing was submitted)\n"
+    "  3  no master answered, or the connection failed\n";
+
+static void s_help(const char *cmd)
+{
+    if (cmd && strcmp(cmd, "submit") == 0) {
+        printf("Usage: dist submit [OPTIONS] TASK [ARG ...]\n"
+               "\n"
+               "Runs TASK once with the given arguments and prints its result as JSON on\n"
+               "stdout. Each ARG is one JSON value: 5, -2.5, true, null, '\"text\"', '[1,2]',\n"
+               "'{\"a\": 1}' (quote strings twice: once for JSON, once for the shell).\n"
+               "Binary values are printed as {\"$bin\": \"<base64>\"} and can be passed the\n"
+               "same way. A failed task prints its error on stderr and exits with 1.\n"
+               "\n"
+               "Options:\n"
+               "  --timeout MS   the task's own time limit: the worker stops it after MS\n"
+               "                 (default: 0, none)\n"
+               "  --wait MS      how long to wait for the result (default: forever)\n"
+               "\n%s",
+               s_common_help);
+    } else if (cmd && strcmp(cmd, "map") == 0) {
+        printf("Usage: dist map [OPTIONS] TASK < ARGS.jsonl > RESULTS.jsonl\n"
+               "\n"
+               "Reads one JSON array of arguments per line from stdin (blank lines are\n"
+               "skipped), runs TASK on each across the cluster, and writes one JSON line per\n"
+               "result to stdout, in input order: the result, or {\"error\": \"...\"} for an\n"
+               "item that failed. A malformed line is an error naming its number, before\n"
+               "anything is submitted. Progress goes to stderr when it is a terminal.\n"
+               "\n"
+               "Options:\n"
+               "  --unordered    write results as they complete, each line\n"
+               "                 {\"index\": I, \"result\": ...} or\n"
+               "                 {\"index\": I, \"error\": \"...\"}\n"
+               "                 (I counts input arrays from 0)\n"
+               "  --timeout MS   each task's own time limit (default: 0, none)\n"
+               "  --wait MS      how long to wait for all results; the missing ones fail\n"
+               "                 with \"no result within MS ms\" (default: forever)\n"
+               "\n%s",
+               s_common_help);
+    } else if (cmd && strcmp(cmd, "status") == 0) {
+        printf("Usage: dist status [OPTIONS]\n"
+               "\n"
+               "Shows the master, its workers (name, host, slots, busy, done, failed, last\n"
+               "seen), its queues (name, kind, depth, in flight), counters and rates.\n"
+               "\n"
+               "Options:\n"
+               "  --json         print the master's status map as JSON instead\n"
+               "  --wait MS      how long to wait for the answer (default: 5000)\n"
+               "\n%s",
+               s_common_help);
+    } else {
+        printf("Usage: dist [OPTIONS] COMMAND [ARGS]\n"
+               "\n"
+               "The command line of libdist: runs tasks on a cluster of dist-worker\n"
+               "processes through a dist-master.\n"
+               "\n"
+               "Commands:\n");
+        for (size_t i = 0; i < sizeof s_cmds / sizeof *s_cmds; i++)
+            printf("  %-8s %s\n", s_cmds[i].name, s_cmds[i].summary);
+        printf("\n"
+               "Examples:\n"
+               "  dist submit dist.echo 1 '\"two\"' '[3]'\n"
+               "  seq 10 | sed 's/.*/[&]/' | dist map dist.sleep\n"
+               "  dist status --json\n"
+               "\n"
+               "'dist help COMMAND' or 'dist COMMAND --help' describes a command.\n"
+               "\n%s",
+               s_common_help);
+    }
+}
+
+/* ---- options ------------------------------------------------------------------- */
+
+static bool s_parse_ms(const char *s, bool allow_forever, int *out)
+{
+    if (allow_forever && (strcmp(s, "forever") == 0 || strcmp(s, "-1") == 0)) {
+        *out = -1;
+        return true;
+    }
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < 0 || v > 0x7fffffff)
+        return false;
+    *out = (int)v;
+    return true;
+}
+
+static int s_set_option(cli_t *cli, int o, const char *val)
+{
+    const char *name = s_opts[o].name;
+    cli->given |= 1u << o;
+    switch (o) {
+    case O_MASTER: cli->master = val; break;
+    case O_NAME:
+        if (!*val || strlen(val) > 128)
+            return s_usage(cli, "--name must be 1 to 128 bytes");
+        cli->name = val;
+        break;
+    case O_CONNECT:
+        if (!s_parse_ms(val, false, &cli->connect_timeout_ms) || cli->connect_timeout_ms == 0)
+            return s_usage(cli, "--%s: '%s' is not a positive number of milliseconds", name, val);
+        break;
+    case O_LOG:
+        if ((cli->log_level = dist_log_level_parse(val)) < 0)
+            return s_usage(cli, "--log-level: '%s' is not one of error, warn, info, debug", val);
+        break;
+    case O_TIMEOUT:
+        if (!s_parse_ms(val, false, &cli->task_timeout_ms))
+            return s_usage(cli, "--%s: '%s' is not a number of milliseconds", name, val);
+        break;
+    case O_WAIT:
+        if (!s_parse_ms(val, true, &cli->wait_ms))
+            return s_usage(cli, "--%s: '%s' is not a number of milliseconds (or 'forever')", name,
+                           val);
+        break;
+    case O_UNORDERED: cli->unordered = true; break;
+    case O_JSON: cli->json = true; break;
+    case O_HELP: cli->help = true; break;
+    case O_VERSION: cli->version = true; break;
+    }
+    return 0;
+}
+
+/* Options may come before or after the command. An argument starting with
+ * '-' and a digit or '.' is a value (a negative JSON number), not an
+ * option; "--" ends the options. */
+static int s_parse(cli_t *cli, int argc, char **argv)
+{
+    bool opts_done = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!opts_done && strcmp(a, "--") == 0) {
+            opts_done = true;
+            continue;
+        }
+        bool is_opt =
+            !opts_done && a[0] == '-' && a[1] && a[1] != '.' && (a[1] < '0' || a[1] > '9');
+        if (!is_opt) {
+            if (!cli->cmd)
+                cli->cmd = a;
+            else
+                cli->pos[cli->npos++] = a;
+            continue;
+        }
+        int o = -1;
+        const char *val = NULL;
+        if (a[1] == '-') {
+            const char *name = a + 2, *eq = strchr(name, '=');
+            size_t len = eq ? (size_t)(eq - name) : strlen(name);
+            for (size_t k = 0; k < sizeof s_opts / sizeof *s_opts; k++)
+                if (strlen(s_opts[k].name) == len && strncmp(s_opts[k].name, name, len) == 0)
+                    o = (int)k;
+            if (o < 0)
+                return s_usage(cli, "unknown option '%s'", a);
+            if (eq && !s_opts[o].has_arg)
+                return s_usage(cli, "option '--%s' takes no value", s_opts[o].name);
+            if (eq)
+                val = eq + 1;
+        } else {
+            for (size_t k = 0; k < sizeof s_opts / sizeof *s_opts; k++)
+                if (a[2] == 0 && s_opts[k].short_name == a[1])
+                    o = (int)k;
+            if (o < 0)
+                return s_usage(cli, "unknown option '%s'", a);
+        }
+        if (s_opts[o].has_arg && !val) {
+            if (i + 1 >= argc)
+                return s_usage(cli, "option '--%s' needs a value", s_opts[o].name);
+            val = argv[++i];
+        }
+        int rc = s_set_option(cli, o, val);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- shared steps --------------------------------------------------------------- */
+
+static bool s_task_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 128)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || strchr("._:-", s[i])))
+            return false;
+    return true;
+}
+
+static int s_no_master(const cli_t *cli)
+{
+    fprintf(stderr, "dist: no master answered at %s within %d ms\n", cli->master,
+            cli->connect_timeout_ms);
+    return EXIT_NOMASTER;
+}
+
+static dist_client_t *s_connect(const cli_t *cli, int *exit_code)
+{
+    dist_client_opts_t o = { .master = cli->master,
+                             .name = cli->name,
+                             .connect_timeout_ms = cli->connect_timeout_ms,
+                             .log = s_log,
+                             .log_level = (dist_log_level_t)cli->log_level };
+    dist_client_t *c = dist_client_new(&o);
+    if (c)
+        return c;
+    if (errno == -DIST_ENOMASTER)
+        *exit_code = s_no_master(cli);
+    else {
+        fprintf(stderr, "dist: cannot connect to %s: %s\n", cli->master,
+                errno == EINVAL ? "invalid endpoint or options" : dist_strerror(errno));
+        *exit_code = EXIT_NOMASTER;
+    }
+    return NULL;
+}
+
+/* Prints a result value as one JSON line; false when it cannot. */
+static bool s_print_value(dist_result_t *r, FILE *out)
+{
+    const msgpack_object *v = dist_result_value(r);
+    json_t *j = v ? cli_json_from_msgpack(v) : NULL;
+    char *text = j ? cli_json_text(j, 0) : NULL;
+    json_decref(j);
+    if (!text)
+        return false;
+    fprintf(out, "%s\n", text);
+    free(text);
+    return true;
+}
+
+/* ---- submit ----------------------------------------------------------------------- */
+
+static int s_cmd_submit(cli_t *cli)
+{
+    if (cli->npos < 1)
+        return s_usage(cli, "submit needs a TASK");
+    const char *task = cli->pos[0];
+    if (!s_task_name_ok(task))
+        return s_usage(cli, "'%s' is not a task name (1-128 letters, digits and ._:-)", task);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, (size_t)(cli->npos - 1));
+    for (int i = 1; i < cli->npos; i++) {
+        char err[160];
+        if (cli_json_pack_text(cli->pos[i], &pk, err, sizeof err)) {
+            msgpack_sbuffer_destroy(&sb);
+            const char *a = cli->pos[i];
+            bool word = (a[0] >= 'a' && a[0] <= 'z') || (a[0] >= 'A' && a[0] <= 'Z');
+            return s_usage(cli, "argument %d is not valid JSON: %s: %s%s%s%s", i, a, err,
+                           word ? "\n(strings are JSON too: quote them, e.g. '\"" : "",
+                           word ? a : "", word ? "\"')" : "");
+        }
+    }
+    int code = EXIT_OK;
+    dist_client_t *c = s_connect(cli, &code);
+    if (!c) {
+        msgpack_sbuffer_destroy(&sb);
+        return code;
+    }
+    dist_bytes_t item = { sb.data, sb.size };
+    dist_results_t *rs = NULL;
+    int rc = dist_client_map(c, task, &item, 1, cli->task_timeout_ms, cli->wait_ms, NULL, NULL,
+                             &rs);
+    msgpack_sbuffer_destroy(&sb);
+    if (rc == DIST_ENOMASTER) {
+        code = s_no_master(cli);
+    } else if (!rs) {
+        fprintf(stderr, "dist: %s\n", dist_strerror(rc));
+        code = EXIT_FAILED;
+    } else {
+        dist_result_t *r = dist_results_at(rs, 0);
+        if (!dist_result_ok(r)) {
+            fprintf(stderr, "dist: %s\n", dist_result_error(r));
+            code = EXIT_FAILED;
+        } else if (!s_print_value(r, stdout)) {
+            fprintf(stderr, "dist: the result is not one valid MessagePack value\n");
+            code = EXIT_FAILED;
+        }
+    }
+    dist_results_destroy(&rs);
+    dist_client_destroy(&c);
+    return code;
+}
+
+/* ---- map ---------------------------------------------------------------------------- */
+
+typedef struct {
+    bool unordered;
+    char **pending; /* in order: lines waiting for the ones before them */
+    size_t next;    /* the next index to print */
+    size_t failed;
+    cli_progress_t progress;
+} map_out_t;
+
+/* The output line for one result (malloc'd); NULL on ENOMEM. */
+static char *s_map_line(size_t index, dist_result_t *r, bool with_index)
+{
+    json_t *j = json_object();
+    if (with_index)
+        json_object_set_new(j, "index", json_integer((json_int_t)index));
+    const msgpack_object *v = dist_result_ok(r) ? dist_result_value(r) : NULL;
+    if (v) {
+        json_t *val = cli_json_from_msgpack(v);
+        if (!with_index) {
+            json_decref(j);
+            j = val;
+        } else {
+            json_object_set_new(j, "result", val);
+        }
+    } else {
+        const char *msg = dist_result_ok(r) ? "the result is not one valid MessagePack value"
+                                            : dist_result_error(r);
+        json_object_set_new(j, "error", json_string(msg ? msg : "error"));
+    }
+    char *text = j ? cli_json_text(j, 0) : NULL;
+    json_decref(j);
+    return text;
+}
+
+static void s_map_result(size_t index, dist_result_t *r, void *ud)
+{
+    map_out_t *m = ud;
+    bool ok = dist_result_ok(r) && dist_result_value(r);
+    if (!ok)
+        m->failed++;
+    char *line = s_map_line(index, r, m->unordered);
+    if (!line)
+        line = strdup("{\"error\": \"out of memory\"}");
+    if (m->unordered) {
+        if (line)
+            puts(line);
+        free(line);
+    } else {
+        m->pending[index] = line;
+        while (m->next < m->progress.total && m->pending[m->next]) {
+            puts(m->pending[m->next]);
+            free(m->pending[m->next]);
+            m->pending[m->next++] = NULL;
+        }
+    }
+    cli_progress_update(&m->progress, 1);
+}
+
+/* Reads stdin: every non-blank line one JSON array, packed back to back
+ * into *buf; items[i] point into it. 0, or EXIT_USAGE after a message. */
+static int s_read_items(cli_t *cli, msgpack_sbuffer *sb, dist_bytes_t **items_out, size_t *n_out)
+{
+    size_t n = 0, cap = 0, *offs = NULL;
+    char *line = NULL;
+    size_t lcap = 0, lineno = 0;
+    ssize_t len;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    int rc = 0;
+    while ((len = getline(&line, &lcap, stdin)) >= 0) {
+        lineno++;
+        if (strspn(line, " \t\r\n") == (size_t)len)
+            continue;
+        json_error_t je;
+        json_t *v = json_loadb(line, (size_t)len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+        if (!v) {
+            rc = s_usage(cli, "stdin line %zu: %s (column %d)", lineno, je.text, je.column);
+            break;
+        }
+        if (!json_is_array(v)) {
+            json_decref(v);
+            rc = s_usage(cli, "stdin line %zu: expected a JSON array of arguments", lineno);
+            break;
+        }
+        if (n == cap) {
+            cap = cap ? cap * 2 : 1024;
+            size_t *grown = realloc(offs, (cap + 1) * sizeof *grown);
+            if (!grown) {
+                json_decref(v);
+                rc = s_usage(cli, "out of memory reading stdin");
+                break;
+            }
+            offs = grown;
+        }
+        offs[n++] = sb->size;
+        char err[160];
+        int prc = cli_json_pack(v, &pk, err, sizeof err);
+        json_decref(v);
+        if (prc) {
+            rc = s_usage(cli, "stdin line %zu: %s", lineno, err);
+            break;
+        }
+    }
+    free(line);
+    dist_bytes_t *items = NULL;
+    if (!rc && !(items = calloc(n ? n : 1, sizeof *items)))
+        rc = s_usage(cli, "out of memory reading stdin");
+    for (size_t i = 0; !rc && i < n; i++) {
+        items[i].data = sb->data + offs[i];
+        items[i].len = (i + 1 < n ? offs[i + 1] : sb->size) - offs[i];
+    }
+    free(offs);
+    *items_out = items;
+    *n_out = n;
+    return rc;
+}
+
+static int s_cmd_map(cli_t *cli)
+{
+    if (cli->npos != 1)
+        return s_usage(cli, cli->npos ? "map takes one TASK; its arguments come from stdin"
+                                      : "map needs a TASK");
+    const char *task = cli->pos[0];
+    if (!s_task_name_ok(task))
+        return s_usage(cli, "'%s' is not a task name (1-128 letters, digits and ._:-)", task);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    dist_bytes_t *items = NULL;
+    size_t n = 0;
+    int code = s_read_items(cli, &sb, &items, &n);
+    dist_client_t *c = code ? NULL : s_connect(cli, &code);
+    map_out_t m = { .unordered = cli->unordered };
+    if (c && !cli->unordered && !(m.pending = calloc(n ? n : 1, sizeof *m.pending))) {
+        fprintf(stderr, "dist: out of memory\n");
+        code = EXIT_FAILED;
+    }
+    if (c && !code) {
+        cli_progress_init(&m.progress, n, isatty(STDERR_FILENO));
+        int rc = dist_client_map_unordered(c, task, items, n, cli->task_timeout_ms, cli->wait_ms,
+                                           s_map_result, &m);
+        cli_progress_done(&m.progress);
+        if (rc == DIST_ENOMASTER)
+            code = s_no_master(cli);
+        else if (rc && rc != DIST_ETASK && rc != DIST_ETIMEDOUT) {
+            fprintf(stderr, "dist: %s\n", dist_strerror(rc));
+            code = EXIT_FAILED;
+        } else if (m.failed) {
+            code = EXIT_FAILED;
+        }
+    }
+    if (fflush(stdout) != 0 && !code) {
+        fprintf(stderr, "dist: writing the results failed: %s\n", strerror(errno));
+        code = EXIT_FAILED;
+    }
+    for (size_t i = 0; m.pending && i < n; i++)
+        free(m.pending[i]);
+    free(m.pending);
+    dist_client_destroy(&c);
+    free(items);
+    msgpack_sbuffer_destroy(&sb);
+    return code;
+}
+
+/* ---- status ------------------------------------------------------------------------- */
+
+static int s_cmd_status(cli_t *cli)
+{
+    if (cli->npos)
+        return s_usage(cli, "status takes no arguments");
+    int code = EXIT_OK;
+    dist_client_t *c = s_connect(cli, &code);
+    if (!c)
+        return code;
+    int wait = cli->given & (1u << O_WAIT) ? cli->wait_ms : cli->connect_timeout_ms;
+    dist_result_t *st = NULL;
+    int rc = dist_client_status(c, wait, &st);
+    const msgpack_object *v = rc == 0 ? dist_result_value(st) : NULL;
+    if (rc == DIST_ETIMEDOUT || rc == DIST_ENOMASTER) {
+        fprintf(stderr, "dist: the master at %s did not answer STATUS within %d ms\n", cli->master,
+                wait);
+        code = EXIT_NOMASTER;
+    } else if (!v || v->type != MSGPACK_OBJECT_MAP) {
+        fprintf(stderr, "dist: status: %s\n", rc ? dist_strerror(rc) : "malformed answer");
+        code = EXIT_NOMASTER;
+    } else if (cli->json) {
+        json_t *j = cli_json_from_msgpack(v);
+        json_object_del(j, "req");
+        char *text = j ? cli_json_text(j, JSON_INDENT(2)) : NULL;
+        json_decref(j);
+        if (text)
+            puts(text);
+        free(text);
+    } else {
+        cli_status_print(v, stdout);
+    }
+    dist_result_destroy(&st);
+    dist_client_destroy(&c);
+    return code;
+}
+
+/* ---- main ---------------------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    const char *pos[argc > 0 ? argc : 1];
+    cli_t cli = { .connect_timeout_ms = 5000, .log_level = DIST_LOG_WARN, .wait_ms = -1,
+                  .pos = pos };
+    int rc = s_parse(&cli, argc, argv);
+    if (rc)
+        return rc;
+    if (cli.version) {
+        printf("dist %s (libdist %s)\n", DIST_VERSION_STRING, dist_version());
+        return EXIT_OK;
+    }
+    if (cli.cmd) {
+        for (size_t i = 0; i < sizeof s_cmds / sizeof *s_cmds; i++)
+            if (strcmp(cli.cmd, s_cmds[i].name) == 0)
+                cli.cmd_bit = s_cmds[i].bit;
+        if (!cli.cmd_bit)
+            return s_usage(NULL, "unknown command '%s'", cli.cmd);
+    }
+    if (cli.help || cli.cmd_bit == C_HELP) {
+        const char *about = cli.cmd_bit == C_HELP ? (cli.npos ? cli.pos[0] : NULL) : cli.cmd;
+        bool known = !about || strcmp(about, "help") == 0;
+        for (size_t i = 0; i < sizeof s_cmds / sizeof *s_cmds; i++)
+            known |= about && strcmp(about, s_cmds[i].name) == 0;
+        if (!known)
+            return s_usage(NULL, "unknown command '%s'", about);
+        s_help(about);
+        return EXIT_OK;
+    }
+    if (!cli.cmd)
+        return s_usage(NULL, "no command given");
+    for (size_t o = 0; o < sizeof s_opts / sizeof *s_opts; o++)
+        if ((cli.given & (1u << o)) && !(s_opts[o].cmds & cli.cmd_bit))
+            return s_usage(&cli, "option '--%s' does not apply to '%s'", s_opts[o].name, cli.cmd);
+    const char *key = getenv("DIST_KEY"), *server_key = getenv("DIST_SERVER_KEY");
+    if ((key && *key) || (server_key && *server_key)) {
+        fprintf(stderr, "dist: CURVE keys ($DIST_KEY, $DIST_SERVER_KEY) are not supported yet; "
+                        "unset them\n");
+        return EXIT_USAGE;
+    }
+    if (!cli.master || !*cli.master)
+        cli.master = getenv("DIST_MASTER");
+    if (!cli.master || !*cli.master)
+        cli.master = S_ENDPOINT_DEFAULT;
+    switch (cli.cmd_bit) {
+    case C_SUBMIT: return s_cmd_submit(&cli);
+    case C_MAP: return s_cmd_map(&cli);
+    default: return s_cmd_status(&cli);
+    }
+}

@@ -1,0 +1,168 @@
+/*  status.c - see status.h. The answer comes from the master, so every
+ *  field is read through the typed accessors of dist/wire.h and printed
+ *  as "-" when it is missing or of the wrong type. */
+#include "status.h"
+
+#include <dist.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_COLS 8
+#define S_CELL 64
+
+typedef char s_row_t[S_COLS][S_CELL];
+
+static void s_str(char *out, const msgpack_object *map, const char *key)
+{
+    const char *s;
+    size_t n;
+    if (dist_wire_get_str(dist_wire_map_get(map, key), &s, &n) || n == 0) {
+        snprintf(out, S_CELL, "-");
+        return;
+    }
+    snprintf(out, S_CELL, "%.*s", (int)(n < S_CELL - 1 ? n : S_CELL - 1), s);
+    for (char *p = out; *p; p++) /* a peer's text must not drive the terminal */
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+}
+
+static void s_u64(char *out, const msgpack_object *map, const char *key)
+{
+    uint64_t v;
+    if (dist_wire_get_u64(dist_wire_map_get(map, key), &v))
+        snprintf(out, S_CELL, "-");
+    else
+        snprintf(out, S_CELL, "%llu", (unsigned long long)v);
+}
+
+static void s_ago(char *out, const msgpack_object *map, const char *key)
+{
+    uint64_t ms;
+    if (dist_wire_get_u64(dist_wire_map_get(map, key), &ms))
+        snprintf(out, S_CELL, "-");
+    else if (ms < 60000)
+        snprintf(out, S_CELL, "%.1fs ago", (double)ms / 1000);
+    else if (ms < 3600000)
+        snprintf(out, S_CELL, "%llum ago", (unsigned long long)(ms / 60000));
+    else
+        snprintf(out, S_CELL, "%lluh ago", (unsigned long long)(ms / 3600000));
+}
+
+static void s_table(FILE *out, const char *const *head, size_t ncols, s_row_t *rows, size_t n)
+{
+    size_t w[S_COLS];
+    for (size_t c = 0; c < ncols; c++) {
+        w[c] = strlen(head[c]);
+        for (size_t r = 0; r < n; r++)
+            if (strlen(rows[r][c]) > w[c])
+                w[c] = strlen(rows[r][c]);
+    }
+    for (size_t r = 0; r <= n; r++) {
+        fputs("  ", out);
+        for (size_t c = 0; c < ncols; c++) {
+            const char *cell = r ? rows[r - 1][c] : head[c];
+            if (c + 1 < ncols)
+                fprintf(out, "%-*s  ", (int)w[c], cell);
+            else
+                fprintf(out, "%s\n", cell);
+        }
+    }
+}
+
+/* "name value, name value" for a map of numbers. */
+static void s_pairs(FILE *out, const char *title, const msgpack_object *map, const char *unit)
+{
+    const msgpack_object_kv *kv;
+    size_t n;
+    fprintf(out, "%-9s", title);
+    if (dist_wire_get_map(map, &kv, &n) || n == 0) {
+        fputs("-\n", out);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *k;
+        size_t kn;
+        double d;
+        uint64_t u;
+        if (dist_wire_get_str(&kv[i].key, &k, &kn))
+            continue;
+        /* "submitted_per_s 1.50/s" says it twice: drop the suffix */
+        if (*unit && kn > 6 && memcmp(k + kn - 6, "_per_s", 6) == 0)
+            kn -= 6;
+        fprintf(out, "%s%.*s ", i ? ", " : "", (int)kn, k);
+        if (kv[i].val.type == MSGPACK_OBJECT_POSITIVE_INTEGER && !dist_wire_get_u64(&kv[i].val, &u))
+            fprintf(out, "%llu%s", (unsigned long long)u, unit);
+        else if (!dist_wire_get_f64(&kv[i].val, &d))
+            fprintf(out, "%.2f%s", d, unit);
+        else
+            fputs("-", out);
+    }
+    fputc('\n', out);
+}
+
+static void s_uptime(char *out, uint64_t s)
+{
+    if (s < 3600)
+        snprintf(out, S_CELL, "%llum%02llus", (unsigned long long)(s / 60),
+                 (unsigned long long)(s % 60));
+    else
+        snprintf(out, S_CELL, "%lluh%02llum", (unsigned long long)(s / 3600),
+                 (unsigned long long)(s % 3600 / 60));
+}
+
+void cli_status_print(const msgpack_object *st, FILE *out)
+{
+    const msgpack_object *master = dist_wire_map_get(st, "master");
+    char name[S_CELL], version[S_CELL], store[S_CELL], up[S_CELL] = "-";
+    s_str(name, master, "name");
+    s_str(version, master, "version");
+    s_str(store, master, "store");
+    uint64_t v;
+    if (!dist_wire_get_u64(dist_wire_map_get(master, "uptime_s"), &v))
+        s_uptime(up, v);
+    fprintf(out, "master   %s, version %s, up %s, store %s\n", name, version, up,
+            strcmp(store, "-") ? store : "none (in memory)");
+    char clients[S_CELL];
+    s_u64(clients, st, "clients");
+    fprintf(out, "clients  %s\n", clients);
+
+    const msgpack_object *items;
+    size_t n;
+    if (dist_wire_get_array(dist_wire_map_get(st, "workers"), &items, &n))
+        n = 0;
+    fprintf(out, "\nworkers (%zu)\n", n);
+    s_row_t *rows = n ? calloc(n, sizeof *rows) : NULL;
+    for (size_t i = 0; rows && i < n; i++) {
+        s_str(rows[i][0], &items[i], "name");
+        s_str(rows[i][1], &items[i], "host");
+        s_u64(rows[i][2], &items[i], "slots");
+        s_u64(rows[i][3], &items[i], "busy");
+        s_u64(rows[i][4], &items[i], "done");
+        s_u64(rows[i][5], &items[i], "failed");
+        s_ago(rows[i][6], &items[i], "last_seen_ms");
+    }
+    static const char *const whead[] = { "NAME", "HOST", "SLOTS", "BUSY", "DONE", "FAILED",
+                                         "LAST SEEN" };
+    if (rows)
+        s_table(out, whead, 7, rows, n);
+    free(rows);
+
+    if (dist_wire_get_array(dist_wire_map_get(st, "queues"), &items, &n))
+        n = 0;
+    fprintf(out, "\nqueues (%zu)\n", n);
+    rows = n ? calloc(n, sizeof *rows) : NULL;
+    for (size_t i = 0; rows && i < n; i++) {
+        s_str(rows[i][0], &items[i], "name");
+        s_str(rows[i][1], &items[i], "kind");
+        s_u64(rows[i][2], &items[i], "depth");
+        s_u64(rows[i][3], &items[i], "in_flight");
+    }
+    static const char *const qhead[] = { "NAME", "KIND", "DEPTH", "IN FLIGHT" };
+    if (rows)
+        s_table(out, qhead, 4, rows, n);
+    free(rows);
+
+    fputc('\n', out);
+    s_pairs(out, "counters", dist_wire_map_get(st, "counters"), "");
+    s_pairs(out, "rates", dist_wire_map_get(st, "rates"), "/s");
+}

@@ -1,0 +1,333 @@
+/*  client_queue.c - named remote queues (QPUT, QGET) and STATUS: requests
+ *  with a number (req) that their QREPLY or STATUS answer echoes.
+ *
+ *  The master may hold a QPUT or QGET for its timeout; the client waits a
+ *  little longer so that the master's own "timeout" answer comes first. A
+ *  QGET given up before its answer came keeps a copy in the request list:
+ *  if the answer still comes, its items are put back into their queue.
+ */
+#include "client_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dist/error.h"
+#include "util_internal.h"
+#include "value_internal.h"
+
+#define S_REPLY_GRACE_MS 2000 /* how much longer than its timeout a request waits */
+
+/* Puts the items of a QGET reply nobody waits for any more back into
+ * their queue, so that a late reply loses nothing. */
+static void s_put_back(dist_client_t *self, const char *queue, const msgpack_object *items,
+                       size_t n);
+
+dist__req_t *dist__req_find(dist_client_t *self, uint64_t req)
+{
+    for (dist__req_t *r = self->reqs; r; r = r->next)
+        if (r->req == req)
+            return r;
+    return NULL;
+}
+
+void dist__req_unlink(dist_client_t *self, dist__req_t *q)
+{
+    for (dist__req_t **p = &self->reqs; *p; p = &(*p)->next)
+        if (*p == q) {
+            *p = q->next;
+            return;
+        }
+}
+
+void dist__req_clear(dist__req_t *q)
+{
+    free(q->body);
+    q->body = NULL;
+    dist_wire_msg_destroy(&q->reply);
+}
+
+/* Frees a request that lives on the heap (an abandoned one). */
+void dist__req_drop(dist__req_t *q)
+{
+    dist__req_clear(q);
+    free(q);
+}
+
+/* Gives the request a number, packs its body with fill() (which packs the
+ * fields after "req": `nfields` of them) and queues it. */
+int dist__req_start(dist_client_t *self, dist__req_t *q, dist__cmd_t cmd, size_t nfields,
+                    void (*fill)(msgpack_packer *pk, const void *arg), const void *arg)
+{
+    q->req = ++self->next_req;
+    q->cmd = cmd;
+    dist_wire_buf_t *buf = dist_wire_buf_new(0);
+    if (!buf)
+        return DIST_ENOMEM;
+    msgpack_packer *pk = dist_wire_buf_packer(buf);
+    msgpack_pack_map(pk, 1 + nfields);
+    dist__pk_kv_u64(pk, "req", q->req);
+    if (fill)
+        fill(pk, arg);
+    int st = dist_wire_buf_status(buf);
+    if (!st)
+        q->body = dist_wire_buf_release(buf, &q->len);
+    dist_wire_buf_destroy(&buf);
+    if (st)
+        return st;
+    q->next = self->reqs;
+    self->reqs = q;
+    dist__client_wake(self);
+    return 0;
+}
+
+/* The code a QREPLY status or an ERROR code maps to (section 7a, 8). */
+int dist__reply_code(const char *s, size_t n)
+{
+    if (dist__str_is(s, n, "ok"))
+        return 0;
+    if (dist__str_is(s, n, "timeout"))
+        return DIST_ETIMEDOUT;
+    if (dist__str_is(s, n, "full") || dist__str_is(s, n, "queue_full"))
+        return DIST_EFULL;
+    if (dist__str_is(s, n, "bad_request") || dist__str_is(s, n, "malformed"))
+        return DIST_EINVAL;
+    if (dist__str_is(s, n, "too_large"))
+        return DIST_EMSGSIZE;
+    if (dist__str_is(s, n, "unknown_task"))
+        return DIST_ENOENT;
+    return DIST_EREFUSED;
+}
+
+void dist__on_reply(dist_client_t *self, dist__inmsg_t *m)
+{
+    uint64_t req;
+    if (dist__get_u64(m->root, "req", &req)) {
+        self->malformed++;
+        return;
+    }
+    dist__req_t *q = dist__req_find(self, req);
+    if (!q || q->done || (m->cmd == DIST__CMD_STATUS) != (q->cmd == DIST__CMD_STATUS))
+        return;
+    int code = 0;
+    if (m->cmd == DIST__CMD_QREPLY) {
+        const char *st;
+        size_t stn;
+        code = dist__get_str(m->root, "status", &st, &stn) ? DIST_EPROTO
+                                                            : dist__reply_code(st, stn);
+    }
+    if (q->abandoned) {
+        const msgpack_object *items;
+        size_t n;
+        if (q->cmd == DIST__CMD_QGET && !dist__get_array(m->root, "items", &items, &n) && n)
+            s_put_back(self, q->queue, items, n);
+        dist__req_unlink(self, q);
+        dist__req_drop(q);
+        return;
+    }
+    q->done = true;
+    q->code = code;
+    q->reply = m->body; /* the caller reads it */
+    m->body = NULL;
+    m->root = NULL;
+}
+
+static bool s_req_ready(dist_client_t *self, void *arg)
+{
+    (void)self;
+    return ((dist__req_t *)arg)->done;
+}
+
+/* The deadline of a request the master may hold for timeout_ms: a little
+ * longer, so that the master's own "timeout" answer arrives first. */
+static int64_t s_req_deadline(int timeout_ms)
+{
+    return timeout_ms < 0 ? INT64_MAX
+                          : dist__deadline(timeout_ms) + (int64_t)S_REPLY_GRACE_MS * 1000000;
+}
+
+/* Waits for the reply of a started request until `deadline`. Returns the
+ * reply's code, DIST_ETIMEDOUT when no reply came, DIST_ENOMASTER when
+ * the master fell silent. On return the request is out of the list (a
+ * QGET given up keeps a copy there, see dist__on_reply). */
+static int s_req_wait(dist_client_t *self, dist__req_t *q, int64_t deadline)
+{
+    bool live = true;
+    dist__wait_t w = { .ready = s_req_ready, .arg = q, .live = &live };
+    int rc = dist__client_run(self, &w, deadline);
+    if (rc == 0) {
+        rc = q->code;
+    } else if (q->cmd == DIST__CMD_QGET && q->sent) {
+        /* The master may still answer with items: keep a copy of the
+         * request to put them back when it does. */
+        dist__req_t *h = malloc(sizeof *h);
+        dist__req_unlink(self, q);
+        if (h) {
+            *h = *q;
+            h->abandoned = h->heap = true;
+            free(h->body);
+            h->body = NULL;
+            q->body = NULL;
+            h->next = self->reqs;
+            self->reqs = h;
+        }
+        return rc;
+    }
+    dist__req_unlink(self, q);
+    return rc;
+}
+
+struct s_qput {
+    const char *queue;
+    const void *const *bufs;
+    const size_t *lens;
+    size_t n;
+    uint32_t timeout;
+};
+
+static void s_fill_qput(msgpack_packer *pk, const void *arg)
+{
+    const struct s_qput *a = arg;
+    dist__pk_kv_str(pk, "queue", a->queue);
+    dist__pk_str(pk, "items");
+    msgpack_pack_array(pk, a->n);
+    for (size_t i = 0; i < a->n; i++)
+        dist__pk_bin(pk, a->bufs[i], a->lens[i]);
+    dist__pk_kv_u64(pk, "timeout_ms", a->timeout);
+}
+
+static uint32_t s_wire_timeout(int timeout_ms)
+{
+    /* The wire has no "forever": the largest u32 is 49 days. */
+    return timeout_ms < 0 ? UINT32_MAX : (uint32_t)timeout_ms;
+}
+
+static void s_put_back(dist_client_t *self, const char *queue, const msgpack_object *items,
+                       size_t n)
+{
+    dist__req_t *q = calloc(1, sizeof *q);
+    const void **bufs = calloc(n, sizeof *bufs);
+    size_t *lens = calloc(n, sizeof *lens);
+    size_t k = 0;
+    for (size_t i = 0; q && bufs && lens && i < n; i++)
+        if (!dist_wire_get_bin(&items[i], &bufs[k], &lens[k]))
+            k++;
+    struct s_qput a = { queue, bufs, lens, k, 0 };
+    if (q && bufs && lens && k) {
+        q->heap = q->abandoned = true; /* nobody waits for its reply */
+        snprintf(q->queue, sizeof q->queue, "%s", queue);
+        if (dist__req_start(self, q, DIST__CMD_QPUT, 3, s_fill_qput, &a) == 0)
+            q = NULL;
+    }
+    if (q || !k)
+        dist__log(&self->log, DIST_LOG_WARN,
+                  "lost %zu item(s) of queue %s taken after a QGET gave up", n, queue);
+    else
+        dist__log(&self->log, DIST_LOG_INFO, "put %zu item(s) back into queue %s (late QGET reply)",
+                  k, queue);
+    if (q) {
+        free(q->body);
+        free(q);
+    }
+    free(bufs);
+    free(lens);
+}
+
+int dist_client_qput(dist_client_t *self, const char *queue, const void *buf, size_t len,
+                     int timeout_ms)
+{
+    if (!self || !queue || (!buf && len) || !dist__name_ok(queue, strlen(queue)))
+        return DIST_EINVAL;
+    dist__client_lock(self);
+    if (len + strlen(queue) + 128 > self->max_message) {
+        dist__client_unlock(self);
+        return DIST_EMSGSIZE;
+    }
+    dist__req_t q = { 0 };
+    const void *bufs[1] = { buf ? buf : "" };
+    size_t lens[1] = { len };
+    struct s_qput a = { queue, bufs, lens, 1, s_wire_timeout(timeout_ms) };
+    int rc = dist__req_start(self, &q, DIST__CMD_QPUT, 3, s_fill_qput, &a);
+    if (!rc)
+        rc = s_req_wait(self, &q, s_req_deadline(timeout_ms));
+    dist__client_unlock(self);
+    dist__req_clear(&q);
+    if (rc == DIST_ETIMEDOUT) /* the master's "timeout", or no answer at all */
+        rc = q.done ? DIST_EFULL : DIST_ENOMASTER;
+    return rc;
+}
+
+struct s_qget {
+    const char *queue;
+    uint32_t timeout;
+};
+
+static void s_fill_qget(msgpack_packer *pk, const void *arg)
+{
+    const struct s_qget *a = arg;
+    dist__pk_kv_str(pk, "queue", a->queue);
+    dist__pk_kv_u64(pk, "max", 1);
+    dist__pk_kv_u64(pk, "timeout_ms", a->timeout);
+}
+
+int dist_client_qget(dist_client_t *self, const char *queue, void **buf, size_t *len,
+                     int timeout_ms)
+{
+    if (buf)
+        *buf = NULL;
+    if (len)
+        *len = 0;
+    if (!self || !queue || !buf || !len || !dist__name_ok(queue, strlen(queue)))
+        return DIST_EINVAL;
+    dist__client_lock(self);
+    dist__req_t q = { 0 };
+    snprintf(q.queue, sizeof q.queue, "%s", queue);
+    struct s_qget a = { queue, s_wire_timeout(timeout_ms) };
+    int rc = dist__req_start(self, &q, DIST__CMD_QGET, 3, s_fill_qget, &a);
+    if (!rc)
+        rc = s_req_wait(self, &q, s_req_deadline(timeout_ms));
+    dist__client_unlock(self);
+    if (rc == DIST_ETIMEDOUT && !q.done)
+        rc = DIST_ENOMASTER; /* not even the master's "timeout" came */
+    const msgpack_object *items;
+    size_t n;
+    if (rc == 0) {
+        const void *p;
+        size_t plen;
+        if (dist__get_array(dist_wire_msg_root(q.reply), "items", &items, &n) || n == 0)
+            rc = DIST_ETIMEDOUT; /* "ok" with nothing: nothing came in time */
+        else if (dist_wire_get_bin(&items[0], &p, &plen))
+            rc = DIST_EPROTO;
+        else if (!(*buf = malloc(plen ? plen : 1)))
+            rc = DIST_ENOMEM;
+        else {
+            memcpy(*buf, p, plen);
+            *len = plen;
+        }
+    }
+    dist__req_clear(&q);
+    return rc;
+}
+
+int dist_client_status(dist_client_t *self, int timeout_ms, dist_result_t **status)
+{
+    if (status)
+        *status = NULL;
+    if (!self || !status)
+        return DIST_EINVAL;
+    dist__client_lock(self);
+    dist__req_t q = { 0 };
+    int rc = dist__req_start(self, &q, DIST__CMD_STATUS, 0, NULL, NULL);
+    if (!rc)
+        rc = s_req_wait(self, &q, dist__deadline(timeout_ms));
+    dist__client_unlock(self);
+    if (rc == 0) {
+        size_t len;
+        const void *data = dist_wire_msg_data(q.reply, &len);
+        *status = dist__result_new(0, data, len);
+        if (!*status)
+            rc = DIST_ENOMEM;
+    }
+    dist__req_clear(&q);
+    return rc;
+}

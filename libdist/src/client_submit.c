@@ -1,0 +1,347 @@
+/*  client_submit.c - SUBMIT batches and their ACCEPTED answers, futures,
+ *  and the calls built on them: submit, submit_batch, call.
+ *
+ *  A SUBMIT stays in the outbox, body and all, until every task in it is
+ *  answered, so that it can be sent again after a RECONNECT. Waiting for
+ *  ACCEPTED gives up with DIST_ENOMASTER when the master falls silent for
+ *  the connect timeout.
+ */
+#include "client_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "dist/error.h"
+#include "util_internal.h"
+#include "value_internal.h"
+
+#define S_TASK_OVERHEAD 64 /* bytes of a packed task map besides name and args */
+#define S_BODY_SLACK 1024  /* room left in max_message for the rest of a body */
+
+static dist__batch_t *s_batch_find(dist_client_t *self, uint32_t seq)
+{
+    size_t lo = 0, hi = self->nbatches;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        /* seq wraps after 2^32 SUBMITs: compare by distance */
+        int32_t d = (int32_t)(self->batches[mid].seq - seq);
+        if (d == 0)
+            return &self->batches[mid];
+        if (d < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+static void s_batch_remove(dist_client_t *self, dist__batch_t *b)
+{
+    free(b->body);
+    size_t i = (size_t)(b - self->batches);
+    memmove(b, b + 1, (self->nbatches - i - 1) * sizeof *b);
+    self->nbatches--;
+}
+
+/* One task of a SUBMIT was answered (accepted, rejected, or its result
+ * came first). */
+void dist__batch_answered(dist_client_t *self, dist__slot_t *s)
+{
+    dist__batch_t *b = s_batch_find(self, s->batch);
+    if (b && --b->pending == 0)
+        s_batch_remove(self, b);
+}
+
+void dist__batches_drop(dist_client_t *self, const void *owner)
+{
+    for (size_t i = 0; i < self->nbatches;)
+        if (self->batches[i].owner == owner)
+            s_batch_remove(self, &self->batches[i]);
+        else
+            i++;
+}
+
+bool dist__batches_of(const dist_client_t *self, const void *owner)
+{
+    for (size_t i = 0; i < self->nbatches; i++)
+        if (self->batches[i].owner == owner)
+            return true;
+    return false;
+}
+
+/* Bytes a task takes in a SUBMIT body (an upper bound). */
+size_t dist__task_bytes(size_t task_len, size_t args_len)
+{
+    return S_TASK_OVERHEAD + task_len + args_len;
+}
+
+size_t dist__body_room(const dist_client_t *self)
+{
+    return self->max_message > 2 * S_BODY_SLACK ? self->max_message - S_BODY_SLACK
+                                                : self->max_message / 2;
+}
+
+/* Packs one SUBMIT of `count` tasks of one name, gives each slot a random
+ * id, puts the slots in the id map and the body in the outbox. 0 or
+ * DIST_ENOMEM (nothing changed then). */
+int dist__batch_add(dist_client_t *self, const void *owner, const char *task, size_t task_len,
+                    uint32_t timeout_ms, dist__slot_t **slots, const dist_bytes_t **args,
+                    size_t count)
+{
+    if (self->nbatches == self->capbatches) {
+        size_t cap = self->capbatches ? self->capbatches * 2 : 16;
+        dist__batch_t *grown = realloc(self->batches, cap * sizeof *grown);
+        if (!grown)
+            return DIST_ENOMEM;
+        self->batches = grown;
+        self->capbatches = cap;
+    }
+    if (dist__idmap_reserve(&self->ids, count))
+        return DIST_ENOMEM;
+    dist__id_t *ids = malloc(count * sizeof *ids);
+    dist_wire_buf_t *buf = dist_wire_buf_new(0);
+    if (!ids || !buf) {
+        free(ids);
+        dist_wire_buf_destroy(&buf);
+        return DIST_ENOMEM;
+    }
+    /* One getrandom for the whole batch: 16 random bytes per id, as the
+     * protocol asks, without a system call per task. */
+    size_t got = 0, want = count * sizeof *ids;
+    while (got < want) {
+        ssize_t r = getrandom((uint8_t *)ids + got, want - got, 0);
+        if (r < 0 && errno != EINTR) {
+            free(ids);
+            dist_wire_buf_destroy(&buf);
+            return -errno;
+        }
+        got += r > 0 ? (size_t)r : 0;
+    }
+    uint32_t seq = self->next_seq++;
+    msgpack_packer *pk = dist_wire_buf_packer(buf);
+    msgpack_pack_map(pk, 1);
+    dist__pk_str(pk, "tasks");
+    msgpack_pack_array(pk, count);
+    for (size_t i = 0; i < count; i++) {
+        dist__slot_t *s = slots[i];
+        s->id = ids[i];
+        dist__task_t t = { .id = s->id, .task = task, .task_len = task_len,
+                           .args = args[i]->data, .args_len = args[i]->len,
+                           .timeout_ms = timeout_ms };
+        dist__pack_task(pk, &t, false);
+    }
+    free(ids);
+    if (dist_wire_buf_status(buf)) {
+        dist_wire_buf_destroy(&buf);
+        return DIST_ENOMEM;
+    }
+    size_t len;
+    void *body = dist_wire_buf_release(buf, &len);
+    dist_wire_buf_destroy(&buf);
+    for (size_t i = 0; i < count; i++) {
+        slots[i]->state = DIST__SL_SENT;
+        slots[i]->batch = seq;
+        dist__idmap_put(&self->ids, slots[i]);
+    }
+    self->batches[self->nbatches++] = (dist__batch_t){ .seq = seq, .pending = (uint32_t)count,
+                                                   .owner = owner, .body = body, .len = len };
+    dist__client_wake(self);
+    return 0;
+}
+
+typedef struct {
+    int tag; /* the owner of this call's batches is the struct's address */
+} s_call_t;
+
+static bool s_call_ready(dist_client_t *self, void *arg) { return !dist__batches_of(self, arg); }
+
+static void s_future_free(dist_future_t *f)
+{
+    if (f) {
+        dist_result_destroy(&f->result);
+        free(f);
+    }
+}
+
+/* Submits n tasks and waits for their ACCEPTED. Rejected futures are kept
+ * (holding the master's message as their result) when keep_rejected. */
+static long s_submit(dist_client_t *self, const char *task, const dist_bytes_t *items, size_t n,
+                     int task_timeout_ms, dist_future_t **futures, int *errors, bool keep_rejected)
+{
+    if (!self || !task || !futures || (n && !items) || !dist__name_ok(task, strlen(task)))
+        return DIST_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        futures[i] = NULL;
+        if (errors)
+            errors[i] = 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        futures[i] = calloc(1, sizeof **futures);
+        if (!futures[i]) {
+            for (size_t k = 0; k < i; k++)
+                s_future_free(futures[k]), futures[k] = NULL;
+            return DIST_ENOMEM;
+        }
+        futures[i]->client = self;
+    }
+    size_t task_len = strlen(task);
+    uint32_t tt = task_timeout_ms > 0 ? (uint32_t)task_timeout_ms : 0;
+    s_call_t call;
+    dist__client_lock(self);
+    size_t room = dist__body_room(self);
+    dist__slot_t **ps = malloc(self->max_batch * sizeof *ps);
+    const dist_bytes_t **pa = malloc(self->max_batch * sizeof *pa);
+    int rc = ps && pa ? 0 : DIST_ENOMEM;
+    for (size_t i = 0; i < n && !rc;) {
+        size_t count = 0, bytes = 0;
+        for (; i < n && count < self->max_batch; i++) {
+            size_t tb = dist__task_bytes(task_len, items[i].len);
+            if (tb > room) {
+                futures[i]->slot.state = DIST__SL_REJECTED;
+                futures[i]->result = dist__result_new(DIST_EMSGSIZE, DIST__TOO_LARGE_MSG,
+                                                      sizeof DIST__TOO_LARGE_MSG - 1);
+                continue;
+            }
+            if (bytes + tb > room)
+                break;
+            bytes += tb;
+            ps[count] = &futures[i]->slot;
+            pa[count] = &items[i];
+            count++;
+        }
+        if (count)
+            rc = dist__batch_add(self, &call, task, task_len, tt, ps, pa, count);
+    }
+    free(ps);
+    free(pa);
+    if (!rc) {
+        bool live = true;
+        dist__wait_t w = { .ready = s_call_ready, .arg = &call, .live = &live };
+        rc = dist__client_run(self, &w, INT64_MAX);
+    }
+    long accepted = 0;
+    for (size_t i = 0; i < n; i++) {
+        dist_future_t *f = futures[i];
+        if (rc) {
+            dist__idmap_del(&self->ids, &f->slot);
+            continue;
+        }
+        if (f->slot.state == DIST__SL_ACCEPTED || f->slot.state == DIST__SL_DONE) {
+            accepted++;
+            continue;
+        }
+        int code = f->result ? f->result->status : DIST_EREFUSED;
+        if (errors)
+            errors[i] = code;
+        if (!keep_rejected) {
+            s_future_free(f);
+            futures[i] = NULL;
+        }
+    }
+    if (rc)
+        dist__batches_drop(self, &call);
+    dist__client_unlock(self);
+    if (rc) {
+        for (size_t i = 0; i < n; i++)
+            s_future_free(futures[i]), futures[i] = NULL;
+        return rc;
+    }
+    return accepted;
+}
+
+long dist_client_submit_batch(dist_client_t *self, const char *task, const dist_bytes_t *items,
+                              size_t n, int task_timeout_ms, dist_future_t **futures, int *errors)
+{
+    return s_submit(self, task, items, n, task_timeout_ms, futures, errors, false);
+}
+
+dist_future_t *dist_client_submit(dist_client_t *self, const char *task, const void *args,
+                                  size_t len, int task_timeout_ms)
+{
+    dist_bytes_t item = { args, len };
+    dist_future_t *f = NULL;
+    int err = 0;
+    long rc = s_submit(self, task, &item, 1, task_timeout_ms, &f, &err, false);
+    if (rc < 0 || !f) {
+        errno = -(int)(rc < 0 ? rc : err ? err : DIST_EREFUSED);
+        return NULL;
+    }
+    return f;
+}
+
+static bool s_future_ready(dist_client_t *self, void *arg)
+{
+    (void)self;
+    return ((dist_future_t *)arg)->result != NULL;
+}
+
+int dist_future_get(dist_future_t *self, int timeout_ms, dist_result_t **result)
+{
+    if (result)
+        *result = NULL;
+    if (!self)
+        return DIST_EINVAL;
+    dist_client_t *c = self->client;
+    dist__client_lock(c);
+    dist__wait_t w = { .ready = s_future_ready, .arg = self };
+    int rc = dist__client_run(c, &w, dist__deadline(timeout_ms));
+    if (rc == 0) {
+        rc = self->result->status;
+        if (result)
+            *result = self->result;
+    }
+    dist__client_unlock(c);
+    return rc;
+}
+
+bool dist_future_ready(dist_future_t *self)
+{
+    if (!self)
+        return false;
+    dist_client_t *c = self->client;
+    dist__client_lock(c);
+    dist__wait_t w = { .ready = s_future_ready, .arg = self };
+    int rc = dist__client_run(c, &w, 0);
+    dist__client_unlock(c);
+    return rc == 0;
+}
+
+void dist_future_destroy(dist_future_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    dist_future_t *f = *self_p;
+    dist__client_lock(f->client);
+    /* A result that comes later finds no slot: acknowledged and dropped. */
+    dist__idmap_del(&f->client->ids, &f->slot);
+    if (f->slot.state == DIST__SL_SENT)
+        dist__batch_answered(f->client, &f->slot);
+    dist__client_unlock(f->client);
+    s_future_free(f);
+    *self_p = NULL;
+}
+
+int dist_client_call(dist_client_t *self, const char *task, const void *args, size_t len,
+                     int timeout_ms, dist_result_t **result)
+{
+    if (result)
+        *result = NULL;
+    if (!result)
+        return DIST_EINVAL;
+    int64_t deadline = dist__deadline(timeout_ms); /* the bound covers submitting too */
+    dist_bytes_t item = { args, len };
+    dist_future_t *f = NULL;
+    int err = 0;
+    long rc = s_submit(self, task, &item, 1, 0, &f, &err, true);
+    if (rc < 0)
+        return (int)rc;
+    int st = dist_future_get(f, dist__left_ms(deadline), NULL);
+    if (f->result) {
+        *result = f->result; /* the caller owns it now */
+        f->result = NULL;
+    }
+    dist_future_destroy(&f);
+    return st;
+}
