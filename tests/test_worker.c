@@ -356,6 +356,35 @@ static void wr_destroy(wr_t *r)
     assert_null(r->w);
 }
 
+/* A fake master and a worker in a thread, welcomed: the capacity it announced. */
+static uint32_t s_setup(fm_t *f, wr_t *r, int procs, int max_prefetch)
+{
+    fm_open(f);
+    dist_worker_opts_t o = s_opts(f, procs, max_prefetch);
+    wr_start(r, &o);
+    return fm_accept(f, 1000, 5000);
+}
+
+static void s_teardown(fm_t *f, wr_t *r)
+{
+    wr_destroy(r);
+    fm_close(f);
+}
+
+/* For a worker with one slot: sends a[0] = test.mark for ms and a[1] =
+ * test.sleep [10] in one TASKS, and returns once a[0] has started; a[1]
+ * then waits in the worker. n picks the mark file. */
+static void s_running_and_queued(fm_t *f, ans_t a[2], int n, int ms)
+{
+    static unsigned char args[4][256];
+    const char *path = s_mark_path(n);
+    size_t len = s_mark_args(args[n], sizeof args[n], path, ms);
+    s_task(&a[0], "test.mark", args[n], len, 0);
+    s_task(&a[1], "test.sleep", "\x91\x0a", 2, 0);
+    fm_send_tasks(f, a, 2);
+    s_wait_file(path, 10000);
+}
+
 /* ---- tests --------------------------------------------------------------------- */
 
 static bool s_has_name(const msgpack_object *items, size_t n, const char *name)
@@ -423,19 +452,15 @@ static void test_hello_heartbeat_bye(void **state)
     dist__inmsg_clear(&m);
     assert_int_equal(f.credit, 0);
     assert_int_equal(wr_join(&r, 5000), 0);
-    wr_destroy(&r);
-    fm_close(&f);
+    s_teardown(&f, &r);
 }
 
 static void test_results_of_every_kind(void **state)
 {
     (void)state;
     fm_t f;
-    fm_open(&f);
-    dist_worker_opts_t o = s_opts(&f, 2, 0);
     wr_t r;
-    wr_start(&r, &o);
-    assert_int_equal(fm_accept(&f, 1000, 5000), 4);
+    assert_int_equal(s_setup(&f, &r, 2, 0), 4);
 
     /* Within the capacity of 4: answered at once (unknown, bad args) or run. */
     ans_t a[4];
@@ -484,8 +509,7 @@ static void test_results_of_every_kind(void **state)
     assert_int_equal(c[2].status, DIST__ST_OK);
     assert_int_equal(c[2].value[0], 10);
 
-    wr_destroy(&r);
-    fm_close(&f);
+    s_teardown(&f, &r);
 }
 
 static void test_threads_backend(void **state)
@@ -508,8 +532,7 @@ static void test_threads_backend(void **state)
     s_assert_error(&a[1], DIST__ST_FAILED, "failing on purpose");
     dist_worker_stop(r.w);
     assert_int_equal(wr_join(&r, 5000), 0);
-    wr_destroy(&r);
-    fm_close(&f);
+    s_teardown(&f, &r);
 }
 
 /* A master that sends more than the credit gets the extra tasks back at
@@ -518,11 +541,8 @@ static void test_flood_beyond_credit(void **state)
 {
     (void)state;
     fm_t f;
-    fm_open(&f);
-    dist_worker_opts_t o = s_opts(&f, 2, 1);
     wr_t r;
-    wr_start(&r, &o);
-    assert_int_equal(fm_accept(&f, 1000, 5000), 3);
+    assert_int_equal(s_setup(&f, &r, 2, 1), 3);
 
     enum { N1 = 10, N2 = 2 };
     ans_t a[N1 + N2];
@@ -561,26 +581,25 @@ static void test_flood_beyond_credit(void **state)
     fm_expect(&f, DIST__CMD_BYE, 5000, &m);
     dist__inmsg_clear(&m);
     assert_int_equal(wr_join(&r, 5000), 0);
-    wr_destroy(&r);
-    fm_close(&f);
+    s_teardown(&f, &r);
 }
 
-/* Tiny tasks: a master that keeps the credit full sees it grow. */
+/* Tiny tasks: a master that keeps the credit full sees it grow beyond the
+ * initial one task per slot. (How far depends on the machine: on an idle
+ * one it reaches dozens at once; on a saturated one the pool's service
+ * rate, and with it what 2 ms of work is, can be low.) */
 static void test_prefetch_grows_with_tiny_tasks(void **state)
 {
     (void)state;
     fm_t f;
-    fm_open(&f);
-    dist_worker_opts_t o = s_opts(&f, 2, 0);
     wr_t r;
-    wr_start(&r, &o);
-    long cap = fm_accept(&f, 1000, 5000);
+    long cap = s_setup(&f, &r, 2, 0);
     assert_int_equal(cap, 4);
     long held = 0, sent = 0, done = 0;
     int64_t end = dt_now_ms() + 15000;
     enum { BATCH = 512 };
     static ans_t a[BATCH];
-    while (f.credit <= 16) {
+    while (f.credit <= 4) {
         if (dt_now_ms() > end)
             fail_msg("capacity still %ld after %ld tiny tasks", f.credit < 0 ? cap : f.credit, done);
         long room = (f.credit < 0 ? cap : f.credit) - held;
@@ -612,11 +631,10 @@ static void test_prefetch_grows_with_tiny_tasks(void **state)
         }
         dist__inmsg_clear(&m);
     }
-    assert_true(f.credit > 16);
+    assert_true(f.credit > 4);
     assert_true(f.credit <= 2 + 256);
     assert_true(done <= sent);
-    wr_destroy(&r);
-    fm_close(&f);
+    s_teardown(&f, &r);
 }
 
 /* RECONNECT: HELLO again at once. The task running goes on, its result is
@@ -626,19 +644,10 @@ static void test_reconnect_says_hello_again(void **state)
 {
     (void)state;
     fm_t f;
-    fm_open(&f);
-    dist_worker_opts_t o = s_opts(&f, 1, 1);
     wr_t r;
-    wr_start(&r, &o);
-    assert_int_equal(fm_accept(&f, 1000, 5000), 2);
-    const char *path = s_mark_path(0);
-    unsigned char args[256];
-    size_t len = s_mark_args(args, sizeof args, path, 800);
+    assert_int_equal(s_setup(&f, &r, 1, 1), 2);
     ans_t a[2];
-    s_task(&a[0], "test.mark", args, len, 0);
-    s_task(&a[1], "test.sleep", "\x91\x0a", 2, 0);
-    fm_send_tasks(&f, a, 2);
-    s_wait_file(path, 5000); /* a[0] runs, a[1] waits in the worker */
+    s_running_and_queued(&f, a, 0, 800);
 
     dist_wire_buf_reset(f.buf);
     fm_send(&f, DIST__CMD_RECONNECT);
@@ -660,8 +669,7 @@ static void test_reconnect_says_hello_again(void **state)
         if (fm_recv(&f, 500, &m) == 0)
             dist__inmsg_clear(&m);
     }
-    wr_destroy(&r);
-    fm_close(&f);
+    s_teardown(&f, &r);
 }
 
 /* A master silent for its heartbeat timeout is lost: HELLO again. */
@@ -680,8 +688,7 @@ static void test_silent_master_is_lost(void **state)
     fm_welcome(&f, 100, 5000);
     fm_expect(&f, DIST__CMD_HEARTBEAT, 2000, &m);
     dist__inmsg_clear(&m);
-    wr_destroy(&r);
-    fm_close(&f);
+    s_teardown(&f, &r);
 }
 
 /* Stop drains: CREDIT 0, the unstarted task returned, the running one's
@@ -690,20 +697,11 @@ static void test_drain_on_stop(void **state)
 {
     (void)state;
     fm_t f;
-    fm_open(&f);
-    dist_worker_opts_t o = s_opts(&f, 1, 1);
     wr_t r;
-    wr_start(&r, &o);
-    assert_int_equal(fm_accept(&f, 1000, 5000), 2);
-    const char *path = s_mark_path(1);
-    unsigned char args[256];
-    size_t len = s_mark_args(args, sizeof args, path, 500);
+    assert_int_equal(s_setup(&f, &r, 1, 1), 2);
     ans_t a[3];
-    s_task(&a[0], "test.mark", args, len, 0);
-    s_task(&a[1], "test.sleep", "\x91\x0a", 2, 0);
+    s_running_and_queued(&f, a, 1, 500);
     s_task(&a[2], "test.square", "\x91\x03", 2, 0);
-    fm_send_tasks(&f, a, 2);
-    s_wait_file(path, 5000);
     dist_worker_stop(r.w);
     dist__inmsg_t m;
     fm_expect(&f, DIST__CMD_RETURN, 5000, &m);
@@ -718,8 +716,7 @@ static void test_drain_on_stop(void **state)
     fm_expect(&f, DIST__CMD_BYE, 5000, &m);
     dist__inmsg_clear(&m);
     assert_int_equal(wr_join(&r, 5000), 0);
-    wr_destroy(&r);
-    fm_close(&f);
+    s_teardown(&f, &r);
 }
 
 /* A second stop does not wait for the running task. */
@@ -727,19 +724,10 @@ static void test_second_stop_is_immediate(void **state)
 {
     (void)state;
     fm_t f;
-    fm_open(&f);
-    dist_worker_opts_t o = s_opts(&f, 1, 1);
     wr_t r;
-    wr_start(&r, &o);
-    fm_accept(&f, 1000, 5000);
-    const char *path = s_mark_path(2);
-    unsigned char args[256];
-    size_t len = s_mark_args(args, sizeof args, path, 60000);
+    s_setup(&f, &r, 1, 1);
     ans_t a[2];
-    s_task(&a[0], "test.mark", args, len, 0);
-    s_task(&a[1], "test.sleep", "\x91\x0a", 2, 0);
-    fm_send_tasks(&f, a, 2);
-    s_wait_file(path, 5000);
+    s_running_and_queued(&f, a, 2, 60000);
     dist_worker_stop(r.w);
     dist__inmsg_t m;
     fm_expect(&f, DIST__CMD_RETURN, 5000, &m);
@@ -751,8 +739,7 @@ static void test_second_stop_is_immediate(void **state)
     assert_int_equal(wr_join(&r, 10000), DIST_EINTR);
     assert_int_equal(a[0].answers, 0);
     assert_int_equal(a[1].status, A_RETURNED);
-    wr_destroy(&r);
-    fm_close(&f);
+    s_teardown(&f, &r);
 }
 
 static void test_bad_options(void **state)
@@ -994,14 +981,8 @@ static void test_program_second_sigterm(void **state)
                                                "--max-prefetch", "1", "--log-level", "error", NULL },
                         env, NULL, NULL);
     assert_int_equal(fm_accept(&f, 1000, 5000), 2);
-    const char *path = s_mark_path(3);
-    unsigned char args[256];
-    size_t len = s_mark_args(args, sizeof args, path, 60000);
     ans_t a[2];
-    s_task(&a[0], "test.mark", args, len, 0);
-    s_task(&a[1], "test.sleep", "\x91\x0a", 2, 0);
-    fm_send_tasks(&f, a, 2);
-    s_wait_file(path, 10000);
+    s_running_and_queued(&f, a, 3, 60000);
     kill(pid, SIGTERM);
     dist__inmsg_t m;
     fm_expect(&f, DIST__CMD_RETURN, 5000, &m); /* the first signal was handled */

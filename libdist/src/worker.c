@@ -20,10 +20,12 @@
  *  Credit. capacity = slots + prefetch. prefetch starts at one per slot
  *  and follows the pool's service rate (completions per second of busy
  *  pool, an EWMA) so that it covers about 2 ms of work, between 1 and
- *  max_prefetch; it changes only by 25 % or more, so CREDIT is rare. Tasks
- *  beyond the announced capacity (a master that ignores credit, or tasks
- *  already in flight when the capacity went down: those get a second of
- *  grace at the old value) are returned at once, unstarted.
+ *  max_prefetch, with a dead band (it grows when it covers less than
+ *  1.6 ms, shrinks when more than 4 ms, at most twice a second), so
+ *  CREDIT is rare. Tasks beyond the announced capacity (a master that
+ *  ignores credit, or tasks already in flight when the capacity went down:
+ *  those get a second of grace at the old value) are returned at once,
+ *  unstarted.
  *
  *  Sessions. After a RECONNECT, or after the master was silent for its
  *  heartbeat timeout, the worker says HELLO again every second. Tasks still
@@ -65,6 +67,8 @@
 #define POOL_COVER_S 0.001     /* handed to the pool beyond its size: about 1 ms */
 #define RATE_SAMPLE_NS 5000000 /* busy pool time per rate sample */
 #define RATE_GAIN 0.3          /* EWMA weight of a new sample */
+#define SHRINK_AFTER_NS 500000000LL /* prefetch shrinks at most this often */
+#define SHORT_TASK_S 0.01      /* tasks quicker than this keep a spare one per slot in the pool */
 #define CREDIT_GRACE_NS 1000000000LL
 #define RECV_BURST 256         /* messages read before the loop does anything else */
 #define REC_CHUNK 256
@@ -173,7 +177,7 @@ struct dist_worker {
 
     /* adaptive prefetch */
     double rate; /* tasks per second with every slot busy; 0: unknown */
-    int64_t tick_ns, busy_ns;
+    int64_t tick_ns, busy_ns, prefetch_ns; /* prefetch_ns: its last change */
     uint64_t window_done;
     uint32_t pool_prev, prefetch, pool_extra;
 
@@ -606,22 +610,39 @@ static void s_adapt(dist_worker_t *w)
     w->rate = w->rate > 0 ? w->rate + RATE_GAIN * (sample - w->rate) : sample;
     w->busy_ns = 0;
     w->window_done = 0;
-    uint32_t want = s_ceil_u32(w->rate * PREFETCH_COVER_S);
+    /* Grow as soon as prefetch covers clearly less than 2 ms of work; shrink
+     * only when it covers more than twice that, and not right after a
+     * change. The dead band and the hold keep noise in the rate (and its
+     * feedback: how much the pool holds changes the rate it shows on a
+     * saturated machine) from turning into a stream of CREDITs. */
+    double cover = w->rate * PREFETCH_COVER_S;
+    uint32_t p = w->prefetch, want = p;
+    int64_t now = dist__now_coarse_ns();
+    if (cover > p * 1.25 || (cover < p * 0.5 && now - w->prefetch_ns >= SHRINK_AFTER_NS))
+        want = s_ceil_u32(cover);
     if (want < 1)
         want = 1;
     if (want > w->max_prefetch)
         want = w->max_prefetch;
-    /* Only a change of a quarter or more (or reaching a bound) counts, so
-     * that noise in the rate does not turn into a stream of CREDITs. */
-    uint32_t p = w->prefetch;
-    if (want != p && (want == 1 || want == w->max_prefetch || (uint64_t)want * 4 > (uint64_t)p * 5 ||
-                      (uint64_t)want * 5 < (uint64_t)p * 4)) {
+    if (want != p) {
         dist__log(&w->log, DIST_LOG_DEBUG, "prefetch %u -> %u (%.0f tasks/s per busy pool)", p, want,
                   w->rate);
         w->prefetch = want;
+        w->prefetch_ns = now;
     }
+    /* Beyond its size, the pool gets about a millisecond of work, and at
+     * least a spare task per slot when tasks are short (slots / rate is
+     * what a task costs a slot, hand-offs included): then the hand-offs
+     * between this loop, the pool's manager and its processes (several
+     * wake-ups, each a scheduler's delay on a busy machine) overlap with
+     * running tasks instead of leaving slots idle. Long tasks get no
+     * spare: it would wait behind another task in one slot's queue instead
+     * of going to the next free slot, or back to the master on a drain. */
     double extra = w->rate * POOL_COVER_S;
-    w->pool_extra = extra >= w->prefetch ? w->prefetch : (uint32_t)extra;
+    uint32_t e = extra >= w->prefetch ? w->prefetch : (uint32_t)extra;
+    if ((double)w->slots < w->rate * SHORT_TASK_S && e < (uint32_t)w->slots)
+        e = s_min_u32((uint32_t)w->slots, w->prefetch);
+    w->pool_extra = e;
 }
 
 /* The capacity to announce: slots + prefetch, less the tasks still held
@@ -931,11 +952,13 @@ static int s_poll_timeout(const dist_worker_t *w, int64_t now)
     return ms < 0 ? 0 : ms > 1000 ? 1000 : (int)ms;
 }
 
+/* CREDIT goes first: when it goes down (a drain), a master that saw the
+ * RETURN first would fill the freed credit again, with those very tasks. */
 static void s_flush_all(dist_worker_t *w)
 {
+    s_credit(w);
     s_batch_flush(w, &w->results);
     s_batch_flush(w, &w->returns);
-    s_credit(w);
     s_flush_outbox(w);
 }
 
@@ -973,6 +996,7 @@ static int s_loop(dist_worker_t *w)
 {
     int64_t now = dist__now_ns();
     w->tick_ns = now;
+    w->prefetch_ns = dist__now_coarse_ns(); /* no shrinking on a cold start's first samples */
     w->last_recv = now;
     w->last_send = now;
     s_send_hello(w);
