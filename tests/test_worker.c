@@ -6,12 +6,15 @@
  * program as a plugin. */
 #include <czmq.h>
 #include <dist.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -43,17 +46,39 @@ typedef struct {
     int credits;   /* CREDITs seen */
 } fm_t;
 
-static void fm_open(fm_t *f)
+/* Picks a free port on 127.0.0.1 for the fake master, without binding it
+ * yet: a worker created in this process forks its pool, and the pool's
+ * processes would keep a listening socket that exists then open (see
+ * s_start). */
+static void fm_reserve(fm_t *f)
 {
     memset(f, 0, sizeof *f);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t alen = sizeof a;
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+    close(fd);
+    snprintf(f->ep, sizeof f->ep, "tcp://127.0.0.1:%d", ntohs(a.sin_port));
+    f->buf = dist_wire_buf_new(0);
+    f->credit = -1;
+}
+
+/* Binds the fake master's ROUTER (again, after a restart). */
+static void fm_bind(fm_t *f)
+{
     f->router = zsock_new(ZMQ_ROUTER);
     assert_non_null(f->router);
     dist__sock_setup(f->router, true, NULL);
-    int port = zsock_bind(f->router, "tcp://127.0.0.1:*");
-    assert_true(port > 0);
-    snprintf(f->ep, sizeof f->ep, "tcp://127.0.0.1:%d", port);
-    f->buf = dist_wire_buf_new(0);
-    f->credit = -1;
+    if (zsock_bind(f->router, "%s", f->ep) < 0)
+        fail_msg("cannot bind %s: %s", f->ep, zmq_strerror(errno));
+}
+
+static void fm_open(fm_t *f)
+{
+    fm_reserve(f);
+    fm_bind(f);
 }
 
 static void fm_close(fm_t *f)
@@ -312,10 +337,9 @@ static void *s_run(void *arg)
     return NULL;
 }
 
-static dist_worker_opts_t s_opts(const fm_t *f, int procs, int max_prefetch)
+static dist_worker_opts_t s_opts(int procs, int max_prefetch)
 {
     dist_worker_opts_t o = { 0 };
-    o.master = f->ep;
     o.procs = procs;
     o.max_prefetch = max_prefetch;
     o.log = s_tlog;
@@ -329,6 +353,18 @@ static void wr_start(wr_t *r, const dist_worker_opts_t *o)
     r->w = dist_worker_new(o);
     assert_non_null(r->w);
     assert_int_equal(pthread_create(&r->th, NULL, s_run, r), 0);
+}
+
+/* A worker in a thread, then its fake master: the worker forks its pool
+ * before the master's listening socket exists, as dist-worker does before
+ * it has any socket. (A pool forked later would inherit the listening
+ * socket, and a master could not bind its port again after a restart.) */
+static void s_start(fm_t *f, wr_t *r, dist_worker_opts_t *o)
+{
+    fm_reserve(f);
+    o->master = f->ep;
+    wr_start(r, o);
+    fm_bind(f);
 }
 
 /* Waits (a bounded time) for run() to return; its return value. */
@@ -359,9 +395,8 @@ static void wr_destroy(wr_t *r)
 /* A fake master and a worker in a thread, welcomed: the capacity it announced. */
 static uint32_t s_setup(fm_t *f, wr_t *r, int procs, int max_prefetch)
 {
-    fm_open(f);
-    dist_worker_opts_t o = s_opts(f, procs, max_prefetch);
-    wr_start(r, &o);
+    dist_worker_opts_t o = s_opts(procs, max_prefetch);
+    s_start(f, r, &o);
     return fm_accept(f, 1000, 5000);
 }
 
@@ -400,11 +435,10 @@ static void test_hello_heartbeat_bye(void **state)
 {
     (void)state;
     fm_t f;
-    fm_open(&f);
-    dist_worker_opts_t o = s_opts(&f, 2, 0);
-    o.name = "w1";
     wr_t r;
-    wr_start(&r, &o);
+    dist_worker_opts_t o = s_opts(2, 0);
+    o.name = "w1";
+    s_start(&f, &r, &o);
 
     dist__inmsg_t m;
     fm_expect(&f, DIST__CMD_HELLO, 5000, &m);
@@ -516,11 +550,10 @@ static void test_threads_backend(void **state)
 {
     (void)state;
     fm_t f;
-    fm_open(&f);
-    dist_worker_opts_t o = s_opts(&f, 2, 0);
-    o.threads = true;
     wr_t r;
-    wr_start(&r, &o);
+    dist_worker_opts_t o = s_opts(2, 0);
+    o.threads = true;
+    s_start(&f, &r, &o);
     fm_accept(&f, 1000, 5000);
     ans_t a[2];
     s_task(&a[0], "test.square", "\x91\x09", 2, 0);
@@ -677,10 +710,9 @@ static void test_silent_master_is_lost(void **state)
 {
     (void)state;
     fm_t f;
-    fm_open(&f);
-    dist_worker_opts_t o = s_opts(&f, 1, 0);
     wr_t r;
-    wr_start(&r, &o);
+    dist_worker_opts_t o = s_opts(1, 0);
+    s_start(&f, &r, &o);
     fm_accept(&f, 100, 400);
     dist__inmsg_t m;
     fm_expect(&f, DIST__CMD_HELLO, 3000, &m); /* after heartbeats, unanswered */
@@ -688,6 +720,46 @@ static void test_silent_master_is_lost(void **state)
     fm_welcome(&f, 100, 5000);
     fm_expect(&f, DIST__CMD_HEARTBEAT, 2000, &m);
     dist__inmsg_clear(&m);
+    s_teardown(&f, &r);
+}
+
+/* The master goes away and comes back (a restart on the same endpoint):
+ * ZeroMQ reconnects, the worker says HELLO once at the new connection -
+ * not once for every second of the absence - and the result of the task
+ * that ran meanwhile still arrives. */
+static void test_master_restart(void **state)
+{
+    (void)state;
+    fm_t f;
+    wr_t r;
+    dist_worker_opts_t o = s_opts(1, 1);
+    s_start(&f, &r, &o);
+    fm_accept(&f, 100, 400); /* lost soon after the master goes */
+    ans_t a[2];
+    s_running_and_queued(&f, a, 0, 1500);
+    zsock_destroy(&f.router);
+    dt_sleep_ms(2500);
+    fm_bind(&f);
+
+    int hellos = 0;
+    int64_t quiet_until = 0, end = dt_now_ms() + 10000;
+    while (!quiet_until || dt_now_ms() < quiet_until) {
+        if (dt_now_ms() > end)
+            fail_msg("no HELLO after the master came back");
+        dist__inmsg_t m;
+        if (fm_recv(&f, 100, &m) != 0)
+            continue;
+        if (m.cmd == DIST__CMD_HELLO) {
+            assert_int_equal(++hellos, 1);
+            fm_welcome(&f, 1000, 5000);
+            quiet_until = dt_now_ms() + 900; /* before the one-second HELLO timer */
+        } else if (m.cmd == DIST__CMD_RESULTS || m.cmd == DIST__CMD_RETURN) {
+            s_file(a, 2, &m);
+        }
+        dist__inmsg_clear(&m);
+    }
+    fm_collect(&f, a, 2, 10000);
+    assert_int_equal(a[0].status, DIST__ST_OK);
     s_teardown(&f, &r);
 }
 
@@ -1008,6 +1080,7 @@ int main(void)
         cmocka_unit_test_teardown(test_prefetch_grows_with_tiny_tasks, dt_teardown),
         cmocka_unit_test_teardown(test_reconnect_says_hello_again, dt_teardown),
         cmocka_unit_test_teardown(test_silent_master_is_lost, dt_teardown),
+        cmocka_unit_test_teardown(test_master_restart, dt_teardown),
         cmocka_unit_test_teardown(test_drain_on_stop, dt_teardown),
         cmocka_unit_test_teardown(test_second_stop_is_immediate, dt_teardown),
         cmocka_unit_test_teardown(test_bad_options, dt_teardown),

@@ -133,6 +133,8 @@ struct dist_worker {
     dist_wire_limits_t limits;
     dist_pool_t *pool;
     zsock_t *sock;
+    zsock_t *mon;   /* the socket's connection events (NULL: not available) */
+    bool connected; /* a ZMTP handshake with the master has succeeded */
     int efd;
 
     /* run / stop */
@@ -699,6 +701,12 @@ static void s_credit(dist_worker_t *w)
 
 static void s_send_hello(dist_worker_t *w)
 {
+    w->last_hello = dist__now_ns();
+    /* While there is no connection, a HELLO would wait in the socket, and a
+     * master that comes back after a long absence would get one for every
+     * second of it. The handshake sends one instead (s_on_monitor). */
+    if (w->mon && !w->connected)
+        return;
     /* Tasks now in the pool will still be held after the WELCOME; the
      * unstarted ones will be returned then. */
     uint32_t cap = 1;
@@ -721,7 +729,6 @@ static void s_send_hello(dist_worker_t *w)
     for (size_t i = 0; i < w->ntasks; i++)
         dist__pk_strn(pk, w->tasks[i].name, w->tasks[i].len);
     s_send_scratch(w, DIST__CMD_HELLO, false);
-    w->last_hello = dist__now_ns();
     s_announce(w, cap);
 }
 
@@ -922,6 +929,43 @@ static void s_handle(dist_worker_t *w, dist__inmsg_t *m)
 
 /* ---- the loop --------------------------------------------------------------------------- */
 
+/* Connection events. A new connection is a new peer to the master's
+ * ROUTER (and maybe a new master): HELLO at once, without waiting for
+ * RECONNECT or the master's silence. */
+static void s_on_monitor(dist_worker_t *w)
+{
+    void *h = zsock_resolve(w->mon);
+    for (;;) {
+        zmq_msg_t f;
+        zmq_msg_init(&f);
+        if (zmq_msg_recv(&f, h, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&f);
+            return;
+        }
+        uint16_t ev = 0; /* frame 1: event (16 bits), value (32 bits); frame 2: endpoint */
+        if (zmq_msg_size(&f) >= sizeof ev)
+            memcpy(&ev, zmq_msg_data(&f), sizeof ev);
+        bool more = zmq_msg_more(&f);
+        zmq_msg_close(&f);
+        while (more) {
+            zmq_msg_init(&f);
+            more = zmq_msg_recv(&f, h, 0) >= 0 && zmq_msg_more(&f);
+            zmq_msg_close(&f);
+        }
+        if (ev == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+            w->connected = true;
+            dist__log(&w->log, DIST_LOG_INFO, "connected to %s", w->endpoint);
+            if (w->welcomed || w->rehello)
+                s_rehello(w);
+            else
+                s_send_hello(w);
+        } else if (ev == ZMQ_EVENT_DISCONNECTED && w->connected) {
+            w->connected = false;
+            dist__log(&w->log, DIST_LOG_WARN, "disconnected from %s (reconnecting)", w->endpoint);
+        }
+    }
+}
+
 static void s_timers(dist_worker_t *w, int64_t now)
 {
     if (w->welcomed && now - w->last_recv >= (int64_t)w->hb_timeout_ms * 1000000) {
@@ -999,7 +1043,7 @@ static int s_loop(dist_worker_t *w)
     w->prefetch_ns = dist__now_coarse_ns(); /* no shrinking on a cold start's first samples */
     w->last_recv = now;
     w->last_send = now;
-    s_send_hello(w);
+    s_send_hello(w); /* or, with a monitor, at the handshake */
     int64_t flush_deadline = 0;
     for (;;) {
         int stops = atomic_load(&w->stops);
@@ -1046,11 +1090,12 @@ static int s_loop(dist_worker_t *w)
                 flush_deadline = now + DRAIN_FLUSH_NS;
         }
 
-        zmq_pollitem_t items[2] = {
+        zmq_pollitem_t items[3] = {
             { zsock_resolve(w->sock), 0, (short)(ZMQ_POLLIN | (w->out_head ? ZMQ_POLLOUT : 0)), 0 },
             { NULL, w->efd, ZMQ_POLLIN, 0 },
+            { w->mon ? zsock_resolve(w->mon) : NULL, 0, ZMQ_POLLIN, 0 },
         };
-        int rc = zmq_poll(items, 2, s_poll_timeout(w, now));
+        int rc = zmq_poll(items, w->mon ? 3 : 2, s_poll_timeout(w, now));
         if (rc < 0 && errno != EINTR) {
             int e = -errno;
             dist__log(&w->log, DIST_LOG_ERROR, "polling: %s", dist_strerror(e));
@@ -1061,6 +1106,8 @@ static int s_loop(dist_worker_t *w)
             ssize_t n = read(w->efd, &v, sizeof v);
             (void)n; /* EAGAIN: somebody read it first, nothing lost */
         }
+        if (rc > 0 && w->mon && (items[2].revents & ZMQ_POLLIN))
+            s_on_monitor(w);
         s_account(w, dist__now_ns());
     }
 }
@@ -1119,6 +1166,10 @@ static void s_free(dist_worker_t *w)
     dist_wire_buf_destroy(&w->results.buf);
     dist_wire_buf_destroy(&w->returns.buf);
     dist_wire_buf_destroy(&w->scratch);
+    if (w->mon) {
+        zmq_socket_monitor(zsock_resolve(w->sock), NULL, 0);
+        zsock_destroy(&w->mon);
+    }
     zsock_destroy(&w->sock);
     if (w->efd >= 0)
         close(w->efd);
@@ -1267,6 +1318,18 @@ dist_worker_t *dist_worker_new(const dist_worker_opts_t *opts)
     }
     dist__sockopts_t so = { .max_message = o.max_message, .linger_ms = -1 };
     dist__sock_setup(w->sock, false, &so);
+    /* Watch the connection (before connecting, to see the first one). A
+     * worker without it still works, on the one-second HELLO timer. */
+    char mon[64];
+    snprintf(mon, sizeof mon, "inproc://dist-worker-monitor-%p", (void *)w);
+    if (zmq_socket_monitor(zsock_resolve(w->sock), mon,
+                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) == 0) {
+        w->mon = zsock_new(ZMQ_PAIR);
+        if (w->mon && zsock_connect(w->mon, "%s", mon) != 0)
+            zsock_destroy(&w->mon);
+        if (!w->mon)
+            zmq_socket_monitor(zsock_resolve(w->sock), NULL, 0);
+    }
     if (zsock_connect(w->sock, "%s", w->endpoint) != 0) {
         err = errno == EPROTONOSUPPORT || errno == ENOENT ? EINVAL : errno ? errno : EINVAL;
         dist__log(&lg, DIST_LOG_ERROR, "cannot connect to %s: %s", w->endpoint, zmq_strerror(errno));
