@@ -76,7 +76,7 @@ static void s_usage(void)
            "      --connect ENDPOINT  the same as --master\n"
            "  -p, --procs N           pool processes, 1 to 4096 (default: online CPUs, %ld here)\n"
            "  -t, --tasks PLUGIN.so   load the tasks of a plugin (a shared object whose tasks\n"
-           "                          register with DIST_TASK); repeatable\n"
+           "                          register with DIST_TASK); repeatable (default: none)\n"
            "  -n, --name NAME         name shown in the master's status (default: HOST:PID)\n"
            "      --allow-exec        accept dist.exec, which runs commands (default: refused)\n"
            "      --max-prefetch N    most tasks held beyond the pool size, 1 to 1000000\n"
@@ -216,7 +216,14 @@ int main(int argc, char **argv)
      * the worker forks its pool. They are never unloaded. */
     for (size_t i = 0; i < nplugins; i++) {
         size_t before = dist_task_count();
-        if (!dlopen(plugins[i], RTLD_NOW)) {
+        /* dlopen() looks for a bare name in the library path only; a file
+         * of that name here is what the user means. */
+        char here[4096];
+        const char *path = plugins[i];
+        if (!strchr(path, '/') && access(path, F_OK) == 0 &&
+            snprintf(here, sizeof here, "./%s", path) < (int)sizeof here)
+            path = here;
+        if (!dlopen(path, RTLD_NOW)) {
             s_say(DIST_LOG_ERROR, "cannot load plugin %s: %s", plugins[i], dlerror());
             free(plugins);
             return EXIT_RUNTIME;

@@ -1226,7 +1226,7 @@ static void s_log_started(dist_worker_t *w, bool threads)
         used += sep + len;
     }
     names[used] = 0;
-    dist__log(&w->log, DIST_LOG_INFO, "worker %s started: %d pool %s, %zu tasks (%s), master %s",
+    dist__log(&w->log, DIST_LOG_INFO, "worker %s started: a pool of %d %s, %zu tasks (%s), master %s",
               w->name, w->slots, threads ? "threads" : "processes", w->ntasks, names, w->endpoint);
 }
 
