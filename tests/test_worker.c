@@ -530,18 +530,40 @@ static void test_results_of_every_kind(void **state)
     s_assert_error(&b[3], DIST__ST_TIMEOUT, "timed out");
     s_assert_error(&b[3], DIST__ST_TIMEOUT, "test.sleep");
 
-    ans_t c[3];
+    ans_t c[4];
     s_task(&c[0], "test.none", "\x90", 1, 0);
     s_task(&c[1], "dist.exec", "\x91\x91\xa4true", 7, 0);
     s_task(&c[2], "dist.sleep", "\x91\x0a", 2, 0);
     c[2].t.attempt = 3; /* answered with the attempt it was sent with */
-    fm_send_tasks(&f, c, 3);
-    fm_collect(&f, c, 3, 10000);
+    s_task(&c[3], "test.bytes", "\x91\xce\x00\x4c\x4b\x40", 6, 0); /* 5,000,000 > 4 MiB */
+    fm_send_tasks(&f, c, 4);
+    fm_collect(&f, c, 4, 10000);
     s_assert_error(&c[0], DIST__ST_FAILED, "no value");
     s_assert_error(&c[1], DIST__ST_FAILED,
                    "dist.exec is disabled on this worker (start it with --allow-exec)");
     assert_int_equal(c[2].status, DIST__ST_OK);
     assert_int_equal(c[2].value[0], 10);
+    s_assert_error(&c[3], DIST__ST_TOO_LARGE, "exceeds");
+
+    /* Task maps the codec refuses: answered when they can be named. */
+    ans_t d[2];
+    s_task(&d[0], "test.square", "\x91\x01", 2, 0);
+    s_task(&d[1], "x y", "\x90", 1, 0);
+    msgpack_packer *pk = dist_wire_buf_packer(f.buf);
+    msgpack_pack_map(pk, 1);
+    dist__pk_str(pk, "tasks");
+    msgpack_pack_array(pk, 3);
+    msgpack_pack_map(pk, 3); /* no args */
+    dist__pk_kv_id(pk, "id", &d[0].t.id);
+    dist__pk_kv_u64(pk, "attempt", 1);
+    dist__pk_kv_str(pk, "task", "test.square");
+    dist__pack_task(pk, &d[1].t, true); /* not a valid name */
+    msgpack_pack_map(pk, 1);            /* nothing to answer to */
+    dist__pk_kv_str(pk, "task", "test.square");
+    fm_send(&f, DIST__CMD_TASKS);
+    fm_collect(&f, d, 2, 10000);
+    s_assert_error(&d[0], DIST__ST_BAD_ARGS, "malformed task map");
+    s_assert_error(&d[1], DIST__ST_UNKNOWN_TASK, "not a valid task name");
 
     s_teardown(&f, &r);
 }
@@ -777,6 +799,7 @@ static void test_drain_on_stop(void **state)
     dist_worker_stop(r.w);
     dist__inmsg_t m;
     fm_expect(&f, DIST__CMD_RETURN, 5000, &m);
+    assert_int_equal(f.credit, 0); /* CREDIT 0 came first */
     s_file(a, 3, &m);
     dist__inmsg_clear(&m);
     assert_int_equal(a[1].status, A_RETURNED);
@@ -830,6 +853,19 @@ static void test_bad_options(void **state)
     o.master = "nonsense";
     assert_null(dist_worker_new(&o));
     assert_int_equal(errno, EINVAL);
+    /* Stopped before it runs: run() returns at once (nothing was held,
+     * no master ever welcomed it), and only once. */
+    o.master = "tcp://127.0.0.1:1";
+    dist_worker_t *w = dist_worker_new(&o);
+    assert_non_null(w);
+    dist_worker_stop(w);
+    assert_int_equal(dist_worker_run(w), 0);
+    assert_int_equal(dist_worker_run(w), DIST_ESTATE);
+    dist_worker_destroy(&w);
+    assert_null(w);
+    w = dist_worker_new(&o); /* destroyed without running */
+    assert_non_null(w);
+    dist_worker_destroy(&w);
     dist_worker_register_builtins(); /* idempotent */
     dist_worker_register_builtins();
     assert_non_null(dist_task_lookup("dist.exec"));
@@ -1026,6 +1062,20 @@ static void test_program_plugin_exec_and_drain(void **state)
     assert_memory_equal(p, "hi\n", 3);
     dist_wire_msg_destroy(&v);
     dist_args_destroy(&ex);
+
+    /* A command that exits 3, and one past dist.exec's own timeout. */
+    ans_t e[2];
+    s_task(&e[0], "dist.exec", "\x91\x93\xa2" "sh" "\xa2" "-c" "\xa6" "exit 3", 15, 0);
+    s_task(&e[1], "dist.exec", "\x93\x92\xa5" "sleep" "\xa1" "5" "\xc0\xcc\xc8", 13, 0); /* 200 ms */
+    fm_send_tasks(&f, e, 2);
+    fm_collect(&f, e, 2, 10000);
+    assert_int_equal(e[0].status, DIST__ST_OK);
+    v = dist_wire_msg_decode(e[0].value, e[0].value_len, NULL, NULL);
+    assert_non_null(v);
+    assert_int_equal(dist_obj_int(dist_wire_map_get(dist_wire_msg_root(v), "status"), &status), 0);
+    assert_int_equal(status, 3);
+    dist_wire_msg_destroy(&v);
+    s_assert_error(&e[1], DIST__ST_FAILED, "did not finish within 200 ms");
 
     ans_t c;
     s_task(&c, "test.crash", "\x90", 1, 0);

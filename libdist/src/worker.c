@@ -1132,7 +1132,8 @@ int dist_worker_run(dist_worker_t *self)
         return DIST_EINVAL;
     pthread_mutex_lock(&self->run_lock);
     bool busy = self->running || self->ran;
-    self->running = self->ran = true;
+    if (!busy)
+        self->running = self->ran = true;
     pthread_mutex_unlock(&self->run_lock);
     if (busy)
         return DIST_ESTATE;
