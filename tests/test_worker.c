@@ -431,6 +431,26 @@ static bool s_has_name(const msgpack_object *items, size_t n, const char *name)
     return false;
 }
 
+/* The first ZeroMQ socket of a process (czmq) installs SIGINT and SIGTERM
+ * handlers that only set a flag; the worker keeps the program's own. This
+ * test must create the process's first socket: it runs first. */
+static void test_signal_handling_untouched(void **state)
+{
+    (void)state;
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    dist_worker_opts_t o = s_opts(1, 0);
+    o.master = "tcp://127.0.0.1:1";
+    dist_worker_t *w = dist_worker_new(&o);
+    assert_non_null(w);
+    struct sigaction sa;
+    sigaction(SIGTERM, NULL, &sa);
+    assert_true(sa.sa_handler == SIG_DFL);
+    sigaction(SIGINT, NULL, &sa);
+    assert_true(sa.sa_handler == SIG_DFL);
+    dist_worker_destroy(&w);
+}
+
 static void test_hello_heartbeat_bye(void **state)
 {
     (void)state;
@@ -1123,6 +1143,7 @@ int main(void)
     gethostname(s_host, sizeof s_host - 1);
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_signal_handling_untouched, dt_teardown),
         cmocka_unit_test_teardown(test_hello_heartbeat_bye, dt_teardown),
         cmocka_unit_test_teardown(test_results_of_every_kind, dt_teardown),
         cmocka_unit_test_teardown(test_threads_backend, dt_teardown),

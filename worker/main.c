@@ -239,8 +239,8 @@ int main(int argc, char **argv)
         s_say(DIST_LOG_ERROR, "cannot start the worker: %s", strerror(errno));
         return EXIT_RUNTIME;
     }
-    /* After dist_worker_new: ZeroMQ's first socket installs handlers of its
-     * own (czmq), and the pool's processes must not inherit ours. */
+    /* After dist_worker_new: the pool's processes are forked by then and
+     * do not inherit these. */
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = s_on_signal;

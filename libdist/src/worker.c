@@ -40,6 +40,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1204,6 +1205,21 @@ void dist_worker_destroy(dist_worker_t **self_p)
     s_free(w);
 }
 
+/* zsock_new(), leaving the process's SIGINT and SIGTERM handling as it
+ * was: czmq's first socket installs handlers of its own that only set a
+ * flag, so a program embedding a worker would no longer stop on Ctrl-C or
+ * SIGTERM. The library must not change that behind its back. */
+static zsock_t *s_sock_new(int type)
+{
+    struct sigaction old_int, old_term;
+    sigaction(SIGINT, NULL, &old_int);
+    sigaction(SIGTERM, NULL, &old_term);
+    zsock_t *sock = zsock_new(type);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    return sock;
+}
+
 static const char *s_env(const char *name)
 {
     const char *v = getenv(name);
@@ -1312,7 +1328,7 @@ dist_worker_t *dist_worker_new(const dist_worker_opts_t *opts)
     w->scratch = dist_wire_buf_new(0);
     if (!w->results.buf || !w->returns.buf || !w->scratch)
         goto fail;
-    w->sock = zsock_new(ZMQ_DEALER);
+    w->sock = s_sock_new(ZMQ_DEALER);
     if (!w->sock) {
         err = errno ? errno : ENOMEM;
         goto fail;
@@ -1325,7 +1341,7 @@ dist_worker_t *dist_worker_new(const dist_worker_opts_t *opts)
     snprintf(mon, sizeof mon, "inproc://dist-worker-monitor-%p", (void *)w);
     if (zmq_socket_monitor(zsock_resolve(w->sock), mon,
                            ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) == 0) {
-        w->mon = zsock_new(ZMQ_PAIR);
+        w->mon = s_sock_new(ZMQ_PAIR);
         if (w->mon && zsock_connect(w->mon, "%s", mon) != 0)
             zsock_destroy(&w->mon);
         if (!w->mon)
