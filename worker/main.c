@@ -101,7 +101,7 @@ static void s_usage(void)
            "Exit status:\n"
            "  0  stopped after a clean drain\n"
            "  1  runtime failure (a plugin that does not load, no pool, a second signal)\n"
-           "  2  usage error\n",
+           "  2  usage error (also a bad endpoint, or settings refused by the library)\n",
            s_online_cpus());
 }
 
@@ -236,6 +236,10 @@ int main(int argc, char **argv)
     o.log_level = (dist_log_level_t)s_level;
     s_worker = dist_worker_new(&o);
     if (!s_worker) {
+        /* EINVAL: a bad endpoint or setting (the line above says which),
+         * from the command line or the environment: a usage error. */
+        if (errno == EINVAL)
+            return s_bad_usage("invalid settings (see the error above)");
         s_say(DIST_LOG_ERROR, "cannot start the worker: %s", strerror(errno));
         return EXIT_RUNTIME;
     }
