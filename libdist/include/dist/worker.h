@@ -35,7 +35,9 @@ typedef struct {
     int procs;                     /* pool processes; default: online CPUs */
     bool threads;                  /* run tasks in threads instead (embedded use) */
     int max_prefetch;              /* most tasks held beyond the pool size; default 256 */
-    size_t max_message;            /* bytes; default 64 MiB */
+    size_t max_message;            /* bytes; default 64 MiB. Also the largest task arguments
+                                      or value when set; unset, those are limited to the
+                                      pool's 4 MiB (its shared rings are sized from it) */
     bool allow_exec;               /* accept dist.exec */
     const char *key;               /* own secret key file; NULL: $DIST_KEY */
     const char *server_key;        /* master's public key file; NULL: $DIST_SERVER_KEY */
@@ -51,17 +53,26 @@ DIST_EXPORT void dist_worker_register_builtins(void);
 
 /* Creates the worker: forks its pool, then connects. NULL with errno on
  * failure (EINVAL: bad options, or a non-loopback master without keys and
- * without insecure). Does not wait for the master. */
+ * without insecure). Does not wait for the master.
+ * The pool's processes die with the thread that calls this (see
+ * dist/pool.h): call it from a thread that outlives the worker. They also
+ * inherit the descriptors open at that moment: create the worker before
+ * opening sockets (a listening one would stay open in them). */
 DIST_EXPORT dist_worker_t *dist_worker_new(const dist_worker_opts_t *opts);
 
 /* Stops if running, then frees; the pool's processes are gone when it
  * returns. *self_p = NULL. */
 DIST_EXPORT void dist_worker_destroy(dist_worker_t **self_p);
 
-/* Runs until stopped (then drains) or a fatal error. 0 or a negative code. */
+/* Runs until stopped (then drains) or a fatal error. Returns 0 after a
+ * clean drain, DIST_EINTR when a second stop cut the drain short,
+ * DIST_ESTATE when called twice, or another negative code (the pool or
+ * the socket failed). */
 DIST_EXPORT int dist_worker_run(dist_worker_t *self);
 
-/* Starts draining (async-signal-safe, any thread); run() returns when done. */
+/* Starts draining (async-signal-safe, any thread); run() returns when done.
+ * A second call stops at once: running tasks are abandoned (the master
+ * requeues them). */
 DIST_EXPORT void dist_worker_stop(dist_worker_t *self);
 
 #ifdef __cplusplus
