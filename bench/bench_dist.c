@@ -12,6 +12,7 @@
  *  side (bench/py/dist.py).
  */
 #include <dist.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>

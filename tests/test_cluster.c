@@ -5,6 +5,7 @@
  * test, and its pool processes die with it. */
 #include <dist.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>

@@ -507,7 +507,7 @@ static void s_pump(dist_client_t *self, int64_t until)
         { NULL, self->wake_fd, ZMQ_POLLIN, 0 },
     };
     dist__client_unlock(self);
-    int rc = zmq_poll(items, 2, ms);
+    int rc = dist__poll(items, 2, ms, DIST__SPIN_US);
     dist__client_lock(self);
     if (rc > 0 && items[1].revents) {
         uint64_t v;

@@ -1117,7 +1117,7 @@ int dist_master_run(dist_master_t *s)
     int rc = 0;
     s->now = s_clock_ms();
     while (!atomic_load(&s->stop)) {
-        int n = zmq_poll(items, 2, s_next_timeout(s));
+        int n = dist__poll(items, 2, s_next_timeout(s), DIST__SPIN_US);
         if (n < 0 && errno != EINTR) {
             rc = -errno;
             dist__log(&s->log, DIST_LOG_ERROR, "poll: %s", zmq_strerror(errno));

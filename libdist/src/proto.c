@@ -10,6 +10,8 @@
 #include "proto_internal.h"
 
 #include <errno.h>
+#include <sched.h>
+#include <time.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -156,6 +158,27 @@ int dist__zmq_version_ok(char *err, size_t errlen)
         snprintf(err, errlen, "libzmq %d.%d.%d is too old: 4.3.3 or newer is required (known CVEs)",
                  major, minor, patch);
     return DIST_ESTATE;
+}
+
+int dist__poll(zmq_pollitem_t *items, int n, long timeout_ms, int spin_us)
+{
+    if (timeout_ms != 0 && spin_us > 0) {
+        struct timespec t0, t;
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &t0);
+        int64_t until = (int64_t)t0.tv_sec * 1000000000 + t0.tv_nsec + (int64_t)spin_us * 1000;
+        /* The coarse clock ticks every few ms: also bound the spin by a
+         * count, so a short spin stays short. */
+        for (int i = 0; i < spin_us / 2; i++) {
+            int r = zmq_poll(items, n, 0);
+            if (r != 0)
+                return r;
+            clock_gettime(CLOCK_MONOTONIC_COARSE, &t);
+            if ((int64_t)t.tv_sec * 1000000000 + t.tv_nsec > until)
+                break;
+            sched_yield();
+        }
+    }
+    return zmq_poll(items, n, timeout_ms);
 }
 
 /* ---- receiving --------------------------------------------------------------------- */

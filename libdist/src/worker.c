@@ -1096,7 +1096,7 @@ static int s_loop(dist_worker_t *w)
             { NULL, w->efd, ZMQ_POLLIN, 0 },
             { w->mon ? zsock_resolve(w->mon) : NULL, 0, ZMQ_POLLIN, 0 },
         };
-        int rc = zmq_poll(items, w->mon ? 3 : 2, s_poll_timeout(w, now));
+        int rc = dist__poll(items, w->mon ? 3 : 2, s_poll_timeout(w, now), DIST__SPIN_US);
         if (rc < 0 && errno != EINTR) {
             int e = -errno;
             dist__log(&w->log, DIST_LOG_ERROR, "polling: %s", dist_strerror(e));

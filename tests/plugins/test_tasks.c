@@ -8,6 +8,8 @@
  *    test.crash  []         dies of SIGSEGV
  *    test.exit   [status]   exits with that status without answering
  *    test.sleep  [ms]       sleeps, returns ms
+ *    test.sleep_square [x]  sleeps 1 ms, returns x * x (for maps that must
+ *                           last long enough to be interrupted)
  *    test.mark   [path, ms] creates the file `path` (so that a test knows
  *                           the task has started), sleeps, returns ms
  *    test.pid    []         the pid of the process that ran it
@@ -88,6 +90,14 @@ static int s_sleep(dist_task_ctx_t *ctx, const msgpack_object *args, msgpack_pac
     return msgpack_pack_int64(out, ms);
 }
 DIST_TASK("test.sleep", s_sleep)
+
+static int s_sleep_square(dist_task_ctx_t *ctx, const msgpack_object *args, msgpack_packer *out)
+{
+    struct timespec ts = { 0, 1000000 };
+    nanosleep(&ts, NULL);
+    return s_square(ctx, args, out);
+}
+DIST_TASK("test.sleep_square", s_sleep_square)
 
 static int s_mark(dist_task_ctx_t *ctx, const msgpack_object *args, msgpack_packer *out)
 {
