@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 int main(int argc, char **argv)
 {
@@ -51,10 +52,17 @@ int main(int argc, char **argv)
         size_t len;
         const void *data = dist_args_data(args, &len);
         printf("Put task %d...\n", n);
-        f[i] = dist_client_submit(c, "example.square", data, len, 0);
-        if (!f[i]) {
-            fprintf(stderr, "task_master: submit: %s\n", dist_strerror(errno));
-            return 1;
+        /* Right after the cluster starts, the workers may not have said
+         * hello yet: the master refuses a task nobody offers (ENOENT).
+         * Give them ten seconds. */
+        for (int tries = 0; !(f[i] = dist_client_submit(c, "example.square", data, len, 0)); tries++) {
+            if (errno != -DIST_ENOENT || tries == 100) {
+                fprintf(stderr, "task_master: submit: %s\n", dist_strerror(errno));
+                return 1;
+            }
+            if (tries == 0)
+                fprintf(stderr, "task_master: no worker offers example.square yet; waiting\n");
+            usleep(100000);
         }
     }
     printf("Try get results...\n");

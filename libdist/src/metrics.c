@@ -161,13 +161,17 @@ static void s_fmt_f64(double v, char out[40])
         strcpy(out, v > 0 ? "+Inf" : "-Inf");
         return;
     }
+    /* Formatted into a local buffer: GCC 12 at -O3 warns (wrongly) about a
+     * null destination when snprintf writes straight to `out` here. */
+    char tmp[40];
     int prec = 1;
     for (; prec < 17; prec++) {
-        snprintf(out, 40, "%.*g", prec, v);
-        if (strtod(out, NULL) == v)
+        snprintf(tmp, sizeof tmp, "%.*g", prec, v);
+        if (strtod(tmp, NULL) == v)
             break;
     }
-    snprintf(out, 40, "%.*g", prec < 6 ? 6 : prec, v);
+    snprintf(tmp, sizeof tmp, "%.*g", prec < 6 ? 6 : prec, v);
+    memcpy(out, tmp, sizeof tmp);
 }
 
 /* A numeric field as Prometheus text: integers exactly, floats shortest.
