@@ -42,6 +42,7 @@ int main(int argc, char **argv)
     }
     dist_future_t **f = calloc((size_t)count, sizeof *f);
     dist_args_t *args = dist_args_new();
+    int failed = 0, submitted = 0;
     for (int i = 0; i < count; i++) {
         unsigned r;
         if (getrandom(&r, sizeof r, 0) != sizeof r)
@@ -58,16 +59,17 @@ int main(int argc, char **argv)
         for (int tries = 0; !(f[i] = dist_client_submit(c, "example.square", data, len, 0)); tries++) {
             if (errno != -DIST_ENOENT || tries == 100) {
                 fprintf(stderr, "task_master: submit: %s\n", dist_strerror(errno));
-                return 1;
+                failed = 1;
+                goto out;
             }
             if (tries == 0)
                 fprintf(stderr, "task_master: no worker offers example.square yet; waiting\n");
             usleep(100000);
         }
+        submitted++;
     }
     printf("Try get results...\n");
-    int failed = 0;
-    for (int i = 0; i < count; i++) {
+    for (int i = 0; i < submitted; i++) {
         dist_result_t *r;
         int st = dist_future_get(f[i], 60000, &r);
         const char *s;
@@ -78,8 +80,10 @@ int main(int argc, char **argv)
             fprintf(stderr, "Result: error: %s\n", r ? dist_result_error(r) : dist_strerror(st));
             failed++;
         }
-        dist_future_destroy(&f[i]);
     }
+out:
+    for (int i = 0; i < submitted; i++)
+        dist_future_destroy(&f[i]);
     free(f);
     dist_args_destroy(&args);
     dist_client_destroy(&c);
