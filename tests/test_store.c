@@ -434,6 +434,347 @@ static void test_kill9_keeps_accepted_and_results(void **state)
     zsock_destroy(&c);
 }
 
+/* ---- many SIGKILLs during a long run -------------------------------------------------------- */
+
+/* A fake client and two fake workers driven by one poll loop, which come
+ * back by themselves after each restart of the master (RECONNECT, then
+ * HELLO), and a checker of what the client was promised against what it
+ * got:
+ *
+ * - every id in an ACCEPTED must come back as a result (else: lost);
+ * - with the value its worker computed (else: wrong);
+ * - no result for an id that was never accepted (unexpected);
+ * - no result again once its ACK is known to be committed (duplicated).
+ *   A result may legitimately come again until then (every HELLO resends
+ *   what is not acknowledged, and an ACK a killed master had not
+ *   committed is lost). An ACK is known committed once an ACCEPTED comes
+ *   for a SUBMIT sent after it to the same master: the master handles a
+ *   peer's messages in order and answers a SUBMIT after its turn's commit.
+ */
+#define SOAK_BATCH 500
+#define SOAK_WINDOW 8
+#define SOAK_WORKERS 2
+
+typedef struct {
+    int n;
+    uint8_t *accepted, *delivered;
+    uint32_t *acked;          /* the ACK's sequence number, 0: not acknowledged */
+    uint32_t ack_seq, confirmed;
+    uint32_t *batch_seq;      /* ack_seq when the batch was last sent */
+    int *batch_left;          /* ids of the batch not accepted yet */
+    int next_batch, nbatches;
+    int *window;              /* batches sent, not fully accepted */
+    int nwindow;
+    bool welcomed;
+    dist__id_t *acks;
+    size_t nacks;
+    long lost, wrong, unexpected, duplicated, redelivered, execs, retried;
+    long naccepted, ndelivered;
+    long waiting;             /* results_waiting in the last STATUS, -1: none yet */
+    zsock_t *c, *w[SOAK_WORKERS];
+} soak_t;
+
+static void s_soak_hello_worker(zsock_t *w, int i)
+{
+    const char *t = "t";
+    char name[16];
+    snprintf(name, sizeof name, "w%d", i);
+    fp_hello_worker(w, name, 2, 200, &t, 1);
+}
+
+static void s_soak_send_batch(soak_t *k, int b)
+{
+    k->batch_seq[b] = k->ack_seq;
+    int first = b * SOAK_BATCH;
+    size_t n = (size_t)(first + SOAK_BATCH <= k->n ? SOAK_BATCH : k->n - first);
+    s_submit_range(k->c, first, n);
+}
+
+static void s_soak_flush_acks(soak_t *k)
+{
+    if (!k->nacks || !k->welcomed)
+        return;
+    k->ack_seq++;
+    for (size_t i = 0; i < k->nacks; i++)
+        k->acked[fp_id_num(&k->acks[i])] = k->ack_seq;
+    fp_ids_msg(k->c, DIST__CMD_ACK, k->acks, k->nacks);
+    k->nacks = 0;
+}
+
+static void s_soak_client_msg(soak_t *k, const dist__inmsg_t *m)
+{
+    const msgpack_object *items;
+    size_t n;
+    switch (m->cmd) {
+    case DIST__CMD_RECONNECT:
+        k->welcomed = false;
+        fp_hello_client(k->c, "soak");
+        break;
+    case DIST__CMD_WELCOME:
+        k->welcomed = true;
+        /* ACKs not known to be committed may have died with the master. */
+        for (int i = 0; i < k->n; i++)
+            if (k->acked[i] > k->confirmed)
+                k->acked[i] = 0;
+        for (int i = 0; i < k->nwindow; i++)
+            s_soak_send_batch(k, k->window[i]);
+        break;
+    case DIST__CMD_ACCEPTED: {
+        assert_int_equal(dist__get_array(m->root, "ids", &items, &n), 0);
+        const msgpack_object *rej;
+        size_t nrej;
+        assert_int_equal(dist__get_array(m->root, "rejected", &rej, &nrej), 0);
+        if (nrej) {
+            const char *code = "", *err = "";
+            size_t cn = 0, en = 0;
+            dist__get_str(&rej[0], "code", &code, &cn);
+            dist__get_str(&rej[0], "error", &err, &en);
+            fail_msg("%zu task(s) rejected during the soak: %.*s: %.*s", nrej, (int)cn, code,
+                     (int)en, err);
+        }
+        for (size_t i = 0; i < n; i++) {
+            const void *b;
+            size_t len;
+            assert_int_equal(dist_wire_get_bin(&items[i], &b, &len), 0);
+            dist__id_t id;
+            memcpy(id.b, b, sizeof id.b);
+            int x = fp_id_num(&id);
+            assert_true(x >= 0 && x < k->n);
+            int batch = x / SOAK_BATCH;
+            if (i == 0 && k->batch_seq[batch] > k->confirmed)
+                k->confirmed = k->batch_seq[batch];
+            if (!k->accepted[x]) {
+                k->accepted[x] = 1;
+                k->naccepted++;
+                if (--k->batch_left[batch] == 0) {
+                    for (int j = 0; j < k->nwindow; j++)
+                        if (k->window[j] == batch) {
+                            k->window[j] = k->window[--k->nwindow];
+                            break;
+                        }
+                }
+            }
+        }
+        break;
+    }
+    case DIST__CMD_RESULTS:
+        assert_int_equal(dist__get_array(m->root, "results", &items, &n), 0);
+        for (size_t i = 0; i < n; i++) {
+            dist__result_t r;
+            assert_int_equal(dist__parse_result(&items[i], false, &r), 0);
+            int x = fp_id_num(&r.id);
+            if (x < 0 || x >= k->n || !k->accepted[x]) {
+                k->unexpected++;
+                continue;
+            }
+            uint8_t want[5] = { 0xce, (uint8_t)(x >> 24), (uint8_t)(x >> 16), (uint8_t)(x >> 8),
+                                (uint8_t)x };
+            if (r.status != DIST__ST_OK || r.value_len != 5 || memcmp(r.value, want, 5) != 0)
+                k->wrong++;
+            if (k->delivered[x]) {
+                if (k->acked[x] && k->acked[x] <= k->confirmed)
+                    k->duplicated++;
+                else
+                    k->redelivered++;
+                if (k->acked[x])
+                    continue; /* its ACK is on its way */
+            } else {
+                k->delivered[x] = 1;
+                k->ndelivered++;
+            }
+            k->acks[k->nacks++] = r.id;
+            if (k->nacks == SOAK_BATCH * 2)
+                s_soak_flush_acks(k);
+        }
+        break;
+    case DIST__CMD_STATUS: {
+        uint64_t waiting;
+        assert_int_equal(dist__get_u64(dist_wire_map_get(m->root, "counters"), "results_waiting",
+                                       &waiting), 0);
+        k->waiting = (long)waiting;
+        break;
+    }
+    case DIST__CMD_ERROR:
+    case DIST__CMD_HEARTBEAT:
+        break;
+    default:
+        fail_msg("the client got %s", dist__cmd_name(m->cmd));
+    }
+}
+
+/* A worker answers every task at once with its id as a MessagePack u32. */
+static void s_soak_worker_msg(soak_t *k, int i, const dist__inmsg_t *m)
+{
+    zsock_t *w = k->w[i];
+    if (m->cmd == DIST__CMD_RECONNECT) {
+        s_soak_hello_worker(w, i);
+        return;
+    }
+    if (m->cmd != DIST__CMD_TASKS)
+        return;
+    const msgpack_object *items;
+    size_t n;
+    assert_int_equal(dist__get_array(m->root, "tasks", &items, &n), 0);
+    msgpack_packer *pk;
+    dist_wire_buf_t *b = fp_buf(&pk);
+    msgpack_pack_map(pk, 1);
+    dist__pk_str(pk, "results");
+    msgpack_pack_array(pk, n);
+    for (size_t j = 0; j < n; j++) {
+        dist__task_t t;
+        assert_int_equal(dist__parse_task(&items[j], true, &t), 0);
+        int x = fp_id_num(&t.id);
+        uint8_t v[5] = { 0xce, (uint8_t)(x >> 24), (uint8_t)(x >> 16), (uint8_t)(x >> 8),
+                         (uint8_t)x };
+        k->execs++;
+        k->retried += t.attempt > 1;
+        dist__result_t r = { .id = t.id, .attempt = t.attempt, .status = DIST__ST_OK,
+                             .value = v, .value_len = 5 };
+        dist__pack_result(pk, &r, true);
+    }
+    fp_send(w, DIST__CMD_RESULTS, b);
+}
+
+/* Reads whatever waits on the peer's socket. */
+static void s_soak_drain(soak_t *k, zsock_t *sock, int worker)
+{
+    dist_wire_limits_t lim = dist__body_limits(0);
+    dist__inmsg_t m;
+    int rc;
+    while ((rc = dist__proto_recv(sock, false, &lim, &m)) != DIST_EAGAIN) {
+        assert_int_equal(rc, 0);
+        if (worker < 0)
+            s_soak_client_msg(k, &m);
+        else
+            s_soak_worker_msg(k, worker, &m);
+        dist__inmsg_clear(&m);
+    }
+}
+
+static void test_kill9_soak(void **state)
+{
+    (void)state;
+    scratch_t *x = s_scratch();
+    soak_t k;
+    memset(&k, 0, sizeof k);
+    k.n = getenv("DIST_TEST_SOAK") ? atoi(getenv("DIST_TEST_SOAK")) : 50000;
+    assert_true(k.n >= SOAK_BATCH);
+    k.accepted = calloc((size_t)k.n, 1);
+    k.delivered = calloc((size_t)k.n, 1);
+    k.acked = calloc((size_t)k.n, sizeof *k.acked);
+    k.nbatches = (k.n + SOAK_BATCH - 1) / SOAK_BATCH;
+    k.batch_seq = calloc((size_t)k.nbatches, sizeof *k.batch_seq);
+    k.batch_left = calloc((size_t)k.nbatches, sizeof *k.batch_left);
+    k.window = calloc(SOAK_WINDOW, sizeof *k.window);
+    k.acks = calloc(SOAK_BATCH * 2, sizeof *k.acks);
+    for (int b = 0; b < k.nbatches; b++)
+        k.batch_left[b] = b + 1 < k.nbatches ? SOAK_BATCH : k.n - b * SOAK_BATCH;
+    const char *const extra[] = { "--max-attempts", "1000", NULL };
+    pid_t pid = s_program(x, extra);
+
+    /* Workers first: the task name must be known before the first SUBMIT. */
+    for (int i = 0; i < SOAK_WORKERS; i++) {
+        k.w[i] = fp_connect_ep(x->ep);
+        s_soak_hello_worker(k.w[i], i);
+        dist__inmsg_t m;
+        fp_expect(k.w[i], DIST__CMD_WELCOME, &m);
+        dist__inmsg_clear(&m);
+    }
+    k.c = fp_connect_ep(x->ep);
+    fp_hello_client(k.c, "soak");
+    k.waiting = -1;
+    /* Kills: once while tasks are still being accepted, then as results
+     * come in. */
+    long kill_at[] = { k.n * 3 / 10, k.n / 5, k.n * 2 / 5, k.n * 3 / 5, k.n * 4 / 5 };
+    int kills = 0, nkills = sizeof kill_at / sizeof kill_at[0];
+    int64_t end = dt_now_ms() + 100000, next_hb = 0, last_hello = dt_now_ms();
+    int64_t last_progress = dt_now_ms();
+    long last_delivered = 0;
+    zmq_pollitem_t items[1 + SOAK_WORKERS];
+    items[0] = (zmq_pollitem_t){ zsock_resolve(k.c), 0, ZMQ_POLLIN, 0 };
+    for (int i = 0; i < SOAK_WORKERS; i++)
+        items[1 + i] = (zmq_pollitem_t){ zsock_resolve(k.w[i]), 0, ZMQ_POLLIN, 0 };
+    /* Until every result is in and acknowledged, and then until a STATUS
+     * says that the master holds none any more. */
+    int64_t next_status = 0;
+    while (k.ndelivered < k.n || k.nacks || k.waiting != 0) {
+        if (dt_now_ms() > end) {
+            s_show_log(x);
+            fail_msg("soak: %ld of %d accepted, %ld delivered after 100 s", k.naccepted, k.n,
+                     k.ndelivered);
+        }
+        if (k.ndelivered != last_delivered) {
+            last_delivered = k.ndelivered;
+            last_progress = dt_now_ms();
+        } else if (k.naccepted == k.n && dt_now_ms() - last_progress > 10000) {
+            break; /* nothing more comes: count what is lost */
+        }
+        zmq_poll(items, 1 + SOAK_WORKERS, 20);
+        s_soak_drain(&k, k.c, -1);
+        for (int i = 0; i < SOAK_WORKERS; i++)
+            s_soak_drain(&k, k.w[i], i);
+        while (k.welcomed && k.nwindow < SOAK_WINDOW && k.next_batch < k.nbatches) {
+            k.window[k.nwindow++] = k.next_batch;
+            s_soak_send_batch(&k, k.next_batch++);
+        }
+        s_soak_flush_acks(&k);
+        int64_t now = dt_now_ms();
+        if (now >= next_hb) {
+            dist__proto_send_empty(k.c, NULL, 0, DIST__CMD_HEARTBEAT);
+            for (int i = 0; i < SOAK_WORKERS; i++)
+                dist__proto_send_empty(k.w[i], NULL, 0, DIST__CMD_HEARTBEAT);
+            next_hb = now + 200;
+        }
+        if (!k.welcomed && now - last_hello > 1000) {
+            fp_hello_client(k.c, "soak");
+            last_hello = now;
+        }
+        if (k.ndelivered == k.n && !k.nacks && k.welcomed && now >= next_status) {
+            msgpack_packer *pk;
+            dist_wire_buf_t *b = fp_buf(&pk);
+            msgpack_pack_map(pk, 1);
+            dist__pk_kv_u64(pk, "req", 1);
+            fp_send(k.c, DIST__CMD_STATUS, b);
+            next_status = now + 100;
+        }
+        long progress = kills == 0 ? k.naccepted : k.ndelivered;
+        if (kills < nkills && progress >= kill_at[kills]) {
+            s_kill9(pid);
+            pid = s_program(x, extra);
+            kills++;
+        }
+    }
+    for (long i = 0; i < k.n; i++)
+        k.lost += k.accepted[i] && !k.delivered[i];
+    fprintf(stderr, "soak: %d tasks, %d kills: %ld accepted, %ld delivered, %ld executions (%ld "
+            "retried), %ld redelivered before their ACK was committed; lost %ld, duplicated %ld, "
+            "wrong %ld, unexpected %ld\n", k.n, kills, k.naccepted, k.ndelivered, k.execs,
+            k.retried, k.redelivered, k.lost, k.duplicated, k.wrong, k.unexpected);
+    assert_int_equal(kills, nkills);
+    assert_int_equal(k.naccepted, k.n);
+    assert_int_equal(k.lost, 0);
+    assert_int_equal(k.duplicated, 0);
+    assert_int_equal(k.wrong, 0);
+    assert_int_equal(k.unexpected, 0);
+
+    /* The master holds nothing any more: a clean stop leaves an empty
+     * store. */
+    assert_int_equal(k.waiting, 0);
+    kill(pid, SIGTERM);
+    assert_int_equal(fp_wait_status(pid), 0);
+    assert_int_equal(s_rows(x->db, "tasks"), 0);
+    zsock_destroy(&k.c);
+    for (int i = 0; i < SOAK_WORKERS; i++)
+        zsock_destroy(&k.w[i]);
+    free(k.accepted);
+    free(k.delivered);
+    free(k.acked);
+    free(k.batch_seq);
+    free(k.batch_left);
+    free(k.window);
+    free(k.acks);
+}
+
 /* ---- a store that cannot write ----------------------------------------------------------- */
 
 /* SUBMITs ids [first, first + n) and returns how many were accepted;
@@ -637,6 +978,89 @@ static void test_disk_full(void **state)
     dist_master_destroy(&m);
 }
 
+/* An I/O error: with --store-fsync every commit syncs the WAL, and
+ * strace makes three of those fdatasync calls fail with EIO. */
+static void test_io_error(void **state)
+{
+    (void)state;
+    const char *strace = "/usr/bin/strace";
+    if (access(strace, X_OK) != 0) {
+        fprintf(stderr, "test_io_error: skipped (no %s)\n", strace);
+        skip();
+    }
+    scratch_t *x = s_scratch();
+    /* Creating a store syncs 7 times; the first commits of the test come
+     * next. */
+    const char *args[] = { "-f", "-qq", "-o", "/dev/null", "-e", "trace=fdatasync", "-e",
+                           "inject=fdatasync:error=EIO:when=12..14", DIST_MASTER_BIN, "--bind",
+                           x->ep, "--store", x->db, "--store-fsync", "--log-level", "debug",
+                           NULL };
+    pid_t tracer = fp_spawn_log(strace, args, x->log);
+    zsock_t *w = fp_connect_ep(x->ep);
+    const char *t = "t";
+    fp_hello_worker(w, "w1", 1, 1000, &t, 1);
+    dist__inmsg_t msg;
+    if (fp_recv(w, 10000, &msg) != 0) {
+        s_show_log(x);
+        fail_msg("no master under strace");
+    }
+    assert_int_equal(msg.cmd, DIST__CMD_WELCOME);
+    /* The master's name is host:pid: the process to kill, under strace. */
+    const char *name;
+    size_t len;
+    assert_int_equal(dist__get_str(msg.root, "master", &name, &len), 0);
+    char nbuf[256];
+    snprintf(nbuf, sizeof nbuf, "%.*s", (int)len, name);
+    pid_t pid = (pid_t)atoi(strrchr(nbuf, ':') + 1);
+    assert_true(pid > 0);
+    dist__inmsg_clear(&msg);
+    zsock_t *c = fp_connect_ep(x->ep);
+    fp_hello_client(c, "c1");
+    fp_expect(c, DIST__CMD_WELCOME, &msg);
+    dist__inmsg_clear(&msg);
+    fp_keep_alive(w, c);
+
+    int accepted[64], nacc = 0, next = 0;
+    bool refused = false;
+    while (!refused && next < 40) {
+        if (s_submit_count(c, next, 1))
+            accepted[nacc++] = next;
+        else
+            refused = true;
+        next++;
+    }
+    if (!refused) {
+        s_show_log(x);
+        fail_msg("no commit failed under strace's fault injection");
+    }
+    accepted[nacc++] = s_until_accepted(c, &next);
+    accepted[nacc++] = s_until_accepted(c, &next);
+    kill(pid, SIGKILL);
+    fp_wait_status(tracer);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+
+    /* Every task accepted is back; none refused is. */
+    pid = s_program(x, NULL);
+    w = fp_connect_ep(x->ep);
+    fp_hello_worker(w, "w1", 1, 1000, &t, 1);
+    fp_expect(w, DIST__CMD_WELCOME, &msg);
+    dist__inmsg_clear(&msg);
+    fp_keep_alive(w, NULL);
+    int ids[64];
+    size_t n = s_drain_tasks(w, ids, 64);
+    qsort(accepted, (size_t)nacc, sizeof accepted[0], s_cmp_int);
+    if (n != (size_t)nacc || memcmp(ids, accepted, n * sizeof ids[0]) != 0) {
+        s_show_log(x);
+        fail_msg("%zu task(s) came back, %d were accepted", n, nacc);
+    }
+    kill(pid, SIGTERM);
+    assert_int_equal(fp_wait_status(pid), 0);
+    if (getenv("DIST_TEST_LOG"))
+        s_show_log(x);
+    zsock_destroy(&w);
+}
+
 /* ---- files that are not a store this master can use ------------------------------------- */
 
 static char g_last_error[1024];
@@ -768,8 +1192,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_restart_keeps_everything, s_teardown),
         cmocka_unit_test_teardown(test_kill9_keeps_accepted_and_results, s_teardown),
+        cmocka_unit_test_teardown(test_kill9_soak, s_teardown),
         cmocka_unit_test_teardown(test_failed_commits_refuse_then_resume, s_teardown),
         cmocka_unit_test_teardown(test_disk_full, s_teardown),
+        cmocka_unit_test_teardown(test_io_error, s_teardown),
         cmocka_unit_test_teardown(test_bad_store_files, s_teardown),
         cmocka_unit_test_teardown(test_program_flags, s_teardown),
     };
