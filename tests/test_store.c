@@ -349,7 +349,7 @@ static void test_kill9_keeps_accepted_and_results(void **state)
         size_t rej;
         assert_int_equal(fp_accepted(c, &rej, NULL, 0), 250);
     }
-    static fp_task_t got[N];
+    static fp_task_t got[N + 100];
     s_take(w, got, 100);
     s_credit(w, 0);
     for (int i = 0; i < 50; i++)

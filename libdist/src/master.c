@@ -637,8 +637,11 @@ void dist__m_release_held(dist_master_t *s)
             o->len = len;
             p->outbox_bytes += len;
         }
-        if (!dist__dn_linked(&p->blocked))
-            s_flush_outbox(s, p);
+        /* A send tried while the replies were held (a heartbeat, say)
+         * marked the peer blocked: the outbox can go now all the same. */
+        if (dist__dn_linked(&p->blocked))
+            dist__dl_remove(&s->blocked, &p->blocked);
+        s_flush_outbox(s, p);
     }
     s->held_bytes = 0;
 }

@@ -31,6 +31,11 @@
 /* Page cache: the rows being worked on are the newest ones, near the end
  * of the B-tree, so a small cache suffices. */
 #define CACHE_KIB 8192
+/* The WAL is copied into the file (a checkpoint, with an fsync) once it
+ * holds this many pages (32 MiB): rows are rewritten several times in
+ * their short lives (insert, lease, done, delete), and a page written
+ * many times between checkpoints is copied once. */
+#define WAL_PAGES 8192
 
 enum {
     ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_NAME_PUT, ST_NAME_DEL, ST_PUT, ST_LEASE1, ST_LEASES,
@@ -43,14 +48,14 @@ static const char *const s_sql[ST_COUNT] = {
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_NAME_PUT] = "INSERT OR IGNORE INTO names(name) VALUES(?1)",
     [ST_NAME_DEL] = "DELETE FROM names WHERE name = ?1",
-    [ST_PUT] = "INSERT OR REPLACE INTO tasks(row, id, client, task, done, leased, attempt, "
-               "timeout_ms, status, data, reasons) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
-               "?10, ?11)",
+    [ST_PUT] = ("INSERT OR REPLACE INTO tasks(row, id, client, task, done, leased, attempt, "
+                "timeout_ms, status, data, reasons) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
+                "?10, ?11)"),
     [ST_LEASE1] = "UPDATE tasks SET leased = 1 WHERE row = ?1",
     [ST_LEASES] = "UPDATE tasks SET leased = 1 WHERE row BETWEEN ?1 AND ?2",
     [ST_META] = "UPDATE tasks SET attempt = ?2, leased = ?3, reasons = ?4 WHERE row = ?1",
-    [ST_DONE] = "UPDATE tasks SET done = 1, leased = 0, status = ?2, data = ?3, reasons = NULL "
-                "WHERE row = ?1",
+    [ST_DONE] = ("UPDATE tasks SET done = 1, leased = 0, status = ?2, data = ?3, reasons = NULL "
+                 "WHERE row = ?1"),
     [ST_DEL1] = "DELETE FROM tasks WHERE row = ?1",
     [ST_DELS] = "DELETE FROM tasks WHERE row BETWEEN ?1 AND ?2",
     [ST_PROBE] = "INSERT OR REPLACE INTO meta(key, value) VALUES('probe', ?1)",
@@ -287,8 +292,9 @@ dist__store_t *dist__store_open(const char *path, bool full_sync, char *why, siz
         goto fail;
     }
     char sql[128];
-    snprintf(sql, sizeof sql, "PRAGMA synchronous = %s; PRAGMA cache_size = -%d",
-             full_sync ? "FULL" : "NORMAL", CACHE_KIB);
+    snprintf(sql, sizeof sql, "PRAGMA synchronous = %s; PRAGMA cache_size = -%d; "
+             "PRAGMA wal_autocheckpoint = %d", full_sync ? "FULL" : "NORMAL", CACHE_KIB,
+             WAL_PAGES);
     rc = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
     int64_t objects = 0;
     if (rc == SQLITE_OK)
