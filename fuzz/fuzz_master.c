@@ -151,9 +151,11 @@ static dist_master_t *s_master(s_session_t *x)
 {
     char ep[64];
     snprintf(ep, sizeof ep, "inproc://fuzz-master-%u", x->serial++);
+    /* Leases shorter than the heartbeat timeout, so that a session can
+     * reach lease expiry (and ghosts) as easily as a worker's death. */
     dist_master_opts_t o = { .bind = ep, .name = "fuzz", .store = x->store[0] ? x->store : NULL,
                              .max_queued = 1000, .max_results = 1000, .max_attempts = 3,
-                             .lease_ms = 60000 };
+                             .heartbeat_timeout_ms = 20000, .lease_ms = 8000 };
     dist_master_t *m = dist_master_new(&o);
     CHECK(m, "dist_master_new: %s", strerror(errno));
     dist__m_set_sink(m, s_sink, x);

@@ -78,6 +78,15 @@ dist_wire_buf_t *fp_buf(msgpack_packer **pk)
     return b;
 }
 
+dist_wire_buf_t *fp_batch(msgpack_packer **pk, const char *key, size_t n)
+{
+    dist_wire_buf_t *b = fp_buf(pk);
+    msgpack_pack_map(*pk, 1);
+    dist__pk_str(*pk, key);
+    msgpack_pack_array(*pk, n);
+    return b;
+}
+
 void fp_send(zsock_t *s, dist__cmd_t cmd, dist_wire_buf_t *b)
 {
     assert_int_equal(dist__proto_send_buf(s, NULL, 0, cmd, b), 0);
@@ -184,7 +193,7 @@ int fp_id_num(const dist__id_t *id)
 /* ---- fake peers ---------------------------------------------------------------------- */
 
 void fp_hello_worker(zsock_t *s, const char *name, uint32_t slots, uint32_t cap,
-                           const char *const *tasks, size_t n)
+                     const char *const *tasks, size_t n)
 {
     msgpack_packer *pk;
     dist_wire_buf_t *b = fp_buf(&pk);
@@ -202,15 +211,21 @@ void fp_hello_worker(zsock_t *s, const char *name, uint32_t slots, uint32_t cap,
     fp_send(s, DIST__CMD_HELLO, b);
 }
 
-zsock_t *fp_worker(dist_master_t *m, const char *name, uint32_t slots, uint32_t cap,
-                         const char *task)
+zsock_t *fp_worker_ep(const char *endpoint, const char *name, uint32_t slots, uint32_t cap,
+                      const char *task)
 {
-    zsock_t *s = fp_connect(m);
+    zsock_t *s = fp_connect_ep(endpoint);
     fp_hello_worker(s, name, slots, cap, &task, 1);
     dist__inmsg_t msg;
     fp_expect(s, DIST__CMD_WELCOME, &msg);
     dist__inmsg_clear(&msg);
     return s;
+}
+
+zsock_t *fp_worker(dist_master_t *m, const char *name, uint32_t slots, uint32_t cap,
+                   const char *task)
+{
+    return fp_worker_ep(dist_master_endpoint(m), name, slots, cap, task);
 }
 
 void fp_hello_client(zsock_t *s, const char *name)
@@ -228,7 +243,12 @@ void fp_hello_client(zsock_t *s, const char *name)
 /* A client; *pending gets WELCOME's pending_results when not NULL. */
 zsock_t *fp_client(dist_master_t *m, const char *name, uint64_t *pending)
 {
-    zsock_t *s = fp_connect(m);
+    return fp_client_ep(dist_master_endpoint(m), name, pending);
+}
+
+zsock_t *fp_client_ep(const char *endpoint, const char *name, uint64_t *pending)
+{
+    zsock_t *s = fp_connect_ep(endpoint);
     fp_hello_client(s, name);
     dist__inmsg_t msg;
     fp_expect(s, DIST__CMD_WELCOME, &msg);
@@ -244,10 +264,7 @@ zsock_t *fp_client(dist_master_t *m, const char *name, uint64_t *pending)
 void fp_submit(zsock_t *c, const char *task, const int *ids, size_t n, uint32_t timeout_ms)
 {
     msgpack_packer *pk;
-    dist_wire_buf_t *b = fp_buf(&pk);
-    msgpack_pack_map(pk, 1);
-    dist__pk_str(pk, "tasks");
-    msgpack_pack_array(pk, n);
+    dist_wire_buf_t *b = fp_batch(&pk, "tasks", n);
     for (size_t i = 0; i < n; i++) {
         dist__id_t id = fp_id(ids[i]);
         uint8_t args[2] = { 0x91, (uint8_t)(ids[i] & 0x7f) };
@@ -318,13 +335,10 @@ size_t fp_tasks(zsock_t *w, fp_task_t *out, size_t max)
 
 /* RESULTS from a worker: one result; text is the value (ok) or error. */
 void fp_result(zsock_t *w, const dist__id_t *id, uint32_t attempt, dist__status_t st,
-                     const char *text)
+               const char *text)
 {
     msgpack_packer *pk;
-    dist_wire_buf_t *b = fp_buf(&pk);
-    msgpack_pack_map(pk, 1);
-    dist__pk_str(pk, "results");
-    msgpack_pack_array(pk, 1);
+    dist_wire_buf_t *b = fp_batch(&pk, "results", 1);
     dist__result_t r = { .id = *id, .attempt = attempt, .status = st };
     if (st == DIST__ST_OK) {
         r.value = text;
@@ -369,10 +383,7 @@ void fp_results(zsock_t *c, fp_res_t *out, size_t want)
 void fp_ids_msg(zsock_t *s, dist__cmd_t cmd, const dist__id_t *ids, size_t n)
 {
     msgpack_packer *pk;
-    dist_wire_buf_t *b = fp_buf(&pk);
-    msgpack_pack_map(pk, 1);
-    dist__pk_str(pk, "ids");
-    msgpack_pack_array(pk, n);
+    dist_wire_buf_t *b = fp_batch(&pk, "ids", n);
     for (size_t i = 0; i < n; i++)
         dist__pk_id(pk, &ids[i]);
     fp_send(s, cmd, b);
@@ -422,7 +433,8 @@ static pid_t s_spawn(const char *bin, const char *const *args, int *out_fd, cons
         dt_child_init();
         if (log || !out_fd) {
             close(p[1]);
-            p[1] = log ? open(log, O_WRONLY | O_CREAT | O_APPEND, 0644) : open("/dev/null", O_WRONLY);
+            p[1] = log ? open(log, O_WRONLY | O_CREAT | O_APPEND, 0644)
+                       : open("/dev/null", O_WRONLY);
         }
         dup2(p[1], 1);
         dup2(p[1], 2);

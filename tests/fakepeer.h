@@ -66,6 +66,8 @@ void fp_keep_alive(zsock_t *a, zsock_t *b);
 zsock_t *fp_connect(dist_master_t *m);
 zsock_t *fp_connect_ep(const char *endpoint);
 dist_wire_buf_t *fp_buf(msgpack_packer **pk);
+/* A body {key: [...]} whose n items the caller packs next. */
+dist_wire_buf_t *fp_batch(msgpack_packer **pk, const char *key, size_t n);
 /* Sends the body packed in b (and destroys b). */
 void fp_send(zsock_t *s, dist__cmd_t cmd, dist_wire_buf_t *b);
 /* The next message other than HEARTBEAT within ms: 0 or DIST_ETIMEDOUT. */
@@ -85,9 +87,11 @@ int fp_id_num(const dist__id_t *id);
 
 void fp_hello_worker(zsock_t *s, const char *name, uint32_t slots, uint32_t cap,
                      const char *const *tasks, size_t n);
-/* A welcomed worker of one task name. */
+/* A welcomed worker of one task name (of the master m, or at endpoint). */
 zsock_t *fp_worker(dist_master_t *m, const char *name, uint32_t slots, uint32_t cap,
                    const char *task);
+zsock_t *fp_worker_ep(const char *endpoint, const char *name, uint32_t slots, uint32_t cap,
+                      const char *task);
 /* Receives one TASKS message (1 to max tasks, args [i]). */
 size_t fp_tasks(zsock_t *w, fp_task_t *out, size_t max);
 /* RESULTS with one result: text is the value (ok) or the error. */
@@ -99,6 +103,7 @@ void fp_result(zsock_t *w, const dist__id_t *id, uint32_t attempt, dist__status_
 void fp_hello_client(zsock_t *s, const char *name);
 /* A welcomed client; *pending gets WELCOME's pending_results. */
 zsock_t *fp_client(dist_master_t *m, const char *name, uint64_t *pending);
+zsock_t *fp_client_ep(const char *endpoint, const char *name, uint64_t *pending);
 /* SUBMIT tasks fp_id(ids[i]) of one name, args [i & 0x7f]. */
 void fp_submit(zsock_t *c, const char *task, const int *ids, size_t n, uint32_t timeout_ms);
 /* Waits for ACCEPTED: the number accepted; the rejections' count and the

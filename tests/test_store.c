@@ -331,17 +331,11 @@ static void test_kill9_keeps_accepted_and_results(void **state)
     (void)state;
     scratch_t *x = s_scratch();
     pid_t pid = s_program(x, NULL);
-    zsock_t *w = fp_connect_ep(x->ep);
     const char *t = "t";
-    fp_hello_worker(w, "w1", 10, 100, &t, 1);
-    dist__inmsg_t msg;
-    fp_expect(w, DIST__CMD_WELCOME, &msg);
-    dist__inmsg_clear(&msg);
-    zsock_t *c = fp_connect_ep(x->ep);
-    fp_hello_client(c, "c1");
-    fp_expect(c, DIST__CMD_WELCOME, &msg);
-    dist__inmsg_clear(&msg);
+    zsock_t *w = fp_worker_ep(x->ep, "w1", 10, 100, t);
+    zsock_t *c = fp_client_ep(x->ep, "c1", NULL);
     fp_keep_alive(w, c);
+    dist__inmsg_t msg;
 
     enum { N = 1000 };
     for (int b = 0; b < N; b += 250) {
@@ -616,10 +610,7 @@ static void s_soak_worker_msg(soak_t *k, int i, const dist__inmsg_t *m)
     size_t n;
     assert_int_equal(dist__get_array(m->root, "tasks", &items, &n), 0);
     msgpack_packer *pk;
-    dist_wire_buf_t *b = fp_buf(&pk);
-    msgpack_pack_map(pk, 1);
-    dist__pk_str(pk, "results");
-    msgpack_pack_array(pk, n);
+    dist_wire_buf_t *b = fp_batch(&pk, "results", n);
     for (size_t j = 0; j < n; j++) {
         dist__task_t t;
         assert_int_equal(dist__parse_task(&items[j], true, &t), 0);
@@ -674,11 +665,9 @@ static void test_kill9_soak(void **state)
 
     /* Workers first: the task name must be known before the first SUBMIT. */
     for (int i = 0; i < SOAK_WORKERS; i++) {
-        k.w[i] = fp_connect_ep(x->ep);
-        s_soak_hello_worker(k.w[i], i);
-        dist__inmsg_t m;
-        fp_expect(k.w[i], DIST__CMD_WELCOME, &m);
-        dist__inmsg_clear(&m);
+        char name[16];
+        snprintf(name, sizeof name, "w%d", i);
+        k.w[i] = fp_worker_ep(x->ep, name, 2, 200, "t");
     }
     k.c = fp_connect_ep(x->ep);
     fp_hello_client(k.c, "soak");
@@ -891,10 +880,7 @@ static void s_submit_big(zsock_t *c, int first, size_t n, size_t size)
     args[4] = (uint8_t)(size >> 8);
     args[5] = (uint8_t)size;
     msgpack_packer *pk;
-    dist_wire_buf_t *b = fp_buf(&pk);
-    msgpack_pack_map(pk, 1);
-    dist__pk_str(pk, "tasks");
-    msgpack_pack_array(pk, n);
+    dist_wire_buf_t *b = fp_batch(&pk, "tasks", n);
     for (size_t i = 0; i < n; i++) {
         dist__task_t t = { fp_id(first + (int)i), 0, "t", 1, args, size + 6, 0 };
         dist__pack_task(pk, &t, false);
@@ -1014,10 +1000,7 @@ static void test_io_error(void **state)
     pid_t pid = (pid_t)atoi(strrchr(nbuf, ':') + 1);
     assert_true(pid > 0);
     dist__inmsg_clear(&msg);
-    zsock_t *c = fp_connect_ep(x->ep);
-    fp_hello_client(c, "c1");
-    fp_expect(c, DIST__CMD_WELCOME, &msg);
-    dist__inmsg_clear(&msg);
+    zsock_t *c = fp_client_ep(x->ep, "c1", NULL);
     fp_keep_alive(w, c);
 
     int accepted[64], nacc = 0, next = 0;
@@ -1042,10 +1025,7 @@ static void test_io_error(void **state)
 
     /* Every task accepted is back; none refused is. */
     pid = s_program(x, NULL);
-    w = fp_connect_ep(x->ep);
-    fp_hello_worker(w, "w1", 1, 1000, &t, 1);
-    fp_expect(w, DIST__CMD_WELCOME, &msg);
-    dist__inmsg_clear(&msg);
+    w = fp_worker_ep(x->ep, "w1", 1, 1000, t);
     fp_keep_alive(w, NULL);
     int ids[64];
     size_t n = s_drain_tasks(w, ids, 64);

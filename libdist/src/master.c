@@ -406,7 +406,6 @@ static void s_items_free(dist__mitem_t **items, size_t n)
     free(items);
 }
 
-
 static void s_sent(dist_master_t *s, dist__mpeer_t *p)
 {
     p->last_sent = s->now;
@@ -1365,7 +1364,6 @@ int dist_master_run(dist_master_t *s)
     };
     int rc = 0;
     s->now = s_clock_ms();
-    s->busy_since = 0;
     while (!atomic_load(&s->stop)) {
         int n = zmq_poll(items, 2, s_next_timeout(s));
         if (n < 0 && errno != EINTR) {

@@ -53,7 +53,7 @@ static const char *s_check_tasks(dist_master_t *s)
             return "a task has no state";
         }
     }
-    CHECK(outstanding == s->outstanding, "outstanding is not the number of QUEUED and LEASED tasks");
+    CHECK(outstanding == s->outstanding, "outstanding is not the number of QUEUED/LEASED tasks");
     CHECK(waiting == s->results_waiting, "results_waiting is not the number of DONE tasks");
     return NULL;
 }
@@ -66,7 +66,8 @@ static const char *s_check_queues(dist_master_t *s)
         CHECK(dist__m_tq_find(s, q->key.name, q->key.len) == q, "a task queue is not indexed");
         CHECK(!(q->sflags & DIST__S_GONE), "a forgotten task name is still listed");
         size_t n = 0;
-        for (const dist__dnode_t *e = dist__dl_first(&q->ready); e; e = dist__dl_next(&q->ready, e)) {
+        const dist__dnode_t *e;
+        for (e = dist__dl_first(&q->ready); e; e = dist__dl_next(&q->ready, e)) {
             const dist__mtask_t *t = DIST__CONTAINER_OF(e, dist__mtask_t, node);
             CHECK(t->state == DIST__T_QUEUED && t->q == q, "a ready list holds a foreign task");
             n++;
@@ -101,7 +102,8 @@ static const char *s_check_peers(dist_master_t *s)
         for (const dist__dnode_t *e = dist__dl_first(&p->leased); e;
              e = dist__dl_next(&p->leased, e)) {
             const dist__mtask_t *t = DIST__CONTAINER_OF(e, dist__mtask_t, node);
-            CHECK(t->state == DIST__T_LEASED && t->worker == p, "a leased list holds a foreign task");
+            CHECK(t->state == DIST__T_LEASED && t->worker == p,
+                  "a leased list holds a foreign task");
             leased++;
         }
         CHECK(!p->cn || p->role == DIST__ROLE_CLIENT, "a peer that is not a client has a name");

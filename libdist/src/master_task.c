@@ -658,7 +658,9 @@ void dist__m_flush_results(dist_master_t *s)
 
 /* ---- SUBMIT ---------------------------------------------------------------------------------- */
 
-enum { SUB_OK = 0, SUB_BAD, SUB_LARGE, SUB_UNKNOWN, SUB_FULL, SUB_FULL_RESULTS, SUB_NOMEM, SUB_STORE };
+enum {
+    SUB_OK = 0, SUB_BAD, SUB_LARGE, SUB_UNKNOWN, SUB_FULL, SUB_FULL_RESULTS, SUB_NOMEM, SUB_STORE
+};
 
 /* Stores one task of a SUBMIT. *last caches the previous task's queue:
  * a batch is usually of one name, so this saves a hash per task. */
@@ -1017,7 +1019,7 @@ void dist__m_ack(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
     }
 }
 
-/* ---- the store: recovery and refused inserts --------------------------------------------------- */
+/* ---- the store: recovery and refused inserts ---------------------------------------------- */
 
 int dist__m_restore_name(dist_master_t *s, const char *name, size_t len)
 {

@@ -103,7 +103,8 @@ static int s_code(sqlite3 *db, int rc)
     switch (rc & 0xff) {
     case SQLITE_FULL: return -ENOSPC;
     case SQLITE_NOMEM: return DIST_ENOMEM;
-    case SQLITE_IOERR: return rc == SQLITE_IOERR_NOMEM ? DIST_ENOMEM : sys == ENOSPC ? -ENOSPC : -EIO;
+    case SQLITE_IOERR:
+        return rc == SQLITE_IOERR_NOMEM ? DIST_ENOMEM : sys == ENOSPC ? -ENOSPC : -EIO;
     case SQLITE_BUSY:
     case SQLITE_LOCKED: return -EBUSY;
     case SQLITE_READONLY: return -EROFS;
@@ -286,7 +287,8 @@ dist__store_t *dist__store_open(const char *path, bool full_sync, char *why, siz
         code = s_open_error(st, rc, why, whylen);
         goto fail;
     }
-    if (strcmp(mode, "wal") != 0 && !(strcmp(path, ":memory:") == 0 && strcmp(mode, "memory") == 0)) {
+    bool in_memory = strcmp(path, ":memory:") == 0 && strcmp(mode, "memory") == 0;
+    if (strcmp(mode, "wal") != 0 && !in_memory) {
         snprintf(why, whylen, "%s cannot be put in WAL mode (journal mode %s)", path, mode);
         code = -EIO;
         goto fail;
