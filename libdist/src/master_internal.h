@@ -524,7 +524,7 @@ void dist__m_tasks_free(dist_master_t *s);
 void dist__m_accepted_pack(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root,
                            uint8_t *codes, bool recheck);
 
-/* Recovery (master_store.c): a task name, a task row. 0 or a DIST_E code. */
+/* Recovery, for master_store.c: a task name, a task row. 0 or a DIST_E code. */
 int dist__m_restore_name(dist_master_t *s, const char *name, size_t len);
 int dist__m_restore_task(dist_master_t *s, const dist__srow_t *r);
 
