@@ -7,7 +7,8 @@
  *  async-signal-safe for a loop run with dist_master_run).
  *
  *  Exit status: 0 after a clean stop, 1 for a runtime failure (such as an
- *  endpoint that cannot be bound), 2 for a usage error.
+ *  endpoint that cannot be bound or a store that cannot be opened), 2 for
+ *  a usage error.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -55,6 +56,11 @@ static void s_usage(FILE *f)
             "  --max-results N         most results waiting per client name (default 1000000)\n"
             "  --max-message BYTES     largest message accepted; K, M and G suffixes\n"
             "                          (default 64M)\n"
+            "  --store FILE            keep tasks and results in FILE (SQLite, created when\n"
+            "                          missing) so that a restarted master carries on\n"
+            "                          (default: none, everything is in memory and lost\n"
+            "                          when the master stops)\n"
+            "  --store-fsync           fsync FILE at every commit (default off; see below)\n"
             "  --log-level LEVEL       error, warn, info or debug (default info)\n"
             "  -h, --help              show this help and exit\n"
             "  -V, --version           show the version and exit\n"
@@ -63,12 +69,25 @@ static void s_usage(FILE *f)
             "  " PROG " reads no environment variables (workers and clients read\n"
             "  DIST_MASTER, the endpoint they connect to).\n"
             "\n"
+            "Durability: with --store, a task is committed to FILE before its ACCEPTED\n"
+            "is sent, and a result before it is sent to its client (one commit per loop\n"
+            "turn). Restarted with the same FILE, the master queues every task that was\n"
+            "not done again (attempt + 1 for those a worker held) and keeps every result\n"
+            "not yet acknowledged; workers and clients reconnect by themselves. Commits\n"
+            "survive the master being killed (SIGKILL, a crash); without --store-fsync a\n"
+            "power loss or kernel crash can lose those the kernel had not written out\n"
+            "yet (the last few seconds). When\n"
+            "FILE cannot be written (disk full, I/O error), new tasks are refused with\n"
+            "store_failed, the rest is served from memory, and writing is retried every\n"
+            "second. Named queues are kept in memory only.\n"
+            "\n"
             "Security: traffic is neither authenticated nor encrypted yet; binding to a\n"
             "non-loopback address logs a warning.\n"
             "\n"
             "Exit status:\n"
             "  0  stopped cleanly (SIGTERM or SIGINT)\n"
-            "  1  runtime failure (for example the endpoint cannot be bound)\n"
+            "  1  runtime failure (for example the endpoint cannot be bound, or the store\n"
+            "     cannot be opened: not writable, in use, not a libdist store)\n"
             "  2  usage error\n");
 }
 
@@ -131,7 +150,7 @@ int main(int argc, char **argv)
 {
     enum {
         O_BIND = 256, O_NAME, O_HB, O_HB_TIMEOUT, O_ATTEMPTS, O_LEASE, O_QUEUED, O_RESULTS,
-        O_MESSAGE, O_LEVEL
+        O_MESSAGE, O_LEVEL, O_STORE, O_FSYNC
     };
     static const struct option longopts[] = {
         { "bind", required_argument, NULL, O_BIND },
@@ -144,6 +163,8 @@ int main(int argc, char **argv)
         { "max-results", required_argument, NULL, O_RESULTS },
         { "max-message", required_argument, NULL, O_MESSAGE },
         { "log-level", required_argument, NULL, O_LEVEL },
+        { "store", required_argument, NULL, O_STORE },
+        { "store-fsync", no_argument, NULL, O_FSYNC },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
@@ -173,6 +194,12 @@ int main(int argc, char **argv)
         case O_MESSAGE:
             o.max_message = s_number("max-message", optarg, 1024, INT_MAX, true);
             break;
+        case O_STORE:
+            if (!*optarg)
+                s_bad_usage("--store: expected a file name%s%s", "", "");
+            o.store = optarg;
+            break;
+        case O_FSYNC: o.store_fsync = true; break;
         case O_LEVEL:
             g_level = dist_log_level_parse(optarg);
             if (g_level < 0)
@@ -189,6 +216,8 @@ int main(int argc, char **argv)
     }
     if (optind < argc)
         s_bad_usage("unexpected argument '%s'%s", argv[optind], "");
+    if (o.store_fsync && !o.store)
+        s_bad_usage("--store-fsync needs --store FILE%s%s", "", "");
 
     /* Each peer is a TCP connection: thousands of them need more than the
      * usual 1024 descriptors, so take what the hard limit allows. */

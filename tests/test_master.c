@@ -2,7 +2,8 @@
  * clients: DEALER sockets in this process that speak docs/PROTOCOL.md
  * through proto_internal.h, so every message on the wire is checked. The
  * master runs in its own thread (dist_master_start) on 127.0.0.1 with a
- * port picked by the kernel. The last test runs the dist-master program.
+ * port picked by the kernel (fakepeer.h). The last test runs the
+ * dist-master program.
  */
 #include <czmq.h>
 #include <dist.h>
@@ -16,410 +17,14 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "fakepeer.h"
 #include "proto_internal.h"
 #include "testutil.h"
 
-#define WAIT_MS 5000
-/* Heartbeat timeout of the tests that kill workers; the others use 10 s,
- * so that a loaded machine never writes off a fake peer by accident. */
+/* Heartbeat timeout of the tests that kill workers; the others use
+ * FP_SAFE_TIMEOUT_MS, so that a loaded machine never writes off a fake
+ * peer by accident. */
 #define DEATH_MS 1000
-#define SAFE_TIMEOUT_MS 10000
-
-/* Fake peers that must stay alive: every wait sends them heartbeats. */
-static zsock_t *g_alive[4];
-static size_t g_nalive;
-
-static void s_keep_alive(zsock_t *a, zsock_t *b)
-{
-    g_nalive = 0;
-    if (a)
-        g_alive[g_nalive++] = a;
-    if (b)
-        g_alive[g_nalive++] = b;
-}
-
-/* ---- fixtures ------------------------------------------------------------------------ */
-
-/* DIST_TEST_LOG=1 shows the master's log while debugging a test. */
-static void s_log(dist_log_level_t level, const char *component, const char *msg, void *ud)
-{
-    (void)ud;
-    fprintf(stderr, "%lld %s %s: %s\n", (long long)dt_now_ms(), dist_log_level_name(level),
-            component, msg);
-}
-
-static dist_master_t *s_start(const dist_master_opts_t *opts)
-{
-    dist_master_opts_t o;
-    memset(&o, 0, sizeof o);
-    if (opts)
-        o = *opts;
-    if (getenv("DIST_TEST_LOG")) {
-        o.log = s_log;
-        o.log_level = DIST_LOG_DEBUG;
-    }
-    if (!o.bind)
-        o.bind = "tcp://127.0.0.1:0";
-    if (!o.heartbeat_timeout_ms)
-        o.heartbeat_timeout_ms = SAFE_TIMEOUT_MS;
-    g_nalive = 0;
-    dist_master_t *m = dist_master_new(&o);
-    assert_non_null(m);
-    assert_int_equal(dist_master_start(m), 0);
-    return m;
-}
-
-static zsock_t *s_connect(dist_master_t *m)
-{
-    zsock_t *s = zsock_new(ZMQ_DEALER);
-    assert_non_null(s);
-    dist__sock_setup(s, false, NULL);
-    assert_int_equal(zsock_connect(s, "%s", dist_master_endpoint(m)), 0);
-    return s;
-}
-
-static dist_wire_buf_t *s_buf(msgpack_packer **pk)
-{
-    dist_wire_buf_t *b = dist_wire_buf_new(0);
-    assert_non_null(b);
-    *pk = dist_wire_buf_packer(b);
-    return b;
-}
-
-static void s_send(zsock_t *s, dist__cmd_t cmd, dist_wire_buf_t *b)
-{
-    assert_int_equal(dist__proto_send_buf(s, NULL, 0, cmd, b), 0);
-    dist_wire_buf_destroy(&b);
-}
-
-/* The next message other than HEARTBEAT within ms, while the peers of
- * g_alive send a heartbeat every 100 ms. 0 or DIST_ETIMEDOUT. */
-static int s_recv(zsock_t *s, int ms, dist__inmsg_t *m)
-{
-    int64_t end = dt_now_ms() + ms, next_ka = 0;
-    dist_wire_limits_t lim = dist__body_limits(0);
-    size_t nka = g_nalive;
-    for (;;) {
-        int64_t now = dt_now_ms();
-        if (nka && now >= next_ka) {
-            for (size_t i = 0; i < nka; i++)
-                dist__proto_send_empty(g_alive[i], NULL, 0, DIST__CMD_HEARTBEAT);
-            next_ka = now + 100;
-        }
-        int rc = dist__proto_recv(s, false, &lim, m);
-        if (rc == 0) {
-            if (m->cmd != DIST__CMD_HEARTBEAT)
-                return 0;
-            dist__inmsg_clear(m);
-            continue;
-        }
-        assert_int_equal(rc, DIST_EAGAIN);
-        if (now >= end)
-            return DIST_ETIMEDOUT;
-        zmq_pollitem_t it = { zsock_resolve(s), 0, ZMQ_POLLIN, 0 };
-        long wait = (long)(end - now);
-        if (nka && wait > 50)
-            wait = 50;
-        zmq_poll(&it, 1, wait);
-    }
-}
-
-static void s_expect(zsock_t *s, dist__cmd_t cmd, dist__inmsg_t *m)
-{
-    if (s_recv(s, WAIT_MS, m))
-        fail_msg("expected %s, got nothing", dist__cmd_name(cmd));
-    if (m->cmd != cmd) {
-        const char *code = "", *err = "";
-        size_t cn = 0, en = 0;
-        dist__get_str(m->root, "code", &code, &cn);
-        dist__get_str(m->root, "error", &err, &en);
-        fail_msg("expected %s, got %s %.*s %.*s", dist__cmd_name(cmd), dist__cmd_name(m->cmd),
-                 (int)cn, code, (int)en, err);
-    }
-}
-
-static void s_expect_none(zsock_t *s, int ms)
-{
-    dist__inmsg_t m;
-    if (s_recv(s, ms, &m) == 0) {
-        const char *name = dist__cmd_name(m.cmd);
-        dist__inmsg_clear(&m);
-        fail_msg("unexpected %s", name);
-    }
-}
-
-/* Asserts m is ERROR with this code. */
-static void s_expect_error(zsock_t *s, const char *code)
-{
-    dist__inmsg_t m;
-    s_expect(s, DIST__CMD_ERROR, &m);
-    const char *c;
-    size_t n;
-    assert_int_equal(dist__get_str(m.root, "code", &c, &n), 0);
-    if (n != strlen(code) || memcmp(c, code, n) != 0)
-        fail_msg("expected ERROR %s, got %.*s", code, (int)n, c);
-    dist__inmsg_clear(&m);
-}
-
-static bool s_str_is(const msgpack_object *map, const char *key, const char *want)
-{
-    const char *s;
-    size_t n;
-    return dist__get_str(map, key, &s, &n) == 0 && n == strlen(want) && memcmp(s, want, n) == 0;
-}
-
-static dist__id_t s_id(int n)
-{
-    dist__id_t id;
-    memset(&id, 0xA5, sizeof id);
-    memcpy(id.b, &n, sizeof n);
-    return id;
-}
-
-static int s_id_num(const dist__id_t *id)
-{
-    int n;
-    memcpy(&n, id->b, sizeof n);
-    return n;
-}
-
-/* ---- fake peers ---------------------------------------------------------------------- */
-
-static void s_hello_worker(zsock_t *s, const char *name, uint32_t slots, uint32_t cap,
-                           const char *const *tasks, size_t n)
-{
-    msgpack_packer *pk;
-    dist_wire_buf_t *b = s_buf(&pk);
-    msgpack_pack_map(pk, 7);
-    dist__pk_kv_str(pk, "role", "worker");
-    dist__pk_kv_str(pk, "name", name);
-    dist__pk_kv_str(pk, "host", "testhost");
-    dist__pk_kv_u64(pk, "pid", 4242);
-    dist__pk_kv_u64(pk, "slots", slots);
-    dist__pk_kv_u64(pk, "capacity", cap);
-    dist__pk_str(pk, "tasks");
-    msgpack_pack_array(pk, n);
-    for (size_t i = 0; i < n; i++)
-        dist__pk_str(pk, tasks[i]);
-    s_send(s, DIST__CMD_HELLO, b);
-}
-
-static zsock_t *s_worker(dist_master_t *m, const char *name, uint32_t slots, uint32_t cap,
-                         const char *task)
-{
-    zsock_t *s = s_connect(m);
-    s_hello_worker(s, name, slots, cap, &task, 1);
-    dist__inmsg_t msg;
-    s_expect(s, DIST__CMD_WELCOME, &msg);
-    dist__inmsg_clear(&msg);
-    return s;
-}
-
-static void s_hello_client(zsock_t *s, const char *name)
-{
-    msgpack_packer *pk;
-    dist_wire_buf_t *b = s_buf(&pk);
-    msgpack_pack_map(pk, 4);
-    dist__pk_kv_str(pk, "role", "client");
-    dist__pk_kv_str(pk, "name", name);
-    dist__pk_kv_str(pk, "host", "testhost");
-    dist__pk_kv_u64(pk, "pid", 77);
-    s_send(s, DIST__CMD_HELLO, b);
-}
-
-/* A client; *pending gets WELCOME's pending_results when not NULL. */
-static zsock_t *s_client(dist_master_t *m, const char *name, uint64_t *pending)
-{
-    zsock_t *s = s_connect(m);
-    s_hello_client(s, name);
-    dist__inmsg_t msg;
-    s_expect(s, DIST__CMD_WELCOME, &msg);
-    uint64_t p;
-    assert_int_equal(dist__get_u64(msg.root, "pending_results", &p), 0);
-    if (pending)
-        *pending = p;
-    dist__inmsg_clear(&msg);
-    return s;
-}
-
-/* SUBMIT tasks ids[0..n) of one name, args [i]. */
-static void s_submit(zsock_t *c, const char *task, const int *ids, size_t n, uint32_t timeout_ms)
-{
-    msgpack_packer *pk;
-    dist_wire_buf_t *b = s_buf(&pk);
-    msgpack_pack_map(pk, 1);
-    dist__pk_str(pk, "tasks");
-    msgpack_pack_array(pk, n);
-    for (size_t i = 0; i < n; i++) {
-        dist__id_t id = s_id(ids[i]);
-        uint8_t args[2] = { 0x91, (uint8_t)(ids[i] & 0x7f) };
-        dist__task_t t = { id, 0, task, strlen(task), args, 2, timeout_ms };
-        dist__pack_task(pk, &t, false);
-    }
-    s_send(c, DIST__CMD_SUBMIT, b);
-}
-
-/* Waits for ACCEPTED: returns the number accepted; the first rejection's
- * code goes to code (when there is one). */
-static size_t s_accepted(zsock_t *c, size_t *rejected, char *code, size_t codelen)
-{
-    dist__inmsg_t m;
-    s_expect(c, DIST__CMD_ACCEPTED, &m);
-    const msgpack_object *ids, *rej;
-    size_t n, nr;
-    assert_int_equal(dist__get_array(m.root, "ids", &ids, &n), 0);
-    assert_int_equal(dist__get_array(m.root, "rejected", &rej, &nr), 0);
-    if (rejected)
-        *rejected = nr;
-    if (code && codelen)
-        code[0] = 0;
-    if (nr && code) {
-        const char *s;
-        size_t sn;
-        assert_int_equal(dist__get_str(&rej[0], "code", &s, &sn), 0);
-        snprintf(code, codelen, "%.*s", (int)sn, s);
-        assert_int_equal(dist__get_str(&rej[0], "error", &s, &sn), 0);
-        assert_true(sn > 0);
-    }
-    dist__inmsg_clear(&m);
-    return n;
-}
-
-static void s_submit_ok(zsock_t *c, const char *task, const int *ids, size_t n)
-{
-    s_submit(c, task, ids, n, 0);
-    size_t rej;
-    assert_int_equal(s_accepted(c, &rej, NULL, 0), n);
-    assert_int_equal(rej, 0);
-}
-
-typedef struct {
-    dist__id_t id;
-    uint32_t attempt;
-    uint32_t timeout_ms;
-    char task[DIST__NAME_MAX + 1];
-} got_t;
-
-/* Receives one TASKS message. */
-static size_t s_tasks(zsock_t *w, got_t *out, size_t max)
-{
-    dist__inmsg_t m;
-    s_expect(w, DIST__CMD_TASKS, &m);
-    const msgpack_object *items;
-    size_t n;
-    assert_int_equal(dist__get_array(m.root, "tasks", &items, &n), 0);
-    assert_true(n >= 1);
-    assert_true(n <= max);
-    for (size_t i = 0; i < n; i++) {
-        dist__task_t t;
-        assert_int_equal(dist__parse_task(&items[i], true, &t), 0);
-        out[i].id = t.id;
-        out[i].attempt = t.attempt;
-        out[i].timeout_ms = t.timeout_ms;
-        snprintf(out[i].task, sizeof out[i].task, "%.*s", (int)t.task_len, t.task);
-        assert_int_equal(t.args_len, 2);
-        assert_int_equal(((const uint8_t *)t.args)[0], 0x91);
-    }
-    dist__inmsg_clear(&m);
-    return n;
-}
-
-/* RESULTS from a worker: one result; text is the value (ok) or error. */
-static void s_result(zsock_t *w, const dist__id_t *id, uint32_t attempt, dist__status_t st,
-                     const char *text)
-{
-    msgpack_packer *pk;
-    dist_wire_buf_t *b = s_buf(&pk);
-    msgpack_pack_map(pk, 1);
-    dist__pk_str(pk, "results");
-    msgpack_pack_array(pk, 1);
-    dist__result_t r = { .id = *id, .attempt = attempt, .status = st };
-    if (st == DIST__ST_OK) {
-        r.value = text;
-        r.value_len = strlen(text);
-    } else {
-        r.error = text;
-        r.error_len = strlen(text);
-    }
-    dist__pack_result(pk, &r, true);
-    s_send(w, DIST__CMD_RESULTS, b);
-}
-
-typedef struct {
-    dist__id_t id;
-    dist__status_t status;
-    char text[2048];
-} res_t;
-
-/* Collects exactly `want` results from RESULTS messages to a client. */
-static void s_results(zsock_t *c, res_t *out, size_t want)
-{
-    size_t got = 0;
-    while (got < want) {
-        dist__inmsg_t m;
-        s_expect(c, DIST__CMD_RESULTS, &m);
-        const msgpack_object *items;
-        size_t n;
-        assert_int_equal(dist__get_array(m.root, "results", &items, &n), 0);
-        assert_true(got + n <= want);
-        for (size_t i = 0; i < n; i++) {
-            dist__result_t r;
-            assert_int_equal(dist__parse_result(&items[i], false, &r), 0);
-            assert_null(dist_wire_map_get(&items[i], "attempt"));
-            out[got].id = r.id;
-            out[got].status = r.status;
-            if (r.status == DIST__ST_OK)
-                snprintf(out[got].text, sizeof out[got].text, "%.*s", (int)r.value_len,
-                         (const char *)r.value);
-            else
-                snprintf(out[got].text, sizeof out[got].text, "%.*s", (int)r.error_len, r.error);
-            got++;
-        }
-        dist__inmsg_clear(&m);
-    }
-}
-
-static void s_ids_msg(zsock_t *s, dist__cmd_t cmd, const dist__id_t *ids, size_t n)
-{
-    msgpack_packer *pk;
-    dist_wire_buf_t *b = s_buf(&pk);
-    msgpack_pack_map(pk, 1);
-    dist__pk_str(pk, "ids");
-    msgpack_pack_array(pk, n);
-    for (size_t i = 0; i < n; i++)
-        dist__pk_id(pk, &ids[i]);
-    s_send(s, cmd, b);
-}
-
-/* STATUS: returns the reply (the caller clears it). */
-static void s_status(zsock_t *c, dist__inmsg_t *m)
-{
-    msgpack_packer *pk;
-    dist_wire_buf_t *b = s_buf(&pk);
-    msgpack_pack_map(pk, 1);
-    dist__pk_kv_u64(pk, "req", 99);
-    s_send(c, DIST__CMD_STATUS, b);
-    s_expect(c, DIST__CMD_STATUS, m);
-    uint64_t req;
-    assert_int_equal(dist__get_u64(m->root, "req", &req), 0);
-    assert_int_equal(req, 99);
-}
-
-static uint64_t s_counter(zsock_t *c, const char *name)
-{
-    dist__inmsg_t m;
-    s_status(c, &m);
-    uint64_t v;
-    assert_int_equal(dist__get_u64(dist_wire_map_get(m.root, "counters"), name, &v), 0);
-    dist__inmsg_clear(&m);
-    return v;
-}
-
-static void s_raw(zsock_t *s, int nframes, const char *const *frames, const size_t *lens)
-{
-    for (int i = 0; i < nframes; i++)
-        zmq_send(zsock_resolve(s), frames[i], lens[i], i + 1 < nframes ? ZMQ_SNDMORE : 0);
-}
 
 /* ---- sessions ---------------------------------------------------------------------------- */
 
@@ -427,16 +32,16 @@ static void test_welcome_and_reconnect(void **state)
 {
     (void)state;
     dist_master_opts_t o = { .name = "m1", .heartbeat_ms = 700, .heartbeat_timeout_ms = 2100 };
-    dist_master_t *m = s_start(&o);
+    dist_master_t *m = fp_start(&o);
     assert_non_null(strstr(dist_master_endpoint(m), "tcp://127.0.0.1:"));
     assert_null(strstr(dist_master_endpoint(m), ":0"));
 
-    zsock_t *c = s_connect(m);
-    s_hello_client(c, "c1");
+    zsock_t *c = fp_connect(m);
+    fp_hello_client(c, "c1");
     dist__inmsg_t msg;
-    s_expect(c, DIST__CMD_WELCOME, &msg);
+    fp_expect(c, DIST__CMD_WELCOME, &msg);
     uint64_t v;
-    assert_true(s_str_is(msg.root, "master", "m1"));
+    assert_true(fp_str_is(msg.root, "master", "m1"));
     assert_int_equal(dist__get_u64(msg.root, "heartbeat_ms", &v), 0);
     assert_int_equal(v, 700);
     assert_int_equal(dist__get_u64(msg.root, "heartbeat_timeout_ms", &v), 0);
@@ -450,9 +55,9 @@ static void test_welcome_and_reconnect(void **state)
     dist__inmsg_clear(&msg);
 
     /* A peer the master does not know is told to say HELLO. */
-    zsock_t *u = s_connect(m);
+    zsock_t *u = fp_connect(m);
     assert_int_equal(dist__proto_send_empty(u, NULL, 0, DIST__CMD_HEARTBEAT), 0);
-    s_expect(u, DIST__CMD_RECONNECT, &msg);
+    fp_expect(u, DIST__CMD_RECONNECT, &msg);
     dist__inmsg_clear(&msg);
 
     /* Master heartbeats reach an idle peer. */
@@ -466,21 +71,21 @@ static void test_welcome_and_reconnect(void **state)
 
     /* A worker's HELLO is checked: no tasks is malformed. */
     const char *none = NULL;
-    zsock_t *w = s_connect(m);
+    zsock_t *w = fp_connect(m);
     msgpack_packer *pk;
-    dist_wire_buf_t *b = s_buf(&pk);
+    dist_wire_buf_t *b = fp_buf(&pk);
     msgpack_pack_map(pk, 4);
     dist__pk_kv_str(pk, "role", "worker");
     dist__pk_kv_str(pk, "name", "w");
     dist__pk_kv_str(pk, "host", "h");
     dist__pk_kv_u64(pk, "pid", 1);
-    s_send(w, DIST__CMD_HELLO, b);
-    s_expect_error(w, "malformed");
+    fp_send(w, DIST__CMD_HELLO, b);
+    fp_expect_error(w, "malformed");
     /* After a failed HELLO the master knows the peer, not its session. */
     assert_int_equal(dist__proto_send_empty(w, NULL, 0, DIST__CMD_HEARTBEAT), 0);
-    s_expect_error(w, "not_welcome");
-    s_hello_worker(w, "w", 1, 1, &none, 0);
-    s_expect(w, DIST__CMD_WELCOME, &msg);
+    fp_expect_error(w, "not_welcome");
+    fp_hello_worker(w, "w", 1, 1, &none, 0);
+    fp_expect(w, DIST__CMD_WELCOME, &msg);
     assert_null(dist_wire_map_get(msg.root, "pending_results"));
     dist__inmsg_clear(&msg);
 
@@ -494,7 +99,7 @@ static void test_welcome_and_reconnect(void **state)
 static void test_options_refused(void **state)
 {
     (void)state;
-    dist_master_opts_t o = { .bind = "tcp://127.0.0.1:0", .store = "/tmp/x.db" };
+    dist_master_opts_t o = { .bind = "tcp://127.0.0.1:0", .store = "" };
     errno = 0;
     assert_null(dist_master_new(&o));
     assert_int_equal(errno, EINVAL);
@@ -510,7 +115,7 @@ static void test_options_refused(void **state)
     o.bind = "nonsense://x";
     assert_null(dist_master_new(&o));
     /* Taken endpoint. */
-    dist_master_t *m = s_start(NULL);
+    dist_master_t *m = fp_start(NULL);
     o.bind = dist_master_endpoint(m);
     errno = 0;
     assert_null(dist_master_new(&o));
@@ -529,30 +134,30 @@ static void test_options_refused(void **state)
 static void test_dispatch_only_to_announcing_workers(void **state)
 {
     (void)state;
-    dist_master_t *m = s_start(NULL);
-    zsock_t *wa = s_worker(m, "wa", 4, 8, "job.a");
-    zsock_t *wb = s_worker(m, "wb", 4, 8, "job.b");
-    zsock_t *c = s_client(m, "c", NULL);
-    s_submit_ok(c, "job.a", (int[]){ 1, 2 }, 2);
-    s_submit_ok(c, "job.b", (int[]){ 3, 4, 5 }, 3);
-    got_t g[8];
+    dist_master_t *m = fp_start(NULL);
+    zsock_t *wa = fp_worker(m, "wa", 4, 8, "job.a");
+    zsock_t *wb = fp_worker(m, "wb", 4, 8, "job.b");
+    zsock_t *c = fp_client(m, "c", NULL);
+    fp_submit_ok(c, "job.a", (int[]){ 1, 2 }, 2);
+    fp_submit_ok(c, "job.b", (int[]){ 3, 4, 5 }, 3);
+    fp_task_t g[8];
     size_t n = 0;
     while (n < 2)
-        n += s_tasks(wa, g + n, 8 - n);
+        n += fp_tasks(wa, g + n, 8 - n);
     assert_int_equal(n, 2);
     for (size_t i = 0; i < n; i++) {
         assert_string_equal(g[i].task, "job.a");
         assert_int_equal(g[i].attempt, 1);
     }
-    assert_int_equal(s_id_num(&g[0].id), 1); /* FIFO */
+    assert_int_equal(fp_id_num(&g[0].id), 1); /* FIFO */
     n = 0;
     while (n < 3)
-        n += s_tasks(wb, g + n, 8 - n);
+        n += fp_tasks(wb, g + n, 8 - n);
     for (size_t i = 0; i < n; i++)
         assert_string_equal(g[i].task, "job.b");
-    assert_int_equal(s_id_num(&g[0].id), 3);
-    s_expect_none(wa, 200);
-    s_expect_none(wb, 1);
+    assert_int_equal(fp_id_num(&g[0].id), 3);
+    fp_expect_none(wa, 200);
+    fp_expect_none(wb, 1);
     zsock_destroy(&c);
     zsock_destroy(&wb);
     zsock_destroy(&wa);
@@ -562,47 +167,47 @@ static void test_dispatch_only_to_announcing_workers(void **state)
 static void test_credit_batching_and_credit_message(void **state)
 {
     (void)state;
-    dist_master_t *m = s_start(NULL);
-    zsock_t *c = s_client(m, "c", NULL);
-    zsock_t *w = s_worker(m, "w", 2, 3, "t");
+    dist_master_t *m = fp_start(NULL);
+    zsock_t *c = fp_client(m, "c", NULL);
+    zsock_t *w = fp_worker(m, "w", 2, 3, "t");
     int ids[10];
     for (int i = 0; i < 10; i++)
         ids[i] = 100 + i;
-    s_submit_ok(c, "t", ids, 10);
+    fp_submit_ok(c, "t", ids, 10);
     /* The whole credit in one batch, never more. */
-    got_t g[10];
-    assert_int_equal(s_tasks(w, g, 10), 3);
-    s_expect_none(w, 300);
+    fp_task_t g[10];
+    assert_int_equal(fp_tasks(w, g, 10), 3);
+    fp_expect_none(w, 300);
     for (int i = 0; i < 3; i++)
-        assert_int_equal(s_id_num(&g[i].id), 100 + i);
+        assert_int_equal(fp_id_num(&g[i].id), 100 + i);
     /* Two answers free two credits. */
-    s_result(w, &g[0].id, 1, DIST__ST_OK, "\x01");
-    s_result(w, &g[1].id, 1, DIST__ST_OK, "\x02");
+    fp_result(w, &g[0].id, 1, DIST__ST_OK, "\x01");
+    fp_result(w, &g[1].id, 1, DIST__ST_OK, "\x02");
     size_t n = 0;
     while (n < 2)
-        n += s_tasks(w, g + 3 + n, 10);
+        n += fp_tasks(w, g + 3 + n, 10);
     assert_int_equal(n, 2);
-    s_expect_none(w, 300);
+    fp_expect_none(w, 300);
     /* CREDIT raises the capacity: 3 held, capacity 6 -> 3 more. */
     msgpack_packer *pk;
-    dist_wire_buf_t *b = s_buf(&pk);
+    dist_wire_buf_t *b = fp_buf(&pk);
     msgpack_pack_map(pk, 1);
     dist__pk_kv_u64(pk, "capacity", 6);
-    s_send(w, DIST__CMD_CREDIT, b);
+    fp_send(w, DIST__CMD_CREDIT, b);
     n = 0;
     while (n < 3)
-        n += s_tasks(w, g + 5 + n, 10);
+        n += fp_tasks(w, g + 5 + n, 10);
     assert_int_equal(n, 3);
-    s_expect_none(w, 300);
+    fp_expect_none(w, 300);
     /* CREDIT 0: nothing more even when results free slots. */
-    b = s_buf(&pk);
+    b = fp_buf(&pk);
     msgpack_pack_map(pk, 1);
     dist__pk_kv_u64(pk, "capacity", 0);
-    s_send(w, DIST__CMD_CREDIT, b);
-    s_result(w, &g[2].id, 1, DIST__ST_OK, "\x03");
-    s_expect_none(w, 300);
-    res_t r[3];
-    s_results(c, r, 3);
+    fp_send(w, DIST__CMD_CREDIT, b);
+    fp_result(w, &g[2].id, 1, DIST__ST_OK, "\x03");
+    fp_expect_none(w, 300);
+    fp_res_t r[3];
+    fp_results(c, r, 3);
     zsock_destroy(&w);
     zsock_destroy(&c);
     dist_master_destroy(&m);
@@ -611,22 +216,22 @@ static void test_credit_batching_and_credit_message(void **state)
 static void test_spread_to_idle_worker(void **state)
 {
     (void)state;
-    dist_master_t *m = s_start(NULL);
-    zsock_t *c = s_client(m, "c", NULL);
-    zsock_t *w1 = s_worker(m, "w1", 2, 4, "t");
-    s_submit_ok(c, "t", (int[]){ 1, 2 }, 2);
-    got_t g[4];
+    dist_master_t *m = fp_start(NULL);
+    zsock_t *c = fp_client(m, "c", NULL);
+    zsock_t *w1 = fp_worker(m, "w1", 2, 4, "t");
+    fp_submit_ok(c, "t", (int[]){ 1, 2 }, 2);
+    fp_task_t g[4];
     size_t n = 0;
     while (n < 2)
-        n += s_tasks(w1, g + n, 4);
+        n += fp_tasks(w1, g + n, 4);
     /* w1 runs two (long) tasks on both slots; w2 is idle: short tasks go
      * to w2 although w1 has prefetch credit left. */
-    zsock_t *w2 = s_worker(m, "w2", 2, 4, "t");
-    s_submit_ok(c, "t", (int[]){ 3, 4 }, 2);
+    zsock_t *w2 = fp_worker(m, "w2", 2, 4, "t");
+    fp_submit_ok(c, "t", (int[]){ 3, 4 }, 2);
     n = 0;
     while (n < 2)
-        n += s_tasks(w2, g + n, 4);
-    s_expect_none(w1, 200);
+        n += fp_tasks(w2, g + n, 4);
+    fp_expect_none(w1, 200);
     zsock_destroy(&w2);
     zsock_destroy(&w1);
     zsock_destroy(&c);
@@ -639,33 +244,33 @@ static void test_submit_idempotent_and_rejections(void **state)
 {
     (void)state;
     dist_master_opts_t o = { .max_message = 4096, .max_queued = 3 };
-    dist_master_t *m = s_start(&o);
-    zsock_t *w = s_worker(m, "w", 1, 1, "t");
-    zsock_t *c = s_client(m, "c", NULL);
+    dist_master_t *m = fp_start(&o);
+    zsock_t *w = fp_worker(m, "w", 1, 1, "t");
+    zsock_t *c = fp_client(m, "c", NULL);
     char code[64];
     size_t rej;
     /* Unknown task name. */
-    s_submit(c, "never.announced", (int[]){ 1 }, 1, 0);
-    assert_int_equal(s_accepted(c, &rej, code, sizeof code), 0);
+    fp_submit(c, "never.announced", (int[]){ 1 }, 1, 0);
+    assert_int_equal(fp_accepted(c, &rej, code, sizeof code), 0);
     assert_int_equal(rej, 1);
     assert_string_equal(code, "unknown_task");
     /* The same id twice, in one batch and again later: one task. */
-    s_submit(c, "t", (int[]){ 7, 7 }, 2, 0);
-    assert_int_equal(s_accepted(c, &rej, NULL, 0), 2);
-    s_submit_ok(c, "t", (int[]){ 7 }, 1);
-    assert_int_equal(s_counter(c, "submitted"), 1);
-    got_t g[2];
-    assert_int_equal(s_tasks(w, g, 2), 1);
+    fp_submit(c, "t", (int[]){ 7, 7 }, 2, 0);
+    assert_int_equal(fp_accepted(c, &rej, NULL, 0), 2);
+    fp_submit_ok(c, "t", (int[]){ 7 }, 1);
+    assert_int_equal(fp_counter(c, "submitted"), 1);
+    fp_task_t g[2];
+    assert_int_equal(fp_tasks(w, g, 2), 1);
     /* Too large for the master's messages. */
     msgpack_packer *pk;
-    dist_wire_buf_t *b = s_buf(&pk);
+    dist_wire_buf_t *b = fp_buf(&pk);
     static uint8_t big[4000];
     memset(big, 0xc0, sizeof big);
     big[0] = 0x91;
     msgpack_pack_map(pk, 1);
     dist__pk_str(pk, "tasks");
     msgpack_pack_array(pk, 2);
-    dist__task_t t = { s_id(8), 0, "t", 1, big, sizeof big, 0 };
+    dist__task_t t = { fp_id(8), 0, "t", 1, big, sizeof big, 0 };
     dist__pack_task(pk, &t, false);
     /* ... and a task map with a 3-byte id: bad_request. */
     msgpack_pack_map(pk, 3);
@@ -673,35 +278,35 @@ static void test_submit_idempotent_and_rejections(void **state)
     dist__pk_bin(pk, "abc", 3);
     dist__pk_kv_str(pk, "task", "t");
     dist__pk_kv_bin(pk, "args", "\x90", 1);
-    s_send(c, DIST__CMD_SUBMIT, b);
+    fp_send(c, DIST__CMD_SUBMIT, b);
     dist__inmsg_t msg;
-    s_expect(c, DIST__CMD_ACCEPTED, &msg);
+    fp_expect(c, DIST__CMD_ACCEPTED, &msg);
     const msgpack_object *r;
     size_t nr;
     assert_int_equal(dist__get_array(msg.root, "rejected", &r, &nr), 0);
     assert_int_equal(nr, 2);
-    assert_true(s_str_is(&r[0], "code", "too_large"));
+    assert_true(fp_str_is(&r[0], "code", "too_large"));
     dist__id_t id;
     assert_int_equal(dist__get_id(&r[0], "id", &id), 0);
-    assert_int_equal(s_id_num(&id), 8);
-    assert_true(s_str_is(&r[1], "code", "bad_request"));
+    assert_int_equal(fp_id_num(&id), 8);
+    assert_true(fp_str_is(&r[1], "code", "bad_request"));
     uint64_t idx;
     assert_int_equal(dist__get_u64(&r[1], "index", &idx), 0);
     assert_int_equal(idx, 1);
     dist__inmsg_clear(&msg);
     /* --max-queued 3: one held, two more fit, the fourth does not. */
-    s_submit(c, "t", (int[]){ 10, 11, 12 }, 3, 0);
-    assert_int_equal(s_accepted(c, &rej, code, sizeof code), 2);
+    fp_submit(c, "t", (int[]){ 10, 11, 12 }, 3, 0);
+    assert_int_equal(fp_accepted(c, &rej, code, sizeof code), 2);
     assert_string_equal(code, "queue_full");
     /* An empty SUBMIT is a bad request; one without tasks malformed. */
-    b = s_buf(&pk);
+    b = fp_buf(&pk);
     msgpack_pack_map(pk, 1);
     dist__pk_str(pk, "tasks");
     msgpack_pack_array(pk, 0);
-    s_send(c, DIST__CMD_SUBMIT, b);
-    s_expect_error(c, "bad_request");
+    fp_send(c, DIST__CMD_SUBMIT, b);
+    fp_expect_error(c, "bad_request");
     assert_int_equal(dist__proto_send_empty(c, NULL, 0, DIST__CMD_SUBMIT), 0);
-    s_expect_error(c, "malformed");
+    fp_expect_error(c, "malformed");
     zsock_destroy(&c);
     zsock_destroy(&w);
     dist_master_destroy(&m);
@@ -711,28 +316,28 @@ static void test_max_results_per_client(void **state)
 {
     (void)state;
     dist_master_opts_t o = { .max_results = 2 };
-    dist_master_t *m = s_start(&o);
-    zsock_t *w = s_worker(m, "w", 1, 4, "t");
-    zsock_t *c = s_client(m, "c", NULL);
+    dist_master_t *m = fp_start(&o);
+    zsock_t *w = fp_worker(m, "w", 1, 4, "t");
+    zsock_t *c = fp_client(m, "c", NULL);
     char code[64];
     size_t rej;
-    s_submit(c, "t", (int[]){ 1, 2, 3 }, 3, 0);
-    assert_int_equal(s_accepted(c, &rej, code, sizeof code), 2);
+    fp_submit(c, "t", (int[]){ 1, 2, 3 }, 3, 0);
+    assert_int_equal(fp_accepted(c, &rej, code, sizeof code), 2);
     assert_string_equal(code, "queue_full");
-    got_t g[4];
+    fp_task_t g[4];
     size_t n = 0;
     while (n < 2)
-        n += s_tasks(w, g + n, 4);
-    s_result(w, &g[0].id, 1, DIST__ST_OK, "a");
-    s_result(w, &g[1].id, 1, DIST__ST_OK, "b");
-    res_t r[2];
-    s_results(c, r, 2);
+        n += fp_tasks(w, g + n, 4);
+    fp_result(w, &g[0].id, 1, DIST__ST_OK, "a");
+    fp_result(w, &g[1].id, 1, DIST__ST_OK, "b");
+    fp_res_t r[2];
+    fp_results(c, r, 2);
     /* Results wait until acknowledged: still full. */
-    s_submit(c, "t", (int[]){ 3 }, 1, 0);
-    assert_int_equal(s_accepted(c, &rej, code, sizeof code), 0);
+    fp_submit(c, "t", (int[]){ 3 }, 1, 0);
+    assert_int_equal(fp_accepted(c, &rej, code, sizeof code), 0);
     dist__id_t ids[2] = { r[0].id, r[1].id };
-    s_ids_msg(c, DIST__CMD_ACK, ids, 2);
-    s_submit_ok(c, "t", (int[]){ 3 }, 1);
+    fp_ids_msg(c, DIST__CMD_ACK, ids, 2);
+    fp_submit_ok(c, "t", (int[]){ 3 }, 1);
     zsock_destroy(&c);
     zsock_destroy(&w);
     dist_master_destroy(&m);
@@ -743,24 +348,24 @@ static void test_max_results_per_client(void **state)
 static void test_results_redelivered_until_ack(void **state)
 {
     (void)state;
-    dist_master_t *m = s_start(NULL);
-    zsock_t *w = s_worker(m, "w", 2, 2, "t");
-    zsock_t *c = s_client(m, "carol", NULL);
-    s_submit_ok(c, "t", (int[]){ 1, 2 }, 2);
-    got_t g[2];
+    dist_master_t *m = fp_start(NULL);
+    zsock_t *w = fp_worker(m, "w", 2, 2, "t");
+    zsock_t *c = fp_client(m, "carol", NULL);
+    fp_submit_ok(c, "t", (int[]){ 1, 2 }, 2);
+    fp_task_t g[2];
     size_t n = 0;
     while (n < 2)
-        n += s_tasks(w, g + n, 2);
-    s_result(w, &g[0].id, 1, DIST__ST_OK, "\x2a");
-    s_result(w, &g[1].id, 1, DIST__ST_FAILED, "task t: division by zero");
-    res_t r[2];
-    s_results(c, r, 2);
+        n += fp_tasks(w, g + n, 2);
+    fp_result(w, &g[0].id, 1, DIST__ST_OK, "\x2a");
+    fp_result(w, &g[1].id, 1, DIST__ST_FAILED, "task t: division by zero");
+    fp_res_t r[2];
+    fp_results(c, r, 2);
     /* The client goes away without ACK; its results wait. */
     zsock_destroy(&c);
     uint64_t pending;
-    c = s_client(m, "carol", &pending);
+    c = fp_client(m, "carol", &pending);
     assert_int_equal(pending, 2);
-    s_results(c, r, 2);
+    fp_results(c, r, 2);
     int seen = 0;
     for (int i = 0; i < 2; i++) {
         if (r[i].status == DIST__ST_OK) {
@@ -776,23 +381,23 @@ static void test_results_redelivered_until_ack(void **state)
     /* ACK one; a new connection with the name takes over and gets the
      * other one only. */
     dist__id_t acked = r[0].id;
-    s_ids_msg(c, DIST__CMD_ACK, &acked, 1);
-    assert_int_equal(s_counter(c, "results_waiting"), 1);
-    zsock_t *c2 = s_client(m, "carol", &pending);
+    fp_ids_msg(c, DIST__CMD_ACK, &acked, 1);
+    assert_int_equal(fp_counter(c, "results_waiting"), 1);
+    zsock_t *c2 = fp_client(m, "carol", &pending);
     assert_int_equal(pending, 1);
-    s_results(c2, r, 1);
+    fp_results(c2, r, 1);
     assert_false(dist__id_eq(&r[0].id, &acked));
-    s_ids_msg(c2, DIST__CMD_ACK, &r[0].id, 1);
+    fp_ids_msg(c2, DIST__CMD_ACK, &r[0].id, 1);
     /* The replaced connection is forgotten. */
     assert_int_equal(dist__proto_send_empty(c, NULL, 0, DIST__CMD_HEARTBEAT), 0);
     dist__inmsg_t msg;
-    s_expect(c, DIST__CMD_RECONNECT, &msg);
+    fp_expect(c, DIST__CMD_RECONNECT, &msg);
     dist__inmsg_clear(&msg);
-    assert_int_equal(s_counter(c2, "results_waiting"), 0);
+    assert_int_equal(fp_counter(c2, "results_waiting"), 0);
     zsock_destroy(&c2);
-    c2 = s_client(m, "carol", &pending);
+    c2 = fp_client(m, "carol", &pending);
     assert_int_equal(pending, 0);
-    s_expect_none(c2, 200);
+    fp_expect_none(c2, 200);
     zsock_destroy(&c2);
     zsock_destroy(&c);
     zsock_destroy(&w);
@@ -805,36 +410,36 @@ static void test_worker_death_requeues(void **state)
 {
     (void)state;
     dist_master_opts_t o = { .heartbeat_ms = 100, .heartbeat_timeout_ms = DEATH_MS };
-    dist_master_t *m = s_start(&o);
-    zsock_t *c = s_client(m, "c", NULL);
-    zsock_t *w1 = s_worker(m, "w1", 1, 2, "t");
-    s_keep_alive(c, w1);
-    s_submit_ok(c, "t", (int[]){ 1, 2, 3 }, 3);
-    got_t g[2];
+    dist_master_t *m = fp_start(&o);
+    zsock_t *c = fp_client(m, "c", NULL);
+    zsock_t *w1 = fp_worker(m, "w1", 1, 2, "t");
+    fp_keep_alive(c, w1);
+    fp_submit_ok(c, "t", (int[]){ 1, 2, 3 }, 3);
+    fp_task_t g[2];
     size_t n = 0;
     while (n < 2)
-        n += s_tasks(w1, g + n, 2);
+        n += fp_tasks(w1, g + n, 2);
     /* w2 joins and takes the third; then w1 falls silent. */
-    zsock_t *w2 = s_worker(m, "w2", 1, 3, "t");
-    s_keep_alive(c, w2);
-    got_t h[3];
-    assert_int_equal(s_tasks(w2, h, 3), 1);
-    assert_int_equal(s_id_num(&h[0].id), 3);
+    zsock_t *w2 = fp_worker(m, "w2", 1, 3, "t");
+    fp_keep_alive(c, w2);
+    fp_task_t h[3];
+    assert_int_equal(fp_tasks(w2, h, 3), 1);
+    assert_int_equal(fp_id_num(&h[0].id), 3);
     n = 0;
     while (n < 2)
-        n += s_tasks(w2, h + n, 3 - n);
+        n += fp_tasks(w2, h + n, 3 - n);
     assert_int_equal(n, 2);
     /* The requeued tasks keep their order, attempt 2. */
-    assert_int_equal(s_id_num(&h[0].id), 1);
-    assert_int_equal(s_id_num(&h[1].id), 2);
+    assert_int_equal(fp_id_num(&h[0].id), 1);
+    assert_int_equal(fp_id_num(&h[1].id), 2);
     assert_int_equal(h[0].attempt, 2);
     assert_int_equal(h[1].attempt, 2);
-    assert_int_equal(s_counter(c, "dead_workers"), 1);
-    assert_int_equal(s_counter(c, "retried"), 2);
+    assert_int_equal(fp_counter(c, "dead_workers"), 1);
+    assert_int_equal(fp_counter(c, "retried"), 2);
     /* The dead worker wakes up: it is told to say HELLO again. */
     assert_int_equal(dist__proto_send_empty(w1, NULL, 0, DIST__CMD_HEARTBEAT), 0);
     dist__inmsg_t msg;
-    s_expect(w1, DIST__CMD_RECONNECT, &msg);
+    fp_expect(w1, DIST__CMD_RECONNECT, &msg);
     dist__inmsg_clear(&msg);
     zsock_destroy(&w2);
     zsock_destroy(&w1);
@@ -847,31 +452,31 @@ static void test_gave_up_lists_every_attempt(void **state)
     (void)state;
     dist_master_opts_t o = { .heartbeat_ms = 100, .heartbeat_timeout_ms = DEATH_MS,
                              .max_attempts = 3 };
-    dist_master_t *m = s_start(&o);
-    zsock_t *c = s_client(m, "c", NULL);
-    zsock_t *w = s_worker(m, "w1", 1, 1, "t");
-    s_keep_alive(c, w);
-    s_submit_ok(c, "t", (int[]){ 5 }, 1);
-    got_t g[1];
-    assert_int_equal(s_tasks(w, g, 1), 1);
+    dist_master_t *m = fp_start(&o);
+    zsock_t *c = fp_client(m, "c", NULL);
+    zsock_t *w = fp_worker(m, "w1", 1, 1, "t");
+    fp_keep_alive(c, w);
+    fp_submit_ok(c, "t", (int[]){ 5 }, 1);
+    fp_task_t g[1];
+    assert_int_equal(fp_tasks(w, g, 1), 1);
     assert_int_equal(g[0].attempt, 1);
-    s_result(w, &g[0].id, 1, DIST__ST_CRASHED, "task t: process 12 was killed by signal 9");
-    assert_int_equal(s_tasks(w, g, 1), 1);
+    fp_result(w, &g[0].id, 1, DIST__ST_CRASHED, "task t: process 12 was killed by signal 9");
+    assert_int_equal(fp_tasks(w, g, 1), 1);
     assert_int_equal(g[0].attempt, 2);
-    s_result(w, &g[0].id, 2, DIST__ST_TIMEOUT, "task t: ran past 100 ms");
-    assert_int_equal(s_tasks(w, g, 1), 1);
+    fp_result(w, &g[0].id, 2, DIST__ST_TIMEOUT, "task t: ran past 100 ms");
+    assert_int_equal(fp_tasks(w, g, 1), 1);
     assert_int_equal(g[0].attempt, 3);
     /* The third attempt dies with its worker (it falls silent). */
-    s_keep_alive(c, NULL);
-    res_t r[1];
-    s_results(c, r, 1);
+    fp_keep_alive(c, NULL);
+    fp_res_t r[1];
+    fp_results(c, r, 1);
     assert_int_equal(r[0].status, DIST__ST_GAVE_UP);
     assert_string_equal(r[0].text, "task t gave up after 3 attempts: "
                                    "1: crashed: task t: process 12 was killed by signal 9; "
                                    "2: timeout: task t: ran past 100 ms; "
                                    "3: worker w1 (host testhost, pid 4242) died");
-    assert_int_equal(s_counter(c, "gave_up"), 1);
-    assert_int_equal(s_counter(c, "failed"), 1);
+    assert_int_equal(fp_counter(c, "gave_up"), 1);
+    assert_int_equal(fp_counter(c, "failed"), 1);
     zsock_destroy(&w);
     zsock_destroy(&c);
     dist_master_destroy(&m);
@@ -881,46 +486,46 @@ static void test_late_results(void **state)
 {
     (void)state;
     dist_master_opts_t o = { .heartbeat_ms = 100, .heartbeat_timeout_ms = DEATH_MS };
-    dist_master_t *m = s_start(&o);
-    zsock_t *c = s_client(m, "c", NULL);
-    zsock_t *w1 = s_worker(m, "w1", 1, 2, "t");
-    s_keep_alive(c, NULL);
-    s_submit_ok(c, "t", (int[]){ 1, 2 }, 2);
-    got_t g[2];
+    dist_master_t *m = fp_start(&o);
+    zsock_t *c = fp_client(m, "c", NULL);
+    zsock_t *w1 = fp_worker(m, "w1", 1, 2, "t");
+    fp_keep_alive(c, NULL);
+    fp_submit_ok(c, "t", (int[]){ 1, 2 }, 2);
+    fp_task_t g[2];
     size_t n = 0;
     while (n < 2)
-        n += s_tasks(w1, g + n, 2);
+        n += fp_tasks(w1, g + n, 2);
     /* w1 is written off; w2 gets attempt 2 of both. */
-    zsock_t *w2 = s_worker(m, "w2", 1, 2, "t");
-    s_keep_alive(c, w2);
-    got_t h[2];
+    zsock_t *w2 = fp_worker(m, "w2", 1, 2, "t");
+    fp_keep_alive(c, w2);
+    fp_task_t h[2];
     n = 0;
     while (n < 2)
-        n += s_tasks(w2, h + n, 2 - n);
+        n += fp_tasks(w2, h + n, 2 - n);
     assert_int_equal(h[0].attempt, 2);
     /* Task 1: w2 answers first; w1's late result is dropped. */
-    s_result(w2, &h[0].id, 2, DIST__ST_OK, "two");
-    res_t r[2];
-    s_results(c, r, 1);
+    fp_result(w2, &h[0].id, 2, DIST__ST_OK, "two");
+    fp_res_t r[2];
+    fp_results(c, r, 1);
     assert_string_equal(r[0].text, "two");
-    s_result(w1, &g[0].id, 1, DIST__ST_OK, "one");
+    fp_result(w1, &g[0].id, 1, DIST__ST_OK, "one");
     /* Task 2: w1's late final result arrives first and is kept; the
      * newer lease is cancelled and w2's answer is dropped. */
-    s_result(w1, &g[1].id, 1, DIST__ST_OK, "late");
-    s_results(c, r + 1, 1);
-    assert_int_equal(s_id_num(&r[1].id), 2);
+    fp_result(w1, &g[1].id, 1, DIST__ST_OK, "late");
+    fp_results(c, r + 1, 1);
+    assert_int_equal(fp_id_num(&r[1].id), 2);
     assert_string_equal(r[1].text, "late");
-    s_expect_none(c, 200);
+    fp_expect_none(c, 200);
     /* w2 still runs the cancelled lease: its credit comes back with its
      * answer, which is dropped. */
-    s_submit_ok(c, "t", (int[]){ 3, 4 }, 2);
-    assert_int_equal(s_tasks(w2, h, 2), 1);
-    assert_int_equal(s_id_num(&h[0].id), 3);
-    s_result(w2, &g[1].id, 2, DIST__ST_OK, "dropped");
-    assert_int_equal(s_tasks(w2, h + 1, 1), 1);
-    assert_int_equal(s_id_num(&h[1].id), 4);
-    s_expect_none(c, 200);
-    assert_int_equal(s_counter(c, "completed"), 2);
+    fp_submit_ok(c, "t", (int[]){ 3, 4 }, 2);
+    assert_int_equal(fp_tasks(w2, h, 2), 1);
+    assert_int_equal(fp_id_num(&h[0].id), 3);
+    fp_result(w2, &g[1].id, 2, DIST__ST_OK, "dropped");
+    assert_int_equal(fp_tasks(w2, h + 1, 1), 1);
+    assert_int_equal(fp_id_num(&h[1].id), 4);
+    fp_expect_none(c, 200);
+    assert_int_equal(fp_counter(c, "completed"), 2);
     zsock_destroy(&w2);
     zsock_destroy(&w1);
     zsock_destroy(&c);
@@ -931,51 +536,51 @@ static void test_return_and_lease_expiry(void **state)
 {
     (void)state;
     dist_master_opts_t o = { .lease_ms = 1000 };
-    dist_master_t *m = s_start(&o);
-    zsock_t *c = s_client(m, "c", NULL);
-    zsock_t *w = s_worker(m, "w", 2, 2, "t");
-    s_submit_ok(c, "t", (int[]){ 1, 2, 3 }, 3);
-    got_t g[3];
+    dist_master_t *m = fp_start(&o);
+    zsock_t *c = fp_client(m, "c", NULL);
+    zsock_t *w = fp_worker(m, "w", 2, 2, "t");
+    fp_submit_ok(c, "t", (int[]){ 1, 2, 3 }, 3);
+    fp_task_t g[3];
     size_t n = 0;
     while (n < 2)
-        n += s_tasks(w, g + n, 2);
+        n += fp_tasks(w, g + n, 2);
     /* RETURN hands both back unstarted: same attempt, at the front, in
      * order, ahead of task 3. */
     dist__id_t ids[2] = { g[0].id, g[1].id };
-    s_ids_msg(w, DIST__CMD_RETURN, ids, 2);
+    fp_ids_msg(w, DIST__CMD_RETURN, ids, 2);
     n = 0;
     while (n < 2)
-        n += s_tasks(w, g + n, 2);
-    assert_int_equal(s_id_num(&g[0].id), 1);
-    assert_int_equal(s_id_num(&g[1].id), 2);
+        n += fp_tasks(w, g + n, 2);
+    assert_int_equal(fp_id_num(&g[0].id), 1);
+    assert_int_equal(fp_id_num(&g[1].id), 2);
     assert_int_equal(g[0].attempt, 1);
     /* Hold them past the 1000 ms lease: they are run again elsewhere,
      * attempt 2, while task 3 is still on its first attempt. */
-    s_keep_alive(w, c);
-    s_expect_none(c, 1100);
-    zsock_t *w2 = s_worker(m, "w2", 3, 3, "t");
-    got_t h[3];
+    fp_keep_alive(w, c);
+    fp_expect_none(c, 1100);
+    zsock_t *w2 = fp_worker(m, "w2", 3, 3, "t");
+    fp_task_t h[3];
     n = 0;
     while (n < 3)
-        n += s_tasks(w2, h + n, 3 - n);
+        n += fp_tasks(w2, h + n, 3 - n);
     for (int i = 0; i < 3; i++) {
-        assert_int_equal(h[i].attempt, s_id_num(&h[i].id) == 3 ? 1 : 2);
-        s_result(w2, &h[i].id, h[i].attempt, DIST__ST_OK, "v");
+        assert_int_equal(h[i].attempt, fp_id_num(&h[i].id) == 3 ? 1 : 2);
+        fp_result(w2, &h[i].id, h[i].attempt, DIST__ST_OK, "v");
     }
-    res_t r[3];
-    s_results(c, r, 3);
+    fp_res_t r[3];
+    fp_results(c, r, 3);
     /* w2 takes nothing more; w still holds the expired leases (its credit
      * is used) until it answers, or for another lease period. */
     msgpack_packer *pk;
-    dist_wire_buf_t *b = s_buf(&pk);
+    dist_wire_buf_t *b = fp_buf(&pk);
     msgpack_pack_map(pk, 1);
     dist__pk_kv_u64(pk, "capacity", 0);
-    s_send(w2, DIST__CMD_CREDIT, b);
-    s_submit_ok(c, "t", (int[]){ 4 }, 1);
-    s_expect_none(w, 150);
-    s_result(w, &g[0].id, 1, DIST__ST_CRASHED, "late crash");
-    assert_int_equal(s_tasks(w, g, 1), 1);
-    assert_int_equal(s_id_num(&g[0].id), 4);
+    fp_send(w2, DIST__CMD_CREDIT, b);
+    fp_submit_ok(c, "t", (int[]){ 4 }, 1);
+    fp_expect_none(w, 150);
+    fp_result(w, &g[0].id, 1, DIST__ST_CRASHED, "late crash");
+    assert_int_equal(fp_tasks(w, g, 1), 1);
+    assert_int_equal(fp_id_num(&g[0].id), 4);
     zsock_destroy(&w2);
     zsock_destroy(&w);
     zsock_destroy(&c);
@@ -987,7 +592,7 @@ static void test_return_and_lease_expiry(void **state)
 static void s_qput(zsock_t *c, uint64_t req, const char *q, const char *item, uint32_t timeout)
 {
     msgpack_packer *pk;
-    dist_wire_buf_t *b = s_buf(&pk);
+    dist_wire_buf_t *b = fp_buf(&pk);
     msgpack_pack_map(pk, 4);
     dist__pk_kv_u64(pk, "req", req);
     dist__pk_kv_str(pk, "queue", q);
@@ -995,30 +600,30 @@ static void s_qput(zsock_t *c, uint64_t req, const char *q, const char *item, ui
     msgpack_pack_array(pk, 1);
     dist__pk_bin(pk, item, strlen(item));
     dist__pk_kv_u64(pk, "timeout_ms", timeout);
-    s_send(c, DIST__CMD_QPUT, b);
+    fp_send(c, DIST__CMD_QPUT, b);
 }
 
 static void s_qget(zsock_t *c, uint64_t req, const char *q, uint32_t max, uint32_t timeout)
 {
     msgpack_packer *pk;
-    dist_wire_buf_t *b = s_buf(&pk);
+    dist_wire_buf_t *b = fp_buf(&pk);
     msgpack_pack_map(pk, 4);
     dist__pk_kv_u64(pk, "req", req);
     dist__pk_kv_str(pk, "queue", q);
     dist__pk_kv_u64(pk, "max", max);
     dist__pk_kv_u64(pk, "timeout_ms", timeout);
-    s_send(c, DIST__CMD_QGET, b);
+    fp_send(c, DIST__CMD_QGET, b);
 }
 
 /* Expects QREPLY req with status; returns the items joined by ',' */
 static void s_qreply(zsock_t *c, uint64_t req, const char *status, char *items, size_t cap)
 {
     dist__inmsg_t m;
-    s_expect(c, DIST__CMD_QREPLY, &m);
+    fp_expect(c, DIST__CMD_QREPLY, &m);
     uint64_t r;
     assert_int_equal(dist__get_u64(m.root, "req", &r), 0);
     assert_int_equal(r, req);
-    if (!s_str_is(m.root, "status", status))
+    if (!fp_str_is(m.root, "status", status))
         fail_msg("req %llu: expected status %s", (unsigned long long)req, status);
     const msgpack_object *it;
     size_t n;
@@ -1040,9 +645,9 @@ static void test_named_queues(void **state)
 {
     (void)state;
     dist_master_opts_t o = { .max_queued = 2 };
-    dist_master_t *m = s_start(&o);
-    zsock_t *a = s_client(m, "a", NULL);
-    zsock_t *b = s_client(m, "b", NULL);
+    dist_master_t *m = fp_start(&o);
+    zsock_t *a = fp_client(m, "a", NULL);
+    zsock_t *b = fp_client(m, "b", NULL);
     char items[256];
     s_qput(a, 1, "jobs", "x", 0);
     s_qreply(a, 1, "ok", NULL, 0);
@@ -1075,7 +680,7 @@ static void test_named_queues(void **state)
     /* Blocking gets are served by later puts, in arrival order. */
     s_qget(b, 10, "jobs", 1, 3000);
     s_qget(a, 11, "jobs", 1, 3000);
-    s_expect_none(b, 100);
+    fp_expect_none(b, 100);
     s_qput(a, 12, "jobs", "first", 0);
     s_qreply(a, 12, "ok", NULL, 0);
     s_qreply(b, 10, "ok", items, sizeof items);
@@ -1086,7 +691,7 @@ static void test_named_queues(void **state)
     assert_string_equal(items, "second");
     /* A get whose client is gone gives its items back. */
     s_qget(b, 14, "gone", 1, 3000);
-    s_expect_none(b, 100);
+    fp_expect_none(b, 100);
     zsock_destroy(&b);
     dt_sleep_ms(200);
     s_qput(a, 15, "gone", "kept", 0);
@@ -1109,26 +714,26 @@ static void test_status_fields(void **state)
 {
     (void)state;
     dist_master_opts_t o = { .name = "stat-master" };
-    dist_master_t *m = s_start(&o);
-    zsock_t *w = s_worker(m, "w", 2, 3, "t");
-    zsock_t *c = s_client(m, "c", NULL);
-    s_submit_ok(c, "t", (int[]){ 1, 2, 3, 4 }, 4);
-    got_t g[3];
+    dist_master_t *m = fp_start(&o);
+    zsock_t *w = fp_worker(m, "w", 2, 3, "t");
+    zsock_t *c = fp_client(m, "c", NULL);
+    fp_submit_ok(c, "t", (int[]){ 1, 2, 3, 4 }, 4);
+    fp_task_t g[3];
     size_t n = 0;
     while (n < 3)
-        n += s_tasks(w, g + n, 3);
-    s_result(w, &g[0].id, 1, DIST__ST_OK, "v");
-    res_t r[1];
-    s_results(c, r, 1);
-    assert_int_equal(s_tasks(w, g, 1), 1);
+        n += fp_tasks(w, g + n, 3);
+    fp_result(w, &g[0].id, 1, DIST__ST_OK, "v");
+    fp_res_t r[1];
+    fp_results(c, r, 1);
+    assert_int_equal(fp_tasks(w, g, 1), 1);
     s_qput(c, 1, "named.q", "x", 0);
     s_qreply(c, 1, "ok", NULL, 0);
 
     dist__inmsg_t msg;
-    s_status(c, &msg);
+    fp_status(c, &msg);
     const msgpack_object *root = msg.root, *ma = dist_wire_map_get(root, "master");
-    assert_true(s_str_is(ma, "name", "stat-master"));
-    assert_true(s_str_is(ma, "version", DIST_VERSION_STRING));
+    assert_true(fp_str_is(ma, "name", "stat-master"));
+    assert_true(fp_str_is(ma, "version", DIST_VERSION_STRING));
     uint64_t v;
     assert_int_equal(dist__get_u64(ma, "uptime_s", &v), 0);
     assert_int_equal(dist_wire_map_get(ma, "store")->type, MSGPACK_OBJECT_NIL);
@@ -1136,8 +741,8 @@ static void test_status_fields(void **state)
     const msgpack_object *ws;
     assert_int_equal(dist__get_array(root, "workers", &ws, &n), 0);
     assert_int_equal(n, 1);
-    assert_true(s_str_is(&ws[0], "name", "w"));
-    assert_true(s_str_is(&ws[0], "host", "testhost"));
+    assert_true(fp_str_is(&ws[0], "name", "w"));
+    assert_true(fp_str_is(&ws[0], "host", "testhost"));
     struct {
         const char *k;
         uint64_t want;
@@ -1162,13 +767,13 @@ static void test_status_fields(void **state)
         uint64_t depth, inf;
         assert_int_equal(dist__get_u64(&qs[i], "depth", &depth), 0);
         assert_int_equal(dist__get_u64(&qs[i], "in_flight", &inf), 0);
-        if (s_str_is(&qs[i], "name", "t")) {
-            assert_true(s_str_is(&qs[i], "kind", "task"));
+        if (fp_str_is(&qs[i], "name", "t")) {
+            assert_true(fp_str_is(&qs[i], "kind", "task"));
             assert_int_equal(depth, 0);
             assert_int_equal(inf, 3);
         } else {
-            assert_true(s_str_is(&qs[i], "name", "named.q"));
-            assert_true(s_str_is(&qs[i], "kind", "named"));
+            assert_true(fp_str_is(&qs[i], "name", "named.q"));
+            assert_true(fp_str_is(&qs[i], "kind", "named"));
             assert_int_equal(depth, 1);
             assert_int_equal(inf, 0);
         }
@@ -1195,7 +800,7 @@ static void test_status_fields(void **state)
     dist__inmsg_clear(&msg);
     /* STATUS without req is malformed. */
     assert_int_equal(dist__proto_send_empty(c, NULL, 0, DIST__CMD_STATUS), 0);
-    s_expect_error(c, "malformed");
+    fp_expect_error(c, "malformed");
     zsock_destroy(&c);
     zsock_destroy(&w);
     dist_master_destroy(&m);
@@ -1206,9 +811,9 @@ static void test_status_fields(void **state)
 static void test_malformed_and_ban(void **state)
 {
     (void)state;
-    dist_master_t *m = s_start(NULL);
-    zsock_t *c = s_client(m, "c", NULL);
-    zsock_t *x = s_connect(m);
+    dist_master_t *m = fp_start(NULL);
+    zsock_t *c = fp_client(m, "c", NULL);
+    zsock_t *x = fp_connect(m);
     const char v1[] = "DST\x01";
     struct {
         int n;
@@ -1223,26 +828,26 @@ static void test_malformed_and_ban(void **state)
         { 3, { v1, "HELLO", "\xdd\xff\xff\xff\xff" }, { 4, 5, 5 } },
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        s_raw(x, bad[i].n, bad[i].f, bad[i].l);
-        s_expect_error(x, "malformed");
+        fp_raw(x, bad[i].n, bad[i].f, bad[i].l);
+        fp_expect_error(x, "malformed");
     }
-    assert_int_equal(s_counter(c, "malformed"), 6);
+    assert_int_equal(fp_counter(c, "malformed"), 6);
     /* The master keeps serving, the same peer included. */
-    s_hello_client(x, "x");
+    fp_hello_client(x, "x");
     dist__inmsg_t msg;
-    s_expect(x, DIST__CMD_WELCOME, &msg);
+    fp_expect(x, DIST__CMD_WELCOME, &msg);
     dist__inmsg_clear(&msg);
     /* More than 100 malformed in a row: banned, even for good messages. */
-    zsock_t *y = s_connect(m);
+    zsock_t *y = fp_connect(m);
     for (int i = 0; i < 100; i++) {
-        s_raw(y, 1, (const char *const[]){ "junk" }, (size_t[]){ 4 });
-        s_expect_error(y, "malformed");
+        fp_raw(y, 1, (const char *const[]){ "junk" }, (size_t[]){ 4 });
+        fp_expect_error(y, "malformed");
     }
-    s_raw(y, 1, (const char *const[]){ "junk" }, (size_t[]){ 4 });
-    s_expect_error(y, "banned");
-    s_hello_client(y, "y");
-    s_expect_error(y, "banned");
-    assert_int_equal(s_counter(c, "malformed"), 6 + 101);
+    fp_raw(y, 1, (const char *const[]){ "junk" }, (size_t[]){ 4 });
+    fp_expect_error(y, "banned");
+    fp_hello_client(y, "y");
+    fp_expect_error(y, "banned");
+    assert_int_equal(fp_counter(c, "malformed"), 6 + 101);
     /* Still serving everyone else. */
     s_qput(x, 1, "q", "v", 0);
     s_qreply(x, 1, "ok", NULL, 0);
@@ -1255,13 +860,13 @@ static void test_malformed_and_ban(void **state)
 static void test_unsupported_version(void **state)
 {
     (void)state;
-    dist_master_t *m = s_start(NULL);
-    zsock_t *x = s_connect(m);
-    s_raw(x, 3, (const char *const[]){ "DST\x02", "HELLO", "\x80" }, (size_t[]){ 4, 5, 1 });
+    dist_master_t *m = fp_start(NULL);
+    zsock_t *x = fp_connect(m);
+    fp_raw(x, 3, (const char *const[]){ "DST\x02", "HELLO", "\x80" }, (size_t[]){ 4, 5, 1 });
     dist__inmsg_t msg;
-    s_expect(x, DIST__CMD_ERROR, &msg);
-    assert_true(s_str_is(msg.root, "code", "unsupported_version"));
-    assert_true(s_str_is(msg.root, "error", "this master speaks protocol version 1"));
+    fp_expect(x, DIST__CMD_ERROR, &msg);
+    assert_true(fp_str_is(msg.root, "code", "unsupported_version"));
+    assert_true(fp_str_is(msg.root, "error", "this master speaks protocol version 1"));
     dist__inmsg_clear(&msg);
     zsock_destroy(&x);
     dist_master_destroy(&m);
@@ -1270,32 +875,32 @@ static void test_unsupported_version(void **state)
 static void test_forbidden_commands(void **state)
 {
     (void)state;
-    dist_master_t *m = s_start(NULL);
-    zsock_t *w = s_worker(m, "w", 1, 1, "t");
-    zsock_t *c = s_client(m, "c", NULL);
+    dist_master_t *m = fp_start(NULL);
+    zsock_t *w = fp_worker(m, "w", 1, 1, "t");
+    zsock_t *c = fp_client(m, "c", NULL);
     /* A client sends worker commands, a worker client commands. */
     msgpack_packer *pk;
-    dist_wire_buf_t *b = s_buf(&pk);
+    dist_wire_buf_t *b = fp_buf(&pk);
     msgpack_pack_map(pk, 1);
     dist__pk_kv_u64(pk, "capacity", 5);
-    s_send(c, DIST__CMD_CREDIT, b);
-    s_expect_error(c, "forbidden");
+    fp_send(c, DIST__CMD_CREDIT, b);
+    fp_expect_error(c, "forbidden");
     assert_int_equal(dist__proto_send_empty(c, NULL, 0, DIST__CMD_RESULTS), 0);
-    s_expect_error(c, "forbidden");
-    s_submit(w, "t", (int[]){ 1 }, 1, 0);
-    s_expect_error(w, "forbidden");
+    fp_expect_error(c, "forbidden");
+    fp_submit(w, "t", (int[]){ 1 }, 1, 0);
+    fp_expect_error(w, "forbidden");
     assert_int_equal(dist__proto_send_empty(w, NULL, 0, DIST__CMD_STATUS), 0);
-    s_expect_error(w, "forbidden");
+    fp_expect_error(w, "forbidden");
     /* Master-only commands. */
     assert_int_equal(dist__proto_send_empty(c, NULL, 0, DIST__CMD_TASKS), 0);
-    s_expect_error(c, "forbidden");
+    fp_expect_error(c, "forbidden");
     /* Before HELLO: RECONNECT, results still taken. */
-    zsock_t *u = s_connect(m);
-    s_submit(u, "t", (int[]){ 1 }, 1, 0);
+    zsock_t *u = fp_connect(m);
+    fp_submit(u, "t", (int[]){ 1 }, 1, 0);
     dist__inmsg_t msg;
-    s_expect(u, DIST__CMD_RECONNECT, &msg);
+    fp_expect(u, DIST__CMD_RECONNECT, &msg);
     dist__inmsg_clear(&msg);
-    assert_int_equal(s_counter(c, "submitted"), 0);
+    assert_int_equal(fp_counter(c, "submitted"), 0);
     zsock_destroy(&u);
     zsock_destroy(&c);
     zsock_destroy(&w);
@@ -1306,22 +911,22 @@ static void test_forbidden_commands(void **state)
 static void test_many_peers(void **state)
 {
     (void)state;
-    dist_master_t *m = s_start(NULL);
+    dist_master_t *m = fp_start(NULL);
     enum { N = 200 };
     zsock_t *cs[N];
     for (int i = 0; i < N; i++) {
         char name[32];
         snprintf(name, sizeof name, "c%d", i);
-        cs[i] = s_connect(m);
-        s_hello_client(cs[i], name);
+        cs[i] = fp_connect(m);
+        fp_hello_client(cs[i], name);
     }
     for (int i = 0; i < N; i++) {
         dist__inmsg_t msg;
-        s_expect(cs[i], DIST__CMD_WELCOME, &msg);
+        fp_expect(cs[i], DIST__CMD_WELCOME, &msg);
         dist__inmsg_clear(&msg);
     }
     dist__inmsg_t msg;
-    s_status(cs[0], &msg);
+    fp_status(cs[0], &msg);
     uint64_t v;
     assert_int_equal(dist__get_u64(msg.root, "clients", &v), 0);
     assert_int_equal(v, N);
@@ -1330,10 +935,10 @@ static void test_many_peers(void **state)
         assert_int_equal(dist__proto_send_empty(cs[i], NULL, 0, DIST__CMD_BYE), 0);
         zsock_destroy(&cs[i]);
     }
-    zsock_t *c = s_client(m, "last", NULL);
-    int64_t end = dt_now_ms() + WAIT_MS;
+    zsock_t *c = fp_client(m, "last", NULL);
+    int64_t end = dt_now_ms() + FP_WAIT_MS;
     do {
-        s_status(c, &msg);
+        fp_status(c, &msg);
         assert_int_equal(dist__get_u64(msg.root, "clients", &v), 0);
         dist__inmsg_clear(&msg);
     } while (v != 1 && dt_now_ms() < end);
@@ -1366,7 +971,7 @@ static void s_rand_value(msgpack_packer *pk, const char *key, int depth)
     uint32_t pick = s_rand(10);
     if (pick < 7 && key) {
         if (!strcmp(key, "id")) {
-            dist__id_t id = s_id((int)s_rand(8));
+            dist__id_t id = fp_id((int)s_rand(8));
             dist__pk_bin(pk, id.b, s_rand(8) ? 16 : s_rand(16));
             return;
         }
@@ -1441,7 +1046,7 @@ static void s_rand_message(zsock_t *s, bool worker)
     if (s_rand(10) < 8)
         cmd = worker ? wcmds[s_rand(4)] : ccmds[s_rand(6)];
     msgpack_packer *pk;
-    dist_wire_buf_t *b = s_buf(&pk);
+    dist_wire_buf_t *b = fp_buf(&pk);
     uint32_t n = s_rand(6);
     msgpack_pack_map(pk, n);
     for (uint32_t i = 0; i < n; i++) {
@@ -1472,35 +1077,35 @@ static void test_random_input(void **state)
     if (getenv("DIST_TEST_SEED"))
         g_rng = strtoull(getenv("DIST_TEST_SEED"), NULL, 10) * 0x9e3779b97f4a7c15ull + 1;
     dist_master_opts_t o = { .max_attempts = 2, .lease_ms = 50, .max_queued = 50 };
-    dist_master_t *m = s_start(&o);
+    dist_master_t *m = fp_start(&o);
     const char *names[] = { "a", "b" };
     zsock_t *p[5];
     for (int i = 0; i < 2; i++) {
-        p[i] = s_connect(m);
-        s_hello_worker(p[i], i ? "w1" : "w0", 2, 4, names, 2);
+        p[i] = fp_connect(m);
+        fp_hello_worker(p[i], i ? "w1" : "w0", 2, 4, names, 2);
     }
-    p[2] = s_connect(m);
-    s_hello_client(p[2], "c0");
-    p[3] = s_connect(m);
-    s_hello_client(p[3], "c1");
-    p[4] = s_connect(m); /* a stranger */
+    p[2] = fp_connect(m);
+    fp_hello_client(p[2], "c0");
+    p[3] = fp_connect(m);
+    fp_hello_client(p[3], "c1");
+    p[4] = fp_connect(m); /* a stranger */
     int rounds = getenv("DIST_TEST_ROUNDS") ? atoi(getenv("DIST_TEST_ROUNDS")) : 4000;
     for (int round = 0; round < rounds; round++) {
         uint32_t who = s_rand(5);
         zsock_t *s = p[who];
         if (round % 500 == 499)
             for (int i = 0; i < 2; i++)
-                s_hello_worker(p[i], i ? "w1" : "w0", 2, 4, names, 2);
+                fp_hello_worker(p[i], i ? "w1" : "w0", 2, 4, names, 2);
         /* Now and then a valid submit, result or HELLO keeps state moving. */
         uint32_t kind = s_rand(20);
         if (kind == 0) {
             int id = (int)s_rand(8);
-            s_submit(s, names[s_rand(2)], &id, 1, s_rand(2) ? 0 : 20);
+            fp_submit(s, names[s_rand(2)], &id, 1, s_rand(2) ? 0 : 20);
         } else if (kind == 1) {
-            dist__id_t id = s_id((int)s_rand(8));
-            s_result(s, &id, 1 + s_rand(3), (dist__status_t)s_rand(DIST__ST_COUNT), "r");
+            dist__id_t id = fp_id((int)s_rand(8));
+            fp_result(s, &id, 1 + s_rand(3), (dist__status_t)s_rand(DIST__ST_COUNT), "r");
         } else if (kind == 2) {
-            s_hello_client(s, s_rand(2) ? "c0" : "c1");
+            fp_hello_client(s, s_rand(2) ? "c0" : "c1");
         } else {
             s_rand_message(s, who < 2);
         }
@@ -1513,9 +1118,9 @@ static void test_random_input(void **state)
     for (int i = 0; i < 5; i++)
         zsock_destroy(&p[i]);
     /* Still serving. */
-    zsock_t *c = s_client(m, "after", NULL);
+    zsock_t *c = fp_client(m, "after", NULL);
     dist__inmsg_t msg;
-    s_status(c, &msg);
+    fp_status(c, &msg);
     const msgpack_object_kv *kv;
     size_t n;
     assert_int_equal(dist_wire_get_map(dist_wire_map_get(msg.root, "counters"), &kv, &n), 0);
@@ -1530,101 +1135,30 @@ static void test_random_input(void **state)
 /* ---- the program --------------------------------------------------------------------------- */
 
 #ifdef DIST_MASTER_BIN
-/* Runs dist-master with args; stdout/stderr go to the returned pipe fd
- * when out_fd is not NULL (else to /dev/null). */
-static pid_t s_spawn(const char *const *args, int *out_fd)
-{
-    int p[2];
-    assert_int_equal(pipe(p), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dt_child_init();
-        if (!out_fd) {
-            close(p[1]);
-            p[1] = open("/dev/null", O_WRONLY);
-        }
-        dup2(p[1], 1);
-        dup2(p[1], 2);
-        close(p[0]);
-        close(p[1]);
-        char *argv[16];
-        int n = 0;
-        argv[n++] = (char *)DIST_MASTER_BIN;
-        for (; args[n - 1]; n++)
-            argv[n] = (char *)args[n - 1];
-        argv[n] = NULL;
-        execv(DIST_MASTER_BIN, argv);
-        _exit(127);
-    }
-    close(p[1]);
-    if (out_fd)
-        *out_fd = p[0];
-    else
-        close(p[0]);
-    return pid;
-}
-
-/* Reads what the child writes until `want` shows up or it closes. */
-static bool s_read_until(int fd, const char *want, char *buf, size_t cap, int ms)
-{
-    size_t off = 0;
-    int64_t end = dt_now_ms() + ms;
-    buf[0] = 0;
-    while (dt_now_ms() < end && off + 1 < cap) {
-        struct pollfd pf = { fd, POLLIN, 0 };
-        if (poll(&pf, 1, 100) <= 0)
-            continue;
-        ssize_t r = read(fd, buf + off, cap - 1 - off);
-        if (r <= 0)
-            break;
-        off += (size_t)r;
-        buf[off] = 0;
-        if (strstr(buf, want))
-            return true;
-    }
-    return false;
-}
-
-static int s_wait_status(pid_t pid)
-{
-    int st;
-    int64_t end = dt_now_ms() + 10000;
-    while (waitpid(pid, &st, WNOHANG) == 0) {
-        if (dt_now_ms() > end) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            fail_msg("dist-master did not exit");
-        }
-        dt_sleep_ms(10);
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
 static void test_program(void **state)
 {
     (void)state;
     char out[8192];
     int fd;
-    pid_t pid = s_spawn((const char *const[]){ "--help", NULL }, &fd);
-    assert_true(s_read_until(fd, "Exit status", out, sizeof out, 5000));
+    pid_t pid = fp_spawn(DIST_MASTER_BIN, (const char *const[]){ "--help", NULL }, &fd);
+    assert_true(fp_read_until(fd, "Exit status", out, sizeof out, 5000));
     assert_non_null(strstr(out, "--heartbeat-timeout MS"));
     assert_non_null(strstr(out, "(default 3000)"));
     close(fd);
-    assert_int_equal(s_wait_status(pid), 0);
+    assert_int_equal(fp_wait_status(pid), 0);
 
-    pid = s_spawn((const char *const[]){ "--version", NULL }, &fd);
-    assert_true(s_read_until(fd, DIST_VERSION_STRING, out, sizeof out, 5000));
+    pid = fp_spawn(DIST_MASTER_BIN, (const char *const[]){ "--version", NULL }, &fd);
+    assert_true(fp_read_until(fd, DIST_VERSION_STRING, out, sizeof out, 5000));
     close(fd);
-    assert_int_equal(s_wait_status(pid), 0);
+    assert_int_equal(fp_wait_status(pid), 0);
 
-    pid = s_spawn((const char *const[]){ "--no-such-flag", NULL }, &fd);
-    assert_true(s_read_until(fd, "--help", out, sizeof out, 5000));
+    pid = fp_spawn(DIST_MASTER_BIN, (const char *const[]){ "--no-such-flag", NULL }, &fd);
+    assert_true(fp_read_until(fd, "--help", out, sizeof out, 5000));
     close(fd);
-    assert_int_equal(s_wait_status(pid), 2);
-    assert_int_equal(s_wait_status(s_spawn((const char *const[]){ "--max-attempts", "x", NULL },
+    assert_int_equal(fp_wait_status(pid), 2);
+    assert_int_equal(fp_wait_status(fp_spawn(DIST_MASTER_BIN, (const char *const[]){ "--max-attempts", "x", NULL },
                                            NULL)), 2);
-    assert_int_equal(s_wait_status(s_spawn((const char *const[]){ "--log-level", "loud", NULL },
+    assert_int_equal(fp_wait_status(fp_spawn(DIST_MASTER_BIN, (const char *const[]){ "--log-level", "loud", NULL },
                                            NULL)), 2);
 
     /* A taken endpoint: exit 1 with the reason. */
@@ -1633,17 +1167,17 @@ static void test_program(void **state)
     char ep[256];
     size_t eplen = sizeof ep;
     assert_int_equal(zmq_getsockopt(zsock_resolve(taken), ZMQ_LAST_ENDPOINT, ep, &eplen), 0);
-    pid = s_spawn((const char *const[]){ "--bind", ep, NULL }, &fd);
-    assert_true(s_read_until(fd, "Address already in use", out, sizeof out, 5000));
+    pid = fp_spawn(DIST_MASTER_BIN, (const char *const[]){ "--bind", ep, NULL }, &fd);
+    assert_true(fp_read_until(fd, "Address already in use", out, sizeof out, 5000));
     assert_non_null(strstr(out, "cannot bind"));
     close(fd);
-    assert_int_equal(s_wait_status(pid), 1);
+    assert_int_equal(fp_wait_status(pid), 1);
     zsock_destroy(&taken);
 
     /* Serving, then SIGTERM: a clean exit 0. */
-    pid = s_spawn((const char *const[]){ "--bind", "tcp://127.0.0.1:0", "--name", "prog", NULL },
+    pid = fp_spawn(DIST_MASTER_BIN, (const char *const[]){ "--bind", "tcp://127.0.0.1:0", "--name", "prog", NULL },
                   &fd);
-    assert_true(s_read_until(fd, "listening on", out, sizeof out, 5000));
+    assert_true(fp_read_until(fd, "listening on", out, sizeof out, 5000));
     char *at = strstr(out, "tcp://127.0.0.1:");
     assert_non_null(at);
     char url[64];
@@ -1651,16 +1185,16 @@ static void test_program(void **state)
     zsock_t *c = zsock_new(ZMQ_DEALER);
     dist__sock_setup(c, false, NULL);
     assert_int_equal(zsock_connect(c, "%s", url), 0);
-    s_hello_client(c, "pc");
+    fp_hello_client(c, "pc");
     dist__inmsg_t msg;
-    s_expect(c, DIST__CMD_WELCOME, &msg);
-    assert_true(s_str_is(msg.root, "master", "prog"));
+    fp_expect(c, DIST__CMD_WELCOME, &msg);
+    assert_true(fp_str_is(msg.root, "master", "prog"));
     dist__inmsg_clear(&msg);
     zsock_destroy(&c);
     kill(pid, SIGTERM);
-    assert_true(s_read_until(fd, "stopped by SIGTERM", out, sizeof out, 5000));
+    assert_true(fp_read_until(fd, "stopped by SIGTERM", out, sizeof out, 5000));
     close(fd);
-    assert_int_equal(s_wait_status(pid), 0);
+    assert_int_equal(fp_wait_status(pid), 0);
 }
 #endif
 

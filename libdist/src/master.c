@@ -13,6 +13,17 @@
  *  anything else is answered with ERROR and counted. A peer is forgotten
  *  only at a safe point (the end of a message or of a loop phase), since
  *  a send deep inside a handler can find its connection gone.
+ *
+ *  With a store, the turn commits everything its messages and timers
+ *  changed before any reply that promises durability leaves: a client's
+ *  ACCEPTED waits in its outbox ("held") with every later message to that
+ *  client, so its replies keep their order, and results are sent only
+ *  after the commit that made them DONE (master_store.c).
+ *
+ *  For tests and the fuzzer, dist__m_feed() hands the loop's per-message
+ *  handler frames that did not come from the socket, dist__m_turn() runs
+ *  the rest of a turn at a given time, and a sink takes what the master
+ *  sends.
  */
 #include "master_internal.h"
 
@@ -45,6 +56,11 @@
 /* Clients and strangers are forgotten (not declared dead) after this many
  * heartbeat timeouts of silence. */
 #define IDLE_FACTOR 10
+/* With a store, a turn stops reading once the SUBMITs it holds for the
+ * commit reach this many bytes. */
+#define HELD_BYTES_MAX ((size_t)64 << 20)
+/* Internal: an outbox whose next message waits for the commit. */
+#define OUTBOX_HELD 1
 
 static int64_t s_clock_ms(void)
 {
@@ -265,19 +281,30 @@ void dist__m_peer_gone(dist_master_t *s, dist__mpeer_t *p)
     dist__dl_push_back(&s->reap, &p->reap);
 }
 
+/* Frees a kept message (its QREPLY items already dealt with: the array only). */
+static void s_out_free(dist__mout_t *o)
+{
+    free(o->items);
+    free(o->bytes);
+    free(o->codes);
+    dist_wire_msg_destroy(&o->sub);
+    free(o);
+}
+
 static void s_outbox_drop(dist_master_t *s, dist__mpeer_t *p)
 {
     dist__dnode_t *d;
     while ((d = dist__dl_pop_front(&p->outbox))) {
         dist__mout_t *o = DIST__CONTAINER_OF(d, dist__mout_t, node);
-        if (o->nitems)
+        if (o->nitems) {
             dist__m_putback(s, o->queue, o->items, o->nitems); /* takes the array */
-        else
-            free(o->items);
-        free(o->bytes);
-        free(o);
+            o->items = NULL;
+        }
+        s_out_free(o);
     }
     p->outbox_bytes = 0;
+    if (dist__dn_linked(&p->holdn))
+        dist__dl_remove(&s->held, &p->holdn);
 }
 
 /* Ends the peer's session (role state), leaving the record itself. */
@@ -338,6 +365,40 @@ static void s_reap(dist_master_t *s)
 
 /* ---- sending -------------------------------------------------------------------------- */
 
+/* Every message leaves through these two: the socket, or the sink. */
+static int s_wire_send(dist_master_t *s, const uint8_t *rid, size_t rid_len, dist__cmd_t cmd,
+                       const void *body, size_t len)
+{
+    if (s->sink)
+        return s->sink(s->sink_ud, rid, rid_len, cmd, body, len);
+    return dist__proto_send(s->sock, rid, rid_len, cmd, body, len);
+}
+
+/* ERROR {code, error} to a routing id, without a peer record. */
+static int s_wire_error(dist_master_t *s, const uint8_t *rid, size_t rid_len, const char *code,
+                        const char *error)
+{
+    if (!s->sink)
+        return dist__proto_send_error(s->sock, rid, rid_len, code, error, 0);
+    dist_wire_buf_reset(s->out);
+    msgpack_packer *pk = dist_wire_buf_packer(s->out);
+    msgpack_pack_map(pk, 2);
+    dist__pk_kv_str(pk, "code", code);
+    dist__pk_kv_str(pk, "error", error);
+    size_t len;
+    const void *data = dist_wire_buf_data(s->out, &len);
+    return s_wire_send(s, rid, rid_len, DIST__CMD_ERROR, data, len);
+}
+
+/* The unsupported-version reply of section 8 (proto.c's exact words). */
+static int s_wire_bad_version(dist_master_t *s, const uint8_t *rid, size_t rid_len)
+{
+    if (!s->sink)
+        return dist__proto_send_bad_version(s->sock, rid, rid_len);
+    return s_wire_error(s, rid, rid_len, "unsupported_version",
+                        "this master speaks protocol version 1");
+}
+
 static void s_items_free(dist__mitem_t **items, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -355,8 +416,13 @@ static void s_sent(dist_master_t *s, dist__mpeer_t *p)
 static int s_send_now(dist_master_t *s, dist__mpeer_t *p, dist__cmd_t cmd, dist_wire_buf_t *buf)
 {
     if (!buf)
-        return dist__proto_send_empty(s->sock, p->rid, p->rid_len, cmd);
-    return dist__proto_send_buf(s->sock, p->rid, p->rid_len, cmd, buf);
+        return s_wire_send(s, p->rid, p->rid_len, cmd, NULL, 0);
+    int st = dist_wire_buf_status(buf);
+    if (st)
+        return st;
+    size_t len;
+    const void *data = dist_wire_buf_data(buf, &len);
+    return s_wire_send(s, p->rid, p->rid_len, cmd, data, len);
 }
 
 /* Tries once, keeping nothing: TASKS and RESULTS are rebuilt from state
@@ -401,7 +467,7 @@ int dist__m_send(dist_master_t *s, dist__mpeer_t *p, dist__cmd_t cmd, dist_wire_
         return rc;
     }
     rc = p->gone ? -EHOSTUNREACH : DIST_EAGAIN;
-    if (!p->gone && dist__dl_empty(&p->outbox))
+    if (!p->gone && dist__dl_empty(&p->outbox) && !dist__dn_linked(&p->holdn))
         rc = s_send_now(s, p, cmd, buf);
     if (rc == 0) {
         s_sent(s, p);
@@ -424,7 +490,8 @@ int dist__m_send(dist_master_t *s, dist__mpeer_t *p, dist__cmd_t cmd, dist_wire_
                 snprintf(o->queue, sizeof o->queue, "%s", queue);
             dist__dl_push_back(&p->outbox, &o->node);
             p->outbox_bytes += len;
-            dist__m_block(s, p);
+            if (!dist__dn_linked(&p->holdn))
+                dist__m_block(s, p);
             return 0;
         }
         free(o);
@@ -461,6 +528,46 @@ void dist__m_error(dist_master_t *s, dist__mpeer_t *p, const char *code, uint64_
     dist__m_send(s, p, DIST__CMD_ERROR, s->out, NULL, NULL, 0);
 }
 
+/* Sends what waits in the peer's outbox, in order, up to an ACCEPTED
+ * that still waits for the commit; then lets dispatch and results look at
+ * it again. The peer is marked blocked (EAGAIN) or gone as sends say. */
+static void s_flush_outbox(dist_master_t *s, dist__mpeer_t *p)
+{
+    dist__dnode_t *d;
+    int rc = 0;
+    while ((d = dist__dl_first(&p->outbox))) {
+        dist__mout_t *o = DIST__CONTAINER_OF(d, dist__mout_t, node);
+        if (o->sub) {
+            rc = OUTBOX_HELD;
+            break;
+        }
+        rc = s_wire_send(s, p->rid, p->rid_len, o->cmd, o->bytes, o->len);
+        if (rc)
+            break;
+        s_sent(s, p);
+        dist__dl_remove(&p->outbox, d);
+        p->outbox_bytes -= o->len;
+        s_items_free(o->items, o->nitems);
+        o->items = NULL;
+        s_out_free(o);
+    }
+    if (rc == OUTBOX_HELD)
+        return; /* dist__m_release_held flushes it again */
+    if (rc == DIST_EAGAIN) {
+        dist__m_block(s, p);
+        return;
+    }
+    if (rc) {
+        dist__m_peer_gone(s, p);
+        return;
+    }
+    if (p->role == DIST__ROLE_WORKER)
+        dist__m_worker_dirty(s, p);
+    else if (p->role == DIST__ROLE_CLIENT && p->cn && p->cn->unsent.n &&
+             !dist__dn_linked(&p->cn->dirty))
+        dist__dl_push_back(&s->dirty_clients, &p->cn->dirty);
+}
+
 /* Retries blocked peers: their outboxes in order, then whatever was
  * refused (TASKS, RESULTS) by marking them dirty again. */
 static void s_retry_blocked(dist_master_t *s)
@@ -470,34 +577,72 @@ static void s_retry_blocked(dist_master_t *s)
     for (size_t i = 0; i < n; i++) {
         dist__mpeer_t *p = DIST__CONTAINER_OF(dist__dl_first(&s->blocked), dist__mpeer_t, blocked);
         dist__dl_remove(&s->blocked, &p->blocked);
-        dist__dnode_t *d;
-        int rc = 0;
-        while ((d = dist__dl_first(&p->outbox))) {
-            dist__mout_t *o = DIST__CONTAINER_OF(d, dist__mout_t, node);
-            rc = dist__proto_send(s->sock, p->rid, p->rid_len, o->cmd, o->bytes, o->len);
-            if (rc)
-                break;
-            s_sent(s, p);
-            dist__dl_remove(&p->outbox, d);
-            p->outbox_bytes -= o->len;
-            s_items_free(o->items, o->nitems);
-            free(o->bytes);
-            free(o);
-        }
-        if (rc == DIST_EAGAIN) {
-            dist__m_block(s, p);
-            continue;
-        }
-        if (rc) {
-            dist__m_peer_gone(s, p);
-            continue;
-        }
-        if (p->role == DIST__ROLE_WORKER)
-            dist__m_worker_dirty(s, p);
-        else if (p->role == DIST__ROLE_CLIENT && p->cn && p->cn->unsent.n &&
-                 !dist__dn_linked(&p->cn->dirty))
-            dist__dl_push_back(&s->dirty_clients, &p->cn->dirty);
+        s_flush_outbox(s, p);
     }
+}
+
+/* ---- replies held for the store's commit ------------------------------------------------ */
+
+int dist__m_hold_accepted(dist_master_t *s, dist__mpeer_t *p, dist_wire_msg_t *sub,
+                          uint8_t *codes)
+{
+    if (p->gone || p->outbox.n >= OUTBOX_MAX)
+        return -EHOSTUNREACH;
+    dist__mout_t *o = calloc(1, sizeof *o);
+    if (!o)
+        return DIST_ENOMEM;
+    size_t len = 0;
+    dist_wire_msg_data(sub, &len);
+    o->cmd = DIST__CMD_ACCEPTED;
+    o->sub = sub;
+    o->codes = codes;
+    dist__dl_push_back(&p->outbox, &o->node);
+    if (!dist__dn_linked(&p->holdn))
+        dist__dl_push_back(&s->held, &p->holdn);
+    s->held_bytes += len;
+    return 0;
+}
+
+void dist__m_release_held(dist_master_t *s)
+{
+    bool recheck = dist__m_store_refusing(s);
+    dist__dnode_t *d;
+    while ((d = dist__dl_pop_front(&s->held))) {
+        dist__mpeer_t *p = DIST__CONTAINER_OF(d, dist__mpeer_t, holdn);
+        dist__dnode_t *e = dist__dl_first(&p->outbox), *next;
+        for (; e; e = next) {
+            next = dist__dl_next(&p->outbox, e);
+            dist__mout_t *o = DIST__CONTAINER_OF(e, dist__mout_t, node);
+            if (!o->sub)
+                continue;
+            dist__m_accepted_pack(s, p, dist_wire_msg_root(o->sub), o->codes, recheck);
+            size_t len = 0;
+            const void *data = dist_wire_buf_data(s->out, &len);
+            int st = dist_wire_buf_status(s->out);
+            o->bytes = st ? NULL : malloc(len);
+            free(o->codes);
+            o->codes = NULL;
+            dist_wire_msg_destroy(&o->sub);
+            if (!o->bytes) {
+                /* No memory for the reply: the client resubmits after its
+                 * timeout, and submission is idempotent. */
+                dist__log(&s->log, DIST_LOG_ERROR, "cannot pack ACCEPTED: %s",
+                          dist_strerror(st ? st : DIST_ENOMEM));
+                dist__dl_remove(&p->outbox, e);
+                s_out_free(o);
+                continue;
+            }
+            memcpy(o->bytes, data, len);
+            o->len = len;
+            p->outbox_bytes += len;
+        }
+        /* A send tried while the replies were held (a heartbeat, say)
+         * marked the peer blocked: the outbox can go now all the same. */
+        if (dist__dn_linked(&p->blocked))
+            dist__dl_remove(&s->blocked, &p->blocked);
+        s_flush_outbox(s, p);
+    }
+    s->held_bytes = 0;
 }
 
 /* ---- malformed input and bans ----------------------------------------------------------- */
@@ -537,9 +682,9 @@ static void s_malformed_rid(dist_master_t *s, dist__mpeer_t *p, const uint8_t *r
     if (!p) {
         /* No memory for a record: still answer, without state. */
         if (version_reply)
-            dist__proto_send_bad_version(s->sock, rid, rid_len);
+            s_wire_bad_version(s, rid, rid_len);
         else
-            dist__proto_send_error(s->sock, rid, rid_len, "malformed", why, 0);
+            s_wire_error(s, rid, rid_len, "malformed", why);
         return;
     }
     s_touch(s, p);
@@ -557,7 +702,7 @@ static void s_malformed_rid(dist_master_t *s, dist__mpeer_t *p, const uint8_t *r
         return;
     }
     if (version_reply) {
-        int rc = dist__proto_send_bad_version(s->sock, p->rid, p->rid_len);
+        int rc = s_wire_bad_version(s, p->rid, p->rid_len);
         if (rc == 0)
             s_sent(s, p);
     } else {
@@ -773,7 +918,7 @@ static void s_handle(dist_master_t *s, const dist__inmsg_t *m)
             p->bad_in_a_row = 0;
             dist__m_error(s, p, "not_welcome", 0, "say HELLO first");
         } else {
-            dist__proto_send_empty(s->sock, m->rid, m->rid_len, DIST__CMD_RECONNECT);
+            s_wire_send(s, m->rid, m->rid_len, DIST__CMD_RECONNECT, NULL, 0);
         }
         return;
     }
@@ -796,28 +941,79 @@ static void s_handle(dist_master_t *s, const dist__inmsg_t *m)
         s_handlers[m->cmd].fn(s, p, m->root);
 }
 
+/* Handles one message as dist__proto_recv returned it (0 or DIST_EPROTO). */
+static void s_on_message(dist_master_t *s, int rc, dist__inmsg_t *m)
+{
+    if (rc == 0) {
+        s->cur = m;
+        s_handle(s, m);
+        s->cur = NULL;
+        dist__inmsg_clear(m);
+    } else {
+        dist__mpeer_t *p = s_peer_find(s, m->rid, m->rid_len);
+        s_malformed_rid(s, p, m->rid, m->rid_len, m->bad == DIST__BAD_VERSION,
+                        s_bad_reason(m->bad));
+    }
+    s_reap(s);
+}
+
 /* Reads up to READ_BATCH messages; true when the socket is drained. */
 static bool s_read_batch(dist_master_t *s)
 {
     for (int i = 0; i < READ_BATCH; i++) {
+        /* Held SUBMITs wait for the commit: commit before keeping more. */
+        if (s->held_bytes >= HELD_BYTES_MAX)
+            return false;
         dist__inmsg_t m;
         int rc = dist__proto_recv(s->sock, true, &s->limits, &m);
         if (rc == DIST_EAGAIN)
             return true;
-        if (rc == 0) {
-            s_handle(s, &m);
-            dist__inmsg_clear(&m);
-        } else if (rc == DIST_EPROTO) {
-            dist__mpeer_t *p = s_peer_find(s, m.rid, m.rid_len);
-            s_malformed_rid(s, p, m.rid, m.rid_len, m.bad == DIST__BAD_VERSION,
-                            s_bad_reason(m.bad));
-        } else {
+        if (rc != 0 && rc != DIST_EPROTO) {
             dist__log(&s->log, DIST_LOG_ERROR, "receiving: %s", dist_strerror(rc));
             return true;
         }
-        s_reap(s);
+        s_on_message(s, rc, &m);
     }
     return false;
+}
+
+/* The checks dist__proto_recv makes, on frames given by a test. */
+void dist__m_feed(dist_master_t *s, const uint8_t *rid, size_t rid_len,
+                  const void *const *frames, const size_t *lens, size_t nframes)
+{
+    dist__inmsg_t m;
+    memset(&m, 0, sizeof m);
+    m.rid_len = rid_len < sizeof m.rid ? rid_len : sizeof m.rid;
+    memcpy(m.rid, rid, m.rid_len);
+    int rc = DIST_EPROTO;
+    const uint8_t *sig = nframes > 0 ? frames[0] : NULL;
+    if (nframes != 3) {
+        m.bad = DIST__BAD_FRAMES;
+    } else if (lens[0] != DIST__PROTO_SIG_LEN || memcmp(sig, "DST", 3) != 0) {
+        m.bad = DIST__BAD_SIGNATURE;
+    } else if (sig[3] != DIST__PROTO_VERSION) {
+        m.bad = DIST__BAD_VERSION;
+        m.version = sig[3];
+    } else {
+        for (int c = DIST__CMD_NONE + 1; c < DIST__CMD_COUNT && !m.cmd; c++)
+            if (lens[1] == strlen(dist__cmd_name((dist__cmd_t)c)) &&
+                memcmp(frames[1], dist__cmd_name((dist__cmd_t)c), lens[1]) == 0)
+                m.cmd = (dist__cmd_t)c;
+        if (!m.cmd) {
+            m.bad = DIST__BAD_COMMAND;
+        } else {
+            int err = 0;
+            m.body = dist_wire_msg_decode(frames[2], lens[2], &s->limits, &err);
+            if (m.body && dist_wire_msg_root(m.body)->type == MSGPACK_OBJECT_MAP) {
+                m.root = dist_wire_msg_root(m.body);
+                rc = 0;
+            } else {
+                dist_wire_msg_destroy(&m.body);
+                m.bad = DIST__BAD_BODY;
+            }
+        }
+    }
+    s_on_message(s, rc, &m);
 }
 
 /* ---- timers --------------------------------------------------------------------------- */
@@ -916,9 +1112,46 @@ static long s_next_timeout(const dist_master_t *s)
         next = s->timers.v[0]->at;
     if (s->blocked.n && s->retry_at && s->retry_at < next)
         next = s->retry_at;
-    if (s->dirty_tqs.n || s->dirty_workers.n || s->dirty_clients.n || s->reap.n)
+    if (s->store_failed && s->store_retry_at < next)
+        next = s->store_retry_at;
+    if (s->dirty_tqs.n || s->dirty_workers.n || s->dirty_clients.n || s->reap.n ||
+        (s->store && !s->store_failed && (s->sd_head || s->sq_head)))
         next = s->now;
     return next <= s->now ? 0 : (long)(next - s->now);
+}
+
+/* The rest of a loop turn, once the messages are read: timers (deaths
+ * only when the socket was drained), the commit and the replies it
+ * holds, then dispatch and results, which only ever send what is
+ * committed. */
+static void s_turn(dist_master_t *s, bool drained)
+{
+    s_timers(s, drained);
+    dist__m_store_turn(s);
+    dist__m_dispatch(s);
+    dist__m_flush_results(s);
+    s_reap(s);
+}
+
+void dist__m_turn(dist_master_t *s, int64_t now)
+{
+    if (now > s->now)
+        s->now = now;
+    s_turn(s, true);
+}
+
+int64_t dist__m_now(const dist_master_t *s) { return s->now; }
+
+void dist__m_set_sink(dist_master_t *s, dist__m_sink_fn fn, void *ud)
+{
+    s->sink = fn;
+    s->sink_ud = ud;
+}
+
+void dist__m_fail_commits(dist_master_t *s, unsigned n, int err)
+{
+    atomic_store(&s->fail_err, err);
+    atomic_store(&s->fail_commits, n);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
@@ -944,6 +1177,7 @@ static bool s_local_endpoint(const char *ep)
 static void s_free(dist_master_t *s)
 {
     dist__m_queues_free(s);
+    dist__m_store_close(s);
     dist__m_tasks_free(s);
     for (size_t i = 0; i < s->peers.cap; i++) {
         dist__mpeer_t *p = s->peers.slots ? s->peers.slots[i].item : NULL;
@@ -953,8 +1187,8 @@ static void s_free(dist_master_t *s)
         while ((d = dist__dl_pop_front(&p->outbox))) {
             dist__mout_t *o = DIST__CONTAINER_OF(d, dist__mout_t, node);
             s_items_free(o->items, o->nitems);
-            free(o->bytes);
-            free(o);
+            o->items = NULL;
+            s_out_free(o);
         }
         free(p);
     }
@@ -986,8 +1220,12 @@ static int s_check_opts(const dist_master_opts_t *o, const char **why)
         *why = "max message must be between 1024 and 2147483647 bytes";
         return -1;
     }
-    if (o->store || o->key || o->allow_workers || o->allow_clients) {
-        *why = "the durable store and CURVE security are not supported yet";
+    if (o->key || o->allow_workers || o->allow_clients) {
+        *why = "CURVE security is not supported yet";
+        return -1;
+    }
+    if (o->store && !*o->store) {
+        *why = "the store must be a file name";
         return -1;
     }
     if (o->name && !dist__peer_name_ok(o->name, strlen(o->name))) {
@@ -1053,11 +1291,21 @@ dist_master_t *dist_master_new(const dist_master_opts_t *opts)
     dist__dl_init(&s->dirty_clients);
     dist__dl_init(&s->blocked);
     dist__dl_init(&s->reap);
+    dist__dl_init(&s->held);
     const char *bind = o.bind ? o.bind : DEFAULT_BIND;
     int err = ENOMEM;
     s->out = dist_wire_buf_new(0);
     if (!s->out)
         goto fail;
+    /* The store before the socket: a master that cannot keep its promises
+     * must not be reachable at all. */
+    if (o.store) {
+        int rc = dist__m_store_open(s, o.store, o.store_fsync);
+        if (rc) {
+            err = -rc;
+            goto fail;
+        }
+    }
     if (pipe2(s->wake, O_NONBLOCK | O_CLOEXEC) < 0) {
         err = errno;
         dist__log(&s->log, DIST_LOG_ERROR, "cannot create the stop pipe: %s", strerror(err));
@@ -1141,11 +1389,12 @@ int dist_master_run(dist_master_t *s)
             s->busy_since = 0;
         else if (!s->busy_since)
             s->busy_since = s->now;
-        s_timers(s, drained || s->now - s->busy_since >= s->hb_timeout_ms);
-        dist__m_dispatch(s);
-        dist__m_flush_results(s);
-        s_reap(s);
+        s_turn(s, drained || s->now - s->busy_since >= s->hb_timeout_ms);
     }
+    /* What the last turn changed after its commit (leases) is committed
+     * on the way out. */
+    s->now = s_clock_ms();
+    dist__m_store_turn(s);
     dist__log(&s->log, DIST_LOG_INFO, "master %s stopping: %zu task(s) queued or leased, %zu "
               "result(s) waiting", s->name, s->outstanding, s->results_waiting);
     atomic_store(&s->running, false);

@@ -24,7 +24,10 @@
  *
  *  Files: master.c (lifecycle, loop, sessions, sending, timers),
  *  master_task.c (tasks, dispatch, results), master_queue.c (named
- *  queues), master_status.c (STATUS, counters and rates).
+ *  queues), master_status.c (STATUS, counters and rates), master_store.c
+ *  (the durable store: what is written when, recovery, failures) over
+ *  store.c (SQLite), master_check.c (a consistency check for tests and
+ *  the fuzzer).
  */
 #ifndef DIST_MASTER_INTERNAL_H_INCLUDED
 #define DIST_MASTER_INTERNAL_H_INCLUDED
@@ -39,6 +42,7 @@
 #include "hmap_internal.h"
 #include "log_internal.h"
 #include "proto_internal.h"
+#include "store_internal.h"
 
 #define DIST__CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -168,6 +172,17 @@ typedef struct dist__mnq dist__mnq_t;
 
 typedef enum { DIST__T_QUEUED = 1, DIST__T_LEASED, DIST__T_DONE } dist__tstate_t;
 
+/* What the store must write for a task or a task name at the next commit
+ * (sflags). A changed object is put once on the master's dirty list. */
+enum {
+    DIST__S_DIRTY = 1,  /* on the dirty list */
+    DIST__S_NEW = 2,    /* not in the store yet */
+    DIST__S_LEASE = 4,  /* leased since the last commit */
+    DIST__S_META = 8,   /* attempt, reasons or lease changed otherwise */
+    DIST__S_DONE = 16,  /* DONE since the last commit */
+    DIST__S_GONE = 32,  /* forgotten by the master: delete, then free at the commit */
+};
+
 typedef struct dist__mtask {
     dist__dnode_t node;      /* in q->ready, worker->leased, or cn->unsent / cn->sent */
     dist__hnode_t timer;     /* lease deadline while LEASED */
@@ -184,6 +199,9 @@ typedef struct dist__mtask {
     uint8_t state;           /* dist__tstate_t */
     uint8_t status;          /* DONE: dist__status_t */
     uint8_t sent;            /* DONE: in cn->sent (else cn->unsent) */
+    uint8_t sflags;          /* DIST__S_*: what the store must write */
+    struct dist__mtask *snext; /* next on the store's dirty list */
+    int64_t srow;            /* its row in the store (with --store) */
     uint8_t data[];          /* the args; later the result when it fits */
 } dist__mtask_t;
 
@@ -222,6 +240,8 @@ struct dist__mtq {
         uint32_t wi;         /* index of this queue in w->names */
     } *ws;                   /* workers that announced the name */
     size_t nws, capws;
+    struct dist__mtq *snext; /* next on the store's dirty list of names */
+    uint8_t sflags;          /* DIST__S_DIRTY, _NEW (not stored yet), _GONE */
 };
 
 typedef enum { DIST__ROLE_NONE = 0, DIST__ROLE_WORKER, DIST__ROLE_CLIENT } dist__role_t;
@@ -232,6 +252,7 @@ struct dist__mpeer {
     dist__dnode_t dirty;     /* in s->dirty_workers (free credit to fill) */
     dist__dnode_t blocked;   /* in s->blocked (outbox to flush, or TASKS to retry) */
     dist__dnode_t reap;      /* in s->reap (gone: forget at the next safe point) */
+    dist__dnode_t holdn;     /* in s->held: its replies wait for the store's commit */
     int role;                /* dist__role_t */
     bool banned;             /* replies only ERROR banned */
     bool gone;               /* its connection is gone (EHOSTUNREACH) */
@@ -300,8 +321,11 @@ typedef struct {
     dist__mitem_t *items[];
 } dist__mpark_t;
 
-/* A message kept because the peer's pipe was full (EAGAIN). A QREPLY that
- * carries items keeps them, to put them back if it is never delivered. */
+/* A message kept because the peer's pipe was full (EAGAIN), or because
+ * the peer's replies wait for the store's commit (held). A QREPLY that
+ * carries items keeps them, to put them back if it is never delivered.
+ * An ACCEPTED whose tasks are not committed yet is kept as its SUBMIT
+ * (sub, codes) and packed once the commit is done (bytes NULL until then). */
 typedef struct {
     dist__dnode_t node;
     dist__cmd_t cmd;
@@ -309,6 +333,8 @@ typedef struct {
     size_t len;
     size_t nitems;
     dist__mitem_t **items;
+    dist_wire_msg_t *sub;    /* the SUBMIT an ACCEPTED answers */
+    uint8_t *codes;          /* per task of sub: accepted, or why not */
     char queue[DIST__NAME_MAX + 1];
 } dist__mout_t;
 
@@ -320,6 +346,11 @@ typedef struct {
 } dist__mcounters_t;
 
 #define DIST__RATE_SECONDS 10
+
+/* Test and fuzzing hook: takes every message the master sends instead of
+ * the socket. Returns 0, DIST_EAGAIN or -EHOSTUNREACH as a send would. */
+typedef int (*dist__m_sink_fn)(void *ud, const uint8_t *rid, size_t rid_len, dist__cmd_t cmd,
+                               const void *body, size_t len);
 
 struct dist_master {
     dist__logger_t log;
@@ -370,6 +401,22 @@ struct dist_master {
     /* dispatch scratch */
     struct dist__mcand *cand;
     size_t ncand, capcand;
+    /* the durable store (NULL: in memory only), master_store.c */
+    dist__store_t *store;
+    bool store_failed;       /* the last commit failed: new tasks are refused */
+    int64_t store_retry_at;  /* when failed: the next commit attempt */
+    int64_t store_failed_at;
+    int64_t next_row;        /* the row of the next new task */
+    dist__mtask_t *sd_head, *sd_tail; /* tasks to write at the next commit */
+    dist__mtq_t *sq_head, *sq_tail;   /* task names to write */
+    dist__dlist_t held;      /* peers whose replies wait for the commit */
+    size_t held_bytes;       /* SUBMIT bodies kept for them */
+    atomic_uint fail_commits; /* test hook: commits to fail */
+    atomic_int fail_err;
+    /* the message being handled (SUBMIT keeps its body while held) */
+    dist__inmsg_t *cur;
+    dist__m_sink_fn sink;
+    void *sink_ud;
 };
 
 /* ---- master.c ---------------------------------------------------------------------- */
@@ -407,6 +454,13 @@ bool dist__m_peer_ready(const dist__mpeer_t *p);
 
 /* Marks the peer blocked: retry its sends soon. */
 void dist__m_block(dist_master_t *s, dist__mpeer_t *p);
+
+/* Keeps the ACCEPTED for a SUBMIT (its body and the tasks' codes, both
+ * taken) in the peer's outbox until dist__m_release_held, after the
+ * commit; messages to the peer queue behind it. 0, DIST_ENOMEM or
+ * -EHOSTUNREACH (nothing taken then). */
+int dist__m_hold_accepted(dist_master_t *s, dist__mpeer_t *p, dist_wire_msg_t *sub,
+                          uint8_t *codes);
 
 /* Timers. */
 int dist__m_timer_add(dist_master_t *s, dist__hnode_t *n, int64_t at, dist__timer_kind_t kind);
@@ -464,6 +518,28 @@ dist__mtq_t *dist__m_tq_find(dist_master_t *s, const char *name, size_t len);
 /* Frees every task, queue, ghost and client name (destroy). */
 void dist__m_tasks_free(dist_master_t *s);
 
+/* Packs the ACCEPTED for a SUBMIT's tasks (body root) and their codes
+ * into s->out. recheck: the store failed after they were accepted, so a
+ * task that is not in the store after all is refused (store_failed). */
+void dist__m_accepted_pack(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root,
+                           uint8_t *codes, bool recheck);
+
+/* Recovery, for master_store.c: a task name, a task row. 0 or a DIST_E code. */
+int dist__m_restore_name(dist_master_t *s, const char *name, size_t len);
+int dist__m_restore_task(dist_master_t *s, const dist__srow_t *r);
+
+/* A new task whose insert could not be committed: forget it as if it had
+ * never been submitted (it is QUEUED, never leased). */
+void dist__m_unsubmit(dist_master_t *s, dist__mtask_t *t);
+
+/* Frees a task's memory (it is in no index or list any more). */
+void dist__m_task_free(dist__mtask_t *t);
+/* Frees a task name's memory (out of the index and lists already). */
+void dist__m_tq_free_mem(dist__mtq_t *q);
+
+/* Sends the replies held for the commit: called after it. */
+void dist__m_release_held(dist_master_t *s);
+
 /* ---- master_queue.c -------------------------------------------------------------------- */
 
 void dist__m_queues_init(dist_master_t *s);
@@ -483,5 +559,71 @@ void dist__m_queues_free(dist_master_t *s);
 void dist__m_status(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root);
 /* Counts n submitted / completed tasks in the current second. */
 void dist__m_rate_add(dist_master_t *s, uint64_t submitted, uint64_t completed);
+
+/* ---- master_store.c -------------------------------------------------------------------- */
+
+/* Opens the store and loads it into the (empty) master. 0 or a negative
+ * code; the reason is logged. */
+int dist__m_store_open(dist_master_t *s, const char *path, bool full_sync);
+/* Commits what the loop turn changed, then releases the held replies. */
+void dist__m_store_turn(dist_master_t *s);
+/* True while new tasks are refused (the store cannot write). */
+bool dist__m_store_refusing(const dist_master_t *s);
+/* Why, for the rejection's message. */
+const char *dist__m_store_why(const dist_master_t *s);
+/* Frees what the dirty lists still hold and closes the store. */
+void dist__m_store_close(dist_master_t *s);
+
+/* Puts a changed task on the dirty list with what changed. */
+static inline void dist__m_store_mark(dist_master_t *s, dist__mtask_t *t, uint8_t what)
+{
+    if (!s->store)
+        return;
+    if (!(t->sflags & DIST__S_DIRTY)) {
+        t->snext = NULL;
+        if (s->sd_tail)
+            s->sd_tail->snext = t;
+        else
+            s->sd_head = t;
+        s->sd_tail = t;
+    }
+    t->sflags |= (uint8_t)(what | DIST__S_DIRTY);
+}
+
+/* A task name was created (add) or is being freed: true when the store
+ * keeps the freed name until the commit (the caller must not free it). */
+bool dist__m_store_name(dist_master_t *s, dist__mtq_t *q, bool add);
+
+/* The master forgets t (acknowledged, or never committed): true when the
+ * store keeps it until the commit (the caller must not free it). */
+static inline bool dist__m_store_drop(dist_master_t *s, dist__mtask_t *t)
+{
+    if (!s->store)
+        return false;
+    dist__m_store_mark(s, t, DIST__S_GONE);
+    return true;
+}
+
+/* ---- master.c: tests and fuzzing ------------------------------------------------------ */
+
+/* Sends everything through fn instead of the socket. */
+void dist__m_set_sink(dist_master_t *s, dist__m_sink_fn fn, void *ud);
+/* Handles one message from routing id rid, given as its frames (the
+ * checks of dist__proto_recv applied to them), as the loop would. */
+void dist__m_feed(dist_master_t *s, const uint8_t *rid, size_t rid_len,
+                  const void *const *frames, const size_t *lens, size_t nframes);
+/* The rest of a loop turn at time now (monotonic ms, never going back):
+ * timers, commit, dispatch, results. */
+void dist__m_turn(dist_master_t *s, int64_t now);
+/* The master's clock (monotonic ms) as the loop reads it. */
+int64_t dist__m_now(const dist_master_t *s);
+/* Makes the next n commits fail with err (-ENOSPC, -EIO); thread-safe. */
+void dist__m_fail_commits(dist_master_t *s, unsigned n, int err);
+
+/* ---- master_check.c ------------------------------------------------------------------- */
+
+/* Checks that every index, list and count agrees with the others. NULL,
+ * or what is wrong (a static string). O(everything): tests only. */
+const char *dist__m_check(dist_master_t *s);
 
 #endif

@@ -95,7 +95,10 @@ static void s_pack_status(const dist_master_t *s, dist_wire_buf_t *b, uint64_t r
     dist__pk_kv_str(pk, "version", DIST_VERSION_STRING);
     dist__pk_kv_u64(pk, "uptime_s", (uint64_t)((s->now - s->started) / 1000));
     dist__pk_str(pk, "store");
-    msgpack_pack_nil(pk);
+    if (s->store)
+        dist__pk_str(pk, dist__store_path(s->store));
+    else
+        msgpack_pack_nil(pk);
 
     dist__pk_str(pk, "workers");
     size_t nw = s->live.n < max_workers ? s->live.n : max_workers;

@@ -21,6 +21,13 @@
  *  when it fits) in their client name's unsent list, then its sent list
  *  until acknowledged. Each hot step is O(1) amortized: hash lookups,
  *  list moves, heap updates; nothing scans all tasks.
+ *
+ *  With a store, every state change a restart must know about marks the
+ *  task for the next commit (dist__m_store_mark): NEW when submitted,
+ *  LEASE when sent to a worker, META when it goes back to its queue,
+ *  DONE when finished; an acknowledged task is dropped through the store,
+ *  which frees it after the commit that deletes its row. The ACCEPTED of
+ *  a SUBMIT is held until that commit (dist__m_hold_accepted).
  */
 #include "master_internal.h"
 
@@ -70,7 +77,7 @@ static dist__mtask_t *s_task_find(const dist_master_t *s, const dist__id_t *id)
     return dist__hmap_get(&s->tasks, s_id_hash(s, id), id->b, sizeof id->b);
 }
 
-static void s_task_free(dist__mtask_t *t)
+void dist__m_task_free(dist__mtask_t *t)
 {
     free(t->res);
     free(t->reasons);
@@ -82,14 +89,24 @@ dist__mtq_t *dist__m_tq_find(dist_master_t *s, const char *name, size_t len)
     return dist__m_named_find(s, &s->tq_index, name, len);
 }
 
-static dist__mtq_t *s_tq_get(dist_master_t *s, const char *name, size_t len)
+/* The queue of a task name, created when new. announce: a name the
+ * store does not know yet (not one it is loading). */
+static dist__mtq_t *s_tq_get(dist_master_t *s, const char *name, size_t len, bool announce)
 {
     dist__mtq_t *q = dist__m_tq_find(s, name, len);
     if (q || !(q = dist__m_named_new(s, &s->tq_index, name, len, sizeof *q)))
         return q;
     dist__dl_init(&q->ready);
     dist__dl_push_back(&s->tqs, &q->all);
+    if (announce)
+        dist__m_store_name(s, q, true);
     return q;
+}
+
+void dist__m_tq_free_mem(dist__mtq_t *q)
+{
+    free(q->ws);
+    free(q);
 }
 
 static void s_tq_free(dist_master_t *s, dist__mtq_t *q)
@@ -98,8 +115,8 @@ static void s_tq_free(dist_master_t *s, dist__mtq_t *q)
     dist__dl_remove(&s->tqs, &q->all);
     if (dist__dn_linked(&q->dirty))
         dist__dl_remove(&s->dirty_tqs, &q->dirty);
-    free(q->ws);
-    free(q);
+    if (!dist__m_store_name(s, q, false))
+        dist__m_tq_free_mem(q);
 }
 
 /* A name stays known once announced (section 6.4), but a stream of
@@ -227,6 +244,7 @@ static void s_finish(dist_master_t *s, dist__mtask_t *t, dist__status_t st, cons
     t->sent = 0;
     free(t->reasons);
     t->reasons = NULL;
+    dist__m_store_mark(s, t, DIST__S_DONE);
     dist__dl_push_back(&t->cn->unsent, &t->node);
     s->results_waiting++;
     s_cn_dirty(s, t->cn);
@@ -286,6 +304,7 @@ static void s_retry(dist_master_t *s, dist__mtask_t *t, const char *reason)
     t->state = DIST__T_QUEUED;
     dist__dl_push_front(&t->q->ready, &t->node);
     s_tq_dirty(s, t->q);
+    dist__m_store_mark(s, t, DIST__S_META);
 }
 
 static int64_t s_lease_ms(const dist_master_t *s, const dist__mtask_t *t)
@@ -393,7 +412,7 @@ int dist__m_worker_names(dist_master_t *s, dist__mpeer_t *w, const msgpack_objec
         size_t len;
         if (dist_wire_get_str(&names[i], &name, &len))
             continue; /* checked by the caller */
-        dist__mtq_t *q = s_tq_get(s, name, len);
+        dist__mtq_t *q = s_tq_get(s, name, len, true);
         if (!q)
             return DIST_ENOMEM;
         /* This worker's entries are appended last, so a name it repeats
@@ -538,6 +557,7 @@ static void s_send_tasks(dist_master_t *s, dist__mpeer_t *w, dist__mtq_t *q, int
             t->state = DIST__T_LEASED;
             t->worker = w;
             dist__dl_push_back(&w->leased, &t->node);
+            dist__m_store_mark(s, t, DIST__S_LEASE);
             dist__m_timer_add(s, &t->timer, s->now + s_lease_ms(s, t), DIST__TIMER_LEASE);
             w->held++;
             q->in_flight++;
@@ -638,7 +658,9 @@ void dist__m_flush_results(dist_master_t *s)
 
 /* ---- SUBMIT ---------------------------------------------------------------------------------- */
 
-enum { SUB_OK = 0, SUB_BAD, SUB_LARGE, SUB_UNKNOWN, SUB_FULL, SUB_FULL_RESULTS, SUB_NOMEM };
+enum {
+    SUB_OK = 0, SUB_BAD, SUB_LARGE, SUB_UNKNOWN, SUB_FULL, SUB_FULL_RESULTS, SUB_NOMEM, SUB_STORE
+};
 
 /* Stores one task of a SUBMIT. *last caches the previous task's queue:
  * a batch is usually of one name, so this saves a hash per task. */
@@ -648,8 +670,12 @@ static int s_submit_one(dist_master_t *s, dist__mclient_t *cn, const msgpack_obj
     dist__task_t t;
     if (dist__parse_task(o, false, &t))
         return SUB_BAD;
-    if (s_task_find(s, &t.id))
-        return SUB_OK; /* idempotent: nothing changes */
+    const dist__mtask_t *old = s_task_find(s, &t.id);
+    if (old) {
+        /* Idempotent: nothing changes, unless the first submission has
+         * not reached the store and cannot now. */
+        return (old->sflags & DIST__S_NEW) && dist__m_store_refusing(s) ? SUB_STORE : SUB_OK;
+    }
     if (t.args_len + t.task_len + ITEM_OVERHEAD > s->max_message)
         return SUB_LARGE;
     dist__mtq_t *q = *last;
@@ -657,6 +683,8 @@ static int s_submit_one(dist_master_t *s, dist__mclient_t *cn, const msgpack_obj
         q = *last = dist__m_tq_find(s, t.task, t.task_len);
     if (!q)
         return SUB_UNKNOWN;
+    if (dist__m_store_refusing(s))
+        return SUB_STORE;
     if (s->outstanding >= s->max_queued)
         return SUB_FULL;
     if (cn->pending + cn->unsent.n + cn->sent.n >= s->max_results)
@@ -674,6 +702,10 @@ static int s_submit_one(dist_master_t *s, dist__mclient_t *cn, const msgpack_obj
     memcpy(task->data, t.args, t.args_len);
     task->state = DIST__T_QUEUED;
     task->timer.idx = UINT32_MAX;
+    if (s->store) {
+        task->srow = s->next_row++;
+        dist__m_store_mark(s, task, DIST__S_NEW);
+    }
     dist__hmap_add(&s->tasks, s_id_hash(s, &t.id), task); /* reserved: cannot fail */
     dist__dl_push_back(&q->ready, &task->node);
     q->refs++;
@@ -737,9 +769,18 @@ static void s_pack_rejection(dist_master_t *s, msgpack_packer *pk, const dist__m
                  s->outstanding, s->max_queued);
         break;
     case SUB_FULL_RESULTS:
-        snprintf(msg, sizeof msg, "%zu tasks and results are pending for client %s "
-                 "(--max-results %zu): acknowledge results, then retry",
-                 cn->pending + cn->unsent.n + cn->sent.n, cn->key.name, s->max_results);
+        if (cn)
+            snprintf(msg, sizeof msg, "%zu tasks and results are pending for client %s "
+                     "(--max-results %zu): acknowledge results, then retry",
+                     cn->pending + cn->unsent.n + cn->sent.n, cn->key.name, s->max_results);
+        else
+            snprintf(msg, sizeof msg, "too many tasks and results are pending for this client "
+                     "(--max-results %zu): acknowledge results, then retry", s->max_results);
+        break;
+    case SUB_STORE:
+        codename = "store_failed";
+        snprintf(msg, sizeof msg, "the master's store cannot write (%s): nothing was accepted; "
+                 "retry later", dist__m_store_why(s));
         break;
     default:
         snprintf(msg, sizeof msg, "the master is out of memory: retry later");
@@ -753,6 +794,30 @@ static void s_pack_rejection(dist_master_t *s, msgpack_packer *pk, const dist__m
     dist__pk_kv_u64(pk, "index", index);
     dist__pk_kv_str(pk, "code", codename);
     dist__pk_kv_str(pk, "error", msg);
+}
+
+/* ACCEPTED {ids, rejected} for a SUBMIT's tasks and their codes, into s->out. */
+static void s_pack_accepted(dist_master_t *s, const dist__mclient_t *cn,
+                            const msgpack_object *items, size_t n, const uint8_t *codes)
+{
+    size_t accepted = 0;
+    for (size_t i = 0; i < n; i++)
+        accepted += codes[i] == SUB_OK;
+    dist_wire_buf_reset(s->out);
+    msgpack_packer *pk = dist_wire_buf_packer(s->out);
+    msgpack_pack_map(pk, 2);
+    dist__pk_str(pk, "ids");
+    msgpack_pack_array(pk, accepted);
+    for (size_t i = 0; i < n; i++) {
+        dist__id_t id;
+        if (codes[i] == SUB_OK && dist__get_id(&items[i], "id", &id) == 0)
+            dist__pk_id(pk, &id);
+    }
+    dist__pk_str(pk, "rejected");
+    msgpack_pack_array(pk, n - accepted);
+    for (size_t i = 0; i < n; i++)
+        if (codes[i] != SUB_OK)
+            s_pack_rejection(s, pk, cn, &items[i], i, codes[i]);
 }
 
 void dist__m_submit(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
@@ -777,31 +842,43 @@ void dist__m_submit(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *ro
     }
     bool room = dist__hmap_reserve(&s->tasks, n) == 0;
     uint64_t fresh = 0;
-    size_t accepted = 0;
     dist__mtq_t *last = NULL;
-    for (size_t i = 0; i < n; i++) {
-        codes[i] = (uint8_t)s_submit_one(s, cn, &items[i], room, &last, &fresh);
-        accepted += codes[i] == SUB_OK;
-    }
-    dist_wire_buf_reset(s->out);
-    msgpack_packer *pk = dist_wire_buf_packer(s->out);
-    msgpack_pack_map(pk, 2);
-    dist__pk_str(pk, "ids");
-    msgpack_pack_array(pk, accepted);
-    for (size_t i = 0; i < n; i++) {
-        dist__id_t id;
-        if (codes[i] == SUB_OK && dist__get_id(&items[i], "id", &id) == 0)
-            dist__pk_id(pk, &id);
-    }
-    dist__pk_str(pk, "rejected");
-    msgpack_pack_array(pk, n - accepted);
     for (size_t i = 0; i < n; i++)
-        if (codes[i] != SUB_OK)
-            s_pack_rejection(s, pk, cn, &items[i], i, codes[i]);
-    free(codes);
+        codes[i] = (uint8_t)s_submit_one(s, cn, &items[i], room, &last, &fresh);
     if (fresh)
         dist__m_rate_add(s, fresh, 0);
+    if (s->store) {
+        /* The reply waits for the commit, with the SUBMIT it answers. If
+         * it cannot wait, the client hears nothing and submits again
+         * (idempotent) rather than hear "accepted" too early. */
+        dist__inmsg_t *m = s->cur;
+        if (m && m->root == root && dist__m_hold_accepted(s, p, m->body, codes) == 0) {
+            m->body = NULL;
+            return;
+        }
+        free(codes);
+        return;
+    }
+    s_pack_accepted(s, cn, items, n, codes);
+    free(codes);
     dist__m_send(s, p, DIST__CMD_ACCEPTED, s->out, NULL, NULL, 0);
+}
+
+void dist__m_accepted_pack(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root,
+                           uint8_t *codes, bool recheck)
+{
+    const msgpack_object *items = NULL;
+    size_t n = 0;
+    dist__get_array(root, "tasks", &items, &n); /* it was there when it came */
+    for (size_t i = 0; recheck && i < n; i++) {
+        dist__id_t id;
+        if (codes[i] != SUB_OK || dist__get_id(&items[i], "id", &id))
+            continue;
+        const dist__mtask_t *t = s_task_find(s, &id);
+        if (!t || (t->sflags & DIST__S_NEW))
+            codes[i] = SUB_STORE;
+    }
+    s_pack_accepted(s, p->cn, items, n, codes);
 }
 
 /* ---- RESULTS, RETURN, ACK ----------------------------------------------------------------------- */
@@ -913,6 +990,7 @@ void dist__m_return(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *ro
             t->state = DIST__T_QUEUED;
             dist__dl_push_front(&t->q->ready, &t->node);
             s_tq_dirty(s, t->q);
+            dist__m_store_mark(s, t, DIST__S_META);
         } else {
             s_ghost_release(s, p, &id);
         }
@@ -935,9 +1013,89 @@ void dist__m_ack(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
             continue;
         dist__dl_remove(t->sent ? &cn->sent : &cn->unsent, &t->node);
         dist__hmap_del(&s->tasks, s_id_hash(s, &id), t);
-        s_task_free(t);
+        if (!dist__m_store_drop(s, t))
+            dist__m_task_free(t);
         s->results_waiting--;
     }
+}
+
+/* ---- the store: recovery and refused inserts ---------------------------------------------- */
+
+int dist__m_restore_name(dist_master_t *s, const char *name, size_t len)
+{
+    return s_tq_get(s, name, len, false) ? 0 : DIST_ENOMEM;
+}
+
+int dist__m_restore_task(dist_master_t *s, const dist__srow_t *r)
+{
+    if (s_task_find(s, &r->id))
+        return DIST_EINVAL; /* the same id twice: not a store this master wrote */
+    if (dist__hmap_reserve(&s->tasks, 1))
+        return DIST_ENOMEM;
+    dist__mclient_t *cn = s_cn_get(s, r->client, r->client_len);
+    /* A name missing from the names table is known again from now on. */
+    dist__mtq_t *q = cn && !r->done ? s_tq_get(s, r->task, r->task_len, true) : NULL;
+    dist__mtask_t *t = cn && (q || r->done) ? malloc(sizeof *t + r->len) : NULL;
+    char *reasons = r->reasons && t ? strndup(r->reasons, REASONS_MAX + 8) : NULL;
+    if (!t || (r->reasons && !reasons)) {
+        free(t);
+        if (cn)
+            s_cn_maybe_free(s, cn);
+        return DIST_ENOMEM;
+    }
+    memset(t, 0, sizeof *t);
+    t->id = r->id;
+    t->cn = cn;
+    t->attempt = r->attempt;
+    t->timeout_ms = r->timeout_ms;
+    t->len = t->cap = (uint32_t)r->len;
+    memcpy(t->data, r->data, r->len);
+    t->reasons = reasons;
+    t->timer.idx = UINT32_MAX;
+    t->srow = r->row;
+    dist__hmap_add(&s->tasks, s_id_hash(s, &t->id), t); /* reserved */
+    if (r->done) {
+        t->state = DIST__T_DONE;
+        t->status = (uint8_t)r->status;
+        dist__dl_push_back(&cn->unsent, &t->node);
+        s->results_waiting++;
+        return 0;
+    }
+    t->state = DIST__T_QUEUED;
+    t->q = q;
+    dist__dl_push_back(&q->ready, &t->node);
+    q->refs++;
+    s->outstanding++;
+    cn->pending++;
+    s_tq_dirty(s, q);
+    if (r->leased) {
+        /* The attempt may have started before the master stopped: it
+         * counts, as if its worker had died. */
+        s_add_reason(t, "the master stopped while the task was leased");
+        if (t->attempt >= (uint32_t)s->max_attempts) {
+            dist__dl_remove(&q->ready, &t->node);
+            s_give_up(s, t);
+        } else {
+            t->attempt++;
+            dist__m_store_mark(s, t, DIST__S_META);
+        }
+    }
+    return 0;
+}
+
+void dist__m_unsubmit(dist_master_t *s, dist__mtask_t *t)
+{
+    dist__mclient_t *cn = t->cn;
+    dist__dl_remove(&t->q->ready, &t->node);
+    dist__hmap_del(&s->tasks, s_id_hash(s, &t->id), t);
+    t->q->refs--;
+    t->q = NULL;
+    t->cn = NULL;
+    s->outstanding--;
+    cn->pending--;
+    s->c.submitted--;
+    dist__m_store_drop(s, t);
+    s_cn_maybe_free(s, cn);
 }
 
 /* ---- teardown ------------------------------------------------------------------------------------ */
@@ -946,7 +1104,7 @@ void dist__m_tasks_free(dist_master_t *s)
 {
     for (size_t i = 0; i < s->tasks.cap; i++)
         if (s->tasks.slots[i].item)
-            s_task_free(s->tasks.slots[i].item);
+            dist__m_task_free(s->tasks.slots[i].item);
     for (size_t i = 0; i < s->peers.cap; i++) {
         dist__mpeer_t *p = s->peers.slots[i].item;
         if (!p)

@@ -12,6 +12,23 @@
  *  one (dist_master_start).
  *
  *  Options left at 0 / NULL take the defaults shown.
+ *
+ *  Durability. Without `store` everything is in memory: a restart loses
+ *  queued tasks and undelivered results. With `store` (an SQLite file in
+ *  WAL mode, created when missing, locked by one master at a time), each
+ *  loop turn commits what it changed in one transaction before it sends
+ *  any reply that depends on it: ACCEPTED only once the tasks are in the
+ *  file, a result to its client only once it is DONE in the file. A new
+ *  master on the same file recovers every task that was not acknowledged:
+ *  not done ones are queued again (one whose attempt was leased gets
+ *  attempt + 1, or gave_up beyond max_attempts, as when a worker dies),
+ *  done ones wait for their client name; task names announced by workers
+ *  stay known. Named queues are not stored. A commit is in the kernel
+ *  when it returns, so it survives the process being killed; only with
+ *  store_fsync is it also on disk (survives power loss), at the cost of
+ *  an fsync per turn. When the file cannot be written (disk full, I/O
+ *  error), new tasks are refused with store_failed, nothing accepted is
+ *  lost, the master keeps serving from memory and retries every second.
  */
 #ifndef DIST_MASTER_H_INCLUDED
 #define DIST_MASTER_H_INCLUDED
@@ -39,8 +56,10 @@ typedef struct {
     size_t max_queued;             /* tasks queued (and items per named queue); default 10,000,000 */
     size_t max_results;            /* results waiting per client name; default 1,000,000 */
     size_t max_message;            /* bytes; default 64 MiB */
-    const char *store;             /* SQLite file for durable state; NULL: in memory.
-                                      Not supported yet: non-NULL fails with EINVAL */
+    const char *store;             /* SQLite file for durable state (see below);
+                                      NULL: everything in memory, lost on restart */
+    bool store_fsync;              /* fsync the store at every commit: survives power
+                                      loss too (slower); default off */
     /* Security (docs/PROTOCOL.md section 9). Without key, binding to a
      * non-loopback address needs insecure. Not supported yet: key and the
      * allow lists fail with EINVAL; a non-loopback bind is accepted with a
@@ -57,11 +76,15 @@ typedef struct {
 } dist_master_opts_t;
 
 /* Creates a master and binds its endpoint. NULL with errno on failure
- * (EADDRINUSE, EINVAL for bad options or a refused insecure bind, the
- * errno of opening the store, EPROTONOSUPPORT for an unknown transport,
- * ENOTSUP for a libzmq older than 4.3.3, ...); the reason is also logged
- * ("cannot bind tcp://...: Address already in use"). Uses czmq's global
- * ZeroMQ context: create masters after any fork(). */
+ * (EADDRINUSE, EINVAL for bad options or a refused insecure bind,
+ * EPROTONOSUPPORT for an unknown transport, ENOTSUP for a libzmq older
+ * than 4.3.3, ...); the reason is also logged ("cannot bind tcp://...:
+ * Address already in use"). A store that cannot be used fails it too:
+ * EACCES or EROFS (not writable), EBUSY (another master has it), EINVAL
+ * (not a libdist store, or damaged), ENOTSUP (written by a newer libdist),
+ * or the errno of opening it. Opening the store loads it: this takes
+ * time proportional to what it holds. Uses czmq's global ZeroMQ context:
+ * create masters after any fork(). */
 DIST_EXPORT dist_master_t *dist_master_new(const dist_master_opts_t *opts);
 
 /* Stops the loop if it runs, closes everything, frees; *self_p = NULL. */

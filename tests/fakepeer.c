@@ -1,0 +1,504 @@
+/* fakepeer.c - fake workers and clients for the master's tests (see
+ * fakepeer.h). */
+#include "fakepeer.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zmq.h>
+
+/* Fake peers that must stay alive: every wait sends them heartbeats. */
+static zsock_t *g_alive[4];
+static size_t g_nalive;
+
+void fp_keep_alive(zsock_t *a, zsock_t *b)
+{
+    g_nalive = 0;
+    if (a)
+        g_alive[g_nalive++] = a;
+    if (b)
+        g_alive[g_nalive++] = b;
+}
+
+/* ---- fixtures ------------------------------------------------------------------------ */
+
+/* DIST_TEST_LOG=1 shows the master's log while debugging a test. */
+void fp_log(dist_log_level_t level, const char *component, const char *msg, void *ud)
+{
+    (void)ud;
+    fprintf(stderr, "%lld %s %s: %s\n", (long long)dt_now_ms(), dist_log_level_name(level),
+            component, msg);
+}
+
+dist_master_t *fp_start(const dist_master_opts_t *opts)
+{
+    dist_master_opts_t o;
+    memset(&o, 0, sizeof o);
+    if (opts)
+        o = *opts;
+    if (getenv("DIST_TEST_LOG")) {
+        o.log = fp_log;
+        o.log_level = DIST_LOG_DEBUG;
+    }
+    if (!o.bind)
+        o.bind = "tcp://127.0.0.1:0";
+    if (!o.heartbeat_timeout_ms)
+        o.heartbeat_timeout_ms = FP_SAFE_TIMEOUT_MS;
+    g_nalive = 0;
+    dist_master_t *m = dist_master_new(&o);
+    assert_non_null(m);
+    assert_int_equal(dist_master_start(m), 0);
+    return m;
+}
+
+zsock_t *fp_connect_ep(const char *endpoint)
+{
+    zsock_t *s = zsock_new(ZMQ_DEALER);
+    assert_non_null(s);
+    dist__sock_setup(s, false, NULL);
+    assert_int_equal(zsock_connect(s, "%s", endpoint), 0);
+    return s;
+}
+
+zsock_t *fp_connect(dist_master_t *m)
+{
+    return fp_connect_ep(dist_master_endpoint(m));
+}
+
+dist_wire_buf_t *fp_buf(msgpack_packer **pk)
+{
+    dist_wire_buf_t *b = dist_wire_buf_new(0);
+    assert_non_null(b);
+    *pk = dist_wire_buf_packer(b);
+    return b;
+}
+
+dist_wire_buf_t *fp_batch(msgpack_packer **pk, const char *key, size_t n)
+{
+    dist_wire_buf_t *b = fp_buf(pk);
+    msgpack_pack_map(*pk, 1);
+    dist__pk_str(*pk, key);
+    msgpack_pack_array(*pk, n);
+    return b;
+}
+
+void fp_send(zsock_t *s, dist__cmd_t cmd, dist_wire_buf_t *b)
+{
+    assert_int_equal(dist__proto_send_buf(s, NULL, 0, cmd, b), 0);
+    dist_wire_buf_destroy(&b);
+}
+
+/* The next message other than HEARTBEAT within ms, while the peers of
+ * g_alive send a heartbeat every 100 ms. 0 or DIST_ETIMEDOUT. */
+int fp_recv(zsock_t *s, int ms, dist__inmsg_t *m)
+{
+    int64_t end = dt_now_ms() + ms, next_ka = 0;
+    dist_wire_limits_t lim = dist__body_limits(0);
+    size_t nka = g_nalive;
+    for (;;) {
+        int64_t now = dt_now_ms();
+        if (nka && now >= next_ka) {
+            for (size_t i = 0; i < nka; i++)
+                dist__proto_send_empty(g_alive[i], NULL, 0, DIST__CMD_HEARTBEAT);
+            next_ka = now + 100;
+        }
+        int rc = dist__proto_recv(s, false, &lim, m);
+        if (rc == 0) {
+            if (m->cmd != DIST__CMD_HEARTBEAT)
+                return 0;
+            dist__inmsg_clear(m);
+            continue;
+        }
+        assert_int_equal(rc, DIST_EAGAIN);
+        if (now >= end)
+            return DIST_ETIMEDOUT;
+        zmq_pollitem_t it = { zsock_resolve(s), 0, ZMQ_POLLIN, 0 };
+        long wait = (long)(end - now);
+        if (nka && wait > 50)
+            wait = 50;
+        zmq_poll(&it, 1, wait);
+    }
+}
+
+void fp_expect(zsock_t *s, dist__cmd_t cmd, dist__inmsg_t *m)
+{
+    if (fp_recv(s, FP_WAIT_MS, m))
+        fail_msg("expected %s, got nothing", dist__cmd_name(cmd));
+    if (m->cmd != cmd) {
+        const char *code = "", *err = "";
+        size_t cn = 0, en = 0;
+        dist__get_str(m->root, "code", &code, &cn);
+        dist__get_str(m->root, "error", &err, &en);
+        fail_msg("expected %s, got %s %.*s %.*s", dist__cmd_name(cmd), dist__cmd_name(m->cmd),
+                 (int)cn, code, (int)en, err);
+    }
+}
+
+void fp_expect_any(zsock_t *s, dist__inmsg_t *m)
+{
+    if (fp_recv(s, FP_WAIT_MS, m))
+        fail_msg("expected a message, got nothing");
+}
+
+void fp_expect_none(zsock_t *s, int ms)
+{
+    dist__inmsg_t m;
+    if (fp_recv(s, ms, &m) == 0) {
+        const char *name = dist__cmd_name(m.cmd);
+        dist__inmsg_clear(&m);
+        fail_msg("unexpected %s", name);
+    }
+}
+
+/* Asserts m is ERROR with this code. */
+void fp_expect_error(zsock_t *s, const char *code)
+{
+    dist__inmsg_t m;
+    fp_expect(s, DIST__CMD_ERROR, &m);
+    const char *c;
+    size_t n;
+    assert_int_equal(dist__get_str(m.root, "code", &c, &n), 0);
+    if (n != strlen(code) || memcmp(c, code, n) != 0)
+        fail_msg("expected ERROR %s, got %.*s", code, (int)n, c);
+    dist__inmsg_clear(&m);
+}
+
+bool fp_str_is(const msgpack_object *map, const char *key, const char *want)
+{
+    const char *s;
+    size_t n;
+    return dist__get_str(map, key, &s, &n) == 0 && n == strlen(want) && memcmp(s, want, n) == 0;
+}
+
+dist__id_t fp_id(int n)
+{
+    dist__id_t id;
+    memset(&id, 0xA5, sizeof id);
+    memcpy(id.b, &n, sizeof n);
+    return id;
+}
+
+int fp_id_num(const dist__id_t *id)
+{
+    int n;
+    memcpy(&n, id->b, sizeof n);
+    return n;
+}
+
+/* ---- fake peers ---------------------------------------------------------------------- */
+
+void fp_hello_worker(zsock_t *s, const char *name, uint32_t slots, uint32_t cap,
+                     const char *const *tasks, size_t n)
+{
+    msgpack_packer *pk;
+    dist_wire_buf_t *b = fp_buf(&pk);
+    msgpack_pack_map(pk, 7);
+    dist__pk_kv_str(pk, "role", "worker");
+    dist__pk_kv_str(pk, "name", name);
+    dist__pk_kv_str(pk, "host", "testhost");
+    dist__pk_kv_u64(pk, "pid", 4242);
+    dist__pk_kv_u64(pk, "slots", slots);
+    dist__pk_kv_u64(pk, "capacity", cap);
+    dist__pk_str(pk, "tasks");
+    msgpack_pack_array(pk, n);
+    for (size_t i = 0; i < n; i++)
+        dist__pk_str(pk, tasks[i]);
+    fp_send(s, DIST__CMD_HELLO, b);
+}
+
+zsock_t *fp_worker_ep(const char *endpoint, const char *name, uint32_t slots, uint32_t cap,
+                      const char *task)
+{
+    zsock_t *s = fp_connect_ep(endpoint);
+    fp_hello_worker(s, name, slots, cap, &task, 1);
+    dist__inmsg_t msg;
+    fp_expect(s, DIST__CMD_WELCOME, &msg);
+    dist__inmsg_clear(&msg);
+    return s;
+}
+
+zsock_t *fp_worker(dist_master_t *m, const char *name, uint32_t slots, uint32_t cap,
+                   const char *task)
+{
+    return fp_worker_ep(dist_master_endpoint(m), name, slots, cap, task);
+}
+
+void fp_hello_client(zsock_t *s, const char *name)
+{
+    msgpack_packer *pk;
+    dist_wire_buf_t *b = fp_buf(&pk);
+    msgpack_pack_map(pk, 4);
+    dist__pk_kv_str(pk, "role", "client");
+    dist__pk_kv_str(pk, "name", name);
+    dist__pk_kv_str(pk, "host", "testhost");
+    dist__pk_kv_u64(pk, "pid", 77);
+    fp_send(s, DIST__CMD_HELLO, b);
+}
+
+/* A client; *pending gets WELCOME's pending_results when not NULL. */
+zsock_t *fp_client(dist_master_t *m, const char *name, uint64_t *pending)
+{
+    return fp_client_ep(dist_master_endpoint(m), name, pending);
+}
+
+zsock_t *fp_client_ep(const char *endpoint, const char *name, uint64_t *pending)
+{
+    zsock_t *s = fp_connect_ep(endpoint);
+    fp_hello_client(s, name);
+    dist__inmsg_t msg;
+    fp_expect(s, DIST__CMD_WELCOME, &msg);
+    uint64_t p;
+    assert_int_equal(dist__get_u64(msg.root, "pending_results", &p), 0);
+    if (pending)
+        *pending = p;
+    dist__inmsg_clear(&msg);
+    return s;
+}
+
+/* SUBMIT tasks ids[0..n) of one name, args [i]. */
+void fp_submit(zsock_t *c, const char *task, const int *ids, size_t n, uint32_t timeout_ms)
+{
+    msgpack_packer *pk;
+    dist_wire_buf_t *b = fp_batch(&pk, "tasks", n);
+    for (size_t i = 0; i < n; i++) {
+        dist__id_t id = fp_id(ids[i]);
+        uint8_t args[2] = { 0x91, (uint8_t)(ids[i] & 0x7f) };
+        dist__task_t t = { id, 0, task, strlen(task), args, 2, timeout_ms };
+        dist__pack_task(pk, &t, false);
+    }
+    fp_send(c, DIST__CMD_SUBMIT, b);
+}
+
+/* Waits for ACCEPTED: returns the number accepted; the first rejection's
+ * code goes to code (when there is one). */
+size_t fp_accepted(zsock_t *c, size_t *rejected, char *code, size_t codelen)
+{
+    dist__inmsg_t m;
+    fp_expect(c, DIST__CMD_ACCEPTED, &m);
+    const msgpack_object *ids, *rej;
+    size_t n, nr;
+    assert_int_equal(dist__get_array(m.root, "ids", &ids, &n), 0);
+    assert_int_equal(dist__get_array(m.root, "rejected", &rej, &nr), 0);
+    if (rejected)
+        *rejected = nr;
+    if (code && codelen)
+        code[0] = 0;
+    if (nr && code) {
+        const char *s;
+        size_t sn;
+        assert_int_equal(dist__get_str(&rej[0], "code", &s, &sn), 0);
+        snprintf(code, codelen, "%.*s", (int)sn, s);
+        assert_int_equal(dist__get_str(&rej[0], "error", &s, &sn), 0);
+        assert_true(sn > 0);
+    }
+    dist__inmsg_clear(&m);
+    return n;
+}
+
+void fp_submit_ok(zsock_t *c, const char *task, const int *ids, size_t n)
+{
+    fp_submit(c, task, ids, n, 0);
+    size_t rej;
+    assert_int_equal(fp_accepted(c, &rej, NULL, 0), n);
+    assert_int_equal(rej, 0);
+}
+
+
+/* Receives one TASKS message. */
+size_t fp_tasks(zsock_t *w, fp_task_t *out, size_t max)
+{
+    dist__inmsg_t m;
+    fp_expect(w, DIST__CMD_TASKS, &m);
+    const msgpack_object *items;
+    size_t n;
+    assert_int_equal(dist__get_array(m.root, "tasks", &items, &n), 0);
+    assert_true(n >= 1);
+    assert_true(n <= max);
+    for (size_t i = 0; i < n; i++) {
+        dist__task_t t;
+        assert_int_equal(dist__parse_task(&items[i], true, &t), 0);
+        out[i].id = t.id;
+        out[i].attempt = t.attempt;
+        out[i].timeout_ms = t.timeout_ms;
+        snprintf(out[i].task, sizeof out[i].task, "%.*s", (int)t.task_len, t.task);
+        assert_int_equal(t.args_len, 2);
+        assert_int_equal(((const uint8_t *)t.args)[0], 0x91);
+    }
+    dist__inmsg_clear(&m);
+    return n;
+}
+
+/* RESULTS from a worker: one result; text is the value (ok) or error. */
+void fp_result(zsock_t *w, const dist__id_t *id, uint32_t attempt, dist__status_t st,
+               const char *text)
+{
+    msgpack_packer *pk;
+    dist_wire_buf_t *b = fp_batch(&pk, "results", 1);
+    dist__result_t r = { .id = *id, .attempt = attempt, .status = st };
+    if (st == DIST__ST_OK) {
+        r.value = text;
+        r.value_len = strlen(text);
+    } else {
+        r.error = text;
+        r.error_len = strlen(text);
+    }
+    dist__pack_result(pk, &r, true);
+    fp_send(w, DIST__CMD_RESULTS, b);
+}
+
+
+/* Collects exactly `want` results from RESULTS messages to a client. */
+void fp_results(zsock_t *c, fp_res_t *out, size_t want)
+{
+    size_t got = 0;
+    while (got < want) {
+        dist__inmsg_t m;
+        fp_expect(c, DIST__CMD_RESULTS, &m);
+        const msgpack_object *items;
+        size_t n;
+        assert_int_equal(dist__get_array(m.root, "results", &items, &n), 0);
+        assert_true(got + n <= want);
+        for (size_t i = 0; i < n; i++) {
+            dist__result_t r;
+            assert_int_equal(dist__parse_result(&items[i], false, &r), 0);
+            assert_null(dist_wire_map_get(&items[i], "attempt"));
+            out[got].id = r.id;
+            out[got].status = r.status;
+            if (r.status == DIST__ST_OK)
+                snprintf(out[got].text, sizeof out[got].text, "%.*s", (int)r.value_len,
+                         (const char *)r.value);
+            else
+                snprintf(out[got].text, sizeof out[got].text, "%.*s", (int)r.error_len, r.error);
+            got++;
+        }
+        dist__inmsg_clear(&m);
+    }
+}
+
+void fp_ids_msg(zsock_t *s, dist__cmd_t cmd, const dist__id_t *ids, size_t n)
+{
+    msgpack_packer *pk;
+    dist_wire_buf_t *b = fp_batch(&pk, "ids", n);
+    for (size_t i = 0; i < n; i++)
+        dist__pk_id(pk, &ids[i]);
+    fp_send(s, cmd, b);
+}
+
+/* STATUS: returns the reply (the caller clears it). */
+void fp_status(zsock_t *c, dist__inmsg_t *m)
+{
+    msgpack_packer *pk;
+    dist_wire_buf_t *b = fp_buf(&pk);
+    msgpack_pack_map(pk, 1);
+    dist__pk_kv_u64(pk, "req", 99);
+    fp_send(c, DIST__CMD_STATUS, b);
+    fp_expect(c, DIST__CMD_STATUS, m);
+    uint64_t req;
+    assert_int_equal(dist__get_u64(m->root, "req", &req), 0);
+    assert_int_equal(req, 99);
+}
+
+uint64_t fp_counter(zsock_t *c, const char *name)
+{
+    dist__inmsg_t m;
+    fp_status(c, &m);
+    uint64_t v;
+    assert_int_equal(dist__get_u64(dist_wire_map_get(m.root, "counters"), name, &v), 0);
+    dist__inmsg_clear(&m);
+    return v;
+}
+
+void fp_raw(zsock_t *s, int nframes, const char *const *frames, const size_t *lens)
+{
+    for (int i = 0; i < nframes; i++)
+        zmq_send(zsock_resolve(s), frames[i], lens[i], i + 1 < nframes ? ZMQ_SNDMORE : 0);
+}
+
+/* Runs dist-master with args; stdout/stderr go to the returned pipe fd
+ * when out_fd is not NULL (else to /dev/null). */
+/* Runs bin with args; its output goes to the log file (appended) when
+ * log is set, else to the pipe *out_fd, or /dev/null. */
+static pid_t s_spawn(const char *bin, const char *const *args, int *out_fd, const char *log)
+{
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dt_child_init();
+        if (log || !out_fd) {
+            close(p[1]);
+            p[1] = log ? open(log, O_WRONLY | O_CREAT | O_APPEND, 0644)
+                       : open("/dev/null", O_WRONLY);
+        }
+        dup2(p[1], 1);
+        dup2(p[1], 2);
+        close(p[0]);
+        close(p[1]);
+        char *argv[FP_MAX_ARGS + 2];
+        int n = 0;
+        argv[n++] = (char *)bin;
+        for (; n <= FP_MAX_ARGS && args[n - 1]; n++)
+            argv[n] = (char *)args[n - 1];
+        argv[n] = NULL;
+        execv(bin, argv);
+        _exit(127);
+    }
+    close(p[1]);
+    if (out_fd && !log)
+        *out_fd = p[0];
+    else
+        close(p[0]);
+    return pid;
+}
+
+pid_t fp_spawn(const char *bin, const char *const *args, int *out_fd)
+{
+    return s_spawn(bin, args, out_fd, NULL);
+}
+
+pid_t fp_spawn_log(const char *bin, const char *const *args, const char *log)
+{
+    return s_spawn(bin, args, NULL, log);
+}
+
+/* Reads what the child writes until `want` shows up or it closes. */
+bool fp_read_until(int fd, const char *want, char *buf, size_t cap, int ms)
+{
+    size_t off = 0;
+    int64_t end = dt_now_ms() + ms;
+    buf[0] = 0;
+    while (dt_now_ms() < end && off + 1 < cap) {
+        struct pollfd pf = { fd, POLLIN, 0 };
+        if (poll(&pf, 1, 100) <= 0)
+            continue;
+        ssize_t r = read(fd, buf + off, cap - 1 - off);
+        if (r <= 0)
+            break;
+        off += (size_t)r;
+        buf[off] = 0;
+        if (strstr(buf, want))
+            return true;
+    }
+    return false;
+}
+
+int fp_wait_status(pid_t pid)
+{
+    int st;
+    int64_t end = dt_now_ms() + 10000;
+    while (waitpid(pid, &st, WNOHANG) == 0) {
+        if (dt_now_ms() > end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            fail_msg("child %d did not exit", (int)pid);
+        }
+        dt_sleep_ms(10);
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}

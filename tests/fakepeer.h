@@ -1,0 +1,121 @@
+/* fakepeer.h - fake workers and clients for the master's tests.
+ *
+ * DEALER sockets in the test process that speak docs/PROTOCOL.md through
+ * proto_internal.h, so every message on the wire is checked, plus helpers
+ * to start a master in a thread (fp_start) or a program as a child
+ * (fp_spawn). Waits (fp_recv and everything built on it) send a heartbeat
+ * every 100 ms from the peers given to fp_keep_alive, so that they stay
+ * alive while the test waits on another socket. Failures are cmocka
+ * assertions: call these from the test process only.
+ */
+#ifndef DIST_FAKEPEER_H_INCLUDED
+#define DIST_FAKEPEER_H_INCLUDED
+
+#include <czmq.h>
+#include <dist.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "proto_internal.h"
+#include "testutil.h"
+
+/* How long an expected message may take. */
+#define FP_WAIT_MS 5000
+/* Heartbeat timeout of masters started by fp_start (unless the test sets
+ * one): long, so that a loaded machine never writes off a fake peer. */
+#define FP_SAFE_TIMEOUT_MS 10000
+
+/* A task as a fake worker received it. */
+typedef struct {
+    dist__id_t id;
+    uint32_t attempt;
+    uint32_t timeout_ms;
+    char task[DIST__NAME_MAX + 1];
+} fp_task_t;
+
+/* A result as a fake client received it. */
+typedef struct {
+    dist__id_t id;
+    dist__status_t status;
+    char text[2048];
+} fp_res_t;
+
+/* ---- masters and programs ------------------------------------------------------------- */
+
+/* Log callback for DIST_TEST_LOG=1 (every line to stderr). */
+void fp_log(dist_log_level_t level, const char *component, const char *msg, void *ud);
+/* A master in its own thread on tcp://127.0.0.1 (a free port) unless
+ * opts says otherwise. */
+dist_master_t *fp_start(const dist_master_opts_t *opts);
+/* Runs bin with args (NULL-terminated, at most FP_MAX_ARGS); its stdout
+ * and stderr go to *out_fd (a pipe) or, when out_fd is NULL, to /dev/null
+ * - or, with fp_spawn_log, are appended to the file log. */
+#define FP_MAX_ARGS 30
+pid_t fp_spawn(const char *bin, const char *const *args, int *out_fd);
+pid_t fp_spawn_log(const char *bin, const char *const *args, const char *log);
+/* Reads fd into buf until `want` shows up (true), it closes, or ms pass. */
+bool fp_read_until(int fd, const char *want, char *buf, size_t cap, int ms);
+/* Waits (up to 10 s, then SIGKILL and fail) for pid: its exit status, or
+ * 128 + the signal that killed it. */
+int fp_wait_status(pid_t pid);
+
+/* ---- sockets and messages --------------------------------------------------------------- */
+
+void fp_keep_alive(zsock_t *a, zsock_t *b);
+zsock_t *fp_connect(dist_master_t *m);
+zsock_t *fp_connect_ep(const char *endpoint);
+dist_wire_buf_t *fp_buf(msgpack_packer **pk);
+/* A body {key: [...]} whose n items the caller packs next. */
+dist_wire_buf_t *fp_batch(msgpack_packer **pk, const char *key, size_t n);
+/* Sends the body packed in b (and destroys b). */
+void fp_send(zsock_t *s, dist__cmd_t cmd, dist_wire_buf_t *b);
+/* The next message other than HEARTBEAT within ms: 0 or DIST_ETIMEDOUT. */
+int fp_recv(zsock_t *s, int ms, dist__inmsg_t *m);
+void fp_expect(zsock_t *s, dist__cmd_t cmd, dist__inmsg_t *m);
+/* The next message other than HEARTBEAT, whatever it is. */
+void fp_expect_any(zsock_t *s, dist__inmsg_t *m);
+void fp_expect_none(zsock_t *s, int ms);
+void fp_expect_error(zsock_t *s, const char *code);
+void fp_raw(zsock_t *s, int nframes, const char *const *frames, const size_t *lens);
+bool fp_str_is(const msgpack_object *map, const char *key, const char *want);
+/* Task ids made from small numbers, and back. */
+dist__id_t fp_id(int n);
+int fp_id_num(const dist__id_t *id);
+
+/* ---- workers ----------------------------------------------------------------------------- */
+
+void fp_hello_worker(zsock_t *s, const char *name, uint32_t slots, uint32_t cap,
+                     const char *const *tasks, size_t n);
+/* A welcomed worker of one task name (of the master m, or at endpoint). */
+zsock_t *fp_worker(dist_master_t *m, const char *name, uint32_t slots, uint32_t cap,
+                   const char *task);
+zsock_t *fp_worker_ep(const char *endpoint, const char *name, uint32_t slots, uint32_t cap,
+                      const char *task);
+/* Receives one TASKS message (1 to max tasks, args [i]). */
+size_t fp_tasks(zsock_t *w, fp_task_t *out, size_t max);
+/* RESULTS with one result: text is the value (ok) or the error. */
+void fp_result(zsock_t *w, const dist__id_t *id, uint32_t attempt, dist__status_t st,
+               const char *text);
+
+/* ---- clients ----------------------------------------------------------------------------- */
+
+void fp_hello_client(zsock_t *s, const char *name);
+/* A welcomed client; *pending gets WELCOME's pending_results. */
+zsock_t *fp_client(dist_master_t *m, const char *name, uint64_t *pending);
+zsock_t *fp_client_ep(const char *endpoint, const char *name, uint64_t *pending);
+/* SUBMIT tasks fp_id(ids[i]) of one name, args [i & 0x7f]. */
+void fp_submit(zsock_t *c, const char *task, const int *ids, size_t n, uint32_t timeout_ms);
+/* Waits for ACCEPTED: the number accepted; the rejections' count and the
+ * first one's code when asked. */
+size_t fp_accepted(zsock_t *c, size_t *rejected, char *code, size_t codelen);
+void fp_submit_ok(zsock_t *c, const char *task, const int *ids, size_t n);
+/* Collects exactly `want` results from RESULTS messages. */
+void fp_results(zsock_t *c, fp_res_t *out, size_t want);
+/* ACK or RETURN of these ids. */
+void fp_ids_msg(zsock_t *s, dist__cmd_t cmd, const dist__id_t *ids, size_t n);
+/* STATUS (the caller clears the reply), or one of its counters. */
+void fp_status(zsock_t *c, dist__inmsg_t *m);
+uint64_t fp_counter(zsock_t *c, const char *name);
+
+#endif
