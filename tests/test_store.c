@@ -47,8 +47,8 @@ static scratch_t *s_scratch(void)
     memset(x, 0, sizeof *x);
     snprintf(x->dir, sizeof x->dir, "/tmp/dist_store_XXXXXX");
     assert_non_null(mkdtemp(x->dir));
-    snprintf(x->db, sizeof x->db, "%s/master.db", x->dir);
-    snprintf(x->log, sizeof x->log, "%s/master.log", x->dir);
+    snprintf(x->db, sizeof x->db, "%.63s/master.db", x->dir);
+    snprintf(x->log, sizeof x->log, "%.63s/master.log", x->dir);
     snprintf(x->ep, sizeof x->ep, "ipc://%s/master.sock", x->dir);
     return x;
 }
