@@ -16,6 +16,16 @@ for f in include/dist.h include/dist/queue.h lib/libdist.so lib/libdist.a \
          lib/pkgconfig/libdist.pc lib/cmake/libdist/libdistConfig.cmake; do
     [ -e "$PREFIX/$f" ] || { echo "not installed: $f" >&2; exit 1; }
 done
+# Man pages, generated from --help when help2man is there (scripts install it).
+if command -v help2man >/dev/null; then
+    for p in dist-master dist-worker dist; do
+        page="$PREFIX/share/man/man1/$p.1"
+        [ -s "$page" ] || { echo "not installed: man page $page" >&2; exit 1; }
+        grep -q '^\.SH OPTIONS\|^\.SH DESCRIPTION' "$page" || { echo "$page has no sections" >&2; exit 1; }
+    done
+    grep -q 'max\\-attempts' "$PREFIX/share/man/man1/dist-master.1"
+    grep -q '^\.SS "map"' "$PREFIX/share/man/man1/dist.1"
+fi
 # Only the documented API is exported from the shared library.
 if nm -D --defined-only "$PREFIX/lib/libdist.so" | awk '{print $3}' | grep -v '^dist_' | grep -v '^_' ; then
     echo "libdist.so exports symbols outside the dist_ namespace" >&2
