@@ -1114,6 +1114,8 @@ static long s_next_timeout(const dist_master_t *s)
         next = s->retry_at;
     if (s->store_failed && s->store_retry_at < next)
         next = s->store_retry_at;
+    if (dist__m_obs_next(s) < next)
+        next = dist__m_obs_next(s);
     if (s->dirty_tqs.n || s->dirty_workers.n || s->dirty_clients.n || s->reap.n ||
         (s->store && !s->store_failed && (s->sd_head || s->sq_head)))
         next = s->now;
@@ -1131,6 +1133,7 @@ static void s_turn(dist_master_t *s, bool drained)
     dist__m_dispatch(s);
     dist__m_flush_results(s);
     s_reap(s);
+    dist__m_obs_turn(s);
 }
 
 void dist__m_turn(dist_master_t *s, int64_t now)
@@ -1176,6 +1179,7 @@ static bool s_local_endpoint(const char *ep)
 
 static void s_free(dist_master_t *s)
 {
+    dist__m_obs_close(s);
     dist__m_queues_free(s);
     dist__m_store_close(s);
     dist__m_tasks_free(s);
@@ -1340,6 +1344,15 @@ dist_master_t *dist_master_new(const dist_master_opts_t *opts)
                   s->endpoint);
     dist__log(&s->log, DIST_LOG_INFO, "master %s listening on %s (protocol %d, libdist %s)",
               s->name, s->endpoint, DIST__PROTO_VERSION, DIST_VERSION_STRING);
+    /* The metrics endpoint last: its thread starts here, after anything
+     * that could fail for the master's own reasons. */
+    if (o.metrics) {
+        int rc = dist__m_obs_open(s, o.metrics, o.insecure);
+        if (rc) {
+            err = -rc;
+            goto fail;
+        }
+    }
     return s;
 fail:
     s_free(s);
@@ -1350,6 +1363,12 @@ fail:
 const char *dist_master_endpoint(const dist_master_t *self)
 {
     return self ? self->endpoint : NULL;
+}
+
+int dist_master_metrics_port(const dist_master_t *self)
+{
+    /* obs is set once in dist_master_new and only read afterwards. */
+    return self ? dist__m_obs_port(self) : 0;
 }
 
 int dist_master_run(dist_master_t *s)
