@@ -350,9 +350,13 @@ static void s_reap(dist_master_t *s)
         dist__mpeer_t *p = DIST__CONTAINER_OF(d, dist__mpeer_t, reap);
         char desc[300], why[400];
         dist__m_peer_desc(p, desc, sizeof desc);
-        if (p->role == DIST__ROLE_WORKER)
+        if (p->role == DIST__ROLE_WORKER) {
             dist__log(&s->log, DIST_LOG_WARN, "worker left: %s, connection lost, %zu task(s) requeued",
                       desc, p->leased.n);
+            /* Gone without BYE, as a silent one is: a dead-worker event
+             * for the operator, however the master noticed it. */
+            s->c.dead_workers++;
+        }
         else if (p->role == DIST__ROLE_CLIENT && p->replaced)
             dist__log(&s->log, DIST_LOG_INFO, "client left: %s, a newer connection took its name",
                       desc);

@@ -405,8 +405,23 @@ static bool s_loopback(const char *hp)
     return colon && strspn(hp, "0123456789.") == (size_t)(colon - hp);
 }
 
+/* HOST:PORT in its outline (metrics.c checks the rest), so that a typo
+ * is called a bad address rather than a refused one. */
+static bool s_well_formed(const char *hp)
+{
+    const char *colon = hp ? strrchr(hp, ':') : NULL;
+    size_t pn = colon ? strlen(colon + 1) : 0;
+    return colon && colon > hp && pn >= 1 && pn <= 5 && strspn(colon + 1, "0123456789") == pn;
+}
+
 int dist__m_obs_open(dist_master_t *s, const char *hostport, bool insecure)
 {
+    if (!s_well_formed(hostport)) {
+        dist__log(&s->log, DIST_LOG_ERROR,
+                  "metrics: bad address \"%.200s\": want HOST:PORT, e.g. 127.0.0.1:9464",
+                  hostport ? hostport : "(null)");
+        return DIST_EINVAL;
+    }
     if (!s_loopback(hostport) && !insecure) {
         dist__log(&s->log, DIST_LOG_ERROR,
                   "metrics: refusing %s: the endpoint has no authentication and shows worker "
