@@ -40,7 +40,8 @@ static const struct {
 };
 
 enum {
-    O_MASTER, O_NAME, O_CONNECT, O_LOG, O_LOGFMT, O_TIMEOUT, O_WAIT, O_UNORDERED, O_JSON, O_HELP, O_VERSION
+    O_MASTER, O_NAME, O_CONNECT, O_LOG, O_LOGFMT, O_TIMEOUT, O_WAIT, O_UNORDERED, O_JSON, O_HELP,
+    O_VERSION
 };
 
 static const struct {

@@ -19,7 +19,6 @@
  */
 #include "master_internal.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>

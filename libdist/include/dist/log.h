@@ -4,8 +4,9 @@
  *  The library is silent unless given a log callback. Programs pass one
  *  that prints a line per event (dist-master, dist-worker and dist do, with
  *  a timestamp, the level and the component). The callback may be called
- *  from the component's own thread; it must not call back into the
- *  component.
+ *  from the component's own thread (and, for a master with a metrics
+ *  endpoint, from that endpoint's HTTP thread too); it must not call back
+ *  into the component.
  */
 #ifndef DIST_LOG_H_INCLUDED
 #define DIST_LOG_H_INCLUDED
