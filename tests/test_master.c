@@ -164,7 +164,7 @@ static ssize_t s_http_get(int port, const char *path, char *buf, size_t cap)
  * fails after 10 s with the last scrape. */
 static void s_metrics_until(int port, const char *const *want)
 {
-    static char body[1 << 16];
+    static char body[1 << 20];
     for (int tries = 0; tries < 200; tries++) {
         s_http_get(port, "/metrics", body, sizeof body);
         bool all = true;
@@ -244,6 +244,45 @@ static void test_metrics_endpoint(void **state)
     /* Without metrics: no port. */
     m = fp_start(NULL);
     assert_int_equal(dist_master_metrics_port(m), 0);
+    dist_master_destroy(&m);
+}
+
+/* Task names come from peers: past 1,000 the rest count as "(other)". */
+static void test_metrics_names_bounded(void **state)
+{
+    (void)state;
+    enum { NAMES = 1005 };
+    dist_master_opts_t mo = { .metrics = "127.0.0.1:0" };
+    dist_master_t *m = fp_start(&mo);
+    int port = dist_master_metrics_port(m);
+    static char names[NAMES][16];
+    static const char *np[NAMES];
+    for (int i = 0; i < NAMES; i++) {
+        snprintf(names[i], sizeof names[i], "n%04d", i);
+        np[i] = names[i];
+    }
+    zsock_t *w = fp_connect_ep(dist_master_endpoint(m));
+    fp_hello_worker(w, "many", 1, 1, np, NAMES);
+    dist__inmsg_t msg;
+    fp_expect(w, DIST__CMD_WELCOME, &msg);
+    dist__inmsg_clear(&msg);
+    zsock_t *c = fp_client(m, "mc", NULL);
+    for (int i = 0; i < NAMES; i++)
+        fp_submit_ok(c, names[i], (int[]){ i + 1 }, 1);
+    s_metrics_until(port, (const char *const[]){
+                              "dist_tasks_submitted_total{task=\"(other)\"} 5",
+                              "dist_tasks_submitted_total{task=\"n0000\"} 1",
+                              "dist_tasks_submitted_total{task=\"n0999\"} 1",
+                              NULL });
+    static char body[1 << 20];
+    assert_true(s_http_get(port, "/metrics", body, sizeof body) > 0);
+    assert_null(strstr(body, "task=\"n1000\""));
+    size_t series = 0;
+    for (const char *p = body; (p = strstr(p, "\ndist_tasks_submitted_total{")); p++)
+        series++;
+    assert_int_equal(series, 1001);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
     dist_master_destroy(&m);
 }
 
@@ -1322,6 +1361,7 @@ int main(void)
         cmocka_unit_test_teardown(test_welcome_and_reconnect, dt_teardown),
         cmocka_unit_test_teardown(test_options_refused, dt_teardown),
         cmocka_unit_test_teardown(test_metrics_endpoint, dt_teardown),
+        cmocka_unit_test_teardown(test_metrics_names_bounded, dt_teardown),
         cmocka_unit_test_teardown(test_dispatch_only_to_announcing_workers, dt_teardown),
         cmocka_unit_test_teardown(test_credit_batching_and_credit_message, dt_teardown),
         cmocka_unit_test_teardown(test_spread_to_idle_worker, dt_teardown),
