@@ -137,8 +137,9 @@ def main(bindir):
             check(getattr(e, "code", None) == 404, "/nope: %s" % e)
         check(c.get("/")[1].startswith("text/html"), "dashboard content type")
 
-        # A worker killed outright is a dead-worker event once its
-        # heartbeats stop (the master's timeout is 1.5 s here).
+        # A worker killed outright is a dead-worker event: its connection
+        # is lost at once (or, at the latest, its heartbeats stop for the
+        # master's 5 s timeout).
         c.stop(w, sig=9)
         wait_for(lambda: sample(scrape(c)[1], "dist_dead_workers_total") == 1, 30,
                  "dist_dead_workers_total to reach 1")

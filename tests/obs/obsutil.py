@@ -76,8 +76,11 @@ class Cluster:
         return p, err
 
     def master(self, *extra, metrics="127.0.0.1:0"):
-        argv = [self.master_bin, "--bind", "tcp://127.0.0.1:0", "--heartbeat", "200",
-                "--heartbeat-timeout", "1500"]
+        # A heartbeat timeout that a loaded machine (sanitizers, builds
+        # beside) does not reach by accident; a killed worker is noticed
+        # sooner anyway, by its lost connection.
+        argv = [self.master_bin, "--bind", "tcp://127.0.0.1:0", "--heartbeat", "500",
+                "--heartbeat-timeout", "5000"]
         if metrics:
             argv += ["--metrics", metrics]
         p, err = self.spawn("master", argv + list(extra))
