@@ -192,7 +192,21 @@ def main(bindir):
 
         # The screenshot once the master has a few history steps (5 s
         # each), so that the charts have something to draw.
-        wait_for(lambda: len(c.api().get("history", [])) >= 2, 20, "two history steps")
+        # The history accounts for every task once its step closed: the
+        # 5 s steps' rates add up to the counters.
+        def history_done():
+            a = c.api()
+            h = a.get("history", [])
+            done = sum(round(x["completed_per_s"] * 5) for x in h)
+            sub = sum(round(x["submitted_per_s"] * 5) for x in h)
+            return (len(h) >= 2 and done == a["counters"]["completed"] and
+                    sub == a["counters"]["submitted"]) and h
+        h = wait_for(history_done, 30, "the history to count every task")
+        check(all((x["p50_ms"] is not None) == (x["completed_per_s"] > 0) for x in h),
+              "latency quantiles in the history: %s" % h)
+        check(all(x["p50_ms"] is None or 0 <= x["p50_ms"] <= x["p95_ms"] for x in h),
+              "p50 <= p95: %s" % h)
+        check([x["t"] for x in h] == sorted(x["t"] for x in h), "history order")
         run_chromium(exe, c.http + "/", ["--window-size=1280,1800", "--hide-scrollbars",
                                          "--screenshot=" + shot])
         with open(shot, "rb") as f:
