@@ -5,7 +5,8 @@ against a running cluster.
 Cluster: dist-master --metrics, worker "wa" (test plugin, one process,
 prefetch 1) kept busy by long test.sleep tasks, so that the test.sleep
 queue holds a steady depth and in-flight count; worker "wb" (built-in tasks
-only, two processes) runs dist.echo batches. With the cluster steady, the
+only, two processes) runs dist.echo batches and one dist.sleep with a bad
+argument, whose failure and reason the page must list. With the cluster steady, the
 page is loaded in Chromium (--dump-dom after its script ran and polled
 /api/status) and the numbers it shows - workers alive, each worker's
 slots, busy, done and failed, queued, in flight, completed, submitted -
@@ -77,6 +78,7 @@ class Dom(html.parser.HTMLParser):
         self.ids = {}
         self.workers = {}
         self.queues = {}
+        self.failures = {}
         self.row = None
 
     def handle_starttag(self, tag, attrs):
@@ -87,6 +89,8 @@ class Dom(html.parser.HTMLParser):
             self.row = self.workers.setdefault(a["data-worker"], {})
         elif tag == "tr" and "data-queue" in a:
             self.row = self.queues.setdefault((a["data-queue"], a.get("data-kind")), {})
+        elif tag == "tr" and "data-failure" in a:
+            self.row = self.failures.setdefault(int(a["data-failure"]), {"id": a.get("data-id")})
         elif tag == "tr":
             self.row = None
         if tag == "td" and self.row is not None and "data-field" in a:
@@ -168,12 +172,22 @@ def main(bindir):
             return q and q[0]["depth"] + q[0]["in_flight"] == SLEEPERS and q[0]["in_flight"] > 0
         wait_for(held, 30, "the test.sleep tasks to be queued and leased")
         c.dist("map", "dist.echo", input=b"[1]\n" * 10)
+        rc, _, err = c.dist("submit", "dist.sleep", '"soon"', check_rc=False)
+        check(rc == 1 and "expected [milliseconds]" in err, "dist.sleep \"soon\": %d %s" % (rc, err))
 
         st = steady(c)
         check(sum(q["depth"] for q in st["queues"]) > 0, "nothing queued: %s" % st["queues"])
         d1 = load(exe, c)
         compare(d1, st)
-        check(value(d1, "counter-completed") == 10, "completed on the first load")
+        check(value(d1, "counter-completed") == 11, "completed on the first load")
+        check(value(d1, "counter-failed") == 1, "failed on the first load")
+        # The failure and its reason, as the JSON endpoint has them.
+        fails = c.api()["recent_failures"]
+        row = d1.failures.get(0)
+        check(row is not None and len(d1.failures) == 1, "failures on the page: %s" % d1.failures)
+        check(row["id"] == fails[0]["id"] and row.get("task") == "dist.sleep" and
+              row.get("error") == fails[0]["error"] and "expected [milliseconds]" in row["error"],
+              "failure row %s, api %s" % (row, fails[0]))
         check(d1.ids.get("chart-throughput") is not None and d1.ids.get("chart-latency"),
               "charts")
 
