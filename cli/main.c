@@ -40,7 +40,8 @@ static const struct {
 };
 
 enum {
-    O_MASTER, O_NAME, O_CONNECT, O_LOG, O_TIMEOUT, O_WAIT, O_UNORDERED, O_JSON, O_HELP, O_VERSION
+    O_MASTER, O_NAME, O_CONNECT, O_LOG, O_LOGFMT, O_TIMEOUT, O_WAIT, O_UNORDERED, O_JSON, O_HELP,
+    O_VERSION
 };
 
 static const struct {
@@ -53,6 +54,7 @@ static const struct {
     [O_NAME] = { "name", 0, true, C_ALL },
     [O_CONNECT] = { "connect-timeout", 0, true, C_ALL },
     [O_LOG] = { "log-level", 0, true, C_ALL },
+    [O_LOGFMT] = { "log-format", 0, true, C_ALL },
     [O_TIMEOUT] = { "timeout", 0, true, C_SUBMIT | C_MAP },
     [O_WAIT] = { "wait", 0, true, C_SUBMIT | C_MAP | C_STATUS },
     [O_UNORDERED] = { "unordered", 0, false, C_MAP },
@@ -92,16 +94,18 @@ static int s_usage(const cli_t *cli, const char *fmt, ...)
     return EXIT_USAGE;
 }
 
+/* Set once while the options are read, before anything logs. */
+static dist_log_format_t s_log_format = DIST_LOG_FORMAT_TEXT;
+
 static void s_log(dist_log_level_t level, const char *component, const char *msg, void *ud)
 {
     (void)ud;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s dist/%s: %s\n", tm.tm_year + 1900,
-            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
-            dist_log_level_name(level), component, msg);
+    /* Text lines name the program in the component ("dist/client"); JSON
+     * has a field for it. */
+    char comp[64];
+    snprintf(comp, sizeof comp, "dist/%s", component);
+    dist_log_write(stderr, s_log_format, level,
+                   s_log_format == DIST_LOG_FORMAT_JSON ? component : comp, msg, "dist");
 }
 
 static const char s_common_help[] =
@@ -111,6 +115,7 @@ static const char s_common_help[] =
     "                         (default: HOST:PID:RANDOM)\n"
     "  --connect-timeout MS   how long to wait for the master's welcome (default: 5000)\n"
     "  --log-level LEVEL      error, warn, info or debug, logged to stderr (default: warn)\n"
+    "  --log-format FORMAT    text (default) or json: one JSON object per log line\n"
     "  -h, --help             show help and exit\n"
     "  -V, --version          show the version and exit\n"
     "\n"
@@ -230,6 +235,13 @@ static int s_set_option(cli_t *cli, int o, const char *val)
         if ((cli->log_level = dist_log_level_parse(val)) < 0)
             return s_usage(cli, "--log-level: '%s' is not one of error, warn, info, debug", val);
         break;
+    case O_LOGFMT: {
+        int f = dist_log_format_parse(val);
+        if (f < 0)
+            return s_usage(cli, "--log-format: '%s' is not one of text, json", val);
+        s_log_format = (dist_log_format_t)f;
+        break;
+    }
     case O_TIMEOUT:
         if (!s_parse_ms(val, false, &cli->task_timeout_ms))
             return s_usage(cli, "--%s: '%s' is not a number of milliseconds", name, val);

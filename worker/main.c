@@ -22,18 +22,12 @@ enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 static dist_worker_t *s_worker;
 static int s_level = DIST_LOG_INFO;
+static dist_log_format_t s_format = DIST_LOG_FORMAT_TEXT;
 
 static void s_log(dist_log_level_t level, const char *component, const char *msg, void *ud)
 {
     (void)ud;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    char when[32];
-    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-    fprintf(stderr, "%s.%03ldZ %-5s %s: %s\n", when, ts.tv_nsec / 1000000,
-            dist_log_level_name(level), component, msg);
+    dist_log_write(stderr, s_format, level, component, msg, "dist-worker");
 }
 
 /* The program's own events, in the library's format. */
@@ -84,6 +78,8 @@ static void s_usage(void)
            "      --threads           run tasks in threads instead of processes (a crashing\n"
            "                          task then takes the worker down)\n"
            "      --log-level LEVEL   error, warn, info or debug (default: info)\n"
+           "      --log-format FMT    text (default) or json: one JSON object per line with\n"
+           "                          time, level, component, message and fields\n"
            "  -h, --help              show this help and exit\n"
            "  -V, --version           show the version and exit\n"
            "\n"
@@ -132,7 +128,7 @@ static bool s_parse_int(const char *s, long lo, long hi, int *out)
 
 int main(int argc, char **argv)
 {
-    enum { O_CONNECT = 256, O_ALLOW_EXEC, O_MAX_PREFETCH, O_THREADS, O_LOG_LEVEL };
+    enum { O_CONNECT = 256, O_ALLOW_EXEC, O_MAX_PREFETCH, O_THREADS, O_LOG_LEVEL, O_LOG_FORMAT };
     static const struct option longopts[] = {
         { "master", required_argument, NULL, 'm' },
         { "connect", required_argument, NULL, O_CONNECT },
@@ -143,6 +139,7 @@ int main(int argc, char **argv)
         { "max-prefetch", required_argument, NULL, O_MAX_PREFETCH },
         { "threads", no_argument, NULL, O_THREADS },
         { "log-level", required_argument, NULL, O_LOG_LEVEL },
+        { "log-format", required_argument, NULL, O_LOG_FORMAT },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
@@ -187,6 +184,14 @@ int main(int argc, char **argv)
             if (s_level < 0)
                 rc = s_bad_usage("--log-level wants error, warn, info or debug, not '%s'", optarg);
             break;
+        case O_LOG_FORMAT: {
+            int f = dist_log_format_parse(optarg);
+            if (f < 0)
+                rc = s_bad_usage("--log-format wants text or json, not '%s'", optarg);
+            else
+                s_format = (dist_log_format_t)f;
+            break;
+        }
         case 'h':
             s_usage();
             free(plugins);

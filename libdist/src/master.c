@@ -350,9 +350,13 @@ static void s_reap(dist_master_t *s)
         dist__mpeer_t *p = DIST__CONTAINER_OF(d, dist__mpeer_t, reap);
         char desc[300], why[400];
         dist__m_peer_desc(p, desc, sizeof desc);
-        if (p->role == DIST__ROLE_WORKER)
+        if (p->role == DIST__ROLE_WORKER) {
             dist__log(&s->log, DIST_LOG_WARN, "worker left: %s, connection lost, %zu task(s) requeued",
                       desc, p->leased.n);
+            /* Gone without BYE, as a silent one is: a dead-worker event
+             * for the operator, however the master noticed it. */
+            s->c.dead_workers++;
+        }
         else if (p->role == DIST__ROLE_CLIENT && p->replaced)
             dist__log(&s->log, DIST_LOG_INFO, "client left: %s, a newer connection took its name",
                       desc);
@@ -1114,6 +1118,8 @@ static long s_next_timeout(const dist_master_t *s)
         next = s->retry_at;
     if (s->store_failed && s->store_retry_at < next)
         next = s->store_retry_at;
+    if (dist__m_obs_next(s) < next)
+        next = dist__m_obs_next(s);
     if (s->dirty_tqs.n || s->dirty_workers.n || s->dirty_clients.n || s->reap.n ||
         (s->store && !s->store_failed && (s->sd_head || s->sq_head)))
         next = s->now;
@@ -1131,6 +1137,7 @@ static void s_turn(dist_master_t *s, bool drained)
     dist__m_dispatch(s);
     dist__m_flush_results(s);
     s_reap(s);
+    dist__m_obs_turn(s);
 }
 
 void dist__m_turn(dist_master_t *s, int64_t now)
@@ -1176,6 +1183,7 @@ static bool s_local_endpoint(const char *ep)
 
 static void s_free(dist_master_t *s)
 {
+    dist__m_obs_close(s);
     dist__m_queues_free(s);
     dist__m_store_close(s);
     dist__m_tasks_free(s);
@@ -1340,6 +1348,15 @@ dist_master_t *dist_master_new(const dist_master_opts_t *opts)
                   s->endpoint);
     dist__log(&s->log, DIST_LOG_INFO, "master %s listening on %s (protocol %d, libdist %s)",
               s->name, s->endpoint, DIST__PROTO_VERSION, DIST_VERSION_STRING);
+    /* The metrics endpoint last: its thread starts here, after anything
+     * that could fail for the master's own reasons. */
+    if (o.metrics) {
+        int rc = dist__m_obs_open(s, o.metrics, o.insecure);
+        if (rc) {
+            err = -rc;
+            goto fail;
+        }
+    }
     return s;
 fail:
     s_free(s);
@@ -1350,6 +1367,12 @@ fail:
 const char *dist_master_endpoint(const dist_master_t *self)
 {
     return self ? self->endpoint : NULL;
+}
+
+int dist_master_metrics_port(const dist_master_t *self)
+{
+    /* obs is set once in dist_master_new and only read afterwards. */
+    return self ? dist__m_obs_port(self) : 0;
 }
 
 int dist_master_run(dist_master_t *s)
