@@ -353,7 +353,8 @@ def _cmd_status(c, a):
 
 def _cmd_put(c, a):
     st = c.put(a.queue, [from_json(json.loads(v)) for v in a.values], a.timeout)
-    print(st)
+    if st != "ok":
+        print(f"dist_client: put {a.queue}: {st}", file=sys.stderr)
     return 0 if st == "ok" else 1
 
 

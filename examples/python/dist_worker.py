@@ -99,7 +99,10 @@ def _slot_main(conn):
             reply = ("ok", wire.pack(fn(*args)))
         except Exception as e:  # the task's error, or a value MessagePack cannot carry
             reply = ("failed", f"{type(e).__name__}: {e}")
-        conn.send(reply)
+        try:
+            conn.send(reply)
+        except OSError:  # the worker is gone
+            return
 
 
 class _Slot:

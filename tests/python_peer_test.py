@@ -1,0 +1,270 @@
+#!/usr/bin/env python3
+"""The Python peer of examples/python/ in a mixed cluster: the real C
+dist-master, one C dist-worker (with the test plugin) and Python workers,
+on 127.0.0.1 with a free port.
+
+    python_peer_test.py MASTER_BIN WORKER_BIN DIST_BIN TEST_PLUGIN EXAMPLES_DIR
+
+Checks that tasks of both kinds of worker complete, that the Python client
+and the C client (`dist submit`, `dist map`) give the same results for the
+same inputs, named queues, that a SIGKILLed Python worker loses no task
+(it completes on the C worker, or on a restarted Python worker), and that
+the Python peers find a restarted master again. Exit 77 (skipped) when
+python3-zmq or python3-msgpack is missing. Every process it starts runs in
+its own process group, killed by that id at the end.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+try:
+    import msgpack  # noqa: F401
+    import zmq  # noqa: F401
+except ImportError as e:
+    print(f"skipped: {e} (apt-get install python3-zmq python3-msgpack)")
+    sys.exit(77)
+
+MASTER_BIN, WORKER_BIN, DIST_BIN, PLUGIN, EXAMPLES = sys.argv[1:6]
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [EXAMPLES, HERE]
+import dist_client  # noqa: E402
+from dist_client import Client, TaskError  # noqa: E402
+
+TMP = tempfile.mkdtemp(prefix="dist-pypeer-")
+ENV = {k: v for k, v in os.environ.items()
+       if k not in ("DIST_MASTER", "DIST_KEY", "DIST_SERVER_KEY")}
+ENV["PYTHONPATH"] = os.pathsep.join([EXAMPLES, HERE])
+PROCS = []  # every Popen we started; each leads its own process group
+
+
+def start(name, argv):
+    log = open(os.path.join(TMP, name + ".log"), "ab")
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                         env=ENV, start_new_session=True)
+    log.close()
+    p.name = name
+    PROCS.append(p)
+    return p
+
+
+def group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def cleanup():
+    for p in PROCS:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            print(f"{p.name} (pid {p.pid}) did not die", file=sys.stderr)
+
+
+def wait_until(pred, what, timeout=90):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def start_master(endpoint="tcp://127.0.0.1:0"):
+    n = sum(p.name.startswith("master") for p in PROCS)
+    p = start(f"master{n}", [MASTER_BIN, "--bind", endpoint, "--heartbeat-timeout", "1500",
+                             "--log-level", "info"])
+    path = os.path.join(TMP, f"master{n}.log")
+
+    def listening():
+        check(p.poll() is None, f"dist-master exited with {p.returncode}")
+        m = re.search(r"listening on (tcp://\S+)", open(path, errors="replace").read())
+        return m and m.group(1)
+    return p, wait_until(listening, "dist-master to listen")
+
+
+def start_py_worker(ep, name, slots=2):
+    return start(name, [sys.executable, os.path.join(EXAMPLES, "dist_worker.py"), "--master", ep,
+                        "--name", name, "--slots", str(slots), "--module", "py_peer_tasks"])
+
+
+def workers(c):
+    return {w["name"]: w for w in c.status()["workers"]}
+
+
+def run_cli(argv, stdin=None):
+    """(exit status, parsed JSON lines of stdout) of a client command."""
+    r = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=ENV, timeout=120)
+    return r.returncode, [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+
+
+# -- the checks ---------------------------------------------------------------
+
+def t_both_kinds_of_worker(c, ep):
+    before = workers(c)
+    c_sq = c.map("test.square", [[i] for i in range(100)])
+    py_sq = c.map("py.square", [[i] for i in range(100)])
+    check([r.value for r in c_sq] == [i * i for i in range(100)], "test.square results")
+    check([r.value for r in py_sq] == [r.value for r in c_sq], "py.square == test.square")
+    check(c.run("py.upper", "héllo") == "HÉLLO", "py.upper")
+    check(c.run("py.add", 2, 3.5) == 5.5 and c.run("test.add", 2, 3) == 5, "py.add, test.add")
+    check(c.run("dist.echo", b"\x00\x01", {"k": [None]}) == [b"\x00\x01", {"k": [None]}], "dist.echo")
+    for task, status, text in (("py.fail", "failed", "boom"), ("test.fail", "failed", "boom"),
+                               ("py.crash", "gave_up", "SIGKILL")):
+        try:
+            c.run(task, *(["boom"] if "fail" in task else []))
+            raise AssertionError(f"{task} succeeded")
+        except TaskError as e:
+            check(e.status == status and text in e.error, f"{task}: {e.status}: {e.error}")
+    after = workers(c)
+    for name in ("cw", "pyw1"):
+        check(after[name]["done"] - before[name]["done"] >= 100, f"{name} ran its tasks")
+
+
+def t_clients_agree(c, ep):
+    py = [sys.executable, os.path.join(EXAMPLES, "dist_client.py"), "--master", ep]
+    cc = [DIST_BIN, "--master", ep]
+    cases = [["test.square", "7"], ["py.square", "7"], ["py.add", "2", "3.5"], ["test.add", "2", "3.5"],
+             ["py.upper", '"ab\\u00e9"'], ["test.bytes", "5"], ["py.pid"],
+             ["dist.echo", '{"$bin": "AAE="}', '"x"', '[1, {"a": null}]', "-2.5", "true"],
+             ["test.fail", '"why"'], ["py.fail", '"why"']]
+    for case in cases:
+        rc_c, out_c = run_cli(cc + ["submit"] + case)
+        rc_py, out_py = run_cli(py + ["submit"] + case)
+        check(rc_c == rc_py, f"{case}: exit {rc_c} (C) vs {rc_py} (Python)")
+        if case[0] != "py.pid":
+            check(out_c == out_py, f"{case}: {out_c} (C) vs {out_py} (Python)")
+    lines = "".join(f"[{i}]\n" for i in range(200)) + '["x"]\n\n[3]\n'
+    for task in ("test.square", "py.square"):
+        rc_c, out_c = run_cli(cc + ["map", task], lines)
+        rc_py, out_py = run_cli(py + ["map", task], lines)
+        check(rc_c == rc_py == 1, f"map {task}: exit {rc_c} (C) vs {rc_py} (Python)")
+        check(len(out_c) == len(out_py) == 202, f"map {task}: line counts")
+        for i, (a, b) in enumerate(zip(out_c, out_py)):
+            if isinstance(a, dict):
+                check(isinstance(b, dict) and "error" in a and "error" in b, f"map {task} line {i}")
+            else:
+                check(a == b, f"map {task} line {i}: {a} vs {b}")
+        check(out_py[:200] == [i * i for i in range(200)] and out_py[201] == 9, f"map {task} values")
+    # the Python module's map against the C client's
+    rc_c, out_c = run_cli(cc + ["map", "test.square"], "".join(f"[{i}]\n" for i in range(50)))
+    check([r.value for r in c.map("py.square", [[i] for i in range(50)])] == out_c, "module map")
+
+
+def t_named_queues(c, ep):
+    items = [1, "two", b"\x00\xff", {"k": [1.5, None]}, [3]]
+    check(c.put("pyq.1", items) == "ok", "put")
+    check(c.put("pyq.1", [6]) == "ok", "put again")
+    check(c.get("pyq.1", max=3) == items[:3], "get the first three, in order")
+    check(c.get("pyq.1", max=10) == items[3:] + [6], "get the rest")
+    check(c.get("pyq.1", max=1, timeout_ms=0) == [], "get from an empty queue")
+    t0 = time.monotonic()
+    check(c.get("pyq.1", timeout_ms=300) == [] and time.monotonic() - t0 >= 0.25, "get waits")
+    py = [sys.executable, os.path.join(EXAMPLES, "dist_client.py"), "--master", ep]
+    check(run_cli(py + ["put", "pyq.2", "[1, 2]", '"x"']) == (0, []), "CLI put")
+    check(run_cli(py + ["get", "pyq.2", "--max", "5"]) == (0, [[1, 2], "x"]), "CLI get")
+    check(run_cli(py + ["get", "pyq.2"])[0] == 1, "CLI get from an empty queue")
+
+
+def t_killed_worker_task_completes_elsewhere(c, ep):
+    ids = c.submit_many("test.sleep", [[300]] * 40)
+    wait_until(lambda: workers(c)["pyw1"]["busy"] > 0, "the Python worker to run test.sleep")
+    retried = c.status()["counters"]["retried"]
+    os.kill(PYW[0].pid, signal.SIGKILL)
+    results = c.wait(ids, timeout=240)
+    check(all(r.ok and r.value == 300 for r in results), "every test.sleep completed")
+    # The master notices the death (by the lost connection, or by the
+    # silence) and runs the tasks it held again: attempt + 1.
+    check("pyw1" not in workers(c), "pyw1 is gone from the status")
+    check(c.status()["counters"]["retried"] > retried, "its tasks were retried")
+    # its forkserver and pool processes followed it (PR_SET_PDEATHSIG)
+    PYW[0].wait(30)  # a zombie still counts as a member of the group
+    wait_until(lambda: not group_alive(PYW[0].pid), "the killed worker's pool to exit", 60)
+
+
+def t_killed_worker_task_completes_after_restart(c, ep):
+    mark = os.path.join(TMP, "mark")
+    tid = c.submit("py.mark", [mark, 1000])  # only Python workers have py.mark
+    wait_until(lambda: os.path.exists(mark), "py.mark to start")
+    os.kill(PYW[1].pid, signal.SIGKILL)
+    wait_until(lambda: "pyw2" not in workers(c), "the master to declare pyw2 dead")
+    os.unlink(mark)
+    PYW.append(start_py_worker(ep, "pyw3"))
+    r = c.wait([tid], timeout=240)[0]
+    check(r.ok and r.value == 1000, f"py.mark after the restart: {r}")
+    check(os.path.exists(mark), "py.mark ran again on the new worker")
+    check(c.status()["counters"]["retried"] >= 1, "the task was retried")
+
+
+def t_master_restart(c, ep):
+    os.kill(MASTER[0].pid, signal.SIGKILL)
+    MASTER[0].wait(30)
+    MASTER[0] = start_master(ep)[0]
+    # The same client object: its next request gets RECONNECT, says HELLO
+    # again and resends; the Python worker re-registers by itself.
+    wait_until(lambda: "pyw3" in workers(c) and "cw" in workers(c), "workers to re-register")
+    check(c.run("py.upper", "again") == "AGAIN", "py.upper after a master restart")
+    check(c.map("test.square", [[2], [3]])[1].value == 9, "test.square after a master restart")
+
+
+def main():
+    global PYW, MASTER
+    failed = 0
+    try:
+        m, ep = start_master()
+        MASTER = [m]
+        start("cw", [WORKER_BIN, "--master", ep, "--procs", "2", "--name", "cw",
+                     "--tasks", PLUGIN, "--log-level", "info"])
+        PYW = [start_py_worker(ep, "pyw1")]
+        with Client(ep, connect_timeout=30) as c:
+            wait_until(lambda: {"cw", "pyw1"} <= set(workers(c)), "both workers to join")
+            PYW.append(start_py_worker(ep, "pyw2"))
+            for t in (t_both_kinds_of_worker, t_clients_agree, t_named_queues,
+                      t_killed_worker_task_completes_elsewhere,
+                      t_killed_worker_task_completes_after_restart, t_master_restart):
+                if t is t_killed_worker_task_completes_after_restart:
+                    wait_until(lambda: "pyw2" in workers(c), "pyw2 to join")
+                try:
+                    t0 = time.monotonic()
+                    t(c, ep)
+                    print(f"ok - {t.__name__} ({time.monotonic() - t0:.1f} s)", flush=True)
+                except Exception:
+                    failed += 1
+                    print(f"FAILED - {t.__name__}", flush=True)
+                    traceback.print_exc()
+    except Exception:
+        failed += 1
+        traceback.print_exc()
+    finally:
+        cleanup()
+    if failed:
+        for name in sorted(os.listdir(TMP)):
+            if name.endswith(".log"):
+                text = open(os.path.join(TMP, name), errors="replace").read()
+                print(f"--- {name} (last 3000 bytes)\n{text[-3000:]}")
+    shutil.rmtree(TMP, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
