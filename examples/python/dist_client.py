@@ -57,13 +57,14 @@ class Client:
         self.ctx = zmq.Context()
         self.sock = wire.connect(self.ctx, master or wire.default_master())
         self.welcomed = False
+        self.master_name = None
         self.hb_s, self.hb_timeout_s = 1.0, 3.0
         self.max_message, self.max_batch = wire.MAX_MESSAGE, wire.MAX_BATCH
         self.pending = {}                     # id -> task map: submitted, no result yet
         self.results = {}                     # id -> Result not yet taken by the caller
-        self.unanswered = collections.deque() # SUBMITted task lists waiting for ACCEPTED
+        self.unanswered = collections.deque() # [tasks, sent] of each SUBMIT without ACCEPTED
         self.retry = collections.deque()      # (when, task map) rejected with queue_full
-        self.requests = {}                    # req -> (command, body) waiting for a reply
+        self.requests = {}                    # req -> [command, body, sent] without a reply
         self.replies = {}                     # req -> (command, body) of the reply
         self.next_req = 1
         self.last_recv = time.monotonic()
@@ -162,16 +163,36 @@ class Client:
         self.last_hello = time.monotonic()
 
     def _submit(self, tasks):
-        self.unanswered.append(tasks)
-        if self.welcomed:  # else it goes when we are welcomed again
-            self._send("SUBMIT", {"tasks": tasks})
+        self.unanswered.append([tasks, False])
+        self._send_pending()
+
+    def _send_pending(self):
+        """Sends the SUBMITs and requests not sent yet, oldest first: the
+        master answers SUBMITs in order. Nothing goes before a WELCOME."""
+        if not self.welcomed:
+            return
+        for entry in self.unanswered:
+            if not entry[1]:
+                self._send("SUBMIT", {"tasks": entry[0]})
+                entry[1] = True
+        for entry in self.requests.values():
+            if not entry[2]:
+                self._send(entry[0], entry[1])
+                entry[2] = True
+
+    def _forgotten(self):
+        """The master does not know us (RECONNECT), or is another one:
+        what it had not answered it never will. All of it goes again."""
+        for entry in self.unanswered:
+            entry[1] = False
+        for entry in self.requests.values():
+            entry[2] = False
 
     def _request(self, command, body, timeout=None):
         req, self.next_req = self.next_req, self.next_req + 1
         body["req"] = req
-        self.requests[req] = (command, body)
-        if self.welcomed:
-            self._send(command, body)
+        self.requests[req] = [command, body, False]
+        self._send_pending()
         deadline = None if timeout is None else time.monotonic() + timeout
         while req not in self.replies:
             if deadline is not None and time.monotonic() > deadline:
@@ -191,7 +212,7 @@ class Client:
     def _on_accepted(self, body):
         if not self.unanswered:
             return log.warning("ACCEPTED for no SUBMIT")
-        tasks = self.unanswered.popleft()
+        tasks = self.unanswered.popleft()[0]
         for rej in body.get("rejected") or []:
             t = tasks[rej["index"]] if 0 <= rej.get("index", -1) < len(tasks) else None
             if t is None:
@@ -206,7 +227,7 @@ class Client:
         if req in self.requests:
             self.replies[req] = ("ERROR", body)
         elif req is None and body.get("code") in ("bad_request", "queue_full") and self.unanswered:
-            tasks = self.unanswered.popleft()  # the SUBMIT it answers (6.4)
+            tasks = self.unanswered.popleft()[0]  # the SUBMIT it answers (6.4)
             for t in tasks:
                 if body["code"] == "queue_full":
                     self.retry.append((time.monotonic() + 1, t))
@@ -233,14 +254,11 @@ class Client:
         self.hb_timeout_s = body.get("heartbeat_timeout_ms", 3000) / 1000
         self.max_message = body.get("max_message", wire.MAX_MESSAGE)
         self.max_batch = body.get("max_batch", wire.MAX_BATCH)
-        if self.welcomed:
-            return
+        if self.master_name is not None and body.get("master") != self.master_name:
+            self._forgotten()  # a restarted master: a new name (host:pid)
+        self.master_name = body.get("master")
         self.welcomed = True
-        # Whatever was not answered was not processed (4, RECONNECT): again.
-        for tasks in self.unanswered:
-            self._send("SUBMIT", {"tasks": tasks})
-        for command, req_body in self.requests.values():
-            self._send(command, req_body)
+        self._send_pending()
 
     def _pump(self, timeout):
         """Reads what the master sent within timeout seconds, and keeps the
@@ -256,8 +274,9 @@ class Client:
                 if command == "WELCOME":
                     self._on_welcome(body)
                 elif command == "RECONNECT":
-                    if self.welcomed:
-                        self.welcomed = False
+                    self._forgotten()
+                    self.welcomed = False
+                    if time.monotonic() - self.last_hello > 0.1:  # one per burst
                         self._hello()
                 elif command == "ACCEPTED":
                     self._on_accepted(body)

@@ -111,6 +111,7 @@ class _Slot:
     def __init__(self, mp):
         self.mp = mp
         self.task = None
+        self.old = False  # its task was leased in an earlier session
         self.deadline = None
         self._start()
 
@@ -152,7 +153,7 @@ class _Slot:
                 how = f"exited with status {code}"
             status, x = "crashed", f"its pool process {self.proc.pid} {how}"
             self.restart()
-        task, self.task = self.task, None
+        task, self.task, self.old = self.task, None, False
         return task, status, x
 
 
@@ -173,9 +174,13 @@ class Worker:
         self.last_send = time.monotonic()
 
     def _hello(self):
+        # Tasks still running were leased in the session that ended: the
+        # capacity announced leaves room for them until they finish.
+        busy = sum(s.task is not None for s in self.slots)
+        self.announced = max(1, self.capacity - busy)
         self._send("HELLO", {"role": "worker", "name": self.name, "host": self.host,
                              "pid": os.getpid(), "version": wire.VERSION,
-                             "slots": self.nslots, "capacity": self.capacity,
+                             "slots": self.nslots, "capacity": self.announced,
                              "tasks": sorted(self.tasks)})
         self.last_hello = time.monotonic()
 
@@ -235,13 +240,15 @@ class Worker:
                 self.max_batch = body.get("max_batch", wire.MAX_BATCH)
                 if not self.welcomed:
                     log.info("welcomed by %s", body.get("master"))
-                self.welcomed = True
+                    if self.rehello:
+                        self._new_session()
+                self.welcomed, self.rehello = True, False
                 if self.draining:  # a master that just met us holds nothing of ours
                     self._send("CREDIT", {"capacity": 0})
             elif command == "RECONNECT":
-                if self.welcomed:
+                if self.welcomed:  # else HELLO is already being repeated
                     log.info("the master does not know us: HELLO again")
-                    self.welcomed = False
+                    self.welcomed, self.rehello = False, True
                     self._hello()
             elif command == "TASKS":
                 for task in body.get("tasks") or []:
@@ -252,6 +259,20 @@ class Worker:
                                                               "unsupported_version"):
                     raise SystemExit(f"the master refused us: {body.get('error')}")
             # HEARTBEAT, and commands a worker never gets: nothing to do.
+
+    def _new_session(self):
+        """Welcomed again after RECONNECT or the master's silence: what we
+        hold was leased in the old session. Unstarted tasks go back (the
+        master requeued them already, or takes them back); running ones
+        finish and their results are sent (results are idempotent)."""
+        ids = [task["id"] for task, _, _ in self.queue]
+        self.queue.clear()
+        for i in range(0, len(ids), self.max_batch):
+            self._send("RETURN", {"ids": ids[i:i + self.max_batch]})
+        for s in self.slots:
+            s.old = s.task is not None
+        log.info("a new session: returned %d unstarted tasks, %d still running",
+                 len(ids), sum(s.old for s in self.slots))
 
     # -- the loop --------------------------------------------------------------
 
@@ -283,16 +304,21 @@ class Worker:
             elif s.deadline is not None and now > s.deadline:
                 task = s.task
                 s.restart()
-                s.task = None
+                s.task, s.old = None, False
                 self._result(task, "timeout", f"ran past its {task['timeout_ms']} ms and was killed")
         for s in self.slots:
             if s.task is None and self.queue and not self.draining:
                 s.run(*self.queue.popleft())
         self._flush()
+        if self.welcomed and not self.draining and self.announced < self.capacity:
+            room = self.capacity - sum(s.old for s in self.slots)
+            if room > self.announced:  # old-session tasks finished: full capacity again
+                self.announced = room
+                self._send("CREDIT", {"capacity": room})
         if self.welcomed and now - self.last_recv > self.hb_timeout_s:
             log.warning("no word from the master for %.1f s: HELLO until welcomed",
                         now - self.last_recv)
-            self.welcomed = False
+            self.welcomed, self.rehello = False, True
         if not self.welcomed and now - self.last_hello >= 1:
             self._hello()
         elif self.welcomed and now - self.last_send >= self.hb_s:
@@ -304,7 +330,7 @@ class Worker:
         self.slots = [_Slot(mp) for _ in range(self.nslots)]  # before any ZeroMQ
         ctx = zmq.Context()
         self.sock = wire.connect(ctx, self.master)
-        self.welcomed = self.draining = False
+        self.welcomed = self.draining = self.rehello = False
         self.queue = collections.deque()  # (task, function, args) leased, not started
         self.out = []                     # result maps not sent yet
         self.hb_s, self.hb_timeout_s = 1.0, 3.0
