@@ -186,6 +186,21 @@ def t_named_queues(c, ep):
     check(run_cli(py + ["get", "pyq.2"])[0] == 1, "CLI get from an empty queue")
 
 
+def t_refused_hello(c, ep):
+    import dist_worker
+    try:
+        Client(ep, name="n" * 129, connect_timeout=30)
+        raise AssertionError("a client named with 129 bytes was welcomed")
+    except dist_client.Refused as e:
+        check("name" in str(e), f"the refusal names the field: {e}")
+    try:
+        dist_worker.Worker(ep, tasks={"bad name!": len}).run()
+        raise AssertionError("a worker with task 'bad name!' was welcomed")
+    except dist_worker.Refused as e:
+        check("task names" in str(e), f"the refusal names the field: {e}")
+    check("bad name!" not in str(c.status()), "the refused worker left no trace")
+
+
 def t_killed_worker_task_completes_elsewhere(c, ep):
     ids = c.submit_many("test.sleep", [[300]] * 40)
     wait_until(lambda: workers(c)["pyw1"]["busy"] > 0, "the Python worker to run test.sleep")
@@ -249,7 +264,7 @@ def main():
         with Client(ep, connect_timeout=30) as c:
             wait_until(lambda: {"cw", "pyw1"} <= set(workers(c)), "both workers to join")
             PYW.append(start_py_worker(ep, "pyw2"))
-            for t in (t_both_kinds_of_worker, t_clients_agree, t_named_queues,
+            for t in (t_both_kinds_of_worker, t_clients_agree, t_named_queues, t_refused_hello,
                       t_killed_worker_task_completes_elsewhere,
                       t_killed_worker_task_completes_after_restart, t_master_restart):
                 if t is t_killed_worker_task_completes_after_restart:

@@ -40,6 +40,10 @@ class NoMaster(Exception):
     """No master welcomed us within the connect timeout."""
 
 
+class Refused(Exception):
+    """The master refused our HELLO (ERROR before any WELCOME)."""
+
+
 class TaskError(Exception):
     def __init__(self, status, error):
         super().__init__(f"{status}: {error}")
@@ -53,7 +57,7 @@ Result.ok = property(lambda r: r.status == "ok")
 class Client:
     def __init__(self, master=None, name=None, connect_timeout=5.0):
         self.host = wire.hostname()
-        self.name = (name or f"{self.host}:{os.getpid()}:{os.urandom(4).hex()}")[:128]
+        self.name = name or f"{self.host[:110]}:{os.getpid()}:{os.urandom(4).hex()}"
         self.ctx = zmq.Context()
         self.sock = wire.connect(self.ctx, master or wire.default_master())
         self.welcomed = False
@@ -70,11 +74,14 @@ class Client:
         self.last_recv = time.monotonic()
         self._hello()
         deadline = time.monotonic() + connect_timeout
-        while not self.welcomed:
-            if time.monotonic() > deadline:
-                self.close(bye=False)
-                raise NoMaster(f"no welcome within {connect_timeout:g} s")
-            self._pump(0.1)
+        try:
+            while not self.welcomed:
+                if time.monotonic() > deadline:
+                    raise NoMaster(f"no welcome within {connect_timeout:g} s")
+                self._pump(0.1)
+        except Exception:
+            self.close(bye=False)
+            raise
 
     def close(self, bye=True):
         if bye and self.welcomed:
@@ -97,6 +104,13 @@ class Client:
         batch, size = [], 0
         for m in maps:
             self.pending[m["id"]] = m
+            if len(m["args"]) + len(task) + 200 > self.max_message:
+                # A message over the master's limit would cost us the
+                # connection (ZMQ_MAXMSGSIZE): refuse it here, as the
+                # master would (too_large, 6.4).
+                self._done(m, "too_large", f"{len(m['args'])} bytes of args exceed "
+                           f"the master's {self.max_message}-byte messages")
+                continue
             if batch and (len(batch) == self.max_batch
                           or size + len(m["args"]) + 256 > self.max_message // 2):
                 self._submit(batch)
@@ -233,6 +247,8 @@ class Client:
                     self.retry.append((time.monotonic() + 1, t))
                 else:
                     self._done(t, body["code"], body.get("error"))
+        elif self.master_name is None and body.get("code") in ("malformed", "forbidden", "banned"):
+            raise Refused(f"{body.get('code')}: {body.get('error')}")
         else:
             log.warning("master: %s: %s", body.get("code"), body.get("error"))
 
@@ -426,7 +442,7 @@ def main(argv=None):
     try:
         with Client(a.master, a.name, a.connect_timeout / 1000) as c:
             return a.func(c, a)
-    except NoMaster as e:
+    except (NoMaster, Refused) as e:
         print(f"dist_client: {e}", file=sys.stderr)
         return 3
     except TaskError as e:

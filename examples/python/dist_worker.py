@@ -157,6 +157,10 @@ class _Slot:
         return task, status, x
 
 
+class Refused(Exception):
+    """The master refused our HELLO (ERROR before any WELCOME)."""
+
+
 class Worker:
     def __init__(self, master=None, tasks=None, slots=1, prefetch=1, name=None):
         self.master = master or wire.default_master()
@@ -164,7 +168,7 @@ class Worker:
         self.nslots = max(1, slots)
         self.capacity = self.nslots + max(0, prefetch)
         self.host = wire.hostname()
-        self.name = (name or f"{self.host}:{os.getpid()}")[:128]
+        self.name = name or f"{self.host[:116]}:{os.getpid()}"
         self.signals = 0  # 1: drain, 2: stop now
 
     # -- sending -------------------------------------------------------------
@@ -185,10 +189,9 @@ class Worker:
         self.last_hello = time.monotonic()
 
     def _flush(self):
-        """Sends the finished results, at most max_batch per message. They
-        wait while the master does not know us: one that did not know us
-        would answer RECONNECT and drop them."""
-        while self.out and (self.welcomed or self.draining):
+        """Sends the finished results, at most max_batch per message, even
+        to a master that does not know us: it applies them anyway (4)."""
+        while self.out:
             batch, self.out = self.out[:self.max_batch], self.out[self.max_batch:]
             self._send("RESULTS", {"results": batch})
 
@@ -255,9 +258,9 @@ class Worker:
                     self._take(task)
             elif command == "ERROR":
                 log.warning("master: %s: %s", body.get("code"), body.get("error"))
-                if not self.welcomed and body.get("code") in ("forbidden", "bad_request",
+                if not self.welcomed and body.get("code") in ("malformed", "forbidden", "banned",
                                                               "unsupported_version"):
-                    raise SystemExit(f"the master refused us: {body.get('error')}")
+                    raise Refused(f"{body.get('code')}: {body.get('error')}")
             # HEARTBEAT, and commands a worker never gets: nothing to do.
 
     def _new_session(self):
@@ -325,7 +328,8 @@ class Worker:
             self._send("HEARTBEAT")
 
     def run(self):
-        """Runs until drained (returns 0) or stopped by a second signal (1)."""
+        """Runs until drained (returns 0) or stopped by a second signal (1);
+        raises Refused when the master refuses our HELLO."""
         mp = multiprocessing.get_context("forkserver")
         self.slots = [_Slot(mp) for _ in range(self.nslots)]  # before any ZeroMQ
         ctx = zmq.Context()
@@ -377,7 +381,11 @@ def main(argv=None):
     tasks = dict(EXAMPLE_TASKS)
     for m in a.module:
         tasks.update(importlib.import_module(m).DIST_TASKS)
-    return Worker(a.master, tasks, a.slots, a.prefetch, a.name).run()
+    try:
+        return Worker(a.master, tasks, a.slots, a.prefetch, a.name).run()
+    except Refused as e:
+        log.error("the master refused us: %s", e)
+        return 1
 
 
 if __name__ == "__main__":
