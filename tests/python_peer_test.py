@@ -231,6 +231,23 @@ def t_killed_worker_task_completes_after_restart(c, ep):
     check(c.status()["counters"]["retried"] >= 1, "the task was retried")
 
 
+def t_drain(c, ep):
+    # SIGTERM: CREDIT 0, RETURN what is not started, finish the rest, BYE.
+    # Nothing is retried (a RETURN keeps the attempt), nothing is lost.
+    w = start("pyw4", [sys.executable, os.path.join(EXAMPLES, "dist_worker.py"), "--master", ep,
+                        "--name", "pyw4", "--slots", "1", "--prefetch", "3"])
+    wait_until(lambda: "pyw4" in workers(c), "pyw4 to join")
+    retried = c.status()["counters"]["retried"]
+    ids = c.submit_many("py.sleep", [[500]] * 12)
+    wait_until(lambda: workers(c)["pyw4"]["busy"] >= 3, "pyw4 to hold tasks")
+    w.send_signal(signal.SIGTERM)
+    check(w.wait(120) == 0, f"pyw4 exit status {w.returncode}")
+    results = c.wait(ids, timeout=240)
+    check(all(r.ok and r.value == 500 for r in results), "every py.sleep completed")
+    check(c.status()["counters"]["retried"] == retried, "no task was retried")
+    check("pyw4" not in workers(c), "pyw4 said BYE")
+
+
 def t_master_restart(c, ep):
     # pyw3 (2 slots, capacity 3) runs two py.sleep and holds a third when
     # the master is killed; the restarted master (same --store) queues them
@@ -266,7 +283,7 @@ def main():
             PYW.append(start_py_worker(ep, "pyw2"))
             for t in (t_both_kinds_of_worker, t_clients_agree, t_named_queues, t_refused_hello,
                       t_killed_worker_task_completes_elsewhere,
-                      t_killed_worker_task_completes_after_restart, t_master_restart):
+                      t_killed_worker_task_completes_after_restart, t_drain, t_master_restart):
                 if t is t_killed_worker_task_completes_after_restart:
                     wait_until(lambda: "pyw2" in workers(c), "pyw2 to join")
                 try:
