@@ -32,6 +32,7 @@ except ImportError as e:
     sys.exit(77)
 
 MASTER_BIN, WORKER_BIN, DIST_BIN, PLUGIN, EXAMPLES = sys.argv[1:6]
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [EXAMPLES, HERE]
 import dist_client  # noqa: E402
@@ -41,6 +42,7 @@ TMP = tempfile.mkdtemp(prefix="dist-pypeer-")
 ENV = {k: v for k, v in os.environ.items()
        if k not in ("DIST_MASTER", "DIST_KEY", "DIST_SERVER_KEY")}
 ENV["PYTHONPATH"] = os.pathsep.join([EXAMPLES, HERE])
+ENV["PYTHONDONTWRITEBYTECODE"] = "1"
 PROCS = []  # every Popen we started; each leads its own process group
 
 
