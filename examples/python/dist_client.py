@@ -259,9 +259,15 @@ class Client:
             if not isinstance(rid, bytes):
                 continue
             ids.append(rid)  # acknowledged even when unknown or a duplicate (6.5)
-            if self.pending.pop(rid, None) is not None:
-                value = wire.unpack(r["value"]) if r.get("status") == "ok" else None
-                self.results[rid] = Result(r.get("status"), value, r.get("error"))
+            if self.pending.pop(rid, None) is None:
+                continue
+            if r.get("status") == "ok":
+                try:
+                    self.results[rid] = Result("ok", wire.unpack(r.get("value")), None)
+                except Exception:
+                    self.results[rid] = Result("bad_value", None, "the value is not MessagePack")
+            else:
+                self.results[rid] = Result(r.get("status"), None, r.get("error"))
         if ids:
             self._send("ACK", {"ids": ids})
 
