@@ -130,7 +130,8 @@ def t_both_kinds_of_worker(c, ep):
     check([r.value for r in py_sq] == [r.value for r in c_sq], "py.square == test.square")
     check(c.run("py.upper", "héllo") == "HÉLLO", "py.upper")
     check(c.run("py.add", 2, 3.5) == 5.5 and c.run("test.add", 2, 3) == 5, "py.add, test.add")
-    check(c.run("dist.echo", b"\x00\x01", {"k": [None]}) == [b"\x00\x01", {"k": [None]}], "dist.echo")
+    echo = c.run("dist.echo", b"\x00\x01", {"k": [None]})
+    check(echo == [b"\x00\x01", {"k": [None]}], "dist.echo")
     for task, status, text in (("py.fail", "failed", "boom"), ("test.fail", "failed", "boom"),
                                ("py.crash", "gave_up", "SIGKILL")):
         try:
@@ -149,7 +150,8 @@ def t_both_kinds_of_worker(c, ep):
 def t_clients_agree(c, ep):
     py = [sys.executable, os.path.join(EXAMPLES, "dist_client.py"), "--master", ep]
     cc = [DIST_BIN, "--master", ep]
-    cases = [["test.square", "7"], ["py.square", "7"], ["py.add", "2", "3.5"], ["test.add", "2", "3.5"],
+    cases = [["test.square", "7"], ["py.square", "7"],
+             ["py.add", "2", "3.5"], ["test.add", "2", "3.5"],
              ["py.upper", '"ab\\u00e9"'], ["test.bytes", "5"], ["py.pid"],
              ["dist.echo", '{"$bin": "AAE="}', '"x"', '[1, {"a": null}]', "-2.5", "true"],
              ["test.fail", '"why"'], ["py.fail", '"why"']]
@@ -170,7 +172,8 @@ def t_clients_agree(c, ep):
                 check(isinstance(b, dict) and "error" in a and "error" in b, f"map {task} line {i}")
             else:
                 check(a == b, f"map {task} line {i}: {a} vs {b}")
-        check(out_py[:200] == [i * i for i in range(200)] and out_py[201] == 9, f"map {task} values")
+        check(out_py[:200] == [i * i for i in range(200)] and out_py[201] == 9,
+              f"map {task} values")
     # the Python module's map against the C client's
     rc_c, out_c = run_cli(cc + ["map", "test.square"], "".join(f"[{i}]\n" for i in range(50)))
     check([r.value for r in c.map("py.square", [[i] for i in range(50)])] == out_c, "module map")

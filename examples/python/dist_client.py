@@ -434,7 +434,8 @@ def main(argv=None):
     s = sub.add_parser("put", help="put JSON values into a named queue")
     s.add_argument("queue")
     s.add_argument("values", nargs="+")
-    s.add_argument("--timeout", type=int, default=0, metavar="MS", help="wait for room (default: 0)")
+    s.add_argument("--timeout", type=int, default=0, metavar="MS",
+                   help="wait for room (default: 0)")
     s.set_defaults(func=_cmd_put)
     s = sub.add_parser("get", help="take values from a named queue, one JSON line each")
     s.add_argument("queue")

@@ -308,7 +308,8 @@ class Worker:
                 task = s.task
                 s.restart()
                 s.task, s.old = None, False
-                self._result(task, "timeout", f"ran past its {task['timeout_ms']} ms and was killed")
+                self._result(task, "timeout",
+                             f"ran past its {task['timeout_ms']} ms and was killed")
         for s in self.slots:
             if s.task is None and self.queue and not self.draining:
                 s.run(*self.queue.popleft())
