@@ -1150,7 +1150,8 @@ static void test_max_queued_waits(void **state)
         assert_int_equal(dist_future_get(f[i], 60000, NULL), 0);
     for (int i = 0; i < MAXQ; i++) {
         dist_future_destroy(&f[i]);
-        f[i] = dist_client_submit(c, "test.sleep", "\x91\xcd\x03\xe8", 4, 0); /* [1000] */
+        /* [1500]: the master stays full for 6 s, long after dist starts */
+        f[i] = dist_client_submit(c, "test.sleep", "\x91\xcd\x05\xdc", 4, 0);
         assert_non_null(f[i]);
     }
     uint64_t before = s_status_u64(c, "counters", "refused");
