@@ -1016,12 +1016,12 @@ static void test_flood_of_malformed_frames(void **state)
     chk = s_check_new(2000, NULL, NULL);
     s_map_checked(c, "test.square", &it, &chk, 120000);
 
-    /* The master counted what it read. Not necessarily every message: it
-     * reads at most 1000 queued messages per connection, and ZeroMQ drops
-     * a connection whose transport heartbeats go unread for 3 s, with
-     * what was in flight on it - a flooder the master cannot keep up
-     * with loses messages, which is the point. Wait for the count to
-     * settle. */
+    /* The master counted what it read. Not necessarily every message: a
+     * flooder that stops reading the master's answers (one socket in
+     * three, and every socket while it blocks in a send or lingers after
+     * its close) stops seeing the master's transport heartbeats too, and
+     * ZeroMQ drops its connection after their 3 s TTL with what was in
+     * flight on it. Wait for the count to settle. */
     uint64_t malformed = 0, last;
     do {
         last = malformed;
