@@ -8,7 +8,8 @@
  * no index that was never submitted. Around it, a fault: workers SIGKILLed
  * and restarted, pool processes SIGKILLed, tasks that always crash, a
  * worker frozen with SIGSTOP past the heartbeat timeout, a flood of
- * malformed frames, a worker killed while its pool is busy.
+ * malformed frames, a worker killed while its pool is busy, a master
+ * full to its --max-queued.
  *
  * Faults are injected from the thread that runs the map (in its result
  * callback), so that every program is forked from the main thread: the
