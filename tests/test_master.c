@@ -883,6 +883,11 @@ static void test_status_fields(void **state)
     fp_res_t r[1];
     fp_results(c, r, 1);
     assert_int_equal(fp_tasks(w, g, 1), 1);
+    /* Two tasks refused (no worker runs "nope"): counted in refused. */
+    fp_submit(c, "nope", (int[]){ 8, 9 }, 2, 0);
+    size_t rej;
+    assert_int_equal(fp_accepted(c, &rej, NULL, 0), 0);
+    assert_int_equal(rej, 2);
     s_qput(c, 1, "named.q", "x", 0);
     s_qreply(c, 1, "ok", NULL, 0);
 
@@ -940,8 +945,8 @@ static void test_status_fields(void **state)
     const msgpack_object *cs = dist_wire_map_get(root, "counters");
     const char *counters[] = { "submitted", "completed", "failed", "retried", "gave_up",
                                "dead_workers", "malformed", "refused_handshakes",
-                               "results_waiting" };
-    uint64_t want[] = { 4, 1, 0, 0, 0, 0, 0, 0, 1 };
+                               "results_waiting", "refused", "late_results" };
+    uint64_t want[] = { 4, 1, 0, 0, 0, 0, 0, 0, 1, 2, 0 };
     for (size_t i = 0; i < sizeof counters / sizeof *counters; i++) {
         assert_int_equal(dist__get_u64(cs, counters[i], &v), 0);
         if (v != want[i])

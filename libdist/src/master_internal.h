@@ -346,6 +346,8 @@ typedef struct {
 typedef struct {
     uint64_t submitted, completed, failed, retried, gave_up, dead_workers, malformed,
         refused_handshakes;
+    uint64_t refused;      /* tasks of SUBMITs answered with a rejection */
+    uint64_t late_results; /* results dropped: the task was done or had moved on */
 } dist__mcounters_t;
 
 #define DIST__RATE_SECONDS 10

@@ -807,6 +807,7 @@ static void s_pack_accepted(dist_master_t *s, const dist__mclient_t *cn,
     size_t accepted = 0;
     for (size_t i = 0; i < n; i++)
         accepted += codes[i] == SUB_OK;
+    s->c.refused += n - accepted;
     dist_wire_buf_reset(s->out);
     msgpack_packer *pk = dist_wire_buf_packer(s->out);
     msgpack_pack_map(pk, 2);
@@ -900,6 +901,10 @@ static void s_result(dist_master_t *s, dist__mpeer_t *w, const dist__result_t *r
     }
     dist__mtask_t *t = s_task_find(s, &r->id);
     if (!t || t->state == DIST__T_DONE) {
+        /* A late duplicate: a worker written off that woke up, or a lease
+         * cancelled by another attempt's final result. The first result
+         * stays the only one delivered. */
+        s->c.late_results++;
         if (w)
             s_ghost_release(s, w, &r->id);
         return;
@@ -920,8 +925,10 @@ static void s_result(dist_master_t *s, dist__mpeer_t *w, const dist__result_t *r
      * (its credit comes back), or one from a worker written off. */
     if (w)
         s_ghost_release(s, w, &r->id);
-    if (!final)
+    if (!final) {
+        s->c.late_results++;
         return; /* the task has already moved on to another attempt */
+    }
     /* A final result completes the task after all (section 6.3); a newer
      * lease is cancelled silently and its result will be dropped. */
     if (t->state == DIST__T_LEASED)

@@ -139,7 +139,7 @@ void dist__sock_setup(zsock_t *sock, bool router, const dist__sockopts_t *o)
     zsock_set_heartbeat_ttl(sock, hb_to);
     zsock_set_linger(sock, d.linger_ms >= 0 ? d.linger_ms : router ? 0 : 500);
     zsock_set_sndhwm(sock, DIST__HWM);
-    zsock_set_rcvhwm(sock, DIST__HWM);
+    zsock_set_rcvhwm(sock, router ? DIST__ROUTER_RCVHWM : DIST__HWM);
     if (router) {
         zsock_set_router_mandatory(sock, 1);
     } else {

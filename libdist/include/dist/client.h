@@ -93,6 +93,19 @@ DIST_EXPORT const char *dist_client_name(const dist_client_t *self);
 DIST_EXPORT dist_future_t *dist_client_submit(dist_client_t *self, const char *task,
                                               const void *args, size_t len, int task_timeout_ms);
 
+/* The same, but a full master is waited for: when the task is refused
+ * with queue_full (the master holds --max-queued tasks, or the client's
+ * --max-results bound is reached) or store_failed, it is submitted again
+ * after a pause (10 ms doubling to 500 ms) until wait_ms has passed
+ * (DIST_FOREVER: no bound; 0: one try). Meanwhile the client keeps
+ * working: results of other futures are taken, heartbeats are sent.
+ * Returns the future once accepted, or NULL with errno: DIST_EFULL (still
+ * full after wait_ms), or any code of dist_client_submit. Blocks up to
+ * wait_ms plus one submission. */
+DIST_EXPORT dist_future_t *dist_client_submit_wait(dist_client_t *self, const char *task,
+                                                   const void *args, size_t len,
+                                                   int task_timeout_ms, int wait_ms);
+
 /* Submits n tasks of one name in batches (at most the master's max_batch
  * and max_message each) and waits for their acceptance; futures[i] is the
  * future of items[i] (NULL for a refused item, whose code goes to
