@@ -60,7 +60,12 @@ static void s_usage(FILE *f)
             "                          missing) so that a restarted master carries on\n"
             "                          (default: none, everything is in memory and lost\n"
             "                          when the master stops)\n"
-            "  --store-fsync           fsync FILE at every commit (default off; see below)\n"
+            "  --store-fsync           fsync FILE at every commit (default off; see below)\n"            "  --key FILE              the master's secret key (master.key from `dist keygen\n"
+            "                          master`): turns CURVE on\n"
+            "  --allow-workers DIR     directory of the public keys (NAME.pub) that may connect\n"
+            "                          as workers\n"
+            "  --allow-clients DIR     directory of the public keys that may connect as clients\n"
+            "  --insecure              allow a non-loopback --bind without keys\n"
             "  --log-level LEVEL       error, warn, info or debug (default info)\n"
             "  -h, --help              show this help and exit\n"
             "  -V, --version           show the version and exit\n"
@@ -81,14 +86,21 @@ static void s_usage(FILE *f)
             "store_failed, the rest is served from memory, and writing is retried every\n"
             "second. Named queues are kept in memory only.\n"
             "\n"
-            "Security: traffic is neither authenticated nor encrypted yet; binding to a\n"
-            "non-loopback address logs a warning.\n"
+            "Security: with --key, every connection is encrypted and authenticated with\n"
+            "CURVE; a key in --allow-workers may only act as a worker, one in\n"
+            "--allow-clients only as a client (a key in both may do both). A key removed\n"
+            "from a directory is refused at its next connection. Peers without a key, with\n"
+            "an unknown key or expecting another master key get no session; each refusal\n"
+            "is logged and counted (refused_handshakes in `dist status`). Without --key,\n"
+            "binding to anything but loopback (127.0.0.0/8, ::1, ipc://) is refused unless\n"
+            "--insecure is given. Create keys with `dist keygen NAME`.\n"
             "\n"
             "Exit status:\n"
             "  0  stopped cleanly (SIGTERM or SIGINT)\n"
             "  1  runtime failure (for example the endpoint cannot be bound, or the store\n"
             "     cannot be opened: not writable, in use, not a libdist store)\n"
-            "  2  usage error\n");
+            "  2  usage error, or settings the master refuses (a non-loopback --bind\n"
+            "     without --key, a bad key or allow-list setting)\n");
 }
 
 static void s_log(dist_log_level_t level, const char *component, const char *msg, void *ud)
@@ -150,7 +162,7 @@ int main(int argc, char **argv)
 {
     enum {
         O_BIND = 256, O_NAME, O_HB, O_HB_TIMEOUT, O_ATTEMPTS, O_LEASE, O_QUEUED, O_RESULTS,
-        O_MESSAGE, O_LEVEL, O_STORE, O_FSYNC
+        O_MESSAGE, O_LEVEL, O_STORE, O_FSYNC, O_KEY, O_ALLOW_WORKERS, O_ALLOW_CLIENTS, O_INSECURE
     };
     static const struct option longopts[] = {
         { "bind", required_argument, NULL, O_BIND },
@@ -165,6 +177,10 @@ int main(int argc, char **argv)
         { "log-level", required_argument, NULL, O_LEVEL },
         { "store", required_argument, NULL, O_STORE },
         { "store-fsync", no_argument, NULL, O_FSYNC },
+        { "key", required_argument, NULL, O_KEY },
+        { "allow-workers", required_argument, NULL, O_ALLOW_WORKERS },
+        { "allow-clients", required_argument, NULL, O_ALLOW_CLIENTS },
+        { "insecure", no_argument, NULL, O_INSECURE },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
@@ -200,6 +216,10 @@ int main(int argc, char **argv)
             o.store = optarg;
             break;
         case O_FSYNC: o.store_fsync = true; break;
+        case O_KEY: o.key = optarg; break;
+        case O_ALLOW_WORKERS: o.allow_workers = optarg; break;
+        case O_ALLOW_CLIENTS: o.allow_clients = optarg; break;
+        case O_INSECURE: o.insecure = true; break;
         case O_LEVEL:
             g_level = dist_log_level_parse(optarg);
             if (g_level < 0)
@@ -233,7 +253,7 @@ int main(int argc, char **argv)
     o.log_level = g_level == DIST_LOG_ERROR ? DIST_LOG_WARN : (dist_log_level_t)g_level;
     g_master = dist_master_new(&o);
     if (!g_master)
-        return 1; /* the reason was logged */
+        return errno == EINVAL ? 2 : 1; /* the reason was logged */
 
     /* After dist_master_new: czmq installs its own handlers when it starts. */
     struct sigaction sa;

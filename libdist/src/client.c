@@ -40,6 +40,7 @@
 #include <zmq.h>
 
 #include "dist/error.h"
+#include "security_internal.h"
 #include "util_internal.h"
 #include "value_internal.h"
 
@@ -640,14 +641,6 @@ dist_client_t *dist_client_new(const dist_client_opts_t *opts)
     if (opts)
         o = *opts;
     dist__logger_t lg = { o.log, o.log_userdata, o.log_level, "client" };
-    const char *key = o.key ? o.key : getenv("DIST_KEY");
-    const char *server_key = o.server_key ? o.server_key : getenv("DIST_SERVER_KEY");
-    if ((key && *key) || (server_key && *server_key)) {
-        dist__log(&lg, DIST_LOG_ERROR, "CURVE keys (key, server_key, $DIST_KEY, $DIST_SERVER_KEY) "
-                                       "are not supported yet");
-        errno = EINVAL;
-        return NULL;
-    }
     if (o.connect_timeout_ms < 0 || (o.name && !dist__peer_name_ok(o.name, strlen(o.name)))) {
         errno = EINVAL;
         return NULL;
@@ -710,6 +703,13 @@ dist_client_t *dist_client_new(const dist_client_opts_t *opts)
     self->zh = zsock_resolve(self->sock);
     dist__sockopts_t so = { .max_message = self->own_max_message, .linger_ms = -1 };
     dist__sock_setup(self->sock, false, &so);
+    bool secure = false;
+    int krc = dist__curve_peer_setup(self->sock, o.key, o.server_key, o.insecure, ep, &lg, &secure);
+    if (krc) {
+        s_free(self);
+        errno = krc == DIST_ENOMEM ? ENOMEM : krc == -ENOENT || krc == -EACCES ? -krc : EINVAL;
+        return NULL;
+    }
     if (zsock_connect(self->sock, "%s", ep) != 0) {
         dist__log(&lg, DIST_LOG_ERROR, "cannot connect to %s: %s", ep, zmq_strerror(zmq_errno()));
         s_free(self);
@@ -726,8 +726,10 @@ dist_client_t *dist_client_new(const dist_client_opts_t *opts)
         if (rc == DIST_ETIMEDOUT) {
             rc = DIST_ENOMASTER;
             /* The caller gets the code: this is only a note. */
-            dist__log(&lg, DIST_LOG_INFO, "no master answered at %s within %d ms", ep,
-                      self->connect_timeout_ms);
+            dist__log(&lg, DIST_LOG_INFO, "no master answered at %s within %d ms%s", ep,
+                      self->connect_timeout_ms,
+                      secure ? " (with CURVE, a master that does not know our key, or whose key "
+                               "is not the server key we were given, stays silent)" : "");
         }
         s_free(self);
         errno = -rc;
