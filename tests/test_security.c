@@ -422,6 +422,22 @@ static void test_keys_served(void **state)
     dist_result_destroy(&r);
     dist_args_destroy(&a);
 
+    /* Payloads are data: dist.exec stays refused on a worker that did not
+     * allow it, however authenticated the client is. */
+    dist_args_t *x = dist_args_new();
+    msgpack_packer *pk = dist_args_packer(x);
+    msgpack_pack_array(pk, 2);
+    msgpack_pack_str(pk, 9);
+    msgpack_pack_str_body(pk, "/bin/echo", 9);
+    msgpack_pack_str(pk, 5);
+    msgpack_pack_str_body(pk, "pwned", 5);
+    size_t xlen;
+    const void *xargs = dist_args_data(x, &xlen);
+    assert_int_equal(dist_client_call(g.c, "dist.exec", xargs, xlen, 20000, &r), DIST_ETASK);
+    assert_non_null(strstr(dist_result_error(r), "disabled"));
+    dist_result_destroy(&r);
+    dist_args_destroy(&x);
+
     /* The environment works where the options do. */
     setenv("DIST_KEY", s_path("c2.key"), 1);
     setenv("DIST_SERVER_KEY", s_path("master.pub"), 1);
