@@ -59,7 +59,7 @@ DIST_EXPORT void dist_worker_register_builtins(void);
  * key file others can access; ENOENT: a missing key file). Keys are
  * checked before the pool is forked. Does not wait for the master. A key
  * the master refuses in the worker role makes dist_worker_run() return
- * DIST_EREFUSED. */
+ * DIST_EREFUSED.
  * The pool's processes die with the thread that calls this (see
  * dist/pool.h): call it from a thread that outlives the worker. They also
  * inherit the descriptors open at that moment: create the worker before
