@@ -3,6 +3,9 @@
  *  dist.tasks_per_s              200,000 trivial tasks (dist.echo) from one
  *                                client through dist-master to one
  *                                dist-worker with 2 pool processes, and back
+ *  dist.tasks_per_s_curve        the same with CURVE on every connection
+ *                                (keys from dist_keygen, a master with
+ *                                allow lists): the cost of security
  *  dist.rtt_us                   median submit -> result of one such task
  *  dist.master_rss_1m_queued_mib dist-master's resident memory holding
  *                                1,000,000 queued tasks (no worker running)
@@ -18,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <netinet/in.h>
 #include <unistd.h>
@@ -94,12 +98,78 @@ static void s_wait_worker(dist_client_t *c)
     exit(1);
 }
 
+/* dist.tasks_per_s_curve: its own master, worker and client, with keys in
+ * a temporary directory; the same map as dist.tasks_per_s. */
+static int s_curve_tput(const dist_bytes_t *items, size_t n)
+{
+    char dir[] = "/tmp/bench-curve-XXXXXX", p[5][64], pubf[160];
+    if (!mkdtemp(dir))
+        return 1;
+    const char *f[6] = { "master", "w", "c", "workers", "clients", NULL };
+    for (int i = 0; i < 5; i++)
+        snprintf(p[i], sizeof p[i], "%s/%s", dir, f[i]);
+    char mkey[160], mpub[160], wkey[160], ckey[160], wl[160], cl[160], ep[64];
+    snprintf(mkey, sizeof mkey, "%s.key", p[0]);
+    snprintf(mpub, sizeof mpub, "%s.pub", p[0]);
+    snprintf(wkey, sizeof wkey, "%s.key", p[1]);
+    snprintf(ckey, sizeof ckey, "%s.key", p[2]);
+    snprintf(wl, sizeof wl, "%s/w.pub", p[3]);
+    snprintf(cl, sizeof cl, "%s/c.pub", p[4]);
+    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", s_free_port());
+    int rc = 1;
+    if (dist_keygen(p[0], false) || dist_keygen(p[1], false) || dist_keygen(p[2], false) ||
+        mkdir(p[3], 0755) || mkdir(p[4], 0755))
+        goto out;
+    snprintf(pubf, sizeof pubf, "%s.pub", p[1]);
+    if (link(pubf, wl))
+        goto out;
+    snprintf(pubf, sizeof pubf, "%s.pub", p[2]);
+    if (link(pubf, cl))
+        goto out;
+    pid_t master = s_spawn((char *[]){ DIST_MASTER_BIN, "--bind", ep, "--key", mkey,
+                                       "--allow-workers", p[3], "--allow-clients", p[4],
+                                       "--log-level", "error", NULL });
+    pid_t worker = s_spawn((char *[]){ DIST_WORKER_BIN, "--master", ep, "--procs", "2", "--key",
+                                       wkey, "--server-key", mpub, "--log-level", "error", NULL });
+    dist_client_opts_t co = { .master = ep, .key = ckey, .server_key = mpub,
+                              .connect_timeout_ms = 10000 };
+    dist_client_t *c = dist_client_new(&co);
+    if (c) {
+        s_wait_worker(c);
+        dist_results_t *rs;
+        dist_client_map(c, "dist.echo", items, 1000, 0, 60000, NULL, NULL, &rs); /* warm up */
+        dist_results_destroy(&rs);
+        double t0 = bench_now();
+        int r = dist_client_map(c, "dist.echo", items, n, 0, 600000, NULL, NULL, &rs);
+        double dt = bench_now() - t0;
+        if (r == 0) {
+            dist_results_destroy(&rs);
+            bench_report("dist.tasks_per_s_curve", (double)n / dt, "tasks_per_s");
+            rc = 0;
+        } else {
+            fprintf(stderr, "bench_dist: curve map: %s\n", dist_strerror(r));
+        }
+        dist_client_destroy(&c);
+    } else {
+        fprintf(stderr, "bench_dist: curve client: %s\n", dist_strerror(errno));
+    }
+    s_stop(worker);
+    s_stop(master);
+out:;
+    char cmd[96];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "bench_dist: could not remove %s\n", dir);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     bool tput = bench_wanted(argc, argv, "dist.tasks_per_s");
     bool rtt = bench_wanted(argc, argv, "dist.rtt_us");
     bool rss = bench_wanted(argc, argv, "dist.master_rss_1m_queued_mib");
-    if (!tput && !rtt && !rss)
+    bool curve = bench_wanted(argc, argv, "dist.tasks_per_s_curve");
+    if (!tput && !rtt && !rss && !curve)
         return 0;
     char ep[64], bind[64];
     int port = s_free_port();
@@ -146,6 +216,8 @@ int main(int argc, char **argv)
         dist_results_destroy(&rs);
         bench_report("dist.tasks_per_s", N / dt, "tasks_per_s");
     }
+    if (curve && s_curve_tput(items, N))
+        return 1;
     if (rtt) {
         enum { R = 2000 };
         static double t[R];
