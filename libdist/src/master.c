@@ -1365,7 +1365,7 @@ dist_master_t *dist_master_new(const dist_master_opts_t *opts)
     /* Protected mode: decided on the endpoint as given, before anything
      * listens. A name or a wildcard counts as reachable from the network. */
     const char *bind = o.bind ? o.bind : DEFAULT_BIND;
-    if (!o.key && !o.insecure && !dist__endpoint_local(bind)) {
+    if (!o.key && !o.insecure && !dist__endpoint_local(bind) && strstr(bind, "://")) {
         dist__log(&lg, DIST_LOG_ERROR,
                   "refusing to bind %s without CURVE keys: anyone who can reach it could run "
                   "tasks and read results. Create keys with `dist keygen master` (and `dist "

@@ -136,6 +136,7 @@ struct dist_worker {
     dist_pool_t *pool;
     zsock_t *sock;
     zsock_t *mon;   /* the socket's connection events (NULL: not available) */
+    bool auth_failed; /* the last handshakes were refused (logged once) */
     bool connected; /* a ZMTP handshake with the master has succeeded */
     int efd;
 
@@ -962,6 +963,7 @@ static void s_on_monitor(dist_worker_t *w)
         }
         if (ev == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
             w->connected = true;
+            w->auth_failed = false;
             dist__log(&w->log, DIST_LOG_INFO, "connected to %s", w->endpoint);
             if (w->welcomed || w->rehello)
                 s_rehello(w);
@@ -970,6 +972,17 @@ static void s_on_monitor(dist_worker_t *w)
         } else if (ev == ZMQ_EVENT_DISCONNECTED && w->connected) {
             w->connected = false;
             dist__log(&w->log, DIST_LOG_WARN, "disconnected from %s (reconnecting)", w->endpoint);
+        } else if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
+                   ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+            /* Said once per run of failures: libzmq retries by itself, and
+             * the master may yet learn our key (its allow list is re-read). */
+            dist__log(&w->log, w->auth_failed ? DIST_LOG_DEBUG : DIST_LOG_ERROR,
+                      "%s refused the connection: %s (still trying)", w->endpoint,
+                      ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+                          ? "our key is not in its allow list"
+                          : "CURVE handshake failed (keys on one side only, or a wrong "
+                            "--server-key)");
+            w->auth_failed = true;
         }
     }
 }
@@ -1358,7 +1371,9 @@ dist_worker_t *dist_worker_new(const dist_worker_opts_t *opts)
     char mon[64];
     snprintf(mon, sizeof mon, "inproc://dist-worker-monitor-%p", (void *)w);
     if (zmq_socket_monitor(zsock_resolve(w->sock), mon,
-                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) == 0) {
+                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) == 0) {
         w->mon = s_sock_new(ZMQ_PAIR);
         if (w->mon && zsock_connect(w->mon, "%s", mon) != 0)
             zsock_destroy(&w->mon);

@@ -71,9 +71,10 @@ typedef struct {
 /* Connects and waits for the master's welcome, saying HELLO every second.
  * NULL with errno: the positive code of DIST_ENOMASTER (no welcome within
  * the connect timeout; dist_strerror(errno) names it; also what a master
- * that does not know our key, or whose key is not server_key, looks like),
- * the positive code of DIST_EREFUSED (the master refused our key in the
- * client role), EINVAL (bad options or endpoint, one key without the
+ * whose key is not server_key looks like), the positive code of
+ * DIST_EREFUSED (the master does not know our key, or refused it in the
+ * client role; a client whose key is refused later, at a reconnection,
+ * fails its calls with DIST_EREFUSED), EINVAL (bad options or endpoint, one key without the
  * other, or a non-loopback master without keys and without insecure),
  * EACCES (a secret key file others can access), ENOENT (a missing key
  * file), EPROTO (the master speaks another protocol
