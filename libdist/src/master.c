@@ -722,27 +722,35 @@ void dist__m_malformed(dist_master_t *s, dist__mpeer_t *p, const char *fmt, ...)
 
 /* ---- refusals (docs/PROTOCOL.md section 9) ---------------------------------------------- */
 
-/* Counts a refused connection or HELLO and logs it: every one while they
- * are rare, then at most a few per second (a peer with a bad key retries
- * every few hundred milliseconds), with the number left unsaid. */
-static void s_refused(dist_master_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Kinds of refusal, each with its own log budget, so that a flood of one
+ * (a keyless peer retrying) does not hide another (a key in the wrong
+ * role). */
+enum { REFUSED_PROTOCOL, REFUSED_AUTH, REFUSED_ROLE, REFUSED_OTHER };
 
-static void s_refused(dist_master_t *s, const char *fmt, ...)
+/* Counts a refused connection or HELLO and logs it: every one while they
+ * are rare, then at most a few per second and kind (a peer with a bad key
+ * retries every few hundred milliseconds), with the number left unsaid. */
+static void s_refused(dist_master_t *s, int kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void s_refused(dist_master_t *s, int kind, const char *fmt, ...)
 {
     s->c.refused_handshakes++;
     int64_t now = s_clock_ms();
-    if (now - s->refused_log_at >= 1000) {
-        if (s->refused_quiet)
-            dist__log(&s->log, DIST_LOG_WARN, "%u more refusal(s) not logged", s->refused_quiet);
-        s->refused_log_at = now;
-        s->refused_logged = 0;
-        s->refused_quiet = 0;
+    __typeof__(s->refused_log[0]) *l = &s->refused_log[kind];
+    if (now - l->at >= 1000) {
+        if (l->quiet)
+            dist__log(&s->log, DIST_LOG_WARN, "%u more refusal(s) like the last one not logged",
+                      l->quiet);
+        l->at = now;
+        l->logged = 0;
+        l->quiet = 0;
     }
-    if (s->refused_logged >= 5) {
-        s->refused_quiet++;
+    if (l->logged >= 5) {
+        l->quiet++;
         return;
     }
-    s->refused_logged++;
+    l->logged++;
     char msg[700];
     va_list ap;
     va_start(ap, fmt);
@@ -800,15 +808,17 @@ static void s_on_monitor(dist_master_t *s)
         char key[41], from[64];
         if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
             if (s->zap && dist__zap_take_denial(s->zap, key, from))
-                s_refused(s, "a connection from %s: key %s is not in the allow lists", from, key);
+                s_refused(s, REFUSED_AUTH, "a connection from %s: key %s is not in the allow lists",
+                          from, key);
             else
-                s_refused(s, "a connection on %s: authentication failed (ZAP status %u)", ep,
+                s_refused(s, REFUSED_AUTH,
+                          "a connection on %s: authentication failed (ZAP status %u)", ep,
                           (unsigned)value);
         } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
-            s_refused(s, "a connection on %s: %s", ep, s_protocol_error(value));
+            s_refused(s, REFUSED_PROTOCOL, "a connection on %s: %s", ep, s_protocol_error(value));
         } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
-            s_refused(s, "a connection on %s: the handshake did not complete (%s)", ep,
-                      zmq_strerror((int)value));
+            s_refused(s, REFUSED_OTHER, "a connection on %s: the handshake did not complete (%s)",
+                      ep, zmq_strerror((int)value));
         }
     }
 }
@@ -897,7 +907,8 @@ static void s_hello(dist_master_t *s, dist__mpeer_t *p, const dist__inmsg_t *m)
         int need = r == DIST__ROLE_WORKER ? 1 : 2;
         if (!(roles & need)) {
             const char *as = r == DIST__ROLE_WORKER ? "worker" : "client";
-            s_refused(s, "HELLO as %s %.*s (host %.*s): key %s is not in the %ss' allow list", as,
+            s_refused(s, REFUSED_ROLE,
+                      "HELLO as %s %.*s (host %.*s): key %s is not in the %ss' allow list", as,
                       (int)name_n, name, (int)host_n, host, key, as);
             char msg[128];
             snprintf(msg, sizeof msg, "this key may not act as a %s", as);

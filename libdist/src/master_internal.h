@@ -369,8 +369,10 @@ struct dist_master {
     /* security (security_internal.h): NULL without CURVE */
     dist__zap_t *zap;
     zsock_t *mon;            /* failed handshakes of sock (NULL: not watched) */
-    int64_t refused_log_at;  /* rate limit of the refusal log lines */
-    unsigned refused_logged, refused_quiet;
+    struct {                 /* rate limit of the refusal log lines, per kind */
+        int64_t at;
+        unsigned logged, quiet;
+    } refused_log[4];
     atomic_bool stop;
     atomic_bool running;
     atomic_bool joinable;
