@@ -696,7 +696,7 @@ static void test_two_masters_in_process(void **state)
     dist_master_destroy(&m2);
 }
 
-/* ---- silent connections under a low open-file limit -------------------------------------------- */
+/* ---- silent connections under a low open-file limit ------------------------------------ */
 
 static int s_fd_count(pid_t pid)
 {
@@ -809,7 +809,7 @@ static void test_silent_connections(void **state)
     assert_true(closed);
 }
 
-/* ---- capture: root, a network namespace, tcpdump ---------------------------------------------- */
+/* ---- capture: root, a network namespace, tcpdump --------------------------------------- */
 
 static char s_ns[32];
 
@@ -838,8 +838,11 @@ static char *s_capture_run(bool curve, const char *marker, size_t *len)
     snprintf(wlog, sizeof wlog, "%s/%s-worker.log", g.dir, tag);
     snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", curve ? 5556 : 5555);
     snprintf(arg, sizeof arg, "\"%s\"", marker);
-    const char *td[] = { "ip", "netns", "exec", s_ns, "tcpdump", "-i", "lo", "-U", "--immediate-mode", "-Z", "root", "-s", "0",
-                         "-w", pcap, "tcp", NULL };
+    /* --immediate-mode: packets reach the file as they come, not when a
+     * kernel buffer block fills; -Z root: keep the right to write into our
+     * private directory. */
+    const char *td[] = { "ip", "netns", "exec", s_ns, "tcpdump", "-i", "lo", "-U",
+                         "--immediate-mode", "-Z", "root", "-s", "0", "-w", pcap, "tcp", NULL };
     dist_subprocess_t *cap = s_start(td, tdlog);
     assert_true(s_wait_log(tdlog, "listening on", 20000));
     char key[256], aw[256], ac[256], wkey[256], ckey[256], spub[256];

@@ -1287,7 +1287,9 @@ dist_worker_t *dist_worker_new(const dist_worker_opts_t *opts)
     }
     /* Keys and protected mode are checked before the pool is forked. */
     {
-        const char *ep = o.master ? o.master : s_env("DIST_MASTER") ? s_env("DIST_MASTER") : DEFAULT_MASTER;
+        const char *ep = o.master             ? o.master
+                         : s_env("DIST_MASTER") ? s_env("DIST_MASTER")
+                                                : DEFAULT_MASTER;
         bool secure;
         int krc = dist__curve_peer_setup(NULL, o.key, o.server_key, o.insecure, ep, &lg, &secure);
         if (krc) {
