@@ -353,6 +353,10 @@ struct dist__zap {
     struct dist__zap *next;
 };
 
+/* s_zap_life serializes register and unregister (the handler's start and
+ * stop) and is never taken by the handler thread; s_zap_lock guards the
+ * registry, which the handler reads for every request. */
+static pthread_mutex_t s_zap_life = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t s_zap_lock = PTHREAD_MUTEX_INITIALIZER;
 static dist__zap_t *s_zaps;          /* registered masters */
 static unsigned s_zap_seq;
@@ -502,6 +506,7 @@ dist__zap_t *dist__zap_register(const char *workers_dir, const char *clients_dir
         errno = e;
         return NULL;
     }
+    pthread_mutex_lock(&s_zap_life);
     pthread_mutex_lock(&s_zap_lock);
     int e = 0;
     if (!s_zaps) {
@@ -542,6 +547,7 @@ dist__zap_t *dist__zap_register(const char *workers_dir, const char *clients_dir
         s_zaps = z;
     }
     pthread_mutex_unlock(&s_zap_lock);
+    pthread_mutex_unlock(&s_zap_life);
     if (e) {
         zcertstore_destroy(&z->workers);
         zcertstore_destroy(&z->clients);
@@ -559,6 +565,7 @@ void dist__zap_unregister(dist__zap_t **self_p)
     dist__zap_t *z = *self_p;
     *self_p = NULL;
     bool last = false;
+    pthread_mutex_lock(&s_zap_life);
     pthread_mutex_lock(&s_zap_lock);
     for (dist__zap_t **pp = &s_zaps; *pp; pp = &(*pp)->next)
         if (*pp == z) {
@@ -569,7 +576,9 @@ void dist__zap_unregister(dist__zap_t **self_p)
     if (last) {
         ssize_t w = write(s_zap_stop[1], "x", 1);
         (void)w;
-        /* The thread takes the lock to answer: let it finish first. */
+        /* The thread takes s_zap_lock to answer: let it finish first
+         * (s_zap_life keeps a new master from starting another handler
+         * meanwhile). */
         pthread_mutex_unlock(&s_zap_lock);
         pthread_join(s_zap_thread, NULL);
         pthread_mutex_lock(&s_zap_lock);
@@ -579,6 +588,7 @@ void dist__zap_unregister(dist__zap_t **self_p)
         s_zap_stop[0] = s_zap_stop[1] = -1;
     }
     pthread_mutex_unlock(&s_zap_lock);
+    pthread_mutex_unlock(&s_zap_life);
     zcertstore_destroy(&z->workers);
     zcertstore_destroy(&z->clients);
     free(z);
