@@ -98,10 +98,10 @@ static void s_usage(FILE *f)
             "\n"
             "Exit status:\n"
             "  0  stopped cleanly (SIGTERM or SIGINT)\n"
-            "  1  runtime failure (for example the endpoint cannot be bound, or the store\n"
-            "     cannot be opened: not writable, in use, not a libdist store)\n"
-            "  2  usage error, or settings the master refuses (a non-loopback --bind\n"
-            "     without --key, a bad key or allow-list setting)\n");
+            "  1  runtime failure (for example the endpoint cannot be bound, a non-loopback\n"
+            "     --bind without --key, a key file or allow list that cannot be used, or\n"
+            "     the store cannot be opened: not writable, in use, not a libdist store)\n"
+            "  2  usage error\n");
 }
 
 static void s_log(dist_log_level_t level, const char *component, const char *msg, void *ud)
@@ -254,7 +254,7 @@ int main(int argc, char **argv)
     o.log_level = g_level == DIST_LOG_ERROR ? DIST_LOG_WARN : (dist_log_level_t)g_level;
     g_master = dist_master_new(&o);
     if (!g_master)
-        return errno == EINVAL ? 2 : 1; /* the reason was logged */
+        return 1; /* the reason was logged */
 
     /* After dist_master_new: czmq installs its own handlers when it starts. */
     struct sigaction sa;
