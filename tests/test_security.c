@@ -684,6 +684,16 @@ static void test_two_masters_in_process(void **state)
     memcpy(g.endpoint, saved, sizeof saved);
     assert_true(s_counter(a, "refused_handshakes") > 0);
     assert_true(s_counter(b, "refused_handshakes") > 0);
+    /* An allow list that disappears allows nobody any more (czmq's store
+     * alone would keep what it had read). */
+    char gone[300];
+    snprintf(gone, sizeof gone, "%s/c1.pub", d1);
+    assert_int_equal(unlink(gone), 0);
+    assert_int_equal(rmdir(d1), 0);
+    snprintf(g.endpoint, sizeof g.endpoint, "%s", dist_master_endpoint(m1));
+    assert_null(s_client("c1", "master", 60000));
+    assert_int_equal(errno, -DIST_EREFUSED);
+    memcpy(g.endpoint, saved, sizeof saved);
     dist_client_destroy(&a);
     dist_client_destroy(&b);
     dist_master_destroy(&m1);

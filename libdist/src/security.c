@@ -345,6 +345,7 @@ int dist__curve_peer_setup(zsock_t *sock, const char *key, const char *server_ke
 struct dist__zap {
     char domain[32];
     zcertstore_t *workers, *clients; /* NULL: nobody in that role */
+    char *workers_dir, *clients_dir;
     struct {
         char key[41];
         char addr[64];
@@ -382,6 +383,14 @@ static void s_frame_str(zframe_t *f, char *out, size_t cap)
     out[n] = 0;
 }
 
+/* zcertstore re-reads a directory that changed, but keeps what it had
+ * when the directory is gone: a removed allow list must allow nobody. */
+static bool s_dir_ok(const char *dir)
+{
+    struct stat st;
+    return dir && stat(dir, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 /* Answers one ZAP request (RFC 27): version, request id, domain, address,
  * identity, mechanism, then the mechanism's credentials. */
 static void s_zap_answer(zmsg_t *req)
@@ -401,8 +410,8 @@ static void s_zap_answer(zmsg_t *req)
         pthread_mutex_lock(&s_zap_lock);
         dist__zap_t *z = s_zap_find((const char *)zframe_data(domain), zframe_size(domain));
         if (z) {
-            bool w = z->workers && zcertstore_lookup(z->workers, key);
-            bool c = z->clients && zcertstore_lookup(z->clients, key);
+            bool w = s_dir_ok(z->workers_dir) && zcertstore_lookup(z->workers, key);
+            bool c = s_dir_ok(z->clients_dir) && zcertstore_lookup(z->clients, key);
             if (w || c) {
                 status = "200";
                 text = "OK";
@@ -499,9 +508,14 @@ dist__zap_t *dist__zap_register(const char *workers_dir, const char *clients_dir
         return NULL;
     }
     if ((workers_dir && !(z->workers = s_store(workers_dir, "workers' allow list", err, errlen))) ||
-        (clients_dir && !(z->clients = s_store(clients_dir, "clients' allow list", err, errlen)))) {
-        int e = errno;
+        (clients_dir && !(z->clients = s_store(clients_dir, "clients' allow list", err, errlen))) ||
+        (workers_dir && !(z->workers_dir = strdup(workers_dir))) ||
+        (clients_dir && !(z->clients_dir = strdup(clients_dir)))) {
+        int e = errno ? errno : ENOMEM;
         zcertstore_destroy(&z->workers);
+        zcertstore_destroy(&z->clients);
+        free(z->workers_dir);
+        free(z->clients_dir);
         free(z);
         errno = e;
         return NULL;
@@ -551,6 +565,8 @@ dist__zap_t *dist__zap_register(const char *workers_dir, const char *clients_dir
     if (e) {
         zcertstore_destroy(&z->workers);
         zcertstore_destroy(&z->clients);
+        free(z->workers_dir);
+        free(z->clients_dir);
         free(z);
         errno = e;
         return NULL;
@@ -591,6 +607,8 @@ void dist__zap_unregister(dist__zap_t **self_p)
     pthread_mutex_unlock(&s_zap_life);
     zcertstore_destroy(&z->workers);
     zcertstore_destroy(&z->clients);
+    free(z->workers_dir);
+    free(z->clients_dir);
     free(z);
 }
 
