@@ -5,7 +5,7 @@
 DIST_BUILD_PACKAGES="build-essential cmake pkg-config libzmq3-dev libczmq-dev libmsgpack-dev libjansson-dev libmicrohttpd-dev libsqlite3-dev"
 # Extra packages for the test suite and the benchmarks (clang and its
 # runtime libraries for the libFuzzer smoke run at the end of scripts/test).
-DIST_TEST_PACKAGES="libcmocka-dev python3 clang libclang-rt-14-dev tcpdump"
+DIST_TEST_PACKAGES="libcmocka-dev python3 python3-zmq clang libclang-rt-14-dev tcpdump"
 
 dist_root() { cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd; }
 
