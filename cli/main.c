@@ -136,8 +136,9 @@ static const char s_common_help[] =
     "  1  the task failed, or some items of a map failed (the errors are on stderr or\n"
     "     in the output), or no result came within --wait\n"
     "  2  usage error: bad option, value, argument or input line (nothing was submitted);\n"
-    "     also a key file that cannot be used, or a non-loopback master without keys\n"
-    "  3  no master answered, the connection failed, or the master refused our key\n";
+    "     also a key file that cannot be used\n"
+    "  3  no master answered, the connection failed or was refused (a non-loopback\n"
+    "     master without keys, or a key the master does not accept)\n";
 
 static void s_help(const char *cmd)
 {
@@ -373,15 +374,15 @@ static dist_client_t *s_connect(const cli_t *cli, int *exit_code)
         return c;
     if (errno == -DIST_ENOMASTER) {
         *exit_code = s_no_master(cli);
-    } else if (errno == EINVAL || errno == EACCES || errno == ENOENT) {
-        /* The library logged which setting or key file. */
-        fprintf(stderr, "dist: cannot connect to %s: %s\n", cli->master,
-                errno == EINVAL ? "invalid endpoint, options or keys (see above)"
-                                : "the key file cannot be used (see above)");
+    } else if (errno == EACCES || errno == ENOENT) {
+        /* A key file: the library logged which and why. */
+        fprintf(stderr, "dist: cannot connect to %s: the key file cannot be used (see above)\n",
+                cli->master);
         *exit_code = EXIT_USAGE;
     } else {
         fprintf(stderr, "dist: cannot connect to %s: %s\n", cli->master,
-                errno == EINVAL ? "invalid endpoint or options" : dist_strerror(errno));
+                errno == EINVAL ? "invalid endpoint, options or keys (see above)"
+                                : dist_strerror(errno));
         *exit_code = EXIT_NOMASTER;
     }
     return NULL;
@@ -723,6 +724,13 @@ int main(int argc, char **argv)
             return s_usage(&cli, "option '--%s' does not apply to '%s'", s_opts[o].name, cli.cmd);
     if (cli.cmd_bit == C_KEYGEN)
         return s_cmd_keygen(&cli);
+    const char *key = cli.key ? cli.key : getenv("DIST_KEY");
+    const char *server_key = cli.server_key ? cli.server_key : getenv("DIST_SERVER_KEY");
+    bool has_key = key && *key, has_server_key = server_key && *server_key;
+    if (has_key != has_server_key)
+        return s_usage(&cli, "CURVE needs both keys: --key (or $DIST_KEY) and --server-key (or "
+                             "$DIST_SERVER_KEY); %s is missing",
+                       has_key ? "the master's public key" : "our own secret key");
     if (!cli.master || !*cli.master)
         cli.master = getenv("DIST_MASTER");
     if (!cli.master || !*cli.master)

@@ -636,7 +636,7 @@ static void test_protected_mode(void **state)
     assert_null(dist_client_new(&o));
     assert_int_equal(errno, -DIST_ENOMASTER);
     const char *c1[] = { DIST_CLI_BIN, "status", "--master", "tcp://198.18.0.1:5555", NULL };
-    assert_int_equal(s_run(c1, 20000, &out), 2);
+    assert_int_equal(s_run(c1, 20000, &out), 3);
     assert_non_null(strstr(out, "refusing to connect"));
     free(out);
 
