@@ -566,6 +566,27 @@ static void test_removed_key_refused(void **state)
     dist_client_destroy(&c);
 }
 
+/* A key in both allow lists may take either role. */
+static void test_key_in_both_lists(void **state)
+{
+    (void)state;
+    s_keygen("both");
+    s_allow("both", "workers");
+    s_allow("both", "clients");
+    dist_client_t *c = s_client("both", "master", 20000);
+    assert_non_null(c);
+    char key[256], spub[256];
+    snprintf(key, sizeof key, "%s", s_path("both.key"));
+    snprintf(spub, sizeof spub, "%s", s_path("master.pub"));
+    const char *argv[] = { DIST_WORKER_BIN, "--master", g.endpoint, "--procs", "1", "--key", key,
+                           "--server-key", spub, "--name", "both-worker", NULL };
+    dist_subprocess_t *w = s_start(argv, s_path("both-worker.log"));
+    s_wait_workers(c, 2);
+    assert_int_equal(s_stop(&w), 0);
+    s_wait_workers(c, 1);
+    dist_client_destroy(&c);
+}
+
 static void test_status_shows_refused(void **state)
 {
     (void)state;
@@ -965,6 +986,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_worker_key_as_client, NULL, NULL),
         cmocka_unit_test_setup_teardown(test_client_key_as_worker, NULL, NULL),
         cmocka_unit_test_setup_teardown(test_removed_key_refused, NULL, NULL),
+        cmocka_unit_test_setup_teardown(test_key_in_both_lists, NULL, NULL),
         cmocka_unit_test_setup_teardown(test_status_shows_refused, NULL, NULL),
         cmocka_unit_test_setup_teardown(test_protected_mode, NULL, NULL),
         cmocka_unit_test_setup_teardown(test_two_masters_in_process, NULL, NULL),
