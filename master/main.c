@@ -66,8 +66,14 @@ static void s_usage(FILE *f)
             "                          JSON (/api/status) and a live dashboard (/) over\n"
             "                          HTTP on HOST:PORT, e.g. 127.0.0.1:9464 (default: off;\n"
             "                          port 0 picks a free one, which is logged)\n"
-            "  --insecure              allow --metrics on an address other hosts can reach\n"
-            "                          (it has no authentication)\n"
+            "  --key FILE              the master's secret key (master.key from `dist keygen\n"
+            "                          master`): turns CURVE on\n"
+            "  --allow-workers DIR     directory of the public keys (NAME.pub) that may connect\n"
+            "                          as workers\n"
+            "  --allow-clients DIR     directory of the public keys that may connect as clients\n"
+            "  --insecure              allow a non-loopback --bind without keys, and --metrics\n"
+            "                          on an address other hosts can reach (it has no\n"
+            "                          authentication)\n"
             "  --log-level LEVEL       error, warn, info or debug (default info)\n"
             "  --log-format FORMAT     text (default) or json: one JSON object per line with\n"
             "                          time, level, component, message and fields\n"
@@ -90,16 +96,23 @@ static void s_usage(FILE *f)
             "store_failed, the rest is served from memory, and writing is retried every\n"
             "second. Named queues are kept in memory only.\n"
             "\n"
-            "Security: traffic is neither authenticated nor encrypted yet; binding to a\n"
-            "non-loopback address logs a warning. The metrics endpoint has no\n"
-            "authentication either: it is refused on a non-loopback address unless\n"
+            "Security: with --key, every connection is encrypted and authenticated with\n"
+            "CURVE; a key in --allow-workers may only act as a worker, one in\n"
+            "--allow-clients only as a client (a key in both may do both). A key removed\n"
+            "from a directory is refused at its next connection. Peers without a key, with\n"
+            "an unknown key or expecting another master key get no session; each refusal\n"
+            "is logged and counted (refused_handshakes in `dist status`). Without --key,\n"
+            "binding to anything but loopback (127.0.0.0/8, ::1, ipc://) is refused unless\n"
+            "--insecure is given. Create keys with `dist keygen NAME`. The metrics endpoint\n"
+            "has no authentication: it is refused on a non-loopback address unless\n"
             "--insecure is given (docs/OBSERVABILITY.md).\n"
             "\n"
             "Exit status:\n"
             "  0  stopped cleanly (SIGTERM or SIGINT)\n"
             "  1  runtime failure (for example the endpoint or the metrics address cannot\n"
-            "     be bound, or the store cannot be opened: not writable, in use, not a\n"
-            "     libdist store)\n"
+            "     be bound, a non-loopback --bind without --key, a key file or allow list\n"
+            "     that cannot be used, or the store cannot be opened: not writable, in\n"
+            "     use, not a libdist store)\n"
             "  2  usage error\n");
 }
 
@@ -158,7 +171,8 @@ int main(int argc, char **argv)
 {
     enum {
         O_BIND = 256, O_NAME, O_HB, O_HB_TIMEOUT, O_ATTEMPTS, O_LEASE, O_QUEUED, O_RESULTS,
-        O_MESSAGE, O_LEVEL, O_STORE, O_FSYNC, O_METRICS, O_INSECURE, O_FORMAT
+        O_MESSAGE, O_LEVEL, O_STORE, O_FSYNC, O_METRICS, O_INSECURE, O_FORMAT, O_KEY,
+        O_ALLOW_WORKERS, O_ALLOW_CLIENTS
     };
     static const struct option longopts[] = {
         { "bind", required_argument, NULL, O_BIND },
@@ -176,6 +190,9 @@ int main(int argc, char **argv)
         { "metrics", required_argument, NULL, O_METRICS },
         { "insecure", no_argument, NULL, O_INSECURE },
         { "log-format", required_argument, NULL, O_FORMAT },
+        { "key", required_argument, NULL, O_KEY },
+        { "allow-workers", required_argument, NULL, O_ALLOW_WORKERS },
+        { "allow-clients", required_argument, NULL, O_ALLOW_CLIENTS },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
@@ -224,6 +241,9 @@ int main(int argc, char **argv)
             g_format = (dist_log_format_t)f;
             break;
         }
+        case O_KEY: o.key = optarg; break;
+        case O_ALLOW_WORKERS: o.allow_workers = optarg; break;
+        case O_ALLOW_CLIENTS: o.allow_clients = optarg; break;
         case O_LEVEL:
             g_level = dist_log_level_parse(optarg);
             if (g_level < 0)

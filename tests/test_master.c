@@ -108,10 +108,14 @@ static void test_options_refused(void **state)
     assert_null(dist_master_new(&o));
     assert_int_equal(errno, EINVAL);
     o.store = NULL;
-    o.key = "k";
+    o.key = "k"; /* a key without an allow list */
     assert_null(dist_master_new(&o));
     assert_int_equal(errno, EINVAL);
     o.key = NULL;
+    o.allow_clients = "/tmp"; /* an allow list without a key */
+    assert_null(dist_master_new(&o));
+    assert_int_equal(errno, EINVAL);
+    o.allow_clients = NULL;
     o.heartbeat_ms = -1;
     assert_null(dist_master_new(&o));
     assert_int_equal(errno, EINVAL);

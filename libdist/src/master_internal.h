@@ -42,6 +42,7 @@
 #include "hmap_internal.h"
 #include "log_internal.h"
 #include "proto_internal.h"
+#include "security_internal.h"
 #include "store_internal.h"
 
 #define DIST__CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -370,6 +371,13 @@ struct dist_master {
     dist_wire_limits_t limits;
     dist_wire_buf_t *out;    /* reused for every message packed */
     int wake[2];             /* stop pipe: read end polled by the loop */
+    /* security (security_internal.h): NULL without CURVE */
+    dist__zap_t *zap;
+    zsock_t *mon;            /* failed handshakes of sock (NULL: not watched) */
+    struct {                 /* rate limit of the refusal log lines, per kind */
+        int64_t at;
+        unsigned logged, quiet;
+    } refused_log[4];
     atomic_bool stop;
     atomic_bool running;
     atomic_bool joinable;

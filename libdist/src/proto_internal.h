@@ -159,6 +159,8 @@ typedef struct {
     const msgpack_object *root;
     dist__bad_t bad;      /* when dist__proto_recv returned DIST_EPROTO */
     int version;          /* the version byte seen, for DIST__BAD_VERSION */
+    char user_id[64];     /* ROUTER side, HELLO and RESULTS only: the ZAP user id of the
+                             connection ("" without one; see security_internal.h) */
 } dist__inmsg_t;
 
 /* Receives one message without blocking. ROUTER sockets expect a routing id

@@ -7,7 +7,7 @@ DIST_BUILD_PACKAGES="build-essential cmake pkg-config libzmq3-dev libczmq-dev li
 # runtime libraries for the libFuzzer smoke run at the end of scripts/test;
 # Debian's chromium for the dashboard test, run headless; gnuplot for
 # scripts/bench --plot).
-DIST_TEST_PACKAGES="libcmocka-dev python3 python3-zmq python3-msgpack clang libclang-rt-14-dev gnuplot-nox chromium"
+DIST_TEST_PACKAGES="libcmocka-dev python3 python3-zmq python3-msgpack clang libclang-rt-14-dev tcpdump gnuplot-nox chromium"
 
 dist_root() { cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd; }
 
