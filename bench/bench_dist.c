@@ -3,6 +3,13 @@
  *  dist.tasks_per_s              200,000 trivial tasks (dist.echo) from one
  *                                client through dist-master to one
  *                                dist-worker with 2 pool processes, and back
+ *  dist.tasks_per_s_store        the same with the master started with
+ *                                --store FILE (a fresh file in a temporary
+ *                                directory; group commit, no fsync), in the
+ *                                same run, so that the two compare
+ *  dist.tasks_per_s_curve        the same with CURVE on every connection
+ *                                (keys from dist_keygen, a master with
+ *                                allow lists): the cost of security
  *  dist.rtt_us                   median submit -> result of one such task
  *  dist.master_rss_1m_queued_mib dist-master's resident memory holding
  *                                1,000,000 queued tasks (no worker running)
@@ -17,7 +24,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <netinet/in.h>
 #include <unistd.h>
@@ -94,12 +103,143 @@ static void s_wait_worker(dist_client_t *c)
     exit(1);
 }
 
+enum { N = 200000 };
+
+/* The timed map: N trivial tasks after a warm-up of 1,000; tasks per
+ * second, or a negative value when the map failed. */
+static double s_throughput(dist_client_t *c, const dist_bytes_t *items)
+{
+    dist_results_t *rs;
+    dist_client_map(c, "dist.echo", items, 1000, 0, 60000, NULL, NULL, &rs); /* warm up */
+    dist_results_destroy(&rs);
+    double t0 = bench_now();
+    int r = dist_client_map(c, "dist.echo", items, N, 0, 600000, NULL, NULL, &rs);
+    double dt = bench_now() - t0;
+    dist_results_destroy(&rs);
+    if (r) {
+        fprintf(stderr, "bench_dist: map: %s\n", dist_strerror(r));
+        return -1;
+    }
+    return N / dt;
+}
+
+/* Removes a scratch directory and the files in it (no subdirectories). */
+static void s_rmtree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char path[512];
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.') {
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            if (unlink(path) != 0)
+                s_rmtree(path);
+        }
+    if (d)
+        closedir(d);
+    rmdir(dir);
+}
+
+/* The throughput figure against a cluster of its own: a master with the
+ * extra flags mflags, a worker with wflags (both NULL-terminated, at most
+ * 8), a client with key/server_key (NULL: none). */
+static double s_throughput_own(const dist_bytes_t *items, char *const *mflags, char *const *wflags,
+                               const char *key, const char *server_key)
+{
+    char ep[64];
+    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", s_free_port());
+    char *margv[16] = { DIST_MASTER_BIN, "--bind", ep, "--log-level", "error" };
+    char *wargv[16] = { DIST_WORKER_BIN, "--master", ep, "--procs", "2", "--log-level", "error" };
+    for (int i = 0; mflags[i] && i < 8; i++)
+        margv[5 + i] = mflags[i];
+    for (int i = 0; wflags[i] && i < 8; i++)
+        wargv[7 + i] = wflags[i];
+    pid_t master = s_spawn(margv);
+    pid_t worker = s_spawn(wargv);
+    dist_client_opts_t co = { .master = ep, .key = key, .server_key = server_key,
+                              .connect_timeout_ms = 10000 };
+    dist_client_t *c = dist_client_new(&co);
+    double v = -1;
+    if (c) {
+        s_wait_worker(c);
+        v = s_throughput(c, items);
+        dist_client_destroy(&c);
+    } else {
+        fprintf(stderr, "bench_dist: %s\n", dist_strerror(errno));
+    }
+    s_stop(worker);
+    s_stop(master);
+    return v;
+}
+
+/* dist.tasks_per_s_store: the master keeps its state in a fresh store in a
+ * temporary directory (group commit, no fsync). */
+static double s_throughput_store(const dist_bytes_t *items)
+{
+    char dir[] = "/tmp/bench_dist_XXXXXX", db[64];
+    if (!mkdtemp(dir)) {
+        perror("bench_dist: mkdtemp");
+        return -1;
+    }
+    snprintf(db, sizeof db, "%s/master.db", dir);
+    double v = s_throughput_own(items, (char *[]){ "--store", db, NULL }, (char *[]){ NULL },
+                                NULL, NULL);
+    s_rmtree(dir);
+    return v;
+}
+
+/* dist.tasks_per_s_curve: CURVE on every connection, with keys made by
+ * dist_keygen in a temporary directory and a master with allow lists. */
+static double s_throughput_curve(const dist_bytes_t *items)
+{
+    char dir[] = "/tmp/bench-curve-XXXXXX";
+    if (!mkdtemp(dir)) {
+        perror("bench_dist: mkdtemp");
+        return -1;
+    }
+    char m[64], w[64], c[64], wl[64], cl[64], mkey[80], mpub[80], wkey[80], ckey[80], pub[80],
+        lpub[80];
+    snprintf(m, sizeof m, "%s/master", dir);
+    snprintf(w, sizeof w, "%s/w", dir);
+    snprintf(c, sizeof c, "%s/c", dir);
+    snprintf(wl, sizeof wl, "%s/workers", dir);
+    snprintf(cl, sizeof cl, "%s/clients", dir);
+    snprintf(mkey, sizeof mkey, "%s.key", m);
+    snprintf(mpub, sizeof mpub, "%s.pub", m);
+    snprintf(wkey, sizeof wkey, "%s.key", w);
+    snprintf(ckey, sizeof ckey, "%s.key", c);
+    double v = -1;
+    if (dist_keygen(m, false) || dist_keygen(w, false) || dist_keygen(c, false) ||
+        mkdir(wl, 0755) || mkdir(cl, 0755)) {
+        fprintf(stderr, "bench_dist: cannot make keys in %s\n", dir);
+        goto out;
+    }
+    /* Each allow list holds one public key. */
+    snprintf(pub, sizeof pub, "%s.pub", w);
+    snprintf(lpub, sizeof lpub, "%s/w.pub", wl);
+    if (link(pub, lpub))
+        goto out;
+    snprintf(pub, sizeof pub, "%s.pub", c);
+    snprintf(lpub, sizeof lpub, "%s/c.pub", cl);
+    if (link(pub, lpub))
+        goto out;
+    v = s_throughput_own(items,
+                         (char *[]){ "--key", mkey, "--allow-workers", wl, "--allow-clients", cl,
+                                     NULL },
+                         (char *[]){ "--key", wkey, "--server-key", mpub, NULL }, ckey, mpub);
+out:
+    s_rmtree(dir);
+    return v;
+}
+
 int main(int argc, char **argv)
 {
     bool tput = bench_wanted(argc, argv, "dist.tasks_per_s");
+    bool tput_store = bench_wanted(argc, argv, "dist.tasks_per_s_store");
     bool rtt = bench_wanted(argc, argv, "dist.rtt_us");
     bool rss = bench_wanted(argc, argv, "dist.master_rss_1m_queued_mib");
-    if (!tput && !rtt && !rss)
+    bool curve = bench_wanted(argc, argv, "dist.tasks_per_s_curve");
+    if (!tput && !tput_store && !rtt && !rss && !curve)
         return 0;
     char ep[64], bind[64];
     int port = s_free_port();
@@ -117,7 +257,6 @@ int main(int argc, char **argv)
         return 1;
     }
     s_wait_worker(c);
-    enum { N = 200000 };
     unsigned char *buf = malloc((size_t)N * 10);
     dist_bytes_t *items = malloc(N * sizeof *items);
     size_t off = 0;
@@ -133,18 +272,22 @@ int main(int argc, char **argv)
         off += 6;
     }
     if (tput) {
-        dist_results_t *rs;
-        dist_client_map(c, "dist.echo", items, 1000, 0, 60000, NULL, NULL, &rs); /* warm up */
-        dist_results_destroy(&rs);
-        double t0 = bench_now();
-        int r = dist_client_map(c, "dist.echo", items, N, 0, 600000, NULL, NULL, &rs);
-        double dt = bench_now() - t0;
-        if (r) {
-            fprintf(stderr, "bench_dist: map: %s\n", dist_strerror(r));
+        double v = s_throughput(c, items);
+        if (v < 0)
             return 1;
-        }
-        dist_results_destroy(&rs);
-        bench_report("dist.tasks_per_s", N / dt, "tasks_per_s");
+        bench_report("dist.tasks_per_s", v, "tasks_per_s");
+    }
+    if (tput_store) {
+        double v = s_throughput_store(items);
+        if (v < 0)
+            return 1;
+        bench_report("dist.tasks_per_s_store", v, "tasks_per_s");
+    }
+    if (curve) {
+        double v = s_throughput_curve(items);
+        if (v < 0)
+            return 1;
+        bench_report("dist.tasks_per_s_curve", v, "tasks_per_s");
     }
     if (rtt) {
         enum { R = 2000 };

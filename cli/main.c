@@ -26,7 +26,7 @@ enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_NOMASTER = 3 };
 #define S_ENDPOINT_DEFAULT "tcp://127.0.0.1:5555"
 
 /* Commands, as bits: which options each accepts. */
-enum { C_SUBMIT = 1, C_MAP = 2, C_STATUS = 4, C_HELP = 8, C_ALL = 15 };
+enum { C_SUBMIT = 1, C_MAP = 2, C_STATUS = 4, C_HELP = 8, C_KEYGEN = 16, C_NET = 15, C_ALL = 31 };
 
 static const struct {
     const char *name;
@@ -36,11 +36,13 @@ static const struct {
     { "submit", C_SUBMIT, "run one task and print its result as JSON" },
     { "map", C_MAP, "run a task on every JSON array read from stdin, one result per line" },
     { "status", C_STATUS, "show workers, queues, counters and rates" },
+    { "keygen", C_KEYGEN, "write a CURVE key pair: NAME.pub and NAME.key (mode 0600)" },
     { "help", C_HELP, "show this help, or a command's" },
 };
 
 enum {
-    O_MASTER, O_NAME, O_CONNECT, O_LOG, O_TIMEOUT, O_WAIT, O_UNORDERED, O_JSON, O_HELP, O_VERSION
+    O_MASTER, O_NAME, O_CONNECT, O_LOG, O_LOGFMT, O_TIMEOUT, O_WAIT, O_UNORDERED, O_JSON, O_HELP,
+    O_VERSION, O_KEY, O_SERVER_KEY, O_INSECURE, O_FORCE
 };
 
 static const struct {
@@ -49,16 +51,21 @@ static const struct {
     bool has_arg;
     unsigned cmds;
 } s_opts[] = {
-    [O_MASTER] = { "master", 0, true, C_ALL },
-    [O_NAME] = { "name", 0, true, C_ALL },
-    [O_CONNECT] = { "connect-timeout", 0, true, C_ALL },
-    [O_LOG] = { "log-level", 0, true, C_ALL },
+    [O_MASTER] = { "master", 0, true, C_NET },
+    [O_NAME] = { "name", 0, true, C_NET },
+    [O_CONNECT] = { "connect-timeout", 0, true, C_NET },
+    [O_LOG] = { "log-level", 0, true, C_NET },
+    [O_LOGFMT] = { "log-format", 0, true, C_NET },
     [O_TIMEOUT] = { "timeout", 0, true, C_SUBMIT | C_MAP },
     [O_WAIT] = { "wait", 0, true, C_SUBMIT | C_MAP | C_STATUS },
     [O_UNORDERED] = { "unordered", 0, false, C_MAP },
     [O_JSON] = { "json", 0, false, C_STATUS },
     [O_HELP] = { "help", 'h', false, C_ALL },
     [O_VERSION] = { "version", 'V', false, C_ALL },
+    [O_KEY] = { "key", 0, true, C_NET },
+    [O_SERVER_KEY] = { "server-key", 0, true, C_NET },
+    [O_INSECURE] = { "insecure", 0, false, C_NET },
+    [O_FORCE] = { "force", 0, false, C_KEYGEN },
 };
 
 typedef struct {
@@ -70,7 +77,8 @@ typedef struct {
     int log_level;
     int task_timeout_ms;
     int wait_ms; /* -1: forever */
-    bool unordered, json, help, version;
+    bool unordered, json, help, version, insecure, force;
+    const char *key, *server_key;
     unsigned given; /* options seen, as 1 << O_* */
     const char **pos; /* arguments after the command */
     int npos;
@@ -92,16 +100,18 @@ static int s_usage(const cli_t *cli, const char *fmt, ...)
     return EXIT_USAGE;
 }
 
+/* Set once while the options are read, before anything logs. */
+static dist_log_format_t s_log_format = DIST_LOG_FORMAT_TEXT;
+
 static void s_log(dist_log_level_t level, const char *component, const char *msg, void *ud)
 {
     (void)ud;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s dist/%s: %s\n", tm.tm_year + 1900,
-            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
-            dist_log_level_name(level), component, msg);
+    /* Text lines name the program in the component ("dist/client"); JSON
+     * has a field for it. */
+    char comp[64];
+    snprintf(comp, sizeof comp, "dist/%s", component);
+    dist_log_write(stderr, s_log_format, level,
+                   s_log_format == DIST_LOG_FORMAT_JSON ? component : comp, msg, "dist");
 }
 
 static const char s_common_help[] =
@@ -111,20 +121,28 @@ static const char s_common_help[] =
     "                         (default: HOST:PID:RANDOM)\n"
     "  --connect-timeout MS   how long to wait for the master's welcome (default: 5000)\n"
     "  --log-level LEVEL      error, warn, info or debug, logged to stderr (default: warn)\n"
+    "  --log-format FORMAT    text (default) or json: one JSON object per log line\n"
+    "  --key FILE             this client's secret key (NAME.key from 'dist keygen NAME';\n"
+    "                         default: $DIST_KEY); with --server-key, CURVE is on\n"
+    "  --server-key FILE      the master's public key (master.pub; default:\n"
+    "                         $DIST_SERVER_KEY)\n"
+    "  --insecure             allow a non-loopback master without keys\n"
     "  -h, --help             show help and exit\n"
     "  -V, --version          show the version and exit\n"
     "\n"
     "Environment:\n"
     "  DIST_MASTER            the master's endpoint when --master is not given\n"
     "  DIST_KEY, DIST_SERVER_KEY\n"
-    "                         CURVE keys: not supported yet (dist refuses to run when set)\n"
+    "                         key files when --key / --server-key are not given\n"
     "\n"
     "Exit status:\n"
     "  0  success\n"
     "  1  the task failed, or some items of a map failed (the errors are on stderr or\n"
     "     in the output), or no result came within --wait\n"
-    "  2  usage error: bad option, value, argument or input line (nothing was submitted)\n"
-    "  3  no master answered, or the connection failed\n";
+    "  2  usage error: bad option, value, argument or input line (nothing was submitted);\n"
+    "     also a key file that cannot be used\n"
+    "  3  no master answered, the connection failed or was refused (a non-loopback\n"
+    "     master without keys, or a key the master does not accept)\n";
 
 static void s_help(const char *cmd)
 {
@@ -136,6 +154,7 @@ static void s_help(const char *cmd)
                "'{\"a\": 1}' (quote strings twice: once for JSON, once for the shell).\n"
                "Binary values are printed as {\"$bin\": \"<base64>\"} and can be passed the\n"
                "same way. A failed task prints its error on stderr and exits with 1.\n"
+               "When the master is full (--max-queued), dist waits for room.\n"
                "\n"
                "Options:\n"
                "  --timeout MS   the task's own time limit: the worker stops it after MS\n"
@@ -151,6 +170,8 @@ static void s_help(const char *cmd)
                "result to stdout, in input order: the result, or {\"error\": \"...\"} for an\n"
                "item that failed. A malformed line is an error naming its number, before\n"
                "anything is submitted. Progress goes to stderr when it is a terminal.\n"
+               "When the master is full (--max-queued), the items it refuses are submitted\n"
+               "again after a pause: none is dropped.\n"
                "\n"
                "Options:\n"
                "  --unordered    write results as they complete, each line\n"
@@ -162,11 +183,33 @@ static void s_help(const char *cmd)
                "                 with \"no result within MS ms\" (default: forever)\n"
                "\n%s",
                s_common_help);
+    } else if (cmd && strcmp(cmd, "keygen") == 0) {
+        printf("Usage: dist keygen [--force] NAME\n"
+               "\n"
+               "Writes a new CURVE key pair: NAME.pub, the public key (mode 0644), and\n"
+               "NAME.key, the secret key (created with mode 0600; keep it on its host). The\n"
+               "master takes master.key; the public keys of workers and clients go into the\n"
+               "master's --allow-workers and --allow-clients directories; workers and\n"
+               "clients take --key NAME.key --server-key master.pub. Existing files are left\n"
+               "alone unless --force is given.\n"
+               "\n"
+               "Example:\n"
+               "  dist keygen master; dist keygen w1; dist keygen me\n"
+               "  mkdir workers clients; mv w1.pub workers/; mv me.pub clients/\n"
+               "  dist-master --bind tcp://0.0.0.0:5555 --key master.key \\\n"
+               "      --allow-workers workers --allow-clients clients\n"
+               "  dist-worker --master tcp://HOST:5555 --key w1.key --server-key master.pub\n"
+               "  dist status --master tcp://HOST:5555 --key me.key --server-key master.pub\n"
+               "\n"
+               "Exit status: 0 written, 1 not written (a file exists, no permission), 2 usage.\n");
     } else if (cmd && strcmp(cmd, "status") == 0) {
         printf("Usage: dist status [OPTIONS]\n"
                "\n"
                "Shows the master, its workers (name, host, slots, busy, done, failed, last\n"
                "seen), its queues (name, kind, depth, in flight), counters and rates.\n"
+               "Counters include malformed (messages dropped as malformed), refused (tasks\n"
+               "refused at submission, e.g. queue full) and late_results (duplicate results\n"
+               "dropped).\n"
                "\n"
                "Options:\n"
                "  --json         print the master's status map as JSON instead\n"
@@ -230,6 +273,13 @@ static int s_set_option(cli_t *cli, int o, const char *val)
         if ((cli->log_level = dist_log_level_parse(val)) < 0)
             return s_usage(cli, "--log-level: '%s' is not one of error, warn, info, debug", val);
         break;
+    case O_LOGFMT: {
+        int f = dist_log_format_parse(val);
+        if (f < 0)
+            return s_usage(cli, "--log-format: '%s' is not one of text, json", val);
+        s_log_format = (dist_log_format_t)f;
+        break;
+    }
     case O_TIMEOUT:
         if (!s_parse_ms(val, false, &cli->task_timeout_ms))
             return s_usage(cli, "--%s: '%s' is not a number of milliseconds", name, val);
@@ -243,6 +293,10 @@ static int s_set_option(cli_t *cli, int o, const char *val)
     case O_JSON: cli->json = true; break;
     case O_HELP: cli->help = true; break;
     case O_VERSION: cli->version = true; break;
+    case O_KEY: cli->key = val; break;
+    case O_SERVER_KEY: cli->server_key = val; break;
+    case O_INSECURE: cli->insecure = true; break;
+    case O_FORCE: cli->force = true; break;
     }
     return 0;
 }
@@ -326,17 +380,26 @@ static dist_client_t *s_connect(const cli_t *cli, int *exit_code)
 {
     dist_client_opts_t o = { .master = cli->master,
                              .name = cli->name,
+                             .key = cli->key,
+                             .server_key = cli->server_key,
+                             .insecure = cli->insecure,
                              .connect_timeout_ms = cli->connect_timeout_ms,
                              .log = s_log,
                              .log_level = (dist_log_level_t)cli->log_level };
     dist_client_t *c = dist_client_new(&o);
     if (c)
         return c;
-    if (errno == -DIST_ENOMASTER)
+    if (errno == -DIST_ENOMASTER) {
         *exit_code = s_no_master(cli);
-    else {
+    } else if (errno == EACCES || errno == ENOENT) {
+        /* A key file: the library logged which and why. */
+        fprintf(stderr, "dist: cannot connect to %s: the key file cannot be used (see above)\n",
+                cli->master);
+        *exit_code = EXIT_USAGE;
+    } else {
         fprintf(stderr, "dist: cannot connect to %s: %s\n", cli->master,
-                errno == EINVAL ? "invalid endpoint or options" : dist_strerror(errno));
+                errno == EINVAL ? "invalid endpoint, options or keys (see above)"
+                                : dist_strerror(errno));
         *exit_code = EXIT_NOMASTER;
     }
     return NULL;
@@ -613,6 +676,33 @@ static int s_cmd_status(cli_t *cli)
     return code;
 }
 
+/* ---- keygen ---------------------------------------------------------------------------- */
+
+static int s_cmd_keygen(const cli_t *cli)
+{
+    if (cli->npos != 1)
+        return s_usage(cli, "keygen wants one NAME (it writes NAME.pub and NAME.key)");
+    const char *name = cli->pos[0];
+    int rc = dist_keygen(name, cli->force);
+    if (rc == -EEXIST) {
+        fprintf(stderr, "dist: %s.pub or %s.key exists already: not overwritten (--force "
+                        "replaces them)\n", name, name);
+        return EXIT_FAILED;
+    }
+    if (rc) {
+        fprintf(stderr, "dist: cannot write %s.pub and %s.key: %s\n", name, name,
+                dist_strerror(rc));
+        return EXIT_FAILED;
+    }
+    char pub[41];
+    char path[4200];
+    snprintf(path, sizeof path, "%s.pub", name);
+    if (dist_key_public(path, pub) == 0)
+        printf("%s.key (secret, mode 0600) and %s.pub (public key %s) written\n", name, name,
+               pub);
+    return EXIT_OK;
+}
+
 /* ---- main ---------------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -649,12 +739,15 @@ int main(int argc, char **argv)
     for (size_t o = 0; o < sizeof s_opts / sizeof *s_opts; o++)
         if ((cli.given & (1u << o)) && !(s_opts[o].cmds & cli.cmd_bit))
             return s_usage(&cli, "option '--%s' does not apply to '%s'", s_opts[o].name, cli.cmd);
-    const char *key = getenv("DIST_KEY"), *server_key = getenv("DIST_SERVER_KEY");
-    if ((key && *key) || (server_key && *server_key)) {
-        fprintf(stderr, "dist: CURVE keys ($DIST_KEY, $DIST_SERVER_KEY) are not supported yet; "
-                        "unset them\n");
-        return EXIT_USAGE;
-    }
+    if (cli.cmd_bit == C_KEYGEN)
+        return s_cmd_keygen(&cli);
+    const char *key = cli.key ? cli.key : getenv("DIST_KEY");
+    const char *server_key = cli.server_key ? cli.server_key : getenv("DIST_SERVER_KEY");
+    bool has_key = key && *key, has_server_key = server_key && *server_key;
+    if (has_key != has_server_key)
+        return s_usage(&cli, "CURVE needs both keys: --key (or $DIST_KEY) and --server-key (or "
+                             "$DIST_SERVER_KEY); %s is missing",
+                       has_key ? "the master's public key" : "our own secret key");
     if (!cli.master || !*cli.master)
         cli.master = getenv("DIST_MASTER");
     if (!cli.master || !*cli.master)

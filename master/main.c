@@ -31,6 +31,7 @@
 static dist_master_t *g_master;
 static volatile sig_atomic_t g_signal;
 static int g_level = DIST_LOG_INFO;
+static dist_log_format_t g_format = DIST_LOG_FORMAT_TEXT;
 
 static void s_usage(FILE *f)
 {
@@ -61,7 +62,21 @@ static void s_usage(FILE *f)
             "                          (default: none, everything is in memory and lost\n"
             "                          when the master stops)\n"
             "  --store-fsync           fsync FILE at every commit (default off; see below)\n"
+            "  --metrics HOST:PORT     serve Prometheus metrics (/metrics), the status as\n"
+            "                          JSON (/api/status) and a live dashboard (/) over\n"
+            "                          HTTP on HOST:PORT, e.g. 127.0.0.1:9464 (default: off;\n"
+            "                          port 0 picks a free one, which is logged)\n"
+            "  --key FILE              the master's secret key (master.key from `dist keygen\n"
+            "                          master`): turns CURVE on\n"
+            "  --allow-workers DIR     directory of the public keys (NAME.pub) that may connect\n"
+            "                          as workers\n"
+            "  --allow-clients DIR     directory of the public keys that may connect as clients\n"
+            "  --insecure              allow a non-loopback --bind without keys, and --metrics\n"
+            "                          on an address other hosts can reach (it has no\n"
+            "                          authentication)\n"
             "  --log-level LEVEL       error, warn, info or debug (default info)\n"
+            "  --log-format FORMAT     text (default) or json: one JSON object per line with\n"
+            "                          time, level, component, message and fields\n"
             "  -h, --help              show this help and exit\n"
             "  -V, --version           show the version and exit\n"
             "\n"
@@ -81,28 +96,34 @@ static void s_usage(FILE *f)
             "store_failed, the rest is served from memory, and writing is retried every\n"
             "second. Named queues are kept in memory only.\n"
             "\n"
-            "Security: traffic is neither authenticated nor encrypted yet; binding to a\n"
-            "non-loopback address logs a warning.\n"
+            "Security: with --key, every connection is encrypted and authenticated with\n"
+            "CURVE; a key in --allow-workers may only act as a worker, one in\n"
+            "--allow-clients only as a client (a key in both may do both). A key removed\n"
+            "from a directory is refused at its next connection. Peers without a key, with\n"
+            "an unknown key or expecting another master key get no session; each refusal\n"
+            "is logged and counted (refused_handshakes in `dist status`). Without --key,\n"
+            "binding to anything but loopback (127.0.0.0/8, ::1, ipc://) is refused unless\n"
+            "--insecure is given. Create keys with `dist keygen NAME`. The metrics endpoint\n"
+            "has no authentication: it is refused on a non-loopback address unless\n"
+            "--insecure is given (docs/OBSERVABILITY.md).\n"
             "\n"
             "Exit status:\n"
             "  0  stopped cleanly (SIGTERM or SIGINT)\n"
-            "  1  runtime failure (for example the endpoint cannot be bound, or the store\n"
-            "     cannot be opened: not writable, in use, not a libdist store)\n"
+            "  1  runtime failure (for example the endpoint or the metrics address cannot\n"
+            "     be bound, a non-loopback --bind without --key, a key file or allow list\n"
+            "     that cannot be used, or the store cannot be opened: not writable, in\n"
+            "     use, not a libdist store)\n"
             "  2  usage error\n");
 }
 
+/* Called from the loop's thread and from the metrics server's:
+ * dist_log_write writes each line at once. */
 static void s_log(dist_log_level_t level, const char *component, const char *msg, void *ud)
 {
     (void)ud;
     if ((int)level > g_level)
         return;
-    struct timespec ts;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s %s: %s\n", tm.tm_year + 1900,
-            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
-            dist_log_level_name(level), component, msg);
+    dist_log_write(stderr, g_format, level, component, msg, PROG);
 }
 
 static void s_on_signal(int sig)
@@ -150,7 +171,8 @@ int main(int argc, char **argv)
 {
     enum {
         O_BIND = 256, O_NAME, O_HB, O_HB_TIMEOUT, O_ATTEMPTS, O_LEASE, O_QUEUED, O_RESULTS,
-        O_MESSAGE, O_LEVEL, O_STORE, O_FSYNC
+        O_MESSAGE, O_LEVEL, O_STORE, O_FSYNC, O_METRICS, O_INSECURE, O_FORMAT, O_KEY,
+        O_ALLOW_WORKERS, O_ALLOW_CLIENTS
     };
     static const struct option longopts[] = {
         { "bind", required_argument, NULL, O_BIND },
@@ -165,6 +187,12 @@ int main(int argc, char **argv)
         { "log-level", required_argument, NULL, O_LEVEL },
         { "store", required_argument, NULL, O_STORE },
         { "store-fsync", no_argument, NULL, O_FSYNC },
+        { "metrics", required_argument, NULL, O_METRICS },
+        { "insecure", no_argument, NULL, O_INSECURE },
+        { "log-format", required_argument, NULL, O_FORMAT },
+        { "key", required_argument, NULL, O_KEY },
+        { "allow-workers", required_argument, NULL, O_ALLOW_WORKERS },
+        { "allow-clients", required_argument, NULL, O_ALLOW_CLIENTS },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
@@ -200,6 +228,22 @@ int main(int argc, char **argv)
             o.store = optarg;
             break;
         case O_FSYNC: o.store_fsync = true; break;
+        case O_METRICS:
+            if (!*optarg)
+                s_bad_usage("--metrics: expected HOST:PORT, e.g. 127.0.0.1:9464%s%s", "", "");
+            o.metrics = optarg;
+            break;
+        case O_INSECURE: o.insecure = true; break;
+        case O_FORMAT: {
+            int f = dist_log_format_parse(optarg);
+            if (f < 0)
+                s_bad_usage("--log-format: expected text or json, got '%s'%s", optarg, "");
+            g_format = (dist_log_format_t)f;
+            break;
+        }
+        case O_KEY: o.key = optarg; break;
+        case O_ALLOW_WORKERS: o.allow_workers = optarg; break;
+        case O_ALLOW_CLIENTS: o.allow_clients = optarg; break;
         case O_LEVEL:
             g_level = dist_log_level_parse(optarg);
             if (g_level < 0)

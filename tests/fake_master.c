@@ -397,7 +397,11 @@ static fm_queue_t *s_queue(fm_t *self, const char *name, size_t n)
         return NULL;
     fm_queue_t *q = &self->queues[self->nqueues++];
     memset(q, 0, sizeof *q);
-    snprintf(q->name, sizeof q->name, "%.*s", (int)n, name);
+    /* memcpy, not snprintf: the caller may pass a name that lives in
+     * self (a waiter's), which GCC's -Wrestrict flags at -O2. */
+    n = n < sizeof q->name - 1 ? n : sizeof q->name - 1;
+    memcpy(q->name, name, n);
+    q->name[n] = '\0';
     return q;
 }
 

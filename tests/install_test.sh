@@ -16,6 +16,16 @@ for f in include/dist.h include/dist/queue.h lib/libdist.so lib/libdist.a \
          lib/pkgconfig/libdist.pc lib/cmake/libdist/libdistConfig.cmake; do
     [ -e "$PREFIX/$f" ] || { echo "not installed: $f" >&2; exit 1; }
 done
+# Man pages, generated from --help when help2man is there (scripts install it).
+if command -v help2man >/dev/null; then
+    for p in dist-master dist-worker dist; do
+        page="$PREFIX/share/man/man1/$p.1"
+        [ -s "$page" ] || { echo "not installed: man page $page" >&2; exit 1; }
+        grep -q '^\.SH OPTIONS\|^\.SH DESCRIPTION' "$page" || { echo "$page has no sections" >&2; exit 1; }
+    done
+    grep -q 'max\\-attempts' "$PREFIX/share/man/man1/dist-master.1"
+    grep -q '^\.SS "map"' "$PREFIX/share/man/man1/dist.1"
+fi
 # Only the documented API is exported from the shared library.
 if nm -D --defined-only "$PREFIX/lib/libdist.so" | awk '{print $3}' | grep -v '^dist_' | grep -v '^_' ; then
     echo "libdist.so exports symbols outside the dist_ namespace" >&2
@@ -43,6 +53,39 @@ grep -q 'reader: got C' "$TMP/out1"
 "$TMP/ex-pool_map/pool_map" 1000 | grep -q 'sum of squares of 0..997 = 330839495'
 "$TMP/ex-queue_pipeline/queue_pipeline" | grep -q 'received 100000 of 100000 squares, 0 bad'
 "$TMP/ex-subprocess/subprocess_example" >/dev/null
+"$TMP/ex-embedded/embedded" -n 20000 | tee "$TMP/out-embedded"
+grep -q 'longest Collatz sequence below 20001: 17647, 278 steps' "$TMP/out-embedded"
+
+# The installed programs, with the example task plugin: a master and a
+# worker on an ipc endpoint in our scratch directory, killed by pid.
+EP="ipc://$TMP/master.ipc"
+PIDS=()
+stop_cluster() {
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    PIDS=()
+}
+trap 'stop_cluster; rm -rf "$TMP"' EXIT
+"$PREFIX/bin/dist-master" --bind "$EP" --log-level warn &
+PIDS+=($!)
+"$PREFIX/bin/dist-worker" --master "$EP" --procs 1 --log-level warn \
+    --tasks "$TMP/ex-task_plugin/text_tasks.so" &
+PIDS+=($!)
+for _ in $(seq 100); do   # until the worker has announced its tasks
+    out=$("$PREFIX/bin/dist" submit text.words '"the quick brown fox"' --master "$EP" 2>/dev/null) && break
+    sleep 0.1
+done
+[ "${out:-}" = 4 ] || { echo "text.words gave '${out:-}', expected 4" >&2; exit 1; }
+out=$("$PREFIX/bin/dist" submit text.upper '"abc"' --master "$EP")
+[ "$out" = '"ABC"' ] || { echo "text.upper gave '$out'" >&2; exit 1; }
+out=$("$PREFIX/bin/dist" submit text.stats '"a bb\nccc"' --master "$EP")
+[ "$out" = '{"lines":2,"words":3,"bytes":8}' ] || { echo "text.stats gave '$out'" >&2; exit 1; }
+if "$PREFIX/bin/dist" submit text.words 42 --master "$EP" 2>"$TMP/err"; then
+    echo "text.words accepted a number" >&2; exit 1
+fi
+grep -q 'expected one string' "$TMP/err"
+stop_cluster
+echo "installed programs ran the example task plugin"
 
 # 2. pkg-config.
 export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig"

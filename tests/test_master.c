@@ -13,7 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -104,10 +108,14 @@ static void test_options_refused(void **state)
     assert_null(dist_master_new(&o));
     assert_int_equal(errno, EINVAL);
     o.store = NULL;
-    o.key = "k";
+    o.key = "k"; /* a key without an allow list */
     assert_null(dist_master_new(&o));
     assert_int_equal(errno, EINVAL);
     o.key = NULL;
+    o.allow_clients = "/tmp"; /* an allow list without a key */
+    assert_null(dist_master_new(&o));
+    assert_int_equal(errno, EINVAL);
+    o.allow_clients = NULL;
     o.heartbeat_ms = -1;
     assert_null(dist_master_new(&o));
     assert_int_equal(errno, EINVAL);
@@ -127,6 +135,159 @@ static void test_options_refused(void **state)
     dist_master_destroy(&m);
     dist_master_destroy(&m);
     dist_master_destroy(NULL);
+}
+
+/* ---- the metrics endpoint ---------------------------------------------------------------- */
+
+/* GET path from 127.0.0.1:port, the whole answer (headers and body) into
+ * buf; the length, or -1. Bounded by a 5 s receive timeout. */
+static ssize_t s_http_get(int port, const char *path, char *buf, size_t cap)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct timeval tv = { 5, 0 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    char req[256];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                     path);
+    size_t len = 0;
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0 && write(fd, req, (size_t)n) == n) {
+        ssize_t k;
+        while (len + 1 < cap && (k = read(fd, buf + len, cap - 1 - len)) > 0)
+            len += (size_t)k;
+    }
+    close(fd);
+    buf[len] = 0;
+    return (ssize_t)len;
+}
+
+/* Polls /metrics until it holds every line of want (NULL-terminated);
+ * fails after 10 s with the last scrape. */
+static void s_metrics_until(int port, const char *const *want)
+{
+    static char body[1 << 20];
+    for (int tries = 0; tries < 200; tries++) {
+        s_http_get(port, "/metrics", body, sizeof body);
+        bool all = true;
+        for (const char *const *w = want; *w && all; w++) {
+            char line[256];
+            snprintf(line, sizeof line, "\n%s\n", *w);
+            all = strstr(body, line) != NULL;
+        }
+        if (all)
+            return;
+        struct timespec ts = { 0, 50 * 1000000 };
+        nanosleep(&ts, NULL);
+    }
+    fail_msg("/metrics never showed all of the expected lines; last:\n%s", body);
+}
+
+static void test_metrics_endpoint(void **state)
+{
+    (void)state;
+    /* Refused before anything starts: not loopback without insecure, and
+     * a malformed address. */
+    dist_master_opts_t o = { .bind = "tcp://127.0.0.1:0", .metrics = "0.0.0.0:0" };
+    errno = 0;
+    assert_null(dist_master_new(&o));
+    assert_int_equal(errno, EINVAL);
+    o.metrics = "127.0.0.1";
+    errno = 0;
+    assert_null(dist_master_new(&o));
+    assert_int_equal(errno, EINVAL);
+
+    dist_master_opts_t mo = { .metrics = "127.0.0.1:0" };
+    dist_master_t *m = fp_start(&mo);
+    int port = dist_master_metrics_port(m);
+    assert_true(port > 0);
+    assert_int_equal(dist_master_metrics_port(NULL), 0);
+
+    /* The port is taken now. */
+    char taken[64];
+    snprintf(taken, sizeof taken, "127.0.0.1:%d", port);
+    o.metrics = taken;
+    errno = 0;
+    assert_null(dist_master_new(&o));
+    assert_int_equal(errno, EADDRINUSE);
+
+    zsock_t *w = fp_worker(m, "mw", 4, 4, "t");
+    zsock_t *c = fp_client(m, "mc", NULL);
+    fp_submit_ok(c, "t", (int[]){ 1, 2, 3 }, 3);
+    fp_task_t g[3];
+    size_t n = 0;
+    while (n < 3)
+        n += fp_tasks(w, g + n, 3 - n);
+    fp_result(w, &g[0].id, 1, DIST__ST_OK, "v");
+    fp_result(w, &g[1].id, 1, DIST__ST_FAILED, "bad \"input\"");
+    fp_res_t r[2];
+    fp_results(c, r, 2);
+    s_metrics_until(port, (const char *const[]){
+                              "dist_tasks_submitted_total{task=\"t\"} 3",
+                              "dist_tasks_completed_total{task=\"t\"} 2",
+                              "dist_tasks_failed_total{task=\"t\"} 1",
+                              "dist_tasks_retried_total{task=\"t\"} 0",
+                              "dist_task_latency_seconds_count{task=\"t\"} 2",
+                              "dist_task_latency_seconds_bucket{task=\"t\",le=\"+Inf\"} 2",
+                              "dist_queue_in_flight{queue=\"t\",kind=\"task\"} 1",
+                              "dist_workers_alive 1",
+                              "dist_worker_busy{worker=\"mw\",host=\"testhost\"} 1",
+                              NULL });
+    /* The failure and its reason, in the JSON. */
+    static char js[1 << 16];
+    assert_true(s_http_get(port, "/api/status", js, sizeof js) > 0);
+    assert_non_null(strstr(js, "\"recent_failures\":[{\"task\":\"t\""));
+    assert_non_null(strstr(js, "\"error\":\"bad \\\"input\\\"\""));
+    assert_null(strstr(js, "\"req\":"));
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    dist_master_destroy(&m);
+
+    /* Without metrics: no port. */
+    m = fp_start(NULL);
+    assert_int_equal(dist_master_metrics_port(m), 0);
+    dist_master_destroy(&m);
+}
+
+/* Task names come from peers: past 1,000 the rest count as "(other)". */
+static void test_metrics_names_bounded(void **state)
+{
+    (void)state;
+    enum { NAMES = 1005 };
+    dist_master_opts_t mo = { .metrics = "127.0.0.1:0" };
+    dist_master_t *m = fp_start(&mo);
+    int port = dist_master_metrics_port(m);
+    static char names[NAMES][16];
+    static const char *np[NAMES];
+    for (int i = 0; i < NAMES; i++) {
+        snprintf(names[i], sizeof names[i], "n%04d", i);
+        np[i] = names[i];
+    }
+    zsock_t *w = fp_connect_ep(dist_master_endpoint(m));
+    fp_hello_worker(w, "many", 1, 1, np, NAMES);
+    dist__inmsg_t msg;
+    fp_expect(w, DIST__CMD_WELCOME, &msg);
+    dist__inmsg_clear(&msg);
+    zsock_t *c = fp_client(m, "mc", NULL);
+    for (int i = 0; i < NAMES; i++)
+        fp_submit_ok(c, names[i], (int[]){ i + 1 }, 1);
+    s_metrics_until(port, (const char *const[]){
+                              "dist_tasks_submitted_total{task=\"(other)\"} 5",
+                              "dist_tasks_submitted_total{task=\"n0000\"} 1",
+                              "dist_tasks_submitted_total{task=\"n0999\"} 1",
+                              NULL });
+    static char body[1 << 20];
+    assert_true(s_http_get(port, "/metrics", body, sizeof body) > 0);
+    assert_null(strstr(body, "task=\"n1000\""));
+    size_t series = 0;
+    for (const char *p = body; (p = strstr(p, "\ndist_tasks_submitted_total{")); p++)
+        series++;
+    assert_int_equal(series, 1001);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    dist_master_destroy(&m);
 }
 
 /* ---- dispatch ------------------------------------------------------------------------------ */
@@ -726,6 +887,11 @@ static void test_status_fields(void **state)
     fp_res_t r[1];
     fp_results(c, r, 1);
     assert_int_equal(fp_tasks(w, g, 1), 1);
+    /* Two tasks refused (no worker runs "nope"): counted in refused. */
+    fp_submit(c, "nope", (int[]){ 8, 9 }, 2, 0);
+    size_t rej;
+    assert_int_equal(fp_accepted(c, &rej, NULL, 0), 0);
+    assert_int_equal(rej, 2);
     s_qput(c, 1, "named.q", "x", 0);
     s_qreply(c, 1, "ok", NULL, 0);
 
@@ -783,8 +949,8 @@ static void test_status_fields(void **state)
     const msgpack_object *cs = dist_wire_map_get(root, "counters");
     const char *counters[] = { "submitted", "completed", "failed", "retried", "gave_up",
                                "dead_workers", "malformed", "refused_handshakes",
-                               "results_waiting" };
-    uint64_t want[] = { 4, 1, 0, 0, 0, 0, 0, 0, 1 };
+                               "results_waiting", "refused", "late_results" };
+    uint64_t want[] = { 4, 1, 0, 0, 0, 0, 0, 0, 1, 2, 0 };
     for (size_t i = 0; i < sizeof counters / sizeof *counters; i++) {
         assert_int_equal(dist__get_u64(cs, counters[i], &v), 0);
         if (v != want[i])
@@ -1203,6 +1369,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_welcome_and_reconnect, dt_teardown),
         cmocka_unit_test_teardown(test_options_refused, dt_teardown),
+        cmocka_unit_test_teardown(test_metrics_endpoint, dt_teardown),
+        cmocka_unit_test_teardown(test_metrics_names_bounded, dt_teardown),
         cmocka_unit_test_teardown(test_dispatch_only_to_announcing_workers, dt_teardown),
         cmocka_unit_test_teardown(test_credit_batching_and_credit_message, dt_teardown),
         cmocka_unit_test_teardown(test_spread_to_idle_worker, dt_teardown),

@@ -49,7 +49,7 @@ static scratch_t *s_scratch(void)
     assert_non_null(mkdtemp(x->dir));
     snprintf(x->db, sizeof x->db, "%.63s/master.db", x->dir);
     snprintf(x->log, sizeof x->log, "%.63s/master.log", x->dir);
-    snprintf(x->ep, sizeof x->ep, "ipc://%s/master.sock", x->dir);
+    snprintf(x->ep, sizeof x->ep, "ipc://%.63s/master.sock", x->dir);
     return x;
 }
 
@@ -897,7 +897,7 @@ static void test_disk_full(void **state)
         skip();
     }
     scratch_t *x = s_scratch();
-    snprintf(x->mnt, sizeof x->mnt, "%s/mnt", x->dir);
+    snprintf(x->mnt, sizeof x->mnt, "%.63s/mnt", x->dir);
     assert_int_equal(mkdir(x->mnt, 0700), 0);
     if (mount("tmpfs", x->mnt, "tmpfs", 0, "size=1m") != 0) {
         fprintf(stderr, "test_disk_full: skipped (mount: %s)\n", strerror(errno));
@@ -1085,15 +1085,15 @@ static void test_bad_store_files(void **state)
     scratch_t *x = s_scratch();
     char path[256];
 
-    snprintf(path, sizeof path, "%s/no/such/dir/s.db", x->dir);
+    snprintf(path, sizeof path, "%.63s/no/such/dir/s.db", x->dir);
     s_refused(path, 0, "cannot open the store");
 
-    snprintf(path, sizeof path, "%s/text.db", x->dir);
+    snprintf(path, sizeof path, "%.63s/text.db", x->dir);
     s_write_file(path, "this is not a database, it is a text file that is long enough to "
                        "fill the first hundred bytes of an SQLite header and then some more.\n");
     s_refused(path, EINVAL, "is not a libdist store (not an SQLite database)");
 
-    snprintf(path, sizeof path, "%s/other.db", x->dir);
+    snprintf(path, sizeof path, "%.63s/other.db", x->dir);
     s_sql(path, "CREATE TABLE notes(x)");
     s_refused(path, EINVAL, "an SQLite database of another program");
 
@@ -1117,7 +1117,7 @@ static void test_bad_store_files(void **state)
 
     /* Not writable: a read-only file system (root ignores file modes). */
     if (geteuid() == 0) {
-        snprintf(x->mnt, sizeof x->mnt, "%s/mnt", x->dir);
+        snprintf(x->mnt, sizeof x->mnt, "%.63s/mnt", x->dir);
         assert_int_equal(mkdir(x->mnt, 0700), 0);
         if (mount("tmpfs", x->mnt, "tmpfs", 0, "size=1m") == 0) {
             char ro[256];
@@ -1137,7 +1137,7 @@ static void test_bad_store_files(void **state)
     }
 
     /* The program says why and exits 1. */
-    snprintf(path, sizeof path, "%s/text.db", x->dir);
+    snprintf(path, sizeof path, "%.63s/text.db", x->dir);
     char out[8192];
     int fd;
     pid_t pid = fp_spawn(DIST_MASTER_BIN,

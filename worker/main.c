@@ -22,18 +22,12 @@ enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 static dist_worker_t *s_worker;
 static int s_level = DIST_LOG_INFO;
+static dist_log_format_t s_format = DIST_LOG_FORMAT_TEXT;
 
 static void s_log(dist_log_level_t level, const char *component, const char *msg, void *ud)
 {
     (void)ud;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    char when[32];
-    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-    fprintf(stderr, "%s.%03ldZ %-5s %s: %s\n", when, ts.tv_nsec / 1000000,
-            dist_log_level_name(level), component, msg);
+    dist_log_write(stderr, s_format, level, component, msg, "dist-worker");
 }
 
 /* The program's own events, in the library's format. */
@@ -78,12 +72,20 @@ static void s_usage(void)
            "  -t, --tasks PLUGIN.so   load the tasks of a plugin (a shared object whose tasks\n"
            "                          register with DIST_TASK); repeatable (default: none)\n"
            "  -n, --name NAME         name shown in the master's status (default: HOST:PID)\n"
+           "      --key FILE          this worker's secret key (NAME.key from `dist keygen NAME`;\n"
+           "                          default: $DIST_KEY); with --server-key, CURVE is on\n"
+           "      --server-key FILE   the master's public key (master.pub; default:\n"
+           "                          $DIST_SERVER_KEY)\n"
+           "      --insecure          allow a non-loopback master without keys (traffic in\n"
+           "                          clear, master not authenticated)\n"
            "      --allow-exec        accept dist.exec, which runs commands (default: refused)\n"
            "      --max-prefetch N    most tasks held beyond the pool size, 1 to 1000000\n"
            "                          (default: 256; the worker adapts below it)\n"
            "      --threads           run tasks in threads instead of processes (a crashing\n"
            "                          task then takes the worker down)\n"
            "      --log-level LEVEL   error, warn, info or debug (default: info)\n"
+           "      --log-format FMT    text (default) or json: one JSON object per line with\n"
+           "                          time, level, component, message and fields\n"
            "  -h, --help              show this help and exit\n"
            "  -V, --version           show the version and exit\n"
            "\n"
@@ -96,7 +98,13 @@ static void s_usage(void)
            "\n"
            "Environment:\n"
            "  DIST_MASTER                master endpoint when --master is not given\n"
-           "  DIST_KEY, DIST_SERVER_KEY  CURVE keys: not supported yet (setting them is an error)\n"
+           "  DIST_KEY, DIST_SERVER_KEY  key files when --key / --server-key are not given\n"
+           "\n"
+           "Security: without keys, a master that is not on loopback (127.0.0.0/8, ::1,\n"
+           "ipc://) is refused unless --insecure is given. A secret key file must not be\n"
+           "accessible by group or others (chmod 600). Payloads are data: tasks are only\n"
+           "what this binary and its --tasks plugins register; dist.exec only with\n"
+           "--allow-exec.\n"
            "\n"
            "Exit status:\n"
            "  0  stopped after a clean drain\n"
@@ -132,7 +140,8 @@ static bool s_parse_int(const char *s, long lo, long hi, int *out)
 
 int main(int argc, char **argv)
 {
-    enum { O_CONNECT = 256, O_ALLOW_EXEC, O_MAX_PREFETCH, O_THREADS, O_LOG_LEVEL };
+    enum { O_CONNECT = 256, O_ALLOW_EXEC, O_MAX_PREFETCH, O_THREADS, O_LOG_LEVEL, O_LOG_FORMAT,
+           O_KEY, O_SERVER_KEY, O_INSECURE };
     static const struct option longopts[] = {
         { "master", required_argument, NULL, 'm' },
         { "connect", required_argument, NULL, O_CONNECT },
@@ -140,9 +149,13 @@ int main(int argc, char **argv)
         { "tasks", required_argument, NULL, 't' },
         { "name", required_argument, NULL, 'n' },
         { "allow-exec", no_argument, NULL, O_ALLOW_EXEC },
+        { "key", required_argument, NULL, O_KEY },
+        { "server-key", required_argument, NULL, O_SERVER_KEY },
+        { "insecure", no_argument, NULL, O_INSECURE },
         { "max-prefetch", required_argument, NULL, O_MAX_PREFETCH },
         { "threads", no_argument, NULL, O_THREADS },
         { "log-level", required_argument, NULL, O_LOG_LEVEL },
+        { "log-format", required_argument, NULL, O_LOG_FORMAT },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
@@ -175,6 +188,15 @@ int main(int argc, char **argv)
         case O_ALLOW_EXEC:
             o.allow_exec = true;
             break;
+        case O_KEY:
+            o.key = optarg;
+            break;
+        case O_SERVER_KEY:
+            o.server_key = optarg;
+            break;
+        case O_INSECURE:
+            o.insecure = true;
+            break;
         case O_MAX_PREFETCH:
             if (!s_parse_int(optarg, 1, 1000000, &o.max_prefetch))
                 rc = s_bad_usage("--max-prefetch wants an integer from 1 to 1000000, not '%s'", optarg);
@@ -187,6 +209,14 @@ int main(int argc, char **argv)
             if (s_level < 0)
                 rc = s_bad_usage("--log-level wants error, warn, info or debug, not '%s'", optarg);
             break;
+        case O_LOG_FORMAT: {
+            int f = dist_log_format_parse(optarg);
+            if (f < 0)
+                rc = s_bad_usage("--log-format wants text or json, not '%s'", optarg);
+            else
+                s_format = (dist_log_format_t)f;
+            break;
+        }
         case 'h':
             s_usage();
             free(plugins);

@@ -4,6 +4,10 @@
  *  compute them.
  *
  *      task_master [--master tcp://HOST:5555] [-n COUNT]
+ *                  [--key NAME.key --server-key master.pub] [--insecure]
+ *
+ *  Keys (from `dist keygen`) may also come from $DIST_KEY and
+ *  $DIST_SERVER_KEY; a master that is not on loopback needs them.
  *
  *  In Python the example shares two queues through a BaseManager and trusts
  *  every pickle that comes back; here the task queue and the result queue
@@ -17,17 +21,31 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+/* Errors only: why a connection was refused (protected mode, a key file). */
+static void s_log(dist_log_level_t level, const char *component, const char *msg, void *ud)
+{
+    (void)ud;
+    fprintf(stderr, "task_master: %s %s: %s\n", dist_log_level_name(level), component, msg);
+}
+
 int main(int argc, char **argv)
 {
-    dist_client_opts_t o = { 0 };
+    dist_client_opts_t o = { .log = s_log };
     int count = 10;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--master") == 0 && i + 1 < argc)
             o.master = argv[++i];
         else if (strcmp(argv[i], "-n") == 0 && i + 1 < argc)
             count = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc)
+            o.key = argv[++i];
+        else if (strcmp(argv[i], "--server-key") == 0 && i + 1 < argc)
+            o.server_key = argv[++i];
+        else if (strcmp(argv[i], "--insecure") == 0)
+            o.insecure = true;
         else {
-            fprintf(stderr, "usage: task_master [--master ENDPOINT] [-n COUNT]\n");
+            fprintf(stderr, "usage: task_master [--master ENDPOINT] [-n COUNT] "
+                            "[--key FILE --server-key FILE] [--insecure]\n");
             return 2;
         }
     }

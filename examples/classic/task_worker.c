@@ -3,6 +3,11 @@
  *  from the task queue and returns the string "n * n = n²".
  *
  *      task_worker [--master tcp://HOST:5555] [--procs N] [--name NAME]
+ *                  [--key NAME.key --server-key master.pub] [--insecure]
+ *
+ *  Keys (from `dist keygen`) may also come from $DIST_KEY and
+ *  $DIST_SERVER_KEY; a master that is not on loopback needs them (or
+ *  --insecure, for a trusted network only).
  *
  *  It is dist-worker in a dozen lines: register a task, create a worker
  *  (which forks its pool first), run it until SIGTERM or Ctrl-C, which
@@ -51,8 +56,15 @@ int main(int argc, char **argv)
             o.procs = atoi(argv[++i]);
         else if (strcmp(argv[i], "--name") == 0 && i + 1 < argc)
             o.name = argv[++i];
+        else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc)
+            o.key = argv[++i];
+        else if (strcmp(argv[i], "--server-key") == 0 && i + 1 < argc)
+            o.server_key = argv[++i];
+        else if (strcmp(argv[i], "--insecure") == 0)
+            o.insecure = true;
         else {
-            fprintf(stderr, "usage: task_worker [--master ENDPOINT] [--procs N] [--name NAME]\n");
+            fprintf(stderr, "usage: task_worker [--master ENDPOINT] [--procs N] [--name NAME] "
+                            "[--key FILE --server-key FILE] [--insecure]\n");
             return 2;
         }
     }

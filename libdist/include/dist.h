@@ -20,5 +20,6 @@
 #include "dist/master.h"
 #include "dist/worker.h"
 #include "dist/client.h"
+#include "dist/security.h"
 
 #endif

@@ -40,6 +40,7 @@
 #include <zmq.h>
 
 #include "dist/error.h"
+#include "security_internal.h"
 #include "util_internal.h"
 #include "value_internal.h"
 
@@ -477,6 +478,38 @@ static int s_drain(dist_client_t *self)
     return n;
 }
 
+/* With CURVE: a master whose ZAP handler refuses our key says so during
+ * the handshake (status 400). That is final for this client: every call
+ * then fails with DIST_EREFUSED instead of waiting for a master that will
+ * never answer. */
+static void s_on_monitor(dist_client_t *self)
+{
+    void *h = zsock_resolve(self->mon);
+    for (;;) {
+        zmq_msg_t f;
+        zmq_msg_init(&f);
+        if (zmq_msg_recv(&f, h, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&f);
+            return;
+        }
+        uint16_t ev = 0; /* frame 1: event (16 bits), value (32 bits); frame 2: endpoint */
+        if (zmq_msg_size(&f) >= sizeof ev)
+            memcpy(&ev, zmq_msg_data(&f), sizeof ev);
+        bool more = zmq_msg_more(&f);
+        zmq_msg_close(&f);
+        while (more) {
+            zmq_msg_init(&f);
+            more = zmq_msg_recv(&f, h, 0) >= 0 && zmq_msg_more(&f);
+            zmq_msg_close(&f);
+        }
+        if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && !self->fatal) {
+            self->fatal = DIST_EREFUSED;
+            dist__log(&self->log, DIST_LOG_ERROR, "master %s refused our key: it is not in its "
+                      "allow list", self->endpoint);
+        }
+    }
+}
+
 /* One round with the socket owned: read what waits, send what is due, and
  * if nothing came, poll (mutex released) until something comes, the
  * outbox changes, or `until`, a heartbeat or a HELLO is due. */
@@ -502,18 +535,21 @@ static void s_pump(dist_client_t *self, int64_t until)
     if (self->blocked && now + 10 * 1000000 < t)
         t = now + 10 * 1000000;
     long ms = t == INT64_MAX ? -1 : t <= now ? 0 : (long)((t - now + 999999) / 1000000);
-    zmq_pollitem_t items[2] = {
+    zmq_pollitem_t items[3] = {
         { self->zh, 0, ZMQ_POLLIN, 0 },
         { NULL, self->wake_fd, ZMQ_POLLIN, 0 },
+        { self->mon ? zsock_resolve(self->mon) : NULL, 0, ZMQ_POLLIN, 0 },
     };
     dist__client_unlock(self);
-    int rc = dist__poll(items, 2, ms, DIST__SPIN_US);
+    int rc = dist__poll(items, self->mon ? 3 : 2, ms, DIST__SPIN_US);
     dist__client_lock(self);
     if (rc > 0 && items[1].revents) {
         uint64_t v;
         ssize_t r = read(self->wake_fd, &v, sizeof v);
         (void)r;
     }
+    if (rc > 0 && self->mon && (items[2].revents & ZMQ_POLLIN))
+        s_on_monitor(self);
     s_drain(self);
     s_housekeeping(self, false);
 }
@@ -592,12 +628,12 @@ int dist__client_run(dist_client_t *self, const dist__wait_t *w, int64_t deadlin
 /* czmq installs SIGINT and SIGTERM handlers that only set a flag when it
  * first creates its context: a library must not change how the program
  * reacts to Ctrl-C. Keep whatever dispositions the program had. */
-static zsock_t *s_socket_new(void)
+static zsock_t *s_socket_new_type(int type)
 {
     struct sigaction old_int, old_term;
     sigaction(SIGINT, NULL, &old_int);
     sigaction(SIGTERM, NULL, &old_term);
-    zsock_t *s = zsock_new(ZMQ_DEALER);
+    zsock_t *s = zsock_new(type);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     return s;
@@ -623,6 +659,10 @@ static void s_free(dist_client_t *self)
     free(self->ids.tab);
     free(self->acks);
     dist_wire_buf_destroy(&self->out);
+    if (self->mon) {
+        zmq_socket_monitor(self->zh, NULL, 0);
+        zsock_destroy(&self->mon);
+    }
     if (self->sock && !self->connected)
         zsock_set_linger(self->sock, 0); /* nobody to deliver HELLOs to: exit at once */
     zsock_destroy(&self->sock);
@@ -640,14 +680,6 @@ dist_client_t *dist_client_new(const dist_client_opts_t *opts)
     if (opts)
         o = *opts;
     dist__logger_t lg = { o.log, o.log_userdata, o.log_level, "client" };
-    const char *key = o.key ? o.key : getenv("DIST_KEY");
-    const char *server_key = o.server_key ? o.server_key : getenv("DIST_SERVER_KEY");
-    if ((key && *key) || (server_key && *server_key)) {
-        dist__log(&lg, DIST_LOG_ERROR, "CURVE keys (key, server_key, $DIST_KEY, $DIST_SERVER_KEY) "
-                                       "are not supported yet");
-        errno = EINVAL;
-        return NULL;
-    }
     if (o.connect_timeout_ms < 0 || (o.name && !dist__peer_name_ok(o.name, strlen(o.name)))) {
         errno = EINVAL;
         return NULL;
@@ -700,7 +732,7 @@ dist_client_t *dist_client_new(const dist_client_opts_t *opts)
     self->endpoint = strdup(ep);
     self->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     self->out = dist_wire_buf_new(0);
-    self->sock = s_socket_new();
+    self->sock = s_socket_new_type(ZMQ_DEALER);
     if (!self->endpoint || self->wake_fd < 0 || !self->out || !self->sock) {
         int e = errno ? errno : ENOMEM;
         s_free(self);
@@ -710,6 +742,24 @@ dist_client_t *dist_client_new(const dist_client_opts_t *opts)
     self->zh = zsock_resolve(self->sock);
     dist__sockopts_t so = { .max_message = self->own_max_message, .linger_ms = -1 };
     dist__sock_setup(self->sock, false, &so);
+    bool secure = false;
+    int krc = dist__curve_peer_setup(self->sock, o.key, o.server_key, o.insecure, ep, &lg, &secure);
+    if (krc) {
+        s_free(self);
+        errno = krc == DIST_ENOMEM ? ENOMEM : krc == -ENOENT || krc == -EACCES ? -krc : EINVAL;
+        return NULL;
+    }
+    if (secure) {
+        char mon[64];
+        snprintf(mon, sizeof mon, "inproc://dist-client-monitor-%p", (void *)self);
+        if (zmq_socket_monitor(self->zh, mon, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) == 0) {
+            self->mon = s_socket_new_type(ZMQ_PAIR);
+            if (self->mon && zsock_connect(self->mon, "%s", mon) != 0)
+                zsock_destroy(&self->mon);
+            if (!self->mon)
+                zmq_socket_monitor(self->zh, NULL, 0);
+        }
+    }
     if (zsock_connect(self->sock, "%s", ep) != 0) {
         dist__log(&lg, DIST_LOG_ERROR, "cannot connect to %s: %s", ep, zmq_strerror(zmq_errno()));
         s_free(self);
@@ -726,8 +776,10 @@ dist_client_t *dist_client_new(const dist_client_opts_t *opts)
         if (rc == DIST_ETIMEDOUT) {
             rc = DIST_ENOMASTER;
             /* The caller gets the code: this is only a note. */
-            dist__log(&lg, DIST_LOG_INFO, "no master answered at %s within %d ms", ep,
-                      self->connect_timeout_ms);
+            dist__log(&lg, DIST_LOG_INFO, "no master answered at %s within %d ms%s", ep,
+                      self->connect_timeout_ms,
+                      secure ? " (with CURVE, a master that does not know our key, or whose key "
+                               "is not the server key we were given, stays silent)" : "");
         }
         s_free(self);
         errno = -rc;

@@ -113,6 +113,7 @@ struct dist_client {
     int wake_fd;       /* eventfd: "the outbox has something new" */
     zsock_t *sock;
     void *zh;
+    zsock_t *mon;    /* with CURVE: handshake failures of sock (NULL otherwise) */
     dist__logger_t log;
     char *endpoint;
     char name[DIST__NAME_MAX + 1];

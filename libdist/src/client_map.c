@@ -174,11 +174,18 @@ void dist__job_refused(dist_client_t *self, dist__job_t *j, dist__slot_t *s, int
             j->retry = grown;
             j->capretry = cap;
         }
+        /* One backoff step per round of refusals, not per refused item:
+         * a SUBMIT of 10,000 tasks of which 9,996 are refused would
+         * otherwise jump straight to the longest pause, and a map against
+         * a small --max-queued would crawl at a few tasks per second. The
+         * round starts when the retry list is empty. */
+        if (j->nretry == 0) {
+            j->backoff_ms = j->backoff_ms ? j->backoff_ms * 2 : S_BACKOFF_MIN_MS;
+            if (j->backoff_ms > S_BACKOFF_MAX_MS)
+                j->backoff_ms = S_BACKOFF_MAX_MS;
+            j->retry_at = dist__now_ns() + (int64_t)j->backoff_ms * 1000000;
+        }
         j->retry[j->nretry++] = s->index;
-        j->backoff_ms = j->backoff_ms ? j->backoff_ms * 2 : S_BACKOFF_MIN_MS;
-        if (j->backoff_ms > S_BACKOFF_MAX_MS)
-            j->backoff_ms = S_BACKOFF_MAX_MS;
-        j->retry_at = dist__now_ns() + (int64_t)j->backoff_ms * 1000000;
         return;
     }
     j->waiting = false;

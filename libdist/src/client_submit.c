@@ -1,5 +1,5 @@
 /*  client_submit.c - SUBMIT batches and their ACCEPTED answers, futures,
- *  and the calls built on them: submit, submit_batch, call.
+ *  and the calls built on them: submit, submit_wait, submit_batch, call.
  *
  *  A SUBMIT stays in the outbox, body and all, until every task in it is
  *  answered, so that it can be sent again after a RECONNECT. Waiting for
@@ -19,6 +19,8 @@
 
 #define S_TASK_OVERHEAD 64 /* bytes of a packed task map besides name and args */
 #define S_BODY_SLACK 1024  /* room left in max_message for the rest of a body */
+#define S_FULL_BACKOFF_MIN_MS 10   /* dist_client_submit_wait: first pause after queue_full */
+#define S_FULL_BACKOFF_MAX_MS 500  /* and the longest, so a freed slot is seen soon */
 
 static dist__batch_t *s_batch_find(dist_client_t *self, uint32_t seq)
 {
@@ -269,6 +271,46 @@ dist_future_t *dist_client_submit(dist_client_t *self, const char *task, const v
         return NULL;
     }
     return f;
+}
+
+static bool s_never(dist_client_t *self, void *arg)
+{
+    (void)self;
+    (void)arg;
+    return false;
+}
+
+dist_future_t *dist_client_submit_wait(dist_client_t *self, const char *task, const void *args,
+                                       size_t len, int task_timeout_ms, int wait_ms)
+{
+    int64_t deadline = dist__deadline(wait_ms);
+    int backoff_ms = S_FULL_BACKOFF_MIN_MS;
+    for (;;) {
+        dist_future_t *f = dist_client_submit(self, task, args, len, task_timeout_ms);
+        if (f || errno != -DIST_EFULL)
+            return f;
+        int64_t now = dist__now_ns();
+        if (now >= deadline)
+            break;
+        /* Back off while the client goes on working (heartbeats, results
+         * of other futures), then ask again: the master keeps no list of
+         * waiting submitters, so asking again is how one waits. */
+        int64_t until = now + (int64_t)backoff_ms * 1000000;
+        if (until > deadline)
+            until = deadline;
+        dist__client_lock(self);
+        dist__wait_t w = { .ready = s_never };
+        int rc = dist__client_run(self, &w, until);
+        dist__client_unlock(self);
+        if (rc != DIST_ETIMEDOUT) {
+            errno = -rc;
+            return NULL;
+        }
+        backoff_ms = backoff_ms * 2 > S_FULL_BACKOFF_MAX_MS ? S_FULL_BACKOFF_MAX_MS
+                                                            : backoff_ms * 2;
+    }
+    errno = -DIST_EFULL;
+    return NULL;
 }
 
 static bool s_future_ready(dist_client_t *self, void *arg)

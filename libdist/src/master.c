@@ -350,9 +350,13 @@ static void s_reap(dist_master_t *s)
         dist__mpeer_t *p = DIST__CONTAINER_OF(d, dist__mpeer_t, reap);
         char desc[300], why[400];
         dist__m_peer_desc(p, desc, sizeof desc);
-        if (p->role == DIST__ROLE_WORKER)
+        if (p->role == DIST__ROLE_WORKER) {
             dist__log(&s->log, DIST_LOG_WARN, "worker left: %s, connection lost, %zu task(s) requeued",
                       desc, p->leased.n);
+            /* Gone without BYE, as a silent one is: a dead-worker event
+             * for the operator, however the master noticed it. */
+            s->c.dead_workers++;
+        }
         else if (p->role == DIST__ROLE_CLIENT && p->replaced)
             dist__log(&s->log, DIST_LOG_INFO, "client left: %s, a newer connection took its name",
                       desc);
@@ -720,6 +724,109 @@ void dist__m_malformed(dist_master_t *s, dist__mpeer_t *p, const char *fmt, ...)
     s_malformed_rid(s, p, p->rid, p->rid_len, false, why);
 }
 
+/* ---- refusals (docs/PROTOCOL.md section 9) ---------------------------------------------- */
+
+/* Kinds of refusal, each with its own log budget, so that a flood of one
+ * (a keyless peer retrying) does not hide another (a key in the wrong
+ * role). */
+enum { REFUSED_PROTOCOL, REFUSED_AUTH, REFUSED_ROLE, REFUSED_OTHER };
+
+/* Counts a refused connection or HELLO and logs it: every one while they
+ * are rare, then at most a few per second and kind (a peer with a bad key
+ * retries every few hundred milliseconds), with the number left unsaid. */
+static void s_refused(dist_master_t *s, int kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void s_refused(dist_master_t *s, int kind, const char *fmt, ...)
+{
+    s->c.refused_handshakes++;
+    int64_t now = s_clock_ms();
+    __typeof__(s->refused_log[0]) *l = &s->refused_log[kind];
+    if (now - l->at >= 1000) {
+        if (l->quiet)
+            dist__log(&s->log, DIST_LOG_WARN, "%u more refusal(s) like the last one not logged",
+                      l->quiet);
+        l->at = now;
+        l->logged = 0;
+        l->quiet = 0;
+    }
+    if (l->logged >= 5) {
+        l->quiet++;
+        return;
+    }
+    l->logged++;
+    char msg[700];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    dist__log(&s->log, DIST_LOG_WARN, "refused %s", msg);
+}
+
+static const char *s_protocol_error(uint32_t code)
+{
+    switch (code) {
+    case ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+        return "it has no CURVE key (or it has one and this master has none)";
+    case ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
+        return "cryptographic error: it expects another master key (--server-key)";
+    default: return "CURVE/ZMTP handshake error";
+    }
+}
+
+/* Reads the socket monitor: each failed handshake is a refusal. */
+static void s_on_monitor(dist_master_t *s)
+{
+    void *h = zsock_resolve(s->mon);
+    for (int i = 0; i < 256; i++) {
+        zmq_msg_t ev, addr;
+        zmq_msg_init(&ev);
+        if (zmq_msg_recv(&ev, h, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&ev);
+            return;
+        }
+        uint16_t event = 0;
+        uint32_t value = 0;
+        if (zmq_msg_size(&ev) >= 6) {
+            memcpy(&event, zmq_msg_data(&ev), 2);
+            memcpy(&value, (uint8_t *)zmq_msg_data(&ev) + 2, 4);
+        }
+        bool more = zmq_msg_more(&ev);
+        zmq_msg_close(&ev);
+        char ep[256] = "";
+        while (more) {
+            zmq_msg_init(&addr);
+            if (zmq_msg_recv(&addr, h, 0) < 0) {
+                zmq_msg_close(&addr);
+                break;
+            }
+            size_t n = zmq_msg_size(&addr);
+            if (!ep[0] && n) {
+                n = n < sizeof ep - 1 ? n : sizeof ep - 1;
+                memcpy(ep, zmq_msg_data(&addr), n);
+                ep[n] = 0;
+            }
+            more = zmq_msg_more(&addr);
+            zmq_msg_close(&addr);
+        }
+        char key[41], from[64];
+        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+            if (s->zap && dist__zap_take_denial(s->zap, key, from))
+                s_refused(s, REFUSED_AUTH, "a connection from %s: key %s is not in the allow lists",
+                          from, key);
+            else
+                s_refused(s, REFUSED_AUTH,
+                          "a connection on %s: authentication failed (ZAP status %u)", ep,
+                          (unsigned)value);
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+            s_refused(s, REFUSED_PROTOCOL, "a connection on %s: %s", ep, s_protocol_error(value));
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+            s_refused(s, REFUSED_OTHER, "a connection on %s: the handshake did not complete (%s)",
+                      ep, zmq_strerror((int)value));
+        }
+    }
+}
+
 /* ---- sessions ----------------------------------------------------------------------------- */
 
 static void s_copy_str(char *dst, size_t cap, const char *src, size_t n)
@@ -795,6 +902,23 @@ static void s_hello(dist_master_t *s, dist__mpeer_t *p, const dist__inmsg_t *m)
         else
             s_malformed_rid(s, p, m->rid, m->rid_len, false, bad);
         return;
+    }
+    /* Role separation: the allow list a key came from decides the role it
+     * may take (security_internal.h). */
+    if (s->zap) {
+        char key[41] = "?";
+        int roles = dist__zap_roles(m->user_id, key);
+        int need = r == DIST__ROLE_WORKER ? 1 : 2;
+        if (!(roles & need)) {
+            const char *as = r == DIST__ROLE_WORKER ? "worker" : "client";
+            s_refused(s, REFUSED_ROLE,
+                      "HELLO as %s %.*s (host %.*s): key %s is not in the %ss' allow list", as,
+                      (int)name_n, name, (int)host_n, host, key, as);
+            char msg[128];
+            snprintf(msg, sizeof msg, "this key may not act as a %s", as);
+            s_wire_error(s, m->rid, m->rid_len, "forbidden", msg);
+            return;
+        }
     }
     if (!p && !(p = s_peer_new(s, m->rid, m->rid_len)))
         return; /* no memory: the peer will say HELLO again */
@@ -911,7 +1035,8 @@ static void s_handle(dist_master_t *s, const dist__inmsg_t *m)
     if (!p || p->role == DIST__ROLE_NONE) {
         /* Results are idempotent: keep the work even from a worker the
          * master does not know (say after it was written off). */
-        if (m->cmd == DIST__CMD_RESULTS)
+        if (m->cmd == DIST__CMD_RESULTS &&
+            (!s->zap || (dist__zap_roles(m->user_id, NULL) & 1)))
             dist__m_results(s, NULL, m->root);
         if (p) {
             s_touch(s, p);
@@ -1114,6 +1239,8 @@ static long s_next_timeout(const dist_master_t *s)
         next = s->retry_at;
     if (s->store_failed && s->store_retry_at < next)
         next = s->store_retry_at;
+    if (dist__m_obs_next(s) < next)
+        next = dist__m_obs_next(s);
     if (s->dirty_tqs.n || s->dirty_workers.n || s->dirty_clients.n || s->reap.n ||
         (s->store && !s->store_failed && (s->sd_head || s->sq_head)))
         next = s->now;
@@ -1131,6 +1258,7 @@ static void s_turn(dist_master_t *s, bool drained)
     dist__m_dispatch(s);
     dist__m_flush_results(s);
     s_reap(s);
+    dist__m_obs_turn(s);
 }
 
 void dist__m_turn(dist_master_t *s, int64_t now)
@@ -1156,26 +1284,9 @@ void dist__m_fail_commits(dist_master_t *s, unsigned n, int err)
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
 
-/* True for endpoints that only this host can reach. */
-static bool s_local_endpoint(const char *ep)
-{
-    if (strncmp(ep, "ipc://", 6) == 0 || strncmp(ep, "inproc://", 9) == 0)
-        return true;
-    if (strncmp(ep, "tcp://", 6) != 0)
-        return false;
-    const char *host = ep + 6;
-    const char *colon = strrchr(host, ':');
-    size_t n = colon ? (size_t)(colon - host) : strlen(host);
-    if (n >= 2 && host[0] == '[') {
-        host++;
-        n -= 2;
-    }
-    return (n >= 4 && strncmp(host, "127.", 4) == 0) || (n == 3 && strncmp(host, "::1", 3) == 0) ||
-           (n == 9 && strncmp(host, "localhost", 9) == 0);
-}
-
 static void s_free(dist_master_t *s)
 {
+    dist__m_obs_close(s);
     dist__m_queues_free(s);
     dist__m_store_close(s);
     dist__m_tasks_free(s);
@@ -1199,7 +1310,13 @@ static void s_free(dist_master_t *s)
     dist__hmap_fini(&s->nq_index);
     free(s->timers.v);
     free(s->cand);
+    if (s->mon) {
+        zmq_socket_monitor(zsock_resolve(s->sock), NULL, 0);
+        zsock_destroy(&s->mon);
+    }
     zsock_destroy(&s->sock);
+    /* After the socket: no handshake of ours can ask the handler now. */
+    dist__zap_unregister(&s->zap);
     free(s->endpoint);
     dist_wire_buf_destroy(&s->out);
     if (s->wake[0] >= 0)
@@ -1220,8 +1337,17 @@ static int s_check_opts(const dist_master_opts_t *o, const char **why)
         *why = "max message must be between 1024 and 2147483647 bytes";
         return -1;
     }
-    if (o->key || o->allow_workers || o->allow_clients) {
-        *why = "CURVE security is not supported yet";
+    if (o->key && !*o->key) {
+        *why = "the key must be a file name";
+        return -1;
+    }
+    if (o->key && !o->allow_workers && !o->allow_clients) {
+        *why = "a master key needs an allow list (allow_workers, allow_clients): without one no "
+               "peer could ever connect";
+        return -1;
+    }
+    if (!o->key && (o->allow_workers || o->allow_clients)) {
+        *why = "allow lists need the master's own key (key, from `dist keygen master`)";
         return -1;
     }
     if (o->store && !*o->store) {
@@ -1254,6 +1380,30 @@ dist_master_t *dist_master_new(const dist_master_opts_t *opts)
         dist__log(&lg, DIST_LOG_ERROR, "%s", verr);
         errno = ENOTSUP;
         return NULL;
+    }
+    /* Protected mode: decided on the endpoint as given, before anything
+     * listens. A name or a wildcard counts as reachable from the network. */
+    const char *bind = o.bind ? o.bind : DEFAULT_BIND;
+    if (!o.key && !o.insecure && !dist__endpoint_local(bind) && strstr(bind, "://")) {
+        dist__log(&lg, DIST_LOG_ERROR,
+                  "refusing to bind %s without CURVE keys: anyone who can reach it could run "
+                  "tasks and read results. Create keys with `dist keygen master` (and `dist "
+                  "keygen NAME` for each worker and client, their NAME.pub files going into the "
+                  "allow-list directories), then give --key master.key --allow-workers DIR "
+                  "--allow-clients DIR; or accept the risk with --insecure",
+                  bind);
+        errno = EINVAL;
+        return NULL;
+    }
+    char pub[41] = "", sec[41] = "";
+    if (o.key) {
+        char kerr[600];
+        int rc = dist__key_read_secret(o.key, pub, sec, kerr, sizeof kerr);
+        if (rc) {
+            dist__log(&lg, DIST_LOG_ERROR, "%s", kerr);
+            errno = rc == DIST_ENOMEM ? ENOMEM : -rc;
+            return NULL;
+        }
     }
     dist_master_t *s = calloc(1, sizeof *s);
     if (!s) {
@@ -1292,7 +1442,6 @@ dist_master_t *dist_master_new(const dist_master_opts_t *opts)
     dist__dl_init(&s->blocked);
     dist__dl_init(&s->reap);
     dist__dl_init(&s->held);
-    const char *bind = o.bind ? o.bind : DEFAULT_BIND;
     int err = ENOMEM;
     s->out = dist_wire_buf_new(0);
     if (!s->out)
@@ -1319,6 +1468,39 @@ dist_master_t *dist_master_new(const dist_master_opts_t *opts)
     }
     dist__sockopts_t so = { s->max_message, 0, 0, 0, -1 };
     dist__sock_setup(s->sock, true, &so);
+    if (o.key) {
+        /* The handler first: a CURVE server in a context without one
+         * would let every key in. */
+        char domain[32], zerr[600] = "cannot start the ZAP handler";
+        s->zap = dist__zap_register(o.allow_workers, o.allow_clients, domain, zerr, sizeof zerr);
+        if (!s->zap) {
+            err = errno ? errno : ENOMEM;
+            dist__log(&s->log, DIST_LOG_ERROR, "%s", zerr);
+            goto fail;
+        }
+        zcert_t *cert = dist__cert_from_txt(pub, sec);
+        if (!cert)
+            goto fail;
+        zcert_apply(cert, s->sock);
+        zcert_destroy(&cert);
+        zsock_set_curve_server(s->sock, 1);
+        zsock_set_zap_domain(s->sock, domain);
+    }
+    explicit_bzero(sec, sizeof sec);
+    /* Every connection that fails its handshake (no key, an unknown key,
+     * the wrong idea of our key, or silence) is logged and counted. */
+    char mon[64];
+    snprintf(mon, sizeof mon, "inproc://dist-master-monitor-%p", (void *)s);
+    if (zmq_socket_monitor(zsock_resolve(s->sock), mon,
+                           ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) == 0) {
+        s->mon = zsock_new(ZMQ_PAIR);
+        if (s->mon && zsock_connect(s->mon, "%s", mon) != 0)
+            zsock_destroy(&s->mon);
+        if (!s->mon)
+            zmq_socket_monitor(zsock_resolve(s->sock), NULL, 0);
+    }
     /* zmq_bind rather than zsock_bind: libzmq lets the kernel pick a port
      * for ":0" and ":*", where czmq would scan a port range itself. */
     if (zmq_bind(zsock_resolve(s->sock), bind) < 0) {
@@ -1333,15 +1515,29 @@ dist_master_t *dist_master_new(const dist_master_opts_t *opts)
     s->endpoint = strdup(ep);
     if (!s->endpoint)
         goto fail;
-    if (!s_local_endpoint(s->endpoint))
+    if (o.key)
+        dist__log(&s->log, DIST_LOG_INFO, "CURVE on: master key %s, workers from %s, clients "
+                  "from %s", pub, o.allow_workers ? o.allow_workers : "(none)",
+                  o.allow_clients ? o.allow_clients : "(none)");
+    else if (!dist__endpoint_local(s->endpoint))
         dist__log(&s->log, DIST_LOG_WARN,
                   "%s is reachable from other hosts and the traffic is neither authenticated nor "
-                  "encrypted (CURVE security comes later)",
+                  "encrypted (--insecure)",
                   s->endpoint);
     dist__log(&s->log, DIST_LOG_INFO, "master %s listening on %s (protocol %d, libdist %s)",
               s->name, s->endpoint, DIST__PROTO_VERSION, DIST_VERSION_STRING);
+    /* The metrics endpoint last: its thread starts here, after anything
+     * that could fail for the master's own reasons. */
+    if (o.metrics) {
+        int rc = dist__m_obs_open(s, o.metrics, o.insecure);
+        if (rc) {
+            err = -rc;
+            goto fail;
+        }
+    }
     return s;
 fail:
+    explicit_bzero(sec, sizeof sec);
     s_free(s);
     errno = err;
     return NULL;
@@ -1352,20 +1548,27 @@ const char *dist_master_endpoint(const dist_master_t *self)
     return self ? self->endpoint : NULL;
 }
 
+int dist_master_metrics_port(const dist_master_t *self)
+{
+    /* obs is set once in dist_master_new and only read afterwards. */
+    return self ? dist__m_obs_port(self) : 0;
+}
+
 int dist_master_run(dist_master_t *s)
 {
     if (!s)
         return DIST_EINVAL;
     if (atomic_exchange(&s->running, true))
         return DIST_ESTATE;
-    zmq_pollitem_t items[2] = {
+    zmq_pollitem_t items[3] = {
         { zsock_resolve(s->sock), 0, ZMQ_POLLIN, 0 },
         { NULL, s->wake[0], ZMQ_POLLIN, 0 },
+        { s->mon ? zsock_resolve(s->mon) : NULL, 0, ZMQ_POLLIN, 0 },
     };
     int rc = 0;
     s->now = s_clock_ms();
     while (!atomic_load(&s->stop)) {
-        int n = dist__poll(items, 2, s_next_timeout(s), DIST__SPIN_US);
+        int n = dist__poll(items, s->mon ? 3 : 2, s_next_timeout(s), DIST__SPIN_US);
         if (n < 0 && errno != EINTR) {
             rc = -errno;
             dist__log(&s->log, DIST_LOG_ERROR, "poll: %s", zmq_strerror(errno));
@@ -1379,6 +1582,8 @@ int dist_master_run(dist_master_t *s)
         if (atomic_load(&s->stop))
             break;
         s->now = s_clock_ms();
+        if (n > 0 && s->mon && (items[2].revents & ZMQ_POLLIN))
+            s_on_monitor(s);
         bool drained = true;
         if (n > 0 && (items[0].revents & ZMQ_POLLIN))
             drained = s_read_batch(s);

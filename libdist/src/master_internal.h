@@ -42,6 +42,7 @@
 #include "hmap_internal.h"
 #include "log_internal.h"
 #include "proto_internal.h"
+#include "security_internal.h"
 #include "store_internal.h"
 
 #define DIST__CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -169,6 +170,7 @@ typedef struct dist__mpeer dist__mpeer_t;
 typedef struct dist__mtq dist__mtq_t;
 typedef struct dist__mclient dist__mclient_t;
 typedef struct dist__mnq dist__mnq_t;
+typedef struct dist__mobs dist__mobs_t;
 
 typedef enum { DIST__T_QUEUED = 1, DIST__T_LEASED, DIST__T_DONE } dist__tstate_t;
 
@@ -202,6 +204,7 @@ typedef struct dist__mtask {
     uint8_t sflags;          /* DIST__S_*: what the store must write */
     struct dist__mtask *snext; /* next on the store's dirty list */
     int64_t srow;            /* its row in the store (with --store) */
+    int64_t accepted_at;     /* monotonic ms of its SUBMIT (or of its recovery) */
     uint8_t data[];          /* the args; later the result when it fits */
 } dist__mtask_t;
 
@@ -242,6 +245,7 @@ struct dist__mtq {
     size_t nws, capws;
     struct dist__mtq *snext; /* next on the store's dirty list of names */
     uint8_t sflags;          /* DIST__S_DIRTY, _NEW (not stored yet), _GONE */
+    struct dist__mstat *stat; /* its counters for the metrics (master_obs.c), or NULL */
 };
 
 typedef enum { DIST__ROLE_NONE = 0, DIST__ROLE_WORKER, DIST__ROLE_CLIENT } dist__role_t;
@@ -343,6 +347,8 @@ typedef struct {
 typedef struct {
     uint64_t submitted, completed, failed, retried, gave_up, dead_workers, malformed,
         refused_handshakes;
+    uint64_t refused;      /* tasks of SUBMITs answered with a rejection */
+    uint64_t late_results; /* results dropped: the task was done or had moved on */
 } dist__mcounters_t;
 
 #define DIST__RATE_SECONDS 10
@@ -365,6 +371,13 @@ struct dist_master {
     dist_wire_limits_t limits;
     dist_wire_buf_t *out;    /* reused for every message packed */
     int wake[2];             /* stop pipe: read end polled by the loop */
+    /* security (security_internal.h): NULL without CURVE */
+    dist__zap_t *zap;
+    zsock_t *mon;            /* failed handshakes of sock (NULL: not watched) */
+    struct {                 /* rate limit of the refusal log lines, per kind */
+        int64_t at;
+        unsigned logged, quiet;
+    } refused_log[4];
     atomic_bool stop;
     atomic_bool running;
     atomic_bool joinable;
@@ -417,6 +430,8 @@ struct dist_master {
     dist__inmsg_t *cur;
     dist__m_sink_fn sink;
     void *sink_ud;
+    /* observability (master_obs.c): NULL without a metrics endpoint */
+    dist__mobs_t *obs;
 };
 
 /* ---- master.c ---------------------------------------------------------------------- */
@@ -559,6 +574,35 @@ void dist__m_queues_free(dist_master_t *s);
 void dist__m_status(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root);
 /* Counts n submitted / completed tasks in the current second. */
 void dist__m_rate_add(dist_master_t *s, uint64_t submitted, uint64_t completed);
+
+/* Packs the STATUS body (section 7b) into b; `extra` adds the extension
+ * fields of docs/OBSERVABILITY.md (s->obs must then be set). */
+void dist__m_pack_status(const dist_master_t *s, dist_wire_buf_t *b, uint64_t req, bool compact,
+                         bool extra);
+
+/* ---- master_obs.c: what the metrics endpoint shows --------------------------------------- */
+
+/* Starts the endpoint on hostport (its thread too): 0 or a negative code,
+ * logged. Refuses a non-loopback address unless insecure. */
+int dist__m_obs_open(dist_master_t *s, const char *hostport, bool insecure);
+/* Stops the endpoint and frees the counters. */
+void dist__m_obs_close(dist_master_t *s);
+/* Events, each cheap (no lookup once a task name has its counters). */
+void dist__m_obs_submitted(dist_master_t *s, dist__mtq_t *q, int delta);
+void dist__m_obs_retried(dist_master_t *s, dist__mtq_t *q);
+/* t is becoming DONE with status st (t->q still set); error: the final
+ * error text when st is not ok. */
+void dist__m_obs_finished(dist_master_t *s, const dist__mtask_t *t, int st, const void *error,
+                          size_t len);
+/* Called every loop turn: closes history steps and publishes a snapshot
+ * about twice a second. */
+void dist__m_obs_turn(dist_master_t *s);
+/* When the next publish is due (monotonic ms), or INT64_MAX. */
+int64_t dist__m_obs_next(const dist_master_t *s);
+/* Packs the extension fields (4 key/value pairs) into pk. */
+void dist__m_obs_pack(const dist_master_t *s, msgpack_packer *pk);
+/* The endpoint's bound port (tests), or 0. */
+int dist__m_obs_port(const dist_master_t *s);
 
 /* ---- master_store.c -------------------------------------------------------------------- */
 

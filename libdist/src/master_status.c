@@ -80,14 +80,18 @@ static void s_pack_queue(msgpack_packer *pk, const char *name, size_t len, const
     dist__pk_kv_u64(pk, "in_flight", in_flight);
 }
 
-static void s_pack_status(const dist_master_t *s, dist_wire_buf_t *b, uint64_t req, bool compact)
+void dist__m_pack_status(const dist_master_t *s, dist_wire_buf_t *b, uint64_t req, bool compact,
+                         bool extra)
 {
     msgpack_packer *pk = dist_wire_buf_packer(b);
     size_t max_workers = compact ? COMPACT_WORKERS : SIZE_MAX;
     size_t max_names = compact ? COMPACT_NAMES : SIZE_MAX;
     size_t max_queues = compact ? COMPACT_QUEUES : SIZE_MAX;
-    msgpack_pack_map(pk, compact ? 8 : 7);
-    dist__pk_kv_u64(pk, "req", req);
+    /* A snapshot for the metrics endpoint answers no request: no req. */
+    extra = extra && s->obs;
+    msgpack_pack_map(pk, 6 + (compact ? 1 : 0) + (extra ? 4 : 1));
+    if (!extra)
+        dist__pk_kv_u64(pk, "req", req);
 
     dist__pk_str(pk, "master");
     msgpack_pack_map(pk, 4);
@@ -125,7 +129,7 @@ static void s_pack_status(const dist_master_t *s, dist_wire_buf_t *b, uint64_t r
     dist__pk_kv_u64(pk, "clients", s->nclients);
 
     dist__pk_str(pk, "counters");
-    msgpack_pack_map(pk, 9);
+    msgpack_pack_map(pk, 11);
     dist__pk_kv_u64(pk, "submitted", s->c.submitted);
     dist__pk_kv_u64(pk, "completed", s->c.completed);
     dist__pk_kv_u64(pk, "failed", s->c.failed);
@@ -134,6 +138,8 @@ static void s_pack_status(const dist_master_t *s, dist_wire_buf_t *b, uint64_t r
     dist__pk_kv_u64(pk, "dead_workers", s->c.dead_workers);
     dist__pk_kv_u64(pk, "malformed", s->c.malformed);
     dist__pk_kv_u64(pk, "refused_handshakes", s->c.refused_handshakes);
+    dist__pk_kv_u64(pk, "refused", s->c.refused);
+    dist__pk_kv_u64(pk, "late_results", s->c.late_results);
     dist__pk_kv_u64(pk, "results_waiting", s->results_waiting);
 
     double sub, done;
@@ -144,6 +150,8 @@ static void s_pack_status(const dist_master_t *s, dist_wire_buf_t *b, uint64_t r
     dist__pk_kv_f64(pk, "completed_per_s", done);
     if (compact)
         dist__pk_kv_bool(pk, "truncated", true);
+    if (extra)
+        dist__m_obs_pack(s, pk);
 }
 
 void dist__m_status(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
@@ -157,7 +165,7 @@ void dist__m_status(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *ro
         dist_wire_buf_t *b = dist_wire_buf_new(s->max_message - 256);
         if (!b)
             break;
-        s_pack_status(s, b, req, compact);
+        dist__m_pack_status(s, b, req, compact, false);
         if (dist_wire_buf_status(b) == 0) {
             dist__m_send(s, p, DIST__CMD_STATUS, b, NULL, NULL, 0);
             dist_wire_buf_destroy(&b);

@@ -224,6 +224,7 @@ static void s_finish(dist_master_t *s, dist__mtask_t *t, dist__status_t st, cons
                      size_t len)
 {
     static const char nomem[] = "the master ran out of memory for this result";
+    dist__m_obs_finished(s, t, st, bytes, len);
     t->q->refs--;
     t->q = NULL;
     s->outstanding--;
@@ -301,6 +302,7 @@ static void s_retry(dist_master_t *s, dist__mtask_t *t, const char *reason)
     }
     t->attempt++;
     s->c.retried++;
+    dist__m_obs_retried(s, t->q);
     t->state = DIST__T_QUEUED;
     dist__dl_push_front(&t->q->ready, &t->node);
     s_tq_dirty(s, t->q);
@@ -702,6 +704,7 @@ static int s_submit_one(dist_master_t *s, dist__mclient_t *cn, const msgpack_obj
     memcpy(task->data, t.args, t.args_len);
     task->state = DIST__T_QUEUED;
     task->timer.idx = UINT32_MAX;
+    task->accepted_at = s->now;
     if (s->store) {
         task->srow = s->next_row++;
         dist__m_store_mark(s, task, DIST__S_NEW);
@@ -712,6 +715,7 @@ static int s_submit_one(dist_master_t *s, dist__mclient_t *cn, const msgpack_obj
     s->outstanding++;
     cn->pending++;
     s->c.submitted++;
+    dist__m_obs_submitted(s, q, 1);
     (*fresh)++;
     s_tq_dirty(s, q);
     return SUB_OK;
@@ -803,6 +807,7 @@ static void s_pack_accepted(dist_master_t *s, const dist__mclient_t *cn,
     size_t accepted = 0;
     for (size_t i = 0; i < n; i++)
         accepted += codes[i] == SUB_OK;
+    s->c.refused += n - accepted;
     dist_wire_buf_reset(s->out);
     msgpack_packer *pk = dist_wire_buf_packer(s->out);
     msgpack_pack_map(pk, 2);
@@ -896,6 +901,10 @@ static void s_result(dist_master_t *s, dist__mpeer_t *w, const dist__result_t *r
     }
     dist__mtask_t *t = s_task_find(s, &r->id);
     if (!t || t->state == DIST__T_DONE) {
+        /* A late duplicate: a worker written off that woke up, or a lease
+         * cancelled by another attempt's final result. The first result
+         * stays the only one delivered. */
+        s->c.late_results++;
         if (w)
             s_ghost_release(s, w, &r->id);
         return;
@@ -916,8 +925,10 @@ static void s_result(dist_master_t *s, dist__mpeer_t *w, const dist__result_t *r
      * (its credit comes back), or one from a worker written off. */
     if (w)
         s_ghost_release(s, w, &r->id);
-    if (!final)
+    if (!final) {
+        s->c.late_results++;
         return; /* the task has already moved on to another attempt */
+    }
     /* A final result completes the task after all (section 6.3); a newer
      * lease is cancelled silently and its result will be dropped. */
     if (t->state == DIST__T_LEASED)
@@ -1053,6 +1064,7 @@ int dist__m_restore_task(dist_master_t *s, const dist__srow_t *r)
     t->reasons = reasons;
     t->timer.idx = UINT32_MAX;
     t->srow = r->row;
+    t->accepted_at = s->now; /* its latency counts from the recovery */
     dist__hmap_add(&s->tasks, s_id_hash(s, &t->id), t); /* reserved */
     if (r->done) {
         t->state = DIST__T_DONE;
@@ -1088,6 +1100,7 @@ void dist__m_unsubmit(dist_master_t *s, dist__mtask_t *t)
     dist__mclient_t *cn = t->cn;
     dist__dl_remove(&t->q->ready, &t->node);
     dist__hmap_del(&s->tasks, s_id_hash(s, &t->id), t);
+    dist__m_obs_submitted(s, t->q, -1);
     t->q->refs--;
     t->q = NULL;
     t->cn = NULL;

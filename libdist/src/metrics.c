@@ -481,6 +481,10 @@ static const struct {
       "Connections refused by authentication (CURVE/ZAP)." },
     { "results_waiting", "dist_results_waiting", "gauge",
       "Final results held by the master until their client acknowledges them." },
+    { "refused", "dist_tasks_refused_total", "counter",
+      "Tasks refused at submission (queue full, store failed, unknown task, ...)." },
+    { "late_results", "dist_late_results_total", "counter",
+      "Worker results dropped as late duplicates (the task was done or had moved on)." },
 };
 
 /* Per-worker fields: {worker, host} labels. */

@@ -1528,24 +1528,29 @@ int dist_pool_close(dist_pool_t *self)
     return 0;
 }
 
+/* One wait on done_cond (p->lock held) that ends by the deadline:
+ * DIST_ETIMEDOUT once it has passed, else 0 (woken, maybe spuriously). */
+static int s_wait_step(dist_pool_t *p, int64_t deadline)
+{
+    if (deadline == INT64_MAX) {
+        pthread_cond_wait(&p->done_cond, &p->lock);
+        return 0;
+    }
+    if (dist__left_ns(deadline) == 0)
+        return DIST_ETIMEDOUT;
+    struct timespec ts = dist__ns_to_timespec(deadline);
+    pthread_cond_timedwait(&p->done_cond, &p->lock, &ts);
+    return 0;
+}
+
 /* Waits until the manager is done (state P_DONE), up to the deadline. */
 static int s_wait_done(dist_pool_t *p, int64_t deadline)
 {
     int rc = 0;
     pthread_mutex_lock(&p->lock);
     p->waiters++;
-    while (p->state != P_DONE) {
-        if (deadline == INT64_MAX) {
-            pthread_cond_wait(&p->done_cond, &p->lock);
-        } else {
-            if (dist__left_ns(deadline) == 0) {
-                rc = DIST_ETIMEDOUT;
-                break;
-            }
-            struct timespec ts = dist__ns_to_timespec(deadline);
-            pthread_cond_timedwait(&p->done_cond, &p->lock, &ts);
-        }
-    }
+    while (p->state != P_DONE && (rc = s_wait_step(p, deadline)) == 0)
+        ;
     p->waiters--;
     pthread_mutex_unlock(&p->lock);
     return rc;
@@ -1837,16 +1842,8 @@ static int s_wait_job(struct job *j, bool (*cond)(struct job *), int timeout_ms)
             rc = DIST_ECLOSED; /* cannot happen: a done pool fails everything */
             break;
         }
-        if (deadline == INT64_MAX) {
-            pthread_cond_wait(&p->done_cond, &p->lock);
-        } else {
-            if (dist__left_ns(deadline) == 0) {
-                rc = DIST_ETIMEDOUT;
-                break;
-            }
-            struct timespec ts = dist__ns_to_timespec(deadline);
-            pthread_cond_timedwait(&p->done_cond, &p->lock, &ts);
-        }
+        if ((rc = s_wait_step(p, deadline)) != 0)
+            break;
     }
     p->waiters--;
     pthread_mutex_unlock(&p->lock);

@@ -139,7 +139,7 @@ void dist__sock_setup(zsock_t *sock, bool router, const dist__sockopts_t *o)
     zsock_set_heartbeat_ttl(sock, hb_to);
     zsock_set_linger(sock, d.linger_ms >= 0 ? d.linger_ms : router ? 0 : 500);
     zsock_set_sndhwm(sock, DIST__HWM);
-    zsock_set_rcvhwm(sock, DIST__HWM);
+    zsock_set_rcvhwm(sock, router ? DIST__ROUTER_RCVHWM : DIST__HWM);
     if (router) {
         zsock_set_router_mandatory(sock, 1);
     } else {
@@ -204,6 +204,7 @@ int dist__proto_recv(zsock_t *sock, bool router, const dist_wire_limits_t *limit
     m->root = NULL;
     m->bad = DIST__BAD_NONE;
     m->version = 0;
+    m->user_id[0] = 0;
     void *h = zsock_resolve(sock);
     int want = router ? 4 : 3, first = router ? 1 : 0;
     int n = 0;
@@ -242,6 +243,14 @@ int dist__proto_recv(zsock_t *sock, bool router, const dist_wire_limits_t *limit
         } else if (idx == first + 1) {
             cmd_len = sz;
             memcpy(cmd, data, sz < sizeof cmd - 1 ? sz : sizeof cmd - 1);
+            /* The commands whose handling depends on who the peer is
+             * (section 9): read the connection's ZAP user id. */
+            if (router && ((sz == 5 && memcmp(data, "HELLO", 5) == 0) ||
+                           (sz == 7 && memcmp(data, "RESULTS", 7) == 0))) {
+                const char *uid = zmq_msg_gets(&f, "User-Id");
+                if (uid)
+                    snprintf(m->user_id, sizeof m->user_id, "%s", uid);
+            }
         } else if (idx == first + 2) {
             zmq_msg_move(&body, &f);
             have_body = true;

@@ -39,6 +39,12 @@
 #define DIST__HEARTBEAT_MS 1000
 #define DIST__HEARTBEAT_TIMEOUT_MS 3000
 #define DIST__HWM 100000
+/* The master's inbound queue per connection, in messages: what a peer
+ * that sends faster than the master reads can make it buffer (the rest
+ * waits in the peer's socket and TCP). Messages are batches, so a few
+ * hundred in flight keep the master busy; 100,000 small frames of a flood
+ * made it hold tens of MiB per connection. */
+#define DIST__ROUTER_RCVHWM 1000
 #define DIST__MAX_MALFORMED_IN_A_ROW 100
 #define DIST__SPIN_US 50 /* see dist__poll */
 
@@ -153,6 +159,8 @@ typedef struct {
     const msgpack_object *root;
     dist__bad_t bad;      /* when dist__proto_recv returned DIST_EPROTO */
     int version;          /* the version byte seen, for DIST__BAD_VERSION */
+    char user_id[64];     /* ROUTER side, HELLO and RESULTS only: the ZAP user id of the
+                             connection ("" without one; see security_internal.h) */
 } dist__inmsg_t;
 
 /* Receives one message without blocking. ROUTER sockets expect a routing id

@@ -57,6 +57,7 @@
 #include "log_internal.h"
 #include "mpcheck_internal.h"
 #include "proto_internal.h"
+#include "security_internal.h"
 #include "task_internal.h"
 #include "util_internal.h"
 
@@ -135,6 +136,7 @@ struct dist_worker {
     dist_pool_t *pool;
     zsock_t *sock;
     zsock_t *mon;   /* the socket's connection events (NULL: not available) */
+    bool auth_failed; /* the last handshakes were refused (logged once) */
     bool connected; /* a ZMTP handshake with the master has succeeded */
     int efd;
 
@@ -896,6 +898,12 @@ static void s_on_error(dist_worker_t *w, const msgpack_object *b)
               (int)(ml > 512 ? 512 : ml), msg);
     if (cl == 11 && memcmp(code, "not_welcome", 11) == 0 && w->welcomed)
         s_rehello(w);
+    /* A key the master will not take in this role never will: stop
+     * rather than knock forever. */
+    if (cl == 9 && memcmp(code, "forbidden", 9) == 0 && !w->welcomed && !w->fatal) {
+        dist__log(&w->log, DIST_LOG_ERROR, "the master refused this worker's key; stopping");
+        w->fatal = DIST_EREFUSED;
+    }
 }
 
 static void s_handle(dist_worker_t *w, dist__inmsg_t *m)
@@ -955,6 +963,7 @@ static void s_on_monitor(dist_worker_t *w)
         }
         if (ev == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
             w->connected = true;
+            w->auth_failed = false;
             dist__log(&w->log, DIST_LOG_INFO, "connected to %s", w->endpoint);
             if (w->welcomed || w->rehello)
                 s_rehello(w);
@@ -963,6 +972,17 @@ static void s_on_monitor(dist_worker_t *w)
         } else if (ev == ZMQ_EVENT_DISCONNECTED && w->connected) {
             w->connected = false;
             dist__log(&w->log, DIST_LOG_WARN, "disconnected from %s (reconnecting)", w->endpoint);
+        } else if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
+                   ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+            /* Said once per run of failures: libzmq retries by itself, and
+             * the master may yet learn our key (its allow list is re-read). */
+            dist__log(&w->log, w->auth_failed ? DIST_LOG_DEBUG : DIST_LOG_ERROR,
+                      "%s refused the connection: %s (still trying)", w->endpoint,
+                      ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+                          ? "our key is not in its allow list"
+                          : "CURVE handshake failed (keys on one side only, or a wrong "
+                            "--server-key)");
+            w->auth_failed = true;
         }
     }
 }
@@ -1260,16 +1280,22 @@ dist_worker_t *dist_worker_new(const dist_worker_opts_t *opts)
         errno = EINVAL;
         return NULL;
     }
-    if (o.key || o.server_key || s_env("DIST_KEY") || s_env("DIST_SERVER_KEY")) {
-        dist__log(&lg, DIST_LOG_ERROR, "CURVE keys (key, server_key, $DIST_KEY, $DIST_SERVER_KEY) are "
-                                       "not supported yet");
-        errno = EINVAL;
-        return NULL;
-    }
     if (dist__zmq_version_ok(why, sizeof why)) {
         dist__log(&lg, DIST_LOG_ERROR, "%s", why);
         errno = ENOTSUP;
         return NULL;
+    }
+    /* Keys and protected mode are checked before the pool is forked. */
+    {
+        const char *ep = o.master             ? o.master
+                         : s_env("DIST_MASTER") ? s_env("DIST_MASTER")
+                                                : DEFAULT_MASTER;
+        bool secure;
+        int krc = dist__curve_peer_setup(NULL, o.key, o.server_key, o.insecure, ep, &lg, &secure);
+        if (krc) {
+            errno = krc == DIST_ENOMEM ? ENOMEM : krc == -ENOENT || krc == -EACCES ? -krc : EINVAL;
+            return NULL;
+        }
     }
     dist_worker_t *w = calloc(1, sizeof *w);
     if (!w)
@@ -1335,12 +1361,21 @@ dist_worker_t *dist_worker_new(const dist_worker_opts_t *opts)
     }
     dist__sockopts_t so = { .max_message = o.max_message, .linger_ms = -1 };
     dist__sock_setup(w->sock, false, &so);
+    bool secure = false;
+    int krc = dist__curve_peer_setup(w->sock, o.key, o.server_key, o.insecure, w->endpoint, &lg,
+                                     &secure);
+    if (krc) {
+        err = krc == DIST_ENOMEM ? ENOMEM : krc == -ENOENT || krc == -EACCES ? -krc : EINVAL;
+        goto fail;
+    }
     /* Watch the connection (before connecting, to see the first one). A
      * worker without it still works, on the one-second HELLO timer. */
     char mon[64];
     snprintf(mon, sizeof mon, "inproc://dist-worker-monitor-%p", (void *)w);
     if (zmq_socket_monitor(zsock_resolve(w->sock), mon,
-                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) == 0) {
+                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) == 0) {
         w->mon = s_sock_new(ZMQ_PAIR);
         if (w->mon && zsock_connect(w->mon, "%s", mon) != 0)
             zsock_destroy(&w->mon);

@@ -2,10 +2,12 @@
 # and how to get them. Sourced, not run.
 
 # Packages to build and run libdist.
-DIST_BUILD_PACKAGES="build-essential cmake pkg-config libzmq3-dev libczmq-dev libmsgpack-dev libjansson-dev libmicrohttpd-dev libsqlite3-dev"
+DIST_BUILD_PACKAGES="build-essential cmake pkg-config libzmq3-dev libczmq-dev libmsgpack-dev libjansson-dev libmicrohttpd-dev libsqlite3-dev help2man"
 # Extra packages for the test suite and the benchmarks (clang and its
-# runtime libraries for the libFuzzer smoke run at the end of scripts/test).
-DIST_TEST_PACKAGES="libcmocka-dev python3 clang libclang-rt-14-dev"
+# runtime libraries for the libFuzzer smoke run at the end of scripts/test;
+# Debian's chromium for the dashboard test, run headless; gnuplot for
+# scripts/bench --plot).
+DIST_TEST_PACKAGES="libcmocka-dev python3 python3-zmq python3-msgpack clang libclang-rt-14-dev tcpdump gnuplot-nox chromium"
 
 dist_root() { cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd; }
 

@@ -15,6 +15,12 @@
  *    test.pid    []         the pid of the process that ran it
  *    test.bytes  [n]        a bin of n bytes (0x61, 'a')
  *    test.none   []         returns without a value (a broken task)
+ *    test.count_square [path, x, ms]
+ *                           appends one byte to the file `path` (so that a
+ *                           test can count executions), sleeps ms, returns
+ *                           x * x
+ *    test.count_crash [path]
+ *                           appends one byte to `path`, then dies of SIGSEGV
  */
 #include <dist.h>
 #include <fcntl.h>
@@ -150,3 +156,50 @@ static int s_none(dist_task_ctx_t *ctx, const msgpack_object *args, msgpack_pack
     return 0;
 }
 DIST_TASK("test.none", s_none)
+
+/* Appends one byte to the file named by argument 0: one byte per
+ * execution, written before anything else the task does, with O_APPEND so
+ * that concurrent executions on several workers all count. */
+static int s_count(dist_task_ctx_t *ctx, const msgpack_object *args, const char *who)
+{
+    const char *path;
+    size_t n;
+    char buf[4096];
+    if (dist_arg_str(args, 0, &path, &n) || n == 0 || n >= sizeof buf)
+        return dist_task_fail(ctx, "%s: expected a path first", who);
+    memcpy(buf, path, n);
+    buf[n] = 0;
+    int fd = open(buf, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return dist_task_fail(ctx, "%s: cannot open %s", who, buf);
+    ssize_t w = write(fd, "x", 1);
+    close(fd);
+    if (w != 1)
+        return dist_task_fail(ctx, "%s: cannot write %s", who, buf);
+    return 0;
+}
+
+static int s_count_square(dist_task_ctx_t *ctx, const msgpack_object *args, msgpack_packer *out)
+{
+    int64_t x, ms;
+    if (dist_arg_int(args, 1, &x) || dist_arg_int(args, 2, &ms) || ms < 0 || x > 3037000499 ||
+        x < -3037000499)
+        return dist_task_fail(ctx, "test.count_square: expected [path, x, milliseconds]");
+    int rc = s_count(ctx, args, "test.count_square");
+    if (rc)
+        return rc;
+    struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000 };
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+    return msgpack_pack_int64(out, x * x);
+}
+DIST_TASK("test.count_square", s_count_square)
+
+static int s_count_crash(dist_task_ctx_t *ctx, const msgpack_object *args, msgpack_packer *out)
+{
+    int rc = s_count(ctx, args, "test.count_crash");
+    if (rc)
+        return rc;
+    return s_crash(ctx, args, out);
+}
+DIST_TASK("test.count_crash", s_count_crash)

@@ -58,12 +58,11 @@ typedef struct {
                                       the master while a call waits for its answer;
                                       default 5000 */
     size_t max_message;            /* bytes; default 64 MiB */
-    const char *key;               /* own secret key file; NULL: $DIST_KEY. CURVE is not
-                                      supported yet: a key (or $DIST_KEY, $DIST_SERVER_KEY)
-                                      makes dist_client_new fail with EINVAL */
+    const char *key;               /* own secret key file (NAME.key, mode 0600 or
+                                      stricter); NULL: $DIST_KEY. With server_key, the
+                                      connection uses CURVE (docs/PROTOCOL.md section 9) */
     const char *server_key;        /* master's public key file; NULL: $DIST_SERVER_KEY */
-    bool insecure;                 /* allow a non-loopback master without keys (not checked
-                                      yet: every master is allowed until CURVE comes) */
+    bool insecure;                 /* allow a non-loopback master without keys */
     dist_log_fn log;               /* NULL: silent */
     void *log_userdata;
     dist_log_level_t log_level;    /* most verbose level passed to log (0: errors only) */
@@ -71,8 +70,14 @@ typedef struct {
 
 /* Connects and waits for the master's welcome, saying HELLO every second.
  * NULL with errno: the positive code of DIST_ENOMASTER (no welcome within
- * the connect timeout; dist_strerror(errno) names it), EINVAL (bad options
- * or endpoint, or keys given), EPROTO (the master speaks another protocol
+ * the connect timeout; dist_strerror(errno) names it; also what a master
+ * whose key is not server_key looks like), the positive code of
+ * DIST_EREFUSED (the master does not know our key, or refused it in the
+ * client role; a client whose key is refused later, at a reconnection,
+ * fails its calls with DIST_EREFUSED), EINVAL (bad options or endpoint, one key without the
+ * other, or a non-loopback master without keys and without insecure),
+ * EACCES (a secret key file others can access), ENOENT (a missing key
+ * file), EPROTO (the master speaks another protocol
  * version), ENOTSUP (libzmq older than 4.3.3), ENOMEM. Blocks up to
  * connect_timeout_ms. Does not change the program's signal handlers. */
 DIST_EXPORT dist_client_t *dist_client_new(const dist_client_opts_t *opts);
@@ -92,6 +97,19 @@ DIST_EXPORT const char *dist_client_name(const dist_client_t *self);
  * (other refusals), DIST_ENOMASTER (no answer), EINVAL (bad name). */
 DIST_EXPORT dist_future_t *dist_client_submit(dist_client_t *self, const char *task,
                                               const void *args, size_t len, int task_timeout_ms);
+
+/* The same, but a full master is waited for: when the task is refused
+ * with queue_full (the master holds --max-queued tasks, or the client's
+ * --max-results bound is reached) or store_failed, it is submitted again
+ * after a pause (10 ms doubling to 500 ms) until wait_ms has passed
+ * (DIST_FOREVER: no bound; 0: one try). Meanwhile the client keeps
+ * working: results of other futures are taken, heartbeats are sent.
+ * Returns the future once accepted, or NULL with errno: DIST_EFULL (still
+ * full after wait_ms), or any code of dist_client_submit. Blocks up to
+ * wait_ms plus one submission. */
+DIST_EXPORT dist_future_t *dist_client_submit_wait(dist_client_t *self, const char *task,
+                                                   const void *args, size_t len,
+                                                   int task_timeout_ms, int wait_ms);
 
 /* Submits n tasks of one name in batches (at most the master's max_batch
  * and max_message each) and waits for their acceptance; futures[i] is the

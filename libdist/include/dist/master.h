@@ -60,14 +60,26 @@ typedef struct {
                                       NULL: everything in memory, lost on restart */
     bool store_fsync;              /* fsync the store at every commit: survives power
                                       loss too (slower); default off */
-    /* Security (docs/PROTOCOL.md section 9). Without key, binding to a
-     * non-loopback address needs insecure. Not supported yet: key and the
-     * allow lists fail with EINVAL; a non-loopback bind is accepted with a
-     * warning in the log, whatever insecure says. */
-    const char *key;               /* the master's secret key file (from `dist keygen`) */
-    const char *allow_workers;     /* directory of worker public keys */
+    /* Security (docs/PROTOCOL.md section 9, dist/security.h). With key,
+     * every connection is CURVE-encrypted and authenticated against the
+     * allow lists (at least one is required; a key in allow_workers may
+     * only act as a worker, one in allow_clients only as a client). The
+     * directories are read again when they change. Without key, binding
+     * to anything but loopback (127.0.0.0/8, ::1, localhost, ipc://,
+     * inproc://) fails with EINVAL unless insecure. */
+    const char *key;               /* the master's secret key file (`dist keygen master`:
+                                      master.key, mode 0600 or stricter) */
+    const char *allow_workers;     /* directory of worker public keys (NAME.pub) */
     const char *allow_clients;     /* directory of client public keys */
-    bool insecure;
+    bool insecure;                 /* allow a non-loopback bind without key */
+    /* Observability (docs/OBSERVABILITY.md): "HOST:PORT" of an HTTP
+     * endpoint serving Prometheus metrics at /metrics, the status as JSON
+     * at /api/status and a live dashboard at /. It has no authentication,
+     * so an address other than loopback (127.0.0.0/8, ::1, localhost)
+     * needs insecure. Port 0 picks a free one (dist_master_metrics_port).
+     * The server runs in a thread of its own, started by dist_master_new;
+     * the loop hands it a snapshot about twice a second. NULL: none. */
+    const char *metrics;
     dist_log_fn log;               /* NULL: silent */
     void *log_userdata;
     dist_log_level_t log_level;    /* most verbose level passed to log; default INFO
@@ -76,7 +88,10 @@ typedef struct {
 } dist_master_opts_t;
 
 /* Creates a master and binds its endpoint. NULL with errno on failure
- * (EADDRINUSE, EINVAL for bad options or a refused insecure bind,
+ * (EADDRINUSE, EINVAL for bad options or a refused insecure bind or
+ * metrics address, EADDRINUSE also for a metrics port in use,
+ * EACCES for a key file others can access, ENOENT for a missing key file
+ * or allow-list directory, ENOTDIR,
  * EPROTONOSUPPORT for an unknown transport, ENOTSUP for a libzmq older
  * than 4.3.3, ...); the reason is also logged ("cannot bind tcp://...:
  * Address already in use"). A store that cannot be used fails it too:
@@ -93,6 +108,10 @@ DIST_EXPORT void dist_master_destroy(dist_master_t **self_p);
 /* The endpoint actually bound, e.g. "tcp://127.0.0.1:41233". Borrowed,
  * valid until destroy; safe to call from any thread. */
 DIST_EXPORT const char *dist_master_endpoint(const dist_master_t *self);
+
+/* The port of the metrics endpoint (opts.metrics), or 0 without one.
+ * Safe to call from any thread. */
+DIST_EXPORT int dist_master_metrics_port(const dist_master_t *self);
 
 /* Runs the event loop in the calling thread until dist_master_stop().
  * Returns 0, DIST_ESTATE when the loop already runs, or a negative code

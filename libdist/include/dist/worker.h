@@ -39,7 +39,9 @@ typedef struct {
                                       or value when set; unset, those are limited to the
                                       pool's 4 MiB (its shared rings are sized from it) */
     bool allow_exec;               /* accept dist.exec */
-    const char *key;               /* own secret key file; NULL: $DIST_KEY */
+    const char *key;               /* own secret key file (NAME.key, mode 0600 or
+                                      stricter); NULL: $DIST_KEY. With server_key, the
+                                      connection uses CURVE (docs/PROTOCOL.md section 9) */
     const char *server_key;        /* master's public key file; NULL: $DIST_SERVER_KEY */
     bool insecure;                 /* allow a non-loopback master without keys */
     dist_log_fn log;
@@ -52,8 +54,12 @@ typedef struct {
 DIST_EXPORT void dist_worker_register_builtins(void);
 
 /* Creates the worker: forks its pool, then connects. NULL with errno on
- * failure (EINVAL: bad options, or a non-loopback master without keys and
- * without insecure). Does not wait for the master.
+ * failure (EINVAL: bad options, only one of the two keys, or a
+ * non-loopback master without keys and without insecure; EACCES: a secret
+ * key file others can access; ENOENT: a missing key file). Keys are
+ * checked before the pool is forked. Does not wait for the master. A key
+ * the master refuses in the worker role makes dist_worker_run() return
+ * DIST_EREFUSED.
  * The pool's processes die with the thread that calls this (see
  * dist/pool.h): call it from a thread that outlives the worker. They also
  * inherit the descriptors open at that moment: create the worker before
