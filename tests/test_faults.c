@@ -224,24 +224,6 @@ static int s_pool_of(pid_t worker, pid_t *out, int max)
     return n;
 }
 
-static void s_rm_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char path[512];
-    while ((e = readdir(d))) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        if (unlink(path) < 0)
-            s_rm_tree(path);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 static int s_setup(void **state)
 {
     snprintf(s_dir, sizeof s_dir, "/tmp/dist_faults_XXXXXX");
@@ -267,7 +249,7 @@ static int s_teardown(void **state)
     }
     s_npool = 0;
     if (s_dir[0])
-        s_rm_tree(s_dir);
+        dt_rm_tree(s_dir);
     s_dir[0] = 0;
     return dt_teardown(state);
 }

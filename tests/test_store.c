@@ -53,24 +53,6 @@ static scratch_t *s_scratch(void)
     return x;
 }
 
-static void s_rm_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char path[512];
-    while ((e = readdir(d))) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        if (unlink(path) < 0)
-            s_rm_tree(path);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 /* Shows the program's log (when the test failed) and removes everything. */
 static int s_teardown(void **state)
 {
@@ -81,7 +63,7 @@ static int s_teardown(void **state)
         x->mnt[0] = 0;
     }
     if (x->dir[0]) {
-        s_rm_tree(x->dir);
+        dt_rm_tree(x->dir);
         x->dir[0] = 0;
     }
     return rc;

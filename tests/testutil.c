@@ -148,3 +148,22 @@ const char *dt_unique_name(const char *prefix, const char *tag)
     snprintf(buf, sizeof buf, "/%s_%d_%s", prefix, (int)getpid(), tag);
     return buf;
 }
+
+void dt_rm_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char path[512];
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (unlink(path) < 0)
+            dt_rm_tree(path);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+

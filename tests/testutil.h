@@ -56,4 +56,7 @@ void dt_assert_took(int64_t t0, int timeout_ms);
  * overwritten by the next call. */
 const char *dt_unique_name(const char *prefix, const char *tag);
 
+/* Removes dir and everything below it (a test's scratch directory). */
+void dt_rm_tree(const char *dir);
+
 #endif

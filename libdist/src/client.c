@@ -484,24 +484,8 @@ static int s_drain(dist_client_t *self)
  * never answer. */
 static void s_on_monitor(dist_client_t *self)
 {
-    void *h = zsock_resolve(self->mon);
-    for (;;) {
-        zmq_msg_t f;
-        zmq_msg_init(&f);
-        if (zmq_msg_recv(&f, h, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&f);
-            return;
-        }
-        uint16_t ev = 0; /* frame 1: event (16 bits), value (32 bits); frame 2: endpoint */
-        if (zmq_msg_size(&f) >= sizeof ev)
-            memcpy(&ev, zmq_msg_data(&f), sizeof ev);
-        bool more = zmq_msg_more(&f);
-        zmq_msg_close(&f);
-        while (more) {
-            zmq_msg_init(&f);
-            more = zmq_msg_recv(&f, h, 0) >= 0 && zmq_msg_more(&f);
-            zmq_msg_close(&f);
-        }
+    uint16_t ev;
+    while (dist__monitor_event(self->mon, &ev, NULL, NULL, 0)) {
         if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && !self->fatal) {
             self->fatal = DIST_EREFUSED;
             dist__log(&self->log, DIST_LOG_ERROR, "master %s refused our key: it is not in its "

@@ -777,38 +777,10 @@ static const char *s_protocol_error(uint32_t code)
 /* Reads the socket monitor: each failed handshake is a refusal. */
 static void s_on_monitor(dist_master_t *s)
 {
-    void *h = zsock_resolve(s->mon);
-    for (int i = 0; i < 256; i++) {
-        zmq_msg_t ev, addr;
-        zmq_msg_init(&ev);
-        if (zmq_msg_recv(&ev, h, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&ev);
-            return;
-        }
-        uint16_t event = 0;
-        uint32_t value = 0;
-        if (zmq_msg_size(&ev) >= 6) {
-            memcpy(&event, zmq_msg_data(&ev), 2);
-            memcpy(&value, (uint8_t *)zmq_msg_data(&ev) + 2, 4);
-        }
-        bool more = zmq_msg_more(&ev);
-        zmq_msg_close(&ev);
-        char ep[256] = "";
-        while (more) {
-            zmq_msg_init(&addr);
-            if (zmq_msg_recv(&addr, h, 0) < 0) {
-                zmq_msg_close(&addr);
-                break;
-            }
-            size_t n = zmq_msg_size(&addr);
-            if (!ep[0] && n) {
-                n = n < sizeof ep - 1 ? n : sizeof ep - 1;
-                memcpy(ep, zmq_msg_data(&addr), n);
-                ep[n] = 0;
-            }
-            more = zmq_msg_more(&addr);
-            zmq_msg_close(&addr);
-        }
+    uint16_t event;
+    uint32_t value;
+    char ep[256];
+    for (int i = 0; i < 256 && dist__monitor_event(s->mon, &event, &value, ep, sizeof ep); i++) {
         char key[41], from[64];
         if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
             if (s->zap && dist__zap_take_denial(s->zap, key, from))

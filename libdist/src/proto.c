@@ -542,3 +542,44 @@ void dist__pack_result(msgpack_packer *pk, const dist__result_t *r, bool with_at
         dist__pk_strn(pk, r->error ? r->error : "", r->error ? r->error_len : 0);
     }
 }
+
+bool dist__monitor_event(zsock_t *mon, uint16_t *event, uint32_t *value, char *ep, size_t eplen)
+{
+    /* Frame 1: the event (16 bits) and its value (32 bits), in host order;
+     * frame 2: the endpoint. */
+    void *h = zsock_resolve(mon);
+    zmq_msg_t f;
+    zmq_msg_init(&f);
+    if (zmq_msg_recv(&f, h, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&f);
+        return false;
+    }
+    *event = 0;
+    if (value)
+        *value = 0;
+    if (ep && eplen)
+        ep[0] = 0;
+    if (zmq_msg_size(&f) >= 6) {
+        memcpy(event, zmq_msg_data(&f), 2);
+        if (value)
+            memcpy(value, (uint8_t *)zmq_msg_data(&f) + 2, 4);
+    }
+    bool more = zmq_msg_more(&f);
+    zmq_msg_close(&f);
+    while (more) {
+        zmq_msg_init(&f);
+        if (zmq_msg_recv(&f, h, 0) < 0) {
+            zmq_msg_close(&f);
+            break;
+        }
+        size_t n = zmq_msg_size(&f);
+        if (ep && eplen && !ep[0] && n) {
+            n = n < eplen - 1 ? n : eplen - 1;
+            memcpy(ep, zmq_msg_data(&f), n);
+            ep[n] = 0;
+        }
+        more = zmq_msg_more(&f);
+        zmq_msg_close(&f);
+    }
+    return true;
+}

@@ -139,6 +139,12 @@ int dist__zmq_version_ok(char *err, size_t errlen);
  * returns as zmq_poll. */
 int dist__poll(zmq_pollitem_t *items, int n, long timeout_ms, int spin_us);
 
+/* Reads one event from a socket monitor (zmq_socket_monitor's PAIR end)
+ * without waiting: true with *event, and when not NULL *value and the
+ * endpoint it concerns (NUL-terminated, cut to eplen), or false when none
+ * is waiting. */
+bool dist__monitor_event(zsock_t *mon, uint16_t *event, uint32_t *value, char *ep, size_t eplen);
+
 /* ---- receiving ---------------------------------------------------------------- */
 
 /* Why a message was dropped (for counters and logs). */

@@ -499,6 +499,18 @@ static zcertstore_t *s_store(const char *dir, const char *what, char *err, size_
     return cs;
 }
 
+/* Frees a registration that did not complete; NULL with errno e. */
+static dist__zap_t *s_zap_fail(dist__zap_t *z, int e)
+{
+    zcertstore_destroy(&z->workers);
+    zcertstore_destroy(&z->clients);
+    free(z->workers_dir);
+    free(z->clients_dir);
+    free(z);
+    errno = e;
+    return NULL;
+}
+
 dist__zap_t *dist__zap_register(const char *workers_dir, const char *clients_dir,
                                 char domain[32], char *err, size_t errlen)
 {
@@ -511,14 +523,7 @@ dist__zap_t *dist__zap_register(const char *workers_dir, const char *clients_dir
         (clients_dir && !(z->clients = s_store(clients_dir, "clients' allow list", err, errlen))) ||
         (workers_dir && !(z->workers_dir = strdup(workers_dir))) ||
         (clients_dir && !(z->clients_dir = strdup(clients_dir)))) {
-        int e = errno ? errno : ENOMEM;
-        zcertstore_destroy(&z->workers);
-        zcertstore_destroy(&z->clients);
-        free(z->workers_dir);
-        free(z->clients_dir);
-        free(z);
-        errno = e;
-        return NULL;
+        return s_zap_fail(z, errno ? errno : ENOMEM);
     }
     pthread_mutex_lock(&s_zap_life);
     pthread_mutex_lock(&s_zap_lock);
@@ -562,15 +567,8 @@ dist__zap_t *dist__zap_register(const char *workers_dir, const char *clients_dir
     }
     pthread_mutex_unlock(&s_zap_lock);
     pthread_mutex_unlock(&s_zap_life);
-    if (e) {
-        zcertstore_destroy(&z->workers);
-        zcertstore_destroy(&z->clients);
-        free(z->workers_dir);
-        free(z->clients_dir);
-        free(z);
-        errno = e;
-        return NULL;
-    }
+    if (e)
+        return s_zap_fail(z, e);
     return z;
 }
 

@@ -943,24 +943,8 @@ static void s_handle(dist_worker_t *w, dist__inmsg_t *m)
  * RECONNECT or the master's silence. */
 static void s_on_monitor(dist_worker_t *w)
 {
-    void *h = zsock_resolve(w->mon);
-    for (;;) {
-        zmq_msg_t f;
-        zmq_msg_init(&f);
-        if (zmq_msg_recv(&f, h, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&f);
-            return;
-        }
-        uint16_t ev = 0; /* frame 1: event (16 bits), value (32 bits); frame 2: endpoint */
-        if (zmq_msg_size(&f) >= sizeof ev)
-            memcpy(&ev, zmq_msg_data(&f), sizeof ev);
-        bool more = zmq_msg_more(&f);
-        zmq_msg_close(&f);
-        while (more) {
-            zmq_msg_init(&f);
-            more = zmq_msg_recv(&f, h, 0) >= 0 && zmq_msg_more(&f);
-            zmq_msg_close(&f);
-        }
+    uint16_t ev;
+    while (dist__monitor_event(w->mon, &ev, NULL, NULL, 0)) {
         if (ev == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
             w->connected = true;
             w->auth_failed = false;
