@@ -94,4 +94,14 @@ cc -std=c11 $CFLAGS_EXTRA -o "$TMP/pc" "$SRC/examples/producer_consumer/main.c" 
    $(pkg-config --cflags --libs libdist)
 "$TMP/pc" | tee "$TMP/out2"
 grep -q 'reader: got C' "$TMP/out2"
+
+# 3. The README's pool example, as printed there.
+awk '/^## A five-minute tour/ {t = 1} t && /^```c$/ {c = 1; next} c && /^```$/ {exit} c' \
+    "$SRC/README.md" >"$TMP/readme.c"
+grep -q 'dist_pool_apply' "$TMP/readme.c" || { echo "README: no pool example found" >&2; exit 1; }
+# shellcheck disable=SC2046
+cc -std=c11 -Wall -Wextra -Werror $CFLAGS_EXTRA -o "$TMP/readme" "$TMP/readme.c" \
+   $(pkg-config --cflags --libs libdist)
+"$TMP/readme" | tee "$TMP/out3"
+grep -qx '7 \* 7 = 49' "$TMP/out3"
 echo "install test: ok"
