@@ -13,6 +13,7 @@ PREFIX=$TMP/prefix
 
 cmake --install "$BUILD" --prefix "$PREFIX" >/dev/null
 for f in include/dist.h include/dist/queue.h lib/libdist.so lib/libdist.a \
+         lib/libdist-local.so lib/libdist-local.a lib/pkgconfig/libdist-local.pc \
          lib/pkgconfig/libdist.pc lib/cmake/libdist/libdistConfig.cmake; do
     [ -e "$PREFIX/$f" ] || { echo "not installed: $f" >&2; exit 1; }
 done
@@ -26,13 +27,33 @@ if command -v help2man >/dev/null; then
     grep -q 'max\\-attempts' "$PREFIX/share/man/man1/dist-master.1"
     grep -q '^\.SS "map"' "$PREFIX/share/man/man1/dist.1"
 fi
-# Only the documented API is exported from the shared library.
-if nm -D --defined-only "$PREFIX/lib/libdist.so" | awk '{print $3}' | grep -v '^dist_' | grep -v '^_' ; then
-    echo "libdist.so exports symbols outside the dist_ namespace" >&2
+# Only the documented API is exported from the shared libraries.
+for lib in libdist.so libdist-local.so; do
+    if nm -D --defined-only "$PREFIX/lib/$lib" | awk '{print $3}' | grep -v '^dist_' | grep -v '^_' ; then
+        echo "$lib exports symbols outside the dist_ namespace" >&2
+        exit 1
+    fi
+    if nm -D --defined-only "$PREFIX/lib/$lib" | awk '{print $3}' | grep '^dist__'; then
+        echo "$lib exports internal dist__ symbols" >&2
+        exit 1
+    fi
+done
+# The local library is the local layer alone: no ZeroMQ, no HTTP, no SQLite.
+if readelf -d "$PREFIX/lib/libdist-local.so" | grep -E 'NEEDED.*(zmq|czmq|microhttpd|sqlite|jansson)'; then
+    echo "libdist-local.so depends on the distributed layer's libraries" >&2
     exit 1
 fi
-if nm -D --defined-only "$PREFIX/lib/libdist.so" | awk '{print $3}' | grep '^dist__'; then
-    echo "libdist.so exports internal dist__ symbols" >&2
+# Everything in it is in libdist.so too, so that a program can move from
+# one to the other without changes.
+nm -D --defined-only "$PREFIX/lib/libdist-local.so" | awk '{print $3}' | grep '^dist_' | sort >"$TMP/local.syms"
+nm -D --defined-only "$PREFIX/lib/libdist.so" | awk '{print $3}' | grep '^dist_' | sort >"$TMP/all.syms"
+if comm -23 "$TMP/local.syms" "$TMP/all.syms" | grep .; then
+    echo "libdist-local.so exports symbols that libdist.so lacks" >&2
+    exit 1
+fi
+grep -qx dist_pool_map "$TMP/local.syms"
+if grep -qx dist_client_new "$TMP/local.syms"; then
+    echo "libdist-local.so exports the client" >&2
     exit 1
 fi
 
@@ -94,6 +115,12 @@ cc -std=c11 $CFLAGS_EXTRA -o "$TMP/pc" "$SRC/examples/producer_consumer/main.c" 
    $(pkg-config --cflags --libs libdist)
 "$TMP/pc" | tee "$TMP/out2"
 grep -q 'reader: got C' "$TMP/out2"
+# shellcheck disable=SC2046
+cc -std=c11 $CFLAGS_EXTRA -o "$TMP/pc-local" "$SRC/examples/producer_consumer/main.c" \
+   $(pkg-config --cflags --libs libdist-local)
+"$TMP/pc-local" >"$TMP/out-local"
+grep -q 'reader: got C' "$TMP/out-local"
+readelf -d "$TMP/pc-local" | grep -q 'NEEDED.*libdist-local' || { echo "pc-local does not use libdist-local" >&2; exit 1; }
 
 # 3. The README's pool example, as printed there.
 awk '/^## A five-minute tour/ {t = 1} t && /^```c$/ {c = 1; next} c && /^```$/ {exit} c' \

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "log_internal.h"
-#include "mpjson_internal.h"
+#include "utf8_internal.h"
 
 #define S_LINE_MAX 4096
 

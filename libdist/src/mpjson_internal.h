@@ -27,19 +27,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "utf8_internal.h"
+
 /* The JSON form of o (a new reference, json_decref it), or NULL when out
  * of memory. o must come from a validated decode (its depth is bounded:
  * the conversion recurses once per level). */
 json_t *dist__mp_to_json(const msgpack_object *o);
-
-/* Copies s[0..n) to out as valid UTF-8: each byte of an invalid or
- * truncated sequence (overlongs, surrogates and code points above U+10FFFF
- * included) becomes U+FFFD, and so does NUL when no_nul is set. out must
- * hold 3 * n + 1 bytes; the result is NUL-terminated. Returns its length. */
-size_t dist__utf8_clean(const char *s, size_t n, bool no_nul, char *out);
-
-/* True when s[0..n) is valid UTF-8 without NUL (no copy needed). */
-bool dist__utf8_ok(const char *s, size_t n);
 
 /* Standard base64 with padding of p[0..n) into out, which must hold
  * 4 * ((n + 2) / 3) + 1 bytes; NUL-terminated. Returns the length. */
