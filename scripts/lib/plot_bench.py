@@ -50,6 +50,11 @@ def fmt(v):
     return f"{v:.3g}"
 
 
+def times(r):
+    """1.5x, 12x, 190x: two significant digits, never an exponent."""
+    return f"{r:.0f}x" if r >= 10 else f"{r:.2g}x"
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit("usage: plot_bench.py RESULTS OUT.svg")
@@ -63,7 +68,7 @@ def main():
         data = os.path.join(tmp, "data")
         with open(data, "w") as f:
             for i, (name, r, c, py, unit) in enumerate(rows):
-                label = f"{r:.2g}x ({fmt(c)} vs {fmt(py)} {unit})"
+                label = f"{times(r)} ({fmt(c)} vs {fmt(py)} {unit})"
                 f.write(f'{i} {r} "{name}" "{label}"\n')
         top = max(r for _, r, *_ in rows)
         low = min(r for _, r, *_ in rows)
@@ -76,7 +81,7 @@ set terminal svg size 900,{height} font "sans,11" background "white" noenhanced
 set output "{sys.argv[2]}"
 set title "libdist vs Python multiprocessing: times better (log scale, same run)"
 set logscale x 10
-set xrange [{min(0.5, low / 2)}:{10 ** math.ceil(math.log10(top * 4))}]
+set xrange [{min(0.5, low / 2)}:{10 ** math.ceil(math.log10(top * 12))}]
 set yrange [-0.7:{len(rows) - 0.3}]
 set ytics nomirror
 set xtics nomirror
@@ -96,7 +101,7 @@ plot "{data}" using (($2 >= 1 ? 1 : $2)):1:(($2 >= 1 ? 1 : $2)):(($2 >= 1 ? $2 :
             f.write(script)
         subprocess.run(["gnuplot", gp], check=True)
     for name, r, c, py, unit in reversed(rows):
-        print(f"{name}: {r:.3g}x")
+        print(f"{name}: {times(r)}")
 
 
 if __name__ == "__main__":
