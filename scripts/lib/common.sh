@@ -6,8 +6,10 @@ DIST_BUILD_PACKAGES="build-essential cmake pkg-config libzmq3-dev libczmq-dev li
 # Extra packages for the test suite and the benchmarks (clang and its
 # runtime libraries for the libFuzzer smoke run at the end of scripts/test;
 # Debian's chromium for the dashboard test, run headless; gnuplot for
-# scripts/bench --plot).
-DIST_TEST_PACKAGES="libcmocka-dev python3 python3-zmq python3-msgpack clang libclang-rt-14-dev tcpdump gnuplot-nox chromium"
+# scripts/bench --plot; nodejs for dashboard_js (node --check); iproute2
+# for the network-namespace tests, netns_cluster and security_capture,
+# which a minimal Debian image lacks).
+DIST_TEST_PACKAGES="libcmocka-dev python3 python3-zmq python3-msgpack clang libclang-rt-14-dev tcpdump gnuplot-nox chromium nodejs iproute2"
 
 dist_root() { cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd; }
 
