@@ -7,6 +7,8 @@
 # C_FLAGS carries the sanitizer flags when the library was built with them.
 set -euo pipefail
 BUILD=$1 SRC=$2 CFLAGS_EXTRA=${3:-}
+# shellcheck source=scripts/lib/common.sh
+source "$SRC/scripts/lib/common.sh"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 PREFIX=$TMP/prefix
@@ -81,11 +83,7 @@ grep -q 'longest Collatz sequence below 20001: 17647, 278 steps' "$TMP/out-embed
 # worker on an ipc endpoint in our scratch directory, killed by pid.
 EP="ipc://$TMP/master.ipc"
 PIDS=()
-stop_cluster() {
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    PIDS=()
-}
+stop_cluster() { dist_stop "${PIDS[@]}"; PIDS=(); }
 trap 'stop_cluster; rm -rf "$TMP"' EXIT
 "$PREFIX/bin/dist-master" --bind "$EP" --log-level warn &
 PIDS+=($!)

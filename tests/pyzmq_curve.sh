@@ -7,6 +7,8 @@
 # key gets no answer. Skipped (77) without pyzmq.
 set -u
 BUILD=$1
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib/common.sh"
 PY=""
 for p in python3 /usr/bin/python3; do
     if command -v "$p" >/dev/null && "$p" -c 'import zmq, zmq.auth' 2>/dev/null; then PY=$p; break; fi
@@ -16,12 +18,7 @@ done
 TMP=$(mktemp -d)
 MPID=""
 cleanup() {
-    if [ -n "$MPID" ]; then
-        kill -TERM "$MPID" 2>/dev/null
-        for _ in $(seq 100); do kill -0 "$MPID" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$MPID" 2>/dev/null
-        wait "$MPID" 2>/dev/null
-    fi
+    [ -z "$MPID" ] || dist_stop "$MPID"
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -34,13 +31,7 @@ cp "$TMP/w.pub" "$TMP/workers/"
 "$BUILD/master/dist-master" --bind tcp://127.0.0.1:0 --key "$TMP/master.key" \
     --allow-workers "$TMP/workers" --allow-clients "$TMP/clients" >"$TMP/master.log" 2>&1 &
 MPID=$!
-EP=""
-for _ in $(seq 200); do
-    EP=$(grep -o 'listening on tcp://127.0.0.1:[0-9]*' "$TMP/master.log" | sed 's/listening on //')
-    [ -n "$EP" ] && break
-    sleep 0.05
-done
-[ -n "$EP" ] || fail "the master did not start"
+EP=$(dist_master_endpoint "$TMP/master.log") || fail "the master did not start"
 
 # peer KEY SERVERKEY: prints the command of the master's first answer, or
 # "none" when nothing comes within 5 s.

@@ -6,8 +6,10 @@ DIST_BUILD_PACKAGES="build-essential cmake pkg-config libzmq3-dev libczmq-dev li
 # Extra packages for the test suite and the benchmarks (clang and its
 # runtime libraries for the libFuzzer smoke run at the end of scripts/test;
 # Debian's chromium for the dashboard test, run headless; gnuplot for
-# scripts/bench --plot).
-DIST_TEST_PACKAGES="libcmocka-dev python3 python3-zmq python3-msgpack clang libclang-rt-14-dev tcpdump gnuplot-nox chromium"
+# scripts/bench --plot; nodejs for dashboard_js (node --check); iproute2
+# for the network-namespace tests, netns_cluster and security_capture,
+# which a minimal Debian image lacks).
+DIST_TEST_PACKAGES="libcmocka-dev python3 python3-zmq python3-msgpack clang libclang-rt-14-dev tcpdump gnuplot-nox chromium nodejs iproute2"
 
 dist_root() { cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd; }
 
@@ -48,3 +50,33 @@ dist_python() {
 }
 
 dist_jobs() { nproc 2>/dev/null || echo 2; }
+
+# dist_stop PID... : SIGTERM to each of our background processes, up to
+# 5 s for them to exit, SIGKILL to those left, then reaps them all. Never
+# fails (for cleanup traps under set -e).
+dist_stop() {
+    local p alive
+    for p in "$@"; do kill -TERM "$p" 2>/dev/null || true; done
+    for _ in $(seq 50); do
+        alive=0
+        for p in "$@"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [ "$alive" -eq 0 ] && break
+        sleep 0.1
+    done
+    for p in "$@"; do kill -9 "$p" 2>/dev/null || true; done
+    for p in "$@"; do wait "$p" 2>/dev/null || true; done
+    return 0
+}
+
+# dist_master_endpoint LOG [TRIES] : waits (TRIES x 50 ms, default 200)
+# for dist-master's "listening on tcp://..." line in LOG and prints the
+# endpoint; fails when it never comes.
+dist_master_endpoint() {
+    local ep
+    for _ in $(seq "${2:-200}"); do
+        ep=$(sed -n 's/.*listening on \(tcp:\/\/[0-9.:]*\).*/\1/p' "$1" 2>/dev/null | head -1)
+        [ -n "$ep" ] && { echo "$ep"; return 0; }
+        sleep 0.05
+    done
+    return 1
+}
