@@ -855,13 +855,9 @@ static void s_fail_item(dist_pool_t *p, struct job *j, size_t index, int code, c
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = dist__vformat(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        n = 0;
-    if ((size_t)n >= sizeof msg)
-        n = (int)sizeof msg - 1;
-    s_deliver(p, j, index, code, msg, (size_t)n, NULL);
+    s_deliver(p, j, index, code, msg, n, NULL);
 }
 
 static void s_requeue(dist_pool_t *p, struct job *j, size_t index)

@@ -14,6 +14,7 @@
 #include "dist/error.h"
 #include "mpcheck_internal.h"
 #include "task_internal.h"
+#include "util_internal.h"
 
 struct entry {
     char *name;
@@ -138,14 +139,10 @@ static int s_error(msgpack_sbuffer *out, int code, const char *fmt, ...)
     char msg[DIST__TASK_ERR_MAX + 256];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = dist__vformat(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        n = 0;
-    if ((size_t)n >= sizeof msg)
-        n = (int)sizeof msg - 1;
     msgpack_sbuffer_clear(out);
-    if (msgpack_sbuffer_write(out, msg, (size_t)n + 1) != 0)
+    if (msgpack_sbuffer_write(out, msg, n + 1) != 0)
         return DIST_ENOMEM;
     return code;
 }
