@@ -1205,9 +1205,8 @@ static bool s_check_timeouts(dist_pool_t *p)
             continue; /* it moved on while we looked */
         s->timeout_seq = seq;
         if (s_threads(p)) {
-            char how[32] = "timed out";
             s_abandon(s);
-            s_slot_lost(p, s, seq, getpid(), how, true);
+            s_slot_lost(p, s, seq, getpid(), "timed out", true);
             if (p->state == P_RUNNING || p->state == P_CLOSED)
                 s_respawn(p, (uint32_t)i);
         } else {
