@@ -1047,18 +1047,16 @@ out:
 
 /* ---- the manager: dispatch ------------------------------------------------- */
 
-/* Builds and sends one message to slot s from the pending work. Returns 1
- * when sent, 0 when there was nothing to send or no room. */
-static int s_send_one(dist_pool_t *p, struct pslot *s)
+/* Builds and sends one message to slot s from the pending work; `active`
+ * is the number of live slots, which apply batches share. Returns 1 when
+ * sent, 0 when there was nothing to send or no room. */
+static int s_send_one(dist_pool_t *p, struct pslot *s, int active)
 {
     struct job *first = p->pend_head;
     if (!first)
         return 0;
     size_t limit;
     if (!first->m) {
-        int active = 0;
-        for (int i = 0; i < p->n; i++)
-            active += p->slots[i].active;
         size_t share = p->pending_items / (size_t)(active ? active * PREFETCH : 1);
         limit = share < 1 ? 1 : share > MAX_BATCH ? MAX_BATCH : share;
     } else {
@@ -1170,12 +1168,19 @@ static int s_send_one(dist_pool_t *p, struct pslot *s)
 
 static void s_dispatch(dist_pool_t *p)
 {
+    if (!p->pend_head)
+        return;
+    /* Sending changes no slot's liveness: count the live ones once here,
+     * not in every s_send_one (which made a dispatch O(n^2) in slots). */
+    int active = 0;
+    for (int i = 0; i < p->n; i++)
+        active += p->slots[i].active;
     bool progress = true;
     while (progress && p->pend_head) {
         progress = false;
         for (int k = 0; k < p->n && p->pend_head; k++) {
             struct pslot *s = &p->slots[(p->rr + k) % p->n];
-            if (s->active && s->nmsgs < PREFETCH && s_send_one(p, s))
+            if (s->active && s->nmsgs < PREFETCH && s_send_one(p, s, active))
                 progress = true;
         }
         p->rr = (p->rr + 1) % p->n;
