@@ -781,6 +781,16 @@ static void s_finish(dist_pool_t *p, struct job *j)
     }
 }
 
+static const char s_oom[] = "out of memory";
+
+/* A result for one outcome; when there is no memory for it, the (smaller)
+ * out-of-memory error in its place. */
+static dist_result_t *s_result_new(int status, const char *data, size_t len)
+{
+    dist_result_t *r = dist__result_new(status, data, len);
+    return r ? r : dist__result_new(DIST_ENOMEM, s_oom, sizeof s_oom - 1);
+}
+
 /* Stores the outcome of item `index` of job j. data is the value or the
  * message; `keep` is a result-message buffer the value may point into
  * (map results are stored in place, and the buffer handed to the job's
@@ -801,9 +811,7 @@ static bool s_deliver(dist_pool_t *p, struct job *j, size_t index, int status, c
     if (!j->cancelled) {
         switch (j->kind) {
         case J_APPLY:
-            j->result = dist__result_new(status, data, len);
-            if (!j->result)
-                j->result = dist__result_new(DIST_ENOMEM, "out of memory", 13);
+            j->result = s_result_new(status, data, len);
             break;
         case J_MAP: {
             dist_result_t *r = &j->m->rs->items[index];
@@ -824,20 +832,16 @@ static bool s_deliver(dist_pool_t *p, struct job *j, size_t index, int status, c
                 copy[len] = 0;
                 dist__result_init(r, status, copy, len, DIST__R_OWNS_DATA);
             } else {
-                dist__result_init(r, DIST_ENOMEM, "out of memory", 13, 0);
+                dist__result_init(r, DIST_ENOMEM, s_oom, sizeof s_oom - 1, 0);
             }
             break;
         }
         case J_IMAP:
-        case J_IMAPU: {
-            dist_result_t *r = dist__result_new(status, data, len);
-            if (!r)
-                r = dist__result_new(DIST_ENOMEM, "out of memory", 13);
-            j->m->iout[index] = r;
+        case J_IMAPU:
+            j->m->iout[index] = s_result_new(status, data, len);
             if (j->kind == J_IMAPU)
                 j->m->uq[j->m->utail++] = index;
             break;
-        }
         }
     }
     atomic_fetch_add_explicit(&j->events, 1, memory_order_release);
