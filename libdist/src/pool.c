@@ -463,12 +463,16 @@ static int s_worker_loop(struct wctx *w)
                 goto abandoned;
             const char *data = run.out.data;
             size_t dlen = run.out.size;
-            char big[160];
+            /* Room for the longest name and two 20-digit sizes; the length
+             * is taken from what is there, never from what snprintf
+             * would have liked to write. */
+            char big[DIST_TASK_NAME_MAX + 128];
             if (status == 0 && dlen > w->max_message) {
                 status = DIST_EMSGSIZE;
-                dlen = (size_t)snprintf(big, sizeof big,
-                                        "task %s: result of %zu bytes exceeds the pool's limit of %zu",
-                                        name, dlen, w->max_message) + 1;
+                snprintf(big, sizeof big,
+                         "task %s: result of %zu bytes exceeds the pool's limit of %zu", name, dlen,
+                         w->max_message);
+                dlen = strlen(big) + 1;
                 data = big;
             }
             if (out.count && out.len + sizeof(struct ritem) + dlen > FLUSH_BYTES)
