@@ -114,9 +114,7 @@ static void test_many_small_messages_in_order(void **state)
     void *m;
     size_t n;
     assert_int_equal(dist_pipe_recv(a, &m, &n, 10000), DIST_ECLOSED);
-    int st;
-    waitpid(pid, &st, 0);
-    assert_int_equal(WEXITSTATUS(st), 0);
+    dt_join_ok(pid);
     dist_pipe_destroy(&a);
 }
 
@@ -209,9 +207,7 @@ static void s_echo_roundtrip(size_t size)
     assert_memory_equal(m, big, size);
     free(m);
     free(big);
-    int st;
-    waitpid(pid, &st, 0);
-    assert_int_equal(WEXITSTATUS(st), 0);
+    dt_join_ok(pid);
     dist_pipe_destroy(&a);
 }
 

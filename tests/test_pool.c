@@ -503,6 +503,35 @@ static void test_message_size_limits(void **state)
     dist_pool_destroy(&p);
 }
 
+static int t_big_result(dist_task_ctx_t *ctx, const msgpack_object *args, msgpack_packer *out)
+{
+    (void)ctx;
+    (void)args;
+    static char big[8192];
+    msgpack_pack_bin(out, sizeof big);
+    return msgpack_pack_bin_body(out, big, sizeof big);
+}
+
+/* The error for an oversized result names the task in full, even when the
+ * name is as long as names may be, and carries nothing after the message. */
+static void test_oversized_result_long_name(void **state)
+{
+    (void)state;
+    char name[DIST_TASK_NAME_MAX + 1];
+    memset(name, 'n', DIST_TASK_NAME_MAX);
+    name[DIST_TASK_NAME_MAX] = 0;
+    assert_int_equal(dist_task_register(name, t_big_result), 0);
+    dist_pool_t *p = s_pool(1, 0, 0, 4096);
+    dist_result_t *r;
+    assert_int_equal(dist_pool_apply(p, DIST_NAMED(name), NULL, 0, &r), DIST_EMSGSIZE);
+    char want[DIST_TASK_NAME_MAX + 128];
+    snprintf(want, sizeof want, "task %s: result of %d bytes exceeds the pool's limit of %d", name,
+             8192 + 3, 4096); /* bin 16: 3 bytes of header */
+    assert_string_equal(dist_result_error(r), want);
+    dist_result_destroy(&r);
+    dist_pool_destroy(&p);
+}
+
 static void test_terminate_fails_pending(void **state)
 {
     (void)state;
@@ -783,6 +812,7 @@ int main(void)
         PROCS(test_misuse_errors),
         PROCS(test_timeout_kills_and_replaces),
         PROCS(test_message_size_limits),
+        PROCS(test_oversized_result_long_name),
         PROCS(test_terminate_fails_pending),
         PROCS(test_killed_process_fails_only_its_task),
         PROCS(test_crashing_tasks_report_signal_or_status),
@@ -799,6 +829,7 @@ int main(void)
         THREADS(test_misuse_errors),
         THREADS(test_timeout_kills_and_replaces),
         THREADS(test_message_size_limits),
+        THREADS(test_oversized_result_long_name),
         THREADS(test_terminate_fails_pending),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -240,10 +240,7 @@ static void test_start_failure_reports_errno(void **state)
         dist_process_destroy(&p);
         _exit(code);
     }
-    int st;
-    assert_int_equal(waitpid(helper, &st, 0), helper);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
+    dt_join_ok(helper);
 }
 
 static void test_many_processes_no_zombies(void **state)

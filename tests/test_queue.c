@@ -146,9 +146,7 @@ static void test_big_message_between_processes(void **state)
         if (((unsigned char *)m)[i] != (unsigned char)(i * 31 >> 3))
             fail_msg("byte %zu differs", i);
     free(m);
-    int st;
-    waitpid(pid, &st, 0);
-    assert_int_equal(WEXITSTATUS(st), 0);
+    dt_join_ok(pid);
     dist_queue_destroy(&q);
 }
 
@@ -177,10 +175,7 @@ static void test_close_wakes_blocked_getters_and_putters(void **state)
     assert_int_equal(dist_queue_close(full), 0);
     assert_int_equal(dist_queue_close(full), 0); /* idempotent */
     for (int i = 0; i < 6; i++) {
-        int st;
-        assert_int_equal(waitpid(kids[i], &st, 0), kids[i]);
-        assert_true(WIFEXITED(st));
-        assert_int_equal(WEXITSTATUS(st), 0);
+        dt_join_ok(kids[i]);
     }
     /* A closed queue still hands out what it holds, then says closed. */
     assert_true(dist_queue_closed(full));
@@ -254,16 +249,11 @@ static void test_4x4_million_messages(void **state)
         }
     }
     for (int p = 0; p < NPROD; p++) {
-        int st;
-        assert_int_equal(waitpid(prod[p], &st, 0), prod[p]);
-        assert_int_equal(WEXITSTATUS(st), 0);
+        dt_join_ok(prod[p]);
     }
     dist_queue_close(q); /* consumers drain, then see DIST_ECLOSED */
     for (int c = 0; c < NCONS; c++) {
-        int st;
-        assert_int_equal(waitpid(cons[c], &st, 0), cons[c]);
-        assert_true(WIFEXITED(st));
-        assert_int_equal(WEXITSTATUS(st), 0);
+        dt_join_ok(cons[c]);
     }
     assert_int_equal(t->count, (uint64_t)NPROD * PER_PROD);
     assert_int_equal(t->dups, 0);
@@ -302,9 +292,7 @@ static void test_killed_while_blocked_in_get(void **state)
         _exit(r == 0 && n == 4 && memcmp(m, "ping", 4) == 0 ? 0 : 1);
     }
     assert_int_equal(dist_queue_put(q, "ping", 4, true, 1000), 0);
-    int st;
-    waitpid(other, &st, 0);
-    assert_int_equal(WEXITSTATUS(st), 0);
+    dt_join_ok(other);
     dist_queue_destroy(&q);
 }
 

@@ -207,8 +207,7 @@ int dist_pipe_poll(dist_pipe_t *self, int timeout_ms)
         if (r == 0)
             return 0;
         /* Readable: data, or EOF. Pull bytes in to tell which. */
-        r = s_fill(self);
-        return r == 1 ? 1 : r;
+        return s_fill(self);
     }
 }
 

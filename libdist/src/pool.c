@@ -463,12 +463,16 @@ static int s_worker_loop(struct wctx *w)
                 goto abandoned;
             const char *data = run.out.data;
             size_t dlen = run.out.size;
-            char big[160];
+            /* Room for the longest name and two 20-digit sizes; the length
+             * is taken from what is there, never from what snprintf
+             * would have liked to write. */
+            char big[DIST_TASK_NAME_MAX + 128];
             if (status == 0 && dlen > w->max_message) {
                 status = DIST_EMSGSIZE;
-                dlen = (size_t)snprintf(big, sizeof big,
-                                        "task %s: result of %zu bytes exceeds the pool's limit of %zu",
-                                        name, dlen, w->max_message) + 1;
+                snprintf(big, sizeof big,
+                         "task %s: result of %zu bytes exceeds the pool's limit of %zu", name, dlen,
+                         w->max_message);
+                dlen = strlen(big) + 1;
                 data = big;
             }
             if (out.count && out.len + sizeof(struct ritem) + dlen > FLUSH_BYTES)
@@ -781,6 +785,16 @@ static void s_finish(dist_pool_t *p, struct job *j)
     }
 }
 
+static const char s_oom[] = "out of memory";
+
+/* A result for one outcome; when there is no memory for it, the (smaller)
+ * out-of-memory error in its place. */
+static dist_result_t *s_result_new(int status, const char *data, size_t len)
+{
+    dist_result_t *r = dist__result_new(status, data, len);
+    return r ? r : dist__result_new(DIST_ENOMEM, s_oom, sizeof s_oom - 1);
+}
+
 /* Stores the outcome of item `index` of job j. data is the value or the
  * message; `keep` is a result-message buffer the value may point into
  * (map results are stored in place, and the buffer handed to the job's
@@ -801,9 +815,7 @@ static bool s_deliver(dist_pool_t *p, struct job *j, size_t index, int status, c
     if (!j->cancelled) {
         switch (j->kind) {
         case J_APPLY:
-            j->result = dist__result_new(status, data, len);
-            if (!j->result)
-                j->result = dist__result_new(DIST_ENOMEM, "out of memory", 13);
+            j->result = s_result_new(status, data, len);
             break;
         case J_MAP: {
             dist_result_t *r = &j->m->rs->items[index];
@@ -824,20 +836,16 @@ static bool s_deliver(dist_pool_t *p, struct job *j, size_t index, int status, c
                 copy[len] = 0;
                 dist__result_init(r, status, copy, len, DIST__R_OWNS_DATA);
             } else {
-                dist__result_init(r, DIST_ENOMEM, "out of memory", 13, 0);
+                dist__result_init(r, DIST_ENOMEM, s_oom, sizeof s_oom - 1, 0);
             }
             break;
         }
         case J_IMAP:
-        case J_IMAPU: {
-            dist_result_t *r = dist__result_new(status, data, len);
-            if (!r)
-                r = dist__result_new(DIST_ENOMEM, "out of memory", 13);
-            j->m->iout[index] = r;
+        case J_IMAPU:
+            j->m->iout[index] = s_result_new(status, data, len);
             if (j->kind == J_IMAPU)
                 j->m->uq[j->m->utail++] = index;
             break;
-        }
         }
     }
     atomic_fetch_add_explicit(&j->events, 1, memory_order_release);
@@ -855,13 +863,9 @@ static void s_fail_item(dist_pool_t *p, struct job *j, size_t index, int code, c
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = dist__vformat(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        n = 0;
-    if ((size_t)n >= sizeof msg)
-        n = (int)sizeof msg - 1;
-    s_deliver(p, j, index, code, msg, (size_t)n, NULL);
+    s_deliver(p, j, index, code, msg, n, NULL);
 }
 
 static void s_requeue(dist_pool_t *p, struct job *j, size_t index)
@@ -1051,18 +1055,16 @@ out:
 
 /* ---- the manager: dispatch ------------------------------------------------- */
 
-/* Builds and sends one message to slot s from the pending work. Returns 1
- * when sent, 0 when there was nothing to send or no room. */
-static int s_send_one(dist_pool_t *p, struct pslot *s)
+/* Builds and sends one message to slot s from the pending work; `active`
+ * is the number of live slots, which apply batches share. Returns 1 when
+ * sent, 0 when there was nothing to send or no room. */
+static int s_send_one(dist_pool_t *p, struct pslot *s, int active)
 {
     struct job *first = p->pend_head;
     if (!first)
         return 0;
     size_t limit;
     if (!first->m) {
-        int active = 0;
-        for (int i = 0; i < p->n; i++)
-            active += p->slots[i].active;
         size_t share = p->pending_items / (size_t)(active ? active * PREFETCH : 1);
         limit = share < 1 ? 1 : share > MAX_BATCH ? MAX_BATCH : share;
     } else {
@@ -1174,12 +1176,19 @@ static int s_send_one(dist_pool_t *p, struct pslot *s)
 
 static void s_dispatch(dist_pool_t *p)
 {
+    if (!p->pend_head)
+        return;
+    /* Sending changes no slot's liveness: count the live ones once here,
+     * not in every s_send_one (which made a dispatch O(n^2) in slots). */
+    int active = 0;
+    for (int i = 0; i < p->n; i++)
+        active += p->slots[i].active;
     bool progress = true;
     while (progress && p->pend_head) {
         progress = false;
         for (int k = 0; k < p->n && p->pend_head; k++) {
             struct pslot *s = &p->slots[(p->rr + k) % p->n];
-            if (s->active && s->nmsgs < PREFETCH && s_send_one(p, s))
+            if (s->active && s->nmsgs < PREFETCH && s_send_one(p, s, active))
                 progress = true;
         }
         p->rr = (p->rr + 1) % p->n;
@@ -1209,9 +1218,8 @@ static bool s_check_timeouts(dist_pool_t *p)
             continue; /* it moved on while we looked */
         s->timeout_seq = seq;
         if (s_threads(p)) {
-            char how[32] = "timed out";
             s_abandon(s);
-            s_slot_lost(p, s, seq, getpid(), how, true);
+            s_slot_lost(p, s, seq, getpid(), "timed out", true);
             if (p->state == P_RUNNING || p->state == P_CLOSED)
                 s_respawn(p, (uint32_t)i);
         } else {

@@ -140,9 +140,9 @@ int dist_process_kill(dist_process_t *self) { return dist_process_signal(self, S
 
 int dist_process_exitcode(dist_process_t *self)
 {
-    if (!self->started)
+    /* dist__child_wait returns 0 at once for a child already reaped, and
+     * 0 only once it is reaped. */
+    if (!self->started || dist__child_wait(&self->child, dist__deadline(0)) != 0)
         return DIST_EXITCODE_NONE;
-    if (!self->child.reaped && dist__child_wait(&self->child, dist__deadline(0)) != 0)
-        return DIST_EXITCODE_NONE;
-    return self->child.reaped ? dist__status_code(self->child.status) : DIST_EXITCODE_NONE;
+    return dist__status_code(self->child.status);
 }

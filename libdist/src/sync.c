@@ -96,13 +96,16 @@ void *dist__shared_with_mutex(void *map, size_t size, pthread_mutex_t *m, int ty
     return map;
 }
 
-void dist__lock_drop(struct dist_lock *l)
+/* Releases every hold the calling thread has on m (one for a Lock, any
+ * number for an RLock). Unlocking a robust mutex that another thread holds
+ * fails with EPERM and changes nothing, so this only ever drops our own. */
+static void s_mutex_drop(pthread_mutex_t *m)
 {
-    /* Unlocking a robust mutex that another thread holds fails with EPERM
-     * and changes nothing, so this only ever drops our own holds. */
-    for (int i = 0; i < INT_MAX && pthread_mutex_unlock(&l->m) == 0; i++)
+    for (int i = 0; i < INT_MAX && pthread_mutex_unlock(m) == 0; i++)
         ;
 }
+
+void dist__lock_drop(struct dist_lock *l) { s_mutex_drop(&l->m); }
 
 /* ---- Lock --------------------------------------------------------------- */
 
@@ -187,8 +190,7 @@ void dist_rlock_destroy(dist_rlock_t **self_p)
 {
     if (!self_p || !*self_p)
         return;
-    for (int i = 0; i < INT_MAX && pthread_mutex_unlock(&(*self_p)->m) == 0; i++)
-        ;
+    s_mutex_drop(&(*self_p)->m);
     dist__shared_unmap(*self_p, sizeof **self_p);
     *self_p = NULL;
 }

@@ -14,6 +14,7 @@
 #include "dist/error.h"
 #include "mpcheck_internal.h"
 #include "task_internal.h"
+#include "util_internal.h"
 
 struct entry {
     char *name;
@@ -138,14 +139,10 @@ static int s_error(msgpack_sbuffer *out, int code, const char *fmt, ...)
     char msg[DIST__TASK_ERR_MAX + 256];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = dist__vformat(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        n = 0;
-    if ((size_t)n >= sizeof msg)
-        n = (int)sizeof msg - 1;
     msgpack_sbuffer_clear(out);
-    if (msgpack_sbuffer_write(out, msg, (size_t)n + 1) != 0)
+    if (msgpack_sbuffer_write(out, msg, n + 1) != 0)
         return DIST_ENOMEM;
     return code;
 }
@@ -183,20 +180,14 @@ static bool s_decode_flat(const void *buf, size_t len, msgpack_object *root, msg
         return false;
     for (size_t i = 0; i < n; i++) {
         msgpack_object *o = &items[i];
+        size_t used = dist__mp_number(p, (size_t)(end - p), o);
+        if (used) {
+            p += used;
+            continue;
+        }
         if (p >= end)
             return false;
         unsigned char b = *p++;
-        int w = 0;
-        if (b <= 0x7f) {
-            o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
-            o->via.u64 = b;
-            continue;
-        }
-        if (b >= 0xe0) {
-            o->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
-            o->via.i64 = (int8_t)b;
-            continue;
-        }
         if ((b & 0xe0) == 0xa0 || b == 0xd9 || b == 0xda || b == 0xdb || b == 0xc4 || b == 0xc5 ||
             b == 0xc6) {
             int lw = (b & 0xe0) == 0xa0 ? 0 : (b == 0xd9 || b == 0xc4) ? 1 : (b == 0xda || b == 0xc5) ? 2 : 4;
@@ -214,37 +205,12 @@ static bool s_decode_flat(const void *buf, size_t len, msgpack_object *root, msg
             continue;
         }
         switch (b) {
-        case 0xc0: o->type = MSGPACK_OBJECT_NIL; continue;
+        case 0xc0: o->type = MSGPACK_OBJECT_NIL; break;
         case 0xc2: case 0xc3:
             o->type = MSGPACK_OBJECT_BOOLEAN;
             o->via.boolean = b == 0xc3;
-            continue;
-        case 0xcc: case 0xd0: w = 1; break;
-        case 0xcd: case 0xd1: w = 2; break;
-        case 0xce: case 0xd2: case 0xca: w = 4; break;
-        case 0xcf: case 0xd3: case 0xcb: w = 8; break;
-        default: return false; /* containers, ext: the general path */
-        }
-        if ((size_t)(end - p) < (size_t)w)
-            return false;
-        uint64_t u = s_be(p, w);
-        p += w;
-        if (b == 0xca) {
-            uint32_t u32 = (uint32_t)u;
-            float f;
-            memcpy(&f, &u32, sizeof f);
-            o->type = MSGPACK_OBJECT_FLOAT32;
-            o->via.f64 = f;
-        } else if (b == 0xcb) {
-            o->type = MSGPACK_OBJECT_FLOAT64;
-            memcpy(&o->via.f64, &u, sizeof u);
-        } else if (b >= 0xd0) {
-            int64_t v = (int64_t)(u << (64 - 8 * w)) >> (64 - 8 * w);
-            o->type = v < 0 ? MSGPACK_OBJECT_NEGATIVE_INTEGER : MSGPACK_OBJECT_POSITIVE_INTEGER;
-            o->via.i64 = v;
-        } else {
-            o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
-            o->via.u64 = u;
+            break;
+        default: return false; /* containers, ext, a cut number: the general path */
         }
     }
     if (p != end)

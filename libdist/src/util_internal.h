@@ -7,7 +7,9 @@
 #ifndef DIST_UTIL_INTERNAL_H_INCLUDED
 #define DIST_UTIL_INTERNAL_H_INCLUDED
 
+#include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -63,6 +65,20 @@ static inline struct timespec dist__ns_to_timespec(int64_t ns)
 {
     struct timespec ts = { (time_t)(ns / 1000000000), (long)(ns % 1000000000) };
     return ts;
+}
+
+/* vsnprintf into buf (size > 0) and the length of what is there: the
+ * formatted length clamped to size - 1 when it was truncated, 0 on an
+ * encoding error (buf is then empty). */
+__attribute__((format(printf, 3, 0)))
+static inline size_t dist__vformat(char *buf, size_t size, const char *fmt, va_list ap)
+{
+    int n = vsnprintf(buf, size, fmt, ap);
+    if (n < 0) {
+        buf[0] = '\0';
+        return 0;
+    }
+    return (size_t)n < size ? (size_t)n : size - 1;
 }
 
 #endif

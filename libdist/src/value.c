@@ -350,60 +350,12 @@ const msgpack_object *dist_result_value(dist_result_t *self)
     return d->ok ? &d->obj : NULL;
 }
 
-/* Reads a lone scalar straight from its bytes: map results are mostly
+/* Reads a lone number straight from its bytes: map results are mostly
  * numbers, and unpacking each into a zone of its own costs two mallocs.
  * Returns false when the value is not a number (the caller then unpacks). */
 static bool s_number(const dist_result_t *self, msgpack_object *o)
 {
-    const unsigned char *p = (const unsigned char *)self->data;
-    size_t n = self->len;
-    if (n == 0)
-        return false;
-    unsigned char b = p[0];
-    uint64_t u = 0;
-    size_t w = 0;
-    if (b <= 0x7f && n == 1) {
-        o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
-        o->via.u64 = b;
-        return true;
-    }
-    if (b >= 0xe0 && n == 1) {
-        o->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
-        o->via.i64 = (int8_t)b;
-        return true;
-    }
-    switch (b) {
-    case 0xcc: case 0xd0: w = 1; break;
-    case 0xcd: case 0xd1: w = 2; break;
-    case 0xce: case 0xd2: case 0xca: w = 4; break;
-    case 0xcf: case 0xd3: case 0xcb: w = 8; break;
-    default: return false;
-    }
-    if (n != 1 + w)
-        return false;
-    for (size_t i = 1; i <= w; i++)
-        u = u << 8 | p[i];
-    if (b == 0xca || b == 0xcb) {
-        o->type = MSGPACK_OBJECT_FLOAT64;
-        if (b == 0xca) {
-            uint32_t u32 = (uint32_t)u;
-            float f;
-            memcpy(&f, &u32, sizeof f);
-            o->via.f64 = f;
-        } else {
-            memcpy(&o->via.f64, &u, sizeof u);
-        }
-        return true;
-    }
-    if (b >= 0xd0) { /* signed: sign-extend from w bytes */
-        int64_t v = (int64_t)(u << (64 - 8 * w)) >> (64 - 8 * w);
-        o->type = v < 0 ? MSGPACK_OBJECT_NEGATIVE_INTEGER : MSGPACK_OBJECT_POSITIVE_INTEGER;
-        o->via.i64 = v;
-        return true;
-    }
-    o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
-    o->via.u64 = u;
-    return true;
+    return self->len && dist__mp_number(self->data, self->len, o) == self->len;
 }
 
 int dist_result_int(dist_result_t *self, int64_t *out)
