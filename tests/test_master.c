@@ -194,6 +194,10 @@ static void test_metrics_endpoint(void **state)
      * a malformed address. */
     dist_master_opts_t o = { .bind = "tcp://127.0.0.1:0", .metrics = "0.0.0.0:0" };
     ASSERT_REFUSED(&o, EINVAL);
+    o.metrics = "127.evil.example:9464"; /* a name, not 127.0.0.0/8 */
+    ASSERT_REFUSED(&o, EINVAL);
+    o.metrics = "[::2]:9464";
+    ASSERT_REFUSED(&o, EINVAL);
     o.metrics = "127.0.0.1";
     ASSERT_REFUSED(&o, EINVAL);
 

@@ -386,20 +386,12 @@ int dist__m_obs_port(const dist_master_t *s)
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
 
-/* True for an address only this host can reach: 127.0.0.0/8, ::1,
- * localhost. Anything else (0.0.0.0, a name, another address) is not. */
+/* True for a HOST:PORT only this host can reach (the host part as
+ * security.c judges endpoints). */
 static bool s_loopback(const char *hp)
 {
-    if (!hp)
-        return false;
-    if (strncmp(hp, "[::1]:", 6) == 0 || strncmp(hp, "localhost:", 10) == 0)
-        return true;
-    if (strncmp(hp, "127.", 4) != 0)
-        return false;
-    /* Digits and dots up to the port, so that "127.evil.example:1" is no
-     * loopback. */
-    const char *colon = strrchr(hp, ':');
-    return colon && strspn(hp, "0123456789.") == (size_t)(colon - hp);
+    const char *colon = hp ? strrchr(hp, ':') : NULL;
+    return colon && dist__host_loopback(hp, (size_t)(colon - hp));
 }
 
 /* HOST:PORT in its outline (metrics.c checks the rest), so that a typo
