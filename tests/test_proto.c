@@ -73,6 +73,7 @@ static void test_hello_round_trip(void **state)
     const char *s;
     size_t n;
     assert_int_equal(dist__get_str(m.root, "role", &s, &n), 0);
+    assert_int_equal(n, strlen("worker"));
     assert_memory_equal(s, "worker", n);
     uint32_t pid;
     assert_int_equal(dist__get_u32(m.root, "pid", &pid), 0);
@@ -123,6 +124,7 @@ static void test_bad_messages_are_dropped_with_a_reason(void **state)
         { 3, { v2, "HELLO", "\x80" }, { four, 5, 1 }, DIST__BAD_VERSION },
         { 3, { v1, "HELO", "\x80" }, { four, 4, 1 }, DIST__BAD_COMMAND },
         { 3, { v1, "", "\x80" }, { four, 0, 1 }, DIST__BAD_COMMAND },
+        { 3, { v1, "HEARTBEATHEARTBEAT", "\x80" }, { four, 18, 1 }, DIST__BAD_COMMAND },
         { 3, { v1, "HELLO", "\x91\x01" }, { four, 5, 2 }, DIST__BAD_BODY },    /* not a map */
         { 3, { v1, "HELLO", "\xdf\xff\xff\xff\xff" }, { four, 5, 5 }, DIST__BAD_BODY }, /* lies */
         { 3, { v1, "HELLO", "\x80\x80" }, { four, 5, 2 }, DIST__BAD_BODY },    /* trailing */
@@ -163,6 +165,7 @@ static void test_bad_messages_are_dropped_with_a_reason(void **state)
     const char *code;
     size_t n;
     assert_int_equal(dist__get_str(m.root, "code", &code, &n), 0);
+    assert_int_equal(n, strlen("unsupported_version"));
     assert_memory_equal(code, "unsupported_version", n);
     dist__inmsg_clear(&m);
     s_free(&p);

@@ -1082,34 +1082,10 @@ void dist__m_feed(dist_master_t *s, const uint8_t *rid, size_t rid_len,
     memset(&m, 0, sizeof m);
     m.rid_len = rid_len < sizeof m.rid ? rid_len : sizeof m.rid;
     memcpy(m.rid, rid, m.rid_len);
-    int rc = DIST_EPROTO;
-    const uint8_t *sig = nframes > 0 ? frames[0] : NULL;
-    if (nframes != 3) {
-        m.bad = DIST__BAD_FRAMES;
-    } else if (lens[0] != DIST__PROTO_SIG_LEN || memcmp(sig, "DST", 3) != 0) {
-        m.bad = DIST__BAD_SIGNATURE;
-    } else if (sig[3] != DIST__PROTO_VERSION) {
-        m.bad = DIST__BAD_VERSION;
-        m.version = sig[3];
-    } else {
-        for (int c = DIST__CMD_NONE + 1; c < DIST__CMD_COUNT && !m.cmd; c++)
-            if (lens[1] == strlen(dist__cmd_name((dist__cmd_t)c)) &&
-                memcmp(frames[1], dist__cmd_name((dist__cmd_t)c), lens[1]) == 0)
-                m.cmd = (dist__cmd_t)c;
-        if (!m.cmd) {
-            m.bad = DIST__BAD_COMMAND;
-        } else {
-            int err = 0;
-            m.body = dist_wire_msg_decode(frames[2], lens[2], &s->limits, &err);
-            if (m.body && dist_wire_msg_root(m.body)->type == MSGPACK_OBJECT_MAP) {
-                m.root = dist_wire_msg_root(m.body);
-                rc = 0;
-            } else {
-                dist_wire_msg_destroy(&m.body);
-                m.bad = DIST__BAD_BODY;
-            }
-        }
-    }
+    bool ok = nframes == 3;
+    int rc = dist__proto_check(&m, ok, ok ? frames[0] : NULL, ok ? lens[0] : 0,
+                               ok ? frames[1] : NULL, ok ? lens[1] : 0, ok ? frames[2] : NULL,
+                               ok ? lens[2] : 0, &s->limits);
     s_on_message(s, rc, &m);
 }
 

@@ -42,8 +42,7 @@ static const double s_bounds_ms[] = { 1,    2,    5,    10,    20,    50,    100
 typedef struct dist__mstat {
     dist__mkey_t key; /* first: the index's equality is dist__m_key_eq */
     uint64_t submitted, completed, failed, retried;
-    uint64_t counts[OBS_BOUNDS + 1]; /* per bucket, not cumulative */
-    uint64_t count;
+    uint64_t counts[OBS_BOUNDS + 1]; /* per bucket, not cumulative; they add up to completed */
     double sum_ms;
 } dist__mstat_t;
 
@@ -179,7 +178,6 @@ void dist__m_obs_finished(dist_master_t *s, const dist__mtask_t *t, int st_code,
         if (st_code != DIST__ST_OK)
             st->failed++;
         st->counts[b]++;
-        st->count++;
         st->sum_ms += ms;
     }
     if (st_code == DIST__ST_OK)
@@ -294,11 +292,11 @@ void dist__m_obs_pack(const dist_master_t *s, msgpack_packer *pk)
     dist__pk_str(pk, "tasks");
     size_t nlat = 0;
     for (size_t i = 0; i < o->nstats; i++)
-        nlat += o->stats[i]->count > 0;
+        nlat += o->stats[i]->completed > 0;
     msgpack_pack_map(pk, nlat);
     for (size_t i = 0; i < o->nstats; i++) {
         const dist__mstat_t *st = o->stats[i];
-        if (!st->count)
+        if (!st->completed)
             continue;
         dist__pk_strn(pk, st->key.name, st->key.len);
         msgpack_pack_map(pk, 3);
@@ -307,7 +305,7 @@ void dist__m_obs_pack(const dist_master_t *s, msgpack_packer *pk)
         for (size_t k = 0; k <= OBS_BOUNDS; k++)
             msgpack_pack_uint64(pk, st->counts[k]);
         dist__pk_kv_f64(pk, "sum_ms", st->sum_ms);
-        dist__pk_kv_u64(pk, "count", st->count);
+        dist__pk_kv_u64(pk, "count", st->completed);
     }
 
     dist__pk_str(pk, "recent_failures");
@@ -388,20 +386,12 @@ int dist__m_obs_port(const dist_master_t *s)
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
 
-/* True for an address only this host can reach: 127.0.0.0/8, ::1,
- * localhost. Anything else (0.0.0.0, a name, another address) is not. */
+/* True for a HOST:PORT only this host can reach (the host part as
+ * security.c judges endpoints). */
 static bool s_loopback(const char *hp)
 {
-    if (!hp)
-        return false;
-    if (strncmp(hp, "[::1]:", 6) == 0 || strncmp(hp, "localhost:", 10) == 0)
-        return true;
-    if (strncmp(hp, "127.", 4) != 0)
-        return false;
-    /* Digits and dots up to the port, so that "127.evil.example:1" is no
-     * loopback. */
-    const char *colon = strrchr(hp, ':');
-    return colon && strspn(hp, "0123456789.") == (size_t)(colon - hp);
+    const char *colon = hp ? strrchr(hp, ':') : NULL;
+    return colon && dist__host_loopback(hp, (size_t)(colon - hp));
 }
 
 /* HOST:PORT in its outline (metrics.c checks the rest), so that a typo

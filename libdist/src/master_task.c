@@ -672,7 +672,8 @@ static int s_submit_one(dist_master_t *s, dist__mclient_t *cn, const msgpack_obj
     dist__task_t t;
     if (dist__parse_task(o, false, &t))
         return SUB_BAD;
-    const dist__mtask_t *old = s_task_find(s, &t.id);
+    uint64_t h = s_id_hash(s, &t.id); /* once: for the lookup and the add */
+    const dist__mtask_t *old = dist__hmap_get(&s->tasks, h, t.id.b, sizeof t.id.b);
     if (old) {
         /* Idempotent: nothing changes, unless the first submission has
          * not reached the store and cannot now. */
@@ -709,7 +710,7 @@ static int s_submit_one(dist_master_t *s, dist__mclient_t *cn, const msgpack_obj
         task->srow = s->next_row++;
         dist__m_store_mark(s, task, DIST__S_NEW);
     }
-    dist__hmap_add(&s->tasks, s_id_hash(s, &t.id), task); /* reserved: cannot fail */
+    dist__hmap_add(&s->tasks, h, task); /* reserved: cannot fail */
     dist__dl_push_back(&q->ready, &task->node);
     q->refs++;
     s->outstanding++;
@@ -1019,11 +1020,12 @@ void dist__m_ack(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
         dist__id_t id;
         if (!s_id_of(&ids[i], &id))
             continue;
-        dist__mtask_t *t = s_task_find(s, &id);
+        uint64_t h = s_id_hash(s, &id);
+        dist__mtask_t *t = dist__hmap_get(&s->tasks, h, id.b, sizeof id.b);
         if (!t || t->state != DIST__T_DONE || t->cn != cn)
             continue;
         dist__dl_remove(t->sent ? &cn->sent : &cn->unsent, &t->node);
-        dist__hmap_del(&s->tasks, s_id_hash(s, &id), t);
+        dist__hmap_del(&s->tasks, h, t);
         if (!dist__m_store_drop(s, t))
             dist__m_task_free(t);
         s->results_waiting--;

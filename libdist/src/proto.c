@@ -196,6 +196,33 @@ void dist__inmsg_clear(dist__inmsg_t *m)
     m->root = NULL;
 }
 
+int dist__proto_check(dist__inmsg_t *m, bool frames_ok, const uint8_t *sig, size_t sig_len,
+                      const void *cmd, size_t cmd_len, const void *body, size_t body_len,
+                      const dist_wire_limits_t *limits)
+{
+    if (!frames_ok) {
+        m->bad = DIST__BAD_FRAMES;
+    } else if (sig_len != DIST__PROTO_SIG_LEN || memcmp(sig, "DST", 3) != 0) {
+        m->bad = DIST__BAD_SIGNATURE;
+    } else if (sig[3] != DIST__PROTO_VERSION) {
+        m->bad = DIST__BAD_VERSION;
+        m->version = sig[3];
+    } else if (cmd_len == 0 || cmd_len > 16 ||
+               (m->cmd = s_cmd_parse(cmd, cmd_len)) == DIST__CMD_NONE) {
+        m->bad = DIST__BAD_COMMAND;
+    } else {
+        int err = 0;
+        m->body = dist_wire_msg_decode(body, body_len, limits, &err);
+        if (m->body && dist_wire_msg_root(m->body)->type == MSGPACK_OBJECT_MAP) {
+            m->root = dist_wire_msg_root(m->body);
+            return 0;
+        }
+        dist_wire_msg_destroy(&m->body);
+        m->bad = DIST__BAD_BODY;
+    }
+    return DIST_EPROTO;
+}
+
 int dist__proto_recv(zsock_t *sock, bool router, const dist_wire_limits_t *limits, dist__inmsg_t *m)
 {
     m->rid_len = 0;
@@ -258,28 +285,9 @@ int dist__proto_recv(zsock_t *sock, bool router, const dist_wire_limits_t *limit
         /* Frames past the expected ones are closed as they come. */
         zmq_msg_close(&f);
     }
-    int rc = DIST_EPROTO;
-    if (n != want) {
-        m->bad = DIST__BAD_FRAMES;
-    } else if (sig_len != DIST__PROTO_SIG_LEN || memcmp(sig, "DST", 3) != 0) {
-        m->bad = DIST__BAD_SIGNATURE;
-    } else if (sig[3] != DIST__PROTO_VERSION) {
-        m->bad = DIST__BAD_VERSION;
-        m->version = sig[3];
-    } else if (cmd_len == 0 || cmd_len > 16 ||
-               (m->cmd = s_cmd_parse(cmd, cmd_len)) == DIST__CMD_NONE) {
-        m->bad = DIST__BAD_COMMAND;
-    } else if (have_body) {
-        int err = 0;
-        m->body = dist_wire_msg_decode(zmq_msg_data(&body), zmq_msg_size(&body), limits, &err);
-        if (m->body && dist_wire_msg_root(m->body)->type == MSGPACK_OBJECT_MAP) {
-            m->root = dist_wire_msg_root(m->body);
-            rc = 0;
-        } else {
-            dist_wire_msg_destroy(&m->body);
-            m->bad = DIST__BAD_BODY;
-        }
-    }
+    /* n == want means the body frame came (it is the last one). */
+    int rc = dist__proto_check(m, n == want && have_body, sig, sig_len, cmd, cmd_len,
+                               zmq_msg_data(&body), zmq_msg_size(&body), limits);
     zmq_msg_close(&body);
     return rc;
 }

@@ -180,6 +180,17 @@ int dist__proto_recv(zsock_t *sock, bool router, const dist_wire_limits_t *limit
 
 void dist__inmsg_clear(dist__inmsg_t *m);
 
+/* The checks dist__proto_recv makes once it has the frames past the
+ * routing id, in order: frames_ok (the count was right), signature,
+ * version, command, body. Sets m->cmd, m->body and m->root and returns 0,
+ * or sets m->bad (and m->version) and returns DIST_EPROTO. The frames are
+ * only read; m->body is owned as for dist__proto_recv. Shared with the
+ * master's dist__m_feed, so that tests and the fuzzer run these checks
+ * rather than a copy of them. */
+int dist__proto_check(dist__inmsg_t *m, bool frames_ok, const uint8_t *sig, size_t sig_len,
+                      const void *cmd, size_t cmd_len, const void *body, size_t body_len,
+                      const dist_wire_limits_t *limits);
+
 /* The limits every body is checked against (section 11) for a given
  * maximum message size. */
 dist_wire_limits_t dist__body_limits(size_t max_message);

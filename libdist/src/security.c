@@ -47,7 +47,11 @@ bool dist__endpoint_local(const char *ep)
     if (semi)
         host = semi + 1;
     const char *colon = strrchr(host, ':');
-    size_t n = colon ? (size_t)(colon - host) : strlen(host);
+    return dist__host_loopback(host, colon ? (size_t)(colon - host) : strlen(host));
+}
+
+bool dist__host_loopback(const char *host, size_t n)
+{
     if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
         host++;
         n -= 2;

@@ -33,6 +33,10 @@
  * wildcard, an interface) is treated as reachable from the network. */
 bool dist__endpoint_local(const char *ep);
 
+/* True for a host (host[0..n), no port) that names this host only:
+ * 127.0.0.0/8 in digits and dots, ::1 or [::1], localhost. */
+bool dist__host_loopback(const char *host, size_t n);
+
 /* Reads a secret key file (`dist keygen`'s NAME.key). Refuses, with the
  * reason in err: a missing file (-ENOENT), a file that is not regular or
  * that its group or others may access (-EACCES, like ssh), a file that is

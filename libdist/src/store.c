@@ -533,15 +533,10 @@ void dist__store_task_put(dist__store_t *st, const dist__srow_t *r)
     sqlite3_bind_int(q, 6, r->leased);
     sqlite3_bind_int64(q, 7, r->attempt);
     sqlite3_bind_int64(q, 8, r->timeout_ms);
-    if (r->done)
-        sqlite3_bind_text(q, 9, dist__status_name(r->status), -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(q, 9);
+    /* A NULL text binds NULL (SQLite's documented behaviour). */
+    sqlite3_bind_text(q, 9, r->done ? dist__status_name(r->status) : NULL, -1, SQLITE_STATIC);
     s_bind_blob(q, 10, r->data, r->len);
-    if (r->reasons)
-        sqlite3_bind_text(q, 11, r->reasons, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(q, 11);
+    sqlite3_bind_text(q, 11, r->reasons, -1, SQLITE_STATIC);
     s_run(st, q);
 }
 
@@ -592,10 +587,7 @@ void dist__store_task_meta(dist__store_t *st, int64_t row, uint32_t attempt, boo
     sqlite3_bind_int64(q, 1, row);
     sqlite3_bind_int64(q, 2, attempt);
     sqlite3_bind_int(q, 3, leased);
-    if (reasons)
-        sqlite3_bind_text(q, 4, reasons, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(q, 4);
+    sqlite3_bind_text(q, 4, reasons, -1, SQLITE_STATIC); /* NULL binds NULL */
     s_run(st, q);
 }
 
