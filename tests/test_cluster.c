@@ -4,14 +4,12 @@
  * Every program is started on a free port, killed by pid at the end of its
  * test, and its pool processes die with it. */
 #include <dist.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,17 +20,6 @@
 static pid_t s_pids[MAX_PROCS];
 static int s_npids;
 static char s_ep[64];
-
-static int s_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof a;
-    bind(fd, (struct sockaddr *)&a, sizeof a);
-    getsockname(fd, (struct sockaddr *)&a, &len);
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 /* Starts a program; its stderr goes to /dev/null unless DIST_TEST_VERBOSE. */
 static pid_t s_spawn(char *const argv[])
@@ -55,7 +42,7 @@ static pid_t s_spawn(char *const argv[])
 
 static pid_t s_master(const char *extra)
 {
-    snprintf(s_ep, sizeof s_ep, "tcp://127.0.0.1:%d", s_free_port());
+    snprintf(s_ep, sizeof s_ep, "tcp://127.0.0.1:%d", dt_free_port());
     char *argv[] = { DIST_MASTER_BIN, "--bind", s_ep, "--heartbeat-timeout", "1500",
                      "--log-level", "info", (char *)extra, NULL };
     return s_spawn(argv);
@@ -289,7 +276,7 @@ static void test_unknown_task_is_a_clear_error(void **state)
 static void test_no_master_times_out_clearly(void **state)
 {
     (void)state;
-    snprintf(s_ep, sizeof s_ep, "tcp://127.0.0.1:%d", s_free_port());
+    snprintf(s_ep, sizeof s_ep, "tcp://127.0.0.1:%d", dt_free_port());
     dist_client_opts_t o = { .master = s_ep, .connect_timeout_ms = 500 };
     int64_t t0 = dt_now_ms();
     errno = 0;
