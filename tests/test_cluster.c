@@ -104,6 +104,23 @@ static void s_wait_workers(dist_client_t *c, size_t n)
     fail_msg("fewer than %zu workers joined", n);
 }
 
+/* Asserts that the master knows n workers and that every one of them
+ * finished at least one task. */
+static void s_assert_all_worked(dist_client_t *c, uint32_t n)
+{
+    dist_result_t *st;
+    const msgpack_object *w = s_workers(c, &st);
+    assert_int_equal(w->via.array.size, n);
+    uint32_t idle = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t done = 0;
+        dist_wire_get_u64(dist_wire_map_get(&w->via.array.ptr[i], "done"), &done);
+        idle += done == 0;
+    }
+    dist_result_destroy(&st);
+    assert_int_equal(idle, 0);
+}
+
 /* [i] for i in 0..n-1, in one buffer. */
 struct items {
     unsigned char *buf;
@@ -160,16 +177,7 @@ static void test_100k_tasks_over_3_workers(void **state)
     assert_int_equal(dist_client_map(c, "test.square", it.v, N, 0, 300000, NULL, NULL, &rs), 0);
     s_check_squares(rs, N);
     dist_results_destroy(&rs);
-    /* Every worker took part. */
-    dist_result_t *st;
-    const msgpack_object *w = s_workers(c, &st);
-    assert_int_equal(w->via.array.size, 3);
-    for (uint32_t i = 0; i < w->via.array.size; i++) {
-        uint64_t done = 0;
-        dist_wire_get_u64(dist_wire_map_get(&w->via.array.ptr[i], "done"), &done);
-        assert_true(done > 0);
-    }
-    dist_result_destroy(&st);
+    s_assert_all_worked(c, 3);
     dist_client_destroy(&c);
     s_items_free(&it);
 }
@@ -304,17 +312,7 @@ static void test_50_single_slot_workers_all_get_work(void **state)
     assert_int_equal(dist_client_map(c, "test.sleep_square", it.v, N, 0, 120000, NULL, NULL, &rs), 0);
     s_check_squares(rs, N);
     dist_results_destroy(&rs);
-    dist_result_t *st;
-    const msgpack_object *w = s_workers(c, &st);
-    assert_int_equal(w->via.array.size, 50);
-    int idle = 0;
-    for (uint32_t i = 0; i < w->via.array.size; i++) {
-        uint64_t done = 0;
-        dist_wire_get_u64(dist_wire_map_get(&w->via.array.ptr[i], "done"), &done);
-        idle += done == 0;
-    }
-    dist_result_destroy(&st);
-    assert_int_equal(idle, 0);
+    s_assert_all_worked(c, 50);
     dist_client_destroy(&c);
     s_items_free(&it);
 }
