@@ -241,17 +241,17 @@ static void test_worker_killed_mid_map_and_restarted(void **state)
 
     /* Restart it: it rejoins and takes work again. */
     s_worker("victim", "2");
-    for (int i = 0; i < 500; i++) {
+    bool back = false;
+    for (int i = 0; i < 500 && !back; i++) {
         dist_result_t *st;
         const msgpack_object *w = s_workers(c, &st);
-        bool back = false;
         for (uint32_t j = 0; j < w->via.array.size; j++)
             back |= dist_wire_str_eq(dist_wire_map_get(&w->via.array.ptr[j], "name"), "victim");
         dist_result_destroy(&st);
-        if (back)
-            break;
-        dt_sleep_ms(20);
+        if (!back)
+            dt_sleep_ms(20);
     }
+    assert_true(back);
     dist_results_t *rs;
     assert_int_equal(dist_client_map(c, "test.square", it.v, 1000, 0, 60000, NULL, NULL, &rs), 0);
     s_check_squares(rs, 1000);
