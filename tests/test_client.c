@@ -512,6 +512,64 @@ static void test_map_failures_refusals_and_timeouts(void **state)
     s_items_free(items, keep, N);
 }
 
+/* With a small message limit a map splits its items over several SUBMITs
+ * by size, and an item too large for any message fails alone, in place.
+ * The task is "fail": its short answers fit the limit too (the fake
+ * master would batch the echoes of big items past it). */
+static void test_map_splits_by_size(void **state)
+{
+    (void)state;
+    fm_t *fm = fm_new(NULL);
+    dist_client_opts_t o = { .master = fm_endpoint(fm), .name = "tc-mapsize",
+                             .connect_timeout_ms = 3000, .max_message = 4096 };
+    dist_client_t *c = dist_client_new(&o);
+    assert_non_null(c);
+    enum { N = 8 };
+    static char pad[5000];
+    memset(pad, 'x', sizeof pad - 1);
+    /* Items 2 and 5 are too large for 4 KiB; two of the others fill most
+     * of a body. */
+    size_t pad_len[N] = { 0, 1400, 4500, 1400, 1400, 4900, 1400, 0 };
+    dist_args_t *keep[N];
+    dist_bytes_t items[N];
+    for (size_t i = 0; i < N; i++) {
+        keep[i] = s_ints(1, (int)i);
+        assert_int_equal(dist_args_strn(keep[i], pad, pad_len[i]), 0);
+        items[i].data = dist_args_data(keep[i], &items[i].len);
+    }
+    dist_results_t *rs;
+    assert_int_equal(dist_client_map(c, "fail", items, N, 0, 5000, NULL, NULL, &rs), DIST_ETASK);
+    for (size_t i = 0; i < N; i++) {
+        dist_result_t *r = dist_results_at(rs, i);
+        if (pad_len[i] > 4096) {
+            assert_int_equal(dist_result_status(r), DIST_EMSGSIZE);
+            assert_string_equal(dist_result_error(r),
+                                "the task's arguments exceed the master's message size limit");
+        } else {
+            assert_int_equal(dist_result_status(r), DIST_ETASK);
+            assert_string_equal(dist_result_error(r), "fail: boom");
+        }
+    }
+    dist_results_destroy(&rs);
+    /* The six that fit went out, in more than one SUBMIT. */
+    int nsub = fm_count(fm, DIST__CMD_SUBMIT);
+    assert_true(nsub >= 2);
+    size_t sent = 0;
+    for (int k = 1; k <= nsub; k++) {
+        dist_wire_msg_t *m = fm_wait(fm, DIST__CMD_SUBMIT, k, 100);
+        const msgpack_object *tasks;
+        size_t n;
+        assert_int_equal(dist__get_array(dist_wire_msg_root(m), "tasks", &tasks, &n), 0);
+        sent += n;
+        dist_wire_msg_destroy(&m);
+    }
+    assert_int_equal(sent, N - 2);
+    dist_client_destroy(&c);
+    fm_destroy(&fm);
+    for (size_t i = 0; i < N; i++)
+        dist_args_destroy(&keep[i]);
+}
+
 struct putter {
     const char *endpoint;
     int delay_ms;
@@ -922,6 +980,7 @@ int main(void)
         cmocka_unit_test(test_map_in_input_order),
         cmocka_unit_test(test_map_unordered),
         cmocka_unit_test(test_map_failures_refusals_and_timeouts),
+        cmocka_unit_test(test_map_splits_by_size),
         cmocka_unit_test(test_named_queues),
         cmocka_unit_test(test_late_qget_reply_puts_items_back),
         cmocka_unit_test(test_status),

@@ -4,14 +4,12 @@
  * Every program is started on a free port, killed by pid at the end of its
  * test, and its pool processes die with it. */
 #include <dist.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,17 +20,6 @@
 static pid_t s_pids[MAX_PROCS];
 static int s_npids;
 static char s_ep[64];
-
-static int s_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof a;
-    bind(fd, (struct sockaddr *)&a, sizeof a);
-    getsockname(fd, (struct sockaddr *)&a, &len);
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 /* Starts a program; its stderr goes to /dev/null unless DIST_TEST_VERBOSE. */
 static pid_t s_spawn(char *const argv[])
@@ -55,7 +42,7 @@ static pid_t s_spawn(char *const argv[])
 
 static pid_t s_master(const char *extra)
 {
-    snprintf(s_ep, sizeof s_ep, "tcp://127.0.0.1:%d", s_free_port());
+    snprintf(s_ep, sizeof s_ep, "tcp://127.0.0.1:%d", dt_free_port());
     char *argv[] = { DIST_MASTER_BIN, "--bind", s_ep, "--heartbeat-timeout", "1500",
                      "--log-level", "info", (char *)extra, NULL };
     return s_spawn(argv);
@@ -117,6 +104,23 @@ static void s_wait_workers(dist_client_t *c, size_t n)
     fail_msg("fewer than %zu workers joined", n);
 }
 
+/* Asserts that the master knows n workers and that every one of them
+ * finished at least one task. */
+static void s_assert_all_worked(dist_client_t *c, uint32_t n)
+{
+    dist_result_t *st;
+    const msgpack_object *w = s_workers(c, &st);
+    assert_int_equal(w->via.array.size, n);
+    uint32_t idle = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t done = 0;
+        dist_wire_get_u64(dist_wire_map_get(&w->via.array.ptr[i], "done"), &done);
+        idle += done == 0;
+    }
+    dist_result_destroy(&st);
+    assert_int_equal(idle, 0);
+}
+
 /* [i] for i in 0..n-1, in one buffer. */
 struct items {
     unsigned char *buf;
@@ -173,16 +177,7 @@ static void test_100k_tasks_over_3_workers(void **state)
     assert_int_equal(dist_client_map(c, "test.square", it.v, N, 0, 300000, NULL, NULL, &rs), 0);
     s_check_squares(rs, N);
     dist_results_destroy(&rs);
-    /* Every worker took part. */
-    dist_result_t *st;
-    const msgpack_object *w = s_workers(c, &st);
-    assert_int_equal(w->via.array.size, 3);
-    for (uint32_t i = 0; i < w->via.array.size; i++) {
-        uint64_t done = 0;
-        dist_wire_get_u64(dist_wire_map_get(&w->via.array.ptr[i], "done"), &done);
-        assert_true(done > 0);
-    }
-    dist_result_destroy(&st);
+    s_assert_all_worked(c, 3);
     dist_client_destroy(&c);
     s_items_free(&it);
 }
@@ -246,17 +241,17 @@ static void test_worker_killed_mid_map_and_restarted(void **state)
 
     /* Restart it: it rejoins and takes work again. */
     s_worker("victim", "2");
-    for (int i = 0; i < 500; i++) {
+    bool back = false;
+    for (int i = 0; i < 500 && !back; i++) {
         dist_result_t *st;
         const msgpack_object *w = s_workers(c, &st);
-        bool back = false;
         for (uint32_t j = 0; j < w->via.array.size; j++)
             back |= dist_wire_str_eq(dist_wire_map_get(&w->via.array.ptr[j], "name"), "victim");
         dist_result_destroy(&st);
-        if (back)
-            break;
-        dt_sleep_ms(20);
+        if (!back)
+            dt_sleep_ms(20);
     }
+    assert_true(back);
     dist_results_t *rs;
     assert_int_equal(dist_client_map(c, "test.square", it.v, 1000, 0, 60000, NULL, NULL, &rs), 0);
     s_check_squares(rs, 1000);
@@ -289,7 +284,7 @@ static void test_unknown_task_is_a_clear_error(void **state)
 static void test_no_master_times_out_clearly(void **state)
 {
     (void)state;
-    snprintf(s_ep, sizeof s_ep, "tcp://127.0.0.1:%d", s_free_port());
+    snprintf(s_ep, sizeof s_ep, "tcp://127.0.0.1:%d", dt_free_port());
     dist_client_opts_t o = { .master = s_ep, .connect_timeout_ms = 500 };
     int64_t t0 = dt_now_ms();
     errno = 0;
@@ -317,17 +312,7 @@ static void test_50_single_slot_workers_all_get_work(void **state)
     assert_int_equal(dist_client_map(c, "test.sleep_square", it.v, N, 0, 120000, NULL, NULL, &rs), 0);
     s_check_squares(rs, N);
     dist_results_destroy(&rs);
-    dist_result_t *st;
-    const msgpack_object *w = s_workers(c, &st);
-    assert_int_equal(w->via.array.size, 50);
-    int idle = 0;
-    for (uint32_t i = 0; i < w->via.array.size; i++) {
-        uint64_t done = 0;
-        dist_wire_get_u64(dist_wire_map_get(&w->via.array.ptr[i], "done"), &done);
-        idle += done == 0;
-    }
-    dist_result_destroy(&st);
-    assert_int_equal(idle, 0);
+    s_assert_all_worked(c, 50);
     dist_client_destroy(&c);
     s_items_free(&it);
 }

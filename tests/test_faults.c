@@ -24,14 +24,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -77,17 +75,6 @@ static void s_seed(uint64_t dflt)
         s_rng = 1;
 }
 
-static int s_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof a;
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* Starts a program (argv NULL-terminated); stderr goes to /dev/null unless
  * DIST_TEST_VERBOSE. Recorded for the teardown. */
 static pid_t s_spawn(char *const argv[])
@@ -129,7 +116,7 @@ static void s_stop(pid_t pid, int sig)
 
 static pid_t s_master(const char *const *extra)
 {
-    snprintf(s_ep, sizeof s_ep, "tcp://127.0.0.1:%d", s_free_port());
+    snprintf(s_ep, sizeof s_ep, "tcp://127.0.0.1:%d", dt_free_port());
     char *argv[24] = { DIST_MASTER_BIN, "--bind", s_ep, "--log-level", "warn" };
     int n = 5;
     for (; extra && *extra && n < 23; extra++)

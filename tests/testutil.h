@@ -56,6 +56,10 @@ void dt_assert_took(int64_t t0, int timeout_ms);
  * overwritten by the next call. */
 const char *dt_unique_name(const char *prefix, const char *tag);
 
+/* A TCP port on 127.0.0.1 that was free a moment ago (the kernel's pick
+ * for a socket bound to port 0), for the programs a test starts. */
+int dt_free_port(void);
+
 /* Removes dir and everything below it (a test's scratch directory). */
 void dt_rm_tree(const char *dir);
 

@@ -30,7 +30,6 @@
 #include "client_internal.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -609,20 +608,6 @@ int dist__client_run(dist_client_t *self, const dist__wait_t *w, int64_t deadlin
 
 /* ---- lifecycle ------------------------------------------------------------------------------ */
 
-/* czmq installs SIGINT and SIGTERM handlers that only set a flag when it
- * first creates its context: a library must not change how the program
- * reacts to Ctrl-C. Keep whatever dispositions the program had. */
-static zsock_t *s_socket_new_type(int type)
-{
-    struct sigaction old_int, old_term;
-    sigaction(SIGINT, NULL, &old_int);
-    sigaction(SIGTERM, NULL, &old_term);
-    zsock_t *s = zsock_new(type);
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
-    return s;
-}
-
 static bool s_welcomed(dist_client_t *self, void *arg)
 {
     (void)arg;
@@ -716,7 +701,7 @@ dist_client_t *dist_client_new(const dist_client_opts_t *opts)
     self->endpoint = strdup(ep);
     self->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     self->out = dist_wire_buf_new(0);
-    self->sock = s_socket_new_type(ZMQ_DEALER);
+    self->sock = dist__sock_new(ZMQ_DEALER);
     if (!self->endpoint || self->wake_fd < 0 || !self->out || !self->sock) {
         int e = errno ? errno : ENOMEM;
         s_free(self);
@@ -737,7 +722,7 @@ dist_client_t *dist_client_new(const dist_client_opts_t *opts)
         char mon[64];
         snprintf(mon, sizeof mon, "inproc://dist-client-monitor-%p", (void *)self);
         if (zmq_socket_monitor(self->zh, mon, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) == 0) {
-            self->mon = s_socket_new_type(ZMQ_PAIR);
+            self->mon = dist__sock_new(ZMQ_PAIR);
             if (self->mon && zsock_connect(self->mon, "%s", mon) != 0)
                 zsock_destroy(&self->mon);
             if (!self->mon)

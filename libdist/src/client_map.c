@@ -237,29 +237,23 @@ static void s_job_step(dist_client_t *self, void *arg)
     while (j->in_flight < j->limit && (retry_ok || j->next < j->n)) {
         size_t count = 0, bytes = 0;
         while (count < cap && j->in_flight + count < j->limit) {
-            size_t idx;
-            if (retry_ok && j->nretry)
-                idx = j->retry[j->nretry - 1];
-            else if (j->next < j->n)
-                idx = j->next;
-            else
+            bool from_retry = retry_ok && j->nretry;
+            if (!from_retry && j->next >= j->n)
                 break;
+            size_t idx = from_retry ? j->retry[j->nretry - 1] : j->next;
             size_t tb = dist__task_bytes(j->task_len, j->items[idx].len);
-            if (tb > bytes_room) { /* alone it is too large: fail it here */
-                if (retry_ok && j->nretry)
-                    j->nretry--;
-                else
-                    j->next++;
-                s_job_fail_item(j, idx, DIST_EMSGSIZE, DIST__TOO_LARGE_MSG);
-                continue;
-            }
-            if (bytes + tb > bytes_room)
-                break;
-            bytes += tb;
-            if (retry_ok && j->nretry)
+            bool alone_too_large = tb > bytes_room;
+            if (!alone_too_large && bytes + tb > bytes_room)
+                break; /* for the next batch */
+            if (from_retry)
                 j->nretry--;
             else
                 j->next++;
+            if (alone_too_large) { /* it would never fit: fail it here */
+                s_job_fail_item(j, idx, DIST_EMSGSIZE, DIST__TOO_LARGE_MSG);
+                continue;
+            }
+            bytes += tb;
             dist__slot_t *s = &j->slots[idx];
             s->job = j;
             s->index = idx;

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <signal.h>
 #include <time.h>
 #include <stdio.h>
 #include <string.h>
@@ -122,6 +123,22 @@ dist__status_t dist__status_from_code(int code)
 }
 
 /* ---- sockets -------------------------------------------------------------------- */
+
+/* czmq installs SIGINT and SIGTERM handlers that only set a flag when its
+ * first socket creates the context: a program embedding a worker or a
+ * client would no longer stop on Ctrl-C or SIGTERM. A library must not
+ * change that behind the program's back, so keep whatever dispositions the
+ * program had. */
+zsock_t *dist__sock_new(int type)
+{
+    struct sigaction old_int, old_term;
+    sigaction(SIGINT, NULL, &old_int);
+    sigaction(SIGTERM, NULL, &old_term);
+    zsock_t *sock = zsock_new(type);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    return sock;
+}
 
 void dist__sock_setup(zsock_t *sock, bool router, const dist__sockopts_t *o)
 {

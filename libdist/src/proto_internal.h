@@ -124,6 +124,12 @@ typedef struct {
     int linger_ms;        /* -1: the role's default (master 0, peers 500) */
 } dist__sockopts_t;
 
+/* zsock_new() that leaves the process's SIGINT and SIGTERM handling as it
+ * was (czmq's first socket would install handlers of its own). For the
+ * sockets of the worker and the client, which live in other programs.
+ * NULL when zsock_new fails. */
+zsock_t *dist__sock_new(int type);
+
 /* Applies the options of section 1 to a ROUTER (master) or DEALER (peer)
  * socket, before bind/connect. */
 void dist__sock_setup(zsock_t *sock, bool router, const dist__sockopts_t *o);

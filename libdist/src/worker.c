@@ -1209,21 +1209,6 @@ void dist_worker_destroy(dist_worker_t **self_p)
     s_free(w);
 }
 
-/* zsock_new(), leaving the process's SIGINT and SIGTERM handling as it
- * was: czmq's first socket installs handlers of its own that only set a
- * flag, so a program embedding a worker would no longer stop on Ctrl-C or
- * SIGTERM. The library must not change that behind its back. */
-static zsock_t *s_sock_new(int type)
-{
-    struct sigaction old_int, old_term;
-    sigaction(SIGINT, NULL, &old_int);
-    sigaction(SIGTERM, NULL, &old_term);
-    zsock_t *sock = zsock_new(type);
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
-    return sock;
-}
-
 static const char *s_env(const char *name)
 {
     const char *v = getenv(name);
@@ -1338,7 +1323,7 @@ dist_worker_t *dist_worker_new(const dist_worker_opts_t *opts)
     w->scratch = dist_wire_buf_new(0);
     if (!w->results.buf || !w->returns.buf || !w->scratch)
         goto fail;
-    w->sock = s_sock_new(ZMQ_DEALER);
+    w->sock = dist__sock_new(ZMQ_DEALER);
     if (!w->sock) {
         err = errno ? errno : ENOMEM;
         goto fail;
@@ -1360,7 +1345,7 @@ dist_worker_t *dist_worker_new(const dist_worker_opts_t *opts)
                            ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED |
                                ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
                                ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) == 0) {
-        w->mon = s_sock_new(ZMQ_PAIR);
+        w->mon = dist__sock_new(ZMQ_PAIR);
         if (w->mon && zsock_connect(w->mon, "%s", mon) != 0)
             zsock_destroy(&w->mon);
         if (!w->mon)
