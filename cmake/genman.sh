@@ -34,5 +34,8 @@ sources.
 SEE
 help2man --no-info --no-discard-stderr --section 1 \
     --name "$desc" --include "$inc" --output "$out.tmp" "$prog"
-mv "$out.tmp" "$out"
+# --help may say what it found on this machine ("online CPUs, 2 here"): a
+# man page is read on other machines, so drop that part.
+sed -e 's/, [0-9][0-9]* here)/)/' "$out.tmp" >"$out"
+rm -f "$out.tmp"
 rm -f "$inc"
