@@ -1,5 +1,5 @@
 # Turns a file into a C source that defines it as a byte array, so that a
-# file such as libdist/src/dashboard.html stays editable as itself and is
+# file such as libdist/src/master/dashboard.html stays editable as itself and is
 # still compiled into the library:
 #
 #   cmake -DIN=file -DOUT=out.c -DNAME=symbol -P embed_file.cmake

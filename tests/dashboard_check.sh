@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # dashboard_check.sh DASHBOARD_HTML
 #
-# Extracts the <script> of the dashboard page (libdist/src/dashboard.html)
+# Extracts the <script> of the dashboard page (libdist/src/master/dashboard.html)
 # and checks that it parses with `node --check`. Exits 77 (ctest: skipped)
 # when node is not installed. The page's behaviour in a browser is tested
 # end to end elsewhere, against a real cluster.

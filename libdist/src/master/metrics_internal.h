@@ -67,7 +67,7 @@ char *dist__metrics_render_prometheus(const void *status_map, size_t len, size_t
                                       int *err);
 
 /* The dashboard page embedded at build time (generated from
- * libdist/src/dashboard.html by cmake/embed_file.cmake). */
+ * libdist/src/master/dashboard.html by cmake/embed_file.cmake). */
 extern const unsigned char dist__dashboard_html[];
 extern const size_t dist__dashboard_html_len;
 
