@@ -20,9 +20,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dist/error.h"
@@ -314,12 +316,36 @@ static void s_die_with_parent(pid_t parent)
         _exit(0);
 }
 
+/* Every pool process is a fork of the one fork server, and would inherit
+ * its random state: rand(), random() and drand48() would give the same
+ * sequence in every process. Each new process seeds them afresh, from the
+ * kernel's generator (or its pid and the time when that is not ready
+ * yet), before the initializer runs, so that an initializer that wants a
+ * reproducible sequence can still seed its own. */
+static void s_reseed(void)
+{
+    unsigned short s[4];
+    if (getrandom(s, sizeof s, GRND_NONBLOCK) != (ssize_t)sizeof s) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t x = ((uint64_t)getpid() << 32) ^ (uint64_t)ts.tv_sec ^
+                     ((uint64_t)ts.tv_nsec << 16) ^ (uint64_t)dist__now_ns();
+        memcpy(s, &x, sizeof s);
+    }
+    unsigned seed = (unsigned)s[0] | (unsigned)s[1] << 16;
+    srandom(seed);
+    srand(seed);
+    unsigned short seed48v[3] = { s[1], s[2], s[3] };
+    seed48(seed48v);
+}
+
 static void s_process_main(dist_pool_t *p, uint32_t slot, uint32_t gen, pid_t server)
 {
     s_die_with_parent(server);
     sigset_t all;
     sigemptyset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
+    s_reseed();
     struct wctx w = s_wctx(p, p->slot_queues[slot], &p->shared_ws[slot], NULL, slot, gen);
     if (p->opts.initializer)
         p->opts.initializer(p->opts.initarg);
