@@ -178,6 +178,19 @@ static size_t s_pack_int(unsigned char *buf, int64_t x)
     return n;
 }
 
+/* Maps `task` over n empty argument arrays, one item per message (with
+ * maxtasksperchild=1, one fresh process per item); asserts success. */
+static dist_results_t *s_map_no_args(dist_pool_t *p, dist_task_ref_t task, size_t n)
+{
+    dist_bytes_t items[64];
+    assert_true(n <= 64);
+    for (size_t i = 0; i < n; i++)
+        items[i] = (dist_bytes_t){ "\x90", 1 };
+    dist_results_t *rs;
+    assert_int_equal(dist_pool_map(p, task, items, n, 1, &rs), 0);
+    return rs;
+}
+
 static int s_setup(void **state)
 {
     (void)state;
@@ -695,11 +708,7 @@ static void test_maxtasksperchild_recycles(void **state)
     (void)state;
     dist_pool_t *p = s_pool(2, 1, 0, 0);
     enum { N = 12 };
-    dist_bytes_t items[N];
-    for (int i = 0; i < N; i++)
-        items[i] = (dist_bytes_t){ "\x90", 1 };
-    dist_results_t *rs;
-    assert_int_equal(dist_pool_map(p, DIST_FN(t_pid), items, N, 1, &rs), 0);
+    dist_results_t *rs = s_map_no_args(p, DIST_FN(t_pid), N);
     int64_t pids[N];
     int distinct = 0;
     for (int i = 0; i < N; i++) {
@@ -743,11 +752,7 @@ static void test_processes_have_own_random_state(void **state)
     (void)state;
     dist_pool_t *p = s_pool(2, 1, 0, 0);
     enum { N = 12 };
-    dist_bytes_t items[N];
-    for (int i = 0; i < N; i++)
-        items[i] = (dist_bytes_t){ "\x90", 1 };
-    dist_results_t *rs;
-    assert_int_equal(dist_pool_map(p, DIST_NAMED("test.rand"), items, N, 1, &rs), 0);
+    dist_results_t *rs = s_map_no_args(p, DIST_NAMED("test.rand"), N);
     int64_t v[N][3];
     for (int i = 0; i < N; i++) {
         const msgpack_object *o = dist_result_value(dist_results_at(rs, (size_t)i));
