@@ -24,6 +24,7 @@
 #include "dist/master.h"
 #include "dist/worker.h"
 #include "dist/client.h"
+#include "dist/manager.h"
 #include "dist/security.h"
 
 #endif
