@@ -3,7 +3,9 @@
 #
 # Installs the build tree into a scratch prefix, then builds the
 # producer/consumer example as a separate project against it twice - with
-# CMake's find_package(libdist) and with pkg-config - and runs both.
+# CMake's find_package(libdist) and with pkg-config - and runs both; every
+# other example is built against it too, and run (the classic one both
+# serving its own queues and against the installed dist-master).
 # C_FLAGS carries the sanitizer flags when the library was built with them.
 set -euo pipefail
 BUILD=$1 SRC=$2 CFLAGS_EXTRA=${3:-}
@@ -103,8 +105,28 @@ if "$PREFIX/bin/dist" submit text.words 42 --master "$EP" 2>"$TMP/err"; then
     echo "text.words accepted a number" >&2; exit 1
 fi
 grep -q 'expected one string' "$TMP/err"
+# The classic example, as Python's pair: task_master serving its queues
+# (BaseManager.start()) to a task_worker that does 10 tasks; then both
+# connected to the installed dist-master, the worker stopped by SIGTERM.
+classic_results() {
+    [ "$(grep -c '^Result: [0-9]* \* [0-9]* = [0-9]*$' "$1")" -eq 10 ] ||
+        { cat "$1" >&2; echo "task_master did not print 10 results" >&2; exit 1; }
+}
+"$TMP/ex-classic/task_master" --bind "ipc://$TMP/classic.ipc" >"$TMP/classic1.out" &
+TM=$!
+PIDS+=("$TM")
+timeout 60 "$TMP/ex-classic/task_worker" --master "ipc://$TMP/classic.ipc" -n 10 >/dev/null
+wait "$TM"
+classic_results "$TMP/classic1.out"
+"$TMP/ex-classic/task_worker" --master "$EP" >/dev/null &
+TW=$!
+PIDS+=("$TW")
+timeout 60 "$TMP/ex-classic/task_master" --master "$EP" >"$TMP/classic2.out"
+classic_results "$TMP/classic2.out"
+kill -TERM "$TW"
+wait "$TW"
 stop_cluster
-echo "installed programs ran the example task plugin"
+echo "installed programs ran the example task plugin and the classic example"
 
 # 2. pkg-config.
 export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig"
