@@ -8,9 +8,9 @@
  *                  [--key NAME.key [--server-key master.pub] [--allow-clients DIR]]
  *                  [--insecure]
  *
- *  By default it serves on tcp://127.0.0.1:5555 (BaseManager.start());
- *  with --master it uses the queues of a running dist-master instead
- *  (BaseManager.connect()). Serving anywhere but loopback needs keys:
+ *  It serves on --bind, default tcp://127.0.0.1:5555 (BaseManager.start());
+ *  with --master (or $DIST_MASTER, when --bind is not given) it uses the
+ *  queues of a running dist-master instead (BaseManager.connect()). Serving anywhere but loopback needs keys:
  *  --key master.key --allow-clients DIR, where DIR holds the workers'
  *  public keys and master.pub itself. Keys may also come from $DIST_KEY
  *  and $DIST_SERVER_KEY when connecting.
@@ -33,11 +33,13 @@ static void s_log(dist_log_level_t level, const char *component, const char *msg
 
 int main(int argc, char **argv)
 {
-    dist_manager_opts_t o = { .bind = "tcp://127.0.0.1:5555", .log = s_log };
+    const char *env = getenv("DIST_MASTER");
+    dist_manager_opts_t o = { .master = env, .bind = env ? NULL : "tcp://127.0.0.1:5555",
+                              .log = s_log };
     int count = 10;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--bind") == 0 && i + 1 < argc)
-            o.bind = argv[++i];
+            o.bind = argv[++i], o.master = NULL;
         else if (strcmp(argv[i], "--master") == 0 && i + 1 < argc)
             o.master = argv[++i], o.bind = NULL;
         else if (strcmp(argv[i], "-n") == 0 && i + 1 < argc)

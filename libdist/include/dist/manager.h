@@ -91,7 +91,8 @@ typedef struct {
      * as its client key too, with server_key defaulting to key (a .key
      * file holds the public key): so the master's .pub must also be in
      * allow_clients. NULL keys: $DIST_KEY, $DIST_SERVER_KEY for the
-     * connection, none for the master. */
+     * connection (connect mode); serving without key while either is
+     * set fails with EINVAL, as the connection would use them. */
     const char *key;
     const char *server_key;
     const char *allow_clients;     /* serve mode only */
@@ -104,7 +105,8 @@ typedef struct {
 
 /* Starts the master (serve mode: opts->bind set) and connects to it, or
  * connects to opts->master. NULL with errno on failure: EINVAL (bad
- * options), EADDRINUSE and the other codes of dist_master_new, and those of
+ * options: bind with master, allow lists without bind, see key above),
+ * EADDRINUSE and the other codes of dist_master_new, and those of
  * dist_client_new (the positive code of DIST_ENOMASTER when nobody answers
  * within connect_timeout_ms, of DIST_EREFUSED for a refused key, ...);
  * dist_strerror(errno) names them. Blocks up to connect_timeout_ms. */

@@ -96,6 +96,17 @@ dist_manager_t *dist_manager_new(const dist_manager_opts_t *opts)
     pthread_cond_init(&self->idle, NULL);
     int err = 0;
     const char *server_key = o->server_key;
+    if (o->bind && !o->key && (getenv("DIST_KEY") || getenv("DIST_SERVER_KEY"))) {
+        /* The connection would take them and speak CURVE to a master
+         * without keys, which looks like no master at all. */
+        if (self->log)
+            self->log(DIST_LOG_ERROR, "manager",
+                      "serving without a key while $DIST_KEY or $DIST_SERVER_KEY is set: "
+                      "give the master's key, or unset them",
+                      self->log_userdata);
+        err = EINVAL;
+        goto fail;
+    }
     if (o->bind) {
         dist_master_opts_t mo = {
             .bind = o->bind,
