@@ -482,6 +482,7 @@ typedef struct {
     char **pending; /* in order: lines waiting for the ones before them */
     size_t next;    /* the next index to print */
     size_t failed;
+    bool share_tty; /* results go to a terminal too: clear the bar around them */
     cli_progress_t progress;
 } map_out_t;
 
@@ -510,6 +511,15 @@ static char *s_map_line(size_t index, dist_result_t *r, bool with_index)
     return text;
 }
 
+/* One result line to stdout; on a terminal shared with the progress bar,
+ * the bar is cleared first so that the line starts at column 0. */
+static void s_map_emit(map_out_t *m, const char *line)
+{
+    if (m->share_tty)
+        cli_progress_clear(&m->progress);
+    puts(line);
+}
+
 static void s_map_result(size_t index, dist_result_t *r, void *ud)
 {
     map_out_t *m = ud;
@@ -519,19 +529,29 @@ static void s_map_result(size_t index, dist_result_t *r, void *ud)
     char *line = s_map_line(index, r, m->unordered);
     if (!line)
         line = strdup("{\"error\": \"out of memory\"}");
+    bool wrote = false;
     if (m->unordered) {
-        if (line)
-            puts(line);
+        if (line) {
+            s_map_emit(m, line);
+            wrote = true;
+        }
         free(line);
     } else {
         m->pending[index] = line;
         while (m->next < m->progress.total && m->pending[m->next]) {
-            puts(m->pending[m->next]);
+            s_map_emit(m, m->pending[m->next]);
+            wrote = true;
             free(m->pending[m->next]);
             m->pending[m->next++] = NULL;
         }
     }
-    cli_progress_update(&m->progress, 1);
+    if (wrote && m->share_tty) {
+        fflush(stdout);
+        m->progress.done++;
+        cli_progress_redraw(&m->progress);
+    } else {
+        cli_progress_update(&m->progress, 1);
+    }
 }
 
 /* Reads stdin: every non-blank line one JSON array, packed back to back
@@ -614,6 +634,7 @@ static int s_cmd_map(cli_t *cli)
     }
     if (c && !code) {
         cli_progress_init(&m.progress, n, isatty(STDERR_FILENO));
+        m.share_tty = m.progress.on && isatty(STDOUT_FILENO);
         int rc = dist_client_map_unordered(c, task, items, n, cli->task_timeout_ms, cli->wait_ms,
                                            s_map_result, &m);
         cli_progress_done(&m.progress);
