@@ -1,6 +1,7 @@
 /*  json.h - how the dist command line maps JSON to MessagePack and back.
  *
- *  JSON to MessagePack: null, true/false, integers (int64), reals
+ *  JSON to MessagePack: null, true/false, integers (int64, and uint64 above
+ *  INT64_MAX up to 2^64-1), reals
  *  (float64), strings (str, NUL bytes included), arrays, and objects (maps
  *  with str keys). Two object forms stand for the MessagePack types JSON
  *  lacks, so that what dist prints can be fed back in:
@@ -9,8 +10,8 @@
  *  (an object of exactly those keys with valid values; anything else is an
  *  ordinary map).
  *
- *  MessagePack to JSON: the reverse, plus: unsigned integers above
- *  INT64_MAX become reals, float NaN and infinities become null, a map key
+ *  MessagePack to JSON: the reverse (unsigned integers above INT64_MAX are
+ *  printed as their exact digits by cli_json_text), plus: float NaN and infinities become null, a map key
  *  that is not a str becomes its JSON text ({1: "a"} -> {"1": "a"}), and
  *  invalid UTF-8 in a str is replaced by U+FFFD (JSON text is UTF-8).
  *
@@ -27,6 +28,10 @@
 /* Packs v as one MessagePack value. 0, or -1 with a one-line reason in
  * err (the packer may then hold part of the value). */
 int cli_json_pack(const json_t *v, msgpack_packer *pk, char *err, size_t errlen);
+
+/* jansson's json_loadb (one value of any type, NUL allowed in strings)
+ * that also takes integers above INT64_MAX up to 2^64-1. */
+json_t *cli_json_load(const char *text, size_t len, json_error_t *je);
 
 /* Parses `text` (one JSON value, nothing after it) and packs it. 0, or -1
  * with jansson's reason (and the column) in err. */

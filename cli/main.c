@@ -153,7 +153,9 @@ static void s_help(const char *cmd)
                "stdout. Each ARG is one JSON value: 5, -2.5, true, null, '\"text\"', '[1,2]',\n"
                "'{\"a\": 1}' (quote strings twice: once for JSON, once for the shell).\n"
                "Binary values are printed as {\"$bin\": \"<base64>\"} and can be passed the\n"
-               "same way. A failed task prints its error on stderr and exits with 1.\n"
+               "same way. An ARG of the form @FILE is the JSON value held in FILE, and @- the\n"
+               "one read from stdin (for values too large for a command line, e.g. 10 MB).\n"
+               "A failed task prints its error on stderr and exits with 1.\n"
                "When the master is full (--max-queued), dist waits for room.\n"
                "\n"
                "Options:\n"
@@ -421,6 +423,72 @@ static bool s_print_value(dist_result_t *r, FILE *out)
 
 /* ---- submit ----------------------------------------------------------------------- */
 
+/* Reads all of f into a malloc'd buffer; NULL with errno set on failure. */
+static char *s_slurp(FILE *f, size_t *len)
+{
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap) {
+            if (ferror(f)) {
+                free(buf);
+                errno = EIO;
+                return NULL;
+            }
+            *len = n;
+            return buf;
+        }
+        char *grown = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
+        if (!grown) {
+            free(buf);
+            errno = ENOMEM;
+            return NULL;
+        }
+        buf = grown;
+        cap *= 2;
+    }
+    errno = ENOMEM;
+    return NULL;
+}
+
+/* Packs argument i written @FILE (or @- for stdin, once) as the JSON value
+ * the file holds. 0, or EXIT_USAGE after a message. */
+static int s_pack_file_arg(cli_t *cli, int i, bool *stdin_used, msgpack_packer *pk)
+{
+    const char *path = cli->pos[i] + 1;
+    bool is_stdin = strcmp(path, "-") == 0;
+    if (!*path)
+        return s_usage(cli, "argument %d: '@' needs a file name (@FILE, or @- for stdin)", i);
+    if (is_stdin && *stdin_used)
+        return s_usage(cli, "argument %d: stdin (@-) can be read only once", i);
+    FILE *f = is_stdin ? stdin : fopen(path, "rb");
+    if (!f)
+        return s_usage(cli, "argument %d: cannot open %s: %s", i, path, strerror(errno));
+    size_t len = 0;
+    char *text = s_slurp(f, &len);
+    int err_no = errno;
+    if (is_stdin)
+        *stdin_used = true;
+    else
+        fclose(f);
+    if (!text)
+        return s_usage(cli, "argument %d: cannot read %s: %s", i, is_stdin ? "stdin" : path,
+                       strerror(err_no));
+    json_error_t je;
+    json_t *v = cli_json_load(text, len, &je);
+    free(text);
+    if (!v)
+        return s_usage(cli, "argument %d: %s does not hold one JSON value: %s (line %d, column %d)",
+                       i, is_stdin ? "stdin" : path, je.text, je.line, je.column);
+    char err[160];
+    int rc = cli_json_pack(v, pk, err, sizeof err);
+    json_decref(v);
+    if (rc)
+        return s_usage(cli, "argument %d (%s): %s", i, is_stdin ? "stdin" : path, err);
+    return 0;
+}
+
 static int s_cmd_submit(cli_t *cli)
 {
     if (cli->npos < 1)
@@ -433,8 +501,17 @@ static int s_cmd_submit(cli_t *cli)
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_array(&pk, (size_t)(cli->npos - 1));
+    bool stdin_used = false;
     for (int i = 1; i < cli->npos; i++) {
         char err[160];
+        if (cli->pos[i][0] == '@') {
+            int rc = s_pack_file_arg(cli, i, &stdin_used, &pk);
+            if (rc) {
+                msgpack_sbuffer_destroy(&sb);
+                return rc;
+            }
+            continue;
+        }
         if (cli_json_pack_text(cli->pos[i], &pk, err, sizeof err)) {
             msgpack_sbuffer_destroy(&sb);
             const char *a = cli->pos[i];
@@ -570,7 +647,7 @@ static int s_read_items(cli_t *cli, msgpack_sbuffer *sb, dist_bytes_t **items_ou
         if (strspn(line, " \t\r\n") == (size_t)len)
             continue;
         json_error_t je;
-        json_t *v = json_loadb(line, (size_t)len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+        json_t *v = cli_json_load(line, (size_t)len, &je);
         if (!v) {
             rc = s_usage(cli, "stdin line %zu: %s (column %d)", lineno, je.text, je.column);
             break;
