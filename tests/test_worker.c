@@ -1028,6 +1028,18 @@ static void test_program_plugin_load_failure(void **state)
     assert_int_equal(s_run_program((const char *const[]){ "--tasks", "/nonexistent/plugin.so", NULL },
                                    out, err, sizeof out), 1);
     assert_non_null(strstr(err, "cannot load plugin /nonexistent/plugin.so: "));
+    assert_null(strstr(err, "write ./"));
+    /* A bare name is looked up in the library path: the error says how to
+     * name a file. */
+    assert_int_equal(s_run_program((const char *const[]){ "--tasks", "no_such_plugin.so", NULL },
+                                   out, err, sizeof out), 1);
+    assert_non_null(strstr(err, "write ./no_such_plugin.so"));
+    /* A library that registers no task loads, with a warning (here the
+     * worker then stops at its bad endpoint). */
+    assert_int_equal(s_run_program((const char *const[]){ "--tasks", "libm.so.6", "--master",
+                                                          "nonsense", NULL },
+                                   out, err, sizeof out), 2);
+    assert_non_null(strstr(err, "plugin libm.so.6 registered no task"));
 }
 
 /* The program with the test plugin and --allow-exec: HELLO names the

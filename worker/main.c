@@ -254,11 +254,24 @@ int main(int argc, char **argv)
             snprintf(here, sizeof here, "./%s", path) < (int)sizeof here)
             path = here;
         if (!dlopen(path, RTLD_NOW)) {
-            s_say(DIST_LOG_ERROR, "cannot load plugin %s: %s", plugins[i], dlerror());
+            /* A bare name that is no file here was looked up in the
+             * library path: say how to name a file. */
+            bool bare = !strchr(plugins[i], '/');
+            s_say(DIST_LOG_ERROR, "cannot load plugin %s: %s%s%s%s", plugins[i], dlerror(),
+                  bare ? " (a bare name is searched in the library path; for a file, write ./"
+                       : "",
+                  bare ? plugins[i] : "", bare ? " or its full path)" : "");
             free(plugins);
             return EXIT_RUNTIME;
         }
-        s_say(DIST_LOG_INFO, "loaded plugin %s: %zu tasks", plugins[i], dist_task_count() - before);
+        size_t added = dist_task_count() - before;
+        if (added == 0)
+            s_say(DIST_LOG_WARN,
+                  "plugin %s registered no task (is each one declared with DIST_TASK, or "
+                  "registered from a constructor?)",
+                  plugins[i]);
+        else
+            s_say(DIST_LOG_INFO, "loaded plugin %s: %zu tasks", plugins[i], added);
     }
     free(plugins);
 
