@@ -203,7 +203,15 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, ":hV", longopts, NULL)) != -1) {
         switch (c) {
-        case O_BIND: o.bind = optarg; break;
+        case O_BIND:
+            /* One ROUTER socket, one endpoint: a second --bind would
+             * silently replace the first. */
+            if (o.bind)
+                s_bad_usage("--bind given twice ('%s', then '%s'): a master listens on one "
+                            "endpoint",
+                            o.bind, optarg);
+            o.bind = optarg;
+            break;
         case O_NAME:
             if (!*optarg || strlen(optarg) > 128)
                 s_bad_usage("--name: expected 1 to 128 bytes, got '%s'%s", optarg, "");
