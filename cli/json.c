@@ -386,6 +386,12 @@ json_t *cli_json_from_msgpack(const msgpack_object *o)
         for (uint32_t i = 0; m && i < o->via.map.size; i++) {
             size_t klen;
             char *key = s_key(&o->via.map.ptr[i].key, &klen);
+            /* Of repeated keys (or keys that print alike) the first wins,
+             * as in dist_wire_map_get and the metrics' JSON. */
+            if (key && json_object_getn(m, key, klen)) {
+                free(key);
+                continue;
+            }
             json_t *val = key ? cli_json_from_msgpack(&o->via.map.ptr[i].val) : NULL;
             if (!val || json_object_setn_new_nocheck(m, key, klen, val)) {
                 json_decref(m);

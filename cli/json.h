@@ -1,21 +1,66 @@
 /*  json.h - how the dist command line maps JSON to MessagePack and back.
  *
- *  JSON to MessagePack: null, true/false, integers (int64, and uint64 above
- *  INT64_MAX up to 2^64-1), reals
- *  (float64), strings (str, NUL bytes included), arrays, and objects (maps
- *  with str keys). Two object forms stand for the MessagePack types JSON
- *  lacks, so that what dist prints can be fed back in:
- *    {"$bin": "<base64>"}                 -> bin
- *    {"$ext": <type -128..127>, "data": "<base64>"} -> ext
- *  (an object of exactly those keys with valid values; anything else is an
- *  ordinary map).
+ *  This is the command line's JSON form, made to round-trip: what dist
+ *  prints (`dist submit` and `dist result` values, `dist map` lines,
+ *  `dist status --json`) can be given back to dist as arguments and packs
+ *  to the same MessagePack. It differs on purpose from the form of the
+ *  metrics endpoint's /api/status (libdist/src/master/mpjson_internal.h,
+ *  docs/OBSERVABILITY.md "JSON forms"), which is for reading and is never
+ *  fed back: there a bin is a bare base64 string, indistinguishable from
+ *  a str, and an ext is {"ext_type": T, "data": ...}; here both are
+ *  marked objects that the way in recognises. They also differ in two
+ *  details: reals print here with the fewest digits that read back
+ *  exactly (0.1, where /api/status has jansson's 17 digits,
+ *  0.10000000000000001), for people and for scripts comparing values; and
+ *  a NUL in a str map key stays a NUL here (\u0000) but becomes U+FFFD
+ *  there (jansson's plain object keys are C strings). Everything else
+ *  below is the same in both. README "JSON in and out" is the user's
+ *  summary.
  *
- *  MessagePack to JSON: the reverse (unsigned integers above INT64_MAX are
- *  printed as their exact digits by cli_json_text), plus: float NaN and infinities become null, a map key
- *  that is not a str becomes its JSON text ({1: "a"} -> {"1": "a"}), and
- *  invalid UTF-8 in a str is replaced by U+FFFD (JSON text is UTF-8).
+ *  JSON to MessagePack:
+ *      null, true / false      nil, bool
+ *      integer                 int; above INT64_MAX up to 2^64-1, uint64
+ *                              (jansson stops at int64: cli_json_load
+ *                              carries such a number as a tagged string);
+ *                              anything beyond is an error
+ *      real                    float64 (one beyond a double is an error)
+ *      string                  str (\u0000 becomes a NUL byte)
+ *      array                   array
+ *      object                  map with str keys, in the text's order; of
+ *                              repeated keys jansson keeps the last
+ *      {"$bin": "<base64>"}    bin
+ *      {"$ext": T, "data": "<base64>"}   ext of type T (-128..127)
+ *  The last two only for an object of exactly those keys with valid values
+ *  (standard base64 with padding); anything else is an ordinary map.
  *
- *  Parsing is jansson's; nothing here parses JSON by hand.
+ *  MessagePack to JSON, the reverse:
+ *      nil, bool, int          null, true / false, integer; a positive int
+ *                              above INT64_MAX prints as its exact digits
+ *                              (cli_json_text)
+ *      float32, float64        real; cli_json_text prints the fewest
+ *                              significant digits that read back as the
+ *                              same double (one precision for a whole
+ *                              text: the most that any of its reals
+ *                              needs), a float32 widened first (0.1f is
+ *                              0.10000000149011612); NaN and infinities
+ *                              become null (JSON has no such numbers)
+ *      str                     string; each byte of an invalid UTF-8
+ *                              sequence (overlongs and surrogates
+ *                              included) becomes U+FFFD, since JSON text
+ *                              is UTF-8; NUL bytes stay (\u0000)
+ *      bin                     {"$bin": "<base64>"}
+ *      ext                     {"$ext": T, "data": "<base64>"}
+ *      array, map              array, object; a map key that is not a str
+ *                              becomes the compact JSON text of its own
+ *                              form ({1: "a"} -> {"1": "a"}, a bin key ->
+ *                              "{\"$bin\":\"...\"}"); of repeated keys
+ *                              (also keys that print alike, 1 and "1")
+ *                              the first wins, as in dist_wire_map_get
+ *  Only those last cases do not round-trip: NaN and
+ *  infinities, invalid UTF-8, keys that are not str, repeated keys.
+ *
+ *  Parsing is jansson's; cli_json_load only looks, outside strings, for
+ *  integers too large for jansson's int64 before handing it the text.
  */
 #ifndef DIST_CLI_JSON_H_INCLUDED
 #define DIST_CLI_JSON_H_INCLUDED

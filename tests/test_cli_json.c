@@ -150,8 +150,15 @@ static void test_msgpack_to_json(void **state)
     s_expect_text("\xcb\x7f\xf0\x00\x00\x00\x00\x00\x00", 9, "null");
     s_expect_text("\xcb\xff\xf0\x00\x00\x00\x00\x00\x00", 9, "null");
     s_expect_text("\xca\x3f\xc0\x00\x00", 5, "1.5"); /* float32 */
+    s_expect_text("\xca\x3d\xcc\xcc\xcd", 5, "0.10000000149011612"); /* 0.1f, widened */
     /* Map keys that are not strings: their JSON text. */
     s_expect_text("\x83\x01\xa1" "a\xc0\x02\x91\x01\x03", 9, "{\"1\":\"a\",\"null\":2,\"[1]\":3}");
+    /* Of repeated keys, and of keys that print alike, the first wins. */
+    s_expect_text("\x82\xa1k\x01\xa1k\x02", 7, "{\"k\":1}");
+    s_expect_text("\x82\x01\xa1" "a\xa1" "1\xa1" "b", 8, "{\"1\":\"a\"}");
+    /* A bin key is the text of its marked form; a NUL in a str key stays. */
+    s_expect_text("\x81\xc4\x01\x01\xc3", 5, "{\"{\\\"$bin\\\":\\\"AQ==\\\"}\":true}");
+    s_expect_text("\x81\xa3" "a\0b\x01", 6, "{\"a\\u0000b\":1}");
     /* Invalid UTF-8 becomes U+FFFD, in values and keys. */
     s_expect_text("\xa3" "a\xff" "b", 4, "\"a\xef\xbf\xbd" "b\"");
     s_expect_text("\xa2\xc0\x80", 3, "\"\xef\xbf\xbd\xef\xbf\xbd\""); /* overlong NUL */

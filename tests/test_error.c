@@ -1,7 +1,10 @@
 /* test_error.c - error codes and their names. */
 #include <dist.h>
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "testutil.h"
 
@@ -37,6 +40,44 @@ static void test_every_code_has_a_distinct_name(void **state)
     assert_string_equal(dist_strerror(-EMFILE), strerror(EMFILE));
 }
 
+/* A failed constructor leaves errno such that dist_strerror(errno) is the
+ * message (dist/error.h): a plain errno value, and one of the library's own
+ * codes, which strerror() does not know. */
+static void test_failed_constructor_errno(void **state)
+{
+    (void)state;
+    dist_pool_opts_t po = { .processes = -1 };
+    errno = 0;
+    assert_null(dist_pool_new(&po));
+    assert_int_equal(errno, EINVAL);
+    assert_string_equal(dist_strerror(errno), "invalid argument");
+    assert_string_equal(dist_strerror(errno), dist_strerror(DIST_EINVAL));
+
+    errno = 0;
+    assert_null(dist_queue_new(0, 1)); /* a ring below 64 bytes */
+    assert_string_equal(dist_strerror(errno), "invalid argument");
+
+    dist_client_opts_t co = { .master = "no-such-transport://x", .connect_timeout_ms = 200 };
+    errno = 0;
+    assert_null(dist_client_new(&co));
+    assert_int_equal(errno, EINVAL);
+    assert_string_equal(dist_strerror(errno), "invalid argument");
+
+    /* Nobody at this ipc path: no welcome within the connect timeout. */
+    char dir[] = "/tmp/dist-error-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char ep[64];
+    snprintf(ep, sizeof ep, "ipc://%s/nobody", dir);
+    co.master = ep;
+    errno = 0;
+    assert_null(dist_client_new(&co));
+    int e = errno;
+    rmdir(dir);
+    assert_int_equal(e, -DIST_ENOMASTER);
+    assert_string_equal(dist_strerror(e), "no master answered");
+    assert_string_not_equal(strerror(e), dist_strerror(e));
+}
+
 static void test_version(void **state)
 {
     (void)state;
@@ -48,6 +89,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_errno_codes_equal_minus_errno),
         cmocka_unit_test(test_every_code_has_a_distinct_name),
+        cmocka_unit_test(test_failed_constructor_errno),
         cmocka_unit_test(test_version),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,5 +1,9 @@
 /*  dist.h - the libdist umbrella header: include this to get the whole
  *  public API. Each module's header documents its own contract.
+ *
+ *  C++ includes these headers as they are: each one wraps its own
+ *  declarations in extern "C" (this one declares nothing, so it needs no
+ *  guard), and tests/test_cxx.cpp builds them as C++17 with -pedantic.
  */
 #ifndef DIST_H_INCLUDED
 #define DIST_H_INCLUDED

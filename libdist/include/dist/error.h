@@ -4,8 +4,23 @@
  *  success and a negative DIST_E* code on failure. Where a POSIX errno
  *  describes the failure the code is exactly -errno (DIST_ENOMEM == -ENOMEM),
  *  so callers may compare against either spelling. Failures that have no
- *  errno equivalent use codes below DIST__EBASE. Constructors that return a
- *  pointer return NULL and set errno to the positive code instead.
+ *  errno equivalent use codes below DIST__EBASE.
+ *
+ *  Constructors and the other functions that return a pointer (x_new,
+ *  dist_pool_apply_async, dist_wire_msg_decode, ...) return NULL and set
+ *  errno to the same code made positive: a plain errno value (EINVAL,
+ *  ENOMEM, EADDRINUSE, ...) or the negation of a library code (errno ==
+ *  -DIST_ENOMASTER). dist_strerror() takes either sign, so the message is
+ *  always dist_strerror(errno):
+ *
+ *      dist_client_t *c = dist_client_new(&opts);
+ *      if (!c)
+ *          fprintf(stderr, "client: %s\n", dist_strerror(errno));
+ *
+ *  strerror(errno) is wrong there: the C library does not know the
+ *  library's own codes (DIST_ENOMASTER is -10010; strerror(10010) is
+ *  "Unknown error 10010"). Save errno before calling anything else that
+ *  may change it.
  *
  *  The library never aborts or exits on bad input, a failing system call or
  *  a dead child process: it returns one of these codes.
@@ -49,8 +64,11 @@ extern "C" {
 #define DIST_EREFUSED  (DIST__EBASE - 11) /* the master refused the request (see its message) */
 #define DIST_ELAST     (DIST__EBASE - 11)
 
-/* A short English description of `code` (either sign is accepted; 0 gives
- * "success"). Returns a static string that is never freed; thread-safe. */
+/* A short English description of `code`: a return value (negative), or
+ * errno after a constructor failed (positive; see above). Either sign
+ * names the same error; 0 gives "success", any other errno the C
+ * library's text, and a value that is neither "unknown error". Returns a
+ * static string that is never freed; thread-safe. */
 DIST_EXPORT const char *dist_strerror(int code);
 
 #ifdef __cplusplus

@@ -21,6 +21,10 @@
 
 #include "common.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Writes a new key pair to `name`.pub (mode 0644) and `name`.key (mode
  * 0600 from its creation: it is never readable by others, not even for a
  * moment). Without force an existing file is left alone and -EEXIST is
@@ -33,5 +37,9 @@ DIST_EXPORT int dist_keygen(const char *name, bool force);
  * Z85 and a NUL into z85[41]. 0, -ENOENT, -EACCES (a secret key file with
  * group or other permissions), or -EINVAL (not a key file). */
 DIST_EXPORT int dist_key_public(const char *path, char z85[41]);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -97,8 +97,16 @@ typedef struct {
     const char *name;
 } dist_task_ref_t;
 
+/* C spells the value as a compound literal; ISO C++ has neither those nor
+ * (before C++20) designated initializers, so C++ gets the same value as a
+ * braced temporary and both languages write DIST_FN(f). */
+#ifdef __cplusplus
+#define DIST_FN(f) (dist_task_ref_t{ (f), nullptr })
+#define DIST_NAMED(n) (dist_task_ref_t{ nullptr, (n) })
+#else
 #define DIST_FN(f) ((dist_task_ref_t){ .fn = (f), .name = NULL })
 #define DIST_NAMED(n) ((dist_task_ref_t){ .fn = NULL, .name = (n) })
+#endif
 
 #ifdef __cplusplus
 }

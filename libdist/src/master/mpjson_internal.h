@@ -1,21 +1,40 @@
-/*  mpjson_internal.h - MessagePack to JSON (jansson), for the metrics
- *  endpoint's /api/status and for anything else that shows a decoded
- *  message as JSON (e.g. `dist status --json`), so that both agree.
+/*  mpjson_internal.h - MessagePack to JSON (jansson) for the metrics
+ *  endpoint's /api/status: the form for reading, by the dashboard, by
+ *  scripts with curl and jq, never fed back to anything.
+ *
+ *  It differs on purpose from the dist command line's form (cli/json.h,
+ *  used by `dist status --json` and for task values), which must
+ *  round-trip and so marks bin and ext as {"$bin": ...} and {"$ext": ...}
+ *  objects. Here a bin is a bare base64 string: a reader wants the value,
+ *  and /api/status (docs/OBSERVABILITY.md "JSON forms") is a documented
+ *  schema the dashboard reads as it is. They also differ in two details:
+ *  the command line prints reals with the fewest digits that read back
+ *  exactly (0.1; here jansson's 17 digits), and keeps a NUL in a str map
+ *  key (U+FFFD here). The rest is the same in both.
  *
  *  The conversion is total: every MessagePack value has a JSON form.
  *      nil, bool               null, true / false
  *      int                     integer; a positive one above INT64_MAX
  *                              becomes a real (JSON readers lose such
  *                              precision anyway)
- *      float                   real; NaN and infinities become null
- *      str                     string; invalid UTF-8 sequences become
- *                              U+FFFD (JSON text must be UTF-8)
+ *      float32, float64        real, printed by jansson with 17 significant
+ *                              digits (0.1 is 0.10000000000000001, 1.0 is
+ *                              1.0; a float32 is widened first); NaN and
+ *                              infinities become null (JSON has no such
+ *                              numbers)
+ *      str                     string; each byte of an invalid UTF-8
+ *                              sequence (overlongs and surrogates
+ *                              included) becomes U+FFFD, since JSON text
+ *                              must be UTF-8; NUL bytes stay (\u0000)
  *      bin                     string, standard base64 with padding
- *      ext                     object {"ext_type": int, "data": base64}
+ *      ext                     object {"ext_type": T, "data": "<base64>"}
  *      array, map              array, object; a map key that is not a str
  *                              is written as the compact JSON text of its
- *                              value (1 -> "1"); of repeated keys the first
- *                              wins, as in dist_wire_map_get
+ *                              value here (1 -> "1", a bin -> "\"AQ==\"");
+ *                              in a str key invalid UTF-8 and NUL become
+ *                              U+FFFD; of repeated keys (also keys that
+ *                              print alike, 1 and "1") the first wins, as
+ *                              in dist_wire_map_get
  *
  *  Nothing here keeps state; the functions are reentrant.
  */
