@@ -34,6 +34,14 @@ if command -v help2man >/dev/null; then
     grep -q 'max\\-attempts' "$PREFIX/share/man/man1/dist-master.1"
     grep -q '^\.SS "map"' "$PREFIX/share/man/man1/dist.1"
 fi
+# While at 0.x the soname carries the minor version (libdist/CMakeLists.txt):
+# a program built against 0.1 never loads a 0.2 library.
+ver=$(sed -n 's/^project(libdist VERSION \([0-9]*\)\.\([0-9]*\)\..*/\1.\2/p' "$SRC/CMakeLists.txt")
+case "$ver" in 0.*) want_so=$ver ;; *) want_so=${ver%%.*} ;; esac
+for lib in libdist libdist-local; do
+    soname=$(readelf -d "$PREFIX/lib/$lib.so" | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')
+    [ "$soname" = "$lib.so.$want_so" ] || { echo "$lib.so: soname '$soname', expected $lib.so.$want_so" >&2; exit 1; }
+done
 # Only the documented API is exported from the shared libraries.
 for lib in libdist.so libdist-local.so; do
     if nm -D --defined-only "$PREFIX/lib/$lib" | awk '{print $3}' | grep -v '^dist_' | grep -v '^_' ; then
