@@ -100,6 +100,18 @@ static int t_echo_len(dist_task_ctx_t *ctx, const msgpack_object *args, msgpack_
     return msgpack_pack_uint64(out, n);
 }
 
+/* The first random numbers a fresh pool process draws, with its pid. */
+static int t_rand(dist_task_ctx_t *ctx, const msgpack_object *args, msgpack_packer *out)
+{
+    (void)ctx;
+    (void)args;
+    msgpack_pack_array(out, 3);
+    msgpack_pack_int64(out, getpid());
+    msgpack_pack_int64(out, rand());
+    return msgpack_pack_int64(out, (int64_t)(drand48() * 281474976710656.0)); /* 2^48 */
+}
+DIST_TASK("test.rand", t_rand)
+
 /* Shared with every pool process: where tasks and initializers report. */
 struct board {
     _Atomic int inits;
@@ -164,6 +176,19 @@ static size_t s_pack_int(unsigned char *buf, int64_t x)
     size_t n = sb.size;
     msgpack_sbuffer_destroy(&sb);
     return n;
+}
+
+/* Maps `task` over n empty argument arrays, one item per message (with
+ * maxtasksperchild=1, one fresh process per item); asserts success. */
+static dist_results_t *s_map_no_args(dist_pool_t *p, dist_task_ref_t task, size_t n)
+{
+    dist_bytes_t items[64];
+    assert_true(n <= 64);
+    for (size_t i = 0; i < n; i++)
+        items[i] = (dist_bytes_t){ "\x90", 1 };
+    dist_results_t *rs;
+    assert_int_equal(dist_pool_map(p, task, items, n, 1, &rs), 0);
+    return rs;
 }
 
 static int s_setup(void **state)
@@ -688,11 +713,7 @@ static void test_maxtasksperchild_recycles(void **state)
     (void)state;
     dist_pool_t *p = s_pool(2, 1, 0, 0);
     enum { N = 12 };
-    dist_bytes_t items[N];
-    for (int i = 0; i < N; i++)
-        items[i] = (dist_bytes_t){ "\x90", 1 };
-    dist_results_t *rs;
-    assert_int_equal(dist_pool_map(p, DIST_FN(t_pid), items, N, 1, &rs), 0);
+    dist_results_t *rs = s_map_no_args(p, DIST_FN(t_pid), N);
     int64_t pids[N];
     int distinct = 0;
     for (int i = 0; i < N; i++) {
@@ -724,6 +745,36 @@ static void test_maxtasksperchild_recycles(void **state)
     dist_pool_close(p);
     assert_int_equal(dist_pool_join(p, 30000), 0);
     assert_true(atomic_load(&s_board->inits) >= N + 2);
+    dist_pool_destroy(&p);
+}
+
+/* Pool processes are forks of one fork server and would share its random
+ * state: each must draw its own sequence from rand() and drand48(). One
+ * task per process (maxtasksperchild=1), so every result is the first
+ * draw of a fresh process. */
+static void test_processes_have_own_random_state(void **state)
+{
+    (void)state;
+    dist_pool_t *p = s_pool(2, 1, 0, 0);
+    enum { N = 12 };
+    dist_results_t *rs = s_map_no_args(p, DIST_NAMED("test.rand"), N);
+    int64_t v[N][3];
+    for (int i = 0; i < N; i++) {
+        const msgpack_object *o = dist_result_value(dist_results_at(rs, (size_t)i));
+        assert_non_null(o);
+        for (size_t k = 0; k < 3; k++)
+            assert_int_equal(dist_arg_int(o, k, &v[i][k]), 0);
+    }
+    dist_results_destroy(&rs);
+    int pairs = 0;
+    for (int i = 0; i < N; i++)
+        for (int k = 0; k < i; k++)
+            if (v[i][0] != v[k][0]) {
+                pairs++;
+                assert_true(v[i][1] != v[k][1]); /* rand() */
+                assert_true(v[i][2] != v[k][2]); /* drand48() */
+            }
+    assert_true(pairs > 0); /* several processes did run it */
     dist_pool_destroy(&p);
 }
 
@@ -823,6 +874,7 @@ int main(void)
         PROCS(test_crashing_tasks_report_signal_or_status),
         PROCS(test_map_with_crashing_items),
         PROCS(test_maxtasksperchild_recycles),
+        PROCS(test_processes_have_own_random_state),
         PROCS(test_parent_threads_do_not_deadlock_children),
         PROCS(test_destroy_leaves_no_process),
         THREADS(test_apply_and_errors),

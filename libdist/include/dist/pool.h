@@ -21,6 +21,14 @@
  *  thread that created the pool (PR_SET_PDEATHSIG) - create pools from a
  *  thread that outlives them.
  *
+ *  Random numbers: forks would inherit one random state and draw the same
+ *  sequence, so each new pool process reseeds rand()/random() (srand,
+ *  srandom) and drand48() and its family (seed48) with a seed of its own,
+ *  from getrandom() (its pid and the time if the kernel's generator is not
+ *  ready), before the initializer runs: an initializer may seed again for
+ *  a reproducible sequence. The threads backend reseeds nothing (its
+ *  threads share the program's state).
+ *
  *  Failures (where this pool differs from Python's):
  *  - a pool process that dies while running a task (signal, exit, abort)
  *    fails exactly that task with DIST_ECRASHED and a message naming the
