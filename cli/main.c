@@ -42,7 +42,7 @@ static const struct {
 
 enum {
     O_MASTER, O_NAME, O_CONNECT, O_LOG, O_LOGFMT, O_TIMEOUT, O_WAIT, O_UNORDERED, O_JSON, O_HELP,
-    O_VERSION, O_KEY, O_SERVER_KEY, O_INSECURE, O_FORCE
+    O_VERSION, O_KEY, O_SERVER_KEY, O_INSECURE, O_FORCE, O_MAX_MESSAGE
 };
 
 static const struct {
@@ -66,6 +66,7 @@ static const struct {
     [O_SERVER_KEY] = { "server-key", 0, true, C_NET },
     [O_INSECURE] = { "insecure", 0, false, C_NET },
     [O_FORCE] = { "force", 0, false, C_KEYGEN },
+    [O_MAX_MESSAGE] = { "max-message", 0, true, C_NET },
 };
 
 typedef struct {
@@ -74,6 +75,7 @@ typedef struct {
     const char *master;
     const char *name;
     int connect_timeout_ms;
+    size_t max_message;
     int log_level;
     int task_timeout_ms;
     int wait_ms; /* -1: forever */
@@ -120,6 +122,9 @@ static const char s_common_help[] =
     "  --name NAME            this client's name, as the master shows it\n"
     "                         (default: HOST:PID:RANDOM)\n"
     "  --connect-timeout MS   how long to wait for the master's welcome (default: 5000)\n"
+    "  --max-message BYTES    largest message sent or taken; K, M and G suffixes, 1K to 1G\n"
+    "                         (default 64M, as dist-master and dist-worker; the smaller\n"
+    "                         of this and the master's applies)\n"
     "  --log-level LEVEL      error, warn, info or debug, logged to stderr (default: warn)\n"
     "  --log-format FORMAT    text (default) or json: one JSON object per log line\n"
     "  --key FILE             this client's secret key (NAME.key from 'dist keygen NAME';\n"
@@ -299,6 +304,13 @@ static int s_set_option(cli_t *cli, int o, const char *val)
     case O_SERVER_KEY: cli->server_key = val; break;
     case O_INSECURE: cli->insecure = true; break;
     case O_FORCE: cli->force = true; break;
+    case O_MAX_MESSAGE: {
+        uint64_t v;
+        if (dist_size_parse(val, &v) || v < DIST_MAX_MESSAGE_MIN || v > DIST_MAX_MESSAGE_MAX)
+            return s_usage(cli, "--max-message: '%s' is not a size from 1K to 1G (e.g. 64M)", val);
+        cli->max_message = (size_t)v;
+        break;
+    }
     }
     return 0;
 }
@@ -386,6 +398,7 @@ static dist_client_t *s_connect(const cli_t *cli, int *exit_code)
                              .server_key = cli->server_key,
                              .insecure = cli->insecure,
                              .connect_timeout_ms = cli->connect_timeout_ms,
+                             .max_message = cli->max_message,
                              .log = s_log,
                              .log_level = (dist_log_level_t)cli->log_level };
     dist_client_t *c = dist_client_new(&o);
