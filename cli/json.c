@@ -3,6 +3,8 @@
  */
 #include "json.h"
 
+#include <errno.h>
+
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -87,11 +89,97 @@ static int s_err(char *err, size_t errlen, const char *msg)
     return -1;
 }
 
+/* JSON has one number type and jansson keeps integers in int64, so an
+ * unsigned integer above INT64_MAX (up to 2^64-1, MessagePack's uint64)
+ * travels through jansson as a string behind this prefix: an object
+ * {S_U64_KEY: "digits"} on the way in, a string S_U64_TAG "digits" on the
+ * way out, turned back into bare digits by cli_json_text. The control
+ * character keeps both apart from anything a user writes. */
+#define S_U64_KEY "\001u64"
+#define S_U64_TAG "\001u64:"
+
+/* A copy of text[0..len) in which every integer token above INT64_MAX
+ * that fits in a uint64 is written {S_U64_KEY: "digits"}; NULL when there
+ * is none (or no memory: jansson then reports the number as too big). */
+static char *s_wrap_big_uints(const char *text, size_t len)
+{
+    char *out = NULL;
+    size_t olen = 0, ocap = 0, copied = 0;
+    bool in_str = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = false;
+            continue;
+        }
+        if (c == '"') {
+            in_str = true;
+            continue;
+        }
+        if (c < '0' || c > '9' || (i > 0 && strchr("-+.eE0123456789", text[i - 1])))
+            continue;
+        size_t j = i;
+        while (j < len && text[j] >= '0' && text[j] <= '9')
+            j++;
+        size_t nd = j - i;
+        if (nd < 19 || nd > 20 || (j < len && strchr(".eE", text[j]))) {
+            i = j - 1;
+            continue;
+        }
+        char digits[21];
+        memcpy(digits, text + i, nd);
+        digits[nd] = 0;
+        errno = 0;
+        unsigned long long u = strtoull(digits, NULL, 10);
+        if (errno == ERANGE || u <= (unsigned long long)INT64_MAX) {
+            i = j - 1;
+            continue;
+        }
+        size_t need = olen + (i - copied) + nd + 32 + (len - j);
+        if (need > ocap) {
+            char *grown = realloc(out, need + 1);
+            if (!grown) {
+                free(out);
+                return NULL;
+            }
+            out = grown;
+            ocap = need;
+        }
+        memcpy(out + olen, text + copied, i - copied);
+        olen += i - copied;
+        olen += (size_t)sprintf(out + olen, "{\"\\u0001u64\": \"%s\"}", digits);
+        copied = j;
+        i = j - 1;
+    }
+    if (!out)
+        return NULL;
+    memcpy(out + olen, text + copied, len - copied);
+    olen += len - copied;
+    out[olen] = 0;
+    return out;
+}
+
+json_t *cli_json_load(const char *text, size_t len, json_error_t *je)
+{
+    char *wrapped = s_wrap_big_uints(text, len);
+    json_t *v = wrapped ? json_loads(wrapped, JSON_DECODE_ANY | JSON_ALLOW_NUL, je)
+                        : json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, je);
+    free(wrapped);
+    return v;
+}
+
 /* The $bin / $ext forms: 1 when packed, 0 when v is an ordinary object. */
 static int s_pack_special(const json_t *v, msgpack_packer *pk)
 {
     size_t n = json_object_size(v);
-    json_t *b64 = NULL, *type = NULL;
+    json_t *b64 = NULL, *type = NULL, *big;
+    if (n == 1 && json_is_string(big = json_object_get(v, S_U64_KEY))) {
+        msgpack_pack_uint64(pk, strtoull(json_string_value(big), NULL, 10));
+        return 1;
+    }
     if (n == 1 && json_is_string(b64 = json_object_get(v, "$bin"))) {
         type = NULL;
     } else if (n == 2 && json_is_integer(type = json_object_get(v, "$ext")) &&
@@ -161,7 +249,7 @@ int cli_json_pack(const json_t *v, msgpack_packer *pk, char *err, size_t errlen)
 int cli_json_pack_text(const char *text, msgpack_packer *pk, char *err, size_t errlen)
 {
     json_error_t je;
-    json_t *v = json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+    json_t *v = cli_json_load(text, strlen(text), &je);
     if (!v) {
         if (err && errlen)
             snprintf(err, errlen, "%s (column %d)", je.text, je.column);
@@ -271,8 +359,11 @@ json_t *cli_json_from_msgpack(const msgpack_object *o)
     case MSGPACK_OBJECT_NIL: return json_null();
     case MSGPACK_OBJECT_BOOLEAN: return json_boolean(o->via.boolean);
     case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        if (o->via.u64 > (uint64_t)INT64_MAX)
-            return json_real((double)o->via.u64);
+        if (o->via.u64 > (uint64_t)INT64_MAX) {
+            char tag[48];
+            snprintf(tag, sizeof tag, S_U64_TAG "%llu", (unsigned long long)o->via.u64);
+            return json_string(tag);
+        }
         return json_integer((json_int_t)o->via.u64);
     case MSGPACK_OBJECT_NEGATIVE_INTEGER: return json_integer((json_int_t)o->via.i64);
     case MSGPACK_OBJECT_FLOAT32:
@@ -361,5 +452,28 @@ char *cli_json_text(const json_t *v, size_t flags)
         flags |= JSON_REAL_PRECISION(digits);
     if (!(flags & JSON_INDENT(31)))
         flags |= JSON_COMPACT;
-    return json_dumps(v, flags | JSON_ENCODE_ANY);
+    char *text = json_dumps(v, flags | JSON_ENCODE_ANY);
+    /* "\u0001u64:DIGITS" (a uint64 above INT64_MAX, see S_U64_TAG) -> DIGITS,
+     * in place: the text only gets shorter. */
+    static const char tag[] = "\"\\u0001u64:";
+    char *r = text ? strstr(text, tag) : NULL;
+    if (!r)
+        return text;
+    char *w = r;
+    while (r && *r) {
+        char *hit = strstr(r, tag);
+        if (!hit) {
+            memmove(w, r, strlen(r) + 1);
+            break;
+        }
+        memmove(w, r, (size_t)(hit - r));
+        w += hit - r;
+        r = hit + sizeof tag - 1;
+        while (*r >= '0' && *r <= '9')
+            *w++ = *r++;
+        if (*r == '"')
+            r++;
+        *w = 0;
+    }
+    return text;
 }

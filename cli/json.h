@@ -19,7 +19,10 @@
  *
  *  JSON to MessagePack:
  *      null, true / false      nil, bool
- *      integer                 int (an integer beyond int64 is an error)
+ *      integer                 int; above INT64_MAX up to 2^64-1, uint64
+ *                              (jansson stops at int64: cli_json_load
+ *                              carries such a number as a tagged string);
+ *                              anything beyond is an error
  *      real                    float64 (one beyond a double is an error)
  *      string                  str (\u0000 becomes a NUL byte)
  *      array                   array
@@ -32,7 +35,8 @@
  *
  *  MessagePack to JSON, the reverse:
  *      nil, bool, int          null, true / false, integer; a positive int
- *                              above INT64_MAX becomes a real
+ *                              above INT64_MAX prints as its exact digits
+ *                              (cli_json_text)
  *      float32, float64        real; cli_json_text prints the fewest
  *                              significant digits that read back as the
  *                              same double (one precision for a whole
@@ -52,10 +56,11 @@
  *                              "{\"$bin\":\"...\"}"); of repeated keys
  *                              (also keys that print alike, 1 and "1")
  *                              the first wins, as in dist_wire_map_get
- *  Only those last cases do not round-trip: big unsigned ints, NaN and
+ *  Only those last cases do not round-trip: NaN and
  *  infinities, invalid UTF-8, keys that are not str, repeated keys.
  *
- *  Parsing is jansson's; nothing here parses JSON by hand.
+ *  Parsing is jansson's; cli_json_load only looks, outside strings, for
+ *  integers too large for jansson's int64 before handing it the text.
  */
 #ifndef DIST_CLI_JSON_H_INCLUDED
 #define DIST_CLI_JSON_H_INCLUDED
@@ -68,6 +73,10 @@
 /* Packs v as one MessagePack value. 0, or -1 with a one-line reason in
  * err (the packer may then hold part of the value). */
 int cli_json_pack(const json_t *v, msgpack_packer *pk, char *err, size_t errlen);
+
+/* jansson's json_loadb (one value of any type, NUL allowed in strings)
+ * that also takes integers above INT64_MAX up to 2^64-1. */
+json_t *cli_json_load(const char *text, size_t len, json_error_t *je);
 
 /* Parses `text` (one JSON value, nothing after it) and packs it. 0, or -1
  * with jansson's reason (and the column) in err. */

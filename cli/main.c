@@ -42,7 +42,7 @@ static const struct {
 
 enum {
     O_MASTER, O_NAME, O_CONNECT, O_LOG, O_LOGFMT, O_TIMEOUT, O_WAIT, O_UNORDERED, O_JSON, O_HELP,
-    O_VERSION, O_KEY, O_SERVER_KEY, O_INSECURE, O_FORCE
+    O_VERSION, O_KEY, O_SERVER_KEY, O_INSECURE, O_FORCE, O_MAX_MESSAGE
 };
 
 static const struct {
@@ -66,6 +66,7 @@ static const struct {
     [O_SERVER_KEY] = { "server-key", 0, true, C_NET },
     [O_INSECURE] = { "insecure", 0, false, C_NET },
     [O_FORCE] = { "force", 0, false, C_KEYGEN },
+    [O_MAX_MESSAGE] = { "max-message", 0, true, C_NET },
 };
 
 typedef struct {
@@ -74,6 +75,7 @@ typedef struct {
     const char *master;
     const char *name;
     int connect_timeout_ms;
+    size_t max_message;
     int log_level;
     int task_timeout_ms;
     int wait_ms; /* -1: forever */
@@ -120,6 +122,9 @@ static const char s_common_help[] =
     "  --name NAME            this client's name, as the master shows it\n"
     "                         (default: HOST:PID:RANDOM)\n"
     "  --connect-timeout MS   how long to wait for the master's welcome (default: 5000)\n"
+    "  --max-message BYTES    largest message sent or taken; K, M and G suffixes, 1K to 1G\n"
+    "                         (default 64M, as dist-master and dist-worker; the smaller\n"
+    "                         of this and the master's applies)\n"
     "  --log-level LEVEL      error, warn, info or debug, logged to stderr (default: warn)\n"
     "  --log-format FORMAT    text (default) or json: one JSON object per log line\n"
     "  --key FILE             this client's secret key (NAME.key from 'dist keygen NAME';\n"
@@ -153,7 +158,9 @@ static void s_help(const char *cmd)
                "stdout. Each ARG is one JSON value: 5, -2.5, true, null, '\"text\"', '[1,2]',\n"
                "'{\"a\": 1}' (quote strings twice: once for JSON, once for the shell).\n"
                "Binary values are printed as {\"$bin\": \"<base64>\"} and can be passed the\n"
-               "same way. A failed task prints its error on stderr and exits with 1.\n"
+               "same way. An ARG of the form @FILE is the JSON value held in FILE, and @- the\n"
+               "one read from stdin (for values too large for a command line, e.g. 10 MB).\n"
+               "A failed task prints its error on stderr and exits with 1.\n"
                "When the master is full (--max-queued), dist waits for room.\n"
                "\n"
                "Options:\n"
@@ -297,6 +304,13 @@ static int s_set_option(cli_t *cli, int o, const char *val)
     case O_SERVER_KEY: cli->server_key = val; break;
     case O_INSECURE: cli->insecure = true; break;
     case O_FORCE: cli->force = true; break;
+    case O_MAX_MESSAGE: {
+        uint64_t v;
+        if (dist_size_parse(val, &v) || v < DIST_MAX_MESSAGE_MIN || v > DIST_MAX_MESSAGE_MAX)
+            return s_usage(cli, "--max-message: '%s' is not a size from 1K to 1G (e.g. 64M)", val);
+        cli->max_message = (size_t)v;
+        break;
+    }
     }
     return 0;
 }
@@ -384,6 +398,7 @@ static dist_client_t *s_connect(const cli_t *cli, int *exit_code)
                              .server_key = cli->server_key,
                              .insecure = cli->insecure,
                              .connect_timeout_ms = cli->connect_timeout_ms,
+                             .max_message = cli->max_message,
                              .log = s_log,
                              .log_level = (dist_log_level_t)cli->log_level };
     dist_client_t *c = dist_client_new(&o);
@@ -421,6 +436,72 @@ static bool s_print_value(dist_result_t *r, FILE *out)
 
 /* ---- submit ----------------------------------------------------------------------- */
 
+/* Reads all of f into a malloc'd buffer; NULL with errno set on failure. */
+static char *s_slurp(FILE *f, size_t *len)
+{
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap) {
+            if (ferror(f)) {
+                free(buf);
+                errno = EIO;
+                return NULL;
+            }
+            *len = n;
+            return buf;
+        }
+        char *grown = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
+        if (!grown) {
+            free(buf);
+            errno = ENOMEM;
+            return NULL;
+        }
+        buf = grown;
+        cap *= 2;
+    }
+    errno = ENOMEM;
+    return NULL;
+}
+
+/* Packs argument i written @FILE (or @- for stdin, once) as the JSON value
+ * the file holds. 0, or EXIT_USAGE after a message. */
+static int s_pack_file_arg(cli_t *cli, int i, bool *stdin_used, msgpack_packer *pk)
+{
+    const char *path = cli->pos[i] + 1;
+    bool is_stdin = strcmp(path, "-") == 0;
+    if (!*path)
+        return s_usage(cli, "argument %d: '@' needs a file name (@FILE, or @- for stdin)", i);
+    if (is_stdin && *stdin_used)
+        return s_usage(cli, "argument %d: stdin (@-) can be read only once", i);
+    FILE *f = is_stdin ? stdin : fopen(path, "rb");
+    if (!f)
+        return s_usage(cli, "argument %d: cannot open %s: %s", i, path, strerror(errno));
+    size_t len = 0;
+    char *text = s_slurp(f, &len);
+    int err_no = errno;
+    if (is_stdin)
+        *stdin_used = true;
+    else
+        fclose(f);
+    if (!text)
+        return s_usage(cli, "argument %d: cannot read %s: %s", i, is_stdin ? "stdin" : path,
+                       strerror(err_no));
+    json_error_t je;
+    json_t *v = cli_json_load(text, len, &je);
+    free(text);
+    if (!v)
+        return s_usage(cli, "argument %d: %s does not hold one JSON value: %s (line %d, column %d)",
+                       i, is_stdin ? "stdin" : path, je.text, je.line, je.column);
+    char err[160];
+    int rc = cli_json_pack(v, pk, err, sizeof err);
+    json_decref(v);
+    if (rc)
+        return s_usage(cli, "argument %d (%s): %s", i, is_stdin ? "stdin" : path, err);
+    return 0;
+}
+
 static int s_cmd_submit(cli_t *cli)
 {
     if (cli->npos < 1)
@@ -433,8 +514,17 @@ static int s_cmd_submit(cli_t *cli)
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_array(&pk, (size_t)(cli->npos - 1));
+    bool stdin_used = false;
     for (int i = 1; i < cli->npos; i++) {
         char err[160];
+        if (cli->pos[i][0] == '@') {
+            int rc = s_pack_file_arg(cli, i, &stdin_used, &pk);
+            if (rc) {
+                msgpack_sbuffer_destroy(&sb);
+                return rc;
+            }
+            continue;
+        }
         if (cli_json_pack_text(cli->pos[i], &pk, err, sizeof err)) {
             msgpack_sbuffer_destroy(&sb);
             const char *a = cli->pos[i];
@@ -482,6 +572,7 @@ typedef struct {
     char **pending; /* in order: lines waiting for the ones before them */
     size_t next;    /* the next index to print */
     size_t failed;
+    bool share_tty; /* results go to a terminal too: clear the bar around them */
     cli_progress_t progress;
 } map_out_t;
 
@@ -510,6 +601,15 @@ static char *s_map_line(size_t index, dist_result_t *r, bool with_index)
     return text;
 }
 
+/* One result line to stdout; on a terminal shared with the progress bar,
+ * the bar is cleared first so that the line starts at column 0. */
+static void s_map_emit(map_out_t *m, const char *line)
+{
+    if (m->share_tty)
+        cli_progress_clear(&m->progress);
+    puts(line);
+}
+
 static void s_map_result(size_t index, dist_result_t *r, void *ud)
 {
     map_out_t *m = ud;
@@ -519,19 +619,29 @@ static void s_map_result(size_t index, dist_result_t *r, void *ud)
     char *line = s_map_line(index, r, m->unordered);
     if (!line)
         line = strdup("{\"error\": \"out of memory\"}");
+    bool wrote = false;
     if (m->unordered) {
-        if (line)
-            puts(line);
+        if (line) {
+            s_map_emit(m, line);
+            wrote = true;
+        }
         free(line);
     } else {
         m->pending[index] = line;
         while (m->next < m->progress.total && m->pending[m->next]) {
-            puts(m->pending[m->next]);
+            s_map_emit(m, m->pending[m->next]);
+            wrote = true;
             free(m->pending[m->next]);
             m->pending[m->next++] = NULL;
         }
     }
-    cli_progress_update(&m->progress, 1);
+    if (wrote && m->share_tty) {
+        fflush(stdout);
+        m->progress.done++;
+        cli_progress_redraw(&m->progress);
+    } else {
+        cli_progress_update(&m->progress, 1);
+    }
 }
 
 /* Reads stdin: every non-blank line one JSON array, packed back to back
@@ -550,7 +660,7 @@ static int s_read_items(cli_t *cli, msgpack_sbuffer *sb, dist_bytes_t **items_ou
         if (strspn(line, " \t\r\n") == (size_t)len)
             continue;
         json_error_t je;
-        json_t *v = json_loadb(line, (size_t)len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+        json_t *v = cli_json_load(line, (size_t)len, &je);
         if (!v) {
             rc = s_usage(cli, "stdin line %zu: %s (column %d)", lineno, je.text, je.column);
             break;
@@ -614,6 +724,7 @@ static int s_cmd_map(cli_t *cli)
     }
     if (c && !code) {
         cli_progress_init(&m.progress, n, isatty(STDERR_FILENO));
+        m.share_tty = m.progress.on && isatty(STDOUT_FILENO);
         int rc = dist_client_map_unordered(c, task, items, n, cli->task_timeout_ms, cli->wait_ms,
                                            s_map_result, &m);
         cli_progress_done(&m.progress);

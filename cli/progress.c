@@ -69,6 +69,21 @@ void cli_progress_update(cli_progress_t *p, size_t more)
         s_draw(p, now);
 }
 
+void cli_progress_clear(cli_progress_t *p)
+{
+    if (!p->on || !p->drawn)
+        return;
+    fputs("\r\033[K", stderr);
+    fflush(stderr);
+    p->drawn = false;
+}
+
+void cli_progress_redraw(cli_progress_t *p)
+{
+    if (p->on)
+        s_draw(p, s_now_ns());
+}
+
 void cli_progress_done(cli_progress_t *p)
 {
     if (!p->on)

@@ -18,6 +18,11 @@ typedef struct {
 /* on: draw at all (isatty(2)). */
 void cli_progress_init(cli_progress_t *p, size_t total, bool on);
 void cli_progress_update(cli_progress_t *p, size_t more);
+/* When results go to the same terminal: clear the bar before writing one
+ * (the result then starts at column 0 and no old bar stays above it), and
+ * draw it again after. Both do nothing when the bar is off. */
+void cli_progress_clear(cli_progress_t *p);
+void cli_progress_redraw(cli_progress_t *p);
 /* Draws the final state and ends the line. */
 void cli_progress_done(cli_progress_t *p);
 

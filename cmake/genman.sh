@@ -32,7 +32,11 @@ The protocol, reliability guarantees and security model are described in
 docs/PROTOCOL.md, and metrics in docs/OBSERVABILITY.md, in the libdist
 sources.
 SEE
-help2man --no-info --no-discard-stderr --section 1 \
+# The footer's centre holds "PROGRAM VERSION": the whole first line of
+# --version ("dist-master 0.1.0 (libdist 0.1.0, protocol 1)") overflows
+# into the date on an 80-column page, so give help2man the number alone.
+version=$("$prog" --version | awk 'NR == 1 {print $2}')
+help2man --no-info --no-discard-stderr --section 1 --version-string "$version" \
     --name "$desc" --include "$inc" --output "$out.tmp" "$prog"
 # --help may say what it found on this machine ("online CPUs, 2 here"): a
 # man page is read on other machines, so drop that part.

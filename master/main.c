@@ -55,8 +55,8 @@ static void s_usage(FILE *f)
             "  --max-queued N          most tasks held, and most items per named queue\n"
             "                          (default 10000000)\n"
             "  --max-results N         most results waiting per client name (default 1000000)\n"
-            "  --max-message BYTES     largest message accepted; K, M and G suffixes\n"
-            "                          (default 64M)\n"
+            "  --max-message BYTES     largest message accepted; K, M and G suffixes, 1K to\n"
+            "                          1G (default 64M, as dist-worker and dist)\n"
             "  --store FILE            keep tasks and results in FILE (SQLite, created when\n"
             "                          missing) so that a restarted master carries on\n"
             "                          (default: none, everything is in memory and lost\n"
@@ -203,7 +203,15 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, ":hV", longopts, NULL)) != -1) {
         switch (c) {
-        case O_BIND: o.bind = optarg; break;
+        case O_BIND:
+            /* One ROUTER socket, one endpoint: a second --bind would
+             * silently replace the first. */
+            if (o.bind)
+                s_bad_usage("--bind given twice ('%s', then '%s'): a master listens on one "
+                            "endpoint",
+                            o.bind, optarg);
+            o.bind = optarg;
+            break;
         case O_NAME:
             if (!*optarg || strlen(optarg) > 128)
                 s_bad_usage("--name: expected 1 to 128 bytes, got '%s'%s", optarg, "");
@@ -220,7 +228,8 @@ int main(int argc, char **argv)
         case O_QUEUED: o.max_queued = s_number("max-queued", optarg, 1, SIZE_MAX, false); break;
         case O_RESULTS: o.max_results = s_number("max-results", optarg, 1, SIZE_MAX, false); break;
         case O_MESSAGE:
-            o.max_message = s_number("max-message", optarg, 1024, INT_MAX, true);
+            o.max_message = s_number("max-message", optarg, DIST_MAX_MESSAGE_MIN,
+                                     DIST_MAX_MESSAGE_MAX, true);
             break;
         case O_STORE:
             if (!*optarg)

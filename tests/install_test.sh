@@ -27,10 +27,23 @@ if command -v help2man >/dev/null; then
         page="$PREFIX/share/man/man1/$p.1"
         [ -s "$page" ] || { echo "not installed: man page $page" >&2; exit 1; }
         grep -q '^\.SH OPTIONS\|^\.SH DESCRIPTION' "$page" || { echo "$page has no sections" >&2; exit 1; }
+        # The footer's centre is "PROGRAM VERSION" alone: longer, it runs into
+        # the date on an 80-column page.
+        th=$(grep '^\.TH' "$page")
+        [[ "$th" =~ \"$p\ [0-9]+\.[0-9]+\.[0-9]+\"\ \"User\ Commands\"$ ]] ||
+            { echo "$page: footer '$th'" >&2; exit 1; }
     done
     grep -q 'max\\-attempts' "$PREFIX/share/man/man1/dist-master.1"
     grep -q '^\.SS "map"' "$PREFIX/share/man/man1/dist.1"
 fi
+# While at 0.x the soname carries the minor version (libdist/CMakeLists.txt):
+# a program built against 0.1 never loads a 0.2 library.
+ver=$(sed -n 's/^project(libdist VERSION \([0-9]*\)\.\([0-9]*\)\..*/\1.\2/p' "$SRC/CMakeLists.txt")
+case "$ver" in 0.*) want_so=$ver ;; *) want_so=${ver%%.*} ;; esac
+for lib in libdist libdist-local; do
+    soname=$(readelf -d "$PREFIX/lib/$lib.so" | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')
+    [ "$soname" = "$lib.so.$want_so" ] || { echo "$lib.so: soname '$soname', expected $lib.so.$want_so" >&2; exit 1; }
+done
 # Only the documented API is exported from the shared libraries.
 for lib in libdist.so libdist-local.so; do
     if nm -D --defined-only "$PREFIX/lib/$lib" | awk '{print $3}' | grep -v '^dist_' | grep -v '^_' ; then
@@ -72,7 +85,16 @@ for name in $(sed -n 's/^add_subdirectory(\(.*\))$/\1/p' "$SRC/examples/CMakeLis
     cmake --build "$TMP/ex-$name" >/dev/null
     echo "built examples/$name against the installed tree"
 done
-export LD_LIBRARY_PATH="$PREFIX/lib"
+# No LD_LIBRARY_PATH from here to the pkg-config step: what CMake built and
+# installed must find libdist by its RPATH, as on a user's machine.
+unset LD_LIBRARY_PATH
+for p in dist-master dist-worker dist; do
+    if ldd "$PREFIX/bin/$p" | grep -q 'not found'; then
+        ldd "$PREFIX/bin/$p" >&2
+        echo "installed $p does not find its libraries" >&2
+        exit 1
+    fi
+done
 "$TMP/ex-producer_consumer/producer_consumer" | tee "$TMP/out1"
 grep -q 'reader: got C' "$TMP/out1"
 "$TMP/ex-pool_map/pool_map" 1000 | grep -q 'sum of squares of 0..997 = 330839495'
@@ -128,7 +150,9 @@ wait "$TW"
 stop_cluster
 echo "installed programs ran the example task plugin and the classic example"
 
-# 2. pkg-config.
+# 2. pkg-config. A program built with `pkg-config --libs` against a prefix
+#    outside the loader's path needs LD_LIBRARY_PATH (or its own -rpath).
+export LD_LIBRARY_PATH="$PREFIX/lib"
 export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig"
 # shellcheck disable=SC2046
 cc -std=c11 $CFLAGS_EXTRA -o "$TMP/pc" "$SRC/examples/producer_consumer/main.c" \

@@ -6,6 +6,7 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fake_master.h"
 #include "testutil.h"
@@ -95,6 +96,56 @@ static void test_submit(void **state)
     r = s_run(ARGV("--master", ep, "submit", "--wait", "300", "never"), NULL);
     s_expect(&r, 1, "", "no result within 300 ms");
     s_free(&r);
+
+    /* Unsigned integers up to 2^64-1 go through exactly. */
+    r = s_run(ARGV("--master", ep, "submit", "echo", "18446744073709551615", "9223372036854775808"),
+              NULL);
+    s_expect(&r, 0, "[18446744073709551615,9223372036854775808]\n", NULL);
+    s_free(&r);
+    r = s_run(ARGV("--master", ep, "submit", "echo", "18446744073709551616"), NULL);
+    s_expect(&r, 2, "", "argument 1 is not valid JSON");
+    s_free(&r);
+
+    /* @FILE and @-: an argument too large for a command line. */
+    char dir[] = "/tmp/dist-cli-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[64];
+    snprintf(path, sizeof path, "%s/arg.json", dir);
+    size_t big = 1 << 20;
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputc('"', f);
+    for (size_t i = 0; i < big; i++)
+        fputc('a' + (int)(i % 26), f);
+    fputs("\"\n", f);
+    fclose(f);
+    char at[80];
+    snprintf(at, sizeof at, "@%s", path);
+    r = s_run(ARGV("--master", ep, "submit", "echo", at, "@-", "3"), "{\"k\": [1, 2]}\n");
+    s_expect(&r, 0, NULL, NULL);
+    assert_int_equal(strlen(r.out), big + 4 + strlen("{\"k\":[1,2]},3]\n"));
+    assert_memory_equal(r.out, "[\"abcdefghij", 12);
+    assert_non_null(strstr(r.out, "\",{\"k\":[1,2]},3]\n"));
+    s_free(&r);
+    /* Bad @ arguments: a clear usage error, nothing submitted. */
+    before = fm_count(fm, DIST__CMD_SUBMIT);
+    char missing[80];
+    snprintf(missing, sizeof missing, "@%s/nope.json", dir);
+    r = s_run(ARGV("--master", ep, "submit", "echo", missing), NULL);
+    s_expect(&r, 2, "", "cannot open");
+    s_free(&r);
+    r = s_run(ARGV("--master", ep, "submit", "echo", "@"), NULL);
+    s_expect(&r, 2, "", "needs a file name");
+    s_free(&r);
+    r = s_run(ARGV("--master", ep, "submit", "echo", "@-", "@-"), "1");
+    s_expect(&r, 2, "", "only once");
+    s_free(&r);
+    r = s_run(ARGV("--master", ep, "submit", "echo", "@-"), "[1,");
+    s_expect(&r, 2, "", "stdin does not hold one JSON value");
+    s_free(&r);
+    assert_int_equal(fm_count(fm, DIST__CMD_SUBMIT), before);
+    unlink(path);
+    rmdir(dir);
 
     /* $DIST_MASTER when there is no --master. */
     setenv("DIST_MASTER", ep, 1);

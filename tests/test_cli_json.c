@@ -74,6 +74,16 @@ static void test_json_to_msgpack_bytes(void **state)
     s_expect_bytes("false", "\xc2", 1);
     s_expect_bytes("300", "\xcd\x01\x2c", 3);
     s_expect_bytes("-9223372036854775808", "\xd3\x80\x00\x00\x00\x00\x00\x00\x00", 9);
+    /* Unsigned integers above INT64_MAX, up to 2^64-1: uint64. */
+    s_expect_bytes("9223372036854775807", "\xcf\x7f\xff\xff\xff\xff\xff\xff\xff", 9);
+    s_expect_bytes("9223372036854775808", "\xcf\x80\x00\x00\x00\x00\x00\x00\x00", 9);
+    s_expect_bytes("18446744073709551615", "\xcf\xff\xff\xff\xff\xff\xff\xff\xff", 9);
+    s_expect_bytes("[18446744073709551615,1]", "\x92\xcf\xff\xff\xff\xff\xff\xff\xff\xff\x01", 11);
+    s_expect_bytes("{\"n\":18446744073709551615}",
+                   "\x81\xa1n\xcf\xff\xff\xff\xff\xff\xff\xff\xff", 12);
+    /* ... not inside strings, nor as reals. */
+    s_expect_bytes("\"18446744073709551615\"", "\xb4" "18446744073709551615", 21);
+    s_expect_bytes("1.8446744073709551615e19", "\xcb\x43\xf0\x00\x00\x00\x00\x00\x00", 9);
     s_expect_bytes("2.5", "\xcb\x40\x04\x00\x00\x00\x00\x00\x00", 9);
     s_expect_bytes("\"x\"", "\xa1x", 2);
     s_expect_bytes("\"a\\u0000b\"", "\xa3" "a\0b", 4);
@@ -102,6 +112,7 @@ static void test_json_errors(void **state)
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     char err[128];
     const char *bad[] = { "hello", "[1,", "1 2", "", "{\"a\"}", "'x'", "123456789012345678901234",
+                          "18446744073709551616", "-9223372036854775809", "[99999999999999999999]",
                           "1e999", "[1,]" };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         err[0] = 0;
@@ -131,8 +142,10 @@ static void test_msgpack_to_json(void **state)
     s_round("{\"$ext\":5,\"data\":\"AQ==\"}", NULL);
     s_round("{\"b\":1,\"a\":2}", NULL); /* order kept */
 
-    /* Unsigned beyond int64: a real. NaN and infinities: null. */
-    s_expect_text("\xcf\xff\xff\xff\xff\xff\xff\xff\xff", 9, "1.8446744073709552e19");
+    /* Unsigned beyond int64: its exact digits. NaN and infinities: null. */
+    s_expect_text("\xcf\xff\xff\xff\xff\xff\xff\xff\xff", 9, "18446744073709551615");
+    s_expect_text("\x92\xcf\x80\x00\x00\x00\x00\x00\x00\x00\xa1x", 12, "[9223372036854775808,\"x\"]");
+    s_round("[18446744073709551615,{\"a\":18446744073709551614}]", NULL);
     s_expect_text("\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00", 9, "null");
     s_expect_text("\xcb\x7f\xf0\x00\x00\x00\x00\x00\x00", 9, "null");
     s_expect_text("\xcb\xff\xf0\x00\x00\x00\x00\x00\x00", 9, "null");

@@ -1326,6 +1326,14 @@ static void test_program(void **state)
                                            NULL)), 2);
     assert_int_equal(fp_wait_status(fp_spawn(DIST_MASTER_BIN, (const char *const[]){ "--log-level", "loud", NULL },
                                            NULL)), 2);
+    /* One endpoint per master: a second --bind is a usage error, not a
+     * silent replacement of the first. */
+    pid = fp_spawn(DIST_MASTER_BIN,
+                   (const char *const[]){ "--bind", "tcp://127.0.0.1:0", "--bind", "ipc:///tmp/x", NULL },
+                   &fd);
+    assert_true(fp_read_until(fd, "--bind given twice", out, sizeof out, 5000));
+    close(fd);
+    assert_int_equal(fp_wait_status(pid), 2);
 
     /* A taken endpoint: exit 1 with the reason. */
     zsock_t *taken = zsock_new(ZMQ_ROUTER);

@@ -150,6 +150,68 @@ static void test_big_message_between_processes(void **state)
     dist_queue_destroy(&q);
 }
 
+/* A large ring (a pool's, sized for 64 MiB messages) gives back the pages
+ * behind its head: 256 laps' worth of 1 MiB messages from another process
+ * through a 64 MiB ring arrive intact, and the ring ends with a small part
+ * of its capacity resident. A small ring keeps its pages (no trimming). */
+static void test_large_ring_gives_pages_back(void **state)
+{
+    (void)state;
+    size_t size = (size_t)1 << 20, cap = (size_t)64 << 20;
+    int count = 256;
+    dist_queue_t *q = dist_queue_new(0, cap);
+    assert_non_null(q);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dt_child_init();
+        unsigned char *b = malloc(size);
+        for (int k = 0; k < count; k++) {
+            for (size_t i = 0; i < size; i += 64)
+                b[i] = (unsigned char)(k + i / 64);
+            if (dist_queue_put(q, b, size - (size_t)k, true, 30000))
+                _exit(1);
+        }
+        _exit(0);
+    }
+    size_t peak = 0;
+    for (int k = 0; k < count; k++) {
+        void *m;
+        size_t n;
+        assert_int_equal(dist_queue_get(q, &m, &n, true, 30000), 0);
+        assert_int_equal(n, size - (size_t)k);
+        for (size_t i = 0; i < n; i += 64)
+            if (((unsigned char *)m)[i] != (unsigned char)(k + i / 64))
+                fail_msg("message %d: byte %zu differs", k, i);
+        free(m);
+        size_t res = dist__queue_resident(q);
+        if (res > peak)
+            peak = res;
+    }
+    dt_join_ok(pid);
+    /* In flight (the producer runs ahead by up to the whole ring), plus
+     * what trimming keeps behind the head. At the end nothing is in flight. */
+    size_t end = dist__queue_resident(q);
+    if (end > ((size_t)12 << 20))
+        fail_msg("%zu MiB of a drained 64 MiB ring still resident", end >> 20);
+    if (peak >= cap + (1 << 20) && end == peak)
+        fail_msg("the ring never gave pages back (peak %zu MiB)", peak >> 20);
+    dist_queue_destroy(&q);
+
+    /* Below the trimming size a ring keeps what it touched. */
+    q = dist_queue_new(0, (size_t)8 << 20);
+    void *buf = calloc(1, size);
+    for (int k = 0; k < 24; k++) {
+        void *m;
+        size_t n;
+        assert_int_equal(dist_queue_put(q, buf, size, false, 0), 0);
+        assert_int_equal(dist_queue_get(q, &m, &n, false, 0), 0);
+        free(m);
+    }
+    free(buf);
+    assert_true(dist__queue_resident(q) >= ((size_t)7 << 20));
+    dist_queue_destroy(&q);
+}
+
 /* Children blocked in get (and in put on a full queue) all wake with
  * DIST_ECLOSED when the parent closes the queue. */
 static void test_close_wakes_blocked_getters_and_putters(void **state)
@@ -380,6 +442,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_get_timeout_and_get_into_too_small, dt_setup, dt_teardown),
         cmocka_unit_test_setup_teardown(test_bad_arguments, dt_setup, dt_teardown),
         cmocka_unit_test_setup_teardown(test_big_message_between_processes, dt_setup, dt_teardown),
+        cmocka_unit_test_setup_teardown(test_large_ring_gives_pages_back, dt_setup, dt_teardown),
         cmocka_unit_test_setup_teardown(test_close_wakes_blocked_getters_and_putters, dt_setup, dt_teardown),
         cmocka_unit_test_setup_teardown(test_4x4_million_messages, dt_setup, dt_teardown),
         cmocka_unit_test_setup_teardown(test_killed_while_blocked_in_get, dt_setup, dt_teardown),

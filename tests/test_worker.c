@@ -558,7 +558,9 @@ static void test_results_of_every_kind(void **state)
     s_task(&c[3], "test.bytes", "\x91\xce\x00\x4c\x4b\x40", 6, 0); /* 5,000,000 > 4 MiB */
     fm_send_tasks(&f, c, 4);
     fm_collect(&f, c, 4, 10000);
-    s_assert_error(&c[0], DIST__ST_FAILED, "no value");
+    assert_int_equal(c[0].status, DIST__ST_OK); /* packed nothing: nil */
+    assert_int_equal(c[0].value_len, 1);
+    assert_int_equal((unsigned char)c[0].value[0], 0xc0);
     s_assert_error(&c[1], DIST__ST_FAILED,
                    "dist.exec is disabled on this worker (start it with --allow-exec)");
     assert_int_equal(c[2].status, DIST__ST_OK);
@@ -1028,6 +1030,18 @@ static void test_program_plugin_load_failure(void **state)
     assert_int_equal(s_run_program((const char *const[]){ "--tasks", "/nonexistent/plugin.so", NULL },
                                    out, err, sizeof out), 1);
     assert_non_null(strstr(err, "cannot load plugin /nonexistent/plugin.so: "));
+    assert_null(strstr(err, "write ./"));
+    /* A bare name is looked up in the library path: the error says how to
+     * name a file. */
+    assert_int_equal(s_run_program((const char *const[]){ "--tasks", "no_such_plugin.so", NULL },
+                                   out, err, sizeof out), 1);
+    assert_non_null(strstr(err, "write ./no_such_plugin.so"));
+    /* A library that registers no task loads, with a warning (here the
+     * worker then stops at its bad endpoint). */
+    assert_int_equal(s_run_program((const char *const[]){ "--tasks", "libm.so.6", "--master",
+                                                          "nonsense", NULL },
+                                   out, err, sizeof out), 2);
+    assert_non_null(strstr(err, "plugin libm.so.6 registered no task"));
 }
 
 /* The program with the test plugin and --allow-exec: HELLO names the

@@ -81,6 +81,9 @@ static void s_usage(void)
            "      --allow-exec        accept dist.exec, which runs commands (default: refused)\n"
            "      --max-prefetch N    most tasks held beyond the pool size, 1 to 1000000\n"
            "                          (default: 256; the worker adapts below it)\n"
+           "      --max-message BYTES largest message taken or sent, and largest task argument\n"
+           "                          or result the pool carries; K, M and G suffixes, 1K to\n"
+           "                          1G (default 64M, as the master and dist)\n"
            "      --threads           run tasks in threads instead of processes (a crashing\n"
            "                          task then takes the worker down)\n"
            "      --log-level LEVEL   error, warn, info or debug (default: info)\n"
@@ -141,7 +144,7 @@ static bool s_parse_int(const char *s, long lo, long hi, int *out)
 int main(int argc, char **argv)
 {
     enum { O_CONNECT = 256, O_ALLOW_EXEC, O_MAX_PREFETCH, O_THREADS, O_LOG_LEVEL, O_LOG_FORMAT,
-           O_KEY, O_SERVER_KEY, O_INSECURE };
+           O_KEY, O_SERVER_KEY, O_INSECURE, O_MAX_MESSAGE };
     static const struct option longopts[] = {
         { "master", required_argument, NULL, 'm' },
         { "connect", required_argument, NULL, O_CONNECT },
@@ -153,6 +156,7 @@ int main(int argc, char **argv)
         { "server-key", required_argument, NULL, O_SERVER_KEY },
         { "insecure", no_argument, NULL, O_INSECURE },
         { "max-prefetch", required_argument, NULL, O_MAX_PREFETCH },
+        { "max-message", required_argument, NULL, O_MAX_MESSAGE },
         { "threads", no_argument, NULL, O_THREADS },
         { "log-level", required_argument, NULL, O_LOG_LEVEL },
         { "log-format", required_argument, NULL, O_LOG_FORMAT },
@@ -201,6 +205,15 @@ int main(int argc, char **argv)
             if (!s_parse_int(optarg, 1, 1000000, &o.max_prefetch))
                 rc = s_bad_usage("--max-prefetch wants an integer from 1 to 1000000, not '%s'", optarg);
             break;
+        case O_MAX_MESSAGE: {
+            uint64_t v;
+            if (dist_size_parse(optarg, &v) || v < DIST_MAX_MESSAGE_MIN || v > DIST_MAX_MESSAGE_MAX)
+                rc = s_bad_usage("--max-message wants a size from 1K to 1G (e.g. 64M), not '%s'",
+                                 optarg);
+            else
+                o.max_message = (size_t)v;
+            break;
+        }
         case O_THREADS:
             o.threads = true;
             break;
@@ -254,11 +267,24 @@ int main(int argc, char **argv)
             snprintf(here, sizeof here, "./%s", path) < (int)sizeof here)
             path = here;
         if (!dlopen(path, RTLD_NOW)) {
-            s_say(DIST_LOG_ERROR, "cannot load plugin %s: %s", plugins[i], dlerror());
+            /* A bare name that is no file here was looked up in the
+             * library path: say how to name a file. */
+            bool bare = !strchr(plugins[i], '/');
+            s_say(DIST_LOG_ERROR, "cannot load plugin %s: %s%s%s%s", plugins[i], dlerror(),
+                  bare ? " (a bare name is searched in the library path; for a file, write ./"
+                       : "",
+                  bare ? plugins[i] : "", bare ? " or its full path)" : "");
             free(plugins);
             return EXIT_RUNTIME;
         }
-        s_say(DIST_LOG_INFO, "loaded plugin %s: %zu tasks", plugins[i], dist_task_count() - before);
+        size_t added = dist_task_count() - before;
+        if (added == 0)
+            s_say(DIST_LOG_WARN,
+                  "plugin %s registered no task (is each one declared with DIST_TASK, or "
+                  "registered from a constructor?)",
+                  plugins[i]);
+        else
+            s_say(DIST_LOG_INFO, "loaded plugin %s: %zu tasks", plugins[i], added);
     }
     free(plugins);
 

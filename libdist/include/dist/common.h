@@ -8,6 +8,8 @@
 #ifndef DIST_COMMON_H_INCLUDED
 #define DIST_COMMON_H_INCLUDED
 
+#include <stdint.h>
+
 #if defined(DIST_STATIC_DEFINE)
 #  define DIST_EXPORT
 #elif defined(__GNUC__)
@@ -24,6 +26,14 @@
 /* Wait without bound (for every `timeout_ms` parameter). */
 #define DIST_FOREVER (-1)
 
+/* The largest message a master, worker or client accepts unless told
+ * otherwise (their max_message options and the programs' --max-message),
+ * and the range the programs accept for it. A worker's pool takes the
+ * worker's limit, so an argument the master accepts reaches the task. */
+#define DIST_MAX_MESSAGE_DEFAULT ((size_t)64 << 20)
+#define DIST_MAX_MESSAGE_MIN ((size_t)1 << 10)
+#define DIST_MAX_MESSAGE_MAX ((size_t)1 << 30)
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -31,6 +41,12 @@ extern "C" {
 /* The version of the library that is linked (may differ from the header's
  * DIST_VERSION_STRING after an upgrade). Static string, never freed. */
 DIST_EXPORT const char *dist_version(void);
+
+/* Parses a size in bytes: decimal digits, optionally followed by K, M or G
+ * (powers of 1024, either case), nothing else ("64M" is 67108864). 0, or
+ * DIST_EINVAL for anything else, a sign or an overflow. For the programs'
+ * size flags, so that all of them read sizes alike. */
+DIST_EXPORT int dist_size_parse(const char *text, uint64_t *out);
 
 #ifdef __cplusplus
 }

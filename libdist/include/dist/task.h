@@ -18,7 +18,8 @@
  *  `args` is always an array (possibly empty); dist/value.h has helpers to
  *  read it. Return 0 after packing one value into `out`; return non-zero to
  *  fail (dist_task_fail sets the message and returns -1). A task that packs
- *  nothing, or more than one value, produces an error result instead.
+ *  nothing returns nil (Python's None); one that packs more than one value
+ *  produces an error result instead.
  *
  *  Registry: DIST_TASK(name, fn) registers fn under name when the program
  *  starts, or when a plugin shared object that contains it is dlopen'ed

@@ -15,6 +15,7 @@
 #define DIST_VALUE_H_INCLUDED
 
 #include <msgpack.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -50,6 +51,56 @@ DIST_EXPORT int dist_args_bin(dist_args_t *self, const void *p, size_t n);
  * msgpack_pack_* before the next call on this array. Borrowed. */
 DIST_EXPORT msgpack_packer *dist_args_packer(dist_args_t *self);
 
+/* ---- one call: format strings --------------------------------------------
+ *
+ * One letter a value, the same letters both ways (spaces, commas and
+ * colons in a format are ignored):
+ *
+ *   letter  packs (argument)              unpacks into (arguments)
+ *   n       nil                           - (the value must be nil)
+ *   t       bool (int)                    bool *
+ *   i       integer (int)                 int * (range-checked)
+ *   I       integer (int64_t)             int64_t *
+ *   u       unsigned (unsigned)           unsigned * (range-checked)
+ *   U       unsigned (uint64_t)           uint64_t *
+ *   d       float64 (double)              double * (integers accepted)
+ *   s       str (const char *, NUL-       const char **, size_t * (borrowed,
+ *           terminated; NULL packs nil)   not NUL-terminated)
+ *   S       str (const char *, size_t)    char ** (a malloc'd NUL-terminated
+ *                                         copy: the caller frees it)
+ *   b       bin (const void *, size_t)    const void **, size_t * (borrowed)
+ *   o       any (const msgpack_object *)  const msgpack_object ** (borrowed)
+ *   *       -                             - (any value, skipped)
+ *   [...]   an array of the items inside  an array of exactly those items
+ *   {...}   a map: key, value, key, ...   a map: "s" keys whose argument is
+ *                                         the key to look up (const char *),
+ *                                         each followed by its value's letter
+ *
+ * Several items at the top of a format stand for an array of them; one item
+ * is the value itself. Any output pointer may be NULL (the value is still
+ * checked). Returns 0, DIST_EINVAL (a bad format, or a value of another
+ * type or array length or a missing map key: the outputs are then
+ * unspecified, and 'S' copies already made are freed and NULLed), or
+ * DIST_ENOMEM.
+ *
+ *     dist_args_t *a = dist_args_pack("isd", 7, "x", 2.5);   // [7, "x", 2.5]
+ *     dist_args_add(a, "[ii]{s:i}", 1, 2, "k", 3);           // ..., [1, 2], {"k": 3}
+ *     return dist_pack(out, "{s:i, s:s}", "n", n, "name", s); // in a task
+ *     dist_args_unpack(args, "is", &n, &s, &slen);           // in a task
+ *     dist_result_unpack(r, "is", &n, &s, &slen);            // a result [n, s]
+ */
+
+/* A new argument array holding one element per top-level item of fmt.
+ * NULL with errno ENOMEM, or EINVAL (DIST_EINVAL's positive code) for a bad
+ * format. */
+DIST_EXPORT dist_args_t *dist_args_pack(const char *fmt, ...);
+/* Appends one element per top-level item of fmt. */
+DIST_EXPORT int dist_args_add(dist_args_t *self, const char *fmt, ...);
+DIST_EXPORT int dist_args_vadd(dist_args_t *self, const char *fmt, va_list ap);
+/* Packs fmt as one value (several top-level items: an array), e.g. a
+ * task's result into its `out` packer. */
+DIST_EXPORT int dist_pack(msgpack_packer *pk, const char *fmt, ...);
+
 /* Number of values appended. */
 DIST_EXPORT size_t dist_args_count(const dist_args_t *self);
 
@@ -83,6 +134,20 @@ DIST_EXPORT int dist_obj_double(const msgpack_object *o, double *out);
 DIST_EXPORT int dist_obj_bool(const msgpack_object *o, bool *out);
 DIST_EXPORT int dist_obj_str(const msgpack_object *o, const char **s, size_t *n);
 DIST_EXPORT int dist_obj_bin(const msgpack_object *o, const void **p, size_t *n);
+
+/* An array's elements (borrowed from o) and their count: 0, or DIST_EINVAL
+ * when o is not an array. */
+DIST_EXPORT int dist_obj_array(const msgpack_object *o, const msgpack_object **items, size_t *n);
+/* The value of a map's str key (the first when repeated), or NULL when o is
+ * not a map or has no such key. Borrowed from o. */
+DIST_EXPORT const msgpack_object *dist_obj_map_get(const msgpack_object *o, const char *key);
+
+/* Reads values with a format string (see "one call" above): dist_unpack
+ * reads o itself; dist_args_unpack reads a task's argument array, one
+ * top-level item per element, and wants exactly as many elements. */
+DIST_EXPORT int dist_unpack(const msgpack_object *o, const char *fmt, ...);
+DIST_EXPORT int dist_vunpack(const msgpack_object *o, const char *fmt, va_list ap);
+DIST_EXPORT int dist_args_unpack(const msgpack_object *args, const char *fmt, ...);
 
 /* ---- results ------------------------------------------------------------ */
 
@@ -118,6 +183,15 @@ DIST_EXPORT const msgpack_object *dist_result_value(dist_result_t *self);
 DIST_EXPORT int dist_result_int(dist_result_t *self, int64_t *out);
 DIST_EXPORT int dist_result_double(dist_result_t *self, double *out);
 DIST_EXPORT int dist_result_str(dist_result_t *self, const char **s, size_t *n);
+DIST_EXPORT int dist_result_uint(dist_result_t *self, uint64_t *out);
+DIST_EXPORT int dist_result_bool(dist_result_t *self, bool *out);
+/* The elements of an array value, borrowed from the result. */
+DIST_EXPORT int dist_result_array(dist_result_t *self, const msgpack_object **items, size_t *n);
+
+/* Reads the value with a format string (see "one call" above): a result
+ * [n, s] is dist_result_unpack(r, "is", &n, &s, &slen). The result's own
+ * code for an error result, DIST_EPROTO when the bytes are not one value. */
+DIST_EXPORT int dist_result_unpack(dist_result_t *self, const char *fmt, ...);
 
 /* A standalone copy of any result (also of one borrowed from a
  * dist_results_t). NULL with errno ENOMEM. */

@@ -11,6 +11,32 @@
 
 const char *dist_version(void) { return DIST_VERSION_STRING; }
 
+int dist_size_parse(const char *text, uint64_t *out)
+{
+    if (!text || *text < '0' || *text > '9')
+        return DIST_EINVAL;
+    uint64_t v = 0;
+    const char *p = text;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (v > (UINT64_MAX - (uint64_t)(*p - '0')) / 10)
+            return DIST_EINVAL;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    int shift = 0;
+    switch (*p) {
+    case 0: break;
+    case 'k': case 'K': shift = 10; break;
+    case 'm': case 'M': shift = 20; break;
+    case 'g': case 'G': shift = 30; break;
+    default: return DIST_EINVAL;
+    }
+    if (shift && (p[1] || v > (UINT64_MAX >> shift)))
+        return DIST_EINVAL;
+    if (out)
+        *out = v << shift;
+    return 0;
+}
+
 const char *dist_strerror(int code)
 {
     if (code > 0)

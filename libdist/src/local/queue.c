@@ -12,6 +12,15 @@
  *  operation. `count` is derived data: the process that inherits a dead
  *  owner's lock (EOWNERDEAD) recounts the messages between head and tail.
  *
+ *  Memory: the counters only grow, so a ring touches every page of its
+ *  capacity after one lap, and keeps them. A large ring (TRIM_MIN and up,
+ *  sized for a few messages of the largest size, as a pool's rings are for
+ *  max_message) gives back, every TRIM_STEP bytes consumed, the whole pages
+ *  that lie more than TRIM_KEEP bytes behind the head (MADV_REMOVE, under
+ *  the lock, outside [head, tail)); the next lap faults them in again as
+ *  zero pages. Its resident size then follows the data in flight, not the
+ *  largest message it could take.
+ *
  *  Waiting: getters sleep on the `put_seq` futex, putters on `get_seq`; a
  *  commit bumps the word and wakes every sleeper only when one is
  *  registered (see s_wait). Waking all rather than one means that a woken
@@ -29,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "dist/error.h"
 #include "futex_internal.h"
@@ -40,6 +50,9 @@
 #define MIN_CAPACITY 64
 #define MAX_CAPACITY ((size_t)1 << 40)
 #define SPIN_ROUNDS 2000
+#define TRIM_MIN ((uint64_t)32 << 20)
+#define TRIM_STEP ((uint64_t)4 << 20)
+#define TRIM_KEEP ((uint64_t)4 << 20)
 
 /* head and tail sit on cache lines of their own: a waiter spins reading
  * one of them and should not steal the lock's line from the process that
@@ -56,6 +69,7 @@ struct shared {
     _Atomic uint32_t getters_waiting, putters_waiting;
     _Atomic uint32_t closed;
     _Atomic uint32_t recoveries; /* times a dead owner's lock was repaired */
+    uint64_t trimmed; /* byte counter up to which pages were given back (lock) */
     unsigned char ring[];
 };
 
@@ -86,6 +100,42 @@ static uint32_t s_len_at(const struct shared *sh, uint64_t pos)
     unsigned char h[HDR];
     s_ring_read(sh, pos, h, HDR);
     return (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
+}
+
+/* Gives back the pages of ring offsets [from, to) (to - from <= cap), whole
+ * pages only. */
+static void s_release(struct shared *sh, uint64_t from, uint64_t to)
+{
+    static uintptr_t page;
+    if (!page)
+        page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    while (from < to) {
+        size_t off = (size_t)(from % sh->cap);
+        size_t n = sh->cap - off < to - from ? sh->cap - off : (size_t)(to - from);
+        uintptr_t a = (uintptr_t)(sh->ring + off), b = a + n;
+        a = (a + page - 1) & ~(page - 1);
+        b &= ~(page - 1);
+        if (b > a)
+            (void)madvise((void *)a, b - a, MADV_REMOVE);
+        from += n;
+    }
+}
+
+/* With the lock held, after a get: see "Memory" above. */
+static void s_trim(struct shared *sh, uint64_t head)
+{
+    if (sh->cap < TRIM_MIN || head - sh->trimmed < TRIM_STEP + TRIM_KEEP)
+        return;
+    uint64_t to = head - TRIM_KEEP;
+    uint64_t tail = atomic_load_explicit(&sh->tail, memory_order_relaxed);
+    /* Never a byte of [head, tail): a counter below tail - cap shares its
+     * ring offset with one of them (or one past the tail), so the range
+     * starts there at the earliest; it is then at most one lap long. */
+    uint64_t lap = tail > sh->cap ? tail - sh->cap : 0;
+    uint64_t from = sh->trimmed > lap ? sh->trimmed : lap;
+    if (from < to)
+        s_release(sh, from, to);
+    sh->trimmed = to;
 }
 
 /* Called with the lock inherited from a dead owner: recount messages, and
@@ -151,6 +201,22 @@ dist_queue_t *dist_queue_new(size_t maxsize, size_t capacity)
     sh->maxsize = maxsize;
     self->sh = sh;
     return self;
+}
+
+size_t dist__queue_resident(dist_queue_t *self)
+{
+    static size_t page;
+    if (!page)
+        page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t pages = (self->map_len + page - 1) / page, n = 0;
+    unsigned char *vec = malloc(pages);
+    if (!vec)
+        return 0;
+    if (mincore(self->sh, self->map_len, vec) == 0)
+        for (size_t i = 0; i < pages; i++)
+            n += vec[i] & 1;
+    free(vec);
+    return n * page;
 }
 
 void dist_queue_destroy(dist_queue_t **self_p)
@@ -299,6 +365,7 @@ static int s_get(dist_queue_t *self, void **out, void *into, size_t cap, size_t 
             atomic_store_explicit(&sh->head, head + HDR + n, memory_order_release); /* commit */
             atomic_store_explicit(&sh->count, atomic_load_explicit(&sh->count, memory_order_relaxed) - 1,
                                   memory_order_relaxed);
+            s_trim(sh, head + HDR + n);
             bool wake = s_must_wake(&sh->get_seq, &sh->putters_waiting);
             s_unlock(sh);
             if (wake)

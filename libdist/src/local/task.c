@@ -272,8 +272,9 @@ int dist__task_run(dist__runner_t *r, dist_task_fn fn, const char *name, const v
             return s_error(out, DIST_ETASK, "%s", ctx.err);
         return s_error(out, DIST_ETASK, "task %s failed (returned %d)", name, rc);
     }
+    /* Packing nothing is returning nothing: nil, as Python's None. */
     if (out->size == 0)
-        return s_error(out, DIST_EPROTO, "task %s returned no value", name);
+        return msgpack_pack_nil(&pk) ? s_error(out, DIST_ENOMEM, "task %s: out of memory", name) : 0;
     if (!dist__mp_is_one_value(out->data, out->size)) {
         static const dist__mp_limits_t any = { DIST__MP_DEPTH_MAX, SIZE_MAX, SIZE_MAX };
         size_t objects;

@@ -30,7 +30,7 @@
 #define DIST__PROTO_SIG_LEN 4
 
 /* Defaults (docs/PROTOCOL.md section 11). */
-#define DIST__MAX_MESSAGE_DEFAULT ((size_t)64 << 20)
+#define DIST__MAX_MESSAGE_DEFAULT DIST_MAX_MESSAGE_DEFAULT
 #define DIST__MAX_BATCH 10000
 #define DIST__BODY_DEPTH 16
 #define DIST__BODY_OBJECTS 1000000

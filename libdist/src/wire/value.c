@@ -89,6 +89,18 @@ int dist_args_bin(dist_args_t *self, const void *p, size_t n)
     return s_done(self, r);
 }
 
+msgpack_packer *dist__args_pk(dist_args_t *self) { return &self->pk; }
+
+int dist__args_added(dist_args_t *self, size_t n, int rc)
+{
+    if (rc || self->broken) {
+        self->broken = true;
+        return rc ? rc : DIST_ENOMEM;
+    }
+    self->count += n;
+    return 0;
+}
+
 msgpack_packer *dist_args_packer(dist_args_t *self)
 {
     self->count++;
@@ -186,6 +198,31 @@ int dist_obj_bin(const msgpack_object *o, const void **p, size_t *n)
     *p = o->via.bin.size ? o->via.bin.ptr : ""; /* NULL when empty, as for str */
     *n = o->via.bin.size;
     return 0;
+}
+
+int dist_obj_array(const msgpack_object *o, const msgpack_object **items, size_t *n)
+{
+    if (!o || o->type != MSGPACK_OBJECT_ARRAY)
+        return DIST_EINVAL;
+    if (items)
+        *items = o->via.array.ptr;
+    if (n)
+        *n = o->via.array.size;
+    return 0;
+}
+
+const msgpack_object *dist_obj_map_get(const msgpack_object *o, const char *key)
+{
+    if (!o || !key || o->type != MSGPACK_OBJECT_MAP)
+        return NULL;
+    size_t klen = strlen(key);
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        const msgpack_object *k = &o->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == klen &&
+            memcmp(k->via.str.ptr, key, klen) == 0)
+            return &o->via.map.ptr[i].val;
+    }
+    return NULL;
 }
 
 size_t dist_arg_count(const msgpack_object *args)
@@ -377,6 +414,24 @@ int dist_result_double(dist_result_t *self, double *out)
 int dist_result_str(dist_result_t *self, const char **s, size_t *n)
 {
     return self->status ? self->status : dist_obj_str(dist_result_value(self), s, n);
+}
+
+int dist_result_uint(dist_result_t *self, uint64_t *out)
+{
+    if (self->status)
+        return self->status;
+    msgpack_object o;
+    return dist_obj_uint(s_number(self, &o) ? &o : dist_result_value(self), out);
+}
+
+int dist_result_bool(dist_result_t *self, bool *out)
+{
+    return self->status ? self->status : dist_obj_bool(dist_result_value(self), out);
+}
+
+int dist_result_array(dist_result_t *self, const msgpack_object **items, size_t *n)
+{
+    return self->status ? self->status : dist_obj_array(dist_result_value(self), items, n);
 }
 
 /* ---- many results -------------------------------------------------------- */

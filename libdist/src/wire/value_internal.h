@@ -34,6 +34,12 @@ struct dist_results {
     size_t nbufs, capbufs;
 };
 
+/* The packer of an argument array, without counting a value (format.c
+ * packs several), and the count of what was packed: rc is the packing's
+ * result; a failure breaks the array as any failed append does. */
+msgpack_packer *dist__args_pk(dist_args_t *self);
+int dist__args_added(dist_args_t *self, size_t n, int rc);
+
 /* A standalone result: copies data (the value, or the message with or
  * without its NUL). NULL on ENOMEM. */
 dist_result_t *dist__result_new(int status, const void *data, size_t len);
