@@ -22,23 +22,14 @@
  *  (`dist status` lists them). A program that serves stops its master in
  *  dist_manager_destroy: the queues and what they hold go with it.
  *
- *  Format strings. A put packs the values its format names; a get unpacks
- *  the item into the variables its format names. One conversion is the
- *  item itself, several are an array of exactly that many values:
- *
- *      conv  put argument            get argument
- *      i     int                     int *       (DIST_EINVAL out of range)
- *      l     int64_t                 int64_t *
- *      d     double                  double *    (an integer is converted)
- *      b     bool (as int)           bool *
- *      s     const char * (NUL-terminated)  const char **, size_t *
- *      S     const char *, size_t    (as s)
- *      y     const void *, size_t    const void **, size_t *  (bin)
- *      n     (nothing: nil)          (nothing: the value must be nil)
- *
- *  Strings and bytes read by a get are borrowed from the item, which the
- *  queue handle keeps until its next get_fmt or the manager's destroy;
- *  they are not NUL-terminated.
+ *  Format strings: those of dist/value.h ("one call"), the same letters as
+ *  dist_pack and dist_unpack. A put packs the values its format names; a
+ *  get unpacks the item into the variables its format names. One item is
+ *  the value itself, several are an array of exactly that many values:
+ *  dist_mqueue_put(q, "is", 7, "x") puts [7, "x"]. Strings and bytes read
+ *  by a get ('s', 'b', 'o') are borrowed from the item, which the queue
+ *  handle keeps until its next get_fmt or the manager's destroy; they are
+ *  not NUL-terminated ('S' gives a malloc'd NUL-terminated copy instead).
  *
  *  Blocking: put waits for room in the queue and get for an item, up to
  *  their timeout (DIST_FOREVER: no bound). They wait in slices of at

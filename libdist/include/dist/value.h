@@ -100,6 +100,7 @@ DIST_EXPORT int dist_args_vadd(dist_args_t *self, const char *fmt, va_list ap);
 /* Packs fmt as one value (several top-level items: an array), e.g. a
  * task's result into its `out` packer. */
 DIST_EXPORT int dist_pack(msgpack_packer *pk, const char *fmt, ...);
+DIST_EXPORT int dist_vpack(msgpack_packer *pk, const char *fmt, va_list ap);
 
 /* Number of values appended. */
 DIST_EXPORT size_t dist_args_count(const dist_args_t *self);

@@ -18,6 +18,7 @@
 #include "dist/error.h"
 #include "dist/manager.h"
 #include "dist/master.h"
+#include "value_internal.h"
 
 /* Longest wait of one QPUT or QGET on the master: how long destroy may
  * wait for a blocked put or get to notice it. */
@@ -322,115 +323,9 @@ static int s_sliced(dist_mqueue_t *q, int timeout_ms, const void *data, size_t l
     return rc;
 }
 
-/* ---- values from format strings ----------------------------------------------------------- */
-
-/* The number of conversions of fmt, or -1 for an unknown one. */
-static int s_fmt_count(const char *fmt)
-{
-    if (!fmt || !*fmt)
-        return -1;
-    int n = 0;
-    for (const char *p = fmt; *p; p++, n++)
-        if (!strchr("ildbsSyn", *p))
-            return -1;
-    return n;
-}
-
-static int s_pack(msgpack_packer *pk, const char *fmt, va_list ap)
-{
-    int n = s_fmt_count(fmt);
-    if (n < 0)
-        return DIST_EINVAL;
-    if (n > 1)
-        msgpack_pack_array(pk, (size_t)n);
-    for (const char *p = fmt; *p; p++) {
-        const char *s;
-        size_t len;
-        switch (*p) {
-        case 'i': msgpack_pack_int64(pk, va_arg(ap, int)); break;
-        case 'l': msgpack_pack_int64(pk, va_arg(ap, int64_t)); break;
-        case 'd': msgpack_pack_double(pk, va_arg(ap, double)); break;
-        case 'b':
-            if (va_arg(ap, int))
-                msgpack_pack_true(pk);
-            else
-                msgpack_pack_false(pk);
-            break;
-        case 's':
-        case 'S':
-            s = va_arg(ap, const char *);
-            len = *p == 's' ? (s ? strlen(s) : 0) : va_arg(ap, size_t);
-            if (!s && len)
-                return DIST_EINVAL;
-            msgpack_pack_str(pk, len);
-            msgpack_pack_str_body(pk, s ? s : "", len);
-            break;
-        case 'y':
-            s = va_arg(ap, const void *);
-            len = va_arg(ap, size_t);
-            if (!s && len)
-                return DIST_EINVAL;
-            msgpack_pack_bin(pk, len);
-            msgpack_pack_bin_body(pk, s ? s : "", len);
-            break;
-        default: msgpack_pack_nil(pk); break; /* 'n' */
-        }
-    }
-    return 0;
-}
-
-static int s_unpack_one(const msgpack_object *o, char conv, va_list *ap)
-{
-    int64_t i64;
-    int rc;
-    switch (conv) {
-    case 'i':
-        rc = dist_obj_int(o, &i64);
-        if (!rc && (i64 < INT_MIN || i64 > INT_MAX))
-            rc = DIST_EINVAL;
-        if (!rc)
-            *va_arg(*ap, int *) = (int)i64;
-        else
-            (void)va_arg(*ap, int *);
-        return rc;
-    case 'l': return dist_obj_int(o, va_arg(*ap, int64_t *));
-    case 'd': return dist_obj_double(o, va_arg(*ap, double *));
-    case 'b': return dist_obj_bool(o, va_arg(*ap, bool *));
-    case 's':
-    case 'S': {
-        const char **s = va_arg(*ap, const char **);
-        return dist_obj_str(o, s, va_arg(*ap, size_t *));
-    }
-    case 'y': {
-        const void **p = va_arg(*ap, const void **);
-        return dist_obj_bin(o, p, va_arg(*ap, size_t *));
-    }
-    default: return o->type == MSGPACK_OBJECT_NIL ? 0 : DIST_EINVAL; /* 'n' */
-    }
-}
-
-/* Every conversion is read, so that a mismatch in the middle still leaves
- * ap where the caller expects nothing more from it. */
-static int s_unpack(const msgpack_object *item, const char *fmt, va_list ap)
-{
-    int n = s_fmt_count(fmt);
-    if (!item)
-        return DIST_EPROTO;
-    const msgpack_object *el = item;
-    if (n > 1) {
-        if (item->type != MSGPACK_OBJECT_ARRAY || item->via.array.size != (uint32_t)n)
-            return DIST_EPROTO;
-        el = item->via.array.ptr;
-    }
-    int rc = 0;
-    va_list cp;
-    va_copy(cp, ap);
-    for (int i = 0; i < n; i++)
-        if (s_unpack_one(&el[n > 1 ? i : 0], fmt[i], &cp) && !rc)
-            rc = DIST_EPROTO;
-    va_end(cp);
-    return rc;
-}
+/* Values are packed and unpacked with the format strings of dist/value.h
+ * (dist_pack, dist_vunpack); dist__format_count checks a get's format
+ * before an item is taken that could then not be read. */
 
 /* ---- queue operations --------------------------------------------------------------------- */
 
@@ -454,10 +349,7 @@ int dist_mqueue_vput(dist_mqueue_t *self, int timeout_ms, const char *fmt, va_li
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    va_list cp;
-    va_copy(cp, ap);
-    int rc = s_pack(&pk, fmt, cp);
-    va_end(cp);
+    int rc = dist__format_count(fmt, false) > 0 ? dist_vpack(&pk, fmt, ap) : DIST_EINVAL;
     /* msgpack_sbuffer_write fails only when out of memory, leaving the
      * buffer short: an empty one here, a value that does not parse below. */
     if (!rc && !sb.size)
@@ -503,7 +395,7 @@ int dist_mqueue_get(dist_mqueue_t *self, int timeout_ms, dist_result_t **value)
 
 int dist_mqueue_get_fmt(dist_mqueue_t *self, int timeout_ms, const char *fmt, ...)
 {
-    if (s_fmt_count(fmt) < 0)
+    if (dist__format_count(fmt, true) <= 0)
         return DIST_EINVAL; /* before taking an item that could not be read */
     dist_result_t *r;
     int rc = dist_mqueue_get(self, timeout_ms, &r);
@@ -513,9 +405,11 @@ int dist_mqueue_get_fmt(dist_mqueue_t *self, int timeout_ms, const char *fmt, ..
     self->last = r;
     va_list ap;
     va_start(ap, fmt);
-    rc = s_unpack(dist_result_value(r), fmt, ap);
+    const msgpack_object *o = dist_result_value(r);
+    /* The format is valid: a failure is an item that does not match it. */
+    rc = o ? dist_vunpack(o, fmt, ap) : DIST_EPROTO;
     va_end(ap);
-    return rc;
+    return rc == DIST_EINVAL ? DIST_EPROTO : rc;
 }
 
 const msgpack_object *dist_mqueue_last(dist_mqueue_t *self)
@@ -524,20 +418,6 @@ const msgpack_object *dist_mqueue_last(dist_mqueue_t *self)
 }
 
 /* ---- size, from the master's STATUS ------------------------------------------------------- */
-
-static const msgpack_object *s_map_get(const msgpack_object *map, const char *key)
-{
-    if (!map || map->type != MSGPACK_OBJECT_MAP)
-        return NULL;
-    size_t n = strlen(key);
-    for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object *k = &map->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
-            memcmp(k->via.str.ptr, key, n) == 0)
-            return &map->via.map.ptr[i].val;
-    }
-    return NULL;
-}
 
 static bool s_str_is(const msgpack_object *o, const char *s)
 {
@@ -558,14 +438,14 @@ long dist_mqueue_qsize(dist_mqueue_t *self)
         dist_result_destroy(&st);
         return rc;
     }
-    const msgpack_object *queues = s_map_get(dist_result_value(st), "queues");
+    const msgpack_object *queues = dist_obj_map_get(dist_result_value(st), "queues");
     long size = queues && queues->type == MSGPACK_OBJECT_ARRAY ? 0 : DIST_EPROTO;
     for (uint32_t i = 0; size == 0 && i < queues->via.array.size; i++) {
         const msgpack_object *q = &queues->via.array.ptr[i];
-        if (!s_str_is(s_map_get(q, "name"), self->name) || !s_str_is(s_map_get(q, "kind"), "named"))
+        if (!s_str_is(dist_obj_map_get(q, "name"), self->name) || !s_str_is(dist_obj_map_get(q, "kind"), "named"))
             continue;
         uint64_t depth;
-        const msgpack_object *d = s_map_get(q, "depth");
+        const msgpack_object *d = dist_obj_map_get(q, "depth");
         size = d && dist_obj_uint(d, &depth) == 0 && depth <= LONG_MAX ? (long)depth : DIST_EPROTO;
         break;
     }

@@ -73,6 +73,13 @@ static long s_count(const char *f, char close, const char *letters, const char *
 /* ---- packing --------------------------------------------------------------- */
 
 #define S_PACK_LETTERS "ntiIuUdsSbo"
+#define S_UNPACK_LETTERS "ntiIuUdsSbo*"
+
+long dist__format_count(const char *fmt, bool unpack)
+{
+    const char *e;
+    return fmt ? s_count(fmt, 0, unpack ? S_UNPACK_LETTERS : S_PACK_LETTERS, &e, 0) : -1;
+}
 
 typedef struct {
     msgpack_packer *pk;
@@ -169,15 +176,21 @@ static long s_vpack(msgpack_packer *pk, bool flat, const char *fmt, va_list ap)
     return p.rc ? p.rc : (flat ? n : 1);
 }
 
-int dist_pack(msgpack_packer *pk, const char *fmt, ...)
+int dist_vpack(msgpack_packer *pk, const char *fmt, va_list ap)
 {
     if (!pk)
         return DIST_EINVAL;
+    long rc = s_vpack(pk, false, fmt, ap);
+    return rc < 0 ? (int)rc : 0;
+}
+
+int dist_pack(msgpack_packer *pk, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    long rc = s_vpack(pk, false, fmt, ap);
+    int rc = dist_vpack(pk, fmt, ap);
     va_end(ap);
-    return rc < 0 ? (int)rc : 0;
+    return rc;
 }
 
 int dist_args_vadd(dist_args_t *self, const char *fmt, va_list ap)
@@ -217,8 +230,6 @@ dist_args_t *dist_args_pack(const char *fmt, ...)
 }
 
 /* ---- unpacking --------------------------------------------------------------- */
-
-#define S_UNPACK_LETTERS "ntiIuUdsSbo*"
 
 typedef struct {
     va_list ap;

@@ -40,6 +40,10 @@ struct dist_results {
 msgpack_packer *dist__args_pk(dist_args_t *self);
 int dist__args_added(dist_args_t *self, size_t n, int rc);
 
+/* The number of top-level items of a format string of dist/value.h, or -1
+ * when it is not valid (for packing, or with `unpack` for unpacking). */
+long dist__format_count(const char *fmt, bool unpack);
+
 /* A standalone result: copies data (the value, or the message with or
  * without its NUL). NULL on ENOMEM. */
 dist_result_t *dist__result_new(int status, const void *data, size_t len);
