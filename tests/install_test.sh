@@ -169,7 +169,7 @@ readelf -d "$TMP/pc-local" | grep -q 'NEEDED.*libdist-local' || { echo "pc-local
 # 3. The README's pool example, as printed there.
 awk '/^## A five-minute tour/ {t = 1} t && /^```c$/ {c = 1; next} c && /^```$/ {exit} c' \
     "$SRC/README.md" >"$TMP/readme.c"
-grep -q 'dist_pool_apply' "$TMP/readme.c" || { echo "README: no pool example found" >&2; exit 1; }
+grep -q 'dist_pool_applyf' "$TMP/readme.c" || { echo "README: no pool example found" >&2; exit 1; }
 # shellcheck disable=SC2046
 cc -std=c11 -Wall -Wextra -Werror $CFLAGS_EXTRA -o "$TMP/readme" "$TMP/readme.c" \
    $(pkg-config --cflags --libs libdist)

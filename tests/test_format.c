@@ -236,7 +236,68 @@ static void test_task_in_pool(void **state)
     assert_non_null(strstr(dist_result_error(r), "expected an integer and a string"));
     dist_result_destroy(&r);
     dist_args_destroy(&a);
+    /* The same in one call. */
+    assert_int_equal(dist_pool_applyf(p, DIST_FN(t_fmt), &r, "is", 4, "hey"), 0);
+    assert_int_equal(dist_result_unpack(r, "i**", &n), 0);
+    assert_int_equal(n, 8);
+    dist_result_destroy(&r);
+    assert_int_equal(dist_pool_applyf(p, DIST_FN(t_fmt), &r, "i[", 4), DIST_EINVAL);
+    assert_null(r);
     dist_pool_destroy(&p);
+}
+
+static void test_batch(void **state)
+{
+    (void)state;
+    dist_batch_t *b = dist_batch_new();
+    assert_non_null(b);
+    assert_null(dist_batch_items(b));
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(dist_batch_add(b, "is", i, i % 2 ? "odd" : "even"), 0);
+    /* A bad format appends nothing. */
+    assert_int_equal(dist_batch_add(b, "i[", 1), DIST_EINVAL);
+    assert_int_equal(dist_batch_count(b), 1000);
+    const dist_bytes_t *items = dist_batch_items(b);
+    assert_non_null(items);
+    msgpack_zone z;
+    for (int i = 0; i < 1000; i += 111) {
+        msgpack_object o = s_obj(&z, items[i].data, items[i].len);
+        int n;
+        const char *s;
+        size_t len;
+        assert_int_equal(dist_args_unpack(&o, "is", &n, &s, &len), 0);
+        assert_int_equal(n, i);
+        assert_int_equal(len, i % 2 ? 3u : 4u);
+        msgpack_zone_destroy(&z);
+    }
+    /* Adding after dist_batch_items: the items are built again. */
+    assert_int_equal(dist_batch_add_packed(b, "\x91\xc3", 2), 0);
+    assert_int_equal(dist_batch_add_packed(b, NULL, 2), DIST_EINVAL);
+    items = dist_batch_items(b);
+    assert_int_equal(dist_batch_count(b), 1001);
+    assert_int_equal(items[1000].len, 2);
+    assert_memory_equal(items[1000].data, "\x91\xc3", 2);
+    assert_memory_equal(items[0].data, "\x92\x00\xa4" "even", 7);
+
+    /* Through a pool's map, as in Python's pool.map(f, iterable). */
+    dist_batch_t *m = dist_batch_new();
+    for (int i = 0; i < 50; i++)
+        dist_batch_add(m, "is", i, "x");
+    dist_pool_opts_t po = { .processes = 2 };
+    dist_pool_t *p = dist_pool_new(&po);
+    dist_results_t *rs = NULL;
+    assert_int_equal(
+        dist_pool_map(p, DIST_FN(t_fmt), dist_batch_items(m), dist_batch_count(m), 0, &rs), 0);
+    for (int i = 0; i < 50; i++) {
+        int n;
+        assert_int_equal(dist_result_unpack(dist_results_at(rs, (size_t)i), "i**", &n), 0);
+        assert_int_equal(n, 2 * i);
+    }
+    dist_results_destroy(&rs);
+    dist_pool_destroy(&p);
+    dist_batch_destroy(&m);
+    dist_batch_destroy(&b);
+    assert_null(b);
 }
 
 int main(void)
@@ -246,6 +307,7 @@ int main(void)
         cmocka_unit_test(test_unpack),
         cmocka_unit_test(test_result_unpack),
         cmocka_unit_test(test_task_in_pool),
+        cmocka_unit_test(test_batch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

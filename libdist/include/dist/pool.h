@@ -114,6 +114,12 @@ typedef struct {
 DIST_EXPORT int dist_pool_apply(dist_pool_t *self, dist_task_ref_t task, const void *args,
                                 size_t len, dist_result_t **result);
 
+/* dist_pool_apply with the arguments packed from a format string (see
+ * dist/value.h, "one call"): dist_pool_applyf(pool, task, &r, "is", 7, "x")
+ * runs task(7, "x"). DIST_EINVAL for a bad format (*result NULL). */
+DIST_EXPORT int dist_pool_applyf(dist_pool_t *self, dist_task_ref_t task, dist_result_t **result,
+                                 const char *fmt, ...);
+
 /* Submits one task; the arguments are copied. Returns a handle the caller
  * destroys with dist_async_destroy (at any time: an unfinished task still
  * runs and its callbacks still fire). NULL with errno set to the positive
@@ -122,12 +128,6 @@ DIST_EXPORT int dist_pool_apply(dist_pool_t *self, dist_task_ref_t task, const v
 DIST_EXPORT dist_async_t *dist_pool_apply_async(dist_pool_t *self, dist_task_ref_t task,
                                                 const void *args, size_t len,
                                                 const dist_submit_opts_t *opts);
-
-/* An argument array for map and imap: borrowed (data, len). */
-typedef struct {
-    const void *data;
-    size_t len;
-} dist_bytes_t;
 
 /* Runs the task on each of n argument arrays and waits. *results (owned
  * by the caller, freed with dist_results_destroy) holds the outcome of

@@ -102,6 +102,39 @@ DIST_EXPORT int dist_args_vadd(dist_args_t *self, const char *fmt, va_list ap);
 DIST_EXPORT int dist_pack(msgpack_packer *pk, const char *fmt, ...);
 DIST_EXPORT int dist_vpack(msgpack_packer *pk, const char *fmt, va_list ap);
 
+/* ---- many argument arrays: the items of a map ---------------------------
+ *
+ * Python's pool.map(f, iterable) in C needs one argument array per item;
+ * a batch holds them back to back in one buffer:
+ *
+ *     dist_batch_t *b = dist_batch_new();
+ *     for (int i = 0; i < n; i++)
+ *         dist_batch_add(b, "i", i);                  // the item [i]
+ *     dist_pool_map(pool, task, dist_batch_items(b), dist_batch_count(b), 0, &rs);
+ */
+
+/* An argument array for map and imap: borrowed (data, len). */
+typedef struct {
+    const void *data;
+    size_t len;
+} dist_bytes_t;
+
+typedef struct dist_batch dist_batch_t;
+
+/* A new empty batch. NULL with errno ENOMEM. */
+DIST_EXPORT dist_batch_t *dist_batch_new(void);
+DIST_EXPORT void dist_batch_destroy(dist_batch_t **self_p);
+/* Appends one item: an argument array of one element per top-level item
+ * of fmt (the format of dist_args_pack). 0, DIST_EINVAL (bad format:
+ * nothing appended) or DIST_ENOMEM. */
+DIST_EXPORT int dist_batch_add(dist_batch_t *self, const char *fmt, ...);
+/* Appends an argument array packed elsewhere (copied). */
+DIST_EXPORT int dist_batch_add_packed(dist_batch_t *self, const void *data, size_t len);
+DIST_EXPORT size_t dist_batch_count(const dist_batch_t *self);
+/* The items, in order: borrowed, valid until the next add or destroy.
+ * NULL with count 0, or on ENOMEM. */
+DIST_EXPORT const dist_bytes_t *dist_batch_items(dist_batch_t *self);
+
 /* Number of values appended. */
 DIST_EXPORT size_t dist_args_count(const dist_args_t *self);
 

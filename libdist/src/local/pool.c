@@ -10,6 +10,7 @@
  *  longer touches its pool, so handles may outlive the pool.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -622,6 +623,28 @@ int dist_pool_apply(dist_pool_t *self, dist_task_ref_t task, const void *args, s
     a->job.result = NULL;
     dist_async_destroy(&a);
     return *result ? (*result)->status : DIST_ENOMEM;
+}
+
+int dist_pool_applyf(dist_pool_t *self, dist_task_ref_t task, dist_result_t **result,
+                     const char *fmt, ...)
+{
+    if (!result)
+        return DIST_EINVAL;
+    *result = NULL;
+    dist_args_t *a = dist_args_new();
+    if (!a)
+        return DIST_ENOMEM;
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = dist_args_vadd(a, fmt, ap);
+    va_end(ap);
+    if (!rc) {
+        size_t len;
+        const void *args = dist_args_data(a, &len);
+        rc = dist_pool_apply(self, task, args, len, result);
+    }
+    dist_args_destroy(&a);
+    return rc;
 }
 
 int dist_pool_map(dist_pool_t *self, dist_task_ref_t task, const dist_bytes_t *items, size_t n,

@@ -465,3 +465,104 @@ int dist_result_unpack(dist_result_t *self, const char *fmt, ...)
     va_end(ap);
     return rc;
 }
+
+/* ---- batches of argument arrays ------------------------------------------------ */
+
+struct dist_batch {
+    msgpack_sbuffer buf;  /* the arrays back to back */
+    size_t *offs;         /* where each starts */
+    size_t n, cap;
+    dist_bytes_t *items;  /* built by dist_batch_items, dropped by add */
+};
+
+dist_batch_t *dist_batch_new(void)
+{
+    dist_batch_t *self = calloc(1, sizeof *self);
+    if (self)
+        msgpack_sbuffer_init(&self->buf);
+    return self;
+}
+
+void dist_batch_destroy(dist_batch_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    dist_batch_t *self = *self_p;
+    msgpack_sbuffer_destroy(&self->buf);
+    free(self->offs);
+    free(self->items);
+    free(self);
+    *self_p = NULL;
+}
+
+/* Room for one more item; 0 or DIST_ENOMEM. */
+static int s_batch_grow(dist_batch_t *self)
+{
+    free(self->items);
+    self->items = NULL;
+    if (self->n < self->cap)
+        return 0;
+    size_t cap = self->cap ? self->cap * 2 : 256;
+    size_t *grown = realloc(self->offs, cap * sizeof *grown);
+    if (!grown)
+        return DIST_ENOMEM;
+    self->offs = grown;
+    self->cap = cap;
+    return 0;
+}
+
+int dist_batch_add(dist_batch_t *self, const char *fmt, ...)
+{
+    if (!self)
+        return DIST_EINVAL;
+    long n = dist__format_count(fmt, false);
+    if (n < 0)
+        return DIST_EINVAL;
+    if (s_batch_grow(self))
+        return DIST_ENOMEM;
+    size_t start = self->buf.size;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &self->buf, msgpack_sbuffer_write);
+    va_list ap;
+    va_start(ap, fmt);
+    long rc = msgpack_pack_array(&pk, (size_t)n) ? DIST_ENOMEM : s_vpack(&pk, true, fmt, ap);
+    va_end(ap);
+    if (rc < 0) {
+        self->buf.size = start; /* nothing of a failed item stays */
+        return (int)rc;
+    }
+    self->offs[self->n++] = start;
+    return 0;
+}
+
+int dist_batch_add_packed(dist_batch_t *self, const void *data, size_t len)
+{
+    if (!self || !data || !len)
+        return DIST_EINVAL;
+    if (s_batch_grow(self))
+        return DIST_ENOMEM;
+    size_t start = self->buf.size;
+    if (msgpack_sbuffer_write(&self->buf, data, len))
+        return DIST_ENOMEM;
+    self->offs[self->n++] = start;
+    return 0;
+}
+
+size_t dist_batch_count(const dist_batch_t *self) { return self ? self->n : 0; }
+
+const dist_bytes_t *dist_batch_items(dist_batch_t *self)
+{
+    if (!self || !self->n)
+        return NULL;
+    if (!self->items) {
+        /* Pointers into buf are made only now: adding may move it. */
+        self->items = malloc(self->n * sizeof *self->items);
+        if (!self->items)
+            return NULL;
+        for (size_t i = 0; i < self->n; i++) {
+            size_t end = i + 1 < self->n ? self->offs[i + 1] : self->buf.size;
+            self->items[i] = (dist_bytes_t){ self->buf.data + self->offs[i], end - self->offs[i] };
+        }
+    }
+    return self->items;
+}
