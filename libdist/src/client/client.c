@@ -83,14 +83,13 @@ static int s_send_out(dist_client_t *self, dist__cmd_t cmd)
 
 static void s_send_hello(dist_client_t *self)
 {
+    dist__hello_t h = { .role = DIST__PEER_CLIENT,
+                        .name = { self->name, strlen(self->name) },
+                        .host = { self->host, strlen(self->host) },
+                        .version = { DIST_VERSION_STRING, strlen(DIST_VERSION_STRING) },
+                        .pid = (uint32_t)getpid() };
     dist_wire_buf_reset(self->out);
-    msgpack_packer *pk = dist_wire_buf_packer(self->out);
-    msgpack_pack_map(pk, 5);
-    dist__pk_kv_str(pk, "role", "client");
-    dist__pk_kv_str(pk, "name", self->name);
-    dist__pk_kv_str(pk, "host", self->host);
-    dist__pk_kv_u64(pk, "pid", (uint64_t)getpid());
-    dist__pk_kv_str(pk, "version", DIST_VERSION_STRING);
+    dist__pack_hello(dist_wire_buf_packer(self->out), &h);
     self->last_hello_ns = dist__now_ns();
     s_send_out(self, DIST__CMD_HELLO);
 }
@@ -105,9 +104,7 @@ static void s_flush_acks(dist_client_t *self)
         size_t n = self->nacks < self->max_batch ? self->nacks : self->max_batch;
         dist_wire_buf_reset(self->out);
         msgpack_packer *pk = dist_wire_buf_packer(self->out);
-        msgpack_pack_map(pk, 1);
-        dist__pk_str(pk, "ids");
-        msgpack_pack_array(pk, n);
+        dist__pack_list_head(pk, DIST__CMD_ACK, n);
         for (size_t i = 0; i < n; i++)
             dist__pk_id(pk, &self->acks[self->nacks - n + i]);
         int rc = s_send_out(self, DIST__CMD_ACK);
@@ -192,25 +189,19 @@ static void s_forgotten(dist_client_t *self)
 
 static void s_on_welcome(dist_client_t *self, const msgpack_object *b)
 {
-    uint32_t hb = DIST__HEARTBEAT_MS, hbto = DIST__HEARTBEAT_TIMEOUT_MS, mb = DIST__MAX_BATCH;
-    uint32_t mm = 0, pending = 0;
-    const char *name = "";
-    size_t nlen = 0;
-    dist__opt_u32(b, "heartbeat_ms", &hb);
-    dist__opt_u32(b, "heartbeat_timeout_ms", &hbto);
-    dist__opt_u32(b, "max_batch", &mb);
-    dist__opt_u32(b, "max_message", &mm);
-    dist__opt_u32(b, "pending_results", &pending);
-    dist__opt_str(b, "master", &name, &nlen);
-    if (nlen > DIST__NAME_MAX)
-        nlen = DIST__NAME_MAX;
-    self->heartbeat_ms = hb ? (int)(hb < 3600000 ? hb : 3600000) : DIST__HEARTBEAT_MS;
-    self->heartbeat_timeout_ms = hbto ? (int)(hbto < 3600000 ? hbto : 3600000)
-                                      : DIST__HEARTBEAT_TIMEOUT_MS;
-    self->max_batch = mb ? (mb < DIST__MAX_BATCH ? mb : DIST__MAX_BATCH) : DIST__MAX_BATCH;
+    dist__welcome_t wl;
+    if (dist__parse_welcome(b, &wl))
+        dist__log(&self->log, DIST_LOG_WARN, "WELCOME with a field of the wrong type: using its "
+                  "default");
+    const char *name = wl.master.s;
+    size_t nlen = wl.master.n;
+    uint32_t pending = wl.pending_results;
+    self->heartbeat_ms = (int)wl.heartbeat_ms;
+    self->heartbeat_timeout_ms = (int)wl.heartbeat_timeout_ms;
+    self->max_batch = wl.max_batch;
     self->max_message = self->own_max_message;
-    if (mm >= 4096 && mm < self->max_message)
-        self->max_message = mm;
+    if (wl.max_message < self->max_message)
+        self->max_message = wl.max_message;
     bool other_master = self->welcomed_once &&
                         (strlen(self->master) != nlen || memcmp(self->master, name, nlen) != 0);
     bool resend = !self->connected || other_master;
@@ -276,19 +267,15 @@ static void s_refuse(dist_client_t *self, dist__slot_t *s, const char *code, siz
 
 static void s_on_accepted(dist_client_t *self, const msgpack_object *b)
 {
-    const msgpack_object *ids, *rej;
-    size_t n, nrej;
-    if (dist__get_array(b, "ids", &ids, &n))
-        n = 0;
-    if (dist__get_array(b, "rejected", &rej, &nrej))
-        nrej = 0;
-    for (size_t i = 0; i < n; i++) {
-        const void *p;
-        size_t len;
+    dist__accepted_t a;
+    if (dist__parse_accepted(b, &a)) {
+        self->malformed++;
+        return;
+    }
+    for (size_t i = 0; i < a.nids; i++) {
         dist__id_t id;
-        if (dist_wire_get_bin(&ids[i], &p, &len) || len != sizeof id.b)
+        if (!dist__list_id(&a.ids[i], &id))
             continue;
-        memcpy(id.b, p, sizeof id.b);
         dist__slot_t *s = dist__idmap_find(&self->ids, &id);
         if (!s || s->state != DIST__SL_SENT)
             continue;
@@ -297,17 +284,13 @@ static void s_on_accepted(dist_client_t *self, const msgpack_object *b)
         if (s->job)
             dist__job_refused(self, s->job, s, 0, NULL, 0); /* code 0: accepted */
     }
-    for (size_t i = 0; i < nrej; i++) {
-        dist__id_t id;
-        const char *code = "", *msg = "";
-        size_t clen = 0, mlen = 0;
-        if (dist__get_id(&rej[i], "id", &id))
+    for (size_t i = 0; i < a.nrejected; i++) {
+        dist__reject_t r;
+        if (dist__parse_reject(&a.rejected[i], &r) || !r.has_id)
             continue;
-        dist__opt_str(&rej[i], "code", &code, &clen);
-        dist__opt_str(&rej[i], "error", &msg, &mlen);
-        dist__slot_t *s = dist__idmap_find(&self->ids, &id);
+        dist__slot_t *s = dist__idmap_find(&self->ids, &r.id);
         if (s && s->state == DIST__SL_SENT)
-            s_refuse(self, s, code, clen, msg, mlen);
+            s_refuse(self, s, r.code.s, r.code.n, r.error.s, r.error.n);
     }
 }
 
@@ -344,7 +327,7 @@ static void s_on_results(dist_client_t *self, const msgpack_object *b)
 {
     const msgpack_object *items;
     size_t n;
-    if (dist__get_array(b, "results", &items, &n)) {
+    if (dist__parse_list(b, DIST__CMD_RESULTS, &items, &n)) {
         self->malformed++;
         return;
     }
@@ -385,13 +368,16 @@ static void s_on_results(dist_client_t *self, const msgpack_object *b)
 
 static void s_on_error(dist_client_t *self, const msgpack_object *b)
 {
-    const char *code = "", *msg = "";
-    size_t clen = 0, mlen = 0;
-    uint64_t req = 0;
-    dist__opt_str(b, "code", &code, &clen);
-    dist__opt_str(b, "error", &msg, &mlen);
-    if (dist_wire_map_get(b, "req") && !dist__get_u64(b, "req", &req)) {
-        dist__req_t *q = dist__req_find(self, req);
+    dist__error_t e;
+    if (dist__parse_error(b, &e)) {
+        self->malformed++;
+        dist__log(&self->log, DIST_LOG_WARN, "dropped a malformed ERROR from the master");
+        return;
+    }
+    const char *code = e.code.s, *msg = e.error.s;
+    size_t clen = e.code.n, mlen = e.error.n;
+    if (e.req) {
+        dist__req_t *q = dist__req_find(self, e.req);
         if (q && !q->done) {
             dist__log(&self->log, DIST_LOG_WARN, "master: %.*s: %.*s", (int)clen, code, (int)mlen,
                       msg);

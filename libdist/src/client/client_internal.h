@@ -213,10 +213,11 @@ void dist__req_unlink(dist_client_t *self, dist__req_t *q);
 void dist__req_clear(dist__req_t *q);
 void dist__req_drop(dist__req_t *q);
 
-/* Gives the request a number, packs its body with fill() (which packs the
- * `nfields` fields after "req") and queues it. 0 or DIST_ENOMEM. */
-int dist__req_start(dist_client_t *self, dist__req_t *q, dist__cmd_t cmd, size_t nfields,
-                    void (*fill)(msgpack_packer *pk, const void *arg), const void *arg);
+/* Gives the request a number, packs its whole body with fill(pk, req,
+ * arg) and queues it. 0 or DIST_ENOMEM. */
+int dist__req_start(dist_client_t *self, dist__req_t *q, dist__cmd_t cmd,
+                    void (*fill)(msgpack_packer *pk, uint64_t req, const void *arg),
+                    const void *arg);
 
 /* The code a QREPLY status or an ERROR code maps to (sections 7a, 8). */
 int dist__reply_code(const char *s, size_t n);

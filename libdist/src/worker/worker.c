@@ -100,12 +100,9 @@ typedef struct rec {
     uint8_t state;
 } rec_t;
 
-/* A task this worker can run (a snapshot of the registry at creation: the
- * pool's processes know exactly these functions). */
-struct wtask {
-    const char *name; /* borrowed from the registry, which never frees */
-    size_t len;
-};
+/* The tasks this worker can run are a snapshot of the registry at
+ * creation (the pool's processes know exactly these functions): names
+ * borrowed from the registry, which never frees them, as HELLO packs them. */
 
 /* A RESULTS or RETURN message being built: {key: [items...]}. The array
  * header is packed in its 32-bit form and its count patched at flush, so
@@ -113,7 +110,6 @@ struct wtask {
 typedef struct {
     dist_wire_buf_t *buf;
     dist__cmd_t cmd;
-    const char *key;
     size_t count, count_at;
 } batch_t;
 
@@ -149,7 +145,7 @@ struct dist_worker {
     int fatal; /* a negative code once the pool is unusable */
 
     /* tasks */
-    struct wtask *tasks;
+    dist__str_t *tasks;
     size_t ntasks;
     uint32_t *tslots; /* open addressing: task index + 1, 0 empty */
     size_t tmask;
@@ -219,8 +215,8 @@ static int s_tasks_snapshot(dist_worker_t *w)
         const char *name = dist_task_name_at(i);
         if (!name)
             break;
-        w->tasks[w->ntasks] = (struct wtask){ name, strlen(name) };
-        size_t k = s_hash(name, w->tasks[w->ntasks].len) & w->tmask;
+        w->tasks[w->ntasks] = (dist__str_t){ name, strlen(name) };
+        size_t k = s_hash(name, w->tasks[w->ntasks].n) & w->tmask;
         while (w->tslots[k])
             k = (k + 1) & w->tmask;
         w->tslots[k] = (uint32_t)++w->ntasks;
@@ -232,8 +228,8 @@ static int s_tasks_snapshot(dist_worker_t *w)
 static long s_task_find(const dist_worker_t *w, const char *s, size_t n)
 {
     for (size_t k = s_hash(s, n) & w->tmask; w->tslots[k]; k = (k + 1) & w->tmask) {
-        const struct wtask *t = &w->tasks[w->tslots[k] - 1];
-        if (t->len == n && memcmp(t->name, s, n) == 0)
+        const dist__str_t *t = &w->tasks[w->tslots[k] - 1];
+        if (t->n == n && memcmp(t->s, s, n) == 0)
             return (long)w->tslots[k] - 1;
     }
     return -1;
@@ -405,10 +401,9 @@ static msgpack_packer *s_batch_add(dist_worker_t *w, batch_t *b, size_t size)
     msgpack_packer *pk = dist_wire_buf_packer(b->buf);
     if (!b->count) {
         dist_wire_buf_reset(b->buf);
-        msgpack_pack_map(pk, 1);
-        dist__pk_str(pk, b->key);
+        dist__pack_list_head(pk, b->cmd, UINT32_MAX); /* 0xdd + 4 bytes, patched at flush */
         dist_wire_buf_data(b->buf, &b->count_at);
-        msgpack_pack_array(pk, UINT32_MAX); /* 0xdd + 4 bytes, patched at flush */
+        b->count_at -= 5;
     }
     b->count++;
     return pk;
@@ -468,7 +463,7 @@ static void s_result_errorf(dist_worker_t *w, const dist__id_t *id, uint32_t att
 /* Answers a record the pool has finished, and recycles it. */
 static void s_answer(dist_worker_t *w, rec_t *r)
 {
-    const char *task = w->tasks[r->task].name;
+    const char *task = w->tasks[r->task].s;
     dist_result_t *res = NULL;
     int code = dist_async_get(r->h, 0, &res);
     if (!res) {
@@ -549,7 +544,7 @@ static void s_submit(dist_worker_t *w)
         rec_t *r = s_queue_pop(w);
         dist_submit_opts_t so = { s_on_done, s_on_done, r,
                                   r->timeout_ms > INT_MAX ? INT_MAX : (int)r->timeout_ms };
-        r->h = dist_pool_apply_async(w->pool, DIST_NAMED(w->tasks[r->task].name), r->args,
+        r->h = dist_pool_apply_async(w->pool, DIST_NAMED(w->tasks[r->task].s), r->args,
                                      r->args_len, &so);
         if (!r->h) {
             int code = -errno;
@@ -559,7 +554,7 @@ static void s_submit(dist_worker_t *w)
                 w->fatal = code;
             } else {
                 dist__log(&w->log, DIST_LOG_WARN, "cannot hand task %s to the pool: %s; returned it",
-                          w->tasks[r->task].name, dist_strerror(code));
+                          w->tasks[r->task].s, dist_strerror(code));
             }
             s_return_id(w, &r->id);
             s_rec_free(w, r);
@@ -694,9 +689,8 @@ static void s_credit(dist_worker_t *w)
     dist__log(&w->log, DIST_LOG_DEBUG, "credit %u -> %u", w->announced, cap);
     s_announce(w, cap);
     dist_wire_buf_reset(w->scratch);
-    msgpack_packer *pk = dist_wire_buf_packer(w->scratch);
-    msgpack_pack_map(pk, 1);
-    dist__pk_kv_u64(pk, "capacity", cap);
+    dist__credit_t c = { cap };
+    dist__pack_credit(dist_wire_buf_packer(w->scratch), &c);
     s_send_scratch(w, DIST__CMD_CREDIT, true);
 }
 
@@ -717,20 +711,14 @@ static void s_send_hello(dist_worker_t *w)
         uint64_t target = (uint64_t)w->slots + w->prefetch;
         cap = target > (uint64_t)w->n_pool + 1 ? (uint32_t)(target - w->n_pool) : 1;
     }
+    dist__hello_t h = { .role = DIST__PEER_WORKER,
+                        .name = { w->name, strlen(w->name) },
+                        .host = { w->host, strlen(w->host) },
+                        .version = { DIST_VERSION_STRING, strlen(DIST_VERSION_STRING) },
+                        .pid = (uint32_t)w->pid, .slots = (uint32_t)w->slots, .capacity = cap,
+                        .names = w->tasks, .ntasks = w->ntasks };
     dist_wire_buf_reset(w->scratch);
-    msgpack_packer *pk = dist_wire_buf_packer(w->scratch);
-    msgpack_pack_map(pk, 8);
-    dist__pk_kv_str(pk, "role", "worker");
-    dist__pk_kv_str(pk, "name", w->name);
-    dist__pk_kv_str(pk, "host", w->host);
-    dist__pk_kv_u64(pk, "pid", (uint64_t)w->pid);
-    dist__pk_kv_str(pk, "version", DIST_VERSION_STRING);
-    dist__pk_kv_u64(pk, "slots", (uint64_t)w->slots);
-    dist__pk_kv_u64(pk, "capacity", cap);
-    dist__pk_str(pk, "tasks");
-    msgpack_pack_array(pk, w->ntasks);
-    for (size_t i = 0; i < w->ntasks; i++)
-        dist__pk_strn(pk, w->tasks[i].name, w->tasks[i].len);
+    dist__pack_hello(dist_wire_buf_packer(w->scratch), &h);
     s_send_scratch(w, DIST__CMD_HELLO, false);
     s_announce(w, cap);
 }
@@ -745,20 +733,16 @@ static void s_rehello(dist_worker_t *w)
 
 static void s_on_welcome(dist_worker_t *w, const msgpack_object *b)
 {
-    uint32_t hb = DIST__HEARTBEAT_MS, hbto = DIST__HEARTBEAT_TIMEOUT_MS, batch = DIST__MAX_BATCH;
-    uint32_t maxmsg = (uint32_t)DIST__MAX_MESSAGE_DEFAULT;
-    const char *master = "?";
-    size_t master_len = 1;
-    if (dist__opt_u32(b, "heartbeat_ms", &hb) || dist__opt_u32(b, "heartbeat_timeout_ms", &hbto) ||
-        dist__opt_u32(b, "max_batch", &batch) || dist__opt_u32(b, "max_message", &maxmsg) ||
-        dist__opt_str(b, "master", &master, &master_len))
+    dist__welcome_t wl;
+    if (dist__parse_welcome(b, &wl))
         dist__log(&w->log, DIST_LOG_WARN, "WELCOME with a field of the wrong type: using defaults "
                                          "for it");
-    /* Bounds that keep the loop sane whatever the master says. */
-    w->hb_ms = hb < 10 ? 10 : hb > 3600000 ? 3600000 : hb;
-    w->hb_timeout_ms = hbto < w->hb_ms ? w->hb_ms : hbto > 3600000 ? 3600000 : hbto;
-    w->max_batch = batch < 1 ? 1 : batch > DIST__MAX_BATCH ? DIST__MAX_BATCH : batch;
-    w->master_max = maxmsg < 4096 ? 4096 : maxmsg;
+    const char *master = wl.master.n ? wl.master.s : "?";
+    size_t master_len = wl.master.n ? wl.master.n : 1;
+    w->hb_ms = wl.heartbeat_ms;
+    w->hb_timeout_ms = wl.heartbeat_timeout_ms;
+    w->max_batch = wl.max_batch;
+    w->master_max = wl.max_message;
     if (w->welcomed)
         return; /* the answer to a repeated HELLO: same session */
     w->welcomed = true;
@@ -812,7 +796,7 @@ static void s_on_tasks(dist_worker_t *w, dist__inmsg_t *m)
 {
     const msgpack_object *items;
     size_t n;
-    if (dist__get_array(m->root, "tasks", &items, &n)) {
+    if (dist__parse_list(m->root, DIST__CMD_TASKS, &items, &n)) {
         w->malformed++;
         dist__log(&w->log, DIST_LOG_WARN, "dropped a TASKS message without a tasks array");
         return;
@@ -834,7 +818,7 @@ static void s_on_tasks(dist_worker_t *w, dist__inmsg_t *m)
                             "task %s is not registered", name);
             continue;
         }
-        const char *tname = w->tasks[ti].name;
+        const char *tname = w->tasks[ti].s;
         if (!t.args_len || !dist__msgpack_is_array(*(const unsigned char *)t.args) ||
             !dist__mp_is_one_value(t.args, t.args_len)) {
             s_result_errorf(w, &t.id, t.attempt, DIST__ST_BAD_ARGS, tname,
@@ -890,10 +874,14 @@ static void s_on_tasks(dist_worker_t *w, dist__inmsg_t *m)
 
 static void s_on_error(dist_worker_t *w, const msgpack_object *b)
 {
-    const char *code = "?", *msg = "";
-    size_t cl = 1, ml = 0;
-    (void)dist__get_str(b, "code", &code, &cl);
-    (void)dist__get_str(b, "error", &msg, &ml);
+    dist__error_t e;
+    if (dist__parse_error(b, &e)) {
+        w->malformed++;
+        dist__log(&w->log, DIST_LOG_WARN, "dropped a malformed ERROR from the master");
+        return;
+    }
+    const char *code = e.code.s, *msg = e.error.s;
+    size_t cl = e.code.n, ml = e.error.n;
     dist__log(&w->log, DIST_LOG_WARN, "master error %.*s: %.*s", (int)(cl > 64 ? 64 : cl), code,
               (int)(ml > 512 ? 512 : ml), msg);
     if (cl == 11 && memcmp(code, "not_welcome", 11) == 0 && w->welcomed)
@@ -1221,14 +1209,14 @@ static void s_log_started(dist_worker_t *w, bool threads)
     char names[640];
     size_t used = 0;
     for (size_t i = 0; i < w->ntasks; i++) {
-        size_t sep = i ? 2 : 0, len = w->tasks[i].len;
+        size_t sep = i ? 2 : 0, len = w->tasks[i].n;
         if (used + sep + len + sizeof ", ..." > sizeof names) {
             memcpy(names + used, ", ...", 5);
             used += 5;
             break;
         }
         memcpy(names + used, ", ", sep);
-        memcpy(names + used + sep, w->tasks[i].name, len);
+        memcpy(names + used + sep, w->tasks[i].s, len);
         used += sep + len;
     }
     names[used] = 0;
@@ -1318,8 +1306,8 @@ dist_worker_t *dist_worker_new(const dist_worker_opts_t *opts)
         err = errno;
         goto fail;
     }
-    w->results = (batch_t){ dist_wire_buf_new(0), DIST__CMD_RESULTS, "results", 0, 0 };
-    w->returns = (batch_t){ dist_wire_buf_new(0), DIST__CMD_RETURN, "ids", 0, 0 };
+    w->results = (batch_t){ dist_wire_buf_new(0), DIST__CMD_RESULTS, 0, 0 };
+    w->returns = (batch_t){ dist_wire_buf_new(0), DIST__CMD_RETURN, 0, 0 };
     w->scratch = dist_wire_buf_new(0);
     if (!w->results.buf || !w->returns.buf || !w->scratch)
         goto fail;
