@@ -156,6 +156,11 @@ void dist__sock_setup(zsock_t *sock, bool router, const dist__sockopts_t *o)
     zsock_set_heartbeat_timeout(sock, hb_to);
     zsock_set_heartbeat_ttl(sock, hb_to);
     zsock_set_linger(sock, d.linger_ms >= 0 ? d.linger_ms : router ? 0 : 500);
+    /* Every send is non-blocking already (ZMQ_DONTWAIT); a send timeout of
+     * 0 makes sure that no send through another path can block either: a
+     * DEALER whose master refused it (ZAP) is never reconnected by libzmq,
+     * and a blocking send on it would wait forever. */
+    zsock_set_sndtimeo(sock, 0);
     zsock_set_sndhwm(sock, DIST__HWM);
     zsock_set_rcvhwm(sock, router ? DIST__ROUTER_RCVHWM : DIST__HWM);
     if (router) {
