@@ -649,19 +649,15 @@ dist_client_t *dist_client_new(const dist_client_opts_t *opts)
     if (opts)
         o = *opts;
     dist__logger_t lg = { o.log, o.log_userdata, o.log_level, "client" };
-    char err[128];
-    int e = o.connect_timeout_ms < 0 || (o.name && !dist__peer_name_ok(o.name, strlen(o.name)))
-                ? EINVAL
-                : dist__zmq_version_ok(err, sizeof err) ? ENOTSUP : 0;
-    if (e == ENOTSUP)
-        dist__log(&lg, DIST_LOG_ERROR, "%s", err);
+    dist__conn_opts_t co = { o.master, o.key, o.server_key, o.insecure, 0, "client" };
+    bool bad = o.connect_timeout_ms < 0 || (o.name && !dist__peer_name_ok(o.name, strlen(o.name)));
+    int e = bad ? EINVAL : dist__conn_check(&co, &lg);
     dist_client_t *self = e ? NULL : s_alloc(&o, &lg);
     if (!self) {
         errno = e ? e : errno;
         return NULL;
     }
-    dist__conn_opts_t co = { o.master, o.key, o.server_key, o.insecure, self->own_max_message,
-                             "client" };
+    co.max_message = self->own_max_message;
     if ((e = dist__conn_open(&self->conn, &co, &self->log)) != 0) {
         s_free(self);
         errno = e;

@@ -42,6 +42,11 @@ int dist__conn_errno(int rc)
 
 int dist__conn_check(const dist__conn_opts_t *o, const dist__logger_t *log)
 {
+    char why[160];
+    if (dist__zmq_version_ok(why, sizeof why)) {
+        dist__log(log, DIST_LOG_ERROR, "%s", why);
+        return ENOTSUP;
+    }
     bool secure;
     int rc = dist__curve_peer_setup(NULL, o->key, o->server_key, o->insecure,
                                     dist__conn_endpoint(o->master), log, &secure);

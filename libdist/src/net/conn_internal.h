@@ -65,8 +65,10 @@ const char *dist__conn_endpoint(const char *opt);
  * ENOMEM, else EINVAL). */
 int dist__conn_errno(int rc);
 
-/* Checks the keys and protected mode without a socket (a worker does this
- * before forking its pool). 0 or an errno value, the reason logged. */
+/* Checks the libzmq version (ENOTSUP when too old), the keys and
+ * protected mode, without a socket: before a peer allocates anything (a
+ * worker forks its pool after it). 0 or an errno value, the reason
+ * logged. */
 int dist__conn_check(const dist__conn_opts_t *o, const dist__logger_t *log);
 
 /* Creates the DEALER socket (section 1 options, CURVE when keys are

@@ -1230,20 +1230,14 @@ dist_worker_t *dist_worker_new(const dist_worker_opts_t *opts)
     if (opts)
         o = *opts;
     dist__logger_t lg = { o.log, o.log_userdata, o.log_level, "worker" };
-    char why[160];
-    if (o.procs < 0 || o.max_prefetch < 0 || o.max_prefetch > MAX_PREFETCH_LIMIT ||
-        o.max_message > ((size_t)1 << 30) || (o.name && !dist__peer_name_ok(o.name, strlen(o.name)))) {
-        dist__log(&lg, DIST_LOG_ERROR, "invalid worker options (procs, max_prefetch, max_message or name)");
-        errno = EINVAL;
-        return NULL;
-    }
-    int e = dist__zmq_version_ok(why, sizeof why) ? ENOTSUP : 0;
-    if (e)
-        dist__log(&lg, DIST_LOG_ERROR, "%s", why);
-    /* Keys and protected mode are checked before the pool is forked. */
     dist__conn_opts_t co = { o.master, o.key, o.server_key, o.insecure, o.max_message, "worker" };
-    if (!e)
-        e = dist__conn_check(&co, &lg);
+    bool bad = o.procs < 0 || o.max_prefetch < 0 || o.max_prefetch > MAX_PREFETCH_LIMIT ||
+               o.max_message > ((size_t)1 << 30) ||
+               (o.name && !dist__peer_name_ok(o.name, strlen(o.name)));
+    if (bad)
+        dist__log(&lg, DIST_LOG_ERROR, "invalid worker options (procs, max_prefetch, max_message or name)");
+    /* Keys and protected mode are checked before the pool is forked. */
+    int e = bad ? EINVAL : dist__conn_check(&co, &lg);
     dist_worker_t *w = e ? NULL : s_alloc(&o, &lg);
     if (w && (e = dist__conn_open(&w->conn, &co, &w->log)) != 0)
         s_free(w);
