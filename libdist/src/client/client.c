@@ -59,6 +59,8 @@ void dist__client_wake(dist_client_t *self)
 static int s_send(dist_client_t *self, dist__cmd_t cmd, const void *body, size_t len)
 {
     int rc = dist__conn_send(&self->conn, cmd, body, len);
+    if (rc == 0)
+        return 0;
     if (rc == DIST_EAGAIN)
         self->blocked = true;
     else
