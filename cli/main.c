@@ -23,7 +23,6 @@
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_NOMASTER = 3 };
 
-#define S_ENDPOINT_DEFAULT "tcp://127.0.0.1:5555"
 
 /* Commands, as bits: which options each accepts. */
 enum { C_SUBMIT = 1, C_MAP = 2, C_STATUS = 4, C_HELP = 8, C_KEYGEN = 16, C_NET = 15, C_ALL = 31 };
@@ -118,7 +117,7 @@ static void s_log(dist_log_level_t level, const char *component, const char *msg
 
 static const char s_common_help[] =
     "Options of every command:\n"
-    "  --master ENDPOINT      the master (default: $DIST_MASTER, else " S_ENDPOINT_DEFAULT ")\n"
+    "  --master ENDPOINT      the master (default: $DIST_MASTER, else " DIST_DEFAULT_ENDPOINT ")\n"
     "  --name NAME            this client's name, as the master shows it\n"
     "                         (default: HOST:PID:RANDOM)\n"
     "  --connect-timeout MS   how long to wait for the master's welcome (default: 5000)\n"
@@ -862,7 +861,7 @@ int main(int argc, char **argv)
     if (!cli.master || !*cli.master)
         cli.master = getenv("DIST_MASTER");
     if (!cli.master || !*cli.master)
-        cli.master = S_ENDPOINT_DEFAULT;
+        cli.master = DIST_DEFAULT_ENDPOINT;
     switch (cli.cmd_bit) {
     case C_SUBMIT: return s_cmd_submit(&cli);
     case C_MAP: return s_cmd_map(&cli);

@@ -102,6 +102,66 @@ static void s_rid(int peer, uint8_t rid[5])
     rid[4] = (uint8_t)peer;
 }
 
+/* Whatever the master sends, its peers' parsers (net/proto_msg.c) take. */
+static void s_check_body(dist__cmd_t cmd, const void *body, size_t len,
+                         const dist_wire_limits_t *lim)
+{
+    dist_wire_msg_t *m = dist_wire_msg_decode(body, len, lim, NULL);
+    CHECK(m != NULL, "%s body does not decode", dist__cmd_name(cmd));
+    const msgpack_object *o = dist_wire_msg_root(m), *items;
+    size_t n;
+    int rc = 0;
+    switch (cmd) {
+    case DIST__CMD_WELCOME: {
+        dist__welcome_t w;
+        rc = dist__parse_welcome(o, &w);
+        break;
+    }
+    case DIST__CMD_ERROR: {
+        dist__error_t e;
+        rc = dist__parse_error(o, &e);
+        break;
+    }
+    case DIST__CMD_QREPLY: {
+        dist__qreply_t r;
+        rc = dist__parse_qreply(o, &r);
+        break;
+    }
+    case DIST__CMD_STATUS: {
+        dist__status_req_t r;
+        rc = dist__parse_status_req(o, &r);
+        break;
+    }
+    case DIST__CMD_ACCEPTED: {
+        dist__accepted_t a;
+        rc = dist__parse_accepted(o, &a);
+        for (size_t i = 0; rc == 0 && i < a.nrejected; i++) {
+            dist__reject_t r;
+            rc = dist__parse_reject(&a.rejected[i], &r);
+        }
+        break;
+    }
+    case DIST__CMD_TASKS:
+        rc = dist__parse_list(o, cmd, &items, &n);
+        for (size_t i = 0; rc == 0 && i < n; i++) {
+            dist__task_t t;
+            rc = dist__parse_task(&items[i], true, &t);
+        }
+        break;
+    case DIST__CMD_RESULTS:
+        rc = dist__parse_list(o, cmd, &items, &n);
+        for (size_t i = 0; rc == 0 && i < n; i++) {
+            dist__result_t r;
+            rc = dist__parse_result(&items[i], false, &r);
+        }
+        break;
+    default:
+        break;
+    }
+    CHECK(rc == 0, "the master sent a %s its peers cannot parse", dist__cmd_name(cmd));
+    dist_wire_msg_destroy(&m);
+}
+
 /* Every message the master sends: check it, and answer as the input said
  * the peer's pipe is. */
 static int s_sink(void *ud, const uint8_t *rid, size_t rid_len, dist__cmd_t cmd, const void *body,
@@ -122,14 +182,14 @@ static int s_sink(void *ud, const uint8_t *rid, size_t rid_len, dist__cmd_t cmd,
     uint8_t t = *(const uint8_t *)body;
     CHECK((t & 0xf0) == 0x80 || t == 0xde || t == 0xdf, "%s body is not a map",
           dist__cmd_name(cmd));
+    s_check_body(cmd, body, len, &x->limits);
     if (x->trace) {
         /* FUZZ_MASTER_TRACE=1: what the master says, for reading seeds. */
         char code[64] = "";
         dist_wire_msg_t *m = dist_wire_msg_decode(body, len, &x->limits, NULL);
-        const char *c;
-        size_t n;
-        if (m && dist__get_str(dist_wire_msg_root(m), "code", &c, &n) == 0)
-            snprintf(code, sizeof code, " %.*s", (int)n, c);
+        dist__error_t e;
+        if (m && cmd == DIST__CMD_ERROR && dist__parse_error(dist_wire_msg_root(m), &e) == 0)
+            snprintf(code, sizeof code, " %.*s", (int)e.code.n, e.code.s);
         dist_wire_msg_destroy(&m);
         fprintf(stderr, "-> peer %d: %s%s (%zu bytes)\n", rid_len == 5 ? rid[4] : -1,
                 dist__cmd_name(cmd), code, len);

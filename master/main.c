@@ -42,7 +42,7 @@ static void s_usage(FILE *f)
             "acknowledge them, and serves named queues (docs/PROTOCOL.md).\n"
             "\n"
             "Options:\n"
-            "  --bind ENDPOINT         endpoint to listen on (default tcp://127.0.0.1:5555;\n"
+            "  --bind ENDPOINT         endpoint to listen on (default " DIST_DEFAULT_ENDPOINT ";\n"
             "                          a port of 0 or * picks a free one, which is logged)\n"
             "  --name NAME             the master's name in status and logs (default HOST:PID)\n"
             "  --heartbeat MS          how often peers send heartbeats, and the master to\n"

@@ -162,9 +162,7 @@ static void s_send_results(fm_t *self, const dist__id_t *ids, size_t nids, bool 
         if (p) {
             dist_wire_buf_t *b = dist_wire_buf_new(0);
             msgpack_packer *pk = dist_wire_buf_packer(b);
-            msgpack_pack_map(pk, 1);
-            dist__pk_str(pk, "results");
-            msgpack_pack_array(pk, k);
+            dist__pack_list_head(pk, DIST__CMD_RESULTS, k);
             for (size_t j = 0; j < k; j++) {
                 fm_result_t *r = rs[i + j];
                 dist__result_t w = { .id = r->id, .status = r->status };
@@ -319,7 +317,7 @@ static void s_on_submit(fm_t *self, fm_peer_t *p, const msgpack_object *root)
 {
     const msgpack_object *tasks;
     size_t n;
-    if (dist__get_array(root, "tasks", &tasks, &n))
+    if (dist__parse_list(root, DIST__CMD_SUBMIT, &tasks, &n))
         return;
     if (self->submit_errors_left > 0) { /* the whole SUBMIT refused, as out of memory */
         self->submit_errors_left--;
@@ -331,10 +329,7 @@ static void s_on_submit(fm_t *self, fm_peer_t *p, const msgpack_object *root)
     msgpack_packer *pk = dist_wire_buf_packer(b);
     dist__id_t *ok = calloc(n + 1, sizeof *ok);
     size_t nok = 0, nrej = 0;
-    struct rej {
-        dist__id_t id;
-        const char *code, *msg;
-    } *rej = calloc(n + 1, sizeof *rej);
+    dist__reject_t *rej = calloc(n + 1, sizeof *rej);
     for (size_t i = 0; i < n; i++) {
         dist__task_t t;
         if (dist__parse_task(&tasks[i], false, &t))
@@ -343,21 +338,15 @@ static void s_on_submit(fm_t *self, fm_peer_t *p, const msgpack_object *root)
         if (s_run_task(self, p->name, &t, &code, &msg))
             ok[nok++] = t.id;
         else
-            rej[nrej++] = (struct rej){ t.id, code, msg };
+            rej[nrej++] = (dist__reject_t){ (uint32_t)i, true, t.id, { code, strlen(code) },
+                                            { msg, strlen(msg) } };
     }
-    msgpack_pack_map(pk, 2);
-    dist__pk_str(pk, "ids");
-    msgpack_pack_array(pk, nok);
+    dist__pack_accepted(pk, nok);
     for (size_t i = 0; i < nok; i++)
         dist__pk_id(pk, &ok[i]);
-    dist__pk_str(pk, "rejected");
-    msgpack_pack_array(pk, nrej);
-    for (size_t i = 0; i < nrej; i++) {
-        msgpack_pack_map(pk, 3);
-        dist__pk_kv_id(pk, "id", &rej[i].id);
-        dist__pk_kv_str(pk, "code", rej[i].code);
-        dist__pk_kv_str(pk, "error", rej[i].msg);
-    }
+    dist__pack_rejected(pk, nrej);
+    for (size_t i = 0; i < nrej; i++)
+        dist__pack_reject(pk, &rej[i]);
     s_send(self, p->rid, p->rid_len, DIST__CMD_ACCEPTED, b);
     dist_wire_buf_destroy(&b);
     free(ok);
@@ -369,15 +358,12 @@ static void s_on_ack(fm_t *self, const msgpack_object *root)
 {
     const msgpack_object *ids;
     size_t n;
-    if (dist__get_array(root, "ids", &ids, &n))
+    if (dist__parse_list(root, DIST__CMD_ACK, &ids, &n))
         return;
     for (size_t i = 0; i < n; i++) {
-        const void *p;
-        size_t len;
-        if (dist_wire_get_bin(&ids[i], &p, &len) || len != 16)
-            continue;
         dist__id_t id;
-        memcpy(id.b, p, 16);
+        if (!dist__list_id(&ids[i], &id))
+            continue;
         fm_result_t *r = s_result(self, &id);
         if (r && r->done) {
             char hex[33];
@@ -410,11 +396,8 @@ static void s_qreply(fm_t *self, const uint8_t *rid, size_t rid_len, uint64_t re
 {
     dist_wire_buf_t *b = dist_wire_buf_new(0);
     msgpack_packer *pk = dist_wire_buf_packer(b);
-    msgpack_pack_map(pk, 3);
-    dist__pk_kv_u64(pk, "req", req);
-    dist__pk_kv_str(pk, "status", status);
-    dist__pk_str(pk, "items");
-    msgpack_pack_array(pk, take);
+    dist__qreply_t r = { .req = req, .status = { status, strlen(status) }, .nitems = take };
+    dist__pack_qreply(pk, &r);
     for (size_t i = 0; i < take; i++)
         dist__pk_bin(pk, q->items[i], q->lens[i]);
     s_send(self, rid, rid_len, DIST__CMD_QREPLY, b);
@@ -452,21 +435,22 @@ static void s_serve_waiters(fm_t *self)
 
 static void s_on_queue(fm_t *self, const dist__inmsg_t *m)
 {
-    uint64_t req;
-    const char *name;
-    size_t nlen;
-    uint32_t timeout = 0;
-    if (dist__get_u64(m->root, "req", &req) || dist__get_str(m->root, "queue", &name, &nlen) ||
-        dist__get_u32(m->root, "timeout_ms", &timeout)) {
+    dist__qput_t put;
+    dist__qget_t get;
+    bool is_put = m->cmd == DIST__CMD_QPUT;
+    if (is_put ? dist__parse_qput(m->root, &put) != 0 : dist__parse_qget(m->root, &get) != 0) {
         dist__proto_send_error(self->sock, m->rid, m->rid_len, "bad_request", "bad queue request",
                                0);
         return;
     }
+    uint64_t req = is_put ? put.req : get.req;
+    const char *name = is_put ? put.queue.s : get.queue.s;
+    size_t nlen = is_put ? put.queue.n : get.queue.n;
+    uint32_t timeout = is_put ? put.timeout_ms : get.timeout_ms;
     fm_queue_t *q = s_queue(self, name, nlen);
-    if (m->cmd == DIST__CMD_QPUT) {
-        const msgpack_object *items;
-        size_t n;
-        dist__get_array(m->root, "items", &items, &n);
+    if (is_put) {
+        const msgpack_object *items = put.items;
+        size_t n = put.nitems;
         if (q->n + n > 4) { /* this fake's queues hold four items */
             s_qreply(self, m->rid, m->rid_len, req, "full", q, 0);
             return;
@@ -489,8 +473,7 @@ static void s_on_queue(fm_t *self, const dist__inmsg_t *m)
         s_serve_waiters(self);
         return;
     }
-    uint32_t max = 1;
-    dist__opt_u32(m->root, "max", &max);
+    uint32_t max = get.max;
     int64_t delay = (int64_t)self->o.qget_delay_ms * 1000000;
     if (!delay && (q->n || timeout == 0)) {
         size_t take = q->n < max ? q->n : max;
@@ -509,8 +492,9 @@ static void s_on_queue(fm_t *self, const dist__inmsg_t *m)
 
 static void s_on_status(fm_t *self, const dist__inmsg_t *m)
 {
-    uint64_t req = 0;
-    dist__get_u64(m->root, "req", &req);
+    dist__status_req_t sr = { 0 };
+    dist__parse_status_req(m->root, &sr);
+    uint64_t req = sr.req;
     dist_wire_buf_t *b = dist_wire_buf_new(0);
     msgpack_packer *pk = dist_wire_buf_packer(b);
     msgpack_pack_map(pk, 7);
@@ -559,10 +543,11 @@ static void s_on_status(fm_t *self, const dist__inmsg_t *m)
 
 static void s_on_hello(fm_t *self, const dist__inmsg_t *m)
 {
-    const char *name;
-    size_t n;
-    if (dist__get_str(m->root, "name", &name, &n) || n > DIST__NAME_MAX)
+    dist__hello_t h;
+    if (dist__parse_hello(m->root, &h, NULL))
         return;
+    const char *name = h.name.s;
+    size_t n = h.name.n;
     char nm[DIST__NAME_MAX + 1];
     snprintf(nm, sizeof nm, "%.*s", (int)n, name);
     fm_peer_t *p = s_peer_by_rid(self, m->rid, m->rid_len);
@@ -579,16 +564,14 @@ static void s_on_hello(fm_t *self, const dist__inmsg_t *m)
         if (r->done && strcmp(r->client, nm) == 0)
             pending++;
     dist_wire_buf_t *b = dist_wire_buf_new(0);
-    msgpack_packer *pk = dist_wire_buf_packer(b);
-    msgpack_pack_map(pk, 7);
-    dist__pk_kv_str(pk, "master", self->name);
-    dist__pk_kv_str(pk, "version", "0.1.0");
-    dist__pk_kv_u64(pk, "heartbeat_ms", self->o.heartbeat_ms ? self->o.heartbeat_ms : 1000);
-    dist__pk_kv_u64(pk, "heartbeat_timeout_ms",
-                    self->o.heartbeat_timeout_ms ? self->o.heartbeat_timeout_ms : 3000);
-    dist__pk_kv_u64(pk, "max_message", 64u << 20);
-    dist__pk_kv_u64(pk, "max_batch", (uint64_t)s_max_batch(self));
-    dist__pk_kv_u64(pk, "pending_results", (uint64_t)pending);
+    dist__welcome_t wl = { .master = { self->name, strlen(self->name) }, .version = { "0.1.0", 5 },
+                           .heartbeat_ms = self->o.heartbeat_ms ? self->o.heartbeat_ms : 1000,
+                           .heartbeat_timeout_ms = self->o.heartbeat_timeout_ms
+                                                       ? self->o.heartbeat_timeout_ms
+                                                       : 3000,
+                           .max_message = 64u << 20, .max_batch = (uint32_t)s_max_batch(self),
+                           .pending_results = (uint32_t)pending, .client = true };
+    dist__pack_welcome(dist_wire_buf_packer(b), &wl);
     s_send(self, p->rid, p->rid_len, DIST__CMD_WELCOME, b);
     dist_wire_buf_destroy(&b);
     s_resend_all(self, nm);

@@ -130,12 +130,10 @@ void fp_expect(zsock_t *s, dist__cmd_t cmd, dist__inmsg_t *m)
     if (fp_recv(s, FP_WAIT_MS, m))
         fail_msg("expected %s, got nothing", dist__cmd_name(cmd));
     if (m->cmd != cmd) {
-        const char *code = "", *err = "";
-        size_t cn = 0, en = 0;
-        dist__get_str(m->root, "code", &code, &cn);
-        dist__get_str(m->root, "error", &err, &en);
+        dist__error_t e;
+        dist__parse_error(m->root, &e);
         fail_msg("expected %s, got %s %.*s %.*s", dist__cmd_name(cmd), dist__cmd_name(m->cmd),
-                 (int)cn, code, (int)en, err);
+                 (int)e.code.n, e.code.s, (int)e.error.n, e.error.s);
     }
 }
 
@@ -160,11 +158,10 @@ void fp_expect_error(zsock_t *s, const char *code)
 {
     dist__inmsg_t m;
     fp_expect(s, DIST__CMD_ERROR, &m);
-    const char *c;
-    size_t n;
-    assert_int_equal(dist__get_str(m.root, "code", &c, &n), 0);
-    if (n != strlen(code) || memcmp(c, code, n) != 0)
-        fail_msg("expected ERROR %s, got %.*s", code, (int)n, c);
+    dist__error_t e;
+    assert_int_equal(dist__parse_error(m.root, &e), 0);
+    if (e.code.n != strlen(code) || memcmp(e.code.s, code, e.code.n) != 0)
+        fail_msg("expected ERROR %s, got %.*s", code, (int)e.code.n, e.code.s);
     dist__inmsg_clear(&m);
 }
 
@@ -197,17 +194,15 @@ void fp_hello_worker(zsock_t *s, const char *name, uint32_t slots, uint32_t cap,
 {
     msgpack_packer *pk;
     dist_wire_buf_t *b = fp_buf(&pk);
-    msgpack_pack_map(pk, 7);
-    dist__pk_kv_str(pk, "role", "worker");
-    dist__pk_kv_str(pk, "name", name);
-    dist__pk_kv_str(pk, "host", "testhost");
-    dist__pk_kv_u64(pk, "pid", 4242);
-    dist__pk_kv_u64(pk, "slots", slots);
-    dist__pk_kv_u64(pk, "capacity", cap);
-    dist__pk_str(pk, "tasks");
-    msgpack_pack_array(pk, n);
+    dist__str_t *names = calloc(n + 1, sizeof *names);
+    assert_non_null(names);
     for (size_t i = 0; i < n; i++)
-        dist__pk_str(pk, tasks[i]);
+        names[i] = (dist__str_t){ tasks[i], strlen(tasks[i]) };
+    dist__hello_t h = { .role = DIST__PEER_WORKER, .name = { name, strlen(name) },
+                        .host = { "testhost", 8 }, .pid = 4242, .slots = slots, .capacity = cap,
+                        .names = names, .ntasks = n };
+    dist__pack_hello(pk, &h);
+    free(names);
     fp_send(s, DIST__CMD_HELLO, b);
 }
 
@@ -232,11 +227,9 @@ void fp_hello_client(zsock_t *s, const char *name)
 {
     msgpack_packer *pk;
     dist_wire_buf_t *b = fp_buf(&pk);
-    msgpack_pack_map(pk, 4);
-    dist__pk_kv_str(pk, "role", "client");
-    dist__pk_kv_str(pk, "name", name);
-    dist__pk_kv_str(pk, "host", "testhost");
-    dist__pk_kv_u64(pk, "pid", 77);
+    dist__hello_t h = { .role = DIST__PEER_CLIENT, .name = { name, strlen(name) },
+                        .host = { "testhost", 8 }, .pid = 77 };
+    dist__pack_hello(pk, &h);
     fp_send(s, DIST__CMD_HELLO, b);
 }
 
@@ -252,10 +245,11 @@ zsock_t *fp_client_ep(const char *endpoint, const char *name, uint64_t *pending)
     fp_hello_client(s, name);
     dist__inmsg_t msg;
     fp_expect(s, DIST__CMD_WELCOME, &msg);
-    uint64_t p;
-    assert_int_equal(dist__get_u64(msg.root, "pending_results", &p), 0);
+    dist__welcome_t w;
+    assert_int_equal(dist__parse_welcome(msg.root, &w), 0);
+    assert_true(w.client); /* pending_results is there */
     if (pending)
-        *pending = p;
+        *pending = w.pending_results;
     dist__inmsg_clear(&msg);
     return s;
 }
@@ -280,22 +274,20 @@ size_t fp_accepted(zsock_t *c, size_t *rejected, char *code, size_t codelen)
 {
     dist__inmsg_t m;
     fp_expect(c, DIST__CMD_ACCEPTED, &m);
-    const msgpack_object *ids, *rej;
-    size_t n, nr;
-    assert_int_equal(dist__get_array(m.root, "ids", &ids, &n), 0);
-    assert_int_equal(dist__get_array(m.root, "rejected", &rej, &nr), 0);
+    dist__accepted_t a;
+    assert_int_equal(dist__parse_accepted(m.root, &a), 0);
     if (rejected)
-        *rejected = nr;
+        *rejected = a.nrejected;
     if (code && codelen)
         code[0] = 0;
-    if (nr && code) {
-        const char *s;
-        size_t sn;
-        assert_int_equal(dist__get_str(&rej[0], "code", &s, &sn), 0);
-        snprintf(code, codelen, "%.*s", (int)sn, s);
-        assert_int_equal(dist__get_str(&rej[0], "error", &s, &sn), 0);
-        assert_true(sn > 0);
+    for (size_t i = 0; i < a.nrejected; i++) {
+        dist__reject_t r;
+        assert_int_equal(dist__parse_reject(&a.rejected[i], &r), 0);
+        assert_true(r.error.n > 0);
+        if (i == 0 && code)
+            snprintf(code, codelen, "%.*s", (int)r.code.n, r.code.s);
     }
+    size_t n = a.nids;
     dist__inmsg_clear(&m);
     return n;
 }
@@ -394,13 +386,12 @@ void fp_status(zsock_t *c, dist__inmsg_t *m)
 {
     msgpack_packer *pk;
     dist_wire_buf_t *b = fp_buf(&pk);
-    msgpack_pack_map(pk, 1);
-    dist__pk_kv_u64(pk, "req", 99);
+    dist__status_req_t sr = { 99 };
+    dist__pack_status_req(pk, &sr);
     fp_send(c, DIST__CMD_STATUS, b);
     fp_expect(c, DIST__CMD_STATUS, m);
-    uint64_t req;
-    assert_int_equal(dist__get_u64(m->root, "req", &req), 0);
-    assert_int_equal(req, 99);
+    assert_int_equal(dist__parse_status_req(m->root, &sr), 0);
+    assert_int_equal(sr.req, 99);
 }
 
 uint64_t fp_counter(zsock_t *c, const char *name)

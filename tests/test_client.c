@@ -115,6 +115,10 @@ static void test_connect_says_hello(void **state)
     uint32_t pid;
     assert_int_equal(dist__get_u32(b, "pid", &pid), 0);
     assert_int_equal(pid, getpid());
+    /* The master's parser takes it as a client's HELLO. */
+    dist__hello_t h;
+    assert_int_equal(dist__parse_hello(b, &h, NULL), 0);
+    assert_int_equal(h.role, DIST__PEER_CLIENT);
     dist_wire_msg_destroy(&m);
     dist_client_destroy(&c);
     assert_null(c);

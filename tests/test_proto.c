@@ -2,6 +2,7 @@
  * a ROUTER and a DEALER over inproc exchange good and bad messages. */
 #include <czmq.h>
 #include <dist.h>
+#include <stdarg.h>
 #include <string.h>
 #include <zmq.h>
 
@@ -248,12 +249,392 @@ static void test_task_and_result_bodies(void **state)
     assert_int_equal(dist__zmq_version_ok(NULL, 0), 0);
 }
 
+
+/* ---- typed bodies (proto_msg.c) ------------------------------------------------ */
+
+/* Packs with fn into a fresh buffer and decodes it: the caller parses the
+ * root and destroys the message. */
+static dist_wire_msg_t *s_decode(dist_wire_buf_t *b)
+{
+    size_t len;
+    const void *d = dist_wire_buf_data(b, &len);
+    assert_int_equal(dist_wire_buf_status(b), 0);
+    dist_wire_msg_t *m = dist_wire_msg_decode(d, len, NULL, NULL);
+    assert_non_null(m);
+    return m;
+}
+
+/* A map packed by hand: n pairs of keys and values given as a printf-like
+ * list of (key, kind, value): 's' str, 'u' u64, 'b' bin of 16 bytes,
+ * 'i' an int that is negative (wrong type for u32 fields). */
+static dist_wire_msg_t *s_map(dist_wire_buf_t *b, int n, ...)
+{
+    dist_wire_buf_reset(b);
+    msgpack_packer *pk = dist_wire_buf_packer(b);
+    msgpack_pack_map(pk, (size_t)n);
+    va_list ap;
+    va_start(ap, n);
+    for (int i = 0; i < n; i++) {
+        const char *key = va_arg(ap, const char *);
+        int kind = va_arg(ap, int);
+        dist__pk_str(pk, key);
+        if (kind == 's') {
+            const char *v = va_arg(ap, const char *);
+            dist__pk_str(pk, v);
+        } else if (kind == 'u') {
+            msgpack_pack_uint64(pk, va_arg(ap, uint64_t));
+        } else if (kind == 'b') {
+            dist__pk_bin(pk, "0123456789abcdef", 16);
+        } else {
+            msgpack_pack_int64(pk, -1);
+        }
+    }
+    va_end(ap);
+    return s_decode(b);
+}
+
+static void test_hello_body(void **state)
+{
+    (void)state;
+    dist_wire_buf_t *b = dist_wire_buf_new(0);
+    dist__str_t names[2] = { { "dist.echo", 9 }, { "m.f", 3 } };
+    dist__hello_t h = { .role = DIST__PEER_WORKER, .name = { "w1", 2 }, .host = { "h\xc3\xa9", 3 },
+                        .version = { "1.0", 3 }, .pid = 42, .slots = 4, .capacity = 8,
+                        .names = names, .ntasks = 2 };
+    dist__pack_hello(dist_wire_buf_packer(b), &h);
+    dist_wire_msg_t *m = s_decode(b);
+    dist__hello_t back;
+    const char *why = "x";
+    assert_int_equal(dist__parse_hello(dist_wire_msg_root(m), &back, &why), 0);
+    assert_null(why);
+    assert_int_equal(back.role, DIST__PEER_WORKER);
+    assert_int_equal(back.name.n, 2);
+    assert_memory_equal(back.host.s, "h\xc3\xa9", 3);
+    assert_memory_equal(back.version.s, "1.0", 3);
+    assert_int_equal(back.pid, 42);
+    assert_int_equal(back.slots, 4);
+    assert_int_equal(back.capacity, 8);
+    assert_int_equal(back.ntasks, 2);
+    assert_int_equal(back.tasks[1].via.str.size, 3);
+    dist_wire_msg_destroy(&m);
+
+    /* A client needs no slots, capacity or tasks; no version is fine. */
+    dist__hello_t c = { .role = DIST__PEER_CLIENT, .name = { "c", 1 }, .host = { "h", 1 }, .pid = 7 };
+    dist_wire_buf_reset(b);
+    dist__pack_hello(dist_wire_buf_packer(b), &c);
+    m = s_decode(b);
+    assert_int_equal(dist__parse_hello(dist_wire_msg_root(m), &back, NULL), 0);
+    assert_int_equal(back.role, DIST__PEER_CLIENT);
+    assert_int_equal(back.version.n, 0);
+    dist_wire_msg_destroy(&m);
+
+    /* Refusals: each names the field. */
+    static const struct {
+        const char *name, *host, *role, *field;
+    } bad[] = {
+        { "c", "", "client", "host" },            /* an empty host */
+        { "", "h", "client", "name" },            /* an empty name */
+        { "c", "h\xff", "client", "host" },       /* not UTF-8 */
+        { "c\xc0\x80", "h", "client", "name" },   /* an overlong NUL */
+        { "c", "h", "boss", "role" },
+        { "c", "h", "worker", "slots" },          /* a worker without slots */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        m = s_map(b, 4, "role", 's', bad[i].role, "name", 's', bad[i].name, "host", 's',
+                  bad[i].host, "pid", 'u', (uint64_t)1);
+        why = NULL;
+        assert_int_equal(dist__parse_hello(dist_wire_msg_root(m), &back, &why), DIST_EPROTO);
+        assert_non_null(why);
+        assert_non_null(strstr(why, bad[i].field));
+        dist_wire_msg_destroy(&m);
+    }
+    /* A NUL inside, a name of 129 bytes, a negative pid, a bad task name. */
+    char longname[130];
+    memset(longname, 'a', 129);
+    longname[129] = 0;
+    m = s_map(b, 4, "role", 's', "client", "name", 's', longname, "host", 's', "h", "pid", 'u',
+              (uint64_t)1);
+    assert_int_equal(dist__parse_hello(dist_wire_msg_root(m), &back, NULL), DIST_EPROTO);
+    dist_wire_msg_destroy(&m);
+    m = s_map(b, 4, "role", 's', "client", "name", 's', "c", "host", 's', "h", "pid", 'i');
+    assert_int_equal(dist__parse_hello(dist_wire_msg_root(m), &back, &why), DIST_EPROTO);
+    assert_non_null(strstr(why, "pid"));
+    dist_wire_msg_destroy(&m);
+    dist__str_t badnames[1] = { { "a b", 3 } };
+    h.names = badnames;
+    h.ntasks = 1;
+    dist_wire_buf_reset(b);
+    dist__pack_hello(dist_wire_buf_packer(b), &h);
+    m = s_decode(b);
+    assert_int_equal(dist__parse_hello(dist_wire_msg_root(m), &back, &why), DIST_EPROTO);
+    assert_non_null(strstr(why, "task names"));
+    dist_wire_msg_destroy(&m);
+    dist_wire_buf_reset(b);
+    msgpack_packer *pk = dist_wire_buf_packer(b);
+    msgpack_pack_map(pk, 4);
+    dist__pk_kv_str(pk, "role", "client");
+    dist__pk_str(pk, "name");
+    dist__pk_strn(pk, "a\0b", 3);
+    dist__pk_kv_str(pk, "host", "h");
+    dist__pk_kv_u64(pk, "pid", 1);
+    m = s_decode(b);
+    assert_int_equal(dist__parse_hello(dist_wire_msg_root(m), &back, NULL), DIST_EPROTO);
+    dist_wire_msg_destroy(&m);
+    dist_wire_buf_destroy(&b);
+}
+
+static void test_welcome_body_and_clamping(void **state)
+{
+    (void)state;
+    dist_wire_buf_t *b = dist_wire_buf_new(0);
+    dist__welcome_t w = { .master = { "m:1", 3 }, .version = { "1.2", 3 }, .heartbeat_ms = 500,
+                          .heartbeat_timeout_ms = 1500, .max_message = 1 << 20, .max_batch = 100,
+                          .pending_results = 9, .client = true };
+    dist__pack_welcome(dist_wire_buf_packer(b), &w);
+    dist_wire_msg_t *m = s_decode(b);
+    dist__welcome_t back;
+    assert_int_equal(dist__parse_welcome(dist_wire_msg_root(m), &back), 0);
+    assert_memory_equal(back.master.s, "m:1", 3);
+    assert_int_equal(back.heartbeat_ms, 500);
+    assert_int_equal(back.heartbeat_timeout_ms, 1500);
+    assert_int_equal(back.max_message, 1 << 20);
+    assert_int_equal(back.max_batch, 100);
+    assert_int_equal(back.pending_results, 9);
+    assert_true(back.client);
+    dist_wire_msg_destroy(&m);
+
+    /* An empty WELCOME: every default. */
+    m = s_map(b, 0);
+    assert_int_equal(dist__parse_welcome(dist_wire_msg_root(m), &back), 0);
+    assert_int_equal(back.heartbeat_ms, DIST__HEARTBEAT_MS);
+    assert_int_equal(back.heartbeat_timeout_ms, DIST__HEARTBEAT_TIMEOUT_MS);
+    assert_int_equal(back.max_batch, DIST__MAX_BATCH);
+    assert_int_equal(back.max_message, DIST__MAX_MESSAGE_DEFAULT);
+    assert_int_equal(back.master.n, 0);
+    assert_false(back.client);
+    dist_wire_msg_destroy(&m);
+
+    /* Out of bounds: clamped. A timeout below the interval is raised to it. */
+    m = s_map(b, 4, "heartbeat_ms", 'u', (uint64_t)1, "heartbeat_timeout_ms", 'u', (uint64_t)5,
+              "max_batch", 'u', (uint64_t)1000000, "max_message", 'u', (uint64_t)10);
+    assert_int_equal(dist__parse_welcome(dist_wire_msg_root(m), &back), 0);
+    assert_int_equal(back.heartbeat_ms, 10);
+    assert_int_equal(back.heartbeat_timeout_ms, 10);
+    assert_int_equal(back.max_batch, DIST__MAX_BATCH);
+    assert_int_equal(back.max_message, 4096);
+    dist_wire_msg_destroy(&m);
+    m = s_map(b, 2, "heartbeat_ms", 'u', (uint64_t)99999999, "heartbeat_timeout_ms", 'u',
+              (uint64_t)99999999);
+    assert_int_equal(dist__parse_welcome(dist_wire_msg_root(m), &back), 0);
+    assert_int_equal(back.heartbeat_ms, 3600000);
+    assert_int_equal(back.heartbeat_timeout_ms, 3600000);
+    dist_wire_msg_destroy(&m);
+
+    /* Wrong types: reported, and the default is used. */
+    m = s_map(b, 2, "heartbeat_ms", 'i', "master", 'u', (uint64_t)3);
+    assert_int_equal(dist__parse_welcome(dist_wire_msg_root(m), &back), DIST_EPROTO);
+    assert_int_equal(back.heartbeat_ms, DIST__HEARTBEAT_MS);
+    assert_int_equal(back.master.n, 0);
+    dist_wire_msg_destroy(&m);
+    dist_wire_buf_destroy(&b);
+}
+
+static void test_error_credit_and_request_bodies(void **state)
+{
+    (void)state;
+    dist_wire_buf_t *b = dist_wire_buf_new(0);
+    dist__error_t e = { { "queue_full", 10 }, { "too many", 8 }, 77 };
+    dist__pack_error(dist_wire_buf_packer(b), &e);
+    dist_wire_msg_t *m = s_decode(b);
+    dist__error_t eb;
+    assert_int_equal(dist__parse_error(dist_wire_msg_root(m), &eb), 0);
+    assert_memory_equal(eb.code.s, "queue_full", 10);
+    assert_int_equal(eb.error.n, 8);
+    assert_int_equal(eb.req, 77);
+    dist_wire_msg_destroy(&m);
+    m = s_map(b, 1, "code", 's', "x"); /* no error */
+    assert_int_equal(dist__parse_error(dist_wire_msg_root(m), &eb), DIST_EPROTO);
+    dist_wire_msg_destroy(&m);
+    m = s_map(b, 3, "code", 's', "x", "error", 's', "y", "req", 'i');
+    assert_int_equal(dist__parse_error(dist_wire_msg_root(m), &eb), DIST_EPROTO);
+    dist_wire_msg_destroy(&m);
+
+    dist__credit_t c = { 12 }, cb;
+    dist_wire_buf_reset(b);
+    dist__pack_credit(dist_wire_buf_packer(b), &c);
+    m = s_decode(b);
+    assert_int_equal(dist__parse_credit(dist_wire_msg_root(m), &cb), 0);
+    assert_int_equal(cb.capacity, 12);
+    dist_wire_msg_destroy(&m);
+    m = s_map(b, 1, "capacity", 'u', (uint64_t)1 << 33);
+    assert_int_equal(dist__parse_credit(dist_wire_msg_root(m), &cb), DIST_EPROTO);
+    dist_wire_msg_destroy(&m);
+
+    /* QPUT: items are packed by the caller, last. */
+    dist__qput_t qp = { .req = 5, .queue = { "jobs", 4 }, .nitems = 2, .timeout_ms = 30 }, qpb;
+    dist_wire_buf_reset(b);
+    msgpack_packer *pk = dist_wire_buf_packer(b);
+    dist__pack_qput(pk, &qp);
+    dist__pk_bin(pk, "a", 1);
+    dist__pk_bin(pk, "bc", 2);
+    m = s_decode(b);
+    assert_int_equal(dist__parse_qput(dist_wire_msg_root(m), &qpb), 0);
+    assert_int_equal(qpb.req, 5);
+    assert_int_equal(qpb.nitems, 2);
+    assert_int_equal(qpb.timeout_ms, 30);
+    assert_memory_equal(qpb.queue.s, "jobs", 4);
+    dist_wire_msg_destroy(&m);
+    /* No req: DIST_EPROTO; a bad queue name or no items: DIST_EINVAL with req. */
+    m = s_map(b, 1, "queue", 's', "jobs");
+    assert_int_equal(dist__parse_qput(dist_wire_msg_root(m), &qpb), DIST_EPROTO);
+    dist_wire_msg_destroy(&m);
+    m = s_map(b, 2, "req", 'u', (uint64_t)6, "queue", 's', "a b");
+    assert_int_equal(dist__parse_qput(dist_wire_msg_root(m), &qpb), DIST_EINVAL);
+    assert_int_equal(qpb.req, 6);
+    dist_wire_msg_destroy(&m);
+    m = s_map(b, 2, "req", 'u', (uint64_t)6, "queue", 's', "ok");
+    assert_int_equal(dist__parse_qput(dist_wire_msg_root(m), &qpb), DIST_EINVAL);
+    dist_wire_msg_destroy(&m);
+
+    dist__qget_t qg = { .req = 8, .queue = { "jobs", 4 }, .max = 3, .timeout_ms = 10 }, qgb;
+    dist_wire_buf_reset(b);
+    dist__pack_qget(dist_wire_buf_packer(b), &qg);
+    m = s_decode(b);
+    assert_int_equal(dist__parse_qget(dist_wire_msg_root(m), &qgb), 0);
+    assert_int_equal(qgb.max, 3);
+    assert_int_equal(qgb.timeout_ms, 10);
+    dist_wire_msg_destroy(&m);
+    m = s_map(b, 2, "req", 'u', (uint64_t)8, "queue", 's', "jobs");
+    assert_int_equal(dist__parse_qget(dist_wire_msg_root(m), &qgb), 0);
+    assert_int_equal(qgb.max, 1); /* the default */
+    dist_wire_msg_destroy(&m);
+    m = s_map(b, 3, "req", 'u', (uint64_t)8, "queue", 's', "jobs", "max", 'u', (uint64_t)0);
+    assert_int_equal(dist__parse_qget(dist_wire_msg_root(m), &qgb), DIST_EINVAL);
+    dist_wire_msg_destroy(&m);
+    m = s_map(b, 1, "req", 'i');
+    assert_int_equal(dist__parse_qget(dist_wire_msg_root(m), &qgb), DIST_EPROTO);
+    dist_wire_msg_destroy(&m);
+
+    dist__qreply_t qr = { .req = 9, .status = { "ok", 2 }, .nitems = 1 }, qrb;
+    dist_wire_buf_reset(b);
+    pk = dist_wire_buf_packer(b);
+    dist__pack_qreply(pk, &qr);
+    dist__pk_bin(pk, "z", 1);
+    m = s_decode(b);
+    assert_int_equal(dist__parse_qreply(dist_wire_msg_root(m), &qrb), 0);
+    assert_int_equal(qrb.req, 9);
+    assert_int_equal(qrb.nitems, 1);
+    assert_memory_equal(qrb.status.s, "ok", 2);
+    dist_wire_msg_destroy(&m);
+    m = s_map(b, 2, "req", 'u', (uint64_t)9, "status", 's', "ok"); /* no items */
+    assert_int_equal(dist__parse_qreply(dist_wire_msg_root(m), &qrb), DIST_EPROTO);
+    dist_wire_msg_destroy(&m);
+
+    dist__status_req_t sr = { 11 }, srb;
+    dist_wire_buf_reset(b);
+    dist__pack_status_req(dist_wire_buf_packer(b), &sr);
+    m = s_decode(b);
+    assert_int_equal(dist__parse_status_req(dist_wire_msg_root(m), &srb), 0);
+    assert_int_equal(srb.req, 11);
+    dist_wire_msg_destroy(&m);
+    m = s_map(b, 0);
+    assert_int_equal(dist__parse_status_req(dist_wire_msg_root(m), &srb), DIST_EPROTO);
+    dist_wire_msg_destroy(&m);
+    dist_wire_buf_destroy(&b);
+}
+
+static void test_list_and_accepted_bodies(void **state)
+{
+    (void)state;
+    dist_wire_buf_t *b = dist_wire_buf_new(0);
+    static const dist__cmd_t lists[] = { DIST__CMD_TASKS, DIST__CMD_SUBMIT, DIST__CMD_RESULTS,
+                                         DIST__CMD_ACK, DIST__CMD_RETURN };
+    dist__id_t id;
+    assert_int_equal(dist__id_random(&id), 0);
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
+        /* The patchable form: an array32 header with count UINT32_MAX. */
+        dist_wire_buf_reset(b);
+        msgpack_packer *pk = dist_wire_buf_packer(b);
+        dist__pack_list_head(pk, lists[i], UINT32_MAX);
+        size_t at;
+        dist_wire_buf_data(b, &at);
+        dist__pk_id(pk, &id);
+        unsigned char *d = (unsigned char *)dist_wire_buf_data(b, &at);
+        size_t hdr = at - 18 - 5; /* the id is 18 bytes, the array32 header 5 */
+        assert_int_equal(d[hdr], 0xdd);
+        d[hdr + 1] = d[hdr + 2] = d[hdr + 3] = 0;
+        d[hdr + 4] = 1;
+        dist_wire_msg_t *m = s_decode(b);
+        const msgpack_object *items;
+        size_t n;
+        assert_int_equal(dist__parse_list(dist_wire_msg_root(m), lists[i], &items, &n), 0);
+        assert_int_equal(n, 1);
+        dist__id_t back;
+        assert_true(dist__list_id(&items[0], &back));
+        assert_true(dist__id_eq(&back, &id));
+        /* Another command's list key is not this one's (ids vs tasks). */
+        dist__cmd_t other = lists[i] == DIST__CMD_RESULTS ? DIST__CMD_ACK : DIST__CMD_RESULTS;
+        assert_int_equal(dist__parse_list(dist_wire_msg_root(m), other, &items, &n), DIST_EPROTO);
+        assert_int_equal(dist__parse_list(dist_wire_msg_root(m), DIST__CMD_HELLO, &items, &n),
+                         DIST_EPROTO);
+        dist_wire_msg_destroy(&m);
+    }
+    dist_wire_buf_reset(b);
+    dist__pack_list_head(dist_wire_buf_packer(b), DIST__CMD_ACK, 1);
+    msgpack_pack_uint64(dist_wire_buf_packer(b), 3);
+    dist_wire_msg_t *m = s_decode(b);
+    const msgpack_object *items;
+    size_t n;
+    assert_int_equal(dist__parse_list(dist_wire_msg_root(m), DIST__CMD_ACK, &items, &n), 0);
+    dist__id_t back;
+    assert_false(dist__list_id(&items[0], &back)); /* not a bin16: skipped by readers */
+    dist_wire_msg_destroy(&m);
+
+    /* ACCEPTED: one id, two rejections (one without an id). */
+    dist_wire_buf_reset(b);
+    msgpack_packer *pk = dist_wire_buf_packer(b);
+    dist__pack_accepted(pk, 1);
+    dist__pk_id(pk, &id);
+    dist__pack_rejected(pk, 2);
+    dist__reject_t r1 = { .index = 1, .has_id = true, .id = id, .code = { "queue_full", 10 },
+                          .error = { "later", 5 } };
+    dist__reject_t r2 = { .index = 2, .code = { "bad_request", 11 }, .error = { "no id", 5 } };
+    dist__pack_reject(pk, &r1);
+    dist__pack_reject(pk, &r2);
+    m = s_decode(b);
+    dist__accepted_t a;
+    assert_int_equal(dist__parse_accepted(dist_wire_msg_root(m), &a), 0);
+    assert_int_equal(a.nids, 1);
+    assert_int_equal(a.nrejected, 2);
+    dist__reject_t rb;
+    assert_int_equal(dist__parse_reject(&a.rejected[0], &rb), 0);
+    assert_true(rb.has_id);
+    assert_true(dist__id_eq(&rb.id, &id));
+    assert_int_equal(rb.index, 1);
+    assert_memory_equal(rb.code.s, "queue_full", 10);
+    assert_int_equal(dist__parse_reject(&a.rejected[1], &rb), 0);
+    assert_false(rb.has_id);
+    assert_int_equal(rb.index, 2);
+    dist_wire_msg_destroy(&m);
+    m = s_map(b, 1, "ids", 's', "x");
+    assert_int_equal(dist__parse_accepted(dist_wire_msg_root(m), &a), DIST_EPROTO);
+    dist_wire_msg_destroy(&m);
+    m = s_map(b, 3, "index", 'u', (uint64_t)0, "code", 's', "x", "id", 's', "short");
+    assert_int_equal(dist__parse_reject(dist_wire_msg_root(m), &rb), DIST_EPROTO);
+    dist_wire_msg_destroy(&m);
+    dist_wire_buf_destroy(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hello_round_trip),
         cmocka_unit_test(test_bad_messages_are_dropped_with_a_reason),
         cmocka_unit_test(test_task_and_result_bodies),
+        cmocka_unit_test(test_hello_body),
+        cmocka_unit_test(test_welcome_body_and_clamping),
+        cmocka_unit_test(test_error_credit_and_request_bodies),
+        cmocka_unit_test(test_list_and_accepted_bodies),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     zsys_shutdown();

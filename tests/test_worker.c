@@ -98,9 +98,9 @@ static int fm_recv(fm_t *f, int timeout_ms, dist__inmsg_t *m)
             memcpy(f->rid, m->rid, m->rid_len);
             f->rid_len = m->rid_len;
             if (m->cmd == DIST__CMD_CREDIT) {
-                uint32_t cap;
-                assert_int_equal(dist__get_u32(m->root, "capacity", &cap), 0);
-                f->credit = cap;
+                dist__credit_t c;
+                assert_int_equal(dist__parse_credit(m->root, &c), 0);
+                f->credit = c.capacity;
                 f->credits++;
             }
             return 0;
@@ -139,14 +139,10 @@ static void fm_send(fm_t *f, dist__cmd_t cmd)
 
 static void fm_welcome(fm_t *f, uint32_t hb_ms, uint32_t hb_timeout_ms)
 {
-    msgpack_packer *pk = dist_wire_buf_packer(f->buf);
-    msgpack_pack_map(pk, 6);
-    dist__pk_kv_str(pk, "master", "fake:1");
-    dist__pk_kv_str(pk, "version", "test");
-    dist__pk_kv_u64(pk, "heartbeat_ms", hb_ms);
-    dist__pk_kv_u64(pk, "heartbeat_timeout_ms", hb_timeout_ms);
-    dist__pk_kv_u64(pk, "max_message", 64 << 20);
-    dist__pk_kv_u64(pk, "max_batch", 10000);
+    dist__welcome_t w = { .master = { "fake:1", 6 }, .version = { "test", 4 },
+                          .heartbeat_ms = hb_ms, .heartbeat_timeout_ms = hb_timeout_ms,
+                          .max_message = 64 << 20, .max_batch = 10000 };
+    dist__pack_welcome(dist_wire_buf_packer(f->buf), &w);
     fm_send(f, DIST__CMD_WELCOME);
 }
 
@@ -155,11 +151,11 @@ static uint32_t fm_accept(fm_t *f, uint32_t hb_ms, uint32_t hb_timeout_ms)
 {
     dist__inmsg_t m;
     fm_expect(f, DIST__CMD_HELLO, 5000, &m);
-    uint32_t cap;
-    assert_int_equal(dist__get_u32(m.root, "capacity", &cap), 0);
+    dist__hello_t h;
+    assert_int_equal(dist__parse_hello(m.root, &h, NULL), 0);
     dist__inmsg_clear(&m);
     fm_welcome(f, hb_ms, hb_timeout_ms);
-    return cap;
+    return h.capacity;
 }
 
 /* ---- tasks and their answers ---------------------------------------------- */
@@ -192,9 +188,7 @@ static void s_task(ans_t *a, const char *name, const void *args, size_t len, uin
 static void fm_send_tasks(fm_t *f, ans_t *a, size_t n)
 {
     msgpack_packer *pk = dist_wire_buf_packer(f->buf);
-    msgpack_pack_map(pk, 1);
-    dist__pk_str(pk, "tasks");
-    msgpack_pack_array(pk, n);
+    dist__pack_list_head(pk, DIST__CMD_TASKS, n);
     for (size_t i = 0; i < n; i++)
         dist__pack_task(pk, &a[i].t, true);
     fm_send(f, DIST__CMD_TASKS);
@@ -215,14 +209,10 @@ static size_t s_file(ans_t *a, size_t n, const dist__inmsg_t *m)
     const msgpack_object *items;
     size_t k;
     if (m->cmd == DIST__CMD_RETURN) {
-        assert_int_equal(dist__get_array(m->root, "ids", &items, &k), 0);
+        assert_int_equal(dist__parse_list(m->root, DIST__CMD_RETURN, &items, &k), 0);
         for (size_t i = 0; i < k; i++) {
-            const void *p;
-            size_t len;
-            assert_int_equal(dist_wire_get_bin(&items[i], &p, &len), 0);
-            assert_int_equal(len, 16);
             dist__id_t id;
-            memcpy(id.b, p, 16);
+            assert_true(dist__list_id(&items[i], &id));
             ans_t *x = s_find(a, n, &id);
             x->answers++;
             x->status = A_RETURNED;
@@ -230,7 +220,7 @@ static size_t s_file(ans_t *a, size_t n, const dist__inmsg_t *m)
         return k;
     }
     assert_int_equal(m->cmd, DIST__CMD_RESULTS);
-    assert_int_equal(dist__get_array(m->root, "results", &items, &k), 0);
+    assert_int_equal(dist__parse_list(m->root, DIST__CMD_RESULTS, &items, &k), 0);
     for (size_t i = 0; i < k; i++) {
         dist__result_t r;
         assert_int_equal(dist__parse_result(&items[i], true, &r), 0);
@@ -462,23 +452,16 @@ static void test_hello_heartbeat_bye(void **state)
 
     dist__inmsg_t m;
     fm_expect(&f, DIST__CMD_HELLO, 5000, &m);
-    const char *s;
-    size_t n;
-    uint32_t v;
-    assert_int_equal(dist__get_str(m.root, "role", &s, &n), 0);
-    assert_true(n == 6 && memcmp(s, "worker", 6) == 0);
-    assert_int_equal(dist__get_str(m.root, "name", &s, &n), 0);
-    assert_true(n == 2 && memcmp(s, "w1", 2) == 0);
-    assert_int_equal(dist__get_str(m.root, "host", &s, &n), 0);
-    assert_true(n == strlen(s_host) && memcmp(s, s_host, n) == 0);
-    assert_int_equal(dist__get_u32(m.root, "pid", &v), 0);
-    assert_int_equal(v, getpid());
-    assert_int_equal(dist__get_u32(m.root, "slots", &v), 0);
-    assert_int_equal(v, 2);
-    assert_int_equal(dist__get_u32(m.root, "capacity", &v), 0);
-    assert_int_equal(v, 4); /* slots + one prefetched task per slot */
-    const msgpack_object *names;
-    assert_int_equal(dist__get_array(m.root, "tasks", &names, &n), 0);
+    dist__hello_t h;
+    assert_int_equal(dist__parse_hello(m.root, &h, NULL), 0);
+    assert_int_equal(h.role, DIST__PEER_WORKER);
+    assert_true(h.name.n == 2 && memcmp(h.name.s, "w1", 2) == 0);
+    assert_true(h.host.n == strlen(s_host) && memcmp(h.host.s, s_host, h.host.n) == 0);
+    assert_int_equal(h.pid, getpid());
+    assert_int_equal(h.slots, 2);
+    assert_int_equal(h.capacity, 4); /* slots + one prefetched task per slot */
+    const msgpack_object *names = h.tasks;
+    size_t n = h.ntasks;
     assert_int_equal(n, dist_task_count());
     for (const char *const *t = (const char *const[]){ "dist.echo", "dist.sleep", "dist.exec",
                                                        "test.square", "test.crash", NULL };

@@ -66,7 +66,7 @@ static void s_usage(void)
            "\n"
            "Options:\n"
            "  -m, --master ENDPOINT   master to connect to (default: $DIST_MASTER, else\n"
-           "                          tcp://127.0.0.1:5555)\n"
+           "                          " DIST_DEFAULT_ENDPOINT ")\n"
            "      --connect ENDPOINT  the same as --master\n"
            "  -p, --procs N           pool processes, 1 to 4096 (default: online CPUs, %ld here)\n"
            "  -t, --tasks PLUGIN.so   load the tasks of a plugin (a shared object whose tasks\n"

@@ -50,7 +50,7 @@ typedef struct dist_client dist_client_t;
 typedef struct dist_future dist_future_t;
 
 typedef struct {
-    const char *master;            /* endpoint; NULL: $DIST_MASTER, else tcp://127.0.0.1:5555 */
+    const char *master;            /* endpoint; NULL: $DIST_MASTER, else DIST_DEFAULT_ENDPOINT */
     const char *name;              /* how the master knows this client (1-128 bytes): results
                                       wait for a name while it is away; default
                                       "host:pid:random" */

@@ -23,6 +23,10 @@
 #define DIST_VERSION_PATCH 0
 #define DIST_VERSION_STRING "0.1.0"
 
+/* The master's endpoint when neither an option nor $DIST_MASTER names one
+ * (and the master's default bind). */
+#define DIST_DEFAULT_ENDPOINT "tcp://127.0.0.1:5555"
+
 /* Wait without bound (for every `timeout_ms` parameter). */
 #define DIST_FOREVER (-1)
 

@@ -46,7 +46,7 @@ extern "C" {
 typedef struct dist_master dist_master_t;
 
 typedef struct {
-    const char *bind;              /* endpoint; default "tcp://127.0.0.1:5555"; a port of
+    const char *bind;              /* endpoint; default DIST_DEFAULT_ENDPOINT; a port of
                                       0 or "*" picks a free one (see dist_master_endpoint) */
     const char *name;              /* default "host:pid" */
     int heartbeat_ms;              /* default 1000 */

@@ -30,7 +30,7 @@ extern "C" {
 typedef struct dist_worker dist_worker_t;
 
 typedef struct {
-    const char *master;            /* endpoint; NULL: $DIST_MASTER, else tcp://127.0.0.1:5555 */
+    const char *master;            /* endpoint; NULL: $DIST_MASTER, else DIST_DEFAULT_ENDPOINT */
     const char *name;              /* default "host:pid" */
     int procs;                     /* pool processes; default: online CPUs */
     bool threads;                  /* run tasks in threads instead (embedded use) */

@@ -43,9 +43,7 @@
 #include "util_internal.h"
 #include "value_internal.h"
 
-#define S_ENDPOINT_DEFAULT "tcp://127.0.0.1:5555"
 #define S_CONNECT_TIMEOUT_MS 5000
-#define S_HELLO_EVERY_MS 1000 /* section 4: repeat HELLO every second */
 #define S_DRAIN_MAX 256       /* messages read in one round before sending again */
 
 /* Tells a thread blocked in zmq_poll that the outbox has changed. */
@@ -60,10 +58,10 @@ void dist__client_wake(dist_client_t *self)
 
 static int s_send(dist_client_t *self, dist__cmd_t cmd, const void *body, size_t len)
 {
-    int rc = dist__proto_send(self->sock, NULL, 0, cmd, body, len);
+    int rc = dist__conn_send(&self->conn, cmd, body, len);
     if (rc == 0)
-        self->last_sent_ns = dist__now_ns();
-    else if (rc == DIST_EAGAIN)
+        return 0;
+    if (rc == DIST_EAGAIN)
         self->blocked = true;
     else
         dist__log(&self->log, DIST_LOG_WARN, "sending %s failed: %s", dist__cmd_name(cmd),
@@ -83,15 +81,15 @@ static int s_send_out(dist_client_t *self, dist__cmd_t cmd)
 
 static void s_send_hello(dist_client_t *self)
 {
+    dist__hello_t h = { .role = DIST__PEER_CLIENT,
+                        .name = { self->name, strlen(self->name) },
+                        .host = { self->host, strlen(self->host) },
+                        .version = { DIST_VERSION_STRING, strlen(DIST_VERSION_STRING) },
+                        .pid = (uint32_t)getpid() };
     dist_wire_buf_reset(self->out);
-    msgpack_packer *pk = dist_wire_buf_packer(self->out);
-    msgpack_pack_map(pk, 5);
-    dist__pk_kv_str(pk, "role", "client");
-    dist__pk_kv_str(pk, "name", self->name);
-    dist__pk_kv_str(pk, "host", self->host);
-    dist__pk_kv_u64(pk, "pid", (uint64_t)getpid());
-    dist__pk_kv_str(pk, "version", DIST_VERSION_STRING);
-    self->last_hello_ns = dist__now_ns();
+    dist__pack_hello(dist_wire_buf_packer(self->out), &h);
+    /* Paced even when the socket refuses it (no connection yet). */
+    self->conn.last_hello_ns = dist__now_ns();
     s_send_out(self, DIST__CMD_HELLO);
 }
 
@@ -105,9 +103,7 @@ static void s_flush_acks(dist_client_t *self)
         size_t n = self->nacks < self->max_batch ? self->nacks : self->max_batch;
         dist_wire_buf_reset(self->out);
         msgpack_packer *pk = dist_wire_buf_packer(self->out);
-        msgpack_pack_map(pk, 1);
-        dist__pk_str(pk, "ids");
-        msgpack_pack_array(pk, n);
+        dist__pack_list_head(pk, DIST__CMD_ACK, n);
         for (size_t i = 0; i < n; i++)
             dist__pk_id(pk, &self->acks[self->nacks - n + i]);
         int rc = s_send_out(self, DIST__CMD_ACK);
@@ -128,15 +124,13 @@ static void s_housekeeping(dist_client_t *self, bool idle)
 {
     int64_t now = dist__now_ns();
     self->blocked = false;
-    if (self->connected && !self->lost &&
-        now - self->last_heard_ns > (int64_t)self->heartbeat_timeout_ms * 1000000) {
+    if (self->connected && !self->lost && dist__conn_silent(&self->conn, now)) {
         self->lost = true;
-        self->last_hello_ns = 0; /* say it now */
-        dist__log(&self->log, DIST_LOG_WARN, "master %s silent for %d ms: saying HELLO again",
-                  self->endpoint, self->heartbeat_timeout_ms);
+        self->conn.last_hello_ns = 0; /* say it now */
+        dist__log(&self->log, DIST_LOG_WARN, "master %s silent for %u ms: saying HELLO again",
+                  self->conn.endpoint, self->conn.wl.heartbeat_timeout_ms);
     }
-    if ((!self->connected || self->lost) &&
-        now - self->last_hello_ns >= (int64_t)S_HELLO_EVERY_MS * 1000000)
+    if ((!self->connected || self->lost) && dist__conn_hello_due(&self->conn, now))
         s_send_hello(self);
     if (!self->connected)
         return; /* section 4: nothing but HELLO before WELCOME */
@@ -150,7 +144,8 @@ static void s_housekeeping(dist_client_t *self, bool idle)
     for (dist__req_t *q = self->reqs; q && !self->blocked; q = q->next)
         if (!q->sent && !q->done && q->body && s_send(self, q->cmd, q->body, q->len) != DIST_EAGAIN)
             q->sent = true;
-    if (!self->blocked && now - self->last_sent_ns >= (int64_t)self->heartbeat_ms * 1000000)
+    if (!self->blocked &&
+        now - self->conn.last_sent_ns >= (int64_t)self->conn.wl.heartbeat_ms * 1000000)
         s_send(self, DIST__CMD_HEARTBEAT, NULL, 0);
 }
 
@@ -192,36 +187,19 @@ static void s_forgotten(dist_client_t *self)
 
 static void s_on_welcome(dist_client_t *self, const msgpack_object *b)
 {
-    uint32_t hb = DIST__HEARTBEAT_MS, hbto = DIST__HEARTBEAT_TIMEOUT_MS, mb = DIST__MAX_BATCH;
-    uint32_t mm = 0, pending = 0;
-    const char *name = "";
-    size_t nlen = 0;
-    dist__opt_u32(b, "heartbeat_ms", &hb);
-    dist__opt_u32(b, "heartbeat_timeout_ms", &hbto);
-    dist__opt_u32(b, "max_batch", &mb);
-    dist__opt_u32(b, "max_message", &mm);
-    dist__opt_u32(b, "pending_results", &pending);
-    dist__opt_str(b, "master", &name, &nlen);
-    if (nlen > DIST__NAME_MAX)
-        nlen = DIST__NAME_MAX;
-    self->heartbeat_ms = hb ? (int)(hb < 3600000 ? hb : 3600000) : DIST__HEARTBEAT_MS;
-    self->heartbeat_timeout_ms = hbto ? (int)(hbto < 3600000 ? hbto : 3600000)
-                                      : DIST__HEARTBEAT_TIMEOUT_MS;
-    self->max_batch = mb ? (mb < DIST__MAX_BATCH ? mb : DIST__MAX_BATCH) : DIST__MAX_BATCH;
+    bool other_master = dist__conn_welcome(&self->conn, b) && self->welcomed_once;
+    const dist__welcome_t *wl = &self->conn.wl;
+    self->max_batch = wl->max_batch;
     self->max_message = self->own_max_message;
-    if (mm >= 4096 && mm < self->max_message)
-        self->max_message = mm;
-    bool other_master = self->welcomed_once &&
-                        (strlen(self->master) != nlen || memcmp(self->master, name, nlen) != 0);
+    if (wl->max_message < self->max_message)
+        self->max_message = wl->max_message;
     bool resend = !self->connected || other_master;
     if (resend && self->welcomed_once)
         s_forgotten(self);
-    memcpy(self->master, name, nlen);
-    self->master[nlen] = 0;
     if (!self->connected || self->lost)
         dist__log(&self->log, self->welcomed_once ? DIST_LOG_INFO : DIST_LOG_DEBUG,
-                  "welcomed by master %s at %s as %s (%u results waiting)", self->master,
-                  self->endpoint, self->name, pending);
+                  "welcomed by master %s at %s as %s (%u results waiting)", self->conn.master,
+                  self->conn.endpoint, self->name, wl->pending_results);
     self->connected = true;
     self->welcomed_once = true;
     self->lost = false;
@@ -231,12 +209,12 @@ static void s_on_reconnect(dist_client_t *self)
 {
     if (self->connected)
         dist__log(&self->log, DIST_LOG_INFO, "master %s does not know us (restarted?): HELLO again",
-                  self->endpoint);
+                  self->conn.endpoint);
     self->connected = false;
     s_forgotten(self);
     /* Every message the old connection sent gets a RECONNECT: one HELLO per
      * burst is enough (the timer repeats it). */
-    if (dist__now_ns() - self->last_hello_ns > 100 * 1000000)
+    if (dist__now_ns() - self->conn.last_hello_ns > 100 * 1000000)
         s_send_hello(self);
 }
 
@@ -276,19 +254,15 @@ static void s_refuse(dist_client_t *self, dist__slot_t *s, const char *code, siz
 
 static void s_on_accepted(dist_client_t *self, const msgpack_object *b)
 {
-    const msgpack_object *ids, *rej;
-    size_t n, nrej;
-    if (dist__get_array(b, "ids", &ids, &n))
-        n = 0;
-    if (dist__get_array(b, "rejected", &rej, &nrej))
-        nrej = 0;
-    for (size_t i = 0; i < n; i++) {
-        const void *p;
-        size_t len;
+    dist__accepted_t a;
+    if (dist__parse_accepted(b, &a)) {
+        self->malformed++;
+        return;
+    }
+    for (size_t i = 0; i < a.nids; i++) {
         dist__id_t id;
-        if (dist_wire_get_bin(&ids[i], &p, &len) || len != sizeof id.b)
+        if (!dist__list_id(&a.ids[i], &id))
             continue;
-        memcpy(id.b, p, sizeof id.b);
         dist__slot_t *s = dist__idmap_find(&self->ids, &id);
         if (!s || s->state != DIST__SL_SENT)
             continue;
@@ -297,17 +271,13 @@ static void s_on_accepted(dist_client_t *self, const msgpack_object *b)
         if (s->job)
             dist__job_refused(self, s->job, s, 0, NULL, 0); /* code 0: accepted */
     }
-    for (size_t i = 0; i < nrej; i++) {
-        dist__id_t id;
-        const char *code = "", *msg = "";
-        size_t clen = 0, mlen = 0;
-        if (dist__get_id(&rej[i], "id", &id))
+    for (size_t i = 0; i < a.nrejected; i++) {
+        dist__reject_t r;
+        if (dist__parse_reject(&a.rejected[i], &r) || !r.has_id)
             continue;
-        dist__opt_str(&rej[i], "code", &code, &clen);
-        dist__opt_str(&rej[i], "error", &msg, &mlen);
-        dist__slot_t *s = dist__idmap_find(&self->ids, &id);
+        dist__slot_t *s = dist__idmap_find(&self->ids, &r.id);
         if (s && s->state == DIST__SL_SENT)
-            s_refuse(self, s, code, clen, msg, mlen);
+            s_refuse(self, s, r.code.s, r.code.n, r.error.s, r.error.n);
     }
 }
 
@@ -344,7 +314,7 @@ static void s_on_results(dist_client_t *self, const msgpack_object *b)
 {
     const msgpack_object *items;
     size_t n;
-    if (dist__get_array(b, "results", &items, &n)) {
+    if (dist__parse_list(b, DIST__CMD_RESULTS, &items, &n)) {
         self->malformed++;
         return;
     }
@@ -385,13 +355,16 @@ static void s_on_results(dist_client_t *self, const msgpack_object *b)
 
 static void s_on_error(dist_client_t *self, const msgpack_object *b)
 {
-    const char *code = "", *msg = "";
-    size_t clen = 0, mlen = 0;
-    uint64_t req = 0;
-    dist__opt_str(b, "code", &code, &clen);
-    dist__opt_str(b, "error", &msg, &mlen);
-    if (dist_wire_map_get(b, "req") && !dist__get_u64(b, "req", &req)) {
-        dist__req_t *q = dist__req_find(self, req);
+    dist__error_t e;
+    if (dist__parse_error(b, &e)) {
+        self->malformed++;
+        dist__log(&self->log, DIST_LOG_WARN, "dropped a malformed ERROR from the master");
+        return;
+    }
+    const char *code = e.code.s, *msg = e.error.s;
+    size_t clen = e.code.n, mlen = e.error.n;
+    if (e.req) {
+        dist__req_t *q = dist__req_find(self, e.req);
         if (q && !q->done) {
             dist__log(&self->log, DIST_LOG_WARN, "master: %.*s: %.*s", (int)clen, code, (int)mlen,
                       msg);
@@ -424,7 +397,7 @@ static void s_on_error(dist_client_t *self, const msgpack_object *b)
         self->fatal = DIST_EREFUSED;
         lvl = DIST_LOG_ERROR;
     }
-    dist__log(&self->log, lvl, "master %s: %.*s: %.*s", self->endpoint, (int)clen, code,
+    dist__log(&self->log, lvl, "master %s: %.*s: %.*s", self->conn.endpoint, (int)clen, code,
               (int)mlen, msg);
 }
 
@@ -454,7 +427,7 @@ static int s_drain(dist_client_t *self)
     int n = 0;
     while (n < S_DRAIN_MAX) {
         dist__inmsg_t m;
-        int rc = dist__proto_recv(self->sock, false, &self->limits, &m);
+        int rc = dist__proto_recv(self->conn.sock, false, &self->limits, &m);
         if (rc == DIST_EAGAIN)
             break;
         n++;
@@ -464,33 +437,32 @@ static int s_drain(dist_client_t *self)
                 self->fatal = DIST_EPROTO;
                 dist__log(&self->log, DIST_LOG_ERROR,
                           "master %s speaks protocol version %d, this client version %d",
-                          self->endpoint, m.version, DIST__PROTO_VERSION);
+                          self->conn.endpoint, m.version, DIST__PROTO_VERSION);
             }
             continue;
         }
         if (rc < 0)
             break;
-        self->last_heard_ns = dist__now_ns();
+        dist__conn_heard(&self->conn, dist__now_ns());
         s_dispatch(self, &m);
         dist__inmsg_clear(&m);
     }
     return n;
 }
 
-/* With CURVE: a master whose ZAP handler refuses our key says so during
- * the handshake (status 400). That is final for this client: every call
- * then fails with DIST_EREFUSED instead of waiting for a master that will
- * never answer. */
+/* Connection events. With CURVE, a master whose ZAP handler refuses our
+ * key says so during the handshake: that is final for this client (libzmq
+ * does not reconnect after it), so every call then fails with
+ * DIST_EREFUSED instead of waiting for a master that will never answer. A
+ * new connection is a new peer to the master: HELLO at once when a
+ * session is to be found again. */
 static void s_on_monitor(dist_client_t *self)
 {
-    uint16_t ev;
-    while (dist__monitor_event(self->mon, &ev, NULL, NULL, 0)) {
-        if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && !self->fatal) {
-            self->fatal = DIST_EREFUSED;
-            dist__log(&self->log, DIST_LOG_ERROR, "master %s refused our key: it is not in its "
-                      "allow list", self->endpoint);
-        }
-    }
+    bool up = dist__conn_on_monitor(&self->conn);
+    if (self->conn.refused && !self->fatal)
+        self->fatal = self->conn.refused;
+    if (up && self->welcomed_once && (!self->connected || self->lost) && !self->fatal)
+        self->conn.last_hello_ns = 0;
 }
 
 /* One round with the socket owned: read what waits, send what is due, and
@@ -505,33 +477,27 @@ static void s_pump(dist_client_t *self, int64_t until)
     s_housekeeping(self, true);
     int64_t now = dist__now_ns();
     int64_t t = until;
-    int64_t next = self->connected && !self->lost
-                       ? self->last_sent_ns + (int64_t)self->heartbeat_ms * 1000000
-                       : self->last_hello_ns + (int64_t)S_HELLO_EVERY_MS * 1000000;
+    int64_t next = dist__conn_next_ns(&self->conn, !self->connected || self->lost);
     if (next < t)
         t = next;
-    if (self->connected && !self->lost) {
-        int64_t silent = self->last_heard_ns + (int64_t)self->heartbeat_timeout_ms * 1000000 + 1;
-        if (silent < t)
-            t = silent;
-    }
     if (self->blocked && now + 10 * 1000000 < t)
         t = now + 10 * 1000000;
     long ms = t == INT64_MAX ? -1 : t <= now ? 0 : (long)((t - now + 999999) / 1000000);
+    zsock_t *mon = self->conn.mon;
     zmq_pollitem_t items[3] = {
-        { self->zh, 0, ZMQ_POLLIN, 0 },
+        { self->conn.zh, 0, ZMQ_POLLIN, 0 },
         { NULL, self->wake_fd, ZMQ_POLLIN, 0 },
-        { self->mon ? zsock_resolve(self->mon) : NULL, 0, ZMQ_POLLIN, 0 },
+        { mon ? zsock_resolve(mon) : NULL, 0, ZMQ_POLLIN, 0 },
     };
     dist__client_unlock(self);
-    int rc = dist__poll(items, self->mon ? 3 : 2, ms, DIST__SPIN_US);
+    int rc = dist__poll(items, mon ? 3 : 2, ms, DIST__SPIN_US);
     dist__client_lock(self);
     if (rc > 0 && items[1].revents) {
         uint64_t v;
         ssize_t r = read(self->wake_fd, &v, sizeof v);
         (void)r;
     }
-    if (rc > 0 && self->mon && (items[2].revents & ZMQ_POLLIN))
+    if (rc > 0 && mon && (items[2].revents & ZMQ_POLLIN))
         s_on_monitor(self);
     s_drain(self);
     s_housekeeping(self, false);
@@ -582,7 +548,7 @@ int dist__client_run(dist_client_t *self, const dist__wait_t *w, int64_t deadlin
         int64_t now = dist__now_ns();
         int64_t until = deadline;
         if (w->live && *w->live) {
-            int64_t heard = self->last_heard_ns > start ? self->last_heard_ns : start;
+            int64_t heard = self->conn.last_heard_ns > start ? self->conn.last_heard_ns : start;
             int64_t end = heard + (int64_t)self->connect_timeout_ms * 1000000;
             if (now >= end && pumped)
                 return DIST_ENOMASTER;
@@ -628,19 +594,55 @@ static void s_free(dist_client_t *self)
     free(self->ids.tab);
     free(self->acks);
     dist_wire_buf_destroy(&self->out);
-    if (self->mon) {
-        zmq_socket_monitor(self->zh, NULL, 0);
-        zsock_destroy(&self->mon);
-    }
-    if (self->sock && !self->connected)
-        zsock_set_linger(self->sock, 0); /* nobody to deliver HELLOs to: exit at once */
-    zsock_destroy(&self->sock);
+    /* Not welcomed: nobody to deliver HELLOs to, exit at once. */
+    dist__conn_close(&self->conn, !self->connected);
     if (self->wake_fd >= 0)
         close(self->wake_fd);
-    free(self->endpoint);
     pthread_cond_destroy(&self->cv);
     pthread_mutex_destroy(&self->mu);
     free(self);
+}
+
+/* The client's own state, before any connection. NULL with errno. */
+static dist_client_t *s_alloc(const dist_client_opts_t *o, const dist__logger_t *lg)
+{
+    dist_client_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    pthread_mutex_init(&self->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&self->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    self->log = *lg;
+    self->connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : S_CONNECT_TIMEOUT_MS;
+    self->own_max_message = o->max_message ? o->max_message : DIST__MAX_MESSAGE_DEFAULT;
+    if (self->own_max_message < 4096)
+        self->own_max_message = 4096;
+    self->max_message = self->own_max_message;
+    self->max_batch = DIST__MAX_BATCH;
+    self->limits = dist__body_limits(self->own_max_message);
+    if (gethostname(self->host, sizeof self->host - 1) != 0 || !self->host[0])
+        snprintf(self->host, sizeof self->host, "localhost");
+    if (o->name) {
+        snprintf(self->name, sizeof self->name, "%s", o->name);
+    } else {
+        uint32_t rnd = 0;
+        if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
+            rnd = (uint32_t)dist__now_ns();
+        /* Keep the host part short enough for the 128-byte limit. */
+        snprintf(self->name, sizeof self->name, "%.100s:%d:%08x", self->host, (int)getpid(), rnd);
+    }
+    self->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    self->out = dist_wire_buf_new(0);
+    if (self->wake_fd < 0 || !self->out) {
+        int e = errno ? errno : ENOMEM;
+        s_free(self);
+        errno = e;
+        return NULL;
+    }
+    return self;
 }
 
 dist_client_t *dist_client_new(const dist_client_opts_t *opts)
@@ -649,107 +651,34 @@ dist_client_t *dist_client_new(const dist_client_opts_t *opts)
     if (opts)
         o = *opts;
     dist__logger_t lg = { o.log, o.log_userdata, o.log_level, "client" };
-    if (o.connect_timeout_ms < 0 || (o.name && !dist__peer_name_ok(o.name, strlen(o.name)))) {
-        errno = EINVAL;
-        return NULL;
-    }
-    char err[128];
-    if (dist__zmq_version_ok(err, sizeof err)) {
-        dist__log(&lg, DIST_LOG_ERROR, "%s", err);
-        errno = ENOTSUP;
-        return NULL;
-    }
-    const char *ep = o.master;
-    if (!ep || !*ep)
-        ep = getenv("DIST_MASTER");
-    if (!ep || !*ep)
-        ep = S_ENDPOINT_DEFAULT;
-
-    dist_client_t *self = calloc(1, sizeof *self);
+    dist__conn_opts_t co = { o.master, o.key, o.server_key, o.insecure, 0, "client" };
+    bool bad = o.connect_timeout_ms < 0 || (o.name && !dist__peer_name_ok(o.name, strlen(o.name)));
+    int e = bad ? EINVAL : dist__conn_check(&co, &lg);
+    dist_client_t *self = e ? NULL : s_alloc(&o, &lg);
     if (!self) {
-        errno = ENOMEM;
+        errno = e ? e : errno;
         return NULL;
     }
-    self->wake_fd = -1;
-    pthread_mutex_init(&self->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&self->cv, &ca);
-    pthread_condattr_destroy(&ca);
-    self->log = lg;
-    self->connect_timeout_ms = o.connect_timeout_ms ? o.connect_timeout_ms : S_CONNECT_TIMEOUT_MS;
-    self->own_max_message = o.max_message ? o.max_message : DIST__MAX_MESSAGE_DEFAULT;
-    if (self->own_max_message < 4096)
-        self->own_max_message = 4096;
-    self->max_message = self->own_max_message;
-    self->max_batch = DIST__MAX_BATCH;
-    self->heartbeat_ms = DIST__HEARTBEAT_MS;
-    self->heartbeat_timeout_ms = DIST__HEARTBEAT_TIMEOUT_MS;
-    self->limits = dist__body_limits(self->own_max_message);
-    if (gethostname(self->host, sizeof self->host - 1) != 0 || !self->host[0])
-        snprintf(self->host, sizeof self->host, "localhost");
-    if (o.name) {
-        snprintf(self->name, sizeof self->name, "%s", o.name);
-    } else {
-        uint32_t rnd = 0;
-        if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
-            rnd = (uint32_t)dist__now_ns();
-        /* Keep the host part short enough for the 128-byte limit. */
-        snprintf(self->name, sizeof self->name, "%.100s:%d:%08x", self->host, (int)getpid(), rnd);
-    }
-    self->endpoint = strdup(ep);
-    self->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    self->out = dist_wire_buf_new(0);
-    self->sock = dist__sock_new(ZMQ_DEALER);
-    if (!self->endpoint || self->wake_fd < 0 || !self->out || !self->sock) {
-        int e = errno ? errno : ENOMEM;
+    co.max_message = self->own_max_message;
+    if ((e = dist__conn_open(&self->conn, &co, &self->log)) != 0) {
         s_free(self);
         errno = e;
         return NULL;
     }
-    self->zh = zsock_resolve(self->sock);
-    dist__sockopts_t so = { .max_message = self->own_max_message, .linger_ms = -1 };
-    dist__sock_setup(self->sock, false, &so);
-    bool secure = false;
-    int krc = dist__curve_peer_setup(self->sock, o.key, o.server_key, o.insecure, ep, &lg, &secure);
-    if (krc) {
-        s_free(self);
-        errno = krc == DIST_ENOMEM ? ENOMEM : krc == -ENOENT || krc == -EACCES ? -krc : EINVAL;
-        return NULL;
-    }
-    if (secure) {
-        char mon[64];
-        snprintf(mon, sizeof mon, "inproc://dist-client-monitor-%p", (void *)self);
-        if (zmq_socket_monitor(self->zh, mon, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) == 0) {
-            self->mon = dist__sock_new(ZMQ_PAIR);
-            if (self->mon && zsock_connect(self->mon, "%s", mon) != 0)
-                zsock_destroy(&self->mon);
-            if (!self->mon)
-                zmq_socket_monitor(self->zh, NULL, 0);
-        }
-    }
-    if (zsock_connect(self->sock, "%s", ep) != 0) {
-        dist__log(&lg, DIST_LOG_ERROR, "cannot connect to %s: %s", ep, zmq_strerror(zmq_errno()));
-        s_free(self);
-        errno = EINVAL;
-        return NULL;
-    }
     dist__client_lock(self);
-    self->last_heard_ns = dist__now_ns();
     s_send_hello(self);
     dist__wait_t w = { .ready = s_welcomed };
     int rc = dist__client_run(self, &w, dist__deadline(self->connect_timeout_ms));
     dist__client_unlock(self);
+    if (rc == DIST_ETIMEDOUT) {
+        rc = DIST_ENOMASTER;
+        /* The caller gets the code: this is only a note. */
+        dist__log(&lg, DIST_LOG_INFO, "no master answered at %s within %d ms%s",
+                  self->conn.endpoint, self->connect_timeout_ms,
+                  self->conn.secure ? " (with CURVE, a master whose key is not the server key "
+                                      "we were given stays silent)" : "");
+    }
     if (rc) {
-        if (rc == DIST_ETIMEDOUT) {
-            rc = DIST_ENOMASTER;
-            /* The caller gets the code: this is only a note. */
-            dist__log(&lg, DIST_LOG_INFO, "no master answered at %s within %d ms%s", ep,
-                      self->connect_timeout_ms,
-                      secure ? " (with CURVE, a master that does not know our key, or whose key "
-                               "is not the server key we were given, stays silent)" : "");
-        }
         s_free(self);
         errno = -rc;
         return NULL;

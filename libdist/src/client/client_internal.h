@@ -23,6 +23,7 @@
 
 #include "dist/client.h"
 #include "log_internal.h"
+#include "conn_internal.h"
 #include "proto_internal.h"
 
 #define DIST__TOO_LARGE_MSG "the task's arguments exceed the master's message size limit"
@@ -111,26 +112,20 @@ struct dist_client {
     pthread_cond_t cv;
     bool io_busy;      /* a thread owns the socket (pumps or flushes) */
     int wake_fd;       /* eventfd: "the outbox has something new" */
-    zsock_t *sock;
-    void *zh;
-    zsock_t *mon;    /* with CURVE: handshake failures of sock (NULL otherwise) */
+    dist__conn_t conn; /* the socket, its monitor, the session's clocks, WELCOME */
     dist__logger_t log;
-    char *endpoint;
     char name[DIST__NAME_MAX + 1];
     char host[256];
-    char master[DIST__NAME_MAX + 1]; /* its name from WELCOME */
     int connect_timeout_ms;
     size_t max_message;   /* ours, then the smaller of ours and the master's */
     size_t own_max_message;
     size_t max_batch;
-    int heartbeat_ms, heartbeat_timeout_ms;
     dist_wire_limits_t limits;
 
     bool connected;  /* welcomed and not told RECONNECT since */
     bool welcomed_once;
     bool lost;       /* the master has been silent too long: say HELLO again */
-    int fatal;       /* the master refuses to talk to us (version, ban) */
-    int64_t last_sent_ns, last_heard_ns, last_hello_ns;
+    int fatal;       /* the master refuses to talk to us (version, ban, our key) */
     bool blocked;    /* a send hit the high-water mark: retry soon */
 
     dist__idmap_t ids;
@@ -213,10 +208,11 @@ void dist__req_unlink(dist_client_t *self, dist__req_t *q);
 void dist__req_clear(dist__req_t *q);
 void dist__req_drop(dist__req_t *q);
 
-/* Gives the request a number, packs its body with fill() (which packs the
- * `nfields` fields after "req") and queues it. 0 or DIST_ENOMEM. */
-int dist__req_start(dist_client_t *self, dist__req_t *q, dist__cmd_t cmd, size_t nfields,
-                    void (*fill)(msgpack_packer *pk, const void *arg), const void *arg);
+/* Gives the request a number, packs its whole body with fill(pk, req,
+ * arg) and queues it. 0 or DIST_ENOMEM. */
+int dist__req_start(dist_client_t *self, dist__req_t *q, dist__cmd_t cmd,
+                    void (*fill)(msgpack_packer *pk, uint64_t req, const void *arg),
+                    const void *arg);
 
 /* The code a QREPLY status or an ERROR code maps to (sections 7a, 8). */
 int dist__reply_code(const char *s, size_t n);

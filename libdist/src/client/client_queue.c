@@ -54,21 +54,17 @@ void dist__req_drop(dist__req_t *q)
     free(q);
 }
 
-/* Gives the request a number, packs its body with fill() (which packs the
- * fields after "req": `nfields` of them) and queues it. */
-int dist__req_start(dist_client_t *self, dist__req_t *q, dist__cmd_t cmd, size_t nfields,
-                    void (*fill)(msgpack_packer *pk, const void *arg), const void *arg)
+/* Gives the request a number, packs its body with fill() and queues it. */
+int dist__req_start(dist_client_t *self, dist__req_t *q, dist__cmd_t cmd,
+                    void (*fill)(msgpack_packer *pk, uint64_t req, const void *arg),
+                    const void *arg)
 {
     q->req = ++self->next_req;
     q->cmd = cmd;
     dist_wire_buf_t *buf = dist_wire_buf_new(0);
     if (!buf)
         return DIST_ENOMEM;
-    msgpack_packer *pk = dist_wire_buf_packer(buf);
-    msgpack_pack_map(pk, 1 + nfields);
-    dist__pk_kv_u64(pk, "req", q->req);
-    if (fill)
-        fill(pk, arg);
+    fill(dist_wire_buf_packer(buf), q->req, arg);
     int st = dist_wire_buf_status(buf);
     if (!st)
         q->body = dist_wire_buf_release(buf, &q->len);
@@ -101,26 +97,20 @@ int dist__reply_code(const char *s, size_t n)
 
 void dist__on_reply(dist_client_t *self, dist__inmsg_t *m)
 {
-    uint64_t req;
-    if (dist__get_u64(m->root, "req", &req)) {
+    dist__qreply_t r = { 0 };
+    dist__status_req_t st;
+    bool qreply = m->cmd == DIST__CMD_QREPLY;
+    if (qreply ? dist__parse_qreply(m->root, &r) != 0 : dist__parse_status_req(m->root, &st) != 0) {
         self->malformed++;
         return;
     }
-    dist__req_t *q = dist__req_find(self, req);
+    dist__req_t *q = dist__req_find(self, qreply ? r.req : st.req);
     if (!q || q->done || (m->cmd == DIST__CMD_STATUS) != (q->cmd == DIST__CMD_STATUS))
         return;
-    int code = 0;
-    if (m->cmd == DIST__CMD_QREPLY) {
-        const char *st;
-        size_t stn;
-        code = dist__get_str(m->root, "status", &st, &stn) ? DIST_EPROTO
-                                                            : dist__reply_code(st, stn);
-    }
+    int code = qreply ? dist__reply_code(r.status.s, r.status.n) : 0;
     if (q->abandoned) {
-        const msgpack_object *items;
-        size_t n;
-        if (q->cmd == DIST__CMD_QGET && !dist__get_array(m->root, "items", &items, &n) && n)
-            s_put_back(self, q->queue, items, n);
+        if (q->cmd == DIST__CMD_QGET && r.nitems)
+            s_put_back(self, q->queue, r.items, r.nitems);
         dist__req_unlink(self, q);
         dist__req_drop(q);
         return;
@@ -185,15 +175,14 @@ struct s_qput {
     uint32_t timeout;
 };
 
-static void s_fill_qput(msgpack_packer *pk, const void *arg)
+static void s_fill_qput(msgpack_packer *pk, uint64_t req, const void *arg)
 {
     const struct s_qput *a = arg;
-    dist__pk_kv_str(pk, "queue", a->queue);
-    dist__pk_str(pk, "items");
-    msgpack_pack_array(pk, a->n);
+    dist__qput_t q = { .req = req, .queue = { a->queue, strlen(a->queue) }, .nitems = a->n,
+                       .timeout_ms = a->timeout };
+    dist__pack_qput(pk, &q);
     for (size_t i = 0; i < a->n; i++)
         dist__pk_bin(pk, a->bufs[i], a->lens[i]);
-    dist__pk_kv_u64(pk, "timeout_ms", a->timeout);
 }
 
 static uint32_t s_wire_timeout(int timeout_ms)
@@ -216,7 +205,7 @@ static void s_put_back(dist_client_t *self, const char *queue, const msgpack_obj
     if (q && bufs && lens && k) {
         q->heap = q->abandoned = true; /* nobody waits for its reply */
         snprintf(q->queue, sizeof q->queue, "%s", queue);
-        if (dist__req_start(self, q, DIST__CMD_QPUT, 3, s_fill_qput, &a) == 0)
+        if (dist__req_start(self, q, DIST__CMD_QPUT, s_fill_qput, &a) == 0)
             q = NULL;
     }
     if (q || !k)
@@ -247,7 +236,7 @@ int dist_client_qput(dist_client_t *self, const char *queue, const void *buf, si
     const void *bufs[1] = { buf ? buf : "" };
     size_t lens[1] = { len };
     struct s_qput a = { queue, bufs, lens, 1, s_wire_timeout(timeout_ms) };
-    int rc = dist__req_start(self, &q, DIST__CMD_QPUT, 3, s_fill_qput, &a);
+    int rc = dist__req_start(self, &q, DIST__CMD_QPUT, s_fill_qput, &a);
     if (!rc)
         rc = s_req_wait(self, &q, s_req_deadline(timeout_ms));
     dist__client_unlock(self);
@@ -262,12 +251,19 @@ struct s_qget {
     uint32_t timeout;
 };
 
-static void s_fill_qget(msgpack_packer *pk, const void *arg)
+static void s_fill_qget(msgpack_packer *pk, uint64_t req, const void *arg)
 {
     const struct s_qget *a = arg;
-    dist__pk_kv_str(pk, "queue", a->queue);
-    dist__pk_kv_u64(pk, "max", 1);
-    dist__pk_kv_u64(pk, "timeout_ms", a->timeout);
+    dist__qget_t q = { .req = req, .queue = { a->queue, strlen(a->queue) }, .max = 1,
+                       .timeout_ms = a->timeout };
+    dist__pack_qget(pk, &q);
+}
+
+static void s_fill_status(msgpack_packer *pk, uint64_t req, const void *arg)
+{
+    (void)arg;
+    dist__status_req_t s = { req };
+    dist__pack_status_req(pk, &s);
 }
 
 int dist_client_qget(dist_client_t *self, const char *queue, void **buf, size_t *len,
@@ -283,20 +279,19 @@ int dist_client_qget(dist_client_t *self, const char *queue, void **buf, size_t 
     dist__req_t q = { 0 };
     snprintf(q.queue, sizeof q.queue, "%s", queue);
     struct s_qget a = { queue, s_wire_timeout(timeout_ms) };
-    int rc = dist__req_start(self, &q, DIST__CMD_QGET, 3, s_fill_qget, &a);
+    int rc = dist__req_start(self, &q, DIST__CMD_QGET, s_fill_qget, &a);
     if (!rc)
         rc = s_req_wait(self, &q, s_req_deadline(timeout_ms));
     dist__client_unlock(self);
     if (rc == DIST_ETIMEDOUT && !q.done)
         rc = DIST_ENOMASTER; /* not even the master's "timeout" came */
-    const msgpack_object *items;
-    size_t n;
     if (rc == 0) {
         const void *p;
         size_t plen;
-        if (dist__get_array(dist_wire_msg_root(q.reply), "items", &items, &n) || n == 0)
+        dist__qreply_t r;
+        if (dist__parse_qreply(dist_wire_msg_root(q.reply), &r) || r.nitems == 0)
             rc = DIST_ETIMEDOUT; /* "ok" with nothing: nothing came in time */
-        else if (dist_wire_get_bin(&items[0], &p, &plen))
+        else if (dist_wire_get_bin(&r.items[0], &p, &plen))
             rc = DIST_EPROTO;
         else if (!(*buf = malloc(plen ? plen : 1)))
             rc = DIST_ENOMEM;
@@ -317,7 +312,7 @@ int dist_client_status(dist_client_t *self, int timeout_ms, dist_result_t **stat
         return DIST_EINVAL;
     dist__client_lock(self);
     dist__req_t q = { 0 };
-    int rc = dist__req_start(self, &q, DIST__CMD_STATUS, 0, NULL, NULL);
+    int rc = dist__req_start(self, &q, DIST__CMD_STATUS, s_fill_status, NULL);
     if (!rc)
         rc = s_req_wait(self, &q, dist__deadline(timeout_ms));
     dist__client_unlock(self);

@@ -123,9 +123,7 @@ int dist__batch_add(dist_client_t *self, const void *owner, const char *task, si
     }
     uint32_t seq = self->next_seq++;
     msgpack_packer *pk = dist_wire_buf_packer(buf);
-    msgpack_pack_map(pk, 1);
-    dist__pk_str(pk, "tasks");
-    msgpack_pack_array(pk, count);
+    dist__pack_list_head(pk, DIST__CMD_SUBMIT, count);
     for (size_t i = 0; i < count; i++) {
         dist__slot_t *s = slots[i];
         s->id = ids[i];

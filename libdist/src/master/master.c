@@ -385,10 +385,8 @@ static int s_wire_error(dist_master_t *s, const uint8_t *rid, size_t rid_len, co
     if (!s->sink)
         return dist__proto_send_error(s->sock, rid, rid_len, code, error, 0);
     dist_wire_buf_reset(s->out);
-    msgpack_packer *pk = dist_wire_buf_packer(s->out);
-    msgpack_pack_map(pk, 2);
-    dist__pk_kv_str(pk, "code", code);
-    dist__pk_kv_str(pk, "error", error);
+    dist__error_t e = { { code, strlen(code) }, { error, strlen(error) }, 0 };
+    dist__pack_error(dist_wire_buf_packer(s->out), &e);
     size_t len;
     const void *data = dist_wire_buf_data(s->out, &len);
     return s_wire_send(s, rid, rid_len, DIST__CMD_ERROR, data, len);
@@ -523,12 +521,8 @@ void dist__m_error(dist_master_t *s, dist__mpeer_t *p, const char *code, uint64_
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     dist_wire_buf_reset(s->out);
-    msgpack_packer *pk = dist_wire_buf_packer(s->out);
-    msgpack_pack_map(pk, req ? 3 : 2);
-    dist__pk_kv_str(pk, "code", code);
-    dist__pk_kv_str(pk, "error", msg);
-    if (req)
-        dist__pk_kv_u64(pk, "req", req);
+    dist__error_t e = { { code, strlen(code) }, { msg, strlen(msg) }, req };
+    dist__pack_error(dist_wire_buf_packer(s->out), &e);
     dist__m_send(s, p, DIST__CMD_ERROR, s->out, NULL, NULL, 0);
 }
 
@@ -812,62 +806,29 @@ static void s_copy_str(char *dst, size_t cap, const char *src, size_t n)
 static void s_welcome(dist_master_t *s, dist__mpeer_t *p, size_t pending)
 {
     dist_wire_buf_reset(s->out);
-    msgpack_packer *pk = dist_wire_buf_packer(s->out);
-    bool client = p->role == DIST__ROLE_CLIENT;
-    msgpack_pack_map(pk, client ? 7 : 6);
-    dist__pk_kv_str(pk, "master", s->name);
-    dist__pk_kv_str(pk, "version", DIST_VERSION_STRING);
-    dist__pk_kv_u64(pk, "heartbeat_ms", (uint64_t)s->hb_ms);
-    dist__pk_kv_u64(pk, "heartbeat_timeout_ms", (uint64_t)s->hb_timeout_ms);
-    dist__pk_kv_u64(pk, "max_message", s->max_message);
-    dist__pk_kv_u64(pk, "max_batch", DIST__MAX_BATCH);
-    if (client)
-        dist__pk_kv_u64(pk, "pending_results", pending);
+    dist__welcome_t w = { .master = { s->name, strlen(s->name) },
+                          .version = { DIST_VERSION_STRING, strlen(DIST_VERSION_STRING) },
+                          .heartbeat_ms = (uint32_t)s->hb_ms,
+                          .heartbeat_timeout_ms = (uint32_t)s->hb_timeout_ms,
+                          .max_message = s->max_message > UINT32_MAX ? UINT32_MAX
+                                                                     : (uint32_t)s->max_message,
+                          .max_batch = DIST__MAX_BATCH,
+                          .pending_results = pending > UINT32_MAX ? UINT32_MAX : (uint32_t)pending,
+                          .client = p->role == DIST__ROLE_CLIENT };
+    dist__pack_welcome(dist_wire_buf_packer(s->out), &w);
     dist__m_send(s, p, DIST__CMD_WELCOME, s->out, NULL, NULL, 0);
 }
 
 /* HELLO: checks every field before it changes anything. */
 static void s_hello(dist_master_t *s, dist__mpeer_t *p, const dist__inmsg_t *m)
 {
-    const msgpack_object *b = m->root;
-    const char *role, *name, *host, *version = "";
-    size_t role_n, name_n, host_n, version_n = 0;
-    uint32_t pid, slots = 0, capacity = 0;
-    const msgpack_object *tasks = NULL;
-    size_t ntasks = 0;
+    dist__hello_t h;
     const char *bad = NULL;
-    int r = DIST__ROLE_NONE;
-    if (dist__get_str(b, "role", &role, &role_n))
-        bad = "HELLO needs role";
-    else if (role_n == 6 && memcmp(role, "worker", 6) == 0)
-        r = DIST__ROLE_WORKER;
-    else if (role_n == 6 && memcmp(role, "client", 6) == 0)
-        r = DIST__ROLE_CLIENT;
-    else
-        bad = "HELLO role must be \"worker\" or \"client\"";
-    if (!bad && (dist__get_str(b, "name", &name, &name_n) || !dist__peer_name_ok(name, name_n)))
-        bad = "HELLO name must be a str of 1-128 bytes without NUL";
-    else if (!bad && (dist__get_str(b, "host", &host, &host_n) || host_n > DIST__NAME_MAX ||
-                      memchr(host, 0, host_n)))
-        bad = "HELLO host must be a str of at most 128 bytes without NUL";
-    else if (!bad && dist__get_u32(b, "pid", &pid))
-        bad = "HELLO pid must be a u32";
-    else if (!bad && dist__opt_str(b, "version", &version, &version_n))
-        bad = "HELLO version must be a str";
-    if (!bad && r == DIST__ROLE_WORKER) {
-        if (dist__get_u32(b, "slots", &slots) || slots == 0)
-            bad = "a worker's HELLO needs slots >= 1";
-        else if (dist__get_u32(b, "capacity", &capacity) || capacity == 0)
-            bad = "a worker's HELLO needs capacity >= 1";
-        else if (dist__get_array(b, "tasks", &tasks, &ntasks) || ntasks > DIST__MAX_BATCH)
-            bad = "a worker's HELLO needs tasks, an array of at most 10000 names";
-        for (size_t i = 0; !bad && i < ntasks; i++) {
-            const char *t;
-            size_t tn;
-            if (dist_wire_get_str(&tasks[i], &t, &tn) || !dist__name_ok(t, tn))
-                bad = "task names are 1-128 letters, digits and ._:-";
-        }
-    }
+    dist__parse_hello(m->root, &h, &bad);
+    int r = h.role == DIST__PEER_WORKER ? DIST__ROLE_WORKER : DIST__ROLE_CLIENT;
+    const char *name = h.name.s, *host = h.host.s;
+    size_t name_n = h.name.n, host_n = h.host.n, ntasks = h.ntasks;
+    uint32_t slots = h.slots, capacity = h.capacity;
     if (bad) {
         if (p && p->banned)
             dist__m_error(s, p, "banned", 0, "too many malformed messages: this connection is banned");
@@ -919,13 +880,13 @@ static void s_hello(dist_master_t *s, dist__mpeer_t *p, const dist__inmsg_t *m)
     s_touch(s, p);
     s_copy_str(p->name, sizeof p->name, name, name_n);
     s_copy_str(p->host, sizeof p->host, host, host_n);
-    s_copy_str(p->version, sizeof p->version, version, version_n);
-    p->pid = pid;
+    s_copy_str(p->version, sizeof p->version, h.version.s, h.version.n);
+    p->pid = h.pid;
     dist__m_peer_desc(p, desc, sizeof desc);
     if (r == DIST__ROLE_WORKER) {
         p->slots = slots;
         p->capacity = capacity;
-        if (dist__m_worker_names(s, p, tasks, ntasks)) {
+        if (dist__m_worker_names(s, p, h.tasks, ntasks)) {
             dist__m_error(s, p, "malformed", 0, "the master is out of memory");
             dist__m_peer_gone(s, p);
             return;
@@ -953,12 +914,12 @@ static void s_hello(dist_master_t *s, dist__mpeer_t *p, const dist__inmsg_t *m)
 
 static void s_credit(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *b)
 {
-    uint32_t cap;
-    if (dist__get_u32(b, "capacity", &cap)) {
+    dist__credit_t c;
+    if (dist__parse_credit(b, &c)) {
         dist__m_malformed(s, p, "CREDIT needs capacity, a u32");
         return;
     }
-    p->capacity = cap;
+    p->capacity = c.capacity;
     dist__m_worker_dirty(s, p);
 }
 

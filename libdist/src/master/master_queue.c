@@ -159,11 +159,8 @@ static void s_reply(dist_master_t *s, dist__mpeer_t *p, uint64_t req, const char
 {
     dist_wire_buf_reset(s->out);
     msgpack_packer *pk = dist_wire_buf_packer(s->out);
-    msgpack_pack_map(pk, 3);
-    dist__pk_kv_u64(pk, "req", req);
-    dist__pk_kv_str(pk, "status", status);
-    dist__pk_str(pk, "items");
-    msgpack_pack_array(pk, n);
+    dist__qreply_t r = { .req = req, .status = { status, strlen(status) }, .nitems = n };
+    dist__pack_qreply(pk, &r);
     for (size_t i = 0; i < n; i++)
         dist__pk_bin(pk, items[i]->data, items[i]->len);
     dist__m_send(s, p, DIST__CMD_QREPLY, s->out, queue, items, n);
@@ -298,38 +295,29 @@ void dist__m_putback(dist_master_t *s, const char *queue, dist__mitem_t **items,
 
 /* ---- requests ------------------------------------------------------------------------------ */
 
-/* Reads req and queue; answers what is wrong and returns false. */
-static bool s_req_head(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root,
-                       dist__cmd_t cmd, uint64_t *req, const char **name, size_t *len)
+/* A request the parser refused: ERROR malformed without a req to echo,
+ * else QREPLY bad_request. */
+static void s_bad_req(dist_master_t *s, dist__mpeer_t *p, int rc, dist__cmd_t cmd, uint64_t req)
 {
-    if (dist__get_u64(root, "req", req)) {
+    if (rc == DIST_EPROTO)
         dist__m_malformed(s, p, "%s needs req, a u64", dist__cmd_name(cmd));
-        return false;
-    }
-    if (dist__get_str(root, "queue", name, len) || !dist__name_ok(*name, *len)) {
-        s_reply(s, p, *req, "bad_request", NULL, NULL, 0);
-        return false;
-    }
-    return true;
+    else
+        s_reply(s, p, req, "bad_request", NULL, NULL, 0);
 }
 
 void dist__m_qput(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
 {
-    uint64_t req;
-    const char *name;
-    size_t len, n;
-    const msgpack_object *bins;
-    uint32_t timeout = 0;
-    if (!s_req_head(s, p, root, DIST__CMD_QPUT, &req, &name, &len))
-        return;
-    bool ok = dist__get_array(root, "items", &bins, &n) == 0 && n >= 1 && n <= DIST__MAX_BATCH &&
-              dist__opt_u32(root, "timeout_ms", &timeout) == 0;
-    for (size_t i = 0; ok && i < n; i++)
-        ok = bins[i].type == MSGPACK_OBJECT_BIN;
-    if (!ok) {
-        s_reply(s, p, req, "bad_request", NULL, NULL, 0);
+    dist__qput_t q;
+    int rc = dist__parse_qput(root, &q);
+    if (rc) {
+        s_bad_req(s, p, rc, DIST__CMD_QPUT, q.req);
         return;
     }
+    uint64_t req = q.req;
+    const char *name = q.queue.s;
+    size_t len = q.queue.n, n = q.nitems;
+    const msgpack_object *bins = q.items;
+    uint32_t timeout = q.timeout_ms;
     if (n > s->max_queued) {
         s_reply(s, p, req, "full", NULL, NULL, 0);
         return;
@@ -363,17 +351,16 @@ void dist__m_qput(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root
 
 void dist__m_qget(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
 {
-    uint64_t req;
-    const char *name;
-    size_t len;
-    uint32_t max = 1, timeout = 0;
-    if (!s_req_head(s, p, root, DIST__CMD_QGET, &req, &name, &len))
-        return;
-    if (dist__opt_u32(root, "max", &max) || max == 0 ||
-        dist__opt_u32(root, "timeout_ms", &timeout)) {
-        s_reply(s, p, req, "bad_request", NULL, NULL, 0);
+    dist__qget_t q;
+    int rc = dist__parse_qget(root, &q);
+    if (rc) {
+        s_bad_req(s, p, rc, DIST__CMD_QGET, q.req);
         return;
     }
+    uint64_t req = q.req;
+    const char *name = q.queue.s;
+    size_t len = q.queue.n;
+    uint32_t max = q.max, timeout = q.timeout_ms;
     dist__mnq_t *nq = s_nq_find(s, name, len);
     if (nq && nq->n) {
         /* Items and parked QGETs never coexist (s_pump), so this one is

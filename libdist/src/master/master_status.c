@@ -156,11 +156,12 @@ void dist__m_pack_status(const dist_master_t *s, dist_wire_buf_t *b, uint64_t re
 
 void dist__m_status(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
 {
-    uint64_t req;
-    if (dist__get_u64(root, "req", &req)) {
+    dist__status_req_t sr;
+    if (dist__parse_status_req(root, &sr)) {
         dist__m_malformed(s, p, "STATUS needs req, a u64");
         return;
     }
+    uint64_t req = sr.req;
     for (int compact = 0; compact < 2; compact++) {
         dist_wire_buf_t *b = dist_wire_buf_new(s->max_message - 256);
         if (!b)

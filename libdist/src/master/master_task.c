@@ -524,14 +524,12 @@ static size_t s_batch_size(const dist_master_t *s, const dist__dlist_t *l, size_
     return n;
 }
 
-/* Starts the body {key: [n items]} in s->out. */
-static msgpack_packer *s_batch_begin(dist_master_t *s, const char *key, size_t n)
+/* Starts the body {key: [n items]} of cmd in s->out. */
+static msgpack_packer *s_batch_begin(dist_master_t *s, dist__cmd_t cmd, size_t n)
 {
     dist_wire_buf_reset(s->out);
     msgpack_packer *pk = dist_wire_buf_packer(s->out);
-    msgpack_pack_map(pk, 1);
-    dist__pk_str(pk, key);
-    msgpack_pack_array(pk, n);
+    dist__pack_list_head(pk, cmd, n);
     return pk;
 }
 
@@ -545,7 +543,7 @@ static void s_send_tasks(dist_master_t *s, dist__mpeer_t *w, dist__mtq_t *q, int
         size_t n = s_batch_size(s, &q->ready, lim, q->key.len + ITEM_OVERHEAD);
         if (dist__m_timer_reserve(s, n))
             return;
-        msgpack_packer *pk = s_batch_begin(s, "tasks", n);
+        msgpack_packer *pk = s_batch_begin(s, DIST__CMD_TASKS, n);
         dist__dnode_t *d = dist__dl_first(&q->ready);
         for (size_t i = 0; i < n; i++, d = dist__dl_next(&q->ready, d)) {
             const dist__mtask_t *t = DIST__CONTAINER_OF(d, dist__mtask_t, node);
@@ -632,7 +630,7 @@ void dist__m_flush_results(dist_master_t *s)
         dist__mpeer_t *p = cn->peer;
         while (p && cn->unsent.n && dist__m_peer_ready(p)) {
             size_t n = s_batch_size(s, &cn->unsent, DIST__MAX_BATCH, ITEM_OVERHEAD);
-            msgpack_packer *pk = s_batch_begin(s, "results", n);
+            msgpack_packer *pk = s_batch_begin(s, DIST__CMD_RESULTS, n);
             dist__dnode_t *e = dist__dl_first(&cn->unsent);
             for (size_t i = 0; i < n; i++, e = dist__dl_next(&cn->unsent, e)) {
                 const dist__mtask_t *t = DIST__CONTAINER_OF(e, dist__mtask_t, node);
@@ -791,14 +789,10 @@ static void s_pack_rejection(dist_master_t *s, msgpack_packer *pk, const dist__m
         snprintf(msg, sizeof msg, "the master is out of memory: retry later");
         break;
     }
-    dist__id_t id;
-    bool has_id = o->type == MSGPACK_OBJECT_MAP && dist__get_id(o, "id", &id) == 0;
-    msgpack_pack_map(pk, has_id ? 4 : 3);
-    if (has_id)
-        dist__pk_kv_id(pk, "id", &id);
-    dist__pk_kv_u64(pk, "index", index);
-    dist__pk_kv_str(pk, "code", codename);
-    dist__pk_kv_str(pk, "error", msg);
+    dist__reject_t r = { .index = (uint32_t)index, .code = { codename, strlen(codename) },
+                         .error = { msg, strlen(msg) } };
+    r.has_id = o->type == MSGPACK_OBJECT_MAP && dist__get_id(o, "id", &r.id) == 0;
+    dist__pack_reject(pk, &r);
 }
 
 /* ACCEPTED {ids, rejected} for a SUBMIT's tasks and their codes, into s->out. */
@@ -811,16 +805,13 @@ static void s_pack_accepted(dist_master_t *s, const dist__mclient_t *cn,
     s->c.refused += n - accepted;
     dist_wire_buf_reset(s->out);
     msgpack_packer *pk = dist_wire_buf_packer(s->out);
-    msgpack_pack_map(pk, 2);
-    dist__pk_str(pk, "ids");
-    msgpack_pack_array(pk, accepted);
+    dist__pack_accepted(pk, accepted);
     for (size_t i = 0; i < n; i++) {
         dist__id_t id;
         if (codes[i] == SUB_OK && dist__get_id(&items[i], "id", &id) == 0)
             dist__pk_id(pk, &id);
     }
-    dist__pk_str(pk, "rejected");
-    msgpack_pack_array(pk, n - accepted);
+    dist__pack_rejected(pk, n - accepted);
     for (size_t i = 0; i < n; i++)
         if (codes[i] != SUB_OK)
             s_pack_rejection(s, pk, cn, &items[i], i, codes[i]);
@@ -830,7 +821,7 @@ void dist__m_submit(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *ro
 {
     const msgpack_object *items;
     size_t n;
-    if (dist__get_array(root, "tasks", &items, &n)) {
+    if (dist__parse_list(root, DIST__CMD_SUBMIT, &items, &n)) {
         dist__m_malformed(s, p, "SUBMIT needs tasks, an array of task maps");
         return;
     }
@@ -875,7 +866,7 @@ void dist__m_accepted_pack(dist_master_t *s, dist__mpeer_t *p, const msgpack_obj
 {
     const msgpack_object *items = NULL;
     size_t n = 0;
-    dist__get_array(root, "tasks", &items, &n); /* it was there when it came */
+    dist__parse_list(root, DIST__CMD_SUBMIT, &items, &n); /* it was there when it came */
     for (size_t i = 0; recheck && i < n; i++) {
         dist__id_t id;
         if (codes[i] != SUB_OK || dist__get_id(&items[i], "id", &id))
@@ -943,7 +934,7 @@ void dist__m_results(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *r
 {
     const msgpack_object *items;
     size_t n;
-    if (dist__get_array(root, "results", &items, &n)) {
+    if (dist__parse_list(root, DIST__CMD_RESULTS, &items, &n)) {
         if (p)
             dist__m_malformed(s, p, "RESULTS needs results, an array of result maps");
         return;
@@ -966,35 +957,24 @@ void dist__m_results(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *r
 /* The `ids` array of RETURN and ACK; answers malformed when it is not
  * there. */
 static bool s_ids(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root,
-                  const char *cmd, const msgpack_object **ids, size_t *n)
+                  dist__cmd_t cmd, const msgpack_object **ids, size_t *n)
 {
-    if (dist__get_array(root, "ids", ids, n) == 0)
+    if (dist__parse_list(root, cmd, ids, n) == 0)
         return true;
-    dist__m_malformed(s, p, "%s needs ids, an array of bin16", cmd);
+    dist__m_malformed(s, p, "%s needs ids, an array of bin16", dist__cmd_name(cmd));
     return false;
-}
-
-/* One of those ids (false for anything but a bin16, which is skipped). */
-static bool s_id_of(const msgpack_object *o, dist__id_t *id)
-{
-    const void *b;
-    size_t len;
-    if (dist_wire_get_bin(o, &b, &len) || len != sizeof id->b)
-        return false;
-    memcpy(id->b, b, sizeof id->b);
-    return true;
 }
 
 void dist__m_return(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
 {
     const msgpack_object *ids;
     size_t n;
-    if (!s_ids(s, p, root, "RETURN", &ids, &n))
+    if (!s_ids(s, p, root, DIST__CMD_RETURN, &ids, &n))
         return;
     /* Backwards, each to the front: they keep their order. */
     for (size_t i = n; i-- > 0;) {
         dist__id_t id;
-        if (!s_id_of(&ids[i], &id))
+        if (!dist__list_id(&ids[i], &id))
             continue;
         dist__mtask_t *t = s_task_find(s, &id);
         if (t && t->state == DIST__T_LEASED && t->worker == p) {
@@ -1013,12 +993,12 @@ void dist__m_ack(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
 {
     const msgpack_object *ids;
     size_t n;
-    if (!s_ids(s, p, root, "ACK", &ids, &n))
+    if (!s_ids(s, p, root, DIST__CMD_ACK, &ids, &n))
         return;
     dist__mclient_t *cn = p->cn;
     for (size_t i = 0; i < n && cn; i++) {
         dist__id_t id;
-        if (!s_id_of(&ids[i], &id))
+        if (!dist__list_id(&ids[i], &id))
             continue;
         uint64_t h = s_id_hash(s, &id);
         dist__mtask_t *t = dist__hmap_get(&s->tasks, h, id.b, sizeof id.b);

@@ -19,6 +19,7 @@
 #include <zmq.h>
 
 #include "dist/error.h"
+#include "utf8_internal.h"
 
 static const char *const s_cmds[DIST__CMD_COUNT] = {
     [DIST__CMD_HELLO] = "HELLO",       [DIST__CMD_WELCOME] = "WELCOME",
@@ -155,6 +156,11 @@ void dist__sock_setup(zsock_t *sock, bool router, const dist__sockopts_t *o)
     zsock_set_heartbeat_timeout(sock, hb_to);
     zsock_set_heartbeat_ttl(sock, hb_to);
     zsock_set_linger(sock, d.linger_ms >= 0 ? d.linger_ms : router ? 0 : 500);
+    /* Every send is non-blocking already (ZMQ_DONTWAIT); a send timeout of
+     * 0 makes sure that no send through another path can block either: a
+     * DEALER whose master refused it (ZAP) is never reconnected by libzmq,
+     * and a blocking send on it would wait forever. */
+    zsock_set_sndtimeo(sock, 0);
     zsock_set_sndhwm(sock, DIST__HWM);
     zsock_set_rcvhwm(sock, router ? DIST__ROUTER_RCVHWM : DIST__HWM);
     if (router) {
@@ -358,12 +364,8 @@ int dist__proto_send_error(zsock_t *sock, const void *rid, size_t rid_len, const
     dist_wire_buf_t *b = dist_wire_buf_new(0);
     if (!b)
         return DIST_ENOMEM;
-    msgpack_packer *pk = dist_wire_buf_packer(b);
-    msgpack_pack_map(pk, req ? 3 : 2);
-    dist__pk_kv_str(pk, "code", code);
-    dist__pk_kv_str(pk, "error", error);
-    if (req)
-        dist__pk_kv_u64(pk, "req", req);
+    dist__error_t e = { { code, strlen(code) }, { error, strlen(error) }, req };
+    dist__pack_error(dist_wire_buf_packer(b), &e);
     int r = dist__proto_send_buf(sock, rid, rid_len, DIST__CMD_ERROR, b);
     dist_wire_buf_destroy(&b);
     return r;
@@ -502,7 +504,7 @@ bool dist__name_ok(const char *s, size_t n)
 
 bool dist__peer_name_ok(const char *s, size_t n)
 {
-    return n > 0 && n <= DIST__NAME_MAX && memchr(s, 0, n) == NULL;
+    return n > 0 && n <= DIST__NAME_MAX && dist__utf8_ok(s, n);
 }
 
 int dist__parse_task(const msgpack_object *o, bool with_attempt, dist__task_t *t)

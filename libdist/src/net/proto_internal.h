@@ -291,8 +291,173 @@ void dist__pack_task(msgpack_packer *pk, const dist__task_t *t, bool with_attemp
 void dist__pack_result(msgpack_packer *pk, const dist__result_t *r, bool with_attempt);
 
 /* Name checks: 1-128 bytes of letters, digits and `._:-` (task and queue
- * names), or any 1-128 bytes without NUL (peer names). */
+ * names), or 1-128 bytes of valid UTF-8 without NUL (peer names, hosts:
+ * they end up in logs, JSON status and metrics labels). */
 bool dist__name_ok(const char *s, size_t n);
 bool dist__peer_name_ok(const char *s, size_t n);
+
+/* ---- every other message body (proto_msg.c) ------------------------------------ */
+
+/* Each body has a struct, one parse and one pack function. Parsers take the
+ * body's root map, borrow every string, bin and array from the message
+ * (valid while it lives), ignore unknown fields and return 0 or
+ * DIST_EPROTO. Packers write one complete map, except where a body ends
+ * with a list of opaque items: then the packer opens that array last and
+ * the caller packs exactly the announced number of items. */
+
+typedef struct {
+    const char *s;
+    size_t n;
+} dist__str_t;
+
+typedef enum { DIST__PEER_WORKER = 1, DIST__PEER_CLIENT = 2 } dist__peer_role_t;
+
+/* HELLO (section 4). name and host: 1-128 bytes of UTF-8 without NUL;
+ * version (optional; n 0 when absent): at most 128 bytes of UTF-8
+ * without NUL. A worker also needs slots >= 1, capacity >= 1, and tasks:
+ * at most DIST__MAX_BATCH names, each dist__name_ok. Packing reads the
+ * task names from names[0..ntasks); parsing leaves them, validated, in
+ * tasks[0..ntasks) (msgpack str objects). */
+typedef struct {
+    dist__peer_role_t role;
+    dist__str_t name, host, version;
+    uint32_t pid;
+    uint32_t slots, capacity; /* worker */
+    const dist__str_t *names; /* pack */
+    const msgpack_object *tasks; /* parse */
+    size_t ntasks;
+} dist__hello_t;
+
+/* On DIST_EPROTO, *why (when not NULL) names the field, in words the
+ * master sends back in its ERROR. */
+int dist__parse_hello(const msgpack_object *o, dist__hello_t *h, const char **why);
+void dist__pack_hello(msgpack_packer *pk, const dist__hello_t *h);
+
+/* WELCOME (section 4). The one set of clamping rules every peer applies
+ * (a field absent, 0, or of the wrong type takes its default):
+ *   heartbeat_ms          default 1000, within [10, 3600000]
+ *   heartbeat_timeout_ms  default 3000, within [heartbeat_ms, 3600000]
+ *   max_batch             default DIST__MAX_BATCH, within [1, DIST__MAX_BATCH]
+ *   max_message           default DIST__MAX_MESSAGE_DEFAULT, at least 4096
+ *   master, version       default "", cut to DIST__NAME_MAX bytes
+ *   pending_results       default 0
+ * A WELCOME is never refused for its fields (the peer is welcomed in any
+ * case): the parser returns DIST_EPROTO when a field had the wrong type,
+ * with *w filled all the same. Packing writes pending_results only when
+ * `client`. */
+typedef struct {
+    dist__str_t master, version;
+    uint32_t heartbeat_ms, heartbeat_timeout_ms, max_message, max_batch;
+    uint32_t pending_results;
+    bool client;
+} dist__welcome_t;
+
+int dist__parse_welcome(const msgpack_object *o, dist__welcome_t *w);
+void dist__pack_welcome(msgpack_packer *pk, const dist__welcome_t *w);
+
+/* ERROR (section 8): code and error (str, required), req (u64, optional;
+ * 0 when absent, and left out when packing 0). */
+typedef struct {
+    dist__str_t code, error;
+    uint64_t req;
+} dist__error_t;
+
+int dist__parse_error(const msgpack_object *o, dist__error_t *e);
+void dist__pack_error(msgpack_packer *pk, const dist__error_t *e);
+
+/* CREDIT (section 6.2): capacity, u32. */
+typedef struct {
+    uint32_t capacity;
+} dist__credit_t;
+
+int dist__parse_credit(const msgpack_object *o, dist__credit_t *c);
+void dist__pack_credit(msgpack_packer *pk, const dist__credit_t *c);
+
+/* The bodies that are one list: {tasks: [...]} (TASKS, SUBMIT), {results:
+ * [...]} (RESULTS), {ids: [...]} (ACK, RETURN). The head opens the map
+ * and the array of n items (n UINT32_MAX: an array32 header whose count
+ * the caller patches in its last 4 bytes); the caller packs the items
+ * with dist__pack_task, dist__pack_result or dist__pk_id. Parsing checks
+ * that the array is there, not the items (each is parsed on its own, so
+ * that one bad item does not sink its batch). */
+void dist__pack_list_head(msgpack_packer *pk, dist__cmd_t cmd, size_t n);
+int dist__parse_list(const msgpack_object *o, dist__cmd_t cmd, const msgpack_object **items,
+                     size_t *n);
+/* An item of an id list: false for anything but a bin16. */
+bool dist__list_id(const msgpack_object *item, dist__id_t *id);
+
+/* ACCEPTED (section 6.4): {ids: [bin16...], rejected: [reject...]}. Packing
+ * is in two steps: dist__pack_accepted opens the map and the ids array
+ * (the caller packs nids ids with dist__pk_id), dist__pack_rejected opens
+ * the rejected array (the caller packs nrejected dist__pack_reject). */
+typedef struct {
+    const msgpack_object *ids, *rejected;
+    size_t nids, nrejected;
+} dist__accepted_t;
+
+typedef struct {
+    uint32_t index;
+    bool has_id;
+    dist__id_t id;
+    dist__str_t code, error;
+} dist__reject_t;
+
+int dist__parse_accepted(const msgpack_object *o, dist__accepted_t *a);
+void dist__pack_accepted(msgpack_packer *pk, size_t nids);
+void dist__pack_rejected(msgpack_packer *pk, size_t nrejected);
+/* A rejected map needs index, code and error; id is optional. */
+int dist__parse_reject(const msgpack_object *o, dist__reject_t *r);
+void dist__pack_reject(msgpack_packer *pk, const dist__reject_t *r);
+
+/* Requests (section 7): QPUT, QGET and STATUS carry a req (u64) that the
+ * answer echoes. Their parsers return DIST_EPROTO without a valid req
+ * (the master answers ERROR malformed: it cannot name the request), and
+ * DIST_EINVAL, with req set, when only another field is wrong (the
+ * master answers bad_request for that req). */
+
+/* QPUT: queue (dist__name_ok), items (1 to DIST__MAX_BATCH bins; packed
+ * last, by the caller), timeout_ms (optional, 0). */
+typedef struct {
+    uint64_t req;
+    dist__str_t queue;
+    const msgpack_object *items; /* parse */
+    size_t nitems;
+    uint32_t timeout_ms;
+} dist__qput_t;
+
+int dist__parse_qput(const msgpack_object *o, dist__qput_t *q);
+void dist__pack_qput(msgpack_packer *pk, const dist__qput_t *q);
+
+/* QGET: queue, max (optional, default 1, >= 1), timeout_ms (optional, 0). */
+typedef struct {
+    uint64_t req;
+    dist__str_t queue;
+    uint32_t max, timeout_ms;
+} dist__qget_t;
+
+int dist__parse_qget(const msgpack_object *o, dist__qget_t *q);
+void dist__pack_qget(msgpack_packer *pk, const dist__qget_t *q);
+
+/* QREPLY: req, status (str), items (array of bins, packed last by the
+ * caller; the parser checks that each is a bin). DIST_EPROTO without req. */
+typedef struct {
+    uint64_t req;
+    dist__str_t status;
+    const msgpack_object *items; /* parse */
+    size_t nitems;
+} dist__qreply_t;
+
+int dist__parse_qreply(const msgpack_object *o, dist__qreply_t *r);
+void dist__pack_qreply(msgpack_packer *pk, const dist__qreply_t *r);
+
+/* STATUS from a client: {req}. The master's answer (master_status.c) is a
+ * report rather than a body with fixed fields; its req is read with
+ * dist__parse_status_req too. */
+typedef struct {
+    uint64_t req;
+} dist__status_req_t;
+
+int dist__parse_status_req(const msgpack_object *o, dist__status_req_t *s);
+void dist__pack_status_req(msgpack_packer *pk, const dist__status_req_t *s);
 
 #endif

@@ -51,6 +51,7 @@
 #include <zmq.h>
 
 #include "builtins_internal.h"
+#include "conn_internal.h"
 #include "dist/error.h"
 #include "dist/pool.h"
 #include "dist/task.h"
@@ -61,10 +62,8 @@
 #include "task_internal.h"
 #include "util_internal.h"
 
-#define DEFAULT_MASTER "tcp://127.0.0.1:5555"
 #define DEFAULT_MAX_PREFETCH 256
 #define MAX_PREFETCH_LIMIT 1000000
-#define HELLO_EVERY_NS 1000000000LL
 #define PREFETCH_COVER_S 0.002 /* prefetch: about 2 ms of work */
 #define POOL_COVER_S 0.001     /* handed to the pool beyond its size: about 1 ms */
 #define RATE_SAMPLE_NS 5000000 /* busy pool time per rate sample */
@@ -100,12 +99,9 @@ typedef struct rec {
     uint8_t state;
 } rec_t;
 
-/* A task this worker can run (a snapshot of the registry at creation: the
- * pool's processes know exactly these functions). */
-struct wtask {
-    const char *name; /* borrowed from the registry, which never frees */
-    size_t len;
-};
+/* The tasks this worker can run are a snapshot of the registry at
+ * creation (the pool's processes know exactly these functions): names
+ * borrowed from the registry, which never frees them, as HELLO packs them. */
 
 /* A RESULTS or RETURN message being built: {key: [items...]}. The array
  * header is packed in its 32-bit form and its count patched at flush, so
@@ -113,7 +109,6 @@ struct wtask {
 typedef struct {
     dist_wire_buf_t *buf;
     dist__cmd_t cmd;
-    const char *key;
     size_t count, count_at;
 } batch_t;
 
@@ -127,17 +122,14 @@ struct outmsg {
 
 struct dist_worker {
     dist__logger_t log;
-    char *endpoint, *name;
+    dist__conn_t conn; /* the socket, its monitor, the session's clocks, WELCOME */
+    char *name;
     char host[256];
     pid_t pid;
     int slots;
     uint32_t max_prefetch;
     dist_wire_limits_t limits;
     dist_pool_t *pool;
-    zsock_t *sock;
-    zsock_t *mon;   /* the socket's connection events (NULL: not available) */
-    bool auth_failed; /* the last handshakes were refused (logged once) */
-    bool connected; /* a ZMTP handshake with the master has succeeded */
     int efd;
 
     /* run / stop */
@@ -149,7 +141,7 @@ struct dist_worker {
     int fatal; /* a negative code once the pool is unusable */
 
     /* tasks */
-    struct wtask *tasks;
+    dist__str_t *tasks;
     size_t ntasks;
     uint32_t *tslots; /* open addressing: task index + 1, 0 empty */
     size_t tmask;
@@ -173,8 +165,7 @@ struct dist_worker {
     /* session */
     bool welcomed, ever_welcomed, rehello;
     uint32_t session;
-    int64_t last_send, last_recv, last_hello;
-    uint32_t hb_ms, hb_timeout_ms, max_batch;
+    uint32_t max_batch;
     size_t master_max;
     uint32_t announced, grace_cap;
     int64_t grace_until;
@@ -219,8 +210,8 @@ static int s_tasks_snapshot(dist_worker_t *w)
         const char *name = dist_task_name_at(i);
         if (!name)
             break;
-        w->tasks[w->ntasks] = (struct wtask){ name, strlen(name) };
-        size_t k = s_hash(name, w->tasks[w->ntasks].len) & w->tmask;
+        w->tasks[w->ntasks] = (dist__str_t){ name, strlen(name) };
+        size_t k = s_hash(name, w->tasks[w->ntasks].n) & w->tmask;
         while (w->tslots[k])
             k = (k + 1) & w->tmask;
         w->tslots[k] = (uint32_t)++w->ntasks;
@@ -232,8 +223,8 @@ static int s_tasks_snapshot(dist_worker_t *w)
 static long s_task_find(const dist_worker_t *w, const char *s, size_t n)
 {
     for (size_t k = s_hash(s, n) & w->tmask; w->tslots[k]; k = (k + 1) & w->tmask) {
-        const struct wtask *t = &w->tasks[w->tslots[k] - 1];
-        if (t->len == n && memcmp(t->name, s, n) == 0)
+        const dist__str_t *t = &w->tasks[w->tslots[k] - 1];
+        if (t->n == n && memcmp(t->s, s, n) == 0)
             return (long)w->tslots[k] - 1;
     }
     return -1;
@@ -309,11 +300,9 @@ static rec_t *s_queue_pop(dist_worker_t *w)
 static int s_send(dist_worker_t *w, dist__cmd_t cmd, const void *data, size_t len, bool keep)
 {
     if (!w->out_head || !keep) {
-        int r = dist__proto_send(w->sock, NULL, 0, cmd, data, len);
-        if (r == 0) {
-            w->last_send = dist__now_ns();
+        int r = dist__conn_send(&w->conn, cmd, data, len);
+        if (r == 0)
             return 0;
-        }
         if (r != DIST_EAGAIN || !keep) {
             if (r != DIST_EAGAIN)
                 dist__log(&w->log, DIST_LOG_ERROR, "cannot send %s: %s", dist__cmd_name(cmd),
@@ -342,14 +331,12 @@ static void s_flush_outbox(dist_worker_t *w)
 {
     while (w->out_head) {
         struct outmsg *o = w->out_head;
-        int r = dist__proto_send(w->sock, NULL, 0, o->cmd, o->data, o->len);
+        int r = dist__conn_send(&w->conn, o->cmd, o->data, o->len);
         if (r == DIST_EAGAIN)
             return;
         if (r)
             dist__log(&w->log, DIST_LOG_ERROR, "cannot send %s: %s", dist__cmd_name(o->cmd),
                       dist_strerror(r));
-        else
-            w->last_send = dist__now_ns();
         w->out_head = o->next;
         if (!w->out_head)
             w->out_tail = NULL;
@@ -405,10 +392,9 @@ static msgpack_packer *s_batch_add(dist_worker_t *w, batch_t *b, size_t size)
     msgpack_packer *pk = dist_wire_buf_packer(b->buf);
     if (!b->count) {
         dist_wire_buf_reset(b->buf);
-        msgpack_pack_map(pk, 1);
-        dist__pk_str(pk, b->key);
+        dist__pack_list_head(pk, b->cmd, UINT32_MAX); /* 0xdd + 4 bytes, patched at flush */
         dist_wire_buf_data(b->buf, &b->count_at);
-        msgpack_pack_array(pk, UINT32_MAX); /* 0xdd + 4 bytes, patched at flush */
+        b->count_at -= 5;
     }
     b->count++;
     return pk;
@@ -468,7 +454,7 @@ static void s_result_errorf(dist_worker_t *w, const dist__id_t *id, uint32_t att
 /* Answers a record the pool has finished, and recycles it. */
 static void s_answer(dist_worker_t *w, rec_t *r)
 {
-    const char *task = w->tasks[r->task].name;
+    const char *task = w->tasks[r->task].s;
     dist_result_t *res = NULL;
     int code = dist_async_get(r->h, 0, &res);
     if (!res) {
@@ -549,7 +535,7 @@ static void s_submit(dist_worker_t *w)
         rec_t *r = s_queue_pop(w);
         dist_submit_opts_t so = { s_on_done, s_on_done, r,
                                   r->timeout_ms > INT_MAX ? INT_MAX : (int)r->timeout_ms };
-        r->h = dist_pool_apply_async(w->pool, DIST_NAMED(w->tasks[r->task].name), r->args,
+        r->h = dist_pool_apply_async(w->pool, DIST_NAMED(w->tasks[r->task].s), r->args,
                                      r->args_len, &so);
         if (!r->h) {
             int code = -errno;
@@ -559,7 +545,7 @@ static void s_submit(dist_worker_t *w)
                 w->fatal = code;
             } else {
                 dist__log(&w->log, DIST_LOG_WARN, "cannot hand task %s to the pool: %s; returned it",
-                          w->tasks[r->task].name, dist_strerror(code));
+                          w->tasks[r->task].s, dist_strerror(code));
             }
             s_return_id(w, &r->id);
             s_rec_free(w, r);
@@ -694,9 +680,8 @@ static void s_credit(dist_worker_t *w)
     dist__log(&w->log, DIST_LOG_DEBUG, "credit %u -> %u", w->announced, cap);
     s_announce(w, cap);
     dist_wire_buf_reset(w->scratch);
-    msgpack_packer *pk = dist_wire_buf_packer(w->scratch);
-    msgpack_pack_map(pk, 1);
-    dist__pk_kv_u64(pk, "capacity", cap);
+    dist__credit_t c = { cap };
+    dist__pack_credit(dist_wire_buf_packer(w->scratch), &c);
     s_send_scratch(w, DIST__CMD_CREDIT, true);
 }
 
@@ -704,11 +689,11 @@ static void s_credit(dist_worker_t *w)
 
 static void s_send_hello(dist_worker_t *w)
 {
-    w->last_hello = dist__now_ns();
+    w->conn.last_hello_ns = dist__now_ns();
     /* While there is no connection, a HELLO would wait in the socket, and a
      * master that comes back after a long absence would get one for every
      * second of it. The handshake sends one instead (s_on_monitor). */
-    if (w->mon && !w->connected)
+    if (w->conn.mon && !w->conn.up)
         return;
     /* Tasks now in the pool will still be held after the WELCOME; the
      * unstarted ones will be returned then. */
@@ -717,20 +702,14 @@ static void s_send_hello(dist_worker_t *w)
         uint64_t target = (uint64_t)w->slots + w->prefetch;
         cap = target > (uint64_t)w->n_pool + 1 ? (uint32_t)(target - w->n_pool) : 1;
     }
+    dist__hello_t h = { .role = DIST__PEER_WORKER,
+                        .name = { w->name, strlen(w->name) },
+                        .host = { w->host, strlen(w->host) },
+                        .version = { DIST_VERSION_STRING, strlen(DIST_VERSION_STRING) },
+                        .pid = (uint32_t)w->pid, .slots = (uint32_t)w->slots, .capacity = cap,
+                        .names = w->tasks, .ntasks = w->ntasks };
     dist_wire_buf_reset(w->scratch);
-    msgpack_packer *pk = dist_wire_buf_packer(w->scratch);
-    msgpack_pack_map(pk, 8);
-    dist__pk_kv_str(pk, "role", "worker");
-    dist__pk_kv_str(pk, "name", w->name);
-    dist__pk_kv_str(pk, "host", w->host);
-    dist__pk_kv_u64(pk, "pid", (uint64_t)w->pid);
-    dist__pk_kv_str(pk, "version", DIST_VERSION_STRING);
-    dist__pk_kv_u64(pk, "slots", (uint64_t)w->slots);
-    dist__pk_kv_u64(pk, "capacity", cap);
-    dist__pk_str(pk, "tasks");
-    msgpack_pack_array(pk, w->ntasks);
-    for (size_t i = 0; i < w->ntasks; i++)
-        dist__pk_strn(pk, w->tasks[i].name, w->tasks[i].len);
+    dist__pack_hello(dist_wire_buf_packer(w->scratch), &h);
     s_send_scratch(w, DIST__CMD_HELLO, false);
     s_announce(w, cap);
 }
@@ -745,20 +724,12 @@ static void s_rehello(dist_worker_t *w)
 
 static void s_on_welcome(dist_worker_t *w, const msgpack_object *b)
 {
-    uint32_t hb = DIST__HEARTBEAT_MS, hbto = DIST__HEARTBEAT_TIMEOUT_MS, batch = DIST__MAX_BATCH;
-    uint32_t maxmsg = (uint32_t)DIST__MAX_MESSAGE_DEFAULT;
-    const char *master = "?";
-    size_t master_len = 1;
-    if (dist__opt_u32(b, "heartbeat_ms", &hb) || dist__opt_u32(b, "heartbeat_timeout_ms", &hbto) ||
-        dist__opt_u32(b, "max_batch", &batch) || dist__opt_u32(b, "max_message", &maxmsg) ||
-        dist__opt_str(b, "master", &master, &master_len))
-        dist__log(&w->log, DIST_LOG_WARN, "WELCOME with a field of the wrong type: using defaults "
-                                         "for it");
-    /* Bounds that keep the loop sane whatever the master says. */
-    w->hb_ms = hb < 10 ? 10 : hb > 3600000 ? 3600000 : hb;
-    w->hb_timeout_ms = hbto < w->hb_ms ? w->hb_ms : hbto > 3600000 ? 3600000 : hbto;
-    w->max_batch = batch < 1 ? 1 : batch > DIST__MAX_BATCH ? DIST__MAX_BATCH : batch;
-    w->master_max = maxmsg < 4096 ? 4096 : maxmsg;
+    dist__conn_welcome(&w->conn, b);
+    const dist__welcome_t *wl = &w->conn.wl;
+    const char *master = wl->master.n ? wl->master.s : "?";
+    size_t master_len = wl->master.n ? wl->master.n : 1;
+    w->max_batch = wl->max_batch;
+    w->master_max = wl->max_message;
     if (w->welcomed)
         return; /* the answer to a repeated HELLO: same session */
     w->welcomed = true;
@@ -772,7 +743,7 @@ static void s_on_welcome(dist_worker_t *w, const msgpack_object *b)
                   (int)master_len, master, n, w->n_pool);
     } else {
         dist__log(&w->log, DIST_LOG_INFO, "welcomed by master %.*s (heartbeat %u ms, timeout %u ms)",
-                  (int)master_len, master, w->hb_ms, w->hb_timeout_ms);
+                  (int)master_len, master, wl->heartbeat_ms, wl->heartbeat_timeout_ms);
     }
     w->ever_welcomed = true;
     w->rehello = false;
@@ -812,7 +783,7 @@ static void s_on_tasks(dist_worker_t *w, dist__inmsg_t *m)
 {
     const msgpack_object *items;
     size_t n;
-    if (dist__get_array(m->root, "tasks", &items, &n)) {
+    if (dist__parse_list(m->root, DIST__CMD_TASKS, &items, &n)) {
         w->malformed++;
         dist__log(&w->log, DIST_LOG_WARN, "dropped a TASKS message without a tasks array");
         return;
@@ -834,7 +805,7 @@ static void s_on_tasks(dist_worker_t *w, dist__inmsg_t *m)
                             "task %s is not registered", name);
             continue;
         }
-        const char *tname = w->tasks[ti].name;
+        const char *tname = w->tasks[ti].s;
         if (!t.args_len || !dist__msgpack_is_array(*(const unsigned char *)t.args) ||
             !dist__mp_is_one_value(t.args, t.args_len)) {
             s_result_errorf(w, &t.id, t.attempt, DIST__ST_BAD_ARGS, tname,
@@ -890,10 +861,14 @@ static void s_on_tasks(dist_worker_t *w, dist__inmsg_t *m)
 
 static void s_on_error(dist_worker_t *w, const msgpack_object *b)
 {
-    const char *code = "?", *msg = "";
-    size_t cl = 1, ml = 0;
-    (void)dist__get_str(b, "code", &code, &cl);
-    (void)dist__get_str(b, "error", &msg, &ml);
+    dist__error_t e;
+    if (dist__parse_error(b, &e)) {
+        w->malformed++;
+        dist__log(&w->log, DIST_LOG_WARN, "dropped a malformed ERROR from the master");
+        return;
+    }
+    const char *code = e.code.s, *msg = e.error.s;
+    size_t cl = e.code.n, ml = e.error.n;
     dist__log(&w->log, DIST_LOG_WARN, "master error %.*s: %.*s", (int)(cl > 64 ? 64 : cl), code,
               (int)(ml > 512 ? 512 : ml), msg);
     if (cl == 11 && memcmp(code, "not_welcome", 11) == 0 && w->welcomed)
@@ -943,44 +918,27 @@ static void s_handle(dist_worker_t *w, dist__inmsg_t *m)
  * RECONNECT or the master's silence. */
 static void s_on_monitor(dist_worker_t *w)
 {
-    uint16_t ev;
-    while (dist__monitor_event(w->mon, &ev, NULL, NULL, 0)) {
-        if (ev == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
-            w->connected = true;
-            w->auth_failed = false;
-            dist__log(&w->log, DIST_LOG_INFO, "connected to %s", w->endpoint);
-            if (w->welcomed || w->rehello)
-                s_rehello(w);
-            else
-                s_send_hello(w);
-        } else if (ev == ZMQ_EVENT_DISCONNECTED && w->connected) {
-            w->connected = false;
-            dist__log(&w->log, DIST_LOG_WARN, "disconnected from %s (reconnecting)", w->endpoint);
-        } else if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
-                   ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
-            /* Said once per run of failures: libzmq retries by itself, and
-             * the master may yet learn our key (its allow list is re-read). */
-            dist__log(&w->log, w->auth_failed ? DIST_LOG_DEBUG : DIST_LOG_ERROR,
-                      "%s refused the connection: %s (still trying)", w->endpoint,
-                      ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
-                          ? "our key is not in its allow list"
-                          : "CURVE handshake failed (keys on one side only, or a wrong "
-                            "--server-key)");
-            w->auth_failed = true;
-        }
+    /* A refused key is not final for a worker: the master may yet learn
+     * it (its allow lists are re-read), so it keeps trying. */
+    if (dist__conn_on_monitor(&w->conn)) {
+        if (w->welcomed || w->rehello)
+            s_rehello(w);
+        else
+            s_send_hello(w);
     }
 }
 
 static void s_timers(dist_worker_t *w, int64_t now)
 {
-    if (w->welcomed && now - w->last_recv >= (int64_t)w->hb_timeout_ms * 1000000) {
+    if (w->welcomed && dist__conn_silent(&w->conn, now)) {
         dist__log(&w->log, DIST_LOG_WARN,
                   "master lost: nothing heard for %u ms; keeping %u tasks, saying HELLO again",
-                  w->hb_timeout_ms, w->n_recs);
+                  w->conn.wl.heartbeat_timeout_ms, w->n_recs);
         s_rehello(w);
-    } else if (!w->welcomed && now - w->last_hello >= HELLO_EVERY_NS) {
+    } else if (!w->welcomed && dist__conn_hello_due(&w->conn, now)) {
         s_send_hello(w);
-    } else if (w->welcomed && now - w->last_send >= (int64_t)w->hb_ms * 1000000) {
+    } else if (w->welcomed &&
+               now - w->conn.last_sent_ns >= (int64_t)w->conn.wl.heartbeat_ms * 1000000) {
         s_send(w, DIST__CMD_HEARTBEAT, NULL, 0, false);
     }
 }
@@ -988,15 +946,7 @@ static void s_timers(dist_worker_t *w, int64_t now)
 /* Milliseconds until the next timer, rounded up. */
 static int s_poll_timeout(const dist_worker_t *w, int64_t now)
 {
-    int64_t next;
-    if (!w->welcomed) {
-        next = w->last_hello + HELLO_EVERY_NS;
-    } else {
-        next = w->last_send + (int64_t)w->hb_ms * 1000000;
-        int64_t lost = w->last_recv + (int64_t)w->hb_timeout_ms * 1000000;
-        if (lost < next)
-            next = lost;
-    }
+    int64_t next = dist__conn_next_ns(&w->conn, !w->welcomed);
     int64_t ms = (next - now + 999999) / 1000000;
     return ms < 0 ? 0 : ms > 1000 ? 1000 : (int)ms;
 }
@@ -1046,8 +996,8 @@ static int s_loop(dist_worker_t *w)
     int64_t now = dist__now_ns();
     w->tick_ns = now;
     w->prefetch_ns = dist__now_coarse_ns(); /* no shrinking on a cold start's first samples */
-    w->last_recv = now;
-    w->last_send = now;
+    w->conn.last_heard_ns = now;
+    w->conn.last_sent_ns = now;
     s_send_hello(w); /* or, with a monitor, at the handshake */
     int64_t flush_deadline = 0;
     for (;;) {
@@ -1059,7 +1009,7 @@ static int s_loop(dist_worker_t *w)
 
         for (int k = 0; k < RECV_BURST; k++) {
             dist__inmsg_t m;
-            int r = dist__proto_recv(w->sock, false, &w->limits, &m);
+            int r = dist__proto_recv(w->conn.sock, false, &w->limits, &m);
             if (r == DIST_EAGAIN)
                 break;
             if (r == DIST_EPROTO) {
@@ -1072,7 +1022,7 @@ static int s_loop(dist_worker_t *w)
                 dist__log(&w->log, DIST_LOG_ERROR, "receiving: %s", dist_strerror(r));
                 return r;
             }
-            w->last_recv = dist__now_ns();
+            dist__conn_heard(&w->conn, dist__now_ns());
             s_handle(w, &m);
             dist__inmsg_clear(&m);
         }
@@ -1095,12 +1045,13 @@ static int s_loop(dist_worker_t *w)
                 flush_deadline = now + DRAIN_FLUSH_NS;
         }
 
+        zsock_t *mon = w->conn.mon;
         zmq_pollitem_t items[3] = {
-            { zsock_resolve(w->sock), 0, (short)(ZMQ_POLLIN | (w->out_head ? ZMQ_POLLOUT : 0)), 0 },
+            { w->conn.zh, 0, (short)(ZMQ_POLLIN | (w->out_head ? ZMQ_POLLOUT : 0)), 0 },
             { NULL, w->efd, ZMQ_POLLIN, 0 },
-            { w->mon ? zsock_resolve(w->mon) : NULL, 0, ZMQ_POLLIN, 0 },
+            { mon ? zsock_resolve(mon) : NULL, 0, ZMQ_POLLIN, 0 },
         };
-        int rc = dist__poll(items, w->mon ? 3 : 2, s_poll_timeout(w, now), DIST__SPIN_US);
+        int rc = dist__poll(items, mon ? 3 : 2, s_poll_timeout(w, now), DIST__SPIN_US);
         if (rc < 0 && errno != EINTR) {
             int e = -errno;
             dist__log(&w->log, DIST_LOG_ERROR, "polling: %s", dist_strerror(e));
@@ -1111,7 +1062,7 @@ static int s_loop(dist_worker_t *w)
             ssize_t n = read(w->efd, &v, sizeof v);
             (void)n; /* EAGAIN: somebody read it first, nothing lost */
         }
-        if (rc > 0 && w->mon && (items[2].revents & ZMQ_POLLIN))
+        if (rc > 0 && mon && (items[2].revents & ZMQ_POLLIN))
             s_on_monitor(w);
         s_account(w, dist__now_ns());
     }
@@ -1172,16 +1123,11 @@ static void s_free(dist_worker_t *w)
     dist_wire_buf_destroy(&w->results.buf);
     dist_wire_buf_destroy(&w->returns.buf);
     dist_wire_buf_destroy(&w->scratch);
-    if (w->mon) {
-        zmq_socket_monitor(zsock_resolve(w->sock), NULL, 0);
-        zsock_destroy(&w->mon);
-    }
-    zsock_destroy(&w->sock);
+    dist__conn_close(&w->conn, false);
     if (w->efd >= 0)
         close(w->efd);
     free(w->tasks);
     free(w->tslots);
-    free(w->endpoint);
     free(w->name);
     pthread_mutex_destroy(&w->done_lock);
     pthread_mutex_destroy(&w->run_lock);
@@ -1209,31 +1155,73 @@ void dist_worker_destroy(dist_worker_t **self_p)
     s_free(w);
 }
 
-static const char *s_env(const char *name)
-{
-    const char *v = getenv(name);
-    return v && *v ? v : NULL;
-}
-
 /* "started" line: the task names, cut to fit one log line. */
 static void s_log_started(dist_worker_t *w, bool threads)
 {
     char names[640];
     size_t used = 0;
     for (size_t i = 0; i < w->ntasks; i++) {
-        size_t sep = i ? 2 : 0, len = w->tasks[i].len;
+        size_t sep = i ? 2 : 0, len = w->tasks[i].n;
         if (used + sep + len + sizeof ", ..." > sizeof names) {
             memcpy(names + used, ", ...", 5);
             used += 5;
             break;
         }
         memcpy(names + used, ", ", sep);
-        memcpy(names + used + sep, w->tasks[i].name, len);
+        memcpy(names + used + sep, w->tasks[i].s, len);
         used += sep + len;
     }
     names[used] = 0;
     dist__log(&w->log, DIST_LOG_INFO, "worker %s started: a pool of %d %s, %zu tasks (%s), master %s",
-              w->name, w->slots, threads ? "threads" : "processes", w->ntasks, names, w->endpoint);
+              w->name, w->slots, threads ? "threads" : "processes", w->ntasks, names, w->conn.endpoint);
+}
+
+/* The worker's own state, and its pool: forked before any ZeroMQ context
+ * or thread of ours exists, its processes knowing exactly the tasks
+ * registered now. NULL with errno. */
+static dist_worker_t *s_alloc(const dist_worker_opts_t *o, const dist__logger_t *lg)
+{
+    dist_worker_t *w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    w->log = *lg;
+    pthread_mutex_init(&w->done_lock, NULL);
+    pthread_mutex_init(&w->run_lock, NULL);
+    pthread_cond_init(&w->run_cond, NULL);
+    w->pid = getpid();
+    if (gethostname(w->host, sizeof w->host - 1) != 0 || !w->host[0])
+        snprintf(w->host, sizeof w->host, "localhost");
+    char buf[300];
+    snprintf(buf, sizeof buf, "%.*s:%d", DIST__NAME_MAX - 12, w->host, (int)w->pid);
+    w->name = strdup(o->name ? o->name : buf);
+    w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    w->results = (batch_t){ dist_wire_buf_new(0), DIST__CMD_RESULTS, 0, 0 };
+    w->returns = (batch_t){ dist_wire_buf_new(0), DIST__CMD_RETURN, 0, 0 };
+    w->scratch = dist_wire_buf_new(0);
+    dist_worker_register_builtins();
+    dist__builtins_allow_exec(o->allow_exec);
+    int err = w->efd < 0 ? errno : ENOMEM;
+    if (w->efd < 0 || !w->name || !w->results.buf || !w->returns.buf || !w->scratch ||
+        s_tasks_snapshot(w))
+        goto fail;
+    dist_pool_opts_t po = { .processes = o->procs, .threads = o->threads,
+                            .max_message = o->max_message };
+    if (!(w->pool = dist_pool_new(&po))) {
+        err = errno;
+        dist__log(lg, DIST_LOG_ERROR, "cannot start the pool: %s", strerror(err));
+        goto fail;
+    }
+    w->slots = dist_pool_size(w->pool);
+    w->max_prefetch = o->max_prefetch ? (uint32_t)o->max_prefetch : DEFAULT_MAX_PREFETCH;
+    w->prefetch = s_min_u32((uint32_t)w->slots, w->max_prefetch);
+    w->max_batch = DIST__MAX_BATCH;
+    w->master_max = DIST__MAX_MESSAGE_DEFAULT;
+    w->limits = dist__body_limits(o->max_message);
+    return w;
+fail:
+    s_free(w);
+    errno = err;
+    return NULL;
 }
 
 dist_worker_t *dist_worker_new(const dist_worker_opts_t *opts)
@@ -1242,124 +1230,22 @@ dist_worker_t *dist_worker_new(const dist_worker_opts_t *opts)
     if (opts)
         o = *opts;
     dist__logger_t lg = { o.log, o.log_userdata, o.log_level, "worker" };
-    char why[160];
-    if (o.procs < 0 || o.max_prefetch < 0 || o.max_prefetch > MAX_PREFETCH_LIMIT ||
-        o.max_message > ((size_t)1 << 30) || (o.name && !dist__peer_name_ok(o.name, strlen(o.name)))) {
+    dist__conn_opts_t co = { o.master, o.key, o.server_key, o.insecure, o.max_message, "worker" };
+    bool bad = o.procs < 0 || o.max_prefetch < 0 || o.max_prefetch > MAX_PREFETCH_LIMIT ||
+               o.max_message > ((size_t)1 << 30) ||
+               (o.name && !dist__peer_name_ok(o.name, strlen(o.name)));
+    if (bad)
         dist__log(&lg, DIST_LOG_ERROR, "invalid worker options (procs, max_prefetch, max_message or name)");
-        errno = EINVAL;
-        return NULL;
-    }
-    if (dist__zmq_version_ok(why, sizeof why)) {
-        dist__log(&lg, DIST_LOG_ERROR, "%s", why);
-        errno = ENOTSUP;
-        return NULL;
-    }
     /* Keys and protected mode are checked before the pool is forked. */
-    {
-        const char *ep = o.master             ? o.master
-                         : s_env("DIST_MASTER") ? s_env("DIST_MASTER")
-                                                : DEFAULT_MASTER;
-        bool secure;
-        int krc = dist__curve_peer_setup(NULL, o.key, o.server_key, o.insecure, ep, &lg, &secure);
-        if (krc) {
-            errno = krc == DIST_ENOMEM ? ENOMEM : krc == -ENOENT || krc == -EACCES ? -krc : EINVAL;
-            return NULL;
-        }
-    }
-    dist_worker_t *w = calloc(1, sizeof *w);
-    if (!w)
+    int e = bad ? EINVAL : dist__conn_check(&co, &lg);
+    dist_worker_t *w = e ? NULL : s_alloc(&o, &lg);
+    if (w && (e = dist__conn_open(&w->conn, &co, &w->log)) != 0)
+        s_free(w);
+    else if (w)
+        s_log_started(w, o.threads);
+    if (e || !w) {
+        errno = e ? e : errno;
         return NULL;
-    w->log = lg;
-    w->efd = -1;
-    pthread_mutex_init(&w->done_lock, NULL);
-    pthread_mutex_init(&w->run_lock, NULL);
-    pthread_cond_init(&w->run_cond, NULL);
-    int err = ENOMEM;
-    w->pid = getpid();
-    if (gethostname(w->host, sizeof w->host - 1) != 0 || !w->host[0])
-        snprintf(w->host, sizeof w->host, "localhost");
-    const char *ep = o.master ? o.master : s_env("DIST_MASTER") ? s_env("DIST_MASTER") : DEFAULT_MASTER;
-    w->endpoint = strdup(ep);
-    if (o.name) {
-        w->name = strdup(o.name);
-    } else {
-        char buf[300];
-        snprintf(buf, sizeof buf, "%.*s:%d", DIST__NAME_MAX - 12, w->host, (int)w->pid);
-        w->name = strdup(buf);
     }
-    if (!w->endpoint || !w->name)
-        goto fail;
-
-    /* The pool forks before any ZeroMQ context or thread of ours exists,
-     * and its processes know exactly the tasks registered now. */
-    dist_worker_register_builtins();
-    dist__builtins_allow_exec(o.allow_exec);
-    if (s_tasks_snapshot(w))
-        goto fail;
-    dist_pool_opts_t po = { .processes = o.procs, .threads = o.threads,
-                            .max_message = o.max_message };
-    w->pool = dist_pool_new(&po);
-    if (!w->pool) {
-        err = errno;
-        dist__log(&lg, DIST_LOG_ERROR, "cannot start the pool: %s", strerror(err));
-        goto fail;
-    }
-    w->slots = dist_pool_size(w->pool);
-    w->max_prefetch = o.max_prefetch ? (uint32_t)o.max_prefetch : DEFAULT_MAX_PREFETCH;
-    w->prefetch = s_min_u32((uint32_t)w->slots, w->max_prefetch);
-    w->hb_ms = DIST__HEARTBEAT_MS;
-    w->hb_timeout_ms = DIST__HEARTBEAT_TIMEOUT_MS;
-    w->max_batch = DIST__MAX_BATCH;
-    w->master_max = DIST__MAX_MESSAGE_DEFAULT;
-    w->limits = dist__body_limits(o.max_message);
-
-    w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (w->efd < 0) {
-        err = errno;
-        goto fail;
-    }
-    w->results = (batch_t){ dist_wire_buf_new(0), DIST__CMD_RESULTS, "results", 0, 0 };
-    w->returns = (batch_t){ dist_wire_buf_new(0), DIST__CMD_RETURN, "ids", 0, 0 };
-    w->scratch = dist_wire_buf_new(0);
-    if (!w->results.buf || !w->returns.buf || !w->scratch)
-        goto fail;
-    w->sock = dist__sock_new(ZMQ_DEALER);
-    if (!w->sock) {
-        err = errno ? errno : ENOMEM;
-        goto fail;
-    }
-    dist__sockopts_t so = { .max_message = o.max_message, .linger_ms = -1 };
-    dist__sock_setup(w->sock, false, &so);
-    bool secure = false;
-    int krc = dist__curve_peer_setup(w->sock, o.key, o.server_key, o.insecure, w->endpoint, &lg,
-                                     &secure);
-    if (krc) {
-        err = krc == DIST_ENOMEM ? ENOMEM : krc == -ENOENT || krc == -EACCES ? -krc : EINVAL;
-        goto fail;
-    }
-    /* Watch the connection (before connecting, to see the first one). A
-     * worker without it still works, on the one-second HELLO timer. */
-    char mon[64];
-    snprintf(mon, sizeof mon, "inproc://dist-worker-monitor-%p", (void *)w);
-    if (zmq_socket_monitor(zsock_resolve(w->sock), mon,
-                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED |
-                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
-                               ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) == 0) {
-        w->mon = dist__sock_new(ZMQ_PAIR);
-        if (w->mon && zsock_connect(w->mon, "%s", mon) != 0)
-            zsock_destroy(&w->mon);
-        if (!w->mon)
-            zmq_socket_monitor(zsock_resolve(w->sock), NULL, 0);
-    }
-    if (zsock_connect(w->sock, "%s", w->endpoint) != 0) {
-        err = errno == EPROTONOSUPPORT || errno == ENOENT ? EINVAL : errno ? errno : EINVAL;
-        dist__log(&lg, DIST_LOG_ERROR, "cannot connect to %s: %s", w->endpoint, zmq_strerror(errno));
-        goto fail;
-    }
-    s_log_started(w, o.threads);
     return w;
-fail:
-    s_free(w);
-    errno = err;
-    return NULL;
 }

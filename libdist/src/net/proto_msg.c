@@ -1,0 +1,395 @@
+/*  proto_msg.c - the bodies of HELLO, WELCOME, ERROR, CREDIT, the list
+ *  bodies (TASKS, SUBMIT, RESULTS, ACK, RETURN), ACCEPTED and the requests
+ *  (QPUT, QGET, QREPLY, STATUS): one parse and one pack function each
+ *  (proto_internal.h, docs/PROTOCOL.md sections 4 to 8).
+ *
+ *  Why one place: the master, the worker, the client, the fakes of the
+ *  tests and the fuzzers used to read these maps each in their own way,
+ *  and the two peers clamped WELCOME differently. A rule about a field now
+ *  lives here once, next to the code that packs it.
+ */
+#include "proto_internal.h"
+
+#include <string.h>
+
+#include "dist/error.h"
+#include "utf8_internal.h"
+
+static bool s_str_eq(dist__str_t s, const char *lit)
+{
+    return s.n == strlen(lit) && memcmp(s.s, lit, s.n) == 0;
+}
+
+static void s_pk_kv_strn(msgpack_packer *pk, const char *key, dist__str_t v)
+{
+    dist__pk_str(pk, key);
+    dist__pk_strn(pk, v.s ? v.s : "", v.s ? v.n : 0);
+}
+
+/* ---- HELLO -------------------------------------------------------------------------- */
+
+int dist__parse_hello(const msgpack_object *o, dist__hello_t *h, const char **why)
+{
+    const char *bad = NULL;
+    dist__str_t role = { 0 };
+    memset(h, 0, sizeof *h);
+    h->version.s = "";
+    if (!o || o->type != MSGPACK_OBJECT_MAP || dist__get_str(o, "role", &role.s, &role.n))
+        bad = "HELLO needs role";
+    else if (s_str_eq(role, "worker"))
+        h->role = DIST__PEER_WORKER;
+    else if (s_str_eq(role, "client"))
+        h->role = DIST__PEER_CLIENT;
+    else
+        bad = "HELLO role must be \"worker\" or \"client\"";
+    if (bad) {
+    } else if (dist__get_str(o, "name", &h->name.s, &h->name.n) ||
+               !dist__peer_name_ok(h->name.s, h->name.n)) {
+        bad = "HELLO name must be a str of 1-128 bytes of UTF-8 without NUL";
+    } else if (dist__get_str(o, "host", &h->host.s, &h->host.n) ||
+               !dist__peer_name_ok(h->host.s, h->host.n)) {
+        bad = "HELLO host must be a str of 1-128 bytes of UTF-8 without NUL";
+    } else if (dist__get_u32(o, "pid", &h->pid)) {
+        bad = "HELLO pid must be a u32";
+    } else if (dist__opt_str(o, "version", &h->version.s, &h->version.n) ||
+               h->version.n > DIST__NAME_MAX || !dist__utf8_ok(h->version.s, h->version.n)) {
+        bad = "HELLO version must be a str of at most 128 bytes of UTF-8 without NUL";
+    } else if (h->role == DIST__PEER_WORKER) {
+        if (dist__get_u32(o, "slots", &h->slots) || h->slots == 0)
+            bad = "a worker's HELLO needs slots >= 1";
+        else if (dist__get_u32(o, "capacity", &h->capacity) || h->capacity == 0)
+            bad = "a worker's HELLO needs capacity >= 1";
+        else if (dist__get_array(o, "tasks", &h->tasks, &h->ntasks) ||
+                 h->ntasks > DIST__MAX_BATCH)
+            bad = "a worker's HELLO needs tasks, an array of at most 10000 names";
+        for (size_t i = 0; !bad && i < h->ntasks; i++) {
+            const char *t;
+            size_t tn;
+            if (dist_wire_get_str(&h->tasks[i], &t, &tn) || !dist__name_ok(t, tn))
+                bad = "task names are 1-128 letters, digits and ._:-";
+        }
+    }
+    if (why)
+        *why = bad;
+    return bad ? DIST_EPROTO : 0;
+}
+
+void dist__pack_hello(msgpack_packer *pk, const dist__hello_t *h)
+{
+    bool worker = h->role == DIST__PEER_WORKER;
+    bool version = h->version.s && h->version.n;
+    msgpack_pack_map(pk, 4 + (version ? 1 : 0) + (worker ? 3 : 0));
+    dist__pk_kv_str(pk, "role", worker ? "worker" : "client");
+    s_pk_kv_strn(pk, "name", h->name);
+    s_pk_kv_strn(pk, "host", h->host);
+    dist__pk_kv_u64(pk, "pid", h->pid);
+    if (version)
+        s_pk_kv_strn(pk, "version", h->version);
+    if (!worker)
+        return;
+    dist__pk_kv_u64(pk, "slots", h->slots);
+    dist__pk_kv_u64(pk, "capacity", h->capacity);
+    dist__pk_str(pk, "tasks");
+    msgpack_pack_array(pk, h->ntasks);
+    for (size_t i = 0; i < h->ntasks; i++)
+        dist__pk_strn(pk, h->names[i].s, h->names[i].n);
+}
+
+/* ---- WELCOME ------------------------------------------------------------------------ */
+
+/* An optional u32: absent or 0 gives `def`, then clamped to [lo, hi]. *bad
+ * is set for a present field of the wrong type. */
+static uint32_t s_u32_clamped(const msgpack_object *o, const char *key, uint32_t def, uint32_t lo,
+                              uint32_t hi, bool *bad)
+{
+    uint32_t v = 0;
+    if (dist__opt_u32(o, key, &v)) {
+        *bad = true;
+        v = 0;
+    }
+    if (v == 0)
+        v = def;
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+static dist__str_t s_str_cut(const msgpack_object *o, const char *key, bool *bad)
+{
+    dist__str_t s = { "", 0 };
+    if (dist__opt_str(o, key, &s.s, &s.n)) {
+        *bad = true;
+        s.s = "";
+        s.n = 0;
+    }
+    if (s.n > DIST__NAME_MAX)
+        s.n = DIST__NAME_MAX;
+    return s;
+}
+
+int dist__parse_welcome(const msgpack_object *o, dist__welcome_t *w)
+{
+    static const msgpack_object empty = { .type = MSGPACK_OBJECT_MAP };
+    bool bad = false;
+    if (!o || o->type != MSGPACK_OBJECT_MAP) {
+        o = &empty;
+        bad = true;
+    }
+    memset(w, 0, sizeof *w);
+    w->master = s_str_cut(o, "master", &bad);
+    w->version = s_str_cut(o, "version", &bad);
+    w->heartbeat_ms = s_u32_clamped(o, "heartbeat_ms", DIST__HEARTBEAT_MS, 10, 3600000, &bad);
+    w->heartbeat_timeout_ms = s_u32_clamped(o, "heartbeat_timeout_ms", DIST__HEARTBEAT_TIMEOUT_MS,
+                                            w->heartbeat_ms, 3600000, &bad);
+    w->max_batch = s_u32_clamped(o, "max_batch", DIST__MAX_BATCH, 1, DIST__MAX_BATCH, &bad);
+    uint32_t mm = DIST__MAX_MESSAGE_DEFAULT > UINT32_MAX ? UINT32_MAX
+                                                         : (uint32_t)DIST__MAX_MESSAGE_DEFAULT;
+    w->max_message = s_u32_clamped(o, "max_message", mm, 4096, UINT32_MAX, &bad);
+    w->pending_results = s_u32_clamped(o, "pending_results", 0, 0, UINT32_MAX, &bad);
+    w->client = dist_wire_map_get(o, "pending_results") != NULL;
+    return bad ? DIST_EPROTO : 0;
+}
+
+void dist__pack_welcome(msgpack_packer *pk, const dist__welcome_t *w)
+{
+    msgpack_pack_map(pk, w->client ? 7 : 6);
+    s_pk_kv_strn(pk, "master", w->master);
+    s_pk_kv_strn(pk, "version", w->version);
+    dist__pk_kv_u64(pk, "heartbeat_ms", w->heartbeat_ms);
+    dist__pk_kv_u64(pk, "heartbeat_timeout_ms", w->heartbeat_timeout_ms);
+    dist__pk_kv_u64(pk, "max_message", w->max_message);
+    dist__pk_kv_u64(pk, "max_batch", w->max_batch);
+    if (w->client)
+        dist__pk_kv_u64(pk, "pending_results", w->pending_results);
+}
+
+/* ---- ERROR, CREDIT ------------------------------------------------------------------ */
+
+int dist__parse_error(const msgpack_object *o, dist__error_t *e)
+{
+    memset(e, 0, sizeof *e);
+    e->code.s = e->error.s = "";
+    if (!o || o->type != MSGPACK_OBJECT_MAP || dist__get_str(o, "code", &e->code.s, &e->code.n) ||
+        dist__get_str(o, "error", &e->error.s, &e->error.n) ||
+        (dist_wire_map_get(o, "req") && dist__get_u64(o, "req", &e->req)))
+        return DIST_EPROTO;
+    return 0;
+}
+
+void dist__pack_error(msgpack_packer *pk, const dist__error_t *e)
+{
+    msgpack_pack_map(pk, e->req ? 3 : 2);
+    s_pk_kv_strn(pk, "code", e->code);
+    s_pk_kv_strn(pk, "error", e->error);
+    if (e->req)
+        dist__pk_kv_u64(pk, "req", e->req);
+}
+
+int dist__parse_credit(const msgpack_object *o, dist__credit_t *c)
+{
+    c->capacity = 0;
+    if (!o || o->type != MSGPACK_OBJECT_MAP || dist__get_u32(o, "capacity", &c->capacity))
+        return DIST_EPROTO;
+    return 0;
+}
+
+void dist__pack_credit(msgpack_packer *pk, const dist__credit_t *c)
+{
+    msgpack_pack_map(pk, 1);
+    dist__pk_kv_u64(pk, "capacity", c->capacity);
+}
+
+/* ---- lists -------------------------------------------------------------------------- */
+
+static const char *s_list_key(dist__cmd_t cmd)
+{
+    switch (cmd) {
+    case DIST__CMD_TASKS:
+    case DIST__CMD_SUBMIT: return "tasks";
+    case DIST__CMD_RESULTS: return "results";
+    case DIST__CMD_ACK:
+    case DIST__CMD_RETURN: return "ids";
+    default: return NULL;
+    }
+}
+
+void dist__pack_list_head(msgpack_packer *pk, dist__cmd_t cmd, size_t n)
+{
+    const char *key = s_list_key(cmd);
+    msgpack_pack_map(pk, 1);
+    dist__pk_str(pk, key ? key : "?");
+    if (n >= UINT32_MAX) {
+        /* msgpack-c picks the shortest header: write the array32 form
+         * by hand so that the count can be patched in place. */
+        static const unsigned char a32[5] = { 0xdd, 0xff, 0xff, 0xff, 0xff };
+        msgpack_pack_str_body(pk, a32, sizeof a32); /* raw bytes: no header of its own */
+    } else {
+        msgpack_pack_array(pk, n);
+    }
+}
+
+int dist__parse_list(const msgpack_object *o, dist__cmd_t cmd, const msgpack_object **items,
+                     size_t *n)
+{
+    const char *key = s_list_key(cmd);
+    *items = NULL;
+    *n = 0;
+    if (!key || !o || o->type != MSGPACK_OBJECT_MAP || dist__get_array(o, key, items, n))
+        return DIST_EPROTO;
+    return 0;
+}
+
+bool dist__list_id(const msgpack_object *item, dist__id_t *id)
+{
+    const void *p;
+    size_t n;
+    if (dist_wire_get_bin(item, &p, &n) || n != sizeof id->b)
+        return false;
+    memcpy(id->b, p, sizeof id->b);
+    return true;
+}
+
+/* ---- ACCEPTED ----------------------------------------------------------------------- */
+
+int dist__parse_accepted(const msgpack_object *o, dist__accepted_t *a)
+{
+    memset(a, 0, sizeof *a);
+    if (!o || o->type != MSGPACK_OBJECT_MAP || dist__get_array(o, "ids", &a->ids, &a->nids) ||
+        dist__get_array(o, "rejected", &a->rejected, &a->nrejected))
+        return DIST_EPROTO;
+    return 0;
+}
+
+void dist__pack_accepted(msgpack_packer *pk, size_t nids)
+{
+    msgpack_pack_map(pk, 2);
+    dist__pk_str(pk, "ids");
+    msgpack_pack_array(pk, nids);
+}
+
+void dist__pack_rejected(msgpack_packer *pk, size_t nrejected)
+{
+    dist__pk_str(pk, "rejected");
+    msgpack_pack_array(pk, nrejected);
+}
+
+int dist__parse_reject(const msgpack_object *o, dist__reject_t *r)
+{
+    memset(r, 0, sizeof *r);
+    if (!o || o->type != MSGPACK_OBJECT_MAP || dist__get_u32(o, "index", &r->index) ||
+        dist__get_str(o, "code", &r->code.s, &r->code.n) ||
+        dist__get_str(o, "error", &r->error.s, &r->error.n))
+        return DIST_EPROTO;
+    if (dist_wire_map_get(o, "id")) {
+        if (dist__get_id(o, "id", &r->id))
+            return DIST_EPROTO;
+        r->has_id = true;
+    }
+    return 0;
+}
+
+void dist__pack_reject(msgpack_packer *pk, const dist__reject_t *r)
+{
+    msgpack_pack_map(pk, r->has_id ? 4 : 3);
+    if (r->has_id)
+        dist__pk_kv_id(pk, "id", &r->id);
+    dist__pk_kv_u64(pk, "index", r->index);
+    s_pk_kv_strn(pk, "code", r->code);
+    s_pk_kv_strn(pk, "error", r->error);
+}
+
+/* ---- requests ----------------------------------------------------------------------- */
+
+/* req, then queue: DIST_EPROTO without req, DIST_EINVAL for a bad queue. */
+static int s_req_head(const msgpack_object *o, uint64_t *req, dist__str_t *queue)
+{
+    *req = 0;
+    if (!o || o->type != MSGPACK_OBJECT_MAP || dist__get_u64(o, "req", req))
+        return DIST_EPROTO;
+    if (!queue)
+        return 0;
+    if (dist__get_str(o, "queue", &queue->s, &queue->n) || !dist__name_ok(queue->s, queue->n))
+        return DIST_EINVAL;
+    return 0;
+}
+
+static bool s_all_bins(const msgpack_object *items, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (items[i].type != MSGPACK_OBJECT_BIN)
+            return false;
+    return true;
+}
+
+int dist__parse_qput(const msgpack_object *o, dist__qput_t *q)
+{
+    memset(q, 0, sizeof *q);
+    int rc = s_req_head(o, &q->req, &q->queue);
+    if (rc)
+        return rc;
+    if (dist__get_array(o, "items", &q->items, &q->nitems) || q->nitems < 1 ||
+        q->nitems > DIST__MAX_BATCH || !s_all_bins(q->items, q->nitems) ||
+        dist__opt_u32(o, "timeout_ms", &q->timeout_ms))
+        return DIST_EINVAL;
+    return 0;
+}
+
+void dist__pack_qput(msgpack_packer *pk, const dist__qput_t *q)
+{
+    msgpack_pack_map(pk, 4);
+    dist__pk_kv_u64(pk, "req", q->req);
+    s_pk_kv_strn(pk, "queue", q->queue);
+    dist__pk_kv_u64(pk, "timeout_ms", q->timeout_ms);
+    dist__pk_str(pk, "items");
+    msgpack_pack_array(pk, q->nitems);
+}
+
+int dist__parse_qget(const msgpack_object *o, dist__qget_t *q)
+{
+    memset(q, 0, sizeof *q);
+    q->max = 1;
+    int rc = s_req_head(o, &q->req, &q->queue);
+    if (rc)
+        return rc;
+    if (dist__opt_u32(o, "max", &q->max) || q->max == 0 ||
+        dist__opt_u32(o, "timeout_ms", &q->timeout_ms))
+        return DIST_EINVAL;
+    return 0;
+}
+
+void dist__pack_qget(msgpack_packer *pk, const dist__qget_t *q)
+{
+    msgpack_pack_map(pk, 4);
+    dist__pk_kv_u64(pk, "req", q->req);
+    s_pk_kv_strn(pk, "queue", q->queue);
+    dist__pk_kv_u64(pk, "max", q->max);
+    dist__pk_kv_u64(pk, "timeout_ms", q->timeout_ms);
+}
+
+int dist__parse_qreply(const msgpack_object *o, dist__qreply_t *r)
+{
+    memset(r, 0, sizeof *r);
+    r->status.s = "";
+    if (s_req_head(o, &r->req, NULL) || dist__get_str(o, "status", &r->status.s, &r->status.n) ||
+        dist__get_array(o, "items", &r->items, &r->nitems) || !s_all_bins(r->items, r->nitems))
+        return DIST_EPROTO;
+    return 0;
+}
+
+void dist__pack_qreply(msgpack_packer *pk, const dist__qreply_t *r)
+{
+    msgpack_pack_map(pk, 3);
+    dist__pk_kv_u64(pk, "req", r->req);
+    s_pk_kv_strn(pk, "status", r->status);
+    dist__pk_str(pk, "items");
+    msgpack_pack_array(pk, r->nitems);
+}
+
+int dist__parse_status_req(const msgpack_object *o, dist__status_req_t *s)
+{
+    return s_req_head(o, &s->req, NULL);
+}
+
+void dist__pack_status_req(msgpack_packer *pk, const dist__status_req_t *s)
+{
+    msgpack_pack_map(pk, 1);
+    dist__pk_kv_u64(pk, "req", s->req);
+}
