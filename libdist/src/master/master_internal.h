@@ -172,7 +172,12 @@ typedef struct dist__mclient dist__mclient_t;
 typedef struct dist__mnq dist__mnq_t;
 typedef struct dist__mobs dist__mobs_t;
 
-typedef enum { DIST__T_QUEUED = 1, DIST__T_LEASED, DIST__T_DONE } dist__tstate_t;
+/* A task's states (docs/PROTOCOL.md section 6.1). Only the transition
+ * functions of master_task.c assign one; each asserts its legal from-states
+ * (DIST__T_BIT), so a new state is one enum value, its transitions and
+ * their from-sets. NONE: being created or recovered, in no list. */
+typedef enum { DIST__T_NONE = 0, DIST__T_QUEUED, DIST__T_LEASED, DIST__T_DONE } dist__tstate_t;
+#define DIST__T_BIT(st) (1u << (st))
 
 /* What the store must write for a task or a task name at the next commit
  * (sflags). A changed object is put once on the master's dirty list. */
