@@ -492,6 +492,19 @@ static void s_t_acked(dist_master_t *s, dist__mtask_t *t, uint64_t hash)
         dist__m_task_free(t);
 }
 
+/* DONE -> DONE: the result goes to its client again (a SUBMIT repeated
+ * before the ACK: the client lost the first delivery). */
+static void s_t_resend(dist_master_t *s, dist__mtask_t *t)
+{
+    T_FROM(t, T_DONE);
+    if (!t->sent)
+        return; /* on its way already */
+    s_leave(s, t, 0);
+    t->sent = 0;
+    dist__dl_push_back(&t->cn->unsent, &t->node);
+    s_cn_dirty(s, t->cn);
+}
+
 /* (none) -> QUEUED or DONE: a task read back from the store. One that was
  * leased when the master stopped may have started: that attempt counts,
  * as if its worker had died. */
@@ -814,11 +827,16 @@ static int s_submit_one(dist_master_t *s, dist__mclient_t *cn, const msgpack_obj
     if (dist__parse_task(o, false, &t))
         return SUB_BAD;
     uint64_t h = s_id_hash(s, &t.id); /* once: for the lookup and the add */
-    const dist__mtask_t *old = dist__hmap_get(&s->tasks, h, t.id.b, sizeof t.id.b);
+    dist__mtask_t *old = dist__hmap_get(&s->tasks, h, t.id.b, sizeof t.id.b);
     if (old) {
-        /* Idempotent: nothing changes, unless the first submission has
-         * not reached the store and cannot now. */
-        return (old->sflags & DIST__S_NEW) && dist__m_store_refusing(s) ? SUB_STORE : SUB_OK;
+        /* Idempotent until the ACK: nothing changes, unless the first
+         * submission has not reached the store and cannot now; a result
+         * its own client has not acknowledged is sent to it again. */
+        if ((old->sflags & DIST__S_NEW) && dist__m_store_refusing(s))
+            return SUB_STORE;
+        if (old->state == DIST__T_DONE && old->cn == cn)
+            s_t_resend(s, old);
+        return SUB_OK;
     }
     if (t.args_len + t.task_len + ITEM_OVERHEAD > s->max_message)
         return SUB_LARGE;
@@ -1070,6 +1088,18 @@ void dist__m_results(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *r
     if (dist__get_array(root, "results", &items, &n)) {
         if (p)
             dist__m_malformed(s, p, "RESULTS needs results, an array of result maps");
+        else
+            s->c.malformed++;
+        return;
+    }
+    if (n > DIST__MAX_BATCH) {
+        /* Beyond the announced limit nothing is applied: a correct worker
+         * never sends it, and the work comes back by lease expiry. */
+        if (p)
+            dist__m_malformed(s, p, "a RESULTS carries at most %d results, not %zu",
+                              DIST__MAX_BATCH, n);
+        else
+            s->c.malformed++;
         return;
     }
     size_t bad = 0;
@@ -1081,21 +1111,36 @@ void dist__m_results(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *r
         }
         s_result(s, p, &r);
     }
-    if (bad && p) {
+    if (bad && p)
         dist__m_malformed(s, p, "%zu of %zu result maps lack id (bin16), attempt (u32 >= 1), "
                           "a known status, and value (bin) or error (str)", bad, n);
-    }
+    else if (bad)
+        s->c.malformed++;
 }
 
 /* The `ids` array of RETURN and ACK; answers malformed when it is not
- * there. */
+ * there or holds more than max_batch ids (then none is applied). */
 static bool s_ids(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root,
                   const char *cmd, const msgpack_object **ids, size_t *n)
 {
-    if (dist__get_array(root, "ids", ids, n) == 0)
-        return true;
-    dist__m_malformed(s, p, "%s needs ids, an array of bin16", cmd);
-    return false;
+    if (dist__get_array(root, "ids", ids, n)) {
+        dist__m_malformed(s, p, "%s needs ids, an array of bin16", cmd);
+        return false;
+    }
+    if (*n > DIST__MAX_BATCH) {
+        dist__m_malformed(s, p, "%s carries at most %d ids, not %zu", cmd, DIST__MAX_BATCH, *n);
+        return false;
+    }
+    return true;
+}
+
+/* After RETURN or ACK applied its valid ids: the others make the message
+ * malformed (counted and answered once). */
+static void s_bad_ids(dist_master_t *s, dist__mpeer_t *p, const char *cmd, size_t bad, size_t n)
+{
+    if (bad)
+        dist__m_malformed(s, p, "%s: %zu of %zu ids are not a bin of 16 bytes (skipped)", cmd,
+                          bad, n);
 }
 
 /* One of those ids (false for anything but a bin16, which is skipped). */
@@ -1116,16 +1161,20 @@ void dist__m_return(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *ro
     if (!s_ids(s, p, root, "RETURN", &ids, &n))
         return;
     /* Backwards, each to the front: they keep their order. */
+    size_t bad = 0;
     for (size_t i = n; i-- > 0;) {
         dist__id_t id;
-        if (!s_id_of(&ids[i], &id))
+        if (!s_id_of(&ids[i], &id)) {
+            bad++;
             continue;
+        }
         dist__mtask_t *t = s_task_find(s, &id);
         if (t && t->state == DIST__T_LEASED && t->worker == p)
             s_t_return(s, t);
         else
             s_ghost_release(s, p, &id);
     }
+    s_bad_ids(s, p, "RETURN", bad, n);
 }
 
 void dist__m_ack(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
@@ -1135,15 +1184,19 @@ void dist__m_ack(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
     if (!s_ids(s, p, root, "ACK", &ids, &n))
         return;
     dist__mclient_t *cn = p->cn;
+    size_t bad = 0;
     for (size_t i = 0; i < n && cn; i++) {
         dist__id_t id;
-        if (!s_id_of(&ids[i], &id))
+        if (!s_id_of(&ids[i], &id)) {
+            bad++;
             continue;
+        }
         uint64_t h = s_id_hash(s, &id);
         dist__mtask_t *t = dist__hmap_get(&s->tasks, h, id.b, sizeof id.b);
         if (t && t->state == DIST__T_DONE && t->cn == cn)
             s_t_acked(s, t, h);
     }
+    s_bad_ids(s, p, "ACK", bad, n);
 }
 
 /* ---- the store: recovery and refused inserts ---------------------------------------------- */
