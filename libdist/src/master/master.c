@@ -1466,6 +1466,13 @@ dist_master_t *dist_master_new(const dist_master_opts_t *opts)
     dist__sockopts_t so = { s->max_message, 0, 0, 0, -1 };
     dist__sock_setup(s->sock, true, &so);
     zsock_set_sndhwm(s->sock, ROUTER_SNDHWM);
+    /* No transport heartbeats from this side: libzmq 4.3.4 aborts
+     * (stream_engine_base.cpp, "!_io_error") when the heartbeat timer of a
+     * connection fires after its input stopped at the high-water mark and
+     * its peer hung up, which any peer that floods and disconnects can
+     * cause. Liveness is the application heartbeats' job (section 5); the
+     * peers' own transport heartbeats still run. */
+    zsock_set_heartbeat_ivl(s->sock, 0);
     if (o.key) {
         /* The handler first: a CURVE server in a context without one
          * would let every key in. */

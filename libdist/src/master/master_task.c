@@ -17,6 +17,13 @@
  *  arrived from elsewhere) leaves a "ghost" that keeps counting against
  *  the worker's credit until the worker answers for that id.
  *
+ *  A task's state changes only in the transition functions (s_t_submit,
+ *  s_t_lease, s_t_return, s_t_requeue, s_t_give_up, s_t_finish,
+ *  s_t_resend, s_t_acked, s_t_recover, s_t_unsubmit), one per arrow of
+ *  the diagram in docs/PROTOCOL.md section 6.1, each with the lists,
+ *  counters, store mark and log line of its arrow; the handlers below
+ *  only decide which arrow a message means.
+ *
  *  DONE tasks keep their result in the task itself (in place of the args
  *  when it fits) in their client name's unsent list, then its sent list
  *  until acknowledged. Each hot step is O(1) amortized: hash lookups,
