@@ -838,12 +838,11 @@ static void s_on_monitor(dist_master_t *s)
             s_refused(s, REFUSED_OTHER, "a connection on %s: the handshake did not complete (%s)",
                       ep, zmq_strerror((int)value));
         } else if (event == ZMQ_EVENT_DISCONNECTED) {
-            /* ZeroMQ does not say why: a peer that closed its socket, one
-             * whose transport heartbeats stopped, or one that sent a frame
-             * above --max-message, which is dropped with its connection
-             * before it is buffered. */
-            s_refused(s, CLOSED, "a connection on %s was closed (the peer left, stopped "
-                      "answering, or sent a frame above the %zu-byte limit)", ep, s->max_message);
+            /* ZeroMQ does not say why: a peer that closed its socket, a
+             * TCP connection that failed, or a frame above --max-message,
+             * which is dropped with its connection before it is buffered. */
+            s_refused(s, CLOSED, "a connection on %s was closed (the peer left, its connection "
+                      "failed, or it sent a frame above the %zu-byte limit)", ep, s->max_message);
         }
     }
 }
