@@ -770,8 +770,9 @@ void dist__m_malformed(dist_master_t *s, dist__mpeer_t *p, const char *fmt, ...)
 enum { REFUSED_PROTOCOL, REFUSED_AUTH, REFUSED_ROLE, REFUSED_OTHER, CLOSED };
 
 /* Counts a refused connection or HELLO (or, kind CLOSED, a connection
- * the transport closed) and logs it: every one while they are rare, then at most a few per second and kind (a peer with a bad key
- * retries every few hundred milliseconds), with the number left unsaid. */
+ * the transport closed) and logs it: every one while they are rare, then
+ * at most a few per second and kind (a peer with a bad key retries every
+ * few hundred milliseconds), with the number left unsaid. */
 static void s_refused(dist_master_t *s, int kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
