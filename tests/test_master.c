@@ -415,6 +415,10 @@ static void test_submit_idempotent_and_rejections(void **state)
     assert_int_equal(fp_accepted(c, &rej, code, sizeof code), 0);
     assert_int_equal(rej, 1);
     assert_string_equal(code, "unknown_task");
+    /* A name outside the name rules is a bad request (section 6.4). */
+    fp_submit(c, "no spaces", (int[]){ 1 }, 1, 0);
+    assert_int_equal(fp_accepted(c, &rej, code, sizeof code), 0);
+    assert_string_equal(code, "bad_request");
     /* The same id twice, in one batch and again later: one task. */
     fp_submit(c, "t", (int[]){ 7, 7 }, 2, 0);
     assert_int_equal(fp_accepted(c, &rej, NULL, 0), 2);
