@@ -415,6 +415,10 @@ static void test_submit_idempotent_and_rejections(void **state)
     assert_int_equal(fp_accepted(c, &rej, code, sizeof code), 0);
     assert_int_equal(rej, 1);
     assert_string_equal(code, "unknown_task");
+    /* A name outside the name rules is a bad request (section 6.4). */
+    fp_submit(c, "no spaces", (int[]){ 1 }, 1, 0);
+    assert_int_equal(fp_accepted(c, &rej, code, sizeof code), 0);
+    assert_string_equal(code, "bad_request");
     /* The same id twice, in one batch and again later: one task. */
     fp_submit(c, "t", (int[]){ 7, 7 }, 2, 0);
     assert_int_equal(fp_accepted(c, &rej, NULL, 0), 2);
@@ -957,6 +961,8 @@ static void test_status_fields(void **state)
             fail_msg("counter %s: %llu, expected %llu", counters[i], (unsigned long long)v,
                      (unsigned long long)want[i]);
     }
+    /* Connections closed by the transport: counted, whatever their number here. */
+    assert_int_equal(dist__get_u64(cs, "disconnected", &v), 0);
     const msgpack_object *rates = dist_wire_map_get(root, "rates");
     double d;
     assert_int_equal(dist_wire_get_f64(dist_wire_map_get(rates, "submitted_per_s"), &d), 0);
@@ -1009,6 +1015,10 @@ static void test_malformed_and_ban(void **state)
         fp_raw(y, 1, (const char *const[]){ "junk" }, (size_t[]){ 4 });
         fp_expect_error(y, "malformed");
     }
+    /* A command before HELLO is answered not_welcome (the master knows
+     * the connection) and does not end the row. */
+    assert_int_equal(dist__proto_send_empty(y, NULL, 0, DIST__CMD_HEARTBEAT), 0);
+    fp_expect_error(y, "not_welcome");
     fp_raw(y, 1, (const char *const[]){ "junk" }, (size_t[]){ 4 });
     fp_expect_error(y, "banned");
     fp_hello_client(y, "y");
@@ -1070,6 +1080,175 @@ static void test_forbidden_commands(void **state)
     zsock_destroy(&u);
     zsock_destroy(&c);
     zsock_destroy(&w);
+    dist_master_destroy(&m);
+}
+
+/* ---- the protocol's promises, one by one (docs/PROTOCOL.md) ---------------------------------- */
+
+/* Submission is idempotent until the result is acknowledged: a repeated
+ * id gets its result again, and after the ACK it is a new task. */
+static void test_submit_idempotent_until_ack(void **state)
+{
+    (void)state;
+    dist_master_t *m = fp_start(NULL);
+    zsock_t *w = fp_worker(m, "w", 1, 1, "t");
+    zsock_t *c = fp_client(m, "c", NULL);
+    fp_submit_ok(c, "t", (int[]){ 5 }, 1);
+    fp_task_t g[1];
+    assert_int_equal(fp_tasks(w, g, 1), 1);
+    fp_result(w, &g[0].id, 1, DIST__ST_OK, "first");
+    fp_res_t r[1];
+    fp_results(c, r, 1);
+    assert_string_equal(r[0].text, "first");
+    /* DONE, not acknowledged: accepted again, the result comes again,
+     * nothing runs again. */
+    fp_submit_ok(c, "t", (int[]){ 5 }, 1);
+    fp_results(c, r, 1);
+    assert_int_equal(fp_id_num(&r[0].id), 5);
+    assert_string_equal(r[0].text, "first");
+    fp_expect_none(w, 200);
+    assert_int_equal(fp_counter(c, "submitted"), 1);
+    /* Acknowledged: the master forgets the id, the same id runs again. */
+    fp_ids_msg(c, DIST__CMD_ACK, &r[0].id, 1);
+    fp_submit_ok(c, "t", (int[]){ 5 }, 1);
+    assert_int_equal(fp_tasks(w, g, 1), 1);
+    assert_int_equal(fp_id_num(&g[0].id), 5);
+    assert_int_equal(g[0].attempt, 1);
+    assert_int_equal(fp_counter(c, "submitted"), 2);
+    zsock_destroy(&c);
+    zsock_destroy(&w);
+    dist_master_destroy(&m);
+}
+
+/* A body {key: [n ids fp_id(1..n)]}. */
+static void s_many_ids(zsock_t *s, dist__cmd_t cmd, size_t n)
+{
+    msgpack_packer *pk;
+    dist_wire_buf_t *b = fp_batch(&pk, "ids", n);
+    for (size_t i = 0; i < n; i++) {
+        dist__id_t id = fp_id((int)i + 1);
+        dist__pk_id(pk, &id);
+    }
+    fp_send(s, cmd, b);
+}
+
+/* RESULTS, ACK and RETURN beyond max_batch are refused whole; ids that
+ * are not bin16 are skipped; both count as malformed. */
+static void test_batch_limits_and_bad_ids(void **state)
+{
+    (void)state;
+    dist_master_t *m = fp_start(NULL);
+    zsock_t *w = fp_worker(m, "w", 1, 1, "t");
+    zsock_t *c = fp_client(m, "c", NULL);
+    fp_submit_ok(c, "t", (int[]){ 1, 2 }, 2);
+    fp_task_t g[1];
+    assert_int_equal(fp_tasks(w, g, 1), 1);
+    uint64_t bad = fp_counter(c, "malformed");
+
+    /* RETURN of max_batch + 1 ids (the leased one among them): nothing
+     * comes back. */
+    s_many_ids(w, DIST__CMD_RETURN, DIST__MAX_BATCH + 1);
+    fp_expect_error(w, "malformed");
+    assert_int_equal(fp_counter(c, "malformed"), bad + 1);
+    fp_expect_none(w, 200);
+    /* RESULTS of max_batch + 1: none applied. */
+    msgpack_packer *pk;
+    dist_wire_buf_t *b = fp_batch(&pk, "results", DIST__MAX_BATCH + 1);
+    for (size_t i = 0; i < DIST__MAX_BATCH + 1; i++) {
+        dist__result_t res = { .id = g[0].id, .attempt = 1, .status = DIST__ST_OK,
+                               .value = "\xc0", .value_len = 1 };
+        dist__pack_result(pk, &res, true);
+    }
+    fp_send(w, DIST__CMD_RESULTS, b);
+    fp_expect_error(w, "malformed");
+    assert_int_equal(fp_counter(c, "malformed"), bad + 2);
+    assert_int_equal(fp_counter(c, "completed"), 0);
+
+    /* The worker finishes it properly. */
+    fp_result(w, &g[0].id, 1, DIST__ST_OK, "x");
+    fp_res_t r[1];
+    fp_results(c, r, 1);
+    /* ACK beyond max_batch: nothing acknowledged. */
+    s_many_ids(c, DIST__CMD_ACK, DIST__MAX_BATCH + 1);
+    fp_expect_error(c, "malformed");
+    assert_int_equal(fp_counter(c, "results_waiting"), 1);
+    assert_int_equal(fp_counter(c, "malformed"), bad + 3);
+    /* ACK with a 3-byte id and an int besides the good one: the good one
+     * is applied, the message counted once. */
+    b = fp_batch(&pk, "ids", 3);
+    dist__pk_bin(pk, "abc", 3);
+    msgpack_pack_int(pk, 7);
+    dist__pk_id(pk, &r[0].id);
+    fp_send(c, DIST__CMD_ACK, b);
+    fp_expect_error(c, "malformed");
+    assert_int_equal(fp_counter(c, "results_waiting"), 0);
+    assert_int_equal(fp_counter(c, "malformed"), bad + 4);
+    /* RETURN with a bad id besides the leased one: the task comes back. */
+    assert_int_equal(fp_tasks(w, g, 1), 1);
+    b = fp_batch(&pk, "ids", 2);
+    msgpack_pack_nil(pk);
+    dist__pk_id(pk, &g[0].id);
+    fp_send(w, DIST__CMD_RETURN, b);
+    fp_expect_error(w, "malformed");
+    assert_int_equal(fp_tasks(w, g, 1), 1);
+    assert_int_equal(fp_id_num(&g[0].id), 2);
+    assert_int_equal(fp_counter(c, "malformed"), bad + 5);
+    zsock_destroy(&c);
+    zsock_destroy(&w);
+    dist_master_destroy(&m);
+}
+
+/* A connection without a session is answered at most 128 times a second:
+ * a flood that does not read cannot pile up replies in the master. */
+static void test_answers_without_session_limited(void **state)
+{
+    (void)state;
+    dist_master_t *m = fp_start(NULL);
+    zsock_t *c = fp_client(m, "c", NULL);
+    zsock_t *x = fp_connect(m);
+    uint64_t bad = fp_counter(c, "malformed");
+    for (int i = 0; i < 400; i++)
+        fp_raw(x, 3, (const char *const[]){ "DST\x01", "NOPE", "\x80" }, (size_t[]){ 4, 4, 1 });
+    /* Every one is counted. */
+    int64_t end = dt_now_ms() + FP_WAIT_MS;
+    while (fp_counter(c, "malformed") < bad + 400 && dt_now_ms() < end)
+        dt_sleep_ms(20);
+    assert_int_equal(fp_counter(c, "malformed"), bad + 400);
+    int answers = 0, banned = 0;
+    dist__inmsg_t msg;
+    while (fp_recv(x, 300, &msg) == 0) {
+        answers++;
+        banned += fp_str_is(msg.root, "code", "banned");
+        dist__inmsg_clear(&msg);
+    }
+    /* 100 malformed, then banned; at most 128 a second (the 400 arrive
+     * within a second or two). */
+    assert_true(answers >= 101);
+    assert_true(banned >= 1);
+    assert_true(answers <= 3 * 128);
+    zsock_destroy(&x);
+    zsock_destroy(&c);
+    dist_master_destroy(&m);
+}
+
+/* A frame above max_message closes its connection: counted and logged. */
+static void test_oversized_frame_counted(void **state)
+{
+    (void)state;
+    dist_master_opts_t o = { .max_message = 4096 };
+    dist_master_t *m = fp_start(&o);
+    zsock_t *c = fp_client(m, "c", NULL);
+    uint64_t before = fp_counter(c, "disconnected");
+    zsock_t *x = fp_client(m, "x", NULL);
+    static char big[8192];
+    memset(big, 0x80, sizeof big);
+    fp_raw(x, 3, (const char *const[]){ "DST\x01", "STATUS", big }, (size_t[]){ 4, 6, sizeof big });
+    int64_t end = dt_now_ms() + FP_WAIT_MS;
+    while (fp_counter(c, "disconnected") == before && dt_now_ms() < end)
+        dt_sleep_ms(20);
+    assert_true(fp_counter(c, "disconnected") > before);
+    zsock_destroy(&x);
+    zsock_destroy(&c);
     dist_master_destroy(&m);
 }
 
@@ -1394,6 +1573,10 @@ int main(void)
         cmocka_unit_test_teardown(test_malformed_and_ban, dt_teardown),
         cmocka_unit_test_teardown(test_unsupported_version, dt_teardown),
         cmocka_unit_test_teardown(test_forbidden_commands, dt_teardown),
+        cmocka_unit_test_teardown(test_submit_idempotent_until_ack, dt_teardown),
+        cmocka_unit_test_teardown(test_batch_limits_and_bad_ids, dt_teardown),
+        cmocka_unit_test_teardown(test_answers_without_session_limited, dt_teardown),
+        cmocka_unit_test_teardown(test_oversized_frame_counted, dt_teardown),
         cmocka_unit_test_teardown(test_many_peers, dt_teardown),
         cmocka_unit_test_teardown(test_random_input, dt_teardown),
 #ifdef DIST_MASTER_BIN

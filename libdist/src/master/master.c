@@ -48,9 +48,19 @@
  * timers and dispatch responsive. */
 #define READ_BATCH 512
 /* A peer whose outbox grows beyond this many messages or bytes is not
- * reading: forget it. */
-#define OUTBOX_MAX 10000
-#define OUTBOX_BYTES ((size_t)256 << 20)
+ * reading: forget it. Also when the outboxes of all peers together would
+ * pass OUTBOX_TOTAL. With ROUTER_SNDHWM messages in ZeroMQ's queue of
+ * each connection, these bound what the master holds for a peer that
+ * does not read (docs/PROTOCOL.md section 11). */
+#define OUTBOX_MAX 1000
+#define OUTBOX_BYTES ((size_t)64 << 20)
+#define OUTBOX_TOTAL ((size_t)256 << 20)
+#define ROUTER_SNDHWM 1000
+/* A connection without a session (a stranger, a refused HELLO, a banned
+ * one) gets at most this many replies per second; the rest of what it
+ * sends is dropped unanswered (and counted when malformed), so that a
+ * flood that does not read its answers cannot pile them up here. */
+#define NOSESSION_ANSWERS 128
 /* How soon sends that met the high-water mark are retried. */
 #define RETRY_MS 5
 /* Clients and strangers are forgotten (not declared dead) after this many
@@ -302,6 +312,7 @@ static void s_outbox_drop(dist_master_t *s, dist__mpeer_t *p)
         }
         s_out_free(o);
     }
+    s->outbox_total -= p->outbox_bytes;
     p->outbox_bytes = 0;
     if (dist__dn_linked(&p->holdn))
         dist__dl_remove(&s->held, &p->holdn);
@@ -478,7 +489,8 @@ int dist__m_send(dist_master_t *s, dist__mpeer_t *p, dist__cmd_t cmd, dist_wire_
     }
     size_t len = 0;
     const void *data = buf ? dist_wire_buf_data(buf, &len) : NULL;
-    if (rc == DIST_EAGAIN && p->outbox.n < OUTBOX_MAX && p->outbox_bytes + len <= OUTBOX_BYTES) {
+    if (rc == DIST_EAGAIN && p->outbox.n < OUTBOX_MAX && p->outbox_bytes + len <= OUTBOX_BYTES &&
+        s->outbox_total + len <= OUTBOX_TOTAL) {
         /* Keep it, in order behind anything already waiting. */
         dist__mout_t *o = calloc(1, sizeof *o);
         if (o && (!len || (o->bytes = malloc(len)))) {
@@ -492,6 +504,7 @@ int dist__m_send(dist_master_t *s, dist__mpeer_t *p, dist__cmd_t cmd, dist_wire_
                 snprintf(o->queue, sizeof o->queue, "%s", queue);
             dist__dl_push_back(&p->outbox, &o->node);
             p->outbox_bytes += len;
+            s->outbox_total += len;
             if (!dist__dn_linked(&p->holdn))
                 dist__m_block(s, p);
             return 0;
@@ -545,6 +558,7 @@ static void s_flush_outbox(dist_master_t *s, dist__mpeer_t *p)
         s_sent(s, p);
         dist__dl_remove(&p->outbox, d);
         p->outbox_bytes -= o->len;
+        s->outbox_total -= o->len;
         s_items_free(o->items, o->nitems);
         o->items = NULL;
         s_out_free(o);
@@ -633,6 +647,7 @@ void dist__m_release_held(dist_master_t *s)
             memcpy(o->bytes, data, len);
             o->len = len;
             p->outbox_bytes += len;
+            s->outbox_total += len;
         }
         /* A send tried while the replies were held (a heartbeat, say)
          * marked the peer blocked: the outbox can go now all the same. */
@@ -655,6 +670,27 @@ static const char *s_bad_reason(dist__bad_t bad)
     case DIST__BAD_BODY: return "the body must be one valid MessagePack map within the limits";
     default: return "malformed";
     }
+}
+
+/* Whether p may be answered now: always with a session, else within
+ * NOSESSION_ANSWERS per second. */
+static bool s_may_answer(dist_master_t *s, dist__mpeer_t *p)
+{
+    if (p->role != DIST__ROLE_NONE)
+        return true;
+    if (s->now - p->answers_at >= 1000) {
+        p->answers_at = s->now;
+        p->answers = 0;
+    }
+    return p->answers++ < NOSESSION_ANSWERS;
+}
+
+/* ERROR banned to a banned connection, within its answer budget. */
+static void s_banned(dist_master_t *s, dist__mpeer_t *p)
+{
+    s_touch(s, p);
+    if (s_may_answer(s, p))
+        dist__m_error(s, p, "banned", 0, "too many malformed messages: this connection is banned");
 }
 
 static void s_ban(dist_master_t *s, dist__mpeer_t *p)
@@ -685,20 +721,22 @@ static void s_malformed_rid(dist_master_t *s, dist__mpeer_t *p, const uint8_t *r
             s_wire_error(s, rid, rid_len, "malformed", why);
         return;
     }
-    s_touch(s, p);
     if (p->banned) {
-        dist__m_error(s, p, "banned", 0, "too many malformed messages: this connection is banned");
+        s_banned(s, p);
         return;
     }
+    s_touch(s, p);
     char desc[300];
     dist__m_peer_desc(p, desc, sizeof desc);
     dist__log(&s->log, p->bad_in_a_row ? DIST_LOG_DEBUG : DIST_LOG_WARN,
               "malformed message from %s: %s", desc, why);
     if (++p->bad_in_a_row > DIST__MAX_MALFORMED_IN_A_ROW) {
         s_ban(s, p);
-        dist__m_error(s, p, "banned", 0, "too many malformed messages: this connection is banned");
+        s_banned(s, p);
         return;
     }
+    if (!s_may_answer(s, p))
+        return;
     if (version_reply) {
         int rc = s_wire_bad_version(s, p->rid, p->rid_len);
         if (rc == 0)
@@ -722,24 +760,28 @@ void dist__m_malformed(dist_master_t *s, dist__mpeer_t *p, const char *fmt, ...)
 
 /* Kinds of refusal, each with its own log budget, so that a flood of one
  * (a keyless peer retrying) does not hide another (a key in the wrong
- * role). */
-enum { REFUSED_PROTOCOL, REFUSED_AUTH, REFUSED_ROLE, REFUSED_OTHER };
+ * role); CLOSED: connections closed by the transport. */
+enum { REFUSED_PROTOCOL, REFUSED_AUTH, REFUSED_ROLE, REFUSED_OTHER, CLOSED };
 
-/* Counts a refused connection or HELLO and logs it: every one while they
- * are rare, then at most a few per second and kind (a peer with a bad key
- * retries every few hundred milliseconds), with the number left unsaid. */
+/* Counts a refused connection or HELLO (or, kind CLOSED, a connection
+ * the transport closed) and logs it: every one while they are rare, then
+ * at most a few per second and kind (a peer with a bad key retries every
+ * few hundred milliseconds), with the number left unsaid. */
 static void s_refused(dist_master_t *s, int kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static void s_refused(dist_master_t *s, int kind, const char *fmt, ...)
 {
-    s->c.refused_handshakes++;
+    if (kind == CLOSED)
+        s->c.disconnected++;
+    else
+        s->c.refused_handshakes++;
     int64_t now = s_clock_ms();
     __typeof__(s->refused_log[0]) *l = &s->refused_log[kind];
     if (now - l->at >= 1000) {
         if (l->quiet)
-            dist__log(&s->log, DIST_LOG_WARN, "%u more refusal(s) like the last one not logged",
-                      l->quiet);
+            dist__log(&s->log, DIST_LOG_WARN, "%u more %s like the last one not logged",
+                      l->quiet, kind == CLOSED ? "closed connection(s)" : "refusal(s)");
         l->at = now;
         l->logged = 0;
         l->quiet = 0;
@@ -754,7 +796,8 @@ static void s_refused(dist_master_t *s, int kind, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    dist__log(&s->log, DIST_LOG_WARN, "refused %s", msg);
+    dist__log(&s->log, kind == CLOSED ? DIST_LOG_INFO : DIST_LOG_WARN, "%s%s",
+              kind == CLOSED ? "" : "refused ", msg);
 }
 
 static const char *s_protocol_error(uint32_t code)
@@ -789,6 +832,12 @@ static void s_on_monitor(dist_master_t *s)
         } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
             s_refused(s, REFUSED_OTHER, "a connection on %s: the handshake did not complete (%s)",
                       ep, zmq_strerror((int)value));
+        } else if (event == ZMQ_EVENT_DISCONNECTED) {
+            /* ZeroMQ does not say why: a peer that closed its socket, a
+             * TCP connection that failed, or a frame above --max-message,
+             * which is dropped with its connection before it is buffered. */
+            s_refused(s, CLOSED, "a connection on %s was closed (the peer left, its connection "
+                      "failed, or it sent a frame above the %zu-byte limit)", ep, s->max_message);
         }
     }
 }
@@ -831,7 +880,7 @@ static void s_hello(dist_master_t *s, dist__mpeer_t *p, const dist__inmsg_t *m)
     uint32_t slots = h.slots, capacity = h.capacity;
     if (bad) {
         if (p && p->banned)
-            dist__m_error(s, p, "banned", 0, "too many malformed messages: this connection is banned");
+            s_banned(s, p);
         else
             s_malformed_rid(s, p, m->rid, m->rid_len, false, bad);
         return;
@@ -856,8 +905,7 @@ static void s_hello(dist_master_t *s, dist__mpeer_t *p, const dist__inmsg_t *m)
     if (!p && !(p = s_peer_new(s, m->rid, m->rid_len)))
         return; /* no memory: the peer will say HELLO again */
     if (p->banned) {
-        s_touch(s, p);
-        dist__m_error(s, p, "banned", 0, "too many malformed messages: this connection is banned");
+        s_banned(s, p);
         return;
     }
     char desc[300];
@@ -961,8 +1009,7 @@ static void s_handle(dist_master_t *s, const dist__inmsg_t *m)
         return;
     }
     if (p && p->banned) {
-        s_touch(s, p);
-        dist__m_error(s, p, "banned", 0, "too many malformed messages: this connection is banned");
+        s_banned(s, p);
         return;
     }
     if (!p || p->role == DIST__ROLE_NONE) {
@@ -972,9 +1019,11 @@ static void s_handle(dist_master_t *s, const dist__inmsg_t *m)
             (!s->zap || (dist__zap_roles(m->user_id, NULL) & 1)))
             dist__m_results(s, NULL, m->root);
         if (p) {
+            /* A record without a session (a refused HELLO, malformed
+             * messages): the row of malformed messages goes on. */
             s_touch(s, p);
-            p->bad_in_a_row = 0;
-            dist__m_error(s, p, "not_welcome", 0, "say HELLO first");
+            if (s_may_answer(s, p))
+                dist__m_error(s, p, "not_welcome", 0, "say HELLO first");
         } else {
             s_wire_send(s, m->rid, m->rid_len, DIST__CMD_RECONNECT, NULL, 0);
         }
@@ -1377,6 +1426,14 @@ dist_master_t *dist_master_new(const dist_master_opts_t *opts)
     }
     dist__sockopts_t so = { s->max_message, 0, 0, 0, -1 };
     dist__sock_setup(s->sock, true, &so);
+    zsock_set_sndhwm(s->sock, ROUTER_SNDHWM);
+    /* No transport heartbeats from this side: libzmq 4.3.4 aborts
+     * (stream_engine_base.cpp, "!_io_error") when the heartbeat timer of a
+     * connection fires after its input stopped at the high-water mark and
+     * its peer hung up, which any peer that floods and disconnects can
+     * cause. Liveness is the application heartbeats' job (section 5); the
+     * peers' own transport heartbeats still run. */
+    zsock_set_heartbeat_ivl(s->sock, 0);
     if (o.key) {
         /* The handler first: a CURVE server in a context without one
          * would let every key in. */
@@ -1403,7 +1460,7 @@ dist_master_t *dist_master_new(const dist_master_opts_t *opts)
     if (zmq_socket_monitor(zsock_resolve(s->sock), mon,
                            ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
                                ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) == 0) {
+                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_DISCONNECTED) == 0) {
         s->mon = zsock_new(ZMQ_PAIR);
         if (s->mon && zsock_connect(s->mon, "%s", mon) != 0)
             zsock_destroy(&s->mon);

@@ -89,7 +89,7 @@ static const char *s_check_queues(dist_master_t *s)
 
 static const char *s_check_peers(dist_master_t *s)
 {
-    size_t workers = 0, clients = 0, leased = 0;
+    size_t workers = 0, clients = 0, leased = 0, outboxes = 0;
     for (size_t i = 0; i < s->peers.cap; i++) {
         const dist__mpeer_t *p = s->peers.slots[i].item;
         if (!p)
@@ -116,7 +116,9 @@ static const char *s_check_peers(dist_master_t *s)
             bytes += o->len;
         }
         CHECK(bytes == p->outbox_bytes, "an outbox's byte count is wrong");
+        outboxes += bytes;
     }
+    CHECK(outboxes == s->outbox_total, "the outboxes' total byte count is wrong");
     CHECK(workers == s->nworkers && clients == s->nclients, "peer counts are wrong");
     CHECK(s->peers.len == s->npeers, "peer index and count differ");
     size_t in_flight = 0;

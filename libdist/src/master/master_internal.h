@@ -172,7 +172,12 @@ typedef struct dist__mclient dist__mclient_t;
 typedef struct dist__mnq dist__mnq_t;
 typedef struct dist__mobs dist__mobs_t;
 
-typedef enum { DIST__T_QUEUED = 1, DIST__T_LEASED, DIST__T_DONE } dist__tstate_t;
+/* A task's states (docs/PROTOCOL.md section 6.1). Only the transition
+ * functions of master_task.c assign one; each asserts its legal from-states
+ * (DIST__T_BIT), so a new state is one enum value, its transitions and
+ * their from-sets. NONE: being created or recovered, in no list. */
+typedef enum { DIST__T_NONE = 0, DIST__T_QUEUED, DIST__T_LEASED, DIST__T_DONE } dist__tstate_t;
+#define DIST__T_BIT(st) (1u << (st))
 
 /* What the store must write for a task or a task name at the next commit
  * (sflags). A changed object is put once on the master's dirty list. */
@@ -262,6 +267,8 @@ struct dist__mpeer {
     bool gone;               /* its connection is gone (EHOSTUNREACH) */
     bool replaced;           /* a client whose name a newer connection took over */
     uint32_t bad_in_a_row;   /* malformed messages since the last good one */
+    uint32_t answers;        /* without a session: replies in the second from answers_at */
+    int64_t answers_at;
     int64_t last_seen, last_sent, joined;
     uint32_t pid;
     char name[DIST__NAME_MAX + 1];
@@ -349,6 +356,7 @@ typedef struct {
         refused_handshakes;
     uint64_t refused;      /* tasks of SUBMITs answered with a rejection */
     uint64_t late_results; /* results dropped: the task was done or had moved on */
+    uint64_t disconnected; /* connections closed by the transport (an oversized frame, ...) */
 } dist__mcounters_t;
 
 #define DIST__RATE_SECONDS 10
@@ -377,7 +385,8 @@ struct dist_master {
     struct {                 /* rate limit of the refusal log lines, per kind */
         int64_t at;
         unsigned logged, quiet;
-    } refused_log[4];
+    } refused_log[5];
+    size_t outbox_total;     /* outbox_bytes of every peer */
     atomic_bool stop;
     atomic_bool running;
     atomic_bool joinable;

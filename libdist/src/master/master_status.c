@@ -129,7 +129,7 @@ void dist__m_pack_status(const dist_master_t *s, dist_wire_buf_t *b, uint64_t re
     dist__pk_kv_u64(pk, "clients", s->nclients);
 
     dist__pk_str(pk, "counters");
-    msgpack_pack_map(pk, 11);
+    msgpack_pack_map(pk, 12);
     dist__pk_kv_u64(pk, "submitted", s->c.submitted);
     dist__pk_kv_u64(pk, "completed", s->c.completed);
     dist__pk_kv_u64(pk, "failed", s->c.failed);
@@ -140,6 +140,7 @@ void dist__m_pack_status(const dist_master_t *s, dist_wire_buf_t *b, uint64_t re
     dist__pk_kv_u64(pk, "refused_handshakes", s->c.refused_handshakes);
     dist__pk_kv_u64(pk, "refused", s->c.refused);
     dist__pk_kv_u64(pk, "late_results", s->c.late_results);
+    dist__pk_kv_u64(pk, "disconnected", s->c.disconnected);
     dist__pk_kv_u64(pk, "results_waiting", s->results_waiting);
 
     double sub, done;

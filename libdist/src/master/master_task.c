@@ -17,6 +17,13 @@
  *  arrived from elsewhere) leaves a "ghost" that keeps counting against
  *  the worker's credit until the worker answers for that id.
  *
+ *  A task's state changes only in the transition functions (s_t_submit,
+ *  s_t_lease, s_t_return, s_t_requeue, s_t_give_up, s_t_finish,
+ *  s_t_resend, s_t_acked, s_t_recover, s_t_unsubmit), one per arrow of
+ *  the diagram in docs/PROTOCOL.md section 6.1, each with the lists,
+ *  counters, store mark and log line of its arrow; the handlers below
+ *  only decide which arrow a message means.
+ *
  *  DONE tasks keep their result in the task itself (in place of the args
  *  when it fits) in their client name's unsent list, then its sent list
  *  until acknowledged. Each hot step is O(1) amortized: hash lookups,
@@ -31,6 +38,7 @@
  */
 #include "master_internal.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -216,44 +224,7 @@ void dist__m_client_detach(dist_master_t *s, dist__mpeer_t *p)
     s_cn_maybe_free(s, cn);
 }
 
-/* ---- finishing, retrying, leases ------------------------------------------------------------ */
-
-/* The task is DONE (it must be in no list): keep the result for its
- * client. */
-static void s_finish(dist_master_t *s, dist__mtask_t *t, dist__status_t st, const void *bytes,
-                     size_t len)
-{
-    static const char nomem[] = "the master ran out of memory for this result";
-    dist__m_obs_finished(s, t, st, bytes, len);
-    t->q->refs--;
-    t->q = NULL;
-    s->outstanding--;
-    t->cn->pending--;
-    if (len > t->cap) {
-        t->res = malloc(len);
-        if (!t->res) {
-            st = DIST__ST_FAILED;
-            bytes = nomem;
-            len = sizeof nomem - 1 < t->cap ? sizeof nomem - 1 : t->cap;
-        }
-    }
-    if (len)
-        memcpy(t->res ? t->res : t->data, bytes, len);
-    t->len = (uint32_t)len;
-    t->status = (uint8_t)st;
-    t->state = DIST__T_DONE;
-    t->sent = 0;
-    free(t->reasons);
-    t->reasons = NULL;
-    dist__m_store_mark(s, t, DIST__S_DONE);
-    dist__dl_push_back(&t->cn->unsent, &t->node);
-    s->results_waiting++;
-    s_cn_dirty(s, t->cn);
-    s->c.completed++;
-    if (st != DIST__ST_OK)
-        s->c.failed++;
-    dist__m_rate_add(s, 0, 1);
-}
+/* ---- leases and ghosts ---------------------------------------------------------------------- */
 
 /* Appends "N: reason" to the task's reasons, within REASONS_MAX. */
 static void s_add_reason(dist__mtask_t *t, const char *reason)
@@ -278,53 +249,22 @@ static void s_add_reason(dist__mtask_t *t, const char *reason)
     t->reasons = r;
 }
 
-static void s_give_up(dist_master_t *s, dist__mtask_t *t)
-{
-    char msg[REASONS_MAX + 256], hex[33];
-    int n = snprintf(msg, sizeof msg, "task %s gave up after %u attempt%s: %s", t->q->key.name,
-                     (unsigned)t->attempt, t->attempt == 1 ? "" : "s",
-                     t->reasons ? t->reasons : "no reason recorded");
-    size_t len = n < 0 ? 0 : (size_t)n >= sizeof msg ? sizeof msg - 1 : (size_t)n;
-    dist__id_hex(&t->id, hex);
-    dist__log(&s->log, DIST_LOG_INFO, "%s (id %s)", msg, hex);
-    s->c.gave_up++;
-    s_finish(s, t, DIST__ST_GAVE_UP, msg, len);
-}
-
-/* An attempt ended without a final result (the task is in no list):
- * requeue it at the front with attempt + 1, or give up. */
-static void s_retry(dist_master_t *s, dist__mtask_t *t, const char *reason)
-{
-    s_add_reason(t, reason);
-    if (t->attempt >= (uint32_t)s->max_attempts) {
-        s_give_up(s, t);
-        return;
-    }
-    t->attempt++;
-    s->c.retried++;
-    dist__m_obs_retried(s, t->q);
-    t->state = DIST__T_QUEUED;
-    dist__dl_push_front(&t->q->ready, &t->node);
-    s_tq_dirty(s, t->q);
-    dist__m_store_mark(s, t, DIST__S_META);
-}
-
 static int64_t s_lease_ms(const dist_master_t *s, const dist__mtask_t *t)
 {
     return t->timeout_ms ? (int64_t)t->timeout_ms + GRACE_MS : s->lease_ms;
 }
 
-/* Ends t's lease; t leaves its worker's list. keep_credit: the worker may
- * still run the task, so a ghost holds its credit until `ghost_until` or
+/* Ends t's lease; t leaves its worker's list. ghost_until > 0: the worker
+ * may still run the task, so a ghost holds its credit until then or
  * until the worker answers for the id. */
-static void s_unlease(dist_master_t *s, dist__mtask_t *t, bool keep_credit, int64_t ghost_until)
+static void s_unlease(dist_master_t *s, dist__mtask_t *t, int64_t ghost_until)
 {
     dist__mpeer_t *w = t->worker;
     dist__dl_remove(&w->leased, &t->node);
     dist__m_timer_del(s, &t->timer);
     t->q->in_flight--;
     t->worker = NULL;
-    if (keep_credit) {
+    if (ghost_until > 0) {
         dist__mghost_t *g = malloc(sizeof *g);
         if (g) {
             g->id = t->id;
@@ -369,6 +309,237 @@ void dist__m_ghost_expired(dist_master_t *s, dist__mghost_t *g)
     s_ghost_free(s, g);
 }
 
+/* ---- task transitions (docs/PROTOCOL.md section 6.1) ------------------------------------------
+ *
+ * The only code that assigns t->state. Each transition is named after an
+ * arrow of the diagram, asserts the states it may start from, and does
+ * everything that belongs to it: the lists, the counters, the store mark
+ * and the log line. Leaving a state is s_leave's job, so that a new state
+ * adds one case there and its own transitions here.
+ */
+
+#define T_QUEUED DIST__T_BIT(DIST__T_QUEUED)
+#define T_LEASED DIST__T_BIT(DIST__T_LEASED)
+#define T_DONE DIST__T_BIT(DIST__T_DONE)
+#define T_NONE DIST__T_BIT(DIST__T_NONE)
+#define T_FROM(t, legal) assert((DIST__T_BIT((t)->state) & (legal)) && "illegal task transition")
+
+/* Takes t out of the list of its current state. ghost_until: see s_unlease. */
+static void s_leave(dist_master_t *s, dist__mtask_t *t, int64_t ghost_until)
+{
+    switch (t->state) {
+    case DIST__T_QUEUED:
+        dist__dl_remove(&t->q->ready, &t->node);
+        break;
+    case DIST__T_LEASED:
+        s_unlease(s, t, ghost_until);
+        break;
+    case DIST__T_DONE:
+        dist__dl_remove(t->sent ? &t->cn->sent : &t->cn->unsent, &t->node);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Into its queue, at the back (new) or the front (back from a lease). */
+static void s_enter_queued(dist_master_t *s, dist__mtask_t *t, bool front)
+{
+    t->state = DIST__T_QUEUED;
+    if (front)
+        dist__dl_push_front(&t->q->ready, &t->node);
+    else
+        dist__dl_push_back(&t->q->ready, &t->node);
+    s_tq_dirty(s, t->q);
+}
+
+/* (none) -> QUEUED: a new task of q, accepted from a SUBMIT. */
+static void s_t_submit(dist_master_t *s, dist__mtask_t *t, dist__mtq_t *q)
+{
+    T_FROM(t, T_NONE);
+    t->q = q;
+    q->refs++;
+    s->outstanding++;
+    t->cn->pending++;
+    s->c.submitted++;
+    dist__m_obs_submitted(s, q, 1);
+    if (s->store) {
+        t->srow = s->next_row++;
+        dist__m_store_mark(s, t, DIST__S_NEW);
+    }
+    s_enter_queued(s, t, false);
+}
+
+/* QUEUED -> (none): a SUBMIT the store refused after all; t is freed by
+ * the store. */
+static void s_t_unsubmit(dist_master_t *s, dist__mtask_t *t)
+{
+    T_FROM(t, T_QUEUED);
+    s_leave(s, t, 0);
+    dist__m_obs_submitted(s, t->q, -1);
+    t->q->refs--;
+    t->q = NULL;
+    s->outstanding--;
+    t->cn->pending--;
+    t->cn = NULL;
+    s->c.submitted--;
+    t->state = DIST__T_NONE;
+    dist__m_store_drop(s, t);
+}
+
+/* QUEUED -> LEASED: t, the first of its queue, was sent to w in a TASKS. */
+static void s_t_lease(dist_master_t *s, dist__mtask_t *t, dist__mpeer_t *w)
+{
+    T_FROM(t, T_QUEUED);
+    s_leave(s, t, 0);
+    t->state = DIST__T_LEASED;
+    t->worker = w;
+    dist__dl_push_back(&w->leased, &t->node);
+    dist__m_store_mark(s, t, DIST__S_LEASE);
+    dist__m_timer_add(s, &t->timer, s->now + s_lease_ms(s, t), DIST__TIMER_LEASE); /* reserved */
+    w->held++;
+    t->q->in_flight++;
+}
+
+/* LEASED -> QUEUED (RETURN): to the front, the same attempt (it never ran). */
+static void s_t_return(dist_master_t *s, dist__mtask_t *t)
+{
+    T_FROM(t, T_LEASED);
+    s_leave(s, t, 0);
+    s_enter_queued(s, t, true);
+    dist__m_store_mark(s, t, DIST__S_META);
+}
+
+/* QUEUED | LEASED -> DONE: keep the result for its client (ghost_until:
+ * a lease it ends may still run, see s_unlease). */
+static void s_t_finish(dist_master_t *s, dist__mtask_t *t, dist__status_t st, const void *bytes,
+                       size_t len, int64_t ghost_until)
+{
+    static const char nomem[] = "the master ran out of memory for this result";
+    T_FROM(t, T_QUEUED | T_LEASED);
+    s_leave(s, t, ghost_until);
+    dist__m_obs_finished(s, t, st, bytes, len);
+    t->q->refs--;
+    t->q = NULL;
+    s->outstanding--;
+    t->cn->pending--;
+    if (len > t->cap) {
+        t->res = malloc(len);
+        if (!t->res) {
+            st = DIST__ST_FAILED;
+            bytes = nomem;
+            len = sizeof nomem - 1 < t->cap ? sizeof nomem - 1 : t->cap;
+        }
+    }
+    if (len)
+        memcpy(t->res ? t->res : t->data, bytes, len);
+    t->len = (uint32_t)len;
+    t->status = (uint8_t)st;
+    t->state = DIST__T_DONE;
+    t->sent = 0;
+    free(t->reasons);
+    t->reasons = NULL;
+    dist__m_store_mark(s, t, DIST__S_DONE);
+    dist__dl_push_back(&t->cn->unsent, &t->node);
+    s->results_waiting++;
+    s_cn_dirty(s, t->cn);
+    s->c.completed++;
+    if (st != DIST__ST_OK)
+        s->c.failed++;
+    dist__m_rate_add(s, 0, 1);
+}
+
+/* -> DONE with gave_up: the attempts are spent. */
+static void s_t_give_up(dist_master_t *s, dist__mtask_t *t, int64_t ghost_until)
+{
+    char msg[REASONS_MAX + 256], hex[33];
+    int n = snprintf(msg, sizeof msg, "task %s gave up after %u attempt%s: %s", t->q->key.name,
+                     (unsigned)t->attempt, t->attempt == 1 ? "" : "s",
+                     t->reasons ? t->reasons : "no reason recorded");
+    size_t len = n < 0 ? 0 : (size_t)n >= sizeof msg ? sizeof msg - 1 : (size_t)n;
+    dist__id_hex(&t->id, hex);
+    dist__log(&s->log, DIST_LOG_INFO, "%s (id %s)", msg, hex);
+    s->c.gave_up++;
+    s_t_finish(s, t, DIST__ST_GAVE_UP, msg, len, ghost_until);
+}
+
+/* LEASED -> QUEUED with attempt + 1 (the worker died, the lease expired,
+ * or a retryable result), at the front; or -> DONE (gave_up) when it had
+ * max_attempts. */
+static void s_t_requeue(dist_master_t *s, dist__mtask_t *t, const char *reason, int64_t ghost_until)
+{
+    T_FROM(t, T_LEASED);
+    s_add_reason(t, reason);
+    if (t->attempt >= (uint32_t)s->max_attempts) {
+        s_t_give_up(s, t, ghost_until);
+        return;
+    }
+    s_leave(s, t, ghost_until);
+    t->attempt++;
+    s->c.retried++;
+    dist__m_obs_retried(s, t->q);
+    s_enter_queued(s, t, true);
+    dist__m_store_mark(s, t, DIST__S_META);
+    char hex[33];
+    dist__id_hex(&t->id, hex);
+    dist__log(&s->log, DIST_LOG_DEBUG, "task %s (id %s) requeued for attempt %u: %s",
+              t->q->key.name, hex, (unsigned)t->attempt, reason);
+}
+
+/* DONE -> (gone): the client acknowledged the result; the store frees t
+ * after its commit (or t is freed now). */
+static void s_t_acked(dist_master_t *s, dist__mtask_t *t, uint64_t hash)
+{
+    T_FROM(t, T_DONE);
+    s_leave(s, t, 0);
+    t->state = DIST__T_NONE;
+    dist__hmap_del(&s->tasks, hash, t);
+    s->results_waiting--;
+    if (!dist__m_store_drop(s, t))
+        dist__m_task_free(t);
+}
+
+/* DONE -> DONE: the result goes to its client again (a SUBMIT repeated
+ * before the ACK: the client lost the first delivery). */
+static void s_t_resend(dist_master_t *s, dist__mtask_t *t)
+{
+    T_FROM(t, T_DONE);
+    if (!t->sent)
+        return; /* on its way already */
+    s_leave(s, t, 0);
+    t->sent = 0;
+    dist__dl_push_back(&t->cn->unsent, &t->node);
+    s_cn_dirty(s, t->cn);
+}
+
+/* (none) -> QUEUED or DONE: a task read back from the store. One that was
+ * leased when the master stopped may have started: that attempt counts,
+ * as if its worker had died. */
+static void s_t_recover(dist_master_t *s, dist__mtask_t *t, dist__mtq_t *q, bool done, bool leased)
+{
+    T_FROM(t, T_NONE);
+    if (done) {
+        t->state = DIST__T_DONE;
+        dist__dl_push_back(&t->cn->unsent, &t->node);
+        s->results_waiting++;
+        return;
+    }
+    t->q = q;
+    q->refs++;
+    s->outstanding++;
+    t->cn->pending++;
+    s_enter_queued(s, t, false);
+    if (!leased)
+        return;
+    s_add_reason(t, "the master stopped while the task was leased");
+    if (t->attempt >= (uint32_t)s->max_attempts) {
+        s_t_give_up(s, t, 0);
+    } else {
+        t->attempt++;
+        dist__m_store_mark(s, t, DIST__S_META);
+    }
+}
+
 void dist__m_lease_expired(dist_master_t *s, dist__mtask_t *t)
 {
     char desc[300], why[400], hex[33];
@@ -378,8 +549,7 @@ void dist__m_lease_expired(dist_master_t *s, dist__mtask_t *t)
     dist__log(&s->log, DIST_LOG_INFO, "lease of task %s (id %s, attempt %u) on %s expired after %lld ms",
               t->q->key.name, hex, (unsigned)t->attempt, desc, (long long)ms);
     snprintf(why, sizeof why, "lease expired after %lld ms on %s", (long long)ms, desc);
-    s_unlease(s, t, true, s->now + ms);
-    s_retry(s, t, why);
+    s_t_requeue(s, t, why, s->now + ms);
 }
 
 /* ---- workers --------------------------------------------------------------------------------- */
@@ -446,9 +616,7 @@ void dist__m_worker_release(dist_master_t *s, dist__mpeer_t *w, const char *why)
     /* From the last leased to the first, each to the front of its queue:
      * they end up in their original order, ahead of newer tasks. */
     while ((d = dist__dl_last(&w->leased))) {
-        dist__mtask_t *t = DIST__CONTAINER_OF(d, dist__mtask_t, node);
-        s_unlease(s, t, false, 0);
-        s_retry(s, t, why);
+        s_t_requeue(s, DIST__CONTAINER_OF(d, dist__mtask_t, node), why, 0);
     }
     while ((d = dist__dl_first(&w->ghosts)))
         s_ghost_free(s, DIST__CONTAINER_OF(d, dist__mghost_t, node));
@@ -553,14 +721,7 @@ static void s_send_tasks(dist_master_t *s, dist__mpeer_t *w, dist__mtq_t *q, int
         if (dist__m_try_send(s, w, DIST__CMD_TASKS, s->out))
             return;
         for (size_t i = 0; i < n; i++) {
-            dist__mtask_t *t = DIST__CONTAINER_OF(dist__dl_pop_front(&q->ready), dist__mtask_t, node);
-            t->state = DIST__T_LEASED;
-            t->worker = w;
-            dist__dl_push_back(&w->leased, &t->node);
-            dist__m_store_mark(s, t, DIST__S_LEASE);
-            dist__m_timer_add(s, &t->timer, s->now + s_lease_ms(s, t), DIST__TIMER_LEASE);
-            w->held++;
-            q->in_flight++;
+            s_t_lease(s, DIST__CONTAINER_OF(dist__dl_first(&q->ready), dist__mtask_t, node), w);
         }
         count -= (int64_t)n;
     }
@@ -671,11 +832,16 @@ static int s_submit_one(dist_master_t *s, dist__mclient_t *cn, const msgpack_obj
     if (dist__parse_task(o, false, &t))
         return SUB_BAD;
     uint64_t h = s_id_hash(s, &t.id); /* once: for the lookup and the add */
-    const dist__mtask_t *old = dist__hmap_get(&s->tasks, h, t.id.b, sizeof t.id.b);
+    dist__mtask_t *old = dist__hmap_get(&s->tasks, h, t.id.b, sizeof t.id.b);
     if (old) {
-        /* Idempotent: nothing changes, unless the first submission has
-         * not reached the store and cannot now. */
-        return (old->sflags & DIST__S_NEW) && dist__m_store_refusing(s) ? SUB_STORE : SUB_OK;
+        /* Idempotent until the ACK: nothing changes, unless the first
+         * submission has not reached the store and cannot now; a result
+         * its own client has not acknowledged is sent to it again. */
+        if ((old->sflags & DIST__S_NEW) && dist__m_store_refusing(s))
+            return SUB_STORE;
+        if (old->state == DIST__T_DONE && old->cn == cn)
+            s_t_resend(s, old);
+        return SUB_OK;
     }
     if (t.args_len + t.task_len + ITEM_OVERHEAD > s->max_message)
         return SUB_LARGE;
@@ -695,28 +861,16 @@ static int s_submit_one(dist_master_t *s, dist__mclient_t *cn, const msgpack_obj
         return SUB_NOMEM;
     memset(task, 0, sizeof *task);
     task->id = t.id;
-    task->q = q;
     task->cn = cn;
     task->attempt = 1;
     task->timeout_ms = t.timeout_ms;
     task->len = task->cap = (uint32_t)t.args_len;
     memcpy(task->data, t.args, t.args_len);
-    task->state = DIST__T_QUEUED;
     task->timer.idx = UINT32_MAX;
     task->accepted_at = s->now;
-    if (s->store) {
-        task->srow = s->next_row++;
-        dist__m_store_mark(s, task, DIST__S_NEW);
-    }
     dist__hmap_add(&s->tasks, h, task); /* reserved: cannot fail */
-    dist__dl_push_back(&q->ready, &task->node);
-    q->refs++;
-    s->outstanding++;
-    cn->pending++;
-    s->c.submitted++;
-    dist__m_obs_submitted(s, q, 1);
+    s_t_submit(s, task, q);
     (*fresh)++;
-    s_tq_dirty(s, q);
     return SUB_OK;
 }
 
@@ -902,14 +1056,13 @@ static void s_result(dist_master_t *s, dist__mpeer_t *w, const dist__result_t *r
         return;
     }
     if (t->state == DIST__T_LEASED && w && t->worker == w && r->attempt == t->attempt) {
-        s_unlease(s, t, false, 0);
         if (final) {
-            s_finish(s, t, r->status, bytes, len);
+            s_t_finish(s, t, r->status, bytes, len, 0);
         } else {
             char why[REASON_MAX];
             snprintf(why, sizeof why, "%s: %.*s", dist__status_name(r->status),
                      (int)(r->error_len < REASON_MAX ? r->error_len : REASON_MAX), r->error);
-            s_retry(s, t, why);
+            s_t_requeue(s, t, why, 0);
         }
         return;
     }
@@ -923,11 +1076,7 @@ static void s_result(dist_master_t *s, dist__mpeer_t *w, const dist__result_t *r
     }
     /* A final result completes the task after all (section 6.3); a newer
      * lease is cancelled silently and its result will be dropped. */
-    if (t->state == DIST__T_LEASED)
-        s_unlease(s, t, true, t->timer.at);
-    else
-        dist__dl_remove(&t->q->ready, &t->node);
-    s_finish(s, t, r->status, bytes, len);
+    s_t_finish(s, t, r->status, bytes, len, t->state == DIST__T_LEASED ? t->timer.at : 0);
 }
 
 void dist__m_results(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
@@ -937,6 +1086,18 @@ void dist__m_results(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *r
     if (dist__parse_list(root, DIST__CMD_RESULTS, &items, &n)) {
         if (p)
             dist__m_malformed(s, p, "RESULTS needs results, an array of result maps");
+        else
+            s->c.malformed++;
+        return;
+    }
+    if (n > DIST__MAX_BATCH) {
+        /* Beyond the announced limit nothing is applied: a correct worker
+         * never sends it, and the work comes back by lease expiry. */
+        if (p)
+            dist__m_malformed(s, p, "a RESULTS carries at most %d results, not %zu",
+                              DIST__MAX_BATCH, n);
+        else
+            s->c.malformed++;
         return;
     }
     size_t bad = 0;
@@ -948,21 +1109,37 @@ void dist__m_results(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *r
         }
         s_result(s, p, &r);
     }
-    if (bad && p) {
+    if (bad && p)
         dist__m_malformed(s, p, "%zu of %zu result maps lack id (bin16), attempt (u32 >= 1), "
                           "a known status, and value (bin) or error (str)", bad, n);
-    }
+    else if (bad)
+        s->c.malformed++;
 }
 
 /* The `ids` array of RETURN and ACK; answers malformed when it is not
- * there. */
+ * there or holds more than max_batch ids (then none is applied). */
 static bool s_ids(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root,
                   dist__cmd_t cmd, const msgpack_object **ids, size_t *n)
 {
-    if (dist__parse_list(root, cmd, ids, n) == 0)
-        return true;
-    dist__m_malformed(s, p, "%s needs ids, an array of bin16", dist__cmd_name(cmd));
-    return false;
+    if (dist__parse_list(root, cmd, ids, n)) {
+        dist__m_malformed(s, p, "%s needs ids, an array of bin16", dist__cmd_name(cmd));
+        return false;
+    }
+    if (*n > DIST__MAX_BATCH) {
+        dist__m_malformed(s, p, "%s carries at most %d ids, not %zu", dist__cmd_name(cmd),
+                          DIST__MAX_BATCH, *n);
+        return false;
+    }
+    return true;
+}
+
+/* After RETURN or ACK applied its valid ids: the others make the message
+ * malformed (counted and answered once). */
+static void s_bad_ids(dist_master_t *s, dist__mpeer_t *p, const char *cmd, size_t bad, size_t n)
+{
+    if (bad)
+        dist__m_malformed(s, p, "%s: %zu of %zu ids are not a bin of 16 bytes (skipped)", cmd,
+                          bad, n);
 }
 
 void dist__m_return(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
@@ -972,21 +1149,20 @@ void dist__m_return(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *ro
     if (!s_ids(s, p, root, DIST__CMD_RETURN, &ids, &n))
         return;
     /* Backwards, each to the front: they keep their order. */
+    size_t bad = 0;
     for (size_t i = n; i-- > 0;) {
         dist__id_t id;
-        if (!dist__list_id(&ids[i], &id))
+        if (!dist__list_id(&ids[i], &id)) {
+            bad++;
             continue;
-        dist__mtask_t *t = s_task_find(s, &id);
-        if (t && t->state == DIST__T_LEASED && t->worker == p) {
-            s_unlease(s, t, false, 0);
-            t->state = DIST__T_QUEUED;
-            dist__dl_push_front(&t->q->ready, &t->node);
-            s_tq_dirty(s, t->q);
-            dist__m_store_mark(s, t, DIST__S_META);
-        } else {
-            s_ghost_release(s, p, &id);
         }
+        dist__mtask_t *t = s_task_find(s, &id);
+        if (t && t->state == DIST__T_LEASED && t->worker == p)
+            s_t_return(s, t);
+        else
+            s_ghost_release(s, p, &id);
     }
+    s_bad_ids(s, p, "RETURN", bad, n);
 }
 
 void dist__m_ack(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
@@ -996,20 +1172,19 @@ void dist__m_ack(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
     if (!s_ids(s, p, root, DIST__CMD_ACK, &ids, &n))
         return;
     dist__mclient_t *cn = p->cn;
+    size_t bad = 0;
     for (size_t i = 0; i < n && cn; i++) {
         dist__id_t id;
-        if (!dist__list_id(&ids[i], &id))
+        if (!dist__list_id(&ids[i], &id)) {
+            bad++;
             continue;
+        }
         uint64_t h = s_id_hash(s, &id);
         dist__mtask_t *t = dist__hmap_get(&s->tasks, h, id.b, sizeof id.b);
-        if (!t || t->state != DIST__T_DONE || t->cn != cn)
-            continue;
-        dist__dl_remove(t->sent ? &cn->sent : &cn->unsent, &t->node);
-        dist__hmap_del(&s->tasks, h, t);
-        if (!dist__m_store_drop(s, t))
-            dist__m_task_free(t);
-        s->results_waiting--;
+        if (t && t->state == DIST__T_DONE && t->cn == cn)
+            s_t_acked(s, t, h);
     }
+    s_bad_ids(s, p, "ACK", bad, n);
 }
 
 /* ---- the store: recovery and refused inserts ---------------------------------------------- */
@@ -1048,48 +1223,17 @@ int dist__m_restore_task(dist_master_t *s, const dist__srow_t *r)
     t->srow = r->row;
     t->accepted_at = s->now; /* its latency counts from the recovery */
     dist__hmap_add(&s->tasks, s_id_hash(s, &t->id), t); /* reserved */
-    if (r->done) {
-        t->state = DIST__T_DONE;
+    if (r->done)
         t->status = (uint8_t)r->status;
-        dist__dl_push_back(&cn->unsent, &t->node);
-        s->results_waiting++;
-        return 0;
-    }
-    t->state = DIST__T_QUEUED;
-    t->q = q;
-    dist__dl_push_back(&q->ready, &t->node);
-    q->refs++;
-    s->outstanding++;
-    cn->pending++;
-    s_tq_dirty(s, q);
-    if (r->leased) {
-        /* The attempt may have started before the master stopped: it
-         * counts, as if its worker had died. */
-        s_add_reason(t, "the master stopped while the task was leased");
-        if (t->attempt >= (uint32_t)s->max_attempts) {
-            dist__dl_remove(&q->ready, &t->node);
-            s_give_up(s, t);
-        } else {
-            t->attempt++;
-            dist__m_store_mark(s, t, DIST__S_META);
-        }
-    }
+    s_t_recover(s, t, q, r->done, r->leased);
     return 0;
 }
 
 void dist__m_unsubmit(dist_master_t *s, dist__mtask_t *t)
 {
     dist__mclient_t *cn = t->cn;
-    dist__dl_remove(&t->q->ready, &t->node);
     dist__hmap_del(&s->tasks, s_id_hash(s, &t->id), t);
-    dist__m_obs_submitted(s, t->q, -1);
-    t->q->refs--;
-    t->q = NULL;
-    t->cn = NULL;
-    s->outstanding--;
-    cn->pending--;
-    s->c.submitted--;
-    dist__m_store_drop(s, t);
+    s_t_unsubmit(s, t);
     s_cn_maybe_free(s, cn);
 }
 

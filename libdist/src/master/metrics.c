@@ -485,6 +485,8 @@ static const struct {
       "Tasks refused at submission (queue full, store failed, unknown task, ...)." },
     { "late_results", "dist_late_results_total", "counter",
       "Worker results dropped as late duplicates (the task was done or had moved on)." },
+    { "disconnected", "dist_disconnected_total", "counter",
+      "Connections closed by the transport (peer gone, or a frame above the size limit)." },
 };
 
 /* Per-worker fields: {worker, host} labels. */
