@@ -65,18 +65,40 @@ static void test_errno_of_key_setup_and_failure_words(void **state)
     remote.insecure = true;
     assert_int_equal(dist__conn_check(&remote, &lg), 0);
 
-    assert_non_null(strstr(dist__conn_failure(ZMQ_EVENT_HANDSHAKE_FAILED_AUTH, 400),
-                           "refused this peer's key"));
-    assert_non_null(strstr(dist__conn_failure(ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL,
+    /* Failed handshakes in words: what the peer can do about each. */
+    dist__conn_t k = { .who = "client", .secure = true };
+    snprintf(k.server_key, sizeof k.server_key, "keys/master.pub");
+    assert_non_null(strstr(dist__conn_failure(&k, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH, 400),
+                           "the master refused this client's key"));
+    assert_true(k.why_final);
+    assert_non_null(strstr(dist__conn_failure(&k, ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL,
                                               ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH),
-                           "one side has keys"));
-    assert_non_null(strstr(dist__conn_failure(ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                           "the master has no CURVE keys"));
+    assert_non_null(strstr(dist__conn_failure(&k, ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL,
                                               ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC),
-                           "--server-key"));
-    /* The reason "Broken pipe" stood for. */
-    assert_non_null(strstr(dist__conn_failure(ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL, EPIPE),
-                           "refused this peer"));
-    assert_null(strstr(dist__conn_failure(ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL, EPIPE), "pipe"));
+                           "the master's key is not keys/master.pub"));
+    /* The reason "Broken pipe" stood for, with keys and without. */
+    assert_non_null(strstr(dist__conn_failure(&k, ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL, EPIPE),
+                           "the master's key is not keys/master.pub"));
+    assert_null(strstr(k.why, "pipe"));
+    dist__conn_t nk = { .who = "worker", .secure = false };
+    assert_non_null(strstr(dist__conn_failure(&nk, ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL, EPIPE),
+                           "requires CURVE keys and this worker has none"));
+    assert_non_null(strstr(dist__conn_failure(&nk, ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                                              ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH),
+                           "requires CURVE keys"));
+    assert_true(nk.why_final);
+    assert_non_null(strstr(dist__conn_failure(&nk, ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL, ETIMEDOUT),
+                           "did not complete"));
+    assert_false(nk.why_final);
+
+    /* Endpoints without a transport: refused with the fix. */
+    char why[200];
+    assert_true(dist__endpoint_check("tcp://h:1", why, sizeof why));
+    assert_false(dist__endpoint_check("h:5555", why, sizeof why));
+    assert_non_null(strstr(why, "write tcp://h:5555"));
+    dist__conn_opts_t bare = { .master = "127.0.0.1:5555", .who = "client" };
+    assert_int_equal(dist__conn_check(&bare, &lg), EINVAL);
 }
 
 static void test_welcome_bookkeeping(void **state)

@@ -670,7 +670,12 @@ dist_client_t *dist_client_new(const dist_client_opts_t *opts)
     dist__wait_t w = { .ready = s_welcomed };
     int rc = dist__client_run(self, &w, dist__deadline(self->connect_timeout_ms));
     dist__client_unlock(self);
-    if (rc == DIST_ETIMEDOUT) {
+    if (rc == DIST_ETIMEDOUT && self->conn.why[0] && self->conn.why_final) {
+        /* Every handshake failed for a reason waiting will not cure (our
+         * keys, or the lack of them, logged as it happened): a refusal,
+         * not a silent master. */
+        rc = DIST_EREFUSED;
+    } else if (rc == DIST_ETIMEDOUT) {
         rc = DIST_ENOMASTER;
         /* The caller gets the code: this is only a note. */
         dist__log(&lg, DIST_LOG_INFO, "no master answered at %s within %d ms%s",

@@ -26,6 +26,7 @@
  *  sends.
  */
 #include "master_internal.h"
+#include "conn_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -40,7 +41,6 @@
 
 #include "dist/error.h"
 
-#define DEFAULT_BIND "tcp://127.0.0.1:5555"
 #define DEFAULT_LEASE_MS 3600000
 #define DEFAULT_MAX_QUEUED 10000000
 #define DEFAULT_MAX_RESULTS 1000000
@@ -829,6 +829,16 @@ static void s_on_monitor(dist_master_t *s)
                           (unsigned)value);
         } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
             s_refused(s, REFUSED_PROTOCOL, "a connection on %s: %s", ep, s_protocol_error(value));
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && s->zap &&
+                   (value == EPIPE || value == ECONNRESET)) {
+            /* A peer that sees the mechanism mismatch first (it has no
+             * key) or fails to decrypt (another master key) closes the
+             * connection: this side only sees the close, in about half
+             * of those refusals. */
+            s_refused(s, REFUSED_PROTOCOL,
+                      "a connection on %s: the peer broke off the CURVE handshake (%s): it has "
+                      "no key, or expects another master key (--server-key)",
+                      ep, zmq_strerror((int)value));
         } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
             s_refused(s, REFUSED_OTHER, "a connection on %s: the handshake did not complete (%s)",
                       ep, zmq_strerror((int)value));
@@ -1341,7 +1351,7 @@ dist_master_t *dist_master_new(const dist_master_opts_t *opts)
     }
     /* Protected mode: decided on the endpoint as given, before anything
      * listens. A name or a wildcard counts as reachable from the network. */
-    const char *bind = o.bind ? o.bind : DEFAULT_BIND;
+    const char *bind = o.bind ? o.bind : DIST_DEFAULT_ENDPOINT;
     if (!o.key && !o.insecure && !dist__endpoint_local(bind) && strstr(bind, "://")) {
         dist__log(&lg, DIST_LOG_ERROR,
                   "refusing to bind %s without CURVE keys: anyone who can reach it could run "
@@ -1466,6 +1476,12 @@ dist_master_t *dist_master_new(const dist_master_opts_t *opts)
             zsock_destroy(&s->mon);
         if (!s->mon)
             zmq_socket_monitor(zsock_resolve(s->sock), NULL, 0);
+    }
+    char ep_why[600];
+    if (!dist__endpoint_check(bind, ep_why, sizeof ep_why)) {
+        err = EINVAL;
+        dist__log(&s->log, DIST_LOG_ERROR, "cannot bind: %s", ep_why);
+        goto fail;
     }
     /* zmq_bind rather than zsock_bind: libzmq lets the kernel pick a port
      * for ":0" and ":*", where czmq would scan a port range itself. */

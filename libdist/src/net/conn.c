@@ -9,6 +9,8 @@
 #include "conn_internal.h"
 
 #include <errno.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,10 +44,14 @@ int dist__conn_errno(int rc)
 
 int dist__conn_check(const dist__conn_opts_t *o, const dist__logger_t *log)
 {
-    char why[160];
+    char why[600];
     if (dist__zmq_version_ok(why, sizeof why)) {
         dist__log(log, DIST_LOG_ERROR, "%s", why);
         return ENOTSUP;
+    }
+    if (!dist__endpoint_check(dist__conn_endpoint(o->master), why, sizeof why)) {
+        dist__log(log, DIST_LOG_ERROR, "%s", why);
+        return EINVAL;
     }
     bool secure;
     int rc = dist__curve_peer_setup(NULL, o->key, o->server_key, o->insecure,
@@ -66,6 +72,37 @@ static void s_monitor_open(dist__conn_t *c)
         zsock_destroy(&c->mon);
     if (!c->mon)
         zmq_socket_monitor(c->zh, NULL, 0);
+}
+
+/* For tcp://HOST:PORT with a host name: libzmq resolves it in the
+ * background and retries forever, so a name that does not resolve looks
+ * like a silent master. Say it once, in c->why, and carry on (DNS may come
+ * up later, as in a compose cluster starting). */
+static void s_check_host(dist__conn_t *c)
+{
+    const char *ep = c->endpoint;
+    if (strncmp(ep, "tcp://", 6) != 0)
+        return;
+    const char *h = ep + 6, *end = strrchr(h, ':');
+    if (*h == '[' || !end || end == h)
+        return;
+    char host[256];
+    size_t n = (size_t)(end - h);
+    if (n >= sizeof host)
+        return;
+    memcpy(host, h, n);
+    host[n] = 0;
+    if (strchr(host, ';'))
+        return; /* source;destination form: left to libzmq */
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res = NULL;
+    int rc = getaddrinfo(host, NULL, &hints, &res);
+    if (res)
+        freeaddrinfo(res);
+    if (rc == 0)
+        return;
+    snprintf(c->why, sizeof c->why, "cannot resolve host %s (%s)", host, gai_strerror(rc));
+    c->why_final = false;
+    dist__log(c->log, DIST_LOG_ERROR, "%s: the %s keeps trying", c->why, c->who);
 }
 
 int dist__conn_open(dist__conn_t *c, const dist__conn_opts_t *o, const dist__logger_t *log)
@@ -93,6 +130,9 @@ int dist__conn_open(dist__conn_t *c, const dist__conn_opts_t *o, const dist__log
         dist__conn_close(c, true);
         return dist__conn_errno(rc);
     }
+    const char *sk = o->server_key && *o->server_key ? o->server_key : getenv("DIST_SERVER_KEY");
+    if (sk)
+        snprintf(c->server_key, sizeof c->server_key, "%s", sk);
     /* Before connecting, to see the first connection. */
     s_monitor_open(c);
     if (zsock_connect(c->sock, "%s", c->endpoint) != 0) {
@@ -102,6 +142,7 @@ int dist__conn_open(dist__conn_t *c, const dist__conn_opts_t *o, const dist__log
         dist__conn_close(c, true);
         return e;
     }
+    s_check_host(c);
     return 0;
 }
 
@@ -130,35 +171,55 @@ int dist__conn_send(dist__conn_t *c, dist__cmd_t cmd, const void *body, size_t l
     return rc;
 }
 
-const char *dist__conn_failure(uint16_t event, uint32_t value)
+const char *dist__conn_failure(dist__conn_t *c, uint16_t event, uint32_t value)
 {
-    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
-        /* ZAP status 400: the key is not in the master's allow lists; 300
-         * and 500 are a handler that could not decide. */
-        return value == 400 ? "the master refused this peer's key: it is not in its allow list"
-                            : "the master could not check this peer's key (its ZAP handler "
-                              "failed)";
-    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
-        switch (value) {
-        case ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
-            return "the master and this peer disagree on CURVE: one side has keys and the "
-                   "other has none";
-        case ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
-        case ZMQ_PROTOCOL_ERROR_ZMTP_KEY_EXCHANGE:
-            return "the CURVE handshake failed: the master's key is not the --server-key "
-                   "this peer was given";
-        default: return "the master broke off the handshake (a CURVE/ZMTP protocol error)";
-        }
+    const char *sk = c->server_key[0] ? c->server_key : "the --server-key";
+    c->why_final = true;
+    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && value == 400)
+        snprintf(c->why, sizeof c->why,
+                 "the master refused this %s's key: it is not in the master's allow list", c->who);
+    else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+        /* 300 and 500 are a handler that could not decide. */
+        snprintf(c->why, sizeof c->why,
+                 "the master could not check this %s's key (its ZAP handler failed)", c->who);
+    else if (!c->secure && event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
+        /* No keys here: the one mismatch there can be is a master that
+         * wants them. */
+        snprintf(c->why, sizeof c->why,
+                 "the master requires CURVE keys and this %s has none: give --key and "
+                 "--server-key (or $DIST_KEY, $DIST_SERVER_KEY)", c->who);
+    else if (!c->secure && (value == EPIPE || value == ECONNRESET))
+        /* The same seen from here when the master notices first and
+         * closes; a server that is no libdist master looks alike. */
+        snprintf(c->why, sizeof c->why,
+                 "the master closed the connection during the handshake: it requires CURVE "
+                 "keys and this %s has none (give --key and --server-key), or it is not a "
+                 "libdist master", c->who);
+    else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
+             value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+        snprintf(c->why, sizeof c->why,
+                 "the master has no CURVE keys and this %s has: drop --key and --server-key, or "
+                 "start the master with --key", c->who);
+    else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || value == EPIPE || value == ECONNRESET)
+        /* With keys, a master that cannot decrypt our HELLO closes the
+         * connection: the key we were given for it is not its key. */
+        snprintf(c->why, sizeof c->why, "the master's key is not %s (the master closed the "
+                 "CURVE handshake)", sk);
+    else {
+        snprintf(c->why, sizeof c->why, "the handshake with the master did not complete (%s)",
+                 zmq_strerror((int)value));
+        c->why_final = false;
     }
-    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-        /* libzmq reports the socket error (EPIPE, ECONNRESET) when the
-         * master closed the connection before saying why: it does so when
-         * it refuses a peer, in about half the attempts. */
-        return value == EPIPE || value == ECONNRESET
-                   ? "the master closed the connection during the handshake: it refused this "
-                     "peer (its key, or its lack of one)"
-                   : "the handshake with the master did not complete";
-    return "the handshake with the master failed";
+    return c->why;
+}
+
+bool dist__endpoint_check(const char *endpoint, char *why, size_t len)
+{
+    if (endpoint && strstr(endpoint, "://"))
+        return true;
+    snprintf(why, len, "'%s' is not an endpoint: it has no transport (write tcp://%s)",
+             endpoint ? endpoint : "", endpoint ? endpoint : "HOST:PORT");
+    return false;
 }
 
 bool dist__conn_on_monitor(dist__conn_t *c)
@@ -170,6 +231,8 @@ bool dist__conn_on_monitor(dist__conn_t *c)
         if (ev == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
             c->up = true;
             c->refusal_logged = false;
+            c->why[0] = 0;
+            c->why_final = false;
             came_up = true;
             dist__log(c->log, DIST_LOG_INFO, "connected to %s", c->endpoint);
         } else if (ev == ZMQ_EVENT_DISCONNECTED) {
@@ -183,7 +246,7 @@ bool dist__conn_on_monitor(dist__conn_t *c)
                 c->refused = DIST_EREFUSED;
             /* Said once per run of failures: libzmq retries by itself. */
             dist__log(c->log, c->refusal_logged ? DIST_LOG_DEBUG : DIST_LOG_ERROR,
-                      "%s (%s at %s)", dist__conn_failure(ev, value), c->who, c->endpoint);
+                      "%s (%s at %s)", dist__conn_failure(c, ev, value), c->who, c->endpoint);
             c->refusal_logged = true;
         }
     }

@@ -52,6 +52,11 @@ typedef struct {
     bool up;                 /* (with a monitor) a handshake succeeded, no disconnect since */
     bool refusal_logged;     /* the last handshakes failed (said once per run of failures) */
     int refused;             /* DIST_EREFUSED once the master refused our key */
+    char why[320];           /* why the last handshake failed, in words ("" when none);
+                                also "cannot resolve host ..." from dist__conn_open */
+    bool why_final;          /* why says the master refuses this peer (keys): waiting
+                                longer will not help */
+    char server_key[256];    /* the master key file given (option or env), for messages */
     int64_t last_hello_ns, last_heard_ns, last_sent_ns;
     dist__welcome_t wl;      /* the last WELCOME, clamped; defaults before */
     char master[DIST__NAME_MAX + 1]; /* its master name */
@@ -91,8 +96,16 @@ int dist__conn_send(dist__conn_t *c, dist__cmd_t cmd, const void *body, size_t l
  * which the peer says HELLO at once (section 5). */
 bool dist__conn_on_monitor(dist__conn_t *c);
 
-/* What a failed handshake event of the monitor means, for a peer's log. */
-const char *dist__conn_failure(uint16_t event, uint32_t value);
+/* What a failed handshake event of the monitor means for this peer, in
+ * words, into c->why (and c->why_final when the keys are the cause): a
+ * peer without keys and a CURVE master, a master key that is not the one
+ * given, a key not in the master's allow list. Returns c->why. */
+const char *dist__conn_failure(dist__conn_t *c, uint16_t event, uint32_t value);
+
+/* An endpoint a peer can connect to or a master bind: false, with the
+ * reason in why, for one without a transport ("host:5555": the hint says
+ * to write tcp://host:5555). */
+bool dist__endpoint_check(const char *endpoint, char *why, size_t len);
 
 /* A message came from the master. */
 void dist__conn_heard(dist__conn_t *c, int64_t now);
