@@ -39,11 +39,7 @@
 
 /* ---- processes ------------------------------------------------------------------------ */
 
-#define MAX_PROCS 32
 #define MAX_POOL 1024
-
-static pid_t s_pids[MAX_PROCS];
-static int s_npids;
 
 /* Pool processes seen (not our children): pid and start time, so that the
  * teardown never kills a recycled pid. */
@@ -75,61 +71,49 @@ static void s_seed(uint64_t dflt)
         s_rng = 1;
 }
 
-/* Starts a program (argv NULL-terminated); stderr goes to /dev/null unless
- * DIST_TEST_VERBOSE. Recorded for the teardown. */
-static pid_t s_spawn(char *const argv[])
+/* Starts a program (argv NULL-terminated), ready once it listens on
+ * ready_port when that is > 0; stderr goes to /dev/null unless
+ * DIST_TEST_VERBOSE. dt_spawn records it for the teardown. */
+static pid_t s_spawn(char *const argv[], int ready_port)
 {
-    assert_true(s_npids < MAX_PROCS);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dt_child_init();
-        if (!getenv("DIST_TEST_VERBOSE")) {
-            int null = open("/dev/null", O_WRONLY);
-            if (null >= 0)
-                dup2(null, 2);
-        }
-        if (s_child_asan) {
-            char opts[1024];
-            const char *old = getenv("ASAN_OPTIONS");
-            snprintf(opts, sizeof opts, "%s%s%s", old ? old : "", old ? ":" : "", s_child_asan);
-            setenv("ASAN_OPTIONS", opts, 1);
-        }
-        execv(argv[0], argv);
-        _exit(127);
+    char asan[1024];
+    const char *env[2] = { NULL, NULL };
+    if (s_child_asan) {
+        const char *old = getenv("ASAN_OPTIONS");
+        snprintf(asan, sizeof asan, "ASAN_OPTIONS=%s%s%s", old ? old : "", old ? ":" : "",
+                 s_child_asan);
+        env[0] = asan;
     }
-    assert_true(pid > 0);
-    s_pids[s_npids++] = pid;
-    return pid;
+    dt_spawn_opts_t o = { .env = env,
+                          .err = { getenv("DIST_TEST_VERBOSE") ? DT_IO_INHERIT : DT_IO_NULL },
+                          .ready_port = ready_port };
+    return dt_spawn((const char *const *)argv, &o);
 }
 
 /* Signals pid (one of ours) and reaps it. */
 static void s_stop(pid_t pid, int sig)
 {
-    for (int i = 0; i < s_npids; i++)
-        if (s_pids[i] == pid) {
-            kill(pid, sig);
-            waitpid(pid, NULL, 0);
-            s_pids[i] = s_pids[--s_npids];
-            return;
-        }
+    if (dt_signal(pid, sig) == 0)
+        dt_wait(pid, 60000);
 }
 
 static pid_t s_master(const char *const *extra)
 {
-    snprintf(s_ep, sizeof s_ep, "tcp://127.0.0.1:%d", dt_free_port());
+    int port = dt_free_port();
+    snprintf(s_ep, sizeof s_ep, "tcp://127.0.0.1:%d", port);
     char *argv[24] = { DIST_MASTER_BIN, "--bind", s_ep, "--log-level", "warn" };
     int n = 5;
     for (; extra && *extra && n < 23; extra++)
         argv[n++] = (char *)*extra;
     argv[n] = NULL;
-    return s_spawn(argv);
+    return s_spawn(argv, port);
 }
 
 static pid_t s_worker(const char *name, const char *procs)
 {
     char *argv[] = { DIST_WORKER_BIN, "--master", s_ep, "--procs", (char *)procs, "--name",
                      (char *)name, "--tasks", DIST_TEST_PLUGIN, "--log-level", "warn", NULL };
-    return s_spawn(argv);
+    return s_spawn(argv, 0);
 }
 
 /* Fields of /proc/PID/stat: state, ppid, start time. false when gone. */
@@ -222,12 +206,7 @@ static int s_setup(void **state)
 static int s_teardown(void **state)
 {
     s_child_asan = NULL;
-    /* SIGCONT first: a stopped program would not die of SIGKILL any
-     * later, but its pool could go on. */
-    for (int i = 0; i < s_npids; i++)
-        kill(s_pids[i], SIGCONT);
-    while (s_npids)
-        s_stop(s_pids[0], SIGKILL);
+    dt_stop_all(); /* the programs first (SIGCONT then SIGKILL), then their pools */
     for (int i = 0; i < s_npool; i++) {
         unsigned long long start;
         char st;
@@ -636,11 +615,11 @@ static void s_freeze_thaw(void *arg)
         /* Freeze once the victim holds work: its pool keeps running what
          * it has while the worker itself is stopped. */
         if (s_worker_busy(f->c, "fc-victim") > 0) {
-            kill(f->victim, SIGSTOP);
+            dt_signal(f->victim, SIGSTOP);
             f->frozen_at = dt_now_ms();
         }
     } else if (!f->thawed_at && dt_now_ms() - f->frozen_at >= FREEZE_MS) {
-        kill(f->victim, SIGCONT);
+        dt_signal(f->victim, SIGCONT);
         f->thawed_at = dt_now_ms();
     }
 }
@@ -669,7 +648,7 @@ static void test_frozen_worker(void **state)
         int64_t left = FREEZE_MS - (dt_now_ms() - f.frozen_at);
         if (left > 0)
             dt_sleep_ms((int)left);
-        kill(f.victim, SIGCONT);
+        dt_signal(f.victim, SIGCONT);
         f.thawed_at = dt_now_ms();
     }
     assert_true(f.thawed_at - f.frozen_at >= FREEZE_MS);
@@ -878,53 +857,15 @@ static void *s_flood(void *arg)
  * stdout (malloc'd); asserts exit status 0. */
 static char *s_dist_in(const char *const *args, const char *in)
 {
-    int out_fds[2], in_fds[2];
-    assert_int_equal(pipe(out_fds), 0);
-    assert_int_equal(pipe(in_fds), 0);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dt_child_init();
-        dup2(out_fds[1], 1);
-        dup2(in_fds[0], 0);
-        close(out_fds[0]);
-        close(out_fds[1]);
-        close(in_fds[0]);
-        close(in_fds[1]);
-        char *argv[16] = { DIST_CLI_BIN, "--master", s_ep };
-        int n = 3;
-        for (; *args && n < 15; args++)
-            argv[n++] = (char *)*args;
-        argv[n] = NULL;
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    assert_true(pid > 0);
-    s_pids[s_npids++] = pid; /* killed by the teardown if an assertion fails first */
-    close(out_fds[1]);
-    close(in_fds[0]);
-    /* The input is small (a pipe holds 64 KiB): write it all, then read. */
-    size_t inlen = in ? strlen(in) : 0;
-    assert_true(inlen < 65536);
-    if (inlen)
-        assert_int_equal(write(in_fds[1], in, inlen), (ssize_t)inlen);
-    close(in_fds[1]);
-    size_t cap = 65536, len = 0;
-    char *out = malloc(cap);
-    ssize_t r;
-    while ((r = read(out_fds[0], out + len, cap - len - 1)) > 0) {
-        len += (size_t)r;
-        if (len + 1 == cap)
-            out = realloc(out, cap *= 2);
-    }
-    out[len] = 0;
-    close(out_fds[0]);
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    for (int i = 0; i < s_npids; i++)
-        if (s_pids[i] == pid)
-            s_pids[i] = s_pids[--s_npids];
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        fail_msg("dist %s: exit status %d:\n%s", args[0], st, out);
+    const char *argv[16] = { DIST_CLI_BIN, "--master", s_ep };
+    int n = 3;
+    for (; *args && n < 15; args++)
+        argv[n++] = *args;
+    argv[n] = NULL;
+    char *out = NULL;
+    int rc = dt_run(argv, NULL, in, &out, NULL, 120000);
+    if (rc != 0)
+        fail_msg("dist %s: exit status %d:\n%s", argv[3], rc, out);
     return out;
 }
 
@@ -982,7 +923,7 @@ static void test_flood_of_malformed_frames(void **state)
     if (rss > f.max_rss_kib)
         f.max_rss_kib = rss;
     /* Still up and serving. */
-    assert_int_equal(waitpid(master, NULL, WNOHANG), 0);
+    assert_int_equal(dt_wait(master, 0), DT_TIMEOUT);
     chk = s_check_new(2000, NULL, NULL);
     s_map_checked(c, "test.square", &it, &chk, 120000);
 

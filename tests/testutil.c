@@ -487,7 +487,7 @@ pid_t dt_spawn(const char *const *argv, const dt_spawn_opts_t *opts)
             dup2(1, 2);
         else
             s_dup(err, 2);
-        execve(argv[0], (char *const *)argv, envp);
+        execvpe(argv[0], (char *const *)argv, envp); /* a name without / is looked up in PATH */
         _exit(127);
     }
     free(envp);

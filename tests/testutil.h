@@ -110,8 +110,9 @@ typedef struct {
  * the deadline (dt_run has killed and reaped it by then). */
 #define DT_TIMEOUT (-1000)
 
-/* Starts argv[0] (a path) with argv and opts (NULL: all defaults) and
- * returns its pid, recorded for the cleanup. Fails the test if it cannot. */
+/* Starts argv[0] (a path, or a name looked up in PATH) with argv and opts
+ * (NULL: all defaults) and returns its pid, recorded for the cleanup.
+ * Fails the test if it cannot. */
 pid_t dt_spawn(const char *const *argv, const dt_spawn_opts_t *opts);
 
 /* Waits at most timeout_ms for pid (one of ours) to end and reaps it.
