@@ -14,22 +14,14 @@
 #include "client_internal.h"
 #include "testutil.h"
 
-static uint64_t s_rng;
+static void s_seed(void)
+{
+    dt_seed(0x1d3a9ULL);
+}
 
 static uint64_t s_rand(void)
 {
-    s_rng ^= s_rng >> 12;
-    s_rng ^= s_rng << 25;
-    s_rng ^= s_rng >> 27;
-    return s_rng * 2685821657736338717ULL;
-}
-
-static void s_seed(void)
-{
-    const char *e = getenv("DIST_TEST_SEED");
-    s_rng = e ? strtoull(e, NULL, 0) : 0x1d3a9ULL;
-    if (!s_rng)
-        s_rng = 1;
+    return (uint64_t)dt_rand() << 32 | dt_rand();
 }
 
 static void s_random_id(dist__id_t *id)

@@ -52,24 +52,6 @@ static int s_npool;
 static char s_ep[64];
 static char s_dir[64];
 static const char *s_child_asan; /* appended to ASAN_OPTIONS of the next programs */
-static uint64_t s_rng;
-
-static uint32_t s_rand(void)
-{
-    /* xorshift64*: reproducible from the seed */
-    s_rng ^= s_rng >> 12;
-    s_rng ^= s_rng << 25;
-    s_rng ^= s_rng >> 27;
-    return (uint32_t)((s_rng * 2685821657736338717ULL) >> 32);
-}
-
-static void s_seed(uint64_t dflt)
-{
-    const char *e = getenv("DIST_TEST_SEED");
-    s_rng = e ? strtoull(e, NULL, 0) : dflt;
-    if (!s_rng)
-        s_rng = 1;
-}
 
 /* Starts a program (argv NULL-terminated), ready once it listens on
  * ready_port when that is > 0; stderr goes to /dev/null unless
@@ -433,7 +415,7 @@ static void s_kill_a_worker(void *arg)
     killer_t *k = arg;
     if (dt_now_ms() < k->next)
         return;
-    int i = (int)(s_rand() % 3);
+    int i = (int)(dt_rand() % 3);
     s_stop(k->pids[i], SIGKILL);
     k->pids[i] = s_worker(k->names[i], "2");
     k->kills++;
@@ -443,7 +425,7 @@ static void s_kill_a_worker(void *arg)
 static void test_workers_killed_every_2s(void **state)
 {
     (void)state;
-    s_seed(0xa11ce);
+    dt_seed(0xa11ce);
     s_master((const char *const[]){ "--heartbeat", "250", "--heartbeat-timeout", "1500", NULL });
     killer_t k = { .names = { "fa-w1", "fa-w2", "fa-w3" } };
     for (int i = 0; i < 3; i++)
@@ -494,10 +476,10 @@ static void s_kill_a_pool_process(void *arg)
             return;
     k->next = dt_now_ms() + 100;
     pid_t pool[16];
-    int n = s_pool_of(k->workers[s_rand() % 2], pool, 16);
+    int n = s_pool_of(k->workers[dt_rand() % 2], pool, 16);
     if (n == 0)
         return;
-    kill(pool[s_rand() % (uint32_t)n], SIGKILL);
+    kill(pool[dt_rand() % (uint32_t)n], SIGKILL);
     k->kills++;
 }
 
@@ -535,7 +517,7 @@ static void s_pools_clean(const pid_t *workers, int nw, int procs)
 static void test_pool_kills_and_crashing_tasks(void **state)
 {
     (void)state;
-    s_seed(0xb0b);
+    dt_seed(0xb0b);
     enum { PROCS = 3, MAX_ATTEMPTS = 3, N = 3000, CRASHERS = 12 };
     s_master((const char *const[]){ "--max-attempts", "3", NULL });
     pool_killer_t k = { .workers = { s_worker("fb-w1", "3"), s_worker("fb-w2", "3") } };

@@ -202,16 +202,6 @@ static void test_growth_and_shrink(void **state)
     free(h);
 }
 
-static uint64_t s_rng;
-
-static uint32_t s_rand(void)
-{
-    s_rng ^= s_rng >> 12;
-    s_rng ^= s_rng << 25;
-    s_rng ^= s_rng >> 27;
-    return (uint32_t)((s_rng * 2685821657736338717ULL) >> 32);
-}
-
 /* Random adds, deletes and lookups over keys 0..K-1, compared with an
  * array of which keys are in. bad_hash: 16 distinct hashes, all homed in
  * the last 8 slots of a small table, so long runs wrap and equal hashes
@@ -232,8 +222,8 @@ static void s_random_ops(bool bad_hash)
         it[i].key = i;
 #define H(i) (bad_hash ? (uint64_t)(56 + (i) % 16) : dist__hash(&k, &(i), sizeof(i)))
     for (int op = 0; op < OPS; op++) {
-        uint32_t i = s_rand() % (bad_hash ? 300 : K); /* a bad hash makes every op a scan */
-        uint32_t r = s_rand() % 3;
+        uint32_t i = dt_rand() % (bad_hash ? 300 : K); /* a bad hash makes every op a scan */
+        uint32_t r = dt_rand() % 3;
         if (r == 0 && !in[i]) {
             assert_int_equal(dist__hmap_add(&m, H(i), &it[i]), 0);
             in[i] = true;
@@ -264,10 +254,7 @@ static void s_random_ops(bool bad_hash)
 static void test_random_against_reference(void **state)
 {
     (void)state;
-    const char *e = getenv("DIST_TEST_SEED");
-    s_rng = e ? strtoull(e, NULL, 0) : 0x5eed1234ULL;
-    if (!s_rng)
-        s_rng = 1;
+    dt_seed(0x5eed1234ULL);
     s_random_ops(false);
     s_random_ops(true);
 }

@@ -156,6 +156,24 @@ const char *dt_unique_name(const char *prefix, const char *tag)
     return buf;
 }
 
+static uint64_t s_rng = 1;
+
+void dt_seed(uint64_t dflt)
+{
+    const char *e = getenv("DIST_TEST_SEED");
+    s_rng = e ? strtoull(e, NULL, 0) : dflt;
+    if (!s_rng)
+        s_rng = 1; /* xorshift stays at 0 forever */
+}
+
+uint32_t dt_rand(void)
+{
+    s_rng ^= s_rng >> 12;
+    s_rng ^= s_rng << 25;
+    s_rng ^= s_rng >> 27;
+    return (uint32_t)((s_rng * 2685821657736338717ULL) >> 32);
+}
+
 void dt_rm_tree(const char *dir)
 {
     DIR *d = opendir(dir);

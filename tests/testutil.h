@@ -62,6 +62,12 @@ const char *dt_unique_name(const char *prefix, const char *tag);
  * for a socket bound to port 0), for the programs a test starts. */
 int dt_free_port(void);
 
+/* A reproducible PRNG (xorshift64*) for the tests' random choices:
+ * dt_seed starts it from $DIST_TEST_SEED when set, else from dflt, so a
+ * failure seen with one seed can be replayed. Not thread-safe. */
+void dt_seed(uint64_t dflt);
+uint32_t dt_rand(void);
+
 /* Removes dir and everything below it (a test's scratch directory). */
 void dt_rm_tree(const char *dir);
 
