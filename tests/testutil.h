@@ -104,9 +104,9 @@ typedef struct {
     const char *const *env;
     dt_stream_t in, out, err;
     /* Readiness, checked before dt_spawn returns (it fails the test when
-     * the program exits first or the bound passes): 127.0.0.1:ready_port
-     * accepts a connection, and/or ready_text appears in the file that
-     * stdout goes to (DT_IO_FILE or DT_IO_APPEND). */
+     * the program exits first or the bound passes): a socket listens on
+     * 127.0.0.1:ready_port (dt_wait_port), and/or ready_text appears in
+     * the file that stdout goes to (DT_IO_FILE or DT_IO_APPEND). */
     int ready_port;
     const char *ready_text;
     int ready_ms; /* the bound for both; 0 means 20 s */
@@ -144,7 +144,8 @@ int dt_stop_all(void);
 int dt_run(const char *const *argv, const dt_spawn_opts_t *opts, const char *input, char **out,
            char **err, int timeout_ms);
 
-/* True once 127.0.0.1:port accepts a TCP connection, polled for ms. */
+/* True once a socket listens on 127.0.0.1:port, polled for ms (read from
+ * /proc/net/tcp, without connecting). */
 bool dt_wait_port(int port, int ms);
 
 /* True once needle appears in the file at path, polled for ms. */
