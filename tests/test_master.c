@@ -1324,10 +1324,10 @@ static void test_program(void **state)
     assert_true(dt_read_until(fd, "--help", out, sizeof out, 5000));
     close(fd);
     assert_int_equal(dt_wait(pid, 10000), 2);
-    assert_int_equal(dt_wait(dt_spawn((const char *const[]){ DIST_MASTER_BIN, "--max-attempts", "x", NULL },
-                                      &quiet), 10000), 2);
-    assert_int_equal(dt_wait(dt_spawn((const char *const[]){ DIST_MASTER_BIN, "--log-level", "loud", NULL },
-                                      &quiet), 10000), 2);
+    const char *const bad1[] = { DIST_MASTER_BIN, "--max-attempts", "x", NULL };
+    const char *const bad2[] = { DIST_MASTER_BIN, "--log-level", "loud", NULL };
+    assert_int_equal(dt_wait(dt_spawn(bad1, &quiet), 10000), 2);
+    assert_int_equal(dt_wait(dt_spawn(bad2, &quiet), 10000), 2);
 
     /* A taken endpoint: exit 1 with the reason. */
     zsock_t *taken = zsock_new(ZMQ_ROUTER);
@@ -1343,8 +1343,9 @@ static void test_program(void **state)
     zsock_destroy(&taken);
 
     /* Serving, then SIGTERM: a clean exit 0. */
-    pid = dt_spawn((const char *const[]){ DIST_MASTER_BIN, "--bind", "tcp://127.0.0.1:0", "--name", "prog", NULL },
-                  &piped);
+    const char *const serve[] = { DIST_MASTER_BIN, "--bind", "tcp://127.0.0.1:0", "--name", "prog",
+                                  NULL };
+    pid = dt_spawn(serve, &piped);
     assert_true(dt_read_until(fd, "listening on", out, sizeof out, 5000));
     char *at = strstr(out, "tcp://127.0.0.1:");
     assert_non_null(at);

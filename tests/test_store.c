@@ -1126,8 +1126,8 @@ static void test_bad_store_files(void **state)
     char out[8192];
     int fd;
     const dt_spawn_opts_t piped = { .out = { DT_IO_PIPE, NULL, &fd }, .err = { DT_IO_STDOUT } };
-    pid_t pid = dt_spawn((const char *const[]){ DIST_MASTER_BIN, "--bind", x->ep, "--store", path, NULL },
-                         &piped);
+    const char *const argv[] = { DIST_MASTER_BIN, "--bind", x->ep, "--store", path, NULL };
+    pid_t pid = dt_spawn(argv, &piped);
     assert_true(dt_read_until(fd, "not a libdist store", out, sizeof out, 5000));
     close(fd);
     assert_int_equal(dt_wait(pid, 10000), 1);
@@ -1147,12 +1147,10 @@ static void test_program_flags(void **state)
     assert_non_null(strstr(out, "--store FILE"));
     assert_non_null(strstr(out, "everything is in memory"));
     assert_non_null(strstr(out, "--store-fsync"));
-    assert_int_equal(dt_wait(dt_spawn((const char *const[]){ DIST_MASTER_BIN, "--store-fsync", NULL },
-                                      &quiet), 10000),
-                     2);
-    assert_int_equal(dt_wait(dt_spawn((const char *const[]){ DIST_MASTER_BIN, "--store", "", NULL },
-                                      &quiet), 10000),
-                     2);
+    const char *const bad1[] = { DIST_MASTER_BIN, "--store-fsync", NULL };
+    const char *const bad2[] = { DIST_MASTER_BIN, "--store", "", NULL };
+    assert_int_equal(dt_wait(dt_spawn(bad1, &quiet), 10000), 2);
+    assert_int_equal(dt_wait(dt_spawn(bad2, &quiet), 10000), 2);
 }
 
 int main(void)

@@ -46,7 +46,8 @@ static void test_run_streams_and_status(void **state)
     /* Killed by a signal: 128 + the signal. */
     assert_int_equal(dt_run(SH("kill -USR1 $$"), NULL, NULL, NULL, NULL, 10000), 128 + SIGUSR1);
     /* A name without a slash is looked up in PATH. */
-    assert_int_equal(dt_run((const char *const[]){ "true", NULL }, NULL, NULL, NULL, NULL, 10000), 0);
+    const char *const path_argv[] = { "true", NULL };
+    assert_int_equal(dt_run(path_argv, NULL, NULL, NULL, NULL, 10000), 0);
     assert_int_equal(dt_children(), 0);
 }
 
@@ -149,7 +150,8 @@ static void test_stop_escalates_and_signal_only_ours(void **state)
     assert_int_equal(dt_signal(getpid(), 0), -1); /* not a program of ours */
     /* SIGSTOP then SIGCONT through dt_signal. */
     int fd = -1;
-    pid = dt_spawn(SH("read x; test \"$x\" = y"), &(dt_spawn_opts_t){ .in = { DT_IO_PIPE, NULL, &fd } });
+    dt_spawn_opts_t piped = { .in = { DT_IO_PIPE, NULL, &fd } };
+    pid = dt_spawn(SH("read x; test \"$x\" = y"), &piped);
     assert_int_equal(dt_signal(pid, SIGSTOP), 0);
     assert_int_equal(dt_signal(pid, SIGCONT), 0);
     assert_int_equal(write(fd, "y\n", 2), 2);

@@ -494,7 +494,8 @@ pid_t dt_spawn(const char *const *argv, const dt_spawn_opts_t *opts)
     const dt_spawn_opts_t *o = opts ? opts : &none;
     assert_non_null(argv[0]);
     int in = s_stream(&o->in, 0), out = s_stream(&o->out, 1), err = s_stream(&o->err, 2);
-    assert_true((o->in.how == DT_IO_INHERIT || in >= 0) && (o->out.how == DT_IO_INHERIT || out >= 0));
+    assert_true(o->in.how == DT_IO_INHERIT || in >= 0);
+    assert_true(o->out.how == DT_IO_INHERIT || out >= 0);
     assert_true(o->err.how == DT_IO_INHERIT || o->err.how == DT_IO_STDOUT || err >= 0);
     char **envp = s_env(o->env);
     pid_t parent = getpid();
@@ -550,7 +551,8 @@ int dt_run(const char *const *argv, const dt_spawn_opts_t *opts, const char *inp
 {
     dt_spawn_opts_t o = opts ? *opts : (dt_spawn_opts_t){ 0 };
     int fds[3] = { -1, -1, -1 };
-    o.in = input ? (dt_stream_t){ DT_IO_PIPE, NULL, &fds[0] } : (dt_stream_t){ DT_IO_NULL, NULL, NULL };
+    o.in = input ? (dt_stream_t){ DT_IO_PIPE, NULL, &fds[0] }
+                 : (dt_stream_t){ DT_IO_NULL, NULL, NULL };
     if (out)
         o.out = (dt_stream_t){ DT_IO_PIPE, NULL, &fds[1] };
     if (err)
