@@ -2,8 +2,8 @@
  *
  * DEALER sockets in the test process that speak docs/PROTOCOL.md through
  * proto_internal.h, so every message on the wire is checked, plus helpers
- * to start a master in a thread (fp_start) or a program as a child
- * (fp_spawn). Waits (fp_recv and everything built on it) send a heartbeat
+ * to start a master in a thread (fp_start); programs are started with
+ * dt_spawn of testutil.h. Waits (fp_recv and everything built on it) send a heartbeat
  * every 100 ms from the peers given to fp_keep_alive, so that they stay
  * alive while the test waits on another socket. Failures are cmocka
  * assertions: call these from the test process only.
@@ -48,17 +48,6 @@ void fp_log(dist_log_level_t level, const char *component, const char *msg, void
 /* A master in its own thread on tcp://127.0.0.1 (a free port) unless
  * opts says otherwise. */
 dist_master_t *fp_start(const dist_master_opts_t *opts);
-/* Runs bin with args (NULL-terminated, at most FP_MAX_ARGS); its stdout
- * and stderr go to *out_fd (a pipe) or, when out_fd is NULL, to /dev/null
- * - or, with fp_spawn_log, are appended to the file log. */
-#define FP_MAX_ARGS 30
-pid_t fp_spawn(const char *bin, const char *const *args, int *out_fd);
-pid_t fp_spawn_log(const char *bin, const char *const *args, const char *log);
-/* Reads fd into buf until `want` shows up (true), it closes, or ms pass. */
-bool fp_read_until(int fd, const char *want, char *buf, size_t cap, int ms);
-/* Waits (up to 10 s, then SIGKILL and fail) for pid: its exit status, or
- * 128 + the signal that killed it. */
-int fp_wait_status(pid_t pid);
 
 /* ---- sockets and messages --------------------------------------------------------------- */
 

@@ -18,22 +18,10 @@ typedef struct {
 
 static run_t s_run(const char *const *argv, const char *input)
 {
-    dist_subprocess_opts_t o = { .in = { DIST_STDIO_PIPE, -1 },
-                                 .out = { DIST_STDIO_PIPE, -1 },
-                                 .err = { DIST_STDIO_PIPE, -1 } };
-    dist_subprocess_t *p = dist_subprocess_new(argv, &o);
-    assert_non_null(p);
     run_t r = { 0 };
-    size_t olen, elen;
-    int rc = dist_subprocess_communicate(p, input ? input : "", input ? strlen(input) : 0, &r.out,
-                                         &olen, &r.err, &elen, 30000);
-    if (rc) {
-        dist_subprocess_kill(p);
-        dist_subprocess_destroy(&p);
-        fail_msg("dist did not finish: %s", dist_strerror(rc));
-    }
-    r.rc = dist_subprocess_returncode(p);
-    dist_subprocess_destroy(&p);
+    r.rc = dt_run(argv, NULL, input ? input : "", &r.out, &r.err, 30000);
+    if (r.rc == DT_TIMEOUT)
+        fail_msg("dist did not finish: stdout %s; stderr %s", r.out, r.err);
     return r;
 }
 

@@ -15,7 +15,7 @@
 #include "testutil.h"
 
 static struct {
-    dist_subprocess_t *master, *worker;
+    pid_t master, worker;
     char log[64];
     char endpoint[64];
     dist_client_t *c;
@@ -62,24 +62,16 @@ static int s_group_setup(void **state)
 {
     (void)state;
     snprintf(g.log, sizeof g.log, "/tmp/dist-e2e-master-%d.log", (int)getpid());
-    FILE *f = fopen(g.log, "w");
-    assert_non_null(f);
-    dist_subprocess_opts_t mo = { .in = { DIST_STDIO_DEVNULL, -1 },
-                                  .out = { DIST_STDIO_FD, fileno(f) },
-                                  .err = { DIST_STDIO_STDOUT, -1 } };
     const char *margv[] = { DIST_MASTER_BIN, "--bind", "tcp://127.0.0.1:0", "--log-level",
                             "info", NULL };
-    g.master = dist_subprocess_new(margv, &mo);
-    fclose(f);
-    assert_non_null(g.master);
+    dt_spawn_opts_t mo = { .in = { DT_IO_NULL }, .out = { DT_IO_FILE, g.log, NULL },
+                           .err = { DT_IO_STDOUT }, .ready_text = "listening on" };
+    g.master = dt_spawn(margv, &mo);
     assert_true(s_read_endpoint());
-    dist_subprocess_opts_t wo = { .in = { DIST_STDIO_DEVNULL, -1 },
-                                  .out = { DIST_STDIO_DEVNULL, -1 },
-                                  .err = { DIST_STDIO_DEVNULL, -1 } };
     const char *wargv[] = { DIST_WORKER_BIN, "--master", g.endpoint, "--procs", "2",
                             "--log-level", "warn", NULL };
-    g.worker = dist_subprocess_new(wargv, &wo);
-    assert_non_null(g.worker);
+    dt_spawn_opts_t wo = { .in = { DT_IO_NULL }, .out = { DT_IO_NULL }, .err = { DT_IO_NULL } };
+    g.worker = dt_spawn(wargv, &wo);
     dist_client_opts_t co = { .master = g.endpoint, .name = "e2e" };
     g.c = dist_client_new(&co);
     assert_non_null(g.c);
@@ -90,16 +82,12 @@ static int s_group_setup(void **state)
     return 0;
 }
 
-static void s_stop(dist_subprocess_t **p)
+/* SIGTERM, then SIGKILL after 10 s. */
+static void s_stop(pid_t *pid)
 {
-    if (!*p)
-        return;
-    dist_subprocess_terminate(*p);
-    if (dist_subprocess_wait(*p, 10000) != 0) {
-        dist_subprocess_kill(*p);
-        dist_subprocess_wait(*p, 5000);
-    }
-    dist_subprocess_destroy(p);
+    if (*pid > 0)
+        dt_stop(*pid, 10000);
+    *pid = 0;
 }
 
 static int s_group_teardown(void **state)
@@ -213,17 +201,9 @@ static void test_queues_and_status(void **state)
 /* Runs dist with args and stdin; returns its exit status and output. */
 static int s_dist(const char *const *argv, const char *input, char **out)
 {
-    dist_subprocess_opts_t o = { .in = { DIST_STDIO_PIPE, -1 },
-                                 .out = { DIST_STDIO_PIPE, -1 },
-                                 .err = { DIST_STDIO_DEVNULL, -1 } };
-    dist_subprocess_t *p = dist_subprocess_new(argv, &o);
-    assert_non_null(p);
-    size_t olen;
-    assert_int_equal(dist_subprocess_communicate(p, input, input ? strlen(input) : 0, out, &olen,
-                                                 NULL, NULL, 30000),
-                     0);
-    int rc = dist_subprocess_returncode(p);
-    dist_subprocess_destroy(&p);
+    dt_spawn_opts_t o = { .err = { DT_IO_NULL } };
+    int rc = dt_run(argv, &o, input ? input : "", out, NULL, 30000);
+    assert_int_not_equal(rc, DT_TIMEOUT);
     return rc;
 }
 

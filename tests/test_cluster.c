@@ -15,62 +15,39 @@
 
 #include "testutil.h"
 
-#define MAX_PROCS 64
-
-static pid_t s_pids[MAX_PROCS];
-static int s_npids;
 static char s_ep[64];
 
-/* Starts a program; its stderr goes to /dev/null unless DIST_TEST_VERBOSE. */
-static pid_t s_spawn(char *const argv[])
+/* Starts a program (ready once it listens on ready_port, when > 0); its
+ * stderr goes to /dev/null unless DIST_TEST_VERBOSE. dt_teardown kills
+ * whatever is still running. */
+static pid_t s_spawn(char *const argv[], int ready_port)
 {
-    pid_t pid = fork();
-    if (pid == 0) {
-        dt_child_init();
-        if (!getenv("DIST_TEST_VERBOSE")) {
-            FILE *n = freopen("/dev/null", "w", stderr);
-            (void)n;
-        }
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    assert_true(pid > 0);
-    assert_true(s_npids < MAX_PROCS);
-    s_pids[s_npids++] = pid;
-    return pid;
+    dt_spawn_opts_t o = { .err = { getenv("DIST_TEST_VERBOSE") ? DT_IO_INHERIT : DT_IO_NULL },
+                          .ready_port = ready_port };
+    return dt_spawn((const char *const *)argv, &o);
 }
 
 static pid_t s_master(const char *extra)
 {
-    snprintf(s_ep, sizeof s_ep, "tcp://127.0.0.1:%d", dt_free_port());
+    int port = dt_free_port();
+    snprintf(s_ep, sizeof s_ep, "tcp://127.0.0.1:%d", port);
     char *argv[] = { DIST_MASTER_BIN, "--bind", s_ep, "--heartbeat-timeout", "1500",
                      "--log-level", "info", (char *)extra, NULL };
-    return s_spawn(argv);
+    return s_spawn(argv, port);
 }
 
 static pid_t s_worker(const char *name, const char *procs)
 {
     char *argv[] = { DIST_WORKER_BIN, "--master", s_ep, "--procs", (char *)procs, "--name",
                      (char *)name, "--tasks", DIST_TEST_PLUGIN, "--log-level", "info", NULL };
-    return s_spawn(argv);
+    return s_spawn(argv, 0);
 }
 
+/* Signals pid (one of ours) and reaps it. */
 static void s_stop(pid_t pid, int sig)
 {
-    for (int i = 0; i < s_npids; i++)
-        if (s_pids[i] == pid) {
-            kill(pid, sig);
-            waitpid(pid, NULL, 0);
-            s_pids[i] = s_pids[--s_npids];
-            return;
-        }
-}
-
-static int s_teardown(void **state)
-{
-    while (s_npids)
-        s_stop(s_pids[0], SIGKILL);
-    return dt_teardown(state);
+    if (dt_signal(pid, sig) == 0)
+        dt_wait(pid, 60000);
 }
 
 static dist_client_t *s_client(void)
@@ -208,7 +185,7 @@ static void *s_kill_later(void *arg)
 {
     struct killer *k = arg;
     dt_sleep_ms(k->after_ms);
-    kill(k->victim, SIGKILL);
+    dt_signal(k->victim, SIGKILL);
     return NULL;
 }
 
@@ -320,11 +297,11 @@ static void test_50_single_slot_workers_all_get_work(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_100k_tasks_over_3_workers, s_teardown),
-        cmocka_unit_test_teardown(test_worker_killed_mid_map_and_restarted, s_teardown),
-        cmocka_unit_test_teardown(test_unknown_task_is_a_clear_error, s_teardown),
-        cmocka_unit_test_teardown(test_no_master_times_out_clearly, s_teardown),
-        cmocka_unit_test_teardown(test_50_single_slot_workers_all_get_work, s_teardown),
+        cmocka_unit_test_teardown(test_100k_tasks_over_3_workers, dt_teardown),
+        cmocka_unit_test_teardown(test_worker_killed_mid_map_and_restarted, dt_teardown),
+        cmocka_unit_test_teardown(test_unknown_task_is_a_clear_error, dt_teardown),
+        cmocka_unit_test_teardown(test_no_master_times_out_clearly, dt_teardown),
+        cmocka_unit_test_teardown(test_50_single_slot_workers_all_get_work, dt_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

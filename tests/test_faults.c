@@ -39,11 +39,7 @@
 
 /* ---- processes ------------------------------------------------------------------------ */
 
-#define MAX_PROCS 32
 #define MAX_POOL 1024
-
-static pid_t s_pids[MAX_PROCS];
-static int s_npids;
 
 /* Pool processes seen (not our children): pid and start time, so that the
  * teardown never kills a recycled pid. */
@@ -56,80 +52,50 @@ static int s_npool;
 static char s_ep[64];
 static char s_dir[64];
 static const char *s_child_asan; /* appended to ASAN_OPTIONS of the next programs */
-static uint64_t s_rng;
 
-static uint32_t s_rand(void)
+/* Starts a program (argv NULL-terminated), ready once it listens on
+ * ready_port when that is > 0; stderr goes to /dev/null unless
+ * DIST_TEST_VERBOSE. dt_spawn records it for the teardown. */
+static pid_t s_spawn(char *const argv[], int ready_port)
 {
-    /* xorshift64*: reproducible from the seed */
-    s_rng ^= s_rng >> 12;
-    s_rng ^= s_rng << 25;
-    s_rng ^= s_rng >> 27;
-    return (uint32_t)((s_rng * 2685821657736338717ULL) >> 32);
-}
-
-static void s_seed(uint64_t dflt)
-{
-    const char *e = getenv("DIST_TEST_SEED");
-    s_rng = e ? strtoull(e, NULL, 0) : dflt;
-    if (!s_rng)
-        s_rng = 1;
-}
-
-/* Starts a program (argv NULL-terminated); stderr goes to /dev/null unless
- * DIST_TEST_VERBOSE. Recorded for the teardown. */
-static pid_t s_spawn(char *const argv[])
-{
-    assert_true(s_npids < MAX_PROCS);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dt_child_init();
-        if (!getenv("DIST_TEST_VERBOSE")) {
-            int null = open("/dev/null", O_WRONLY);
-            if (null >= 0)
-                dup2(null, 2);
-        }
-        if (s_child_asan) {
-            char opts[1024];
-            const char *old = getenv("ASAN_OPTIONS");
-            snprintf(opts, sizeof opts, "%s%s%s", old ? old : "", old ? ":" : "", s_child_asan);
-            setenv("ASAN_OPTIONS", opts, 1);
-        }
-        execv(argv[0], argv);
-        _exit(127);
+    char asan[1024];
+    const char *env[2] = { NULL, NULL };
+    if (s_child_asan) {
+        const char *old = getenv("ASAN_OPTIONS");
+        snprintf(asan, sizeof asan, "ASAN_OPTIONS=%s%s%s", old ? old : "", old ? ":" : "",
+                 s_child_asan);
+        env[0] = asan;
     }
-    assert_true(pid > 0);
-    s_pids[s_npids++] = pid;
-    return pid;
+    dt_spawn_opts_t o = { .env = env,
+                          .err = { getenv("DIST_TEST_VERBOSE") ? DT_IO_INHERIT : DT_IO_NULL },
+                          .ready_port = ready_port };
+    return dt_spawn((const char *const *)argv, &o);
 }
 
 /* Signals pid (one of ours) and reaps it. */
 static void s_stop(pid_t pid, int sig)
 {
-    for (int i = 0; i < s_npids; i++)
-        if (s_pids[i] == pid) {
-            kill(pid, sig);
-            waitpid(pid, NULL, 0);
-            s_pids[i] = s_pids[--s_npids];
-            return;
-        }
+    if (dt_signal(pid, sig) == 0)
+        dt_wait(pid, 60000);
 }
 
 static pid_t s_master(const char *const *extra)
 {
-    snprintf(s_ep, sizeof s_ep, "tcp://127.0.0.1:%d", dt_free_port());
+    int port = dt_free_port();
+    snprintf(s_ep, sizeof s_ep, "tcp://127.0.0.1:%d", port);
     char *argv[24] = { DIST_MASTER_BIN, "--bind", s_ep, "--log-level", "warn" };
     int n = 5;
     for (; extra && *extra && n < 23; extra++)
         argv[n++] = (char *)*extra;
     argv[n] = NULL;
-    return s_spawn(argv);
+    return s_spawn(argv, port);
 }
 
 static pid_t s_worker(const char *name, const char *procs)
 {
     char *argv[] = { DIST_WORKER_BIN, "--master", s_ep, "--procs", (char *)procs, "--name",
                      (char *)name, "--tasks", DIST_TEST_PLUGIN, "--log-level", "warn", NULL };
-    return s_spawn(argv);
+    return s_spawn(argv, 0);
 }
 
 /* Fields of /proc/PID/stat: state, ppid, start time. false when gone. */
@@ -222,12 +188,7 @@ static int s_setup(void **state)
 static int s_teardown(void **state)
 {
     s_child_asan = NULL;
-    /* SIGCONT first: a stopped program would not die of SIGKILL any
-     * later, but its pool could go on. */
-    for (int i = 0; i < s_npids; i++)
-        kill(s_pids[i], SIGCONT);
-    while (s_npids)
-        s_stop(s_pids[0], SIGKILL);
+    dt_stop_all(); /* the programs first (SIGCONT then SIGKILL), then their pools */
     for (int i = 0; i < s_npool; i++) {
         unsigned long long start;
         char st;
@@ -454,7 +415,7 @@ static void s_kill_a_worker(void *arg)
     killer_t *k = arg;
     if (dt_now_ms() < k->next)
         return;
-    int i = (int)(s_rand() % 3);
+    int i = (int)(dt_rand() % 3);
     s_stop(k->pids[i], SIGKILL);
     k->pids[i] = s_worker(k->names[i], "2");
     k->kills++;
@@ -464,7 +425,7 @@ static void s_kill_a_worker(void *arg)
 static void test_workers_killed_every_2s(void **state)
 {
     (void)state;
-    s_seed(0xa11ce);
+    dt_seed(0xa11ce);
     s_master((const char *const[]){ "--heartbeat", "250", "--heartbeat-timeout", "1500", NULL });
     killer_t k = { .names = { "fa-w1", "fa-w2", "fa-w3" } };
     for (int i = 0; i < 3; i++)
@@ -515,10 +476,10 @@ static void s_kill_a_pool_process(void *arg)
             return;
     k->next = dt_now_ms() + 100;
     pid_t pool[16];
-    int n = s_pool_of(k->workers[s_rand() % 2], pool, 16);
+    int n = s_pool_of(k->workers[dt_rand() % 2], pool, 16);
     if (n == 0)
         return;
-    kill(pool[s_rand() % (uint32_t)n], SIGKILL);
+    kill(pool[dt_rand() % (uint32_t)n], SIGKILL);
     k->kills++;
 }
 
@@ -556,7 +517,7 @@ static void s_pools_clean(const pid_t *workers, int nw, int procs)
 static void test_pool_kills_and_crashing_tasks(void **state)
 {
     (void)state;
-    s_seed(0xb0b);
+    dt_seed(0xb0b);
     enum { PROCS = 3, MAX_ATTEMPTS = 3, N = 3000, CRASHERS = 12 };
     s_master((const char *const[]){ "--max-attempts", "3", NULL });
     pool_killer_t k = { .workers = { s_worker("fb-w1", "3"), s_worker("fb-w2", "3") } };
@@ -636,11 +597,11 @@ static void s_freeze_thaw(void *arg)
         /* Freeze once the victim holds work: its pool keeps running what
          * it has while the worker itself is stopped. */
         if (s_worker_busy(f->c, "fc-victim") > 0) {
-            kill(f->victim, SIGSTOP);
+            dt_signal(f->victim, SIGSTOP);
             f->frozen_at = dt_now_ms();
         }
     } else if (!f->thawed_at && dt_now_ms() - f->frozen_at >= FREEZE_MS) {
-        kill(f->victim, SIGCONT);
+        dt_signal(f->victim, SIGCONT);
         f->thawed_at = dt_now_ms();
     }
 }
@@ -669,7 +630,7 @@ static void test_frozen_worker(void **state)
         int64_t left = FREEZE_MS - (dt_now_ms() - f.frozen_at);
         if (left > 0)
             dt_sleep_ms((int)left);
-        kill(f.victim, SIGCONT);
+        dt_signal(f.victim, SIGCONT);
         f.thawed_at = dt_now_ms();
     }
     assert_true(f.thawed_at - f.frozen_at >= FREEZE_MS);
@@ -880,53 +841,15 @@ static void *s_flood(void *arg)
  * stdout (malloc'd); asserts exit status 0. */
 static char *s_dist_in(const char *const *args, const char *in)
 {
-    int out_fds[2], in_fds[2];
-    assert_int_equal(pipe(out_fds), 0);
-    assert_int_equal(pipe(in_fds), 0);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dt_child_init();
-        dup2(out_fds[1], 1);
-        dup2(in_fds[0], 0);
-        close(out_fds[0]);
-        close(out_fds[1]);
-        close(in_fds[0]);
-        close(in_fds[1]);
-        char *argv[16] = { DIST_CLI_BIN, "--master", s_ep };
-        int n = 3;
-        for (; *args && n < 15; args++)
-            argv[n++] = (char *)*args;
-        argv[n] = NULL;
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    assert_true(pid > 0);
-    s_pids[s_npids++] = pid; /* killed by the teardown if an assertion fails first */
-    close(out_fds[1]);
-    close(in_fds[0]);
-    /* The input is small (a pipe holds 64 KiB): write it all, then read. */
-    size_t inlen = in ? strlen(in) : 0;
-    assert_true(inlen < 65536);
-    if (inlen)
-        assert_int_equal(write(in_fds[1], in, inlen), (ssize_t)inlen);
-    close(in_fds[1]);
-    size_t cap = 65536, len = 0;
-    char *out = malloc(cap);
-    ssize_t r;
-    while ((r = read(out_fds[0], out + len, cap - len - 1)) > 0) {
-        len += (size_t)r;
-        if (len + 1 == cap)
-            out = realloc(out, cap *= 2);
-    }
-    out[len] = 0;
-    close(out_fds[0]);
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    for (int i = 0; i < s_npids; i++)
-        if (s_pids[i] == pid)
-            s_pids[i] = s_pids[--s_npids];
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        fail_msg("dist %s: exit status %d:\n%s", args[0], st, out);
+    const char *argv[16] = { DIST_CLI_BIN, "--master", s_ep };
+    int n = 3;
+    for (; *args && n < 15; args++)
+        argv[n++] = *args;
+    argv[n] = NULL;
+    char *out = NULL;
+    int rc = dt_run(argv, NULL, in, &out, NULL, 120000);
+    if (rc != 0)
+        fail_msg("dist %s: exit status %d:\n%s", argv[3], rc, out);
     return out;
 }
 
@@ -996,7 +919,7 @@ static void test_flood_of_malformed_frames(void **state)
     if (rss > f.max_rss_kib)
         f.max_rss_kib = rss;
     /* Still up and serving. */
-    assert_int_equal(waitpid(master, NULL, WNOHANG), 0);
+    assert_int_equal(dt_wait(master, 0), DT_TIMEOUT);
     chk = s_check_new(2000, NULL, NULL);
     s_map_checked(c, "test.square", &it, &chk, 120000);
 

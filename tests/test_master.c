@@ -1485,34 +1485,36 @@ static void test_program(void **state)
     (void)state;
     char out[8192];
     int fd;
-    pid_t pid = fp_spawn(DIST_MASTER_BIN, (const char *const[]){ "--help", NULL }, &fd);
-    assert_true(fp_read_until(fd, "Exit status", out, sizeof out, 5000));
+    const dt_spawn_opts_t piped = { .out = { DT_IO_PIPE, NULL, &fd }, .err = { DT_IO_STDOUT } };
+    const dt_spawn_opts_t quiet = { .out = { DT_IO_NULL }, .err = { DT_IO_NULL } };
+    pid_t pid = dt_spawn((const char *const[]){ DIST_MASTER_BIN, "--help", NULL }, &piped);
+    assert_true(dt_read_until(fd, "Exit status", out, sizeof out, 5000));
     assert_non_null(strstr(out, "--heartbeat-timeout MS"));
     assert_non_null(strstr(out, "(default 3000)"));
     close(fd);
-    assert_int_equal(fp_wait_status(pid), 0);
+    assert_int_equal(dt_wait(pid, 10000), 0);
 
-    pid = fp_spawn(DIST_MASTER_BIN, (const char *const[]){ "--version", NULL }, &fd);
-    assert_true(fp_read_until(fd, DIST_VERSION_STRING, out, sizeof out, 5000));
+    pid = dt_spawn((const char *const[]){ DIST_MASTER_BIN, "--version", NULL }, &piped);
+    assert_true(dt_read_until(fd, DIST_VERSION_STRING, out, sizeof out, 5000));
     close(fd);
-    assert_int_equal(fp_wait_status(pid), 0);
+    assert_int_equal(dt_wait(pid, 10000), 0);
 
-    pid = fp_spawn(DIST_MASTER_BIN, (const char *const[]){ "--no-such-flag", NULL }, &fd);
-    assert_true(fp_read_until(fd, "--help", out, sizeof out, 5000));
+    pid = dt_spawn((const char *const[]){ DIST_MASTER_BIN, "--no-such-flag", NULL }, &piped);
+    assert_true(dt_read_until(fd, "--help", out, sizeof out, 5000));
     close(fd);
-    assert_int_equal(fp_wait_status(pid), 2);
-    assert_int_equal(fp_wait_status(fp_spawn(DIST_MASTER_BIN, (const char *const[]){ "--max-attempts", "x", NULL },
-                                           NULL)), 2);
-    assert_int_equal(fp_wait_status(fp_spawn(DIST_MASTER_BIN, (const char *const[]){ "--log-level", "loud", NULL },
-                                           NULL)), 2);
+    assert_int_equal(dt_wait(pid, 10000), 2);
+    const char *const bad1[] = { DIST_MASTER_BIN, "--max-attempts", "x", NULL };
+    const char *const bad2[] = { DIST_MASTER_BIN, "--log-level", "loud", NULL };
+    assert_int_equal(dt_wait(dt_spawn(bad1, &quiet), 10000), 2);
+    assert_int_equal(dt_wait(dt_spawn(bad2, &quiet), 10000), 2);
     /* One endpoint per master: a second --bind is a usage error, not a
      * silent replacement of the first. */
-    pid = fp_spawn(DIST_MASTER_BIN,
-                   (const char *const[]){ "--bind", "tcp://127.0.0.1:0", "--bind", "ipc:///tmp/x", NULL },
-                   &fd);
-    assert_true(fp_read_until(fd, "--bind given twice", out, sizeof out, 5000));
+    pid = dt_spawn((const char *const[]){ DIST_MASTER_BIN, "--bind", "tcp://127.0.0.1:0", "--bind",
+                                          "ipc:///tmp/x", NULL },
+                   &piped);
+    assert_true(dt_read_until(fd, "--bind given twice", out, sizeof out, 5000));
     close(fd);
-    assert_int_equal(fp_wait_status(pid), 2);
+    assert_int_equal(dt_wait(pid, 10000), 2);
 
     /* A taken endpoint: exit 1 with the reason. */
     zsock_t *taken = zsock_new(ZMQ_ROUTER);
@@ -1520,17 +1522,18 @@ static void test_program(void **state)
     char ep[256];
     size_t eplen = sizeof ep;
     assert_int_equal(zmq_getsockopt(zsock_resolve(taken), ZMQ_LAST_ENDPOINT, ep, &eplen), 0);
-    pid = fp_spawn(DIST_MASTER_BIN, (const char *const[]){ "--bind", ep, NULL }, &fd);
-    assert_true(fp_read_until(fd, "Address already in use", out, sizeof out, 5000));
+    pid = dt_spawn((const char *const[]){ DIST_MASTER_BIN, "--bind", ep, NULL }, &piped);
+    assert_true(dt_read_until(fd, "Address already in use", out, sizeof out, 5000));
     assert_non_null(strstr(out, "cannot bind"));
     close(fd);
-    assert_int_equal(fp_wait_status(pid), 1);
+    assert_int_equal(dt_wait(pid, 10000), 1);
     zsock_destroy(&taken);
 
     /* Serving, then SIGTERM: a clean exit 0. */
-    pid = fp_spawn(DIST_MASTER_BIN, (const char *const[]){ "--bind", "tcp://127.0.0.1:0", "--name", "prog", NULL },
-                  &fd);
-    assert_true(fp_read_until(fd, "listening on", out, sizeof out, 5000));
+    const char *const serve[] = { DIST_MASTER_BIN, "--bind", "tcp://127.0.0.1:0", "--name", "prog",
+                                  NULL };
+    pid = dt_spawn(serve, &piped);
+    assert_true(dt_read_until(fd, "listening on", out, sizeof out, 5000));
     char *at = strstr(out, "tcp://127.0.0.1:");
     assert_non_null(at);
     char url[64];
@@ -1544,10 +1547,10 @@ static void test_program(void **state)
     assert_true(fp_str_is(msg.root, "master", "prog"));
     dist__inmsg_clear(&msg);
     zsock_destroy(&c);
-    kill(pid, SIGTERM);
-    assert_true(fp_read_until(fd, "stopped by SIGTERM", out, sizeof out, 5000));
+    dt_signal(pid, SIGTERM);
+    assert_true(dt_read_until(fd, "stopped by SIGTERM", out, sizeof out, 5000));
     close(fd);
-    assert_int_equal(fp_wait_status(pid), 0);
+    assert_int_equal(dt_wait(pid, 10000), 0);
 }
 #endif
 

@@ -33,7 +33,7 @@ static struct {
     char dir[64];
     char log[128];
     char endpoint[64];
-    dist_subprocess_t *master, *worker;
+    pid_t master, worker;
     dist_client_t *c; /* c1, a legitimate client */
 } g;
 
@@ -98,71 +98,36 @@ static char *s_slurp(const char *path, size_t *len)
     return buf;
 }
 
-static bool s_file_has(const char *path, const char *needle)
-{
-    char *t = s_slurp(path, NULL);
-    bool has = strstr(t, needle) != NULL;
-    free(t);
-    return has;
-}
-
-/* Waits (bounded) for needle in a log file. */
-static bool s_wait_log(const char *path, const char *needle, int ms)
-{
-    int64_t end = dt_now_ms() + ms;
-    while (dt_now_ms() < end) {
-        if (s_file_has(path, needle))
-            return true;
-        dt_sleep_ms(20);
-    }
-    return s_file_has(path, needle);
-}
-
 /* Starts argv with stdout and stderr to log (created). */
-static dist_subprocess_t *s_start(const char *const *argv, const char *log)
+static pid_t s_start(const char *const *argv, const char *log)
 {
-    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    assert_true(fd >= 0);
-    dist_subprocess_opts_t o = { .in = { DIST_STDIO_DEVNULL, -1 },
-                                 .out = { DIST_STDIO_FD, fd },
-                                 .err = { DIST_STDIO_STDOUT, -1 } };
-    dist_subprocess_t *p = dist_subprocess_new(argv, &o);
-    close(fd);
-    assert_non_null(p);
-    return p;
+    dt_spawn_opts_t o = { .in = { DT_IO_NULL }, .out = { DT_IO_FILE, log, NULL },
+                          .err = { DT_IO_STDOUT } };
+    return dt_spawn(argv, &o);
 }
 
 /* SIGTERM, then SIGKILL if it lingers; returns the exit code. */
-static int s_stop(dist_subprocess_t **p)
+static int s_stop(pid_t *p)
 {
-    if (!*p)
+    if (*p <= 0)
         return 0;
-    dist_subprocess_terminate(*p);
-    if (dist_subprocess_wait(*p, 15000) != 0) {
-        dist_subprocess_kill(*p);
-        dist_subprocess_wait(*p, 5000);
-    }
-    int rc = dist_subprocess_returncode(*p);
-    dist_subprocess_destroy(p);
+    int rc = dt_stop(*p, 15000);
+    *p = 0;
     return rc;
 }
 
 /* Runs argv to its end (killed after timeout_ms), its output in *out when
- * out is non-NULL. Returns the exit code (-1000 on timeout). */
+ * out is non-NULL. Returns the exit code (DT_TIMEOUT on timeout). */
 static int s_run(const char *const *argv, int timeout_ms, char **out)
 {
     char log[160];
     snprintf(log, sizeof log, "%s/run.log", g.dir);
-    dist_subprocess_t *p = s_start(argv, log);
-    int rc;
-    if (dist_subprocess_wait(p, timeout_ms) != 0) {
-        dist_subprocess_kill(p);
-        dist_subprocess_wait(p, 5000);
-        rc = -1000;
-    } else {
-        rc = dist_subprocess_returncode(p);
+    pid_t p = s_start(argv, log);
+    int rc = dt_wait(p, timeout_ms);
+    if (rc == DT_TIMEOUT) {
+        dt_signal(p, SIGKILL);
+        dt_wait(p, 5000);
     }
-    dist_subprocess_destroy(&p);
     if (out)
         *out = s_slurp(log, NULL);
     return rc;
@@ -270,10 +235,7 @@ static void s_keys_setup(void)
 
 static void s_dir_remove(void)
 {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g.dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", g.dir);
+    dt_rm_tree(g.dir);
 }
 
 static int s_group_setup(void **state)
@@ -383,7 +345,7 @@ static void test_key_permissions(void **state)
     const char *wargv[] = { DIST_WORKER_BIN, "--master", g.endpoint, "--procs", "1", "--key", key,
                             "--server-key", spub, NULL };
     int rc = s_run(wargv, 20000, &out);
-    assert_true(rc != 0 && rc != -1000);
+    assert_true(rc != 0 && rc != DT_TIMEOUT);
     assert_non_null(strstr(out, "too open"));
     free(out);
     /* Group-readable is too open as well; 0400 is fine. */
@@ -479,13 +441,13 @@ static void test_refused_without_key(void **state)
      * either way its log names the likely cause, never a bare socket
      * error. */
     int64_t end = dt_now_ms() + 10000;
-    while (!s_file_has(g.log, "it has no CURVE key") &&
-           !s_file_has(g.log, "it has no key, or expects another master key") &&
+    while (!dt_wait_text(g.log, "it has no CURVE key", 0) &&
+           !dt_wait_text(g.log, "it has no key, or expects another master key", 0) &&
            dt_now_ms() < end)
         dt_sleep_ms(20);
-    assert_true(s_file_has(g.log, "it has no CURVE key") ||
-                s_file_has(g.log, "it has no key, or expects another master key"));
-    assert_false(s_file_has(g.log, "the handshake did not complete"));
+    assert_true(dt_wait_text(g.log, "it has no CURVE key", 0) ||
+                dt_wait_text(g.log, "it has no key, or expects another master key", 0));
+    assert_false(dt_wait_text(g.log, "the handshake did not complete", 0));
 }
 
 static void test_refused_unknown_key(void **state)
@@ -500,7 +462,7 @@ static void test_refused_unknown_key(void **state)
     char pub[41], needle[100];
     assert_int_equal(dist_key_public(s_path("stranger.pub"), pub), 0);
     snprintf(needle, sizeof needle, "key %s is not in the allow lists", pub);
-    assert_true(s_wait_log(g.log, needle, 10000));
+    assert_true(dt_wait_text(g.log, needle, 10000));
 }
 
 static void test_refused_wrong_server_key(void **state)
@@ -511,7 +473,7 @@ static void test_refused_wrong_server_key(void **state)
     assert_null(s_client("c1", "w1", 1500));
     assert_int_equal(errno, -DIST_EREFUSED);
     assert_true(s_wait_refused(before) > before);
-    assert_true(s_wait_log(g.log, "expects another master key", 10000));
+    assert_true(dt_wait_text(g.log, "expects another master key", 10000));
 }
 
 /* The dist command line tells a missing key, a wrong --server-key, a key
@@ -564,7 +526,7 @@ static void test_worker_key_as_client(void **state)
     assert_null(c);
     assert_int_equal(errno, -DIST_EREFUSED);
     assert_true(s_wait_refused(before) > before);
-    assert_true(s_wait_log(g.log, "is not in the clients' allow list", 10000));
+    assert_true(dt_wait_text(g.log, "is not in the clients' allow list", 10000));
 }
 
 static void test_client_key_as_worker(void **state)
@@ -583,7 +545,7 @@ static void test_client_key_as_worker(void **state)
     assert_non_null(strstr(out, "forbidden"));
     free(out);
     assert_true(s_wait_refused(before) > before);
-    assert_true(s_wait_log(g.log, "is not in the workers' allow list", 10000));
+    assert_true(dt_wait_text(g.log, "is not in the workers' allow list", 10000));
     assert_int_equal(s_workers(g.c), 1); /* only w1 */
 }
 
@@ -627,7 +589,7 @@ static void test_key_in_both_lists(void **state)
     snprintf(spub, sizeof spub, "%s", s_path("master.pub"));
     const char *argv[] = { DIST_WORKER_BIN, "--master", g.endpoint, "--procs", "1", "--key", key,
                            "--server-key", spub, "--name", "both-worker", NULL };
-    dist_subprocess_t *w = s_start(argv, s_path("both-worker.log"));
+    pid_t w = s_start(argv, s_path("both-worker.log"));
     s_wait_workers(c, 2);
     assert_int_equal(s_stop(&w), 0);
     s_wait_workers(c, 1);
@@ -691,9 +653,9 @@ static void test_protected_mode(void **state)
     free(out);
     const char *w2[] = { DIST_WORKER_BIN, "--master", "tcp://198.18.0.1:5555", "--procs", "1",
                          "--insecure", NULL };
-    dist_subprocess_t *w = s_start(w2, s_path("insecure-worker.log"));
-    assert_true(s_wait_log(s_path("insecure-worker.log"), "started", 20000));
-    assert_int_equal(dist_subprocess_poll(w), 0); /* still running */
+    pid_t w = s_start(w2, s_path("insecure-worker.log"));
+    assert_true(dt_wait_text(s_path("insecure-worker.log"), "started", 20000));
+    assert_int_equal(dt_wait(w, 0), DT_TIMEOUT); /* still running */
     assert_int_equal(s_stop(&w), 0);
 
     /* A client: the same. */
@@ -805,7 +767,7 @@ static void test_silent_connections(void **state)
     const char *argv[] = { "prlimit", "--nofile=128:128", DIST_MASTER_BIN, "--bind",
                            "tcp://127.0.0.1:0", "--key", key, "--allow-workers", aw,
                            "--allow-clients", ac, "--log-level", "info", NULL };
-    dist_subprocess_t *m = s_start(argv, log);
+    pid_t m = s_start(argv, log);
     assert_true(s_read_endpoint(log, ep, sizeof ep));
     int port = atoi(strrchr(ep, ':') + 1);
     assert_true(port > 0);
@@ -842,7 +804,7 @@ static void test_silent_connections(void **state)
          * the first round must get there; later ones just hold a while). */
         int64_t end = dt_now_ms() + (round == 0 ? 20000 : 300);
         do {
-            int used = s_fd_count(dist_subprocess_pid(m));
+            int used = s_fd_count(m);
             if (used > peak)
                 peak = used;
             if (round == 0 && peak >= 120)
@@ -856,7 +818,7 @@ static void test_silent_connections(void **state)
     assert_true(total >= 1000);
     assert_true(peak >= 120); /* it did run out */
     /* The master is still there, and serves a legitimate client. */
-    assert_int_equal(dist_subprocess_poll(m), 0);
+    assert_int_equal(dt_wait(m, 0), DT_TIMEOUT);
     char saved[64];
     memcpy(saved, g.endpoint, sizeof saved);
     memcpy(g.endpoint, ep, sizeof g.endpoint);
@@ -865,7 +827,7 @@ static void test_silent_connections(void **state)
     assert_non_null(c);
     assert_true(s_counter(c, "refused_handshakes") > 0);
     dist_client_destroy(&c);
-    assert_int_equal(dist_subprocess_poll(m), 0);
+    assert_int_equal(dt_wait(m, 0), DT_TIMEOUT);
     assert_int_equal(s_stop(&m), 0);
 
     /* A connection that never says a word is closed by the master at its
@@ -923,8 +885,8 @@ static char *s_capture_run(bool curve, const char *marker, size_t *len)
      * private directory. */
     const char *td[] = { "ip", "netns", "exec", s_ns, "tcpdump", "-i", "lo", "-U",
                          "--immediate-mode", "-Z", "root", "-s", "0", "-w", pcap, "tcp", NULL };
-    dist_subprocess_t *cap = s_start(td, tdlog);
-    assert_true(s_wait_log(tdlog, "listening on", 20000));
+    pid_t cap = s_start(td, tdlog);
+    assert_true(dt_wait_text(tdlog, "listening on", 20000));
     char key[256], aw[256], ac[256], wkey[256], ckey[256], spub[256];
     snprintf(key, sizeof key, "%s", s_path("master.key"));
     snprintf(aw, sizeof aw, "%s", s_path("workers"));
@@ -935,14 +897,14 @@ static char *s_capture_run(bool curve, const char *marker, size_t *len)
     const char *mplain[] = { "ip", "netns", "exec", s_ns, DIST_MASTER_BIN, "--bind", ep, NULL };
     const char *mcurve[] = { "ip", "netns", "exec", s_ns, DIST_MASTER_BIN, "--bind", ep, "--key",
                              key, "--allow-workers", aw, "--allow-clients", ac, NULL };
-    dist_subprocess_t *m = s_start(curve ? mcurve : mplain, mlog);
-    assert_true(s_wait_log(mlog, "listening on", 20000));
+    pid_t m = s_start(curve ? mcurve : mplain, mlog);
+    assert_true(dt_wait_text(mlog, "listening on", 20000));
     const char *wplain[] = { "ip", "netns", "exec", s_ns, DIST_WORKER_BIN, "--master", ep,
                              "--procs", "1", NULL };
     const char *wcurve[] = { "ip", "netns", "exec", s_ns, DIST_WORKER_BIN, "--master", ep,
                              "--procs", "1", "--key", wkey, "--server-key", spub, NULL };
-    dist_subprocess_t *w = s_start(curve ? wcurve : wplain, wlog);
-    assert_true(s_wait_log(mlog, "worker joined", 30000));
+    pid_t w = s_start(curve ? wcurve : wplain, wlog);
+    assert_true(dt_wait_text(mlog, "worker joined", 30000));
     const char *cplain[] = { "ip", "netns", "exec", s_ns, DIST_CLI_BIN, "submit", "--master", ep,
                              "dist.echo", arg, NULL };
     const char *ccurve[] = { "ip", "netns", "exec", s_ns, DIST_CLI_BIN, "submit", "--master", ep,
@@ -953,12 +915,11 @@ static char *s_capture_run(bool curve, const char *marker, size_t *len)
     free(out);
     assert_int_equal(s_stop(&w), 0);
     assert_int_equal(s_stop(&m), 0);
-    dist_subprocess_send_signal(cap, SIGINT);
-    if (dist_subprocess_wait(cap, 15000) != 0) {
-        dist_subprocess_kill(cap);
-        dist_subprocess_wait(cap, 5000);
+    dt_signal(cap, SIGINT);
+    if (dt_wait(cap, 15000) == DT_TIMEOUT) {
+        dt_signal(cap, SIGKILL);
+        dt_wait(cap, 5000);
     }
-    dist_subprocess_destroy(&cap);
     return s_slurp(pcap, len);
 }
 

@@ -263,8 +263,9 @@ static void test_restart_keeps_everything(void **state)
 /* dist-master on x->ep with the store, its log in x->log. */
 static pid_t s_program(const scratch_t *x, const char *const *extra)
 {
-    const char *args[FP_MAX_ARGS + 1];
+    const char *args[32];
     int n = 0;
+    args[n++] = DIST_MASTER_BIN;
     args[n++] = "--bind";
     args[n++] = x->ep;
     args[n++] = "--store";
@@ -273,16 +274,17 @@ static pid_t s_program(const scratch_t *x, const char *const *extra)
     args[n++] = "10000";
     args[n++] = "--log-level";
     args[n++] = "debug";
-    for (; extra && *extra && n < FP_MAX_ARGS; extra++)
+    for (; extra && *extra && n < 31; extra++)
         args[n++] = *extra;
     args[n] = NULL;
-    return fp_spawn_log(DIST_MASTER_BIN, args, x->log);
+    return dt_spawn(args, &(dt_spawn_opts_t){ .out = { DT_IO_APPEND, x->log, NULL },
+                                              .err = { DT_IO_STDOUT } });
 }
 
 static void s_kill9(pid_t pid)
 {
-    kill(pid, SIGKILL);
-    assert_int_equal(fp_wait_status(pid), 128 + SIGKILL);
+    dt_signal(pid, SIGKILL);
+    assert_int_equal(dt_wait(pid, 10000), 128 + SIGKILL);
 }
 
 /* After a master restart: the peer's next message gets RECONNECT. */
@@ -399,8 +401,8 @@ static void test_kill9_keeps_accepted_and_results(void **state)
         ids[k++] = res30[i].id;
     fp_ids_msg(c, DIST__CMD_ACK, ids, k);
     s_sync(c, N);
-    kill(pid, SIGTERM);
-    int st = fp_wait_status(pid);
+    dt_signal(pid, SIGTERM);
+    int st = dt_wait(pid, 10000);
     if (st != 0)
         s_show_log(x);
     assert_int_equal(st, 0);
@@ -731,8 +733,8 @@ static void test_kill9_soak(void **state)
     /* The master holds nothing any more: a clean stop leaves an empty
      * store. */
     assert_int_equal(k.waiting, 0);
-    kill(pid, SIGTERM);
-    assert_int_equal(fp_wait_status(pid), 0);
+    dt_signal(pid, SIGTERM);
+    assert_int_equal(dt_wait(pid, 10000), 0);
     assert_int_equal(s_rows(x->db, "tasks"), 0);
     zsock_destroy(&k.c);
     for (int i = 0; i < SOAK_WORKERS; i++)
@@ -959,11 +961,12 @@ static void test_io_error(void **state)
     scratch_t *x = s_scratch();
     /* Creating a store syncs 7 times; the first commits of the test come
      * next. */
-    const char *args[] = { "-f", "-qq", "-o", "/dev/null", "-e", "trace=fdatasync", "-e",
+    const char *args[] = { strace, "-f", "-qq", "-o", "/dev/null", "-e", "trace=fdatasync", "-e",
                            "inject=fdatasync:error=EIO:when=12..14", DIST_MASTER_BIN, "--bind",
                            x->ep, "--store", x->db, "--store-fsync", "--log-level", "debug",
                            NULL };
-    pid_t tracer = fp_spawn_log(strace, args, x->log);
+    pid_t tracer = dt_spawn(args, &(dt_spawn_opts_t){ .out = { DT_IO_APPEND, x->log, NULL },
+                                                      .err = { DT_IO_STDOUT } });
     zsock_t *w = fp_connect_ep(x->ep);
     const char *t = "t";
     fp_hello_worker(w, "w1", 1, 1000, &t, 1);
@@ -1000,8 +1003,8 @@ static void test_io_error(void **state)
     }
     accepted[nacc++] = s_until_accepted(c, &next);
     accepted[nacc++] = s_until_accepted(c, &next);
-    kill(pid, SIGKILL);
-    fp_wait_status(tracer);
+    kill(pid, SIGKILL); /* strace's child, not ours: strace then exits */
+    dt_wait(tracer, 10000);
     zsock_destroy(&w);
     zsock_destroy(&c);
 
@@ -1016,8 +1019,8 @@ static void test_io_error(void **state)
         s_show_log(x);
         fail_msg("%zu task(s) came back, %d were accepted", n, nacc);
     }
-    kill(pid, SIGTERM);
-    assert_int_equal(fp_wait_status(pid), 0);
+    dt_signal(pid, SIGTERM);
+    assert_int_equal(dt_wait(pid, 10000), 0);
     if (getenv("DIST_TEST_LOG"))
         s_show_log(x);
     zsock_destroy(&w);
@@ -1122,11 +1125,12 @@ static void test_bad_store_files(void **state)
     snprintf(path, sizeof path, "%.63s/text.db", x->dir);
     char out[8192];
     int fd;
-    pid_t pid = fp_spawn(DIST_MASTER_BIN,
-                         (const char *const[]){ "--bind", x->ep, "--store", path, NULL }, &fd);
-    assert_true(fp_read_until(fd, "not a libdist store", out, sizeof out, 5000));
+    const dt_spawn_opts_t piped = { .out = { DT_IO_PIPE, NULL, &fd }, .err = { DT_IO_STDOUT } };
+    const char *const argv[] = { DIST_MASTER_BIN, "--bind", x->ep, "--store", path, NULL };
+    pid_t pid = dt_spawn(argv, &piped);
+    assert_true(dt_read_until(fd, "not a libdist store", out, sizeof out, 5000));
     close(fd);
-    assert_int_equal(fp_wait_status(pid), 1);
+    assert_int_equal(dt_wait(pid, 10000), 1);
 }
 
 static void test_program_flags(void **state)
@@ -1134,19 +1138,19 @@ static void test_program_flags(void **state)
     (void)state;
     char out[16384];
     int fd;
-    pid_t pid = fp_spawn(DIST_MASTER_BIN, (const char *const[]){ "--help", NULL }, &fd);
-    assert_true(fp_read_until(fd, "Exit status", out, sizeof out, 5000));
+    const dt_spawn_opts_t piped = { .out = { DT_IO_PIPE, NULL, &fd }, .err = { DT_IO_STDOUT } };
+    const dt_spawn_opts_t quiet = { .out = { DT_IO_NULL }, .err = { DT_IO_NULL } };
+    pid_t pid = dt_spawn((const char *const[]){ DIST_MASTER_BIN, "--help", NULL }, &piped);
+    assert_true(dt_read_until(fd, "Exit status", out, sizeof out, 5000));
     close(fd);
-    assert_int_equal(fp_wait_status(pid), 0);
+    assert_int_equal(dt_wait(pid, 10000), 0);
     assert_non_null(strstr(out, "--store FILE"));
     assert_non_null(strstr(out, "everything is in memory"));
     assert_non_null(strstr(out, "--store-fsync"));
-    assert_int_equal(fp_wait_status(fp_spawn(DIST_MASTER_BIN,
-                                             (const char *const[]){ "--store-fsync", NULL }, NULL)),
-                     2);
-    assert_int_equal(fp_wait_status(fp_spawn(DIST_MASTER_BIN,
-                                             (const char *const[]){ "--store", "", NULL }, NULL)),
-                     2);
+    const char *const bad1[] = { DIST_MASTER_BIN, "--store-fsync", NULL };
+    const char *const bad2[] = { DIST_MASTER_BIN, "--store", "", NULL };
+    assert_int_equal(dt_wait(dt_spawn(bad1, &quiet), 10000), 2);
+    assert_int_equal(dt_wait(dt_spawn(bad2, &quiet), 10000), 2);
 }
 
 int main(void)

@@ -23,8 +23,6 @@
 #include "proto_internal.h"
 #include "testutil.h"
 
-extern char **environ;
-
 static char s_host[256];
 
 static void s_tlog(dist_log_level_t level, const char *component, const char *msg, void *ud)
@@ -881,92 +879,58 @@ static void test_bad_options(void **state)
 
 /* ---- the dist-worker program ------------------------------------------------------ */
 
+/* argv (32 slots) = DIST_WORKER_BIN then args. */
+static void s_argv(const char **argv, const char *const *args)
+{
+    size_t n = 0;
+    argv[n++] = DIST_WORKER_BIN;
+    for (; *args && n < 31; args++)
+        argv[n++] = *args;
+    argv[n] = NULL;
+}
+
 /* Starts dist-worker with args; env (a "NAME=value", or NULL) replaces
  * DIST_MASTER in the environment. *out and *err get pipes when not NULL. */
 static pid_t s_spawn(const char *const *args, const char *env, int *out, int *err)
 {
-    const char *argv[32] = { DIST_WORKER_BIN };
-    size_t n = 1;
-    while (args[n - 1] && n < 31) {
-        argv[n] = args[n - 1];
-        n++;
-    }
-    argv[n] = NULL;
-    size_t ne = 0;
-    while (environ[ne])
-        ne++;
-    const char **envp = calloc(ne + 2, sizeof *envp);
-    assert_non_null(envp);
-    size_t k = 0;
-    for (size_t i = 0; i < ne; i++)
-        if (strncmp(environ[i], "DIST_MASTER=", 12) != 0)
-            envp[k++] = environ[i];
-    if (env)
-        envp[k++] = env;
-    int po[2] = { -1, -1 }, pe[2] = { -1, -1 };
+    const char *argv[32];
+    s_argv(argv, args);
+    dt_spawn_opts_t o = { .env = (const char *const[]){ "DIST_MASTER", env, NULL } };
     if (out)
-        assert_int_equal(pipe2(po, O_CLOEXEC), 0);
+        o.out = (dt_stream_t){ DT_IO_PIPE, NULL, out };
     if (err)
-        assert_int_equal(pipe2(pe, O_CLOEXEC), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dt_child_init();
-        if (out)
-            dup2(po[1], 1);
-        if (err)
-            dup2(pe[1], 2);
-        execve(DIST_WORKER_BIN, (char *const *)argv, (char *const *)envp);
-        _exit(127);
-    }
-    free(envp);
-    if (out) {
-        close(po[1]);
-        *out = po[0];
-    }
-    if (err) {
-        close(pe[1]);
-        *err = pe[0];
-    }
-    return pid;
-}
-
-static void s_read_all(int fd, char *buf, size_t cap)
-{
-    size_t n = 0;
-    ssize_t r;
-    while ((r = read(fd, buf + n, cap - 1 - n)) > 0)
-        n += (size_t)r;
-    buf[n] = 0;
-    close(fd);
+        o.err = (dt_stream_t){ DT_IO_PIPE, NULL, err };
+    return dt_spawn(argv, &o);
 }
 
 /* The exit status of pid, waiting at most timeout_ms (then it fails). */
 static int s_exit_status(pid_t pid, int timeout_ms)
 {
-    int64_t end = dt_now_ms() + timeout_ms;
-    int st;
-    while (waitpid(pid, &st, WNOHANG) == 0) {
-        if (dt_now_ms() > end) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            fail_msg("dist-worker did not exit within %d ms", timeout_ms);
-        }
-        dt_sleep_ms(10);
-    }
-    if (!WIFEXITED(st))
-        fail_msg("dist-worker was killed by signal %d", WTERMSIG(st));
-    return WEXITSTATUS(st);
+    int rc = dt_wait(pid, timeout_ms);
+    if (rc == DT_TIMEOUT)
+        fail_msg("dist-worker did not exit within %d ms", timeout_ms);
+    if (rc > 128)
+        fail_msg("dist-worker was killed by signal %d", rc - 128);
+    return rc;
 }
 
 /* Runs dist-worker to completion: exit status, stdout, stderr. */
 static int s_run_program(const char *const *args, char *out, char *err, size_t cap)
 {
-    int fo, fe;
-    pid_t pid = s_spawn(args, NULL, &fo, &fe);
-    s_read_all(fo, out, cap);
-    s_read_all(fe, err, cap);
-    return s_exit_status(pid, 20000);
+    const char *argv[32];
+    s_argv(argv, args);
+    char *o = NULL, *e = NULL;
+    int rc = dt_run(argv, &(dt_spawn_opts_t){ .env = (const char *const[]){ "DIST_MASTER", NULL } },
+                    NULL, &o, &e, 20000);
+    snprintf(out, cap, "%s", o);
+    snprintf(err, cap, "%s", e);
+    free(o);
+    free(e);
+    if (rc == DT_TIMEOUT)
+        fail_msg("dist-worker did not exit within 20000 ms");
+    if (rc > 128)
+        fail_msg("dist-worker was killed by signal %d", rc - 128);
+    return rc;
 }
 
 static int s_lines(const char *s)
@@ -1104,7 +1068,7 @@ static void test_program_plugin_exec_and_drain(void **state)
     s_assert_error(&c, DIST__ST_CRASHED, "signal 11");
     s_assert_error(&c, DIST__ST_CRASHED, "(worker pw)");
 
-    kill(pid, SIGTERM);
+    dt_signal(pid, SIGTERM);
     fm_expect(&f, DIST__CMD_BYE, 10000, &m);
     dist__inmsg_clear(&m);
     assert_int_equal(s_exit_status(pid, 10000), 0);
@@ -1125,12 +1089,12 @@ static void test_program_second_sigterm(void **state)
     assert_int_equal(fm_accept(&f, 1000, 5000), 2);
     ans_t a[2];
     s_running_and_queued(&f, a, 3, 60000);
-    kill(pid, SIGTERM);
+    dt_signal(pid, SIGTERM);
     dist__inmsg_t m;
     fm_expect(&f, DIST__CMD_RETURN, 5000, &m); /* the first signal was handled */
     s_file(a, 2, &m);
     dist__inmsg_clear(&m);
-    kill(pid, SIGTERM);
+    dt_signal(pid, SIGTERM);
     fm_expect(&f, DIST__CMD_BYE, 5000, &m);
     dist__inmsg_clear(&m);
     assert_int_equal(s_exit_status(pid, 10000), 1);
