@@ -334,11 +334,12 @@ static void test_serve_with_keys(void **state)
     assert_int_equal(len, 6);
     assert_memory_equal(str, "sealed", 6);
     dist_manager_destroy(&c);
-    /* Without keys, nobody gets in (no welcome: no master answers). */
+    /* Without keys, nobody gets in: refused (the master wants keys), or
+     * no welcome before the timeout when no handshake failed yet. */
     errno = 0;
     assert_null(dist_manager_new(&(dist_manager_opts_t){ .master = bind,
                                                          .connect_timeout_ms = 500 }));
-    assert_int_equal(errno, -DIST_ENOMASTER);
+    assert_true(errno == -DIST_EREFUSED || errno == -DIST_ENOMASTER);
     dist_manager_destroy(&s);
     dt_rm_tree(dir);
 }

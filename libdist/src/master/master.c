@@ -1466,7 +1466,7 @@ dist_master_t *dist_master_new(const dist_master_opts_t *opts)
     /* Every connection that fails its handshake (no key, an unknown key,
      * the wrong idea of our key, or silence) is logged and counted. */
     char mon[64];
-    snprintf(mon, sizeof mon, "inproc://dist-master-monitor-%p", (void *)s);
+    dist__monitor_name(mon, sizeof mon, "master");
     if (zmq_socket_monitor(zsock_resolve(s->sock), mon,
                            ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
                                ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |

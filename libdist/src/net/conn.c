@@ -64,7 +64,7 @@ int dist__conn_check(const dist__conn_opts_t *o, const dist__logger_t *log)
 static void s_monitor_open(dist__conn_t *c)
 {
     char ep[64];
-    snprintf(ep, sizeof ep, "inproc://dist-%s-monitor-%p", c->who, (void *)c);
+    dist__monitor_name(ep, sizeof ep, c->who);
     if (zmq_socket_monitor(c->zh, ep, S_MONITOR_EVENTS) != 0)
         return;
     c->mon = dist__sock_new(ZMQ_PAIR);

@@ -10,6 +10,7 @@
 #include "proto_internal.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <sched.h>
 #include <signal.h>
 #include <time.h>
@@ -568,6 +569,13 @@ void dist__pack_result(msgpack_packer *pk, const dist__result_t *r, bool with_at
         dist__pk_str(pk, "error");
         dist__pk_strn(pk, r->error ? r->error : "", r->error ? r->error_len : 0);
     }
+}
+
+void dist__monitor_name(char *buf, size_t len, const char *who)
+{
+    static atomic_uint_fast64_t next;
+    snprintf(buf, len, "inproc://dist-%s-monitor-%llu", who,
+             (unsigned long long)atomic_fetch_add(&next, 1));
 }
 
 bool dist__monitor_event(zsock_t *mon, uint16_t *event, uint32_t *value, char *ep, size_t eplen)

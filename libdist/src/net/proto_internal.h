@@ -145,6 +145,13 @@ int dist__zmq_version_ok(char *err, size_t errlen);
  * returns as zmq_poll. */
 int dist__poll(zmq_pollitem_t *items, int n, long timeout_ms, int spin_us);
 
+/* A name for a socket monitor's inproc endpoint, unique in this process
+ * for its whole life: a name made from an object's address came back for
+ * the next object at that address while libzmq still held the old
+ * endpoint, and zmq_socket_monitor then failed, leaving that object
+ * without its connection events. */
+void dist__monitor_name(char *buf, size_t len, const char *who);
+
 /* Reads one event from a socket monitor (zmq_socket_monitor's PAIR end)
  * without waiting: true with *event, and when not NULL *value and the
  * endpoint it concerns (NUL-terminated, cut to eplen), or false when none
