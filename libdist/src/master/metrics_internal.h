@@ -18,10 +18,11 @@
  *  authentication: bind it to loopback unless the network is trusted.
  *
  *  Threads: the server runs in a thread of its own, started by new and
- *  joined by destroy. Create the module after any fork() (DESIGN.md: never
- *  carry a thread across fork). publish may be called from any thread. The
- *  log callback is called from the caller's thread (new, publish) and from
- *  the server's (debug lines about requests and libmicrohttpd's messages).
+ *  joined by destroy. Create the module after any fork() (docs/DESIGN.md,
+ *  "Fork rules": never carry a thread across fork). publish may be called
+ *  from any thread. The log callback is called from the caller's thread
+ *  (new, publish) and from the server's (debug lines about requests and
+ *  libmicrohttpd's messages).
  */
 #ifndef DIST_METRICS_INTERNAL_H_INCLUDED
 #define DIST_METRICS_INTERNAL_H_INCLUDED
