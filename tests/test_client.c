@@ -463,6 +463,124 @@ static void test_map_unordered(void **state)
     s_items_free(items, keep, N);
 }
 
+/* A future has the pool handle's methods (wait, ready, successful, get),
+ * and the result it lends may be destroyed by the caller harmlessly. */
+static void test_future_methods_and_lent_results(void **state)
+{
+    (void)state;
+    fm_t *fm = fm_new(NULL);
+    dist_client_t *c = s_client(fm, "tc-future");
+    dist_args_t *a = s_ints(2, 4, 5);
+    size_t len;
+    const void *args = dist_args_data(a, &len);
+    dist_future_t *f = dist_client_submit(c, "add", args, len, 0);
+    assert_non_null(f);
+    assert_int_equal(dist_future_wait(f, 2000), 0);
+    assert_true(dist_future_ready(f));
+    assert_true(dist_future_successful(f));
+    dist_result_t *r = NULL;
+    assert_int_equal(dist_future_get(f, 0, &r), 0);
+    dist_result_destroy(&r); /* lent: only the pointer goes */
+    assert_null(r);
+    assert_int_equal(dist_future_get(f, 0, &r), 0);
+    int64_t v = 0;
+    assert_int_equal(dist_result_int(r, &v), 0);
+    assert_int_equal(v, 9);
+    dist_result_destroy(&r);
+    dist_future_destroy(&f); /* frees the result once */
+
+    f = dist_client_submit(c, "fail", args, len, 0);
+    assert_int_equal(dist_future_wait(f, 2000), 0);
+    assert_true(dist_future_ready(f));
+    assert_false(dist_future_successful(f));
+    assert_int_equal(dist_future_get(f, 0, &r), DIST_ETASK);
+    dist_result_destroy(&r);
+    dist_future_destroy(&f);
+
+    f = dist_client_submit(c, "never", args, len, 0);
+    int64_t t0 = dt_now_ms();
+    assert_int_equal(dist_future_wait(f, 200), DIST_ETIMEDOUT);
+    dt_assert_took(t0, 200);
+    assert_false(dist_future_ready(f));
+    assert_false(dist_future_successful(f));
+    dist_future_destroy(&f);
+    assert_int_equal(dist_future_wait(NULL, 0), DIST_EINVAL);
+    assert_false(dist_future_successful(NULL));
+
+    /* call hands its result over: the caller frees it. */
+    assert_int_equal(dist_client_call(c, "add", args, len, 2000, &r), 0);
+    dist_result_destroy(&r);
+    assert_null(r);
+    dist_args_destroy(&a);
+    dist_client_destroy(&c);
+    fm_destroy(&fm);
+}
+
+/* dist_client_map_opts: zero is every default (no bound on the wait, no
+ * task timeout, in input order); the task timeout reaches the SUBMIT. */
+static void test_map_opts(void **state)
+{
+    (void)state;
+    fm_t *fm = fm_new(NULL);
+    dist_client_t *c = s_client(fm, "tc-mapopts");
+    enum { N = 50 };
+    dist_args_t **keep;
+    dist_bytes_t *items = s_items(N, -1, 0, &keep);
+    dist_results_t *rs = NULL;
+    assert_int_equal(dist_client_map_opts(c, "echo", items, N, NULL, &rs), 0);
+    assert_int_equal(dist_results_count(rs), N);
+    for (size_t i = 0; i < N; i++)
+        s_assert_echo(dist_results_at(rs, i), i);
+    dist_result_t *lent = dist_results_at(rs, 0);
+    dist_result_destroy(&lent); /* lent by the container: harmless */
+    s_assert_echo(dist_results_at(rs, 0), 0);
+    dist_results_destroy(&rs);
+    dist_wire_msg_t *m = fm_wait(fm, DIST__CMD_SUBMIT, 1, 100);
+    const msgpack_object *tasks;
+    size_t n;
+    dist__task_t t;
+    assert_int_equal(dist__get_array(dist_wire_msg_root(m), "tasks", &tasks, &n), 0);
+    assert_int_equal(dist__parse_task(&tasks[0], false, &t), 0);
+    assert_int_equal(t.timeout_ms, 0);
+    dist_wire_msg_destroy(&m);
+
+    struct progress p = { .monotonic = true };
+    dist_map_opts_t o = { .task_timeout_ms = 1234, .progress = s_progress, .userdata = &p };
+    int nsub = fm_count(fm, DIST__CMD_SUBMIT);
+    assert_int_equal(dist_client_map_opts(c, "echo", items, N, &o, &rs), 0);
+    assert_int_equal(p.last, N);
+    dist_results_destroy(&rs);
+    m = fm_wait(fm, DIST__CMD_SUBMIT, nsub + 1, 100);
+    assert_int_equal(dist__get_array(dist_wire_msg_root(m), "tasks", &tasks, &n), 0);
+    assert_int_equal(dist__parse_task(&tasks[0], false, &t), 0);
+    assert_int_equal(t.timeout_ms, 1234);
+    dist_wire_msg_destroy(&m);
+
+    /* Unordered: on_result per item, results stay NULL. */
+    struct seen s = { calloc(N, 1), N, 0, 0, 0 };
+    dist_map_opts_t u = { .unordered = true, .on_result = s_on_result, .userdata = &s };
+    rs = (dist_results_t *)&s; /* must be set to NULL */
+    assert_int_equal(dist_client_map_opts(c, "echo", items, N, &u, &rs), 0);
+    assert_null(rs);
+    assert_int_equal(s.calls, N);
+    /* A bounded wait. */
+    memset(s.hits, 0, N);
+    s.calls = s.failed = 0;
+    u.wait_ms = 200;
+    int64_t t0 = dt_now_ms();
+    assert_int_equal(dist_client_map_opts(c, "never", items, 5, &u, NULL), DIST_ETIMEDOUT);
+    dt_assert_took(t0, 200);
+    assert_int_equal(s.failed, 5);
+    free(s.hits);
+    /* Misuse. */
+    u.on_result = NULL;
+    assert_int_equal(dist_client_map_opts(c, "echo", items, N, &u, NULL), DIST_EINVAL);
+    assert_int_equal(dist_client_map_opts(c, "echo", items, N, NULL, NULL), DIST_EINVAL);
+    dist_client_destroy(&c);
+    fm_destroy(&fm);
+    s_items_free(items, keep, N);
+}
+
 static void test_map_failures_refusals_and_timeouts(void **state)
 {
     (void)state;
@@ -983,6 +1101,8 @@ int main(void)
         cmocka_unit_test(test_duplicates_are_dropped),
         cmocka_unit_test(test_map_in_input_order),
         cmocka_unit_test(test_map_unordered),
+        cmocka_unit_test(test_future_methods_and_lent_results),
+        cmocka_unit_test(test_map_opts),
         cmocka_unit_test(test_map_failures_refusals_and_timeouts),
         cmocka_unit_test(test_map_splits_by_size),
         cmocka_unit_test(test_named_queues),

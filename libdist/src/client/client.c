@@ -245,9 +245,10 @@ static void s_refuse(dist_client_t *self, dist__slot_t *s, const char *code, siz
     }
     s->state = DIST__SL_REJECTED;
     dist_future_t *f = (dist_future_t *)s;
-    dist_result_destroy(&f->result);
-    f->result = dist__result_new(rc, mlen ? msg : dist_strerror(rc),
-                                 mlen ? mlen : strlen(dist_strerror(rc)));
+    dist__result_free(&f->result);
+    f->result = dist__result_lend(dist__result_new(rc, mlen ? msg : dist_strerror(rc),
+                                                   mlen ? mlen : strlen(dist_strerror(rc))),
+                                  true);
     dist__log(&self->log, DIST_LOG_DEBUG, "task refused: %.*s: %.*s", (int)clen, code, (int)mlen,
               msg);
 }
@@ -340,8 +341,8 @@ static void s_on_results(dist_client_t *self, const msgpack_object *b)
             dist_result_t *res = dist__result_new(code, data, len);
             if (!res)
                 continue; /* not acknowledged: it comes again after the next HELLO */
-            dist_result_destroy(&f->result);
-            f->result = res;
+            dist__result_free(&f->result);
+            f->result = dist__result_lend(res, true); /* dist_future_get lends it */
         }
         if (s->state == DIST__SL_SENT)
             dist__batch_answered(self, s);

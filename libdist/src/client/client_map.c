@@ -425,6 +425,21 @@ static int s_map(dist_client_t *self, const char *task, const dist_bytes_t *item
     return rc ? rc : j.failed ? DIST_ETASK : 0;
 }
 
+int dist_client_map_opts(dist_client_t *self, const char *task, const dist_bytes_t *items,
+                         size_t n, const dist_map_opts_t *o, dist_results_t **results)
+{
+    dist_map_opts_t d = { 0 };
+    if (!o)
+        o = &d;
+    if (results)
+        *results = NULL;
+    if (o->unordered ? !o->on_result : !results)
+        return DIST_EINVAL;
+    int wait_ms = o->wait_ms ? o->wait_ms : DIST_FOREVER;
+    return s_map(self, task, items, n, o->task_timeout_ms, wait_ms, o->unordered ? NULL : o->progress,
+                 o->unordered ? o->on_result : NULL, o->userdata, o->unordered ? NULL : results);
+}
+
 int dist_client_map(dist_client_t *self, const char *task, const dist_bytes_t *items, size_t n,
                     int task_timeout_ms, int timeout_ms, dist_progress_fn progress, void *userdata,
                     dist_results_t **results)

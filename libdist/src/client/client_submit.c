@@ -160,7 +160,7 @@ static bool s_call_ready(dist_client_t *self, void *arg) { return !dist__batches
 static void s_future_free(dist_future_t *f)
 {
     if (f) {
-        dist_result_destroy(&f->result);
+        dist__result_free(&f->result);
         free(f);
     }
 }
@@ -200,8 +200,9 @@ static long s_submit(dist_client_t *self, const char *task, const dist_bytes_t *
             size_t tb = dist__task_bytes(task_len, items[i].len);
             if (tb > room) {
                 futures[i]->slot.state = DIST__SL_REJECTED;
-                futures[i]->result = dist__result_new(DIST_EMSGSIZE, DIST__TOO_LARGE_MSG,
-                                                      sizeof DIST__TOO_LARGE_MSG - 1);
+                futures[i]->result = dist__result_lend(
+                    dist__result_new(DIST_EMSGSIZE, DIST__TOO_LARGE_MSG,
+                                     sizeof DIST__TOO_LARGE_MSG - 1), true);
                 continue;
             }
             if (bytes + tb > room)
@@ -317,35 +318,36 @@ static bool s_future_ready(dist_client_t *self, void *arg)
     return ((dist_future_t *)arg)->result != NULL;
 }
 
-int dist_future_get(dist_future_t *self, int timeout_ms, dist_result_t **result)
+int dist_future_wait(dist_future_t *self, int timeout_ms)
 {
-    if (result)
-        *result = NULL;
     if (!self)
         return DIST_EINVAL;
     dist_client_t *c = self->client;
     dist__client_lock(c);
     dist__wait_t w = { .ready = s_future_ready, .arg = self };
     int rc = dist__client_run(c, &w, dist__deadline(timeout_ms));
-    if (rc == 0) {
-        rc = self->result->status;
-        if (result)
-            *result = self->result;
-    }
     dist__client_unlock(c);
     return rc;
 }
 
-bool dist_future_ready(dist_future_t *self)
+int dist_future_get(dist_future_t *self, int timeout_ms, dist_result_t **result)
 {
-    if (!self)
-        return false;
-    dist_client_t *c = self->client;
-    dist__client_lock(c);
-    dist__wait_t w = { .ready = s_future_ready, .arg = self };
-    int rc = dist__client_run(c, &w, 0);
-    dist__client_unlock(c);
-    return rc == 0;
+    if (result)
+        *result = NULL;
+    int rc = dist_future_wait(self, timeout_ms);
+    if (rc)
+        return rc;
+    /* Set once and never replaced after: safe to read without the lock. */
+    if (result)
+        *result = self->result; /* lent: the future keeps it */
+    return self->result->status;
+}
+
+bool dist_future_ready(dist_future_t *self) { return dist_future_wait(self, 0) == 0; }
+
+bool dist_future_successful(dist_future_t *self)
+{
+    return dist_future_ready(self) && self->result->status == 0;
 }
 
 void dist_future_destroy(dist_future_t **self_p)
@@ -379,7 +381,7 @@ int dist_client_call(dist_client_t *self, const char *task, const void *args, si
         return (int)rc;
     int st = dist_future_get(f, dist__left_ms(deadline), NULL);
     if (f->result) {
-        *result = f->result; /* the caller owns it now */
+        *result = dist__result_lend(f->result, false); /* the caller owns it now */
         f->result = NULL;
     }
     dist_future_destroy(&f);
