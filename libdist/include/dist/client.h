@@ -17,12 +17,23 @@
  *
  *  Master restarts: the client says HELLO again under the same name and
  *  re-sends what the master had not answered yet (submission is
- *  idempotent). Tasks an in-memory master had already accepted are lost
- *  with it, and their futures and maps run into the caller's timeout; a
- *  master with --store keeps them and their results arrive as usual. A
- *  master that falls silent for connect_timeout_ms while a call waits for
- *  its answer (ACCEPTED, a queue reply) makes that call fail with
- *  DIST_ENOMASTER.
+ *  idempotent). A master with --store keeps the tasks it accepted and
+ *  their results arrive as usual. A new instance of the master (WELCOME
+ *  names another instance: an in-memory master started again, which lost
+ *  every task) is given again every task the client still waits for -
+ *  futures keep their task name and arguments until their result, maps
+ *  hold their items while they run - so a task may run twice
+ *  (at-least-once execution). Until a worker offering the task has joined
+ *  the new instance, its "unknown task" refusals mean "not yet". A master
+ *  that stops cleanly says BYE, and the client says HELLO again at once
+ *  instead of waiting for its silence. A master that falls silent for
+ *  connect_timeout_ms while a call waits for its answer (ACCEPTED, a queue
+ *  reply) makes that call fail with DIST_ENOMASTER.
+ *
+ *  When the master accepts tasks of a name no connected worker offers, or
+ *  the last such worker leaves while tasks of it wait, the client logs at
+ *  WARN "no connected worker offers task NAME: its tasks wait" (once per
+ *  name), and "a worker offering task NAME joined" when one comes.
  *
  *  Threads: a client may be used from several threads. It has no thread
  *  of its own: the call that waits does the network I/O for all, and the
@@ -172,8 +183,10 @@ typedef void (*dist_progress_fn)(size_t done, size_t total, void *userdata);
  * At most 100,000 tasks (32 SUBMITs) are in flight at once, so a long map
  * neither floods the master nor holds much memory; the items are read
  * while the call runs and not retained. A refusal with queue_full (or
- * store_failed) is back-pressure: those items are submitted again after a
- * backoff (10 ms doubling to 1 s). An unknown task fails every item with
+ * store_failed) is back-pressure: nothing more is sent during a backoff
+ * (10 ms doubling to 1 s, one step per round of refusals), then the map
+ * keeps about as many tasks in flight as the master held, growing again
+ * as they are accepted. An unknown task fails every item with
  * DIST_ENOENT and the master's message. */
 DIST_EXPORT int dist_client_map(dist_client_t *self, const char *task, const dist_bytes_t *items,
                                 size_t n, int task_timeout_ms, int timeout_ms,
