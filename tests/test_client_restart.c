@@ -76,6 +76,28 @@ static void s_wait_worker(dist_client_t *c)
     assert_true(workers >= 1);
 }
 
+/* A master (with --max-queued when given), a worker, and a client that
+ * has seen the worker join. */
+static dist_client_t *s_cluster(const char *max_queued)
+{
+    s_master(max_queued);
+    s_worker();
+    dist_client_t *c = s_client();
+    s_wait_worker(c);
+    return c;
+}
+
+/* A future of dist.sleep [ms]; *a holds its arguments. */
+static dist_future_t *s_sleep(dist_client_t *c, int ms, dist_args_t **a)
+{
+    *a = dist_args_pack("i", ms);
+    size_t len;
+    const void *args = dist_args_data(*a, &len);
+    dist_future_t *f = dist_client_submit(c, "dist.sleep", args, len, 0);
+    assert_non_null(f);
+    return f;
+}
+
 static int s_setup(void **state)
 {
     (void)state;
@@ -112,10 +134,7 @@ static size_t s_lines(const char *path)
 static void test_map_across_a_killed_master(void **state)
 {
     (void)state;
-    s_master(NULL);
-    s_worker();
-    dist_client_t *c = s_client();
-    s_wait_worker(c);
+    dist_client_t *c = s_cluster(NULL);
     dist_client_destroy(&c);
     enum { N = 20000 };
     char in[64], out[64];
@@ -156,15 +175,9 @@ static void test_map_across_a_killed_master(void **state)
 static void test_future_across_a_killed_master(void **state)
 {
     (void)state;
-    s_master(NULL);
-    s_worker();
-    dist_client_t *c = s_client();
-    s_wait_worker(c);
-    dist_args_t *a = dist_args_pack("i", 1500);
-    size_t len;
-    const void *args = dist_args_data(a, &len);
-    dist_future_t *f = dist_client_submit(c, "dist.sleep", args, len, 0);
-    assert_non_null(f);
+    dist_client_t *c = s_cluster(NULL);
+    dist_args_t *a;
+    dist_future_t *f = s_sleep(c, 1500, &a);
     dt_sleep_ms(200); /* running on the worker */
     dt_signal(g.master, SIGKILL);
     assert_int_equal(dt_wait(g.master, 5000), 128 + SIGKILL);
@@ -181,15 +194,9 @@ static void test_future_across_a_killed_master(void **state)
 static void test_bye_then_a_new_master(void **state)
 {
     (void)state;
-    s_master(NULL);
-    s_worker();
-    dist_client_t *c = s_client();
-    s_wait_worker(c);
-    dist_args_t *a = dist_args_pack("i", 300);
-    size_t len;
-    const void *args = dist_args_data(a, &len);
-    dist_future_t *f = dist_client_submit(c, "dist.sleep", args, len, 0);
-    assert_non_null(f);
+    dist_client_t *c = s_cluster(NULL);
+    dist_args_t *a;
+    dist_future_t *f = s_sleep(c, 300, &a);
     dt_signal(g.master, SIGTERM);
     assert_int_equal(dt_wait(g.master, 10000), 0);
     /* The client reads the BYE while it waits. */
@@ -210,10 +217,7 @@ static void test_bye_then_a_new_master(void **state)
 static void test_small_max_queued(void **state)
 {
     (void)state;
-    s_master("10");
-    s_worker();
-    dist_client_t *c = s_client();
-    s_wait_worker(c);
+    dist_client_t *c = s_cluster("10");
     dist_batch_t *b = dist_batch_new();
     for (int i = 0; i < 200; i++)
         dist_batch_add(b, "i", i);
@@ -237,10 +241,7 @@ static void test_small_max_queued(void **state)
 static void test_cli_warns_unserved(void **state)
 {
     (void)state;
-    s_master(NULL);
-    s_worker();
-    dist_client_t *c = s_client();
-    s_wait_worker(c);
+    dist_client_t *c = s_cluster(NULL);
     dist_client_destroy(&c);
     assert_int_equal(dt_stop(g.worker, 5000), 0);
     const char *argv[] = { DIST_CLI_BIN, "--master", g.endpoint, "submit", "--wait", "3000",
