@@ -501,6 +501,15 @@ static int s_pack_file_arg(cli_t *cli, int i, bool *stdin_used, msgpack_packer *
     return 0;
 }
 
+/* The map options of the command line: --timeout per task, --wait for
+ * all (whose 0, "give up at once", is 1 ms here: 0 means no bound there). */
+static dist_map_opts_t s_map_opts(const cli_t *cli)
+{
+    dist_map_opts_t o = { .task_timeout_ms = cli->task_timeout_ms,
+                          .wait_ms = cli->wait_ms ? cli->wait_ms : 1 };
+    return o;
+}
+
 static int s_cmd_submit(cli_t *cli)
 {
     if (cli->npos < 1)
@@ -541,8 +550,8 @@ static int s_cmd_submit(cli_t *cli)
     }
     dist_bytes_t item = { sb.data, sb.size };
     dist_results_t *rs = NULL;
-    int rc = dist_client_map(c, task, &item, 1, cli->task_timeout_ms, cli->wait_ms, NULL, NULL,
-                             &rs);
+    dist_map_opts_t mo = s_map_opts(cli);
+    int rc = dist_client_map_opts(c, task, &item, 1, &mo, &rs);
     msgpack_sbuffer_destroy(&sb);
     if (rc == DIST_ENOMASTER) {
         code = s_no_master(cli);
@@ -724,8 +733,11 @@ static int s_cmd_map(cli_t *cli)
     if (c && !code) {
         cli_progress_init(&m.progress, n, isatty(STDERR_FILENO));
         m.share_tty = m.progress.on && isatty(STDOUT_FILENO);
-        int rc = dist_client_map_unordered(c, task, items, n, cli->task_timeout_ms, cli->wait_ms,
-                                           s_map_result, &m);
+        dist_map_opts_t mo = s_map_opts(cli);
+        mo.unordered = true;
+        mo.on_result = s_map_result;
+        mo.userdata = &m;
+        int rc = dist_client_map_opts(c, task, items, n, &mo, NULL);
         cli_progress_done(&m.progress);
         if (rc == DIST_ENOMASTER)
             code = s_no_master(cli);

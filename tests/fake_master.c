@@ -60,7 +60,11 @@ struct fm {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    bool stop, forget, keep_results, resend;
+    bool stop, forget, keep_results, resend, bye;
+    char notice_task[64]; /* fm_notice: the name, and whether served */
+    bool notice, notice_served;
+    char instance[DIST__INSTANCE_LEN + 1];
+    int ninstance;
     fm_record_t *recs;
     size_t nrecs, caprecs;
     int unacked;
@@ -260,7 +264,8 @@ static bool s_run_task(fm_t *self, const char *client, const dist__task_t *t, co
         return false;
     }
     bool known = !strcmp(name, "echo") || !strcmp(name, "add") || !strcmp(name, "fail") ||
-                 !strcmp(name, "slow") || !strcmp(name, "never") || !strcmp(name, "full");
+                 !strcmp(name, "slow") || !strcmp(name, "never") || !strcmp(name, "full") ||
+                 !strcmp(name, "unserved");
     if (!known) {
         *code = "unknown_task";
         *msg = "no worker has announced this task";
@@ -297,7 +302,8 @@ static bool s_run_task(fm_t *self, const char *client, const dist__task_t *t, co
         int64_t ms = 0;
         if (!strcmp(name, "slow") && args.via.array.size)
             dist_obj_int(&args.via.array.ptr[0], &ms);
-        r->due_ns = !strcmp(name, "never") ? INT64_MAX : dist__now_ns() + ms * 1000000;
+        r->due_ns = !strcmp(name, "never") || !strcmp(name, "unserved")
+                        ? INT64_MAX : dist__now_ns() + ms * 1000000;
     }
     msgpack_zone_destroy(&z);
     char hex[33];
@@ -329,24 +335,32 @@ static void s_on_submit(fm_t *self, fm_peer_t *p, const msgpack_object *root)
     msgpack_packer *pk = dist_wire_buf_packer(b);
     dist__id_t *ok = calloc(n + 1, sizeof *ok);
     size_t nok = 0, nrej = 0;
+    bool unserved = false;
     dist__reject_t *rej = calloc(n + 1, sizeof *rej);
     for (size_t i = 0; i < n; i++) {
         dist__task_t t;
         if (dist__parse_task(&tasks[i], false, &t))
             continue;
         const char *code, *msg;
-        if (s_run_task(self, p->name, &t, &code, &msg))
+        bool ok_task = s_run_task(self, p->name, &t, &code, &msg);
+        if (ok_task)
+            unserved |= t.task_len == 8 && memcmp(t.task, "unserved", 8) == 0;
+        if (ok_task)
             ok[nok++] = t.id;
         else
             rej[nrej++] = (dist__reject_t){ (uint32_t)i, true, t.id, { code, strlen(code) },
                                             { msg, strlen(msg) } };
     }
-    dist__pack_accepted(pk, nok);
+    dist__pack_accepted_head(pk, nok, unserved);
     for (size_t i = 0; i < nok; i++)
         dist__pk_id(pk, &ok[i]);
     dist__pack_rejected(pk, nrej);
     for (size_t i = 0; i < nrej; i++)
         dist__pack_reject(pk, &rej[i]);
+    if (unserved) { /* no worker here offers it (section 6.4) */
+        dist__str_t nm = { "unserved", 8 };
+        dist__pack_names(pk, "unserved", &nm, 1);
+    }
     s_send(self, p->rid, p->rid_len, DIST__CMD_ACCEPTED, b);
     dist_wire_buf_destroy(&b);
     free(ok);
@@ -570,7 +584,8 @@ static void s_on_hello(fm_t *self, const dist__inmsg_t *m)
                                                        ? self->o.heartbeat_timeout_ms
                                                        : 3000,
                            .max_message = 64u << 20, .max_batch = (uint32_t)s_max_batch(self),
-                           .pending_results = (uint32_t)pending, .client = true };
+                           .pending_results = (uint32_t)pending, .client = true,
+                           .instance = { self->instance, strlen(self->instance) } };
     dist__pack_welcome(dist_wire_buf_packer(b), &wl);
     s_send(self, p->rid, p->rid_len, DIST__CMD_WELCOME, b);
     dist_wire_buf_destroy(&b);
@@ -637,11 +652,28 @@ static void *s_thread(void *arg)
     for (;;) {
         pthread_mutex_lock(&self->mu);
         bool stop = self->stop, forget = self->forget, keep = self->keep_results;
-        bool resend = self->resend;
-        self->forget = self->resend = false;
+        bool resend = self->resend, bye = self->bye, notice = self->notice;
+        bool served = self->notice_served;
+        char task[64];
+        snprintf(task, sizeof task, "%s", self->notice_task);
+        self->forget = self->resend = self->bye = self->notice = false;
         pthread_mutex_unlock(&self->mu);
         if (stop)
             break;
+        if (bye) /* a clean stop: goodbye to every peer */
+            for (size_t i = 0; i < self->npeers; i++)
+                dist__proto_send(self->sock, self->peers[i].rid, self->peers[i].rid_len,
+                                 DIST__CMD_BYE, NULL, 0);
+        if (notice) {
+            dist__str_t nm = { task, strlen(task) };
+            dist__notice_t nt = { .served_names = &nm, .nserved = served,
+                                  .unserved_names = &nm, .nunserved = !served };
+            dist_wire_buf_t *b = dist_wire_buf_new(0);
+            dist__pack_notice(dist_wire_buf_packer(b), &nt);
+            for (size_t i = 0; i < self->npeers; i++)
+                s_send(self, self->peers[i].rid, self->peers[i].rid_len, DIST__CMD_NOTICE, b);
+            dist_wire_buf_destroy(&b);
+        }
         if (forget) {
             self->npeers = 0;
             self->nwaiters = 0;
@@ -651,6 +683,7 @@ static void *s_thread(void *arg)
             if (!keep) { /* running tasks are lost too; with a store they go on */
                 zhashx_purge(self->res);
                 self->nslow = 0;
+                snprintf(self->instance, sizeof self->instance, "%016x", ++self->ninstance);
             }
             s_update_unacked(self);
             pthread_mutex_lock(&self->mu);
@@ -687,6 +720,7 @@ fm_t *fm_new(const fm_opts_t *opts)
     zhashx_set_destructor(self->res, s_result_free);
     self->seed = (unsigned)getpid();
     snprintf(self->name, sizeof self->name, "fake:%d:0", (int)getpid());
+    snprintf(self->instance, sizeof self->instance, "%016x", 0);
     pthread_mutex_init(&self->mu, NULL);
     pthread_cond_init(&self->cv, NULL);
     self->sock = zsock_new(ZMQ_ROUTER);
@@ -788,4 +822,20 @@ int fm_unacked(fm_t *self)
     int n = self->unacked;
     pthread_mutex_unlock(&self->mu);
     return n;
+}
+
+void fm_bye(fm_t *self)
+{
+    pthread_mutex_lock(&self->mu);
+    self->bye = true;
+    pthread_mutex_unlock(&self->mu);
+}
+
+void fm_notice(fm_t *self, const char *task, bool served)
+{
+    pthread_mutex_lock(&self->mu);
+    snprintf(self->notice_task, sizeof self->notice_task, "%s", task);
+    self->notice_served = served;
+    self->notice = true;
+    pthread_mutex_unlock(&self->mu);
 }

@@ -11,7 +11,11 @@
  *    fail   -> status failed, "fail: boom"  slow  -> echo after args[0] ms
  *    never  -> accepted, no result ever      full  -> refused queue_full the
  *    big    -> refused too_large                       first `full_refusals` times
+ *    unserved -> accepted with ACCEPTED unserved: ["unserved"], no result
  *    anything else -> refused unknown_task
+ *
+ *  WELCOME names an instance; fm_forget without keep_results starts a new
+ *  one (as a restarted in-memory master).
  *
  *  Every message it receives is recorded, so a test can wait for the n-th
  *  message of a command and look at its body.
@@ -55,6 +59,13 @@ dist_wire_msg_t *fm_wait(fm_t *self, dist__cmd_t cmd, int nth, int timeout_ms);
 /* Forgets every peer, as a restarted master does; `keep_results`: the
  * results waiting for clients survive (as with --store). */
 void fm_forget(fm_t *self, bool keep_results);
+
+/* Sends BYE to every peer, as a master that stops cleanly (it goes on
+ * serving: the test plays the next master). */
+void fm_bye(fm_t *self);
+
+/* Sends NOTICE {served: [task]} or {unserved: [task]} to every peer. */
+void fm_notice(fm_t *self, const char *task, bool served);
 
 /* Sends RESULTS for every result still waiting for the named client (as
  * on a HELLO), e.g. to test that duplicates are dropped. */

@@ -289,7 +289,9 @@ static void test_refusals_map_to_codes(void **state)
     assert_int_equal(dist_client_map(c, "echo", items, 3, 0, 5000, NULL, NULL, &rs), 0);
     assert_int_equal(dist_results_count(rs), 3);
     dist_results_destroy(&rs);
-    assert_int_equal(fm_count(fm, DIST__CMD_SUBMIT), 3);
+    /* The refused SUBMIT's tasks went again (after it, the map probes
+     * with a smaller window: one more SUBMIT at most). */
+    assert_in_range(fm_count(fm, DIST__CMD_SUBMIT), 3, 4);
 
     /* call keeps the master's message. */
     dist_result_t *r;
@@ -458,6 +460,124 @@ static void test_map_unordered(void **state)
     assert_int_equal(s.failed, 10);
     assert_int_equal(s.code, DIST_ETIMEDOUT);
     free(s.hits);
+    dist_client_destroy(&c);
+    fm_destroy(&fm);
+    s_items_free(items, keep, N);
+}
+
+/* A future has the pool handle's methods (wait, ready, successful, get),
+ * and the result it lends may be destroyed by the caller harmlessly. */
+static void test_future_methods_and_lent_results(void **state)
+{
+    (void)state;
+    fm_t *fm = fm_new(NULL);
+    dist_client_t *c = s_client(fm, "tc-future");
+    dist_args_t *a = s_ints(2, 4, 5);
+    size_t len;
+    const void *args = dist_args_data(a, &len);
+    dist_future_t *f = dist_client_submit(c, "add", args, len, 0);
+    assert_non_null(f);
+    assert_int_equal(dist_future_wait(f, 2000), 0);
+    assert_true(dist_future_ready(f));
+    assert_true(dist_future_successful(f));
+    dist_result_t *r = NULL;
+    assert_int_equal(dist_future_get(f, 0, &r), 0);
+    dist_result_destroy(&r); /* lent: only the pointer goes */
+    assert_null(r);
+    assert_int_equal(dist_future_get(f, 0, &r), 0);
+    int64_t v = 0;
+    assert_int_equal(dist_result_int(r, &v), 0);
+    assert_int_equal(v, 9);
+    dist_result_destroy(&r);
+    dist_future_destroy(&f); /* frees the result once */
+
+    f = dist_client_submit(c, "fail", args, len, 0);
+    assert_int_equal(dist_future_wait(f, 2000), 0);
+    assert_true(dist_future_ready(f));
+    assert_false(dist_future_successful(f));
+    assert_int_equal(dist_future_get(f, 0, &r), DIST_ETASK);
+    dist_result_destroy(&r);
+    dist_future_destroy(&f);
+
+    f = dist_client_submit(c, "never", args, len, 0);
+    int64_t t0 = dt_now_ms();
+    assert_int_equal(dist_future_wait(f, 200), DIST_ETIMEDOUT);
+    dt_assert_took(t0, 200);
+    assert_false(dist_future_ready(f));
+    assert_false(dist_future_successful(f));
+    dist_future_destroy(&f);
+    assert_int_equal(dist_future_wait(NULL, 0), DIST_EINVAL);
+    assert_false(dist_future_successful(NULL));
+
+    /* call hands its result over: the caller frees it. */
+    assert_int_equal(dist_client_call(c, "add", args, len, 2000, &r), 0);
+    dist_result_destroy(&r);
+    assert_null(r);
+    dist_args_destroy(&a);
+    dist_client_destroy(&c);
+    fm_destroy(&fm);
+}
+
+/* dist_client_map_opts: zero is every default (no bound on the wait, no
+ * task timeout, in input order); the task timeout reaches the SUBMIT. */
+static void test_map_opts(void **state)
+{
+    (void)state;
+    fm_t *fm = fm_new(NULL);
+    dist_client_t *c = s_client(fm, "tc-mapopts");
+    enum { N = 50 };
+    dist_args_t **keep;
+    dist_bytes_t *items = s_items(N, -1, 0, &keep);
+    dist_results_t *rs = NULL;
+    assert_int_equal(dist_client_map_opts(c, "echo", items, N, NULL, &rs), 0);
+    assert_int_equal(dist_results_count(rs), N);
+    for (size_t i = 0; i < N; i++)
+        s_assert_echo(dist_results_at(rs, i), i);
+    dist_result_t *lent = dist_results_at(rs, 0);
+    dist_result_destroy(&lent); /* lent by the container: harmless */
+    s_assert_echo(dist_results_at(rs, 0), 0);
+    dist_results_destroy(&rs);
+    dist_wire_msg_t *m = fm_wait(fm, DIST__CMD_SUBMIT, 1, 100);
+    const msgpack_object *tasks;
+    size_t n;
+    dist__task_t t;
+    assert_int_equal(dist__get_array(dist_wire_msg_root(m), "tasks", &tasks, &n), 0);
+    assert_int_equal(dist__parse_task(&tasks[0], false, &t), 0);
+    assert_int_equal(t.timeout_ms, 0);
+    dist_wire_msg_destroy(&m);
+
+    struct progress p = { .monotonic = true };
+    dist_map_opts_t o = { .task_timeout_ms = 1234, .progress = s_progress, .userdata = &p };
+    int nsub = fm_count(fm, DIST__CMD_SUBMIT);
+    assert_int_equal(dist_client_map_opts(c, "echo", items, N, &o, &rs), 0);
+    assert_int_equal(p.last, N);
+    dist_results_destroy(&rs);
+    m = fm_wait(fm, DIST__CMD_SUBMIT, nsub + 1, 100);
+    assert_int_equal(dist__get_array(dist_wire_msg_root(m), "tasks", &tasks, &n), 0);
+    assert_int_equal(dist__parse_task(&tasks[0], false, &t), 0);
+    assert_int_equal(t.timeout_ms, 1234);
+    dist_wire_msg_destroy(&m);
+
+    /* Unordered: on_result per item, results stay NULL. */
+    struct seen s = { calloc(N, 1), N, 0, 0, 0 };
+    dist_map_opts_t u = { .unordered = true, .on_result = s_on_result, .userdata = &s };
+    rs = (dist_results_t *)&s; /* must be set to NULL */
+    assert_int_equal(dist_client_map_opts(c, "echo", items, N, &u, &rs), 0);
+    assert_null(rs);
+    assert_int_equal(s.calls, N);
+    /* A bounded wait. */
+    memset(s.hits, 0, N);
+    s.calls = s.failed = 0;
+    u.wait_ms = 200;
+    int64_t t0 = dt_now_ms();
+    assert_int_equal(dist_client_map_opts(c, "never", items, 5, &u, NULL), DIST_ETIMEDOUT);
+    dt_assert_took(t0, 200);
+    assert_int_equal(s.failed, 5);
+    free(s.hits);
+    /* Misuse. */
+    u.on_result = NULL;
+    assert_int_equal(dist_client_map_opts(c, "echo", items, N, &u, NULL), DIST_EINVAL);
+    assert_int_equal(dist_client_map_opts(c, "echo", items, N, NULL, NULL), DIST_EINVAL);
     dist_client_destroy(&c);
     fm_destroy(&fm);
     s_items_free(items, keep, N);
@@ -883,6 +1003,149 @@ static void test_map_across_a_master_restart(void **state)
     fm_destroy(&fm);
 }
 
+/* A new instance of the master (in memory: it lost every task) gets the
+ * tasks the client still waits for again: a future's and a map's. */
+static fm_t *s_forget_fm;
+
+static void s_forget_once(size_t done, size_t total, void *ud)
+{
+    (void)total;
+    bool *forgot = ud;
+    if (done >= 1 && !*forgot) {
+        *forgot = true;
+        fm_forget(s_forget_fm, false);
+    }
+}
+
+static void test_new_instance_gets_tasks_again(void **state)
+{
+    (void)state;
+    fm_t *fm = fm_new(NULL);
+    dist_client_t *c = s_client(fm, "tc-instance");
+    dist_args_t *a = s_ints(1, 400);
+    size_t len;
+    const void *args = dist_args_data(a, &len);
+    dist_future_t *f = dist_client_submit(c, "slow", args, len, 0);
+    assert_non_null(f);
+    int subs = fm_count(fm, DIST__CMD_SUBMIT);
+    fm_forget(fm, false); /* its result will never come from this master */
+    dist_result_t *r = NULL;
+    assert_int_equal(dist_future_get(f, 10000, &r), 0);
+    int64_t v = 0;
+    assert_int_equal(dist_arg_int(dist_result_value(r), 0, &v), 0);
+    assert_int_equal(v, 400);
+    assert_true(fm_count(fm, DIST__CMD_SUBMIT) > subs);
+    /* The same arguments went again. */
+    dist_wire_msg_t *m = fm_wait(fm, DIST__CMD_SUBMIT, fm_count(fm, DIST__CMD_SUBMIT), 100);
+    const msgpack_object *tasks;
+    size_t n;
+    dist__task_t t;
+    assert_int_equal(dist__get_array(dist_wire_msg_root(m), "tasks", &tasks, &n), 0);
+    assert_int_equal(dist__parse_task(&tasks[0], false, &t), 0);
+    assert_int_equal(t.args_len, len);
+    assert_memory_equal(t.args, args, len);
+    dist_wire_msg_destroy(&m);
+    dist_future_destroy(&f);
+
+    /* A map: the first half done at once, the second half takes 500 ms
+     * and is lost with the first instance. */
+    enum { N = 40 };
+    dist_args_t **keep;
+    dist_bytes_t *items = s_items(N, 0, 500, &keep);
+    bool forgot = false;
+    s_forget_fm = fm;
+    dist_results_t *rs = NULL;
+    assert_int_equal(dist_client_map(c, "slow", items, N, 0, 15000, s_forget_once, &forgot, &rs),
+                     0);
+    assert_true(forgot);
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(dist_arg_int(dist_result_value(dist_results_at(rs, i)), 1, &v), 0);
+        assert_int_equal(v, (int64_t)i);
+    }
+    dist_results_destroy(&rs);
+    s_items_free(items, keep, N);
+    dist_args_destroy(&a);
+    dist_client_destroy(&c);
+    fm_destroy(&fm);
+}
+
+/* BYE: the client says HELLO at once, not after the master's silence. */
+static void test_bye_says_hello_at_once(void **state)
+{
+    (void)state;
+    fm_t *fm = fm_new(NULL); /* heartbeat timeout 3000 ms */
+    dist_client_t *c = s_client(fm, "tc-bye");
+    dist_args_t *a = s_ints(1, 1);
+    size_t len;
+    const void *args = dist_args_data(a, &len);
+    dist_future_t *f = dist_client_submit(c, "never", args, len, 0);
+    assert_non_null(f);
+    int hellos = fm_count(fm, DIST__CMD_HELLO);
+    fm_bye(fm);
+    assert_int_equal(dist_future_wait(f, 800), DIST_ETIMEDOUT);
+    assert_true(fm_count(fm, DIST__CMD_HELLO) > hellos);
+    dist_future_destroy(&f);
+    dist_args_destroy(&a);
+    dist_client_destroy(&c);
+    fm_destroy(&fm);
+}
+
+static struct {
+    char text[4096];
+} s_logged;
+
+static void s_log_keep(dist_log_level_t level, const char *component, const char *msg, void *ud)
+{
+    (void)component;
+    (void)ud;
+    if (level <= DIST_LOG_WARN)
+        snprintf(s_logged.text + strlen(s_logged.text), sizeof s_logged.text - strlen(s_logged.text),
+                 "%s\n", msg);
+}
+
+static int s_occurs(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle))
+        n++;
+    return n;
+}
+
+/* ACCEPTED unserved and NOTICE: warned once per name, and when a worker
+ * offering it joins. */
+static void test_unserved_tasks_are_warned(void **state)
+{
+    (void)state;
+    s_logged.text[0] = 0;
+    fm_t *fm = fm_new(NULL);
+    dist_client_opts_t o = { .master = fm_endpoint(fm), .name = "tc-unserved",
+                             .connect_timeout_ms = 3000, .log = s_log_keep,
+                             .log_level = DIST_LOG_INFO };
+    dist_client_t *c = dist_client_new(&o);
+    assert_non_null(c);
+    dist_args_t *a = s_ints(1, 1);
+    size_t len;
+    const void *args = dist_args_data(a, &len);
+    const char *warn = "no connected worker offers task unserved: its tasks wait";
+    const char *joined = "a worker offering task unserved joined";
+    dist_future_t *f = dist_client_submit(c, "unserved", args, len, 0);
+    assert_non_null(f);
+    assert_int_equal(s_occurs(s_logged.text, warn), 1);
+    dist_future_t *g = dist_client_submit(c, "unserved", args, len, 0);
+    assert_int_equal(s_occurs(s_logged.text, warn), 1); /* once per name */
+    fm_notice(fm, "unserved", true);
+    dist_future_wait(f, 300);
+    assert_int_equal(s_occurs(s_logged.text, joined), 1);
+    fm_notice(fm, "unserved", false); /* its last worker left again */
+    dist_future_wait(f, 300);
+    assert_int_equal(s_occurs(s_logged.text, warn), 2);
+    dist_future_destroy(&f);
+    dist_future_destroy(&g);
+    dist_args_destroy(&a);
+    dist_client_destroy(&c);
+    fm_destroy(&fm);
+}
+
 static void test_heartbeats_and_lost_master(void **state)
 {
     (void)state;
@@ -983,6 +1246,8 @@ int main(void)
         cmocka_unit_test(test_duplicates_are_dropped),
         cmocka_unit_test(test_map_in_input_order),
         cmocka_unit_test(test_map_unordered),
+        cmocka_unit_test(test_future_methods_and_lent_results),
+        cmocka_unit_test(test_map_opts),
         cmocka_unit_test(test_map_failures_refusals_and_timeouts),
         cmocka_unit_test(test_map_splits_by_size),
         cmocka_unit_test(test_named_queues),
@@ -991,6 +1256,9 @@ int main(void)
         cmocka_unit_test(test_reconnect),
         cmocka_unit_test(test_reconnect_redelivers_without_duplicates),
         cmocka_unit_test(test_map_across_a_master_restart),
+        cmocka_unit_test(test_new_instance_gets_tasks_again),
+        cmocka_unit_test(test_bye_says_hello_at_once),
+        cmocka_unit_test(test_unserved_tasks_are_warned),
         cmocka_unit_test(test_heartbeats_and_lost_master),
         cmocka_unit_test(test_threads_share_a_client),
     };

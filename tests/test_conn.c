@@ -146,6 +146,63 @@ static void test_welcome_bookkeeping(void **state)
     dist__conn_close(&c, true); /* twice is harmless */
 }
 
+static void s_welcome(dist__conn_t *c, const char *instance)
+{
+    dist_wire_buf_t *b = dist_wire_buf_new(0);
+    dist__welcome_t w = { .master = { "m", 1 },
+                          .instance = { instance, instance ? strlen(instance) : 0 } };
+    dist__pack_welcome(dist_wire_buf_packer(b), &w);
+    size_t len;
+    const void *d = dist_wire_buf_data(b, &len);
+    dist_wire_msg_t *m = dist_wire_msg_decode(d, len, NULL, NULL);
+    assert_non_null(m);
+    dist__conn_welcome(c, dist_wire_msg_root(m));
+    dist_wire_msg_destroy(&m);
+    dist_wire_buf_destroy(&b);
+}
+
+/* A master restarted without its store is a new instance; one that
+ * answers a repeated HELLO, or says nothing of its instance, is not. */
+static void test_new_instance_and_bye(void **state)
+{
+    (void)state;
+    dist__logger_t lg = { 0 };
+    dist__conn_opts_t o = { .master = "tcp://127.0.0.1:1", .who = "worker" };
+    dist__conn_t c;
+    assert_int_equal(dist__conn_open(&c, &o, &lg), 0);
+    s_welcome(&c, "00000000000000aa");
+    assert_false(c.new_instance); /* the first one known: nothing was lost */
+    assert_string_equal(c.instance, "00000000000000aa");
+    assert_int_equal(c.wl.instance.n, 16);
+    s_welcome(&c, "00000000000000aa");
+    assert_false(c.new_instance);
+    s_welcome(&c, NULL);
+    assert_false(c.new_instance);
+    assert_string_equal(c.instance, "00000000000000aa");
+    s_welcome(&c, "00000000000000bb");
+    assert_true(c.new_instance);
+    assert_string_equal(c.old_instance, "00000000000000aa");
+    assert_string_equal(c.instance, "00000000000000bb");
+    s_welcome(&c, "00000000000000bb");
+    assert_false(c.new_instance);
+
+    /* BYE: lost at once, HELLO due at once; a WELCOME ends it. */
+    int64_t now = dist__now_ns();
+    c.last_heard_ns = c.last_hello_ns = now;
+    assert_false(dist__conn_silent(&c, now));
+    assert_false(dist__conn_hello_due(&c, now));
+    dist__conn_lost(&c);
+    assert_true(c.bye);
+    now = dist__now_ns();
+    assert_true(dist__conn_silent(&c, now));
+    assert_true(dist__conn_hello_due(&c, now));
+    assert_true(dist__conn_next_ns(&c, false) <= now);
+    assert_true(dist__conn_next_ns(&c, true) <= now);
+    s_welcome(&c, "00000000000000bb");
+    assert_false(c.bye);
+    dist__conn_close(&c, true);
+}
+
 /* A master with CURVE and allow lists in which our key is not: the
  * handshake is refused (ZAP), libzmq stops reconnecting, and every send
  * must still return at once. */
@@ -220,6 +277,7 @@ int main(void)
         cmocka_unit_test(test_endpoint_resolution_order),
         cmocka_unit_test(test_errno_of_key_setup_and_failure_words),
         cmocka_unit_test(test_welcome_bookkeeping),
+        cmocka_unit_test(test_new_instance_and_bye),
         cmocka_unit_test(test_send_never_blocks_after_a_zap_refusal),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -333,6 +333,67 @@ static void test_apply_async_callbacks_exactly_once(void **state)
     dist_pool_destroy(&p);
 }
 
+/* One ownership rule: a result lent by a handle (dist_async_get, a
+ * callback, dist_async_results) may be destroyed by the caller: that only
+ * NULLs the pointer, the handle still holds it and frees it once. */
+static void s_destroy_lent(dist_result_t *r, void *ud)
+{
+    (void)ud;
+    dist_result_destroy(&r); /* lent to the callback: harmless */
+}
+
+static void test_lent_results_destroy_harmlessly(void **state)
+{
+    (void)state;
+    dist_pool_t *p = s_pool(2, 0, 0, 0);
+    unsigned char a[16];
+    size_t n = s_pack_int(a, 9);
+    dist_submit_opts_t o = { s_destroy_lent, s_destroy_lent, NULL, 0 };
+    dist_async_t *h = dist_pool_apply_async(p, DIST_FN(t_square), a, n, &o);
+    assert_non_null(h);
+    /* The same methods as a client's future: wait, ready, successful, get. */
+    assert_int_equal(dist_async_wait(h, 30000), 0);
+    assert_true(dist_async_ready(h));
+    assert_true(dist_async_successful(h));
+    dist_result_t *r = NULL;
+    assert_int_equal(dist_async_get(h, 0, &r), 0);
+    dist_result_destroy(&r);
+    assert_null(r);
+    assert_int_equal(dist_async_get(h, 0, &r), 0); /* still there */
+    int64_t v = 0;
+    assert_int_equal(dist_result_int(r, &v), 0);
+    assert_int_equal(v, 81);
+    dist_result_t *copy = dist_result_dup(r); /* an owned copy outlives the handle */
+    dist_result_destroy(&r);
+    dist_async_destroy(&h);
+    assert_int_equal(dist_result_int(copy, &v), 0);
+    assert_int_equal(v, 81);
+    dist_result_destroy(&copy);
+
+    /* A failure, and a map's summary and items. */
+    h = dist_pool_apply_async(p, DIST_FN(t_fail), a, n, &o);
+    assert_int_equal(dist_async_get(h, 30000, &r), DIST_ETASK);
+    assert_false(dist_async_successful(h));
+    dist_result_destroy(&r);
+    dist_async_destroy(&h);
+    dist_bytes_t items[3] = { { a, n }, { a, n }, { a, n } };
+    h = dist_pool_map_async(p, DIST_FN(t_square), items, 3, 1, NULL);
+    assert_int_equal(dist_async_get(h, 30000, &r), 0);
+    assert_true(dist_async_successful(h));
+    dist_result_destroy(&r);
+    dist_result_t *item = dist_results_at(dist_async_results(h), 2);
+    dist_result_destroy(&item);
+    assert_int_equal(dist_result_int(dist_results_at(dist_async_results(h), 2), &v), 0);
+    assert_int_equal(v, 81);
+    dist_async_destroy(&h);
+
+    /* apply hands its result over: the caller owns and frees it. */
+    assert_int_equal(dist_pool_apply(p, DIST_FN(t_square), a, n, &r), 0);
+    dist_result_destroy(&r);
+    assert_null(r);
+    dist_pool_destroy(&p);
+}
+
 static void test_map_million_ordered(void **state)
 {
     (void)state;
@@ -861,6 +922,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         PROCS(test_apply_and_errors),
         PROCS(test_apply_async_callbacks_exactly_once),
+        PROCS(test_lent_results_destroy_harmlessly),
         PROCS(test_map_million_ordered),
         PROCS(test_imap_ordered),
         PROCS(test_imap_unordered_every_result_once),

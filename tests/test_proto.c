@@ -389,12 +389,15 @@ static void test_welcome_body_and_clamping(void **state)
     dist_wire_buf_t *b = dist_wire_buf_new(0);
     dist__welcome_t w = { .master = { "m:1", 3 }, .version = { "1.2", 3 }, .heartbeat_ms = 500,
                           .heartbeat_timeout_ms = 1500, .max_message = 1 << 20, .max_batch = 100,
-                          .pending_results = 9, .client = true };
+                          .pending_results = 9, .client = true,
+                          .instance = { "0123456789abcdef", 16 } };
     dist__pack_welcome(dist_wire_buf_packer(b), &w);
     dist_wire_msg_t *m = s_decode(b);
     dist__welcome_t back;
     assert_int_equal(dist__parse_welcome(dist_wire_msg_root(m), &back), 0);
     assert_memory_equal(back.master.s, "m:1", 3);
+    assert_int_equal(back.instance.n, 16);
+    assert_memory_equal(back.instance.s, "0123456789abcdef", 16);
     assert_int_equal(back.heartbeat_ms, 500);
     assert_int_equal(back.heartbeat_timeout_ms, 1500);
     assert_int_equal(back.max_message, 1 << 20);
@@ -411,7 +414,29 @@ static void test_welcome_body_and_clamping(void **state)
     assert_int_equal(back.max_batch, DIST__MAX_BATCH);
     assert_int_equal(back.max_message, DIST__MAX_MESSAGE_DEFAULT);
     assert_int_equal(back.master.n, 0);
+    assert_int_equal(back.instance.n, 0);
     assert_false(back.client);
+    dist_wire_msg_destroy(&m);
+
+    /* An instance that is not 16 lowercase hex digits: the wrong type,
+     * and unknown; an empty one is not packed at all. */
+    const char *bad_instances[] = { "0123456789ABCDEF", "0123456789abcde", "0123456789abcdefa",
+                                    "0123456789abcdeg" };
+    for (size_t i = 0; i < sizeof bad_instances / sizeof *bad_instances; i++) {
+        m = s_map(b, 1, "instance", 's', bad_instances[i]);
+        assert_int_equal(dist__parse_welcome(dist_wire_msg_root(m), &back), DIST_EPROTO);
+        assert_int_equal(back.instance.n, 0);
+        dist_wire_msg_destroy(&m);
+    }
+    m = s_map(b, 1, "instance", 'u', (uint64_t)7);
+    assert_int_equal(dist__parse_welcome(dist_wire_msg_root(m), &back), DIST_EPROTO);
+    dist_wire_msg_destroy(&m);
+    w.instance = (dist__str_t){ "", 0 };
+    dist_wire_buf_reset(b);
+    dist__pack_welcome(dist_wire_buf_packer(b), &w);
+    m = s_decode(b);
+    assert_null(dist_wire_map_get(dist_wire_msg_root(m), "instance"));
+    assert_int_equal(dist_wire_msg_root(m)->via.map.size, 7);
     dist_wire_msg_destroy(&m);
 
     /* Out of bounds: clamped. A timeout below the interval is raised to it. */
@@ -622,6 +647,84 @@ static void test_list_and_accepted_bodies(void **state)
     m = s_map(b, 3, "index", 'u', (uint64_t)0, "code", 's', "x", "id", 's', "short");
     assert_int_equal(dist__parse_reject(dist_wire_msg_root(m), &rb), DIST_EPROTO);
     dist_wire_msg_destroy(&m);
+    assert_null(a.unserved); /* the body above had none */
+
+    /* ACCEPTED with unserved names; a bad name sinks it. */
+    const dist__str_t names[2] = { { "sq", 2 }, { "dist.echo", 9 } };
+    for (int bad = 0; bad < 2; bad++) {
+        dist_wire_buf_reset(b);
+        pk = dist_wire_buf_packer(b);
+        dist__pack_accepted_head(pk, 1, true);
+        dist__pk_id(pk, &id);
+        dist__pack_rejected(pk, 0);
+        const dist__str_t bad_names[2] = { { "sq", 2 }, { "no space", 8 } };
+        dist__pack_names(pk, "unserved", bad ? bad_names : names, 2);
+        m = s_decode(b);
+        if (bad) {
+            assert_int_equal(dist__parse_accepted(dist_wire_msg_root(m), &a), DIST_EPROTO);
+        } else {
+            assert_int_equal(dist__parse_accepted(dist_wire_msg_root(m), &a), 0);
+            assert_int_equal(a.nids, 1);
+            assert_int_equal(a.nunserved, 2);
+            const char *t;
+            size_t tn;
+            assert_int_equal(dist_wire_get_str(&a.unserved[1], &t, &tn), 0);
+            assert_int_equal(tn, 9);
+            assert_memory_equal(t, "dist.echo", 9);
+        }
+        dist_wire_msg_destroy(&m);
+    }
+    dist_wire_buf_destroy(&b);
+}
+
+static void test_notice_body(void **state)
+{
+    (void)state;
+    assert_string_equal(dist__cmd_name(DIST__CMD_NOTICE), "NOTICE");
+    dist_wire_buf_t *b = dist_wire_buf_new(0);
+    const dist__str_t served[1] = { { "sq", 2 } }, unserved[2] = { { "a.b", 3 }, { "c", 1 } };
+    dist__notice_t n = { .served_names = served, .nserved = 1, .unserved_names = unserved,
+                         .nunserved = 2 };
+    dist__pack_notice(dist_wire_buf_packer(b), &n);
+    dist_wire_msg_t *m = s_decode(b);
+    dist__notice_t back;
+    assert_int_equal(dist__parse_notice(dist_wire_msg_root(m), &back), 0);
+    assert_int_equal(back.nserved, 1);
+    assert_int_equal(back.nunserved, 2);
+    const char *t;
+    size_t tn;
+    assert_int_equal(dist_wire_get_str(&back.served[0], &t, &tn), 0);
+    assert_memory_equal(t, "sq", 2);
+    assert_int_equal(dist_wire_get_str(&back.unserved[0], &t, &tn), 0);
+    assert_memory_equal(t, "a.b", 3);
+    dist_wire_msg_destroy(&m);
+
+    /* One list only: the other is not packed, and parses as empty. */
+    n.nserved = 0;
+    dist_wire_buf_reset(b);
+    dist__pack_notice(dist_wire_buf_packer(b), &n);
+    m = s_decode(b);
+    assert_int_equal(dist_wire_msg_root(m)->via.map.size, 1);
+    assert_int_equal(dist__parse_notice(dist_wire_msg_root(m), &back), 0);
+    assert_int_equal(back.nserved, 0);
+    assert_null(back.served);
+    assert_int_equal(back.nunserved, 2);
+    dist_wire_msg_destroy(&m);
+
+    /* Wrong shapes. */
+    m = s_map(b, 1, "served", 's', "sq");
+    assert_int_equal(dist__parse_notice(dist_wire_msg_root(m), &back), DIST_EPROTO);
+    dist_wire_msg_destroy(&m);
+    dist_wire_buf_reset(b);
+    msgpack_packer *pk = dist_wire_buf_packer(b);
+    msgpack_pack_map(pk, 1);
+    dist__pk_str(pk, "unserved");
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_uint64(pk, 1);
+    m = s_decode(b);
+    assert_int_equal(dist__parse_notice(dist_wire_msg_root(m), &back), DIST_EPROTO);
+    dist_wire_msg_destroy(&m);
+    assert_int_equal(dist__parse_notice(NULL, &back), DIST_EPROTO);
     dist_wire_buf_destroy(&b);
 }
 
@@ -635,6 +738,7 @@ int main(void)
         cmocka_unit_test(test_welcome_body_and_clamping),
         cmocka_unit_test(test_error_credit_and_request_bodies),
         cmocka_unit_test(test_list_and_accepted_bodies),
+        cmocka_unit_test(test_notice_body),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     zsys_shutdown();

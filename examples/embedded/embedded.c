@@ -137,9 +137,10 @@ int main(int argc, char **argv)
             break;
         usleep(100000);
     }
+    dist_map_opts_t map_opts = { .wait_ms = 120000 };
     if (st == 0)
-        st = dist_client_map(client, "embedded.collatz", items, (size_t)count, 0, 120000, NULL,
-                             NULL, &results);
+        st = dist_client_map_opts(client, "embedded.collatz", items, (size_t)count, &map_opts,
+                                  &results);
     if (st != 0) {
         fprintf(stderr, "embedded: %s\n", dist_strerror(st));
         goto out;

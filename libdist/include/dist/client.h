@@ -17,12 +17,23 @@
  *
  *  Master restarts: the client says HELLO again under the same name and
  *  re-sends what the master had not answered yet (submission is
- *  idempotent). Tasks an in-memory master had already accepted are lost
- *  with it, and their futures and maps run into the caller's timeout; a
- *  master with --store keeps them and their results arrive as usual. A
- *  master that falls silent for connect_timeout_ms while a call waits for
- *  its answer (ACCEPTED, a queue reply) makes that call fail with
- *  DIST_ENOMASTER.
+ *  idempotent). A master with --store keeps the tasks it accepted and
+ *  their results arrive as usual. A new instance of the master (WELCOME
+ *  names another instance: an in-memory master started again, which lost
+ *  every task) is given again every task the client still waits for -
+ *  futures keep their task name and arguments until their result, maps
+ *  hold their items while they run - so a task may run twice
+ *  (at-least-once execution). Until a worker offering the task has joined
+ *  the new instance, its "unknown task" refusals mean "not yet". A master
+ *  that stops cleanly says BYE, and the client says HELLO again at once
+ *  instead of waiting for its silence. A master that falls silent for
+ *  connect_timeout_ms while a call waits for its answer (ACCEPTED, a queue
+ *  reply) makes that call fail with DIST_ENOMASTER.
+ *
+ *  When the master accepts tasks of a name no connected worker offers, or
+ *  the last such worker leaves while tasks of it wait, the client logs at
+ *  WARN "no connected worker offers task NAME: its tasks wait" (once per
+ *  name), and "a worker offering task NAME joined" when one comes.
  *
  *  Threads: a client may be used from several threads. It has no thread
  *  of its own: the call that waits does the network I/O for all, and the
@@ -121,16 +132,28 @@ DIST_EXPORT long dist_client_submit_batch(dist_client_t *self, const char *task,
                                           const dist_bytes_t *items, size_t n, int task_timeout_ms,
                                           dist_future_t **futures, int *errors);
 
-/* Waits up to timeout_ms for the result. Returns its status (0 for a
+/* A future has the methods of the pool's async handle (dist/pool.h):
+ * wait, ready, successful, get. */
+
+/* Waits up to timeout_ms for the result. 0 once it is there (a value, a
+ * failure, or the master's refusal), DIST_ETIMEDOUT when it has not
+ * arrived, or the client's fatal code (DIST_EREFUSED, DIST_EPROTO). */
+DIST_EXPORT int dist_future_wait(dist_future_t *self, int timeout_ms);
+
+/* Waits like dist_future_wait, then returns the result's status (0 for a
  * value; DIST_ETASK, DIST_ECRASHED, DIST_ETIMEDOUT, DIST_EGAVEUP, ... for
  * a failure, whose message names the task, host, pid and signal) and sets
- * *result, borrowed until the future is destroyed; DIST_ETIMEDOUT when it
- * has not arrived (result NULL) - check dist_future_ready() to tell a task
- * timeout from a wait timeout. */
+ * *result (may be NULL) to the result LENT by the future: valid until
+ * dist_future_destroy; dist_result_destroy on it is harmless (it only sets
+ * the pointer to NULL), dist_result_dup makes an owned copy. DIST_ETIMEDOUT
+ * when it has not arrived (*result NULL) - dist_future_ready() tells a
+ * task timeout from a wait timeout. */
 DIST_EXPORT int dist_future_get(dist_future_t *self, int timeout_ms, dist_result_t **result);
 
-/* true once the result is there (reads what has arrived; does not wait). */
+/* Ready: the result is there (reads what has arrived; does not wait).
+ * Successful: ready and a value, not a failure (false while not ready). */
 DIST_EXPORT bool dist_future_ready(dist_future_t *self);
+DIST_EXPORT bool dist_future_successful(dist_future_t *self);
 
 /* Frees the future and its result; *self_p = NULL. Accepts NULL. A result
  * that comes after this is acknowledged and dropped. */
@@ -149,7 +172,8 @@ DIST_EXPORT int dist_client_call(dist_client_t *self, const char *task, const vo
 typedef void (*dist_progress_fn)(size_t done, size_t total, void *userdata);
 
 /* Runs the task on each of n argument arrays across the cluster and waits
- * up to timeout_ms (DIST_FOREVER: no bound) for all results. *results
+ * up to timeout_ms (DIST_FOREVER: no bound; dist_client_map_opts below
+ * takes the same with named options) for all results. *results
  * (owned by the caller) holds them in input order. Returns 0 when all
  * succeeded, DIST_ETASK when some failed, DIST_ETIMEDOUT (results so far
  * are in *results; the missing ones carry DIST_ETIMEDOUT and "no result
@@ -159,8 +183,10 @@ typedef void (*dist_progress_fn)(size_t done, size_t total, void *userdata);
  * At most 100,000 tasks (32 SUBMITs) are in flight at once, so a long map
  * neither floods the master nor holds much memory; the items are read
  * while the call runs and not retained. A refusal with queue_full (or
- * store_failed) is back-pressure: those items are submitted again after a
- * backoff (10 ms doubling to 1 s). An unknown task fails every item with
+ * store_failed) is back-pressure: nothing more is sent during a backoff
+ * (10 ms doubling to 1 s, one step per round of refusals), then the map
+ * keeps about as many tasks in flight as the master held, growing again
+ * as they are accepted. An unknown task fails every item with
  * DIST_ENOENT and the master's message. */
 DIST_EXPORT int dist_client_map(dist_client_t *self, const char *task, const dist_bytes_t *items,
                                 size_t n, int task_timeout_ms, int timeout_ms,
@@ -176,6 +202,29 @@ DIST_EXPORT int dist_client_map_unordered(dist_client_t *self, const char *task,
                                           const dist_bytes_t *items, size_t n,
                                           int task_timeout_ms, int timeout_ms,
                                           dist_result_fn on_result, void *userdata);
+
+/* Options of a map (dist_client_map_opts). Zero is the default of every
+ * field, so `dist_map_opts_t o = { .wait_ms = 60000 };` says only what
+ * differs. New fields come at the end and keep the old behaviour at zero
+ * (README, "Compatibility"). */
+typedef struct {
+    int task_timeout_ms;       /* per task: the worker stops it after this; 0: none */
+    int wait_ms;               /* for the whole map; 0 or DIST_FOREVER: no bound */
+    bool unordered;            /* results in completion order through on_result,
+                                  instead of *results in input order */
+    dist_progress_fn progress; /* ordered maps: called as results arrive; may be NULL */
+    dist_result_fn on_result;  /* unordered maps: once per item (required) */
+    void *userdata;            /* passed to progress and on_result */
+} dist_map_opts_t;
+
+/* Runs the task on each of n argument arrays (dist_batch_items() builds
+ * them) with the options o (NULL: all defaults). Ordered (the default):
+ * *results as dist_client_map; unordered: on_result per item as
+ * dist_client_map_unordered, and results may be NULL (set to NULL).
+ * Returns as dist_client_map. */
+DIST_EXPORT int dist_client_map_opts(dist_client_t *self, const char *task,
+                                     const dist_bytes_t *items, size_t n,
+                                     const dist_map_opts_t *o, dist_results_t **results);
 
 /* Named remote queues (names: 1-128 letters, digits and `._:-`). The
  * master does the waiting; the client waits 2 s longer for its answer.

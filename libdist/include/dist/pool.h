@@ -179,8 +179,12 @@ DIST_EXPORT void dist_imap_destroy(dist_imap_t **self_p);
 DIST_EXPORT int dist_async_wait(dist_async_t *self, int timeout_ms);
 
 /* Waits like wait(), then returns the result's status (0 on success) and
- * sets *result to the result, borrowed from the handle (valid until
- * dist_async_destroy). result may be NULL. DIST_ETIMEDOUT if not ready. */
+ * sets *result to the result LENT by the handle: valid until
+ * dist_async_destroy; dist_result_destroy on it is harmless (it only sets
+ * the pointer to NULL). result may be NULL. DIST_ETIMEDOUT if not ready.
+ * For a map_async handle the result is a summary (nil, or the first
+ * failure); dist_async_results() has the values. The same methods exist
+ * on a client's future (dist/client.h). */
 DIST_EXPORT int dist_async_get(dist_async_t *self, int timeout_ms, dist_result_t **result);
 
 /* Ready: finished, with a value or an error. Successful: ready and no

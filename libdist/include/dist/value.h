@@ -186,7 +186,18 @@ DIST_EXPORT int dist_args_unpack(const msgpack_object *args, const char *fmt, ..
 /* ---- results ------------------------------------------------------------ */
 
 /* The outcome of one task: a MessagePack value, or an error with a code
- * and a message that says what happened (task name, host, pid, signal). */
+ * and a message that says what happened (task name, host, pid, signal).
+ *
+ * Ownership, one rule: a call that RETURNS a result through an out
+ * parameter and keeps no handle (dist_pool_apply, dist_client_call,
+ * dist_imap_next, dist_client_status, dist_result_new_*, dist_result_dup)
+ * gives it to the caller, who destroys it. A GET on a handle that lives on
+ * (dist_async_get, dist_future_get, and the result passed to a callback)
+ * LENDS it: it is valid until the handle is destroyed (for a callback,
+ * during the call), and dist_result_destroy on a lent result is harmless:
+ * it only sets the caller's pointer to NULL. Results inside a
+ * dist_results_t are lent the same way. So destroying every result one was
+ * handed is always safe; dist_result_dup keeps one beyond its handle. */
 typedef struct dist_result dist_result_t;
 
 /* A success holding a copy of the packed value; an error with a copy of
@@ -240,9 +251,9 @@ typedef struct dist_results dist_results_t;
 DIST_EXPORT void dist_results_destroy(dist_results_t **self_p);
 DIST_EXPORT size_t dist_results_count(const dist_results_t *self);
 
-/* The i-th result, borrowed: valid until dist_results_destroy; never pass
- * it to dist_result_destroy (dist_result_dup makes an owned copy). NULL
- * when i is out of range. */
+/* The i-th result, lent: valid until dist_results_destroy; passing it to
+ * dist_result_destroy only NULLs the pointer (dist_result_dup makes an
+ * owned copy). NULL when i is out of range. */
 DIST_EXPORT dist_result_t *dist_results_at(dist_results_t *self, size_t i);
 
 /* 0 when every result is a value; otherwise the status of the first

@@ -127,8 +127,9 @@ static void s_housekeeping(dist_client_t *self, bool idle)
     if (self->connected && !self->lost && dist__conn_silent(&self->conn, now)) {
         self->lost = true;
         self->conn.last_hello_ns = 0; /* say it now */
-        dist__log(&self->log, DIST_LOG_WARN, "master %s silent for %u ms: saying HELLO again",
-                  self->conn.endpoint, self->conn.wl.heartbeat_timeout_ms);
+        if (!self->conn.bye) /* after a BYE, said already */
+            dist__log(&self->log, DIST_LOG_WARN, "master %s silent for %u ms: saying HELLO again",
+                      self->conn.endpoint, self->conn.wl.heartbeat_timeout_ms);
     }
     if ((!self->connected || self->lost) && dist__conn_hello_due(&self->conn, now))
         s_send_hello(self);
@@ -136,6 +137,7 @@ static void s_housekeeping(dist_client_t *self, bool idle)
         return; /* section 4: nothing but HELLO before WELCOME */
     if (idle || self->nacks >= self->max_batch)
         s_flush_acks(self);
+    dist__parked_submit(self, now);
     for (size_t i = 0; i < self->nbatches && !self->blocked; i++) {
         dist__batch_t *b = &self->batches[i];
         if (!b->sent && s_send(self, DIST__CMD_SUBMIT, b->body, b->len) != DIST_EAGAIN)
@@ -187,15 +189,20 @@ static void s_forgotten(dist_client_t *self)
 
 static void s_on_welcome(dist_client_t *self, const msgpack_object *b)
 {
+    bool said_bye = self->conn.bye; /* cleared by the WELCOME */
     bool other_master = dist__conn_welcome(&self->conn, b) && self->welcomed_once;
     const dist__welcome_t *wl = &self->conn.wl;
     self->max_batch = wl->max_batch;
     self->max_message = self->own_max_message;
     if (wl->max_message < self->max_message)
         self->max_message = wl->max_message;
-    bool resend = !self->connected || other_master;
+    bool renewed = self->conn.new_instance && self->welcomed_once;
+    /* A master that said BYE took what it had not answered with it. */
+    bool resend = !self->connected || other_master || said_bye || renewed;
     if (resend && self->welcomed_once)
         s_forgotten(self);
+    if (renewed)
+        dist__resubmit_all(self);
     if (!self->connected || self->lost)
         dist__log(&self->log, self->welcomed_once ? DIST_LOG_INFO : DIST_LOG_DEBUG,
                   "welcomed by master %s at %s as %s (%u results waiting)", self->conn.master,
@@ -243,13 +250,67 @@ static void s_refuse(dist_client_t *self, dist__slot_t *s, const char *code, siz
         dist__job_refused(self, s->job, s, retry ? 1 : rc, msg, mlen);
         return;
     }
-    s->state = DIST__SL_REJECTED;
     dist_future_t *f = (dist_future_t *)s;
-    dist_result_destroy(&f->result);
-    f->result = dist__result_new(rc, mlen ? msg : dist_strerror(rc),
-                                 mlen ? mlen : strlen(dist_strerror(rc)));
+    if (dist__future_park(self, f, rc, retry))
+        return; /* a new master instance: "not yet", submitted again soon */
+    s->state = DIST__SL_REJECTED;
+    dist__result_free(&f->result);
+    f->result = dist__result_lend(dist__result_new(rc, mlen ? msg : dist_strerror(rc),
+                                                   mlen ? mlen : strlen(dist_strerror(rc))),
+                                  true);
     dist__log(&self->log, DIST_LOG_DEBUG, "task refused: %.*s: %.*s", (int)clen, code, (int)mlen,
               msg);
+}
+
+/* The index of a name in the unserved list, or nunserved. */
+static size_t s_unserved_find(const dist_client_t *self, const char *name, size_t n)
+{
+    size_t i = 0;
+    while (i < self->nunserved && !dist__str_is(name, n, self->unserved[i]))
+        i++;
+    return i;
+}
+
+/* The master says no connected worker offers these task names: warn once
+ * per name (until a worker offering it joins), since their tasks wait. */
+static void s_unserved(dist_client_t *self, const msgpack_object *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *name = names[i].via.str.ptr;
+        size_t len = names[i].via.str.size;
+        if (s_unserved_find(self, name, len) < self->nunserved)
+            continue;
+        dist__log(&self->log, DIST_LOG_WARN, "no connected worker offers task %.*s: its tasks "
+                  "wait", (int)len, name);
+        if (self->nunserved == self->capunserved) {
+            size_t cap = self->capunserved ? self->capunserved * 2 : 4;
+            void *grown = realloc(self->unserved, cap * sizeof *self->unserved);
+            if (!grown)
+                continue; /* warned again next time: no harm */
+            self->unserved = grown;
+            self->capunserved = cap;
+        }
+        memcpy(self->unserved[self->nunserved], name, len);
+        self->unserved[self->nunserved++][len] = 0;
+    }
+}
+
+static void s_on_notice(dist_client_t *self, const msgpack_object *b)
+{
+    dist__notice_t nt;
+    if (dist__parse_notice(b, &nt)) {
+        self->malformed++;
+        return;
+    }
+    s_unserved(self, nt.unserved, nt.nunserved);
+    for (size_t i = 0; i < nt.nserved; i++) {
+        const char *name = nt.served[i].via.str.ptr;
+        size_t len = nt.served[i].via.str.size;
+        size_t k = s_unserved_find(self, name, len);
+        if (k < self->nunserved)
+            memcpy(self->unserved[k], self->unserved[--self->nunserved], sizeof *self->unserved);
+        dist__log(&self->log, DIST_LOG_WARN, "a worker offering task %.*s joined", (int)len, name);
+    }
 }
 
 static void s_on_accepted(dist_client_t *self, const msgpack_object *b)
@@ -259,6 +320,7 @@ static void s_on_accepted(dist_client_t *self, const msgpack_object *b)
         self->malformed++;
         return;
     }
+    s_unserved(self, a.unserved, a.nunserved);
     for (size_t i = 0; i < a.nids; i++) {
         dist__id_t id;
         if (!dist__list_id(&a.ids[i], &id))
@@ -340,8 +402,8 @@ static void s_on_results(dist_client_t *self, const msgpack_object *b)
             dist_result_t *res = dist__result_new(code, data, len);
             if (!res)
                 continue; /* not acknowledged: it comes again after the next HELLO */
-            dist_result_destroy(&f->result);
-            f->result = res;
+            dist__result_free(&f->result);
+            f->result = dist__result_lend(res, true); /* dist_future_get lends it */
         }
         if (s->state == DIST__SL_SENT)
             dist__batch_answered(self, s);
@@ -412,6 +474,13 @@ static void s_dispatch(dist_client_t *self, dist__inmsg_t *m)
     case DIST__CMD_QREPLY:
     case DIST__CMD_STATUS: dist__on_reply(self, m); break;
     case DIST__CMD_ERROR: s_on_error(self, m->root); break;
+    case DIST__CMD_NOTICE: s_on_notice(self, m->root); break;
+    case DIST__CMD_BYE:
+        /* A clean stop: find the next master now, not after its silence. */
+        dist__log(&self->log, DIST_LOG_INFO, "master %s said BYE: saying HELLO again",
+                  self->conn.endpoint);
+        dist__conn_lost(&self->conn);
+        break;
     default:
         self->malformed++;
         dist__log(&self->log, DIST_LOG_DEBUG, "unexpected %s from the master",
@@ -482,6 +551,8 @@ static void s_pump(dist_client_t *self, int64_t until)
         t = next;
     if (self->blocked && now + 10 * 1000000 < t)
         t = now + 10 * 1000000;
+    if (self->parked && self->connected && self->parked_at < t)
+        t = self->parked_at;
     long ms = t == INT64_MAX ? -1 : t <= now ? 0 : (long)((t - now + 999999) / 1000000);
     zsock_t *mon = self->conn.mon;
     zmq_pollitem_t items[3] = {
@@ -593,6 +664,7 @@ static void s_free(dist_client_t *self)
     free(self->batches);
     free(self->ids.tab);
     free(self->acks);
+    free(self->unserved);
     dist_wire_buf_destroy(&self->out);
     /* Not welcomed: nobody to deliver HELLOs to, exit at once. */
     dist__conn_close(&self->conn, !self->connected);

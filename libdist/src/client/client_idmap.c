@@ -116,3 +116,12 @@ size_t dist__idmap_collect(const dist__idmap_t *m, uint32_t batch, dist__slot_t 
     }
     return n;
 }
+
+size_t dist__idmap_all(const dist__idmap_t *m, dist__slot_t **out, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; m->tab && i <= m->mask && n < max; i++)
+        if (m->tab[i])
+            out[n++] = m->tab[i];
+    return n;
+}

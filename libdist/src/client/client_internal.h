@@ -54,6 +54,16 @@ struct dist_future {
     dist__slot_t slot; /* first member: a slot without a job is a future */
     dist_client_t *client;
     dist_result_t *result; /* the result, or the master's refusal */
+    /* What it was submitted with, kept until the result: a new instance of
+     * the master (which lost every task) is given the task again. */
+    char *task;              /* task name, NUL, then the args (one allocation) */
+    size_t task_len;
+    dist_bytes_t args;       /* points into `task` */
+    uint32_t timeout_ms;
+    const void *owner;       /* the submit call waiting for its ACCEPTED; NULL after */
+    bool resubmitted;        /* given to a new instance: "unknown task" means "not yet" */
+    struct dist_future *parked_next; /* in the client's parked list */
+    bool parked;             /* refused by a new instance for now: submitted again soon */
 };
 
 /* Ids of the tasks waiting for an answer (client_idmap.c). */
@@ -75,6 +85,8 @@ void dist__idmap_del(dist__idmap_t *m, dist__slot_t *s);
  * Returns how many. Scans the whole map: for rare events only. */
 size_t dist__idmap_collect(const dist__idmap_t *m, uint32_t batch, dist__slot_t **out,
                            size_t max);
+/* Up to max slots of the map, into out. Returns how many. */
+size_t dist__idmap_all(const dist__idmap_t *m, dist__slot_t **out, size_t max);
 
 /* ---- the outbox ------------------------------------------------------------ */
 
@@ -136,6 +148,15 @@ struct dist_client {
     uint64_t next_req;
     dist__id_t *acks;
     size_t nacks, capacks;
+    /* Futures given to a new master instance that refused them for now
+     * (no worker has offered the task to it yet, or it is full): they are
+     * submitted again at parked_at. */
+    dist_future_t *parked;
+    int64_t parked_at;
+    /* Task names the master said no connected worker offers (warned once
+     * until a worker offering one joins). */
+    char (*unserved)[DIST__NAME_MAX + 1];
+    size_t nunserved, capunserved;
     dist_wire_buf_t *out; /* scratch for small bodies */
     uint64_t dropped, malformed;
 };
@@ -190,6 +211,21 @@ void dist__batch_answered(dist_client_t *self, dist__slot_t *s);
 void dist__batches_drop(dist_client_t *self, const void *owner);
 bool dist__batches_of(const dist_client_t *self, const void *owner);
 
+/* A new instance of the master lost every task it had accepted: submits
+ * them again (futures with their kept arguments, maps through their retry
+ * lists) and re-sends every SUBMIT not yet answered. */
+void dist__resubmit_all(dist_client_t *self);
+
+/* Submits the parked futures again when their time has come. */
+void dist__parked_submit(dist_client_t *self, int64_t now);
+
+/* Takes a future out of the parked list, if it is there. */
+void dist__future_unpark(dist_client_t *self, dist_future_t *f);
+
+/* A refusal of a resubmitted future that says "not yet": parks it.
+ * true when parked. */
+bool dist__future_park(dist_client_t *self, dist_future_t *f, int code, bool retry);
+
 /* ---- maps (client_map.c) ------------------------------------------------------------ */
 
 /* A result for a map's slot (the slot is out of the id map already). */
@@ -199,6 +235,9 @@ void dist__job_deliver(dist__job_t *j, size_t index, int code, const char *data,
  * otherwise the item fails with that code and the master's message. */
 void dist__job_refused(dist_client_t *self, dist__job_t *j, dist__slot_t *s, int code,
                        const char *msg, size_t len);
+
+/* A map's slot that a new master instance lost: submitted again. */
+void dist__job_resubmit(dist_client_t *self, dist__job_t *j, dist__slot_t *s);
 
 /* ---- requests (client_queue.c) --------------------------------------------------------- */
 

@@ -47,6 +47,13 @@ struct dist__job {
     size_t in_flight;  /* sent, not answered by a result */
     size_t done;
     size_t limit;      /* most in flight */
+    /* Most in flight for now: shrinks to what the master holds after a
+     * round of "full" refusals, grows by one per accepted task, so that a
+     * small --max-queued sees a few refusals per round, not the map. */
+    size_t window;
+    bool shrink;       /* a round of refusals came: shrink at the next step */
+    bool resubmitted;  /* a new master instance lost tasks of this map */
+    bool enoent_told;
     bool failed;
     bool waiting;      /* nothing accepted yet: a silent master is "no master" */
     int stop_code;     /* set: every item not yet sent fails with it */
@@ -151,6 +158,26 @@ static void s_job_fail_item(dist__job_t *j, size_t index, int code, const char *
     dist__job_deliver(j, index, code, msg, strlen(msg));
 }
 
+/* Puts an item on the retry list (it is not in flight any more); false
+ * when there is no memory for it: the item has failed then. */
+static bool s_retry_push(dist__job_t *j, dist__slot_t *s)
+{
+    s->state = DIST__SL_NEW;
+    j->in_flight--;
+    if (j->nretry == j->capretry) {
+        size_t cap = j->capretry ? j->capretry * 2 : 64;
+        size_t *grown = realloc(j->retry, cap * sizeof *grown);
+        if (!grown) {
+            s_job_fail_item(j, s->index, DIST_ENOMEM, s_oom);
+            return false;
+        }
+        j->retry = grown;
+        j->capretry = cap;
+    }
+    j->retry[j->nretry++] = s->index;
+    return true;
+}
+
 /* ACCEPTED news for a map's slot: code 0 accepted, 1 "retry later",
  * otherwise the item fails with that code and the master's message. */
 void dist__job_refused(dist_client_t *self, dist__job_t *j, dist__slot_t *s, int code,
@@ -159,21 +186,22 @@ void dist__job_refused(dist_client_t *self, dist__job_t *j, dist__slot_t *s, int
     if (code == 0) {
         j->waiting = false;
         j->backoff_ms = 0;
+        if (j->window < j->limit)
+            j->window++;
         return;
     }
+    if (code == DIST_ENOENT && j->resubmitted) {
+        /* A new master instance to which no worker has offered the task
+         * yet: it had accepted the task before, so wait for a worker. */
+        if (!j->enoent_told)
+            dist__log(&self->log, DIST_LOG_WARN, "the new master instance does not know task "
+                      "%.*s yet: its items are submitted again until a worker offers it",
+                      (int)j->task_len, j->task);
+        j->enoent_told = true;
+        code = 1;
+    }
     if (code == 1) {
-        s->state = DIST__SL_NEW;
-        j->in_flight--;
-        if (j->nretry == j->capretry) {
-            size_t cap = j->capretry ? j->capretry * 2 : 64;
-            size_t *grown = realloc(j->retry, cap * sizeof *grown);
-            if (!grown) {
-                s_job_fail_item(j, s->index, DIST_ENOMEM, s_oom);
-                return;
-            }
-            j->retry = grown;
-            j->capretry = cap;
-        }
+        j->shrink = true;
         /* One backoff step per round of refusals, not per refused item:
          * a SUBMIT of 10,000 tasks of which 9,996 are refused would
          * otherwise jump straight to the longest pause, and a map against
@@ -185,7 +213,7 @@ void dist__job_refused(dist_client_t *self, dist__job_t *j, dist__slot_t *s, int
                 j->backoff_ms = S_BACKOFF_MAX_MS;
             j->retry_at = dist__now_ns() + (int64_t)j->backoff_ms * 1000000;
         }
-        j->retry[j->nretry++] = s->index;
+        s_retry_push(j, s);
         return;
     }
     j->waiting = false;
@@ -201,6 +229,16 @@ void dist__job_refused(dist_client_t *self, dist__job_t *j, dist__slot_t *s, int
     dist__job_deliver(j, s->index, code, text, tlen);
 }
 
+void dist__job_resubmit(dist_client_t *self, dist__job_t *j, dist__slot_t *s)
+{
+    (void)self;
+    j->resubmitted = true;
+    if (s && s_retry_push(j, s)) {
+        j->retry_at = 1; /* at once */
+        j->backoff_ms = 0;
+    }
+}
+
 /* Queues as many SUBMITs as the in-flight bound allows. */
 static void s_job_step(dist_client_t *self, void *arg)
 {
@@ -214,13 +252,18 @@ static void s_job_step(dist_client_t *self, void *arg)
         j->retry_at = 0;
         return;
     }
+    if (j->shrink) {
+        j->shrink = false;
+        j->window = j->in_flight ? j->in_flight : 1;
+    }
     bool retry_ok = j->nretry && dist__now_ns() >= j->retry_at;
-    if (j->in_flight >= j->limit || (!retry_ok && j->next >= j->n))
+    /* During a backoff nothing is sent: the master said it is full. */
+    if (j->in_flight >= j->window || (j->nretry && !retry_ok) || (!retry_ok && j->next >= j->n))
         return;
     /* Refill by whole batches: topping up a few tasks at a time as results
      * trickle in would send many tiny SUBMITs. */
-    size_t room = j->limit - j->in_flight, left = j->n - j->next + j->nretry;
-    size_t want = self->max_batch < j->limit / 2 ? self->max_batch : j->limit / 2;
+    size_t room = j->window - j->in_flight, left = j->n - j->next + j->nretry;
+    size_t want = self->max_batch < j->window / 2 ? self->max_batch : j->window / 2;
     if (room < want && room < left)
         return;
     size_t bytes_room = dist__body_room(self);
@@ -232,11 +275,11 @@ static void s_job_step(dist_client_t *self, void *arg)
     if (!ps || !pa) {
         j->stop_code = DIST_ENOMEM; /* the next step fails what is left */
         retry_ok = false;
-        j->limit = 0;
+        j->limit = j->window = 0;
     }
-    while (j->in_flight < j->limit && (retry_ok || j->next < j->n)) {
+    while (j->in_flight < j->window && (retry_ok || j->next < j->n)) {
         size_t count = 0, bytes = 0;
-        while (count < cap && j->in_flight + count < j->limit) {
+        while (count < cap && j->in_flight + count < j->window) {
             bool from_retry = retry_ok && j->nretry;
             if (!from_retry && j->next >= j->n)
                 break;
@@ -383,6 +426,7 @@ static int s_map(dist_client_t *self, const char *task, const dist_bytes_t *item
     j.limit = self->max_batch * S_MAP_BATCHES;
     if (j.limit > S_MAP_IN_FLIGHT)
         j.limit = S_MAP_IN_FLIGHT;
+    j.window = j.limit;
     dist__wait_t w = { .ready = s_job_ready, .step = s_job_step, .arg = &j, .live = &j.waiting,
                        .wake_ns = &j.retry_at };
     int rc = 0;
@@ -423,6 +467,21 @@ static int s_map(dist_client_t *self, const char *task, const dist_bytes_t *item
     if (!rc && j.unreported)
         rc = DIST_ENOMEM;
     return rc ? rc : j.failed ? DIST_ETASK : 0;
+}
+
+int dist_client_map_opts(dist_client_t *self, const char *task, const dist_bytes_t *items,
+                         size_t n, const dist_map_opts_t *o, dist_results_t **results)
+{
+    dist_map_opts_t d = { 0 };
+    if (!o)
+        o = &d;
+    if (results)
+        *results = NULL;
+    if (o->unordered ? !o->on_result : !results)
+        return DIST_EINVAL;
+    int wait_ms = o->wait_ms ? o->wait_ms : DIST_FOREVER;
+    return s_map(self, task, items, n, o->task_timeout_ms, wait_ms, o->unordered ? NULL : o->progress,
+                 o->unordered ? o->on_result : NULL, o->userdata, o->unordered ? NULL : results);
 }
 
 int dist_client_map(dist_client_t *self, const char *task, const dist_bytes_t *items, size_t n,

@@ -21,6 +21,7 @@
 #define S_BODY_SLACK 1024  /* room left in max_message for the rest of a body */
 #define S_FULL_BACKOFF_MIN_MS 10   /* dist_client_submit_wait: first pause after queue_full */
 #define S_FULL_BACKOFF_MAX_MS 500  /* and the longest, so a freed slot is seen soon */
+#define S_PARKED_MS 250            /* a new master instance refused a task for now: retry */
 
 static dist__batch_t *s_batch_find(dist_client_t *self, uint32_t seq)
 {
@@ -160,9 +161,146 @@ static bool s_call_ready(dist_client_t *self, void *arg) { return !dist__batches
 static void s_future_free(dist_future_t *f)
 {
     if (f) {
-        dist_result_destroy(&f->result);
+        dist__result_free(&f->result);
+        free(f->task);
         free(f);
     }
+}
+
+/* Submits futures again (a new master instance lost them), in SUBMITs of
+ * consecutive futures of one name, timeout and owner. A future that
+ * cannot be queued (ENOMEM) is parked and tried again later. */
+static void s_futures_submit(dist_client_t *self, dist_future_t **fs, size_t n)
+{
+    size_t room = dist__body_room(self);
+    dist__slot_t **ps = malloc(self->max_batch * sizeof *ps);
+    const dist_bytes_t **pa = malloc(self->max_batch * sizeof *pa);
+    for (size_t i = 0; i < n;) {
+        dist_future_t *first = fs[i];
+        size_t count = 0, bytes = 0;
+        while (i < n && ps && pa && count < self->max_batch) {
+            dist_future_t *f = fs[i];
+            size_t tb = dist__task_bytes(f->task_len, f->args.len);
+            if (count && (f->owner != first->owner || f->timeout_ms != first->timeout_ms ||
+                          f->task_len != first->task_len ||
+                          memcmp(f->task, first->task, f->task_len) != 0 || bytes + tb > room))
+                break;
+            bytes += tb;
+            f->resubmitted = true;
+            ps[count] = &f->slot;
+            pa[count++] = &f->args;
+            i++;
+        }
+        if (!count) { /* no memory for the lists: later */
+            first->resubmitted = true;
+            dist__future_park(self, first, DIST_EFULL, true);
+            i++;
+        } else if (dist__batch_add(self, first->owner, first->task, first->task_len,
+                                   first->timeout_ms, ps, pa, count)) {
+            for (size_t j = i - count; j < i; j++)
+                dist__future_park(self, fs[j], DIST_EFULL, true);
+        }
+    }
+    free(ps);
+    free(pa);
+}
+
+bool dist__future_park(dist_client_t *self, dist_future_t *f, int code, bool retry)
+{
+    if (!f->resubmitted || !(retry || code == DIST_ENOENT) || f->parked)
+        return f->parked;
+    f->slot.state = DIST__SL_NEW;
+    f->parked = true;
+    f->parked_next = self->parked;
+    self->parked = f;
+    if (!self->parked_at)
+        self->parked_at = dist__now_ns() + (int64_t)S_PARKED_MS * 1000000;
+    return true;
+}
+
+void dist__future_unpark(dist_client_t *self, dist_future_t *f)
+{
+    if (!f->parked)
+        return;
+    for (dist_future_t **p = &self->parked; *p; p = &(*p)->parked_next)
+        if (*p == f) {
+            *p = f->parked_next;
+            break;
+        }
+    f->parked = false;
+    f->parked_next = NULL;
+    if (!self->parked)
+        self->parked_at = 0;
+}
+
+void dist__parked_submit(dist_client_t *self, int64_t now)
+{
+    if (!self->parked || now < self->parked_at)
+        return;
+    size_t n = 0;
+    for (dist_future_t *f = self->parked; f; f = f->parked_next)
+        n++;
+    dist_future_t **fs = malloc(n * sizeof *fs);
+    if (!fs) {
+        self->parked_at = now + (int64_t)S_PARKED_MS * 1000000;
+        return;
+    }
+    n = 0;
+    while (self->parked) {
+        dist_future_t *f = self->parked;
+        self->parked = f->parked_next;
+        f->parked = false;
+        f->parked_next = NULL;
+        fs[n++] = f;
+    }
+    self->parked_at = 0;
+    s_futures_submit(self, fs, n);
+    free(fs);
+}
+
+void dist__resubmit_all(dist_client_t *self)
+{
+    size_t n = self->ids.n, nf = 0;
+    dist__slot_t **lost = malloc((n ? n : 1) * sizeof *lost);
+    dist_future_t **fs = malloc((n ? n : 1) * sizeof *fs);
+    if (!lost || !fs) {
+        free(lost);
+        free(fs);
+        dist__log(&self->log, DIST_LOG_ERROR, "out of memory: the tasks a new master lost "
+                  "are not submitted again");
+        return;
+    }
+    size_t all = dist__idmap_all(&self->ids, lost, n);
+    n = 0;
+    for (size_t i = 0; i < all; i++) {
+        dist__slot_t *s = lost[i];
+        if (s->state != DIST__SL_ACCEPTED) {
+            /* Sent, not answered: its SUBMIT goes again as it is, to a
+             * master that may not know its task yet. */
+            if (s->job)
+                dist__job_resubmit(self, s->job, NULL);
+            else
+                ((dist_future_t *)s)->resubmitted = true;
+            continue;
+        }
+        n++;
+        dist__idmap_del(&self->ids, s);
+        s->state = DIST__SL_NEW;
+        if (s->job)
+            dist__job_resubmit(self, s->job, s);
+        else
+            fs[nf++] = (dist_future_t *)s;
+    }
+    s_futures_submit(self, fs, nf);
+    /* Parked futures go at once too: a new master, a new chance. */
+    if (self->parked)
+        self->parked_at = 1;
+    if (n)
+        dist__log(&self->log, DIST_LOG_WARN, "master %s is a new instance (%s, was %s): it lost "
+                  "the %zu tasks of this client it had accepted; submitting them again",
+                  self->conn.endpoint, self->conn.instance, self->conn.old_instance, n);
+    free(lost);
+    free(fs);
 }
 
 /* Submits n tasks and waits for their ACCEPTED. Rejected futures are kept
@@ -177,18 +315,27 @@ static long s_submit(dist_client_t *self, const char *task, const dist_bytes_t *
         if (errors)
             errors[i] = 0;
     }
+    size_t task_len = strlen(task);
+    uint32_t tt = task_timeout_ms > 0 ? (uint32_t)task_timeout_ms : 0;
+    s_call_t call;
     for (size_t i = 0; i < n; i++) {
         futures[i] = calloc(1, sizeof **futures);
-        if (!futures[i]) {
+        /* The name and arguments stay with the future until its result:
+         * a new master instance that lost the task is given it again. */
+        char *keep = futures[i] ? malloc(task_len + 1 + items[i].len) : NULL;
+        if (!keep) {
+            free(futures[i]);
             for (size_t k = 0; k < i; k++)
                 s_future_free(futures[k]), futures[k] = NULL;
             return DIST_ENOMEM;
         }
-        futures[i]->client = self;
+        memcpy(keep, task, task_len + 1);
+        if (items[i].len)
+            memcpy(keep + task_len + 1, items[i].data, items[i].len);
+        *futures[i] = (dist_future_t){ .client = self, .task = keep, .task_len = task_len,
+                                       .args = { keep + task_len + 1, items[i].len },
+                                       .timeout_ms = tt, .owner = &call };
     }
-    size_t task_len = strlen(task);
-    uint32_t tt = task_timeout_ms > 0 ? (uint32_t)task_timeout_ms : 0;
-    s_call_t call;
     dist__client_lock(self);
     size_t room = dist__body_room(self);
     dist__slot_t **ps = malloc(self->max_batch * sizeof *ps);
@@ -200,8 +347,9 @@ static long s_submit(dist_client_t *self, const char *task, const dist_bytes_t *
             size_t tb = dist__task_bytes(task_len, items[i].len);
             if (tb > room) {
                 futures[i]->slot.state = DIST__SL_REJECTED;
-                futures[i]->result = dist__result_new(DIST_EMSGSIZE, DIST__TOO_LARGE_MSG,
-                                                      sizeof DIST__TOO_LARGE_MSG - 1);
+                futures[i]->result = dist__result_lend(
+                    dist__result_new(DIST_EMSGSIZE, DIST__TOO_LARGE_MSG,
+                                     sizeof DIST__TOO_LARGE_MSG - 1), true);
                 continue;
             }
             if (bytes + tb > room)
@@ -224,11 +372,16 @@ static long s_submit(dist_client_t *self, const char *task, const dist_bytes_t *
     long accepted = 0;
     for (size_t i = 0; i < n; i++) {
         dist_future_t *f = futures[i];
+        f->owner = NULL;
         if (rc) {
             dist__idmap_del(&self->ids, &f->slot);
+            dist__future_unpark(self, f);
             continue;
         }
-        if (f->slot.state == DIST__SL_ACCEPTED || f->slot.state == DIST__SL_DONE) {
+        /* Parked: accepted by an earlier master instance, to be given to
+         * the new one again. */
+        if (f->slot.state == DIST__SL_ACCEPTED || f->slot.state == DIST__SL_DONE || f->parked ||
+            (f->resubmitted && f->slot.state == DIST__SL_SENT)) {
             accepted++;
             continue;
         }
@@ -317,35 +470,36 @@ static bool s_future_ready(dist_client_t *self, void *arg)
     return ((dist_future_t *)arg)->result != NULL;
 }
 
-int dist_future_get(dist_future_t *self, int timeout_ms, dist_result_t **result)
+int dist_future_wait(dist_future_t *self, int timeout_ms)
 {
-    if (result)
-        *result = NULL;
     if (!self)
         return DIST_EINVAL;
     dist_client_t *c = self->client;
     dist__client_lock(c);
     dist__wait_t w = { .ready = s_future_ready, .arg = self };
     int rc = dist__client_run(c, &w, dist__deadline(timeout_ms));
-    if (rc == 0) {
-        rc = self->result->status;
-        if (result)
-            *result = self->result;
-    }
     dist__client_unlock(c);
     return rc;
 }
 
-bool dist_future_ready(dist_future_t *self)
+int dist_future_get(dist_future_t *self, int timeout_ms, dist_result_t **result)
 {
-    if (!self)
-        return false;
-    dist_client_t *c = self->client;
-    dist__client_lock(c);
-    dist__wait_t w = { .ready = s_future_ready, .arg = self };
-    int rc = dist__client_run(c, &w, 0);
-    dist__client_unlock(c);
-    return rc == 0;
+    if (result)
+        *result = NULL;
+    int rc = dist_future_wait(self, timeout_ms);
+    if (rc)
+        return rc;
+    /* Set once and never replaced after: safe to read without the lock. */
+    if (result)
+        *result = self->result; /* lent: the future keeps it */
+    return self->result->status;
+}
+
+bool dist_future_ready(dist_future_t *self) { return dist_future_wait(self, 0) == 0; }
+
+bool dist_future_successful(dist_future_t *self)
+{
+    return dist_future_ready(self) && self->result->status == 0;
 }
 
 void dist_future_destroy(dist_future_t **self_p)
@@ -356,6 +510,7 @@ void dist_future_destroy(dist_future_t **self_p)
     dist__client_lock(f->client);
     /* A result that comes later finds no slot: acknowledged and dropped. */
     dist__idmap_del(&f->client->ids, &f->slot);
+    dist__future_unpark(f->client, f);
     if (f->slot.state == DIST__SL_SENT)
         dist__batch_answered(f->client, &f->slot);
     dist__client_unlock(f->client);
@@ -379,7 +534,7 @@ int dist_client_call(dist_client_t *self, const char *task, const void *args, si
         return (int)rc;
     int st = dist_future_get(f, dist__left_ms(deadline), NULL);
     if (f->result) {
-        *result = f->result; /* the caller owns it now */
+        *result = dist__result_lend(f->result, false); /* the caller owns it now */
         f->result = NULL;
     }
     dist_future_destroy(&f);

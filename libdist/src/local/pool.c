@@ -368,7 +368,7 @@ static struct job *s_job_new(enum jkind kind, size_t extra)
 
 static void s_job_free(struct job *j)
 {
-    dist_result_destroy(&j->result);
+    dist__result_free(&j->result);
     if (j->m) {
         dist_results_destroy(&j->m->rs);
         if (j->m->iout) {
@@ -618,8 +618,8 @@ int dist_pool_apply(dist_pool_t *self, dist_task_ref_t task, const void *args, s
         return code;
     }
     dist_async_wait(a, DIST_FOREVER);
-    /* Take the result out of the handle. */
-    *result = a->job.result;
+    /* Take the result out of the handle: the caller owns it. */
+    *result = dist__result_lend(a->job.result, false);
     a->job.result = NULL;
     dist_async_destroy(&a);
     return *result ? (*result)->status : DIST_ENOMEM;

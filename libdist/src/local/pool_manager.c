@@ -129,10 +129,10 @@ void dist__pool_finish(dist_pool_t *p, struct job *j)
         if (st) {
             char msg[DIST__TASK_ERR_MAX + 64];
             snprintf(msg, sizeof msg, "item %zu: %s", idx, j->m->rs->items[idx].data);
-            j->result = dist__result_new(st, msg, strlen(msg));
+            j->result = dist__result_lend(dist__result_new(st, msg, strlen(msg)), true);
         } else {
             static const unsigned char nil = 0xc0;
-            j->result = dist__result_new(0, &nil, 1);
+            j->result = dist__result_lend(dist__result_new(0, &nil, 1), true);
         }
     }
     atomic_store_explicit(&j->finished, true, memory_order_release);
@@ -211,8 +211,8 @@ static bool s_deliver(dist_pool_t *p, struct job *j, size_t index, int status, c
     s_count_outcome(p, status);
     if (!j->cancelled) {
         switch (j->kind) {
-        case J_APPLY:
-            j->result = s_result_new(status, data, len);
+        case J_APPLY: /* kept by the handle, lent by dist_async_get */
+            j->result = dist__result_lend(s_result_new(status, data, len), true);
             break;
         case J_MAP:
             taken = s_store_map_result(j, index, status, data, len, keep);

@@ -267,7 +267,29 @@ bool dist__conn_welcome(dist__conn_t *c, const msgpack_object *body)
     /* The body goes away with its message: keep only what was copied. */
     c->wl.master = (dist__str_t){ c->master, m.n };
     c->wl.version = (dist__str_t){ "", 0 };
+    dist__str_t in = c->wl.instance;
+    c->new_instance = false;
+    if (in.n) {
+        c->new_instance = c->instance[0] && (strlen(c->instance) != in.n ||
+                                             memcmp(c->instance, in.s, in.n) != 0);
+        if (c->new_instance)
+            memcpy(c->old_instance, c->instance, sizeof c->old_instance);
+        memcpy(c->instance, in.s, in.n);
+        c->instance[in.n] = 0;
+    }
+    c->wl.instance = (dist__str_t){ c->instance, strlen(c->instance) };
+    c->bye = false;
     return other;
+}
+
+void dist__conn_lost(dist__conn_t *c)
+{
+    /* Just past both deadlines (the monotonic clock may be younger than a
+     * long heartbeat timeout: no absolute 0). */
+    int64_t now = dist__now_ns();
+    c->last_heard_ns = now - (int64_t)c->wl.heartbeat_timeout_ms * 1000000 - 1;
+    c->last_hello_ns = now - (int64_t)DIST__HELLO_EVERY_MS * 1000000;
+    c->bye = true;
 }
 
 bool dist__conn_hello_due(const dist__conn_t *c, int64_t now)

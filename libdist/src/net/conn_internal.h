@@ -60,6 +60,12 @@ typedef struct {
     int64_t last_hello_ns, last_heard_ns, last_sent_ns;
     dist__welcome_t wl;      /* the last WELCOME, clamped; defaults before */
     char master[DIST__NAME_MAX + 1]; /* its master name */
+    char instance[DIST__INSTANCE_LEN + 1];     /* the instance of the last WELCOME ("": none) */
+    char old_instance[DIST__INSTANCE_LEN + 1]; /* the one before, when new_instance */
+    bool new_instance;       /* the last WELCOME came from another instance of the master
+                                than the one before (which was known): every task of the
+                                old one is gone */
+    bool bye;                /* the master said BYE (dist__conn_lost); cleared by WELCOME */
 } dist__conn_t;
 
 /* The endpoint: the option, else $DIST_MASTER, else DIST_DEFAULT_ENDPOINT
@@ -111,9 +117,18 @@ bool dist__endpoint_check(const char *endpoint, char *why, size_t len);
 void dist__conn_heard(dist__conn_t *c, int64_t now);
 
 /* Parses a WELCOME into c->wl (dist__parse_welcome's clamping; a field of
- * the wrong type is logged) and c->master. Returns true when the master's
- * name changed since the previous WELCOME (another master). */
+ * the wrong type is logged), c->master and c->instance. Sets
+ * c->new_instance when this WELCOME names an instance and the previous
+ * one named another (then c->old_instance holds that one); a WELCOME
+ * without an instance leaves the known one. Returns true when the
+ * master's name changed since the previous WELCOME (another master). */
 bool dist__conn_welcome(dist__conn_t *c, const msgpack_object *body);
+
+/* The master said BYE: it is gone now, not in a heartbeat timeout. Makes
+ * dist__conn_silent and dist__conn_hello_due true at once (and sets
+ * c->bye), so that the peer's usual "master lost" path runs on its next
+ * turn and says HELLO right away, then every second until welcomed. */
+void dist__conn_lost(dist__conn_t *c);
 
 /* HELLO pacing: true when the last HELLO is a second old or more. */
 bool dist__conn_hello_due(const dist__conn_t *c, int64_t now);

@@ -31,7 +31,7 @@ static const char *const s_cmds[DIST__CMD_COUNT] = {
     [DIST__CMD_ACCEPTED] = "ACCEPTED", [DIST__CMD_ACK] = "ACK",
     [DIST__CMD_QPUT] = "QPUT",         [DIST__CMD_QGET] = "QGET",
     [DIST__CMD_QREPLY] = "QREPLY",     [DIST__CMD_STATUS] = "STATUS",
-    [DIST__CMD_ERROR] = "ERROR",
+    [DIST__CMD_ERROR] = "ERROR",       [DIST__CMD_NOTICE] = "NOTICE",
 };
 
 const char *dist__cmd_name(dist__cmd_t cmd)

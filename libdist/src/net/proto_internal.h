@@ -35,6 +35,7 @@
 #define DIST__BODY_DEPTH 16
 #define DIST__BODY_OBJECTS 1000000
 #define DIST__NAME_MAX 128
+#define DIST__INSTANCE_LEN 16 /* WELCOME instance: 16 lowercase hex digits */
 #define DIST__HANDSHAKE_MS 3000
 #define DIST__HEARTBEAT_MS 1000
 #define DIST__HEARTBEAT_TIMEOUT_MS 3000
@@ -68,6 +69,7 @@ typedef enum {
     DIST__CMD_QREPLY,
     DIST__CMD_STATUS,
     DIST__CMD_ERROR,
+    DIST__CMD_NOTICE,
     DIST__CMD_COUNT
 } dist__cmd_t;
 
@@ -348,12 +350,16 @@ void dist__pack_hello(msgpack_packer *pk, const dist__hello_t *h);
  *   max_message           default DIST__MAX_MESSAGE_DEFAULT, at least 4096
  *   master, version       default "", cut to DIST__NAME_MAX bytes
  *   pending_results       default 0
+ *   instance              default "" (unknown); anything but a str of
+ *                         DIST__INSTANCE_LEN lowercase hex digits counts as
+ *                         the wrong type
  * A WELCOME is never refused for its fields (the peer is welcomed in any
  * case): the parser returns DIST_EPROTO when a field had the wrong type,
  * with *w filled all the same. Packing writes pending_results only when
- * `client`. */
+ * `client`, and instance only when it is not empty. */
 typedef struct {
     dist__str_t master, version;
+    dist__str_t instance; /* which run of the master: a new one lost every task */
     uint32_t heartbeat_ms, heartbeat_timeout_ms, max_message, max_batch;
     uint32_t pending_results;
     bool client;
@@ -393,13 +399,18 @@ int dist__parse_list(const msgpack_object *o, dist__cmd_t cmd, const msgpack_obj
 /* An item of an id list: false for anything but a bin16. */
 bool dist__list_id(const msgpack_object *item, dist__id_t *id);
 
-/* ACCEPTED (section 6.4): {ids: [bin16...], rejected: [reject...]}. Packing
- * is in two steps: dist__pack_accepted opens the map and the ids array
- * (the caller packs nids ids with dist__pk_id), dist__pack_rejected opens
- * the rejected array (the caller packs nrejected dist__pack_reject). */
+/* ACCEPTED (section 6.4): {ids: [bin16...], rejected: [reject...],
+ * unserved: [name...] (optional)}. Packing is in steps:
+ * dist__pack_accepted (or dist__pack_accepted_head with `unserved` true,
+ * for a map of three) opens the map and the ids array (the caller packs
+ * nids ids with dist__pk_id), dist__pack_rejected opens the rejected
+ * array (the caller packs nrejected dist__pack_reject), and then, only
+ * after a head with `unserved`, dist__pack_names(pk, "unserved", ...).
+ * Parsing: unserved absent gives nunserved 0; present, it must be an
+ * array of at most DIST__MAX_BATCH dist__name_ok names (DIST_EPROTO). */
 typedef struct {
-    const msgpack_object *ids, *rejected;
-    size_t nids, nrejected;
+    const msgpack_object *ids, *rejected, *unserved;
+    size_t nids, nrejected, nunserved;
 } dist__accepted_t;
 
 typedef struct {
@@ -411,6 +422,7 @@ typedef struct {
 
 int dist__parse_accepted(const msgpack_object *o, dist__accepted_t *a);
 void dist__pack_accepted(msgpack_packer *pk, size_t nids);
+void dist__pack_accepted_head(msgpack_packer *pk, size_t nids, bool unserved);
 void dist__pack_rejected(msgpack_packer *pk, size_t nrejected);
 /* A rejected map needs index, code and error; id is optional. */
 int dist__parse_reject(const msgpack_object *o, dist__reject_t *r);
@@ -466,5 +478,25 @@ typedef struct {
 
 int dist__parse_status_req(const msgpack_object *o, dist__status_req_t *s);
 void dist__pack_status_req(msgpack_packer *pk, const dist__status_req_t *s);
+
+/* A key and an array of task names (dist__str_t), inside a map the caller
+ * opened: ACCEPTED's unserved, NOTICE's lists. */
+void dist__pack_names(msgpack_packer *pk, const char *key, const dist__str_t *names, size_t n);
+
+/* NOTICE, master to client (section 6.7): {served: [name...], unserved:
+ * [name...]}, both optional (absent: n 0), each an array of at most
+ * DIST__MAX_BATCH dist__name_ok names. unserved: no connected worker
+ * offers these task names any more, and this client has tasks of them
+ * queued; served: a worker offering them joined. Packing reads
+ * served_names / unserved_names and writes only the non-empty lists;
+ * parsing leaves the validated str objects in served / unserved. */
+typedef struct {
+    const dist__str_t *served_names, *unserved_names; /* pack */
+    const msgpack_object *served, *unserved;          /* parse */
+    size_t nserved, nunserved;
+} dist__notice_t;
+
+int dist__parse_notice(const msgpack_object *o, dist__notice_t *n);
+void dist__pack_notice(msgpack_packer *pk, const dist__notice_t *n);
 
 #endif

@@ -1,6 +1,6 @@
 /*  proto_msg.c - the bodies of HELLO, WELCOME, ERROR, CREDIT, the list
- *  bodies (TASKS, SUBMIT, RESULTS, ACK, RETURN), ACCEPTED and the requests
- *  (QPUT, QGET, QREPLY, STATUS): one parse and one pack function each
+ *  bodies (TASKS, SUBMIT, RESULTS, ACK, RETURN), ACCEPTED, NOTICE and the
+ *  requests (QPUT, QGET, QREPLY, STATUS): one parse and one pack function each
  *  (proto_internal.h, docs/PROTOCOL.md sections 4 to 8).
  *
  *  Why one place: the master, the worker, the client, the fakes of the
@@ -24,6 +24,18 @@ static void s_pk_kv_strn(msgpack_packer *pk, const char *key, dist__str_t v)
 {
     dist__pk_str(pk, key);
     dist__pk_strn(pk, v.s ? v.s : "", v.s ? v.n : 0);
+}
+
+/* Each of items[0..n) a str that dist__name_ok accepts. */
+static bool s_names_ok(const msgpack_object *items, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *t;
+        size_t tn;
+        if (dist_wire_get_str(&items[i], &t, &tn) || !dist__name_ok(t, tn))
+            return false;
+    }
+    return true;
 }
 
 /* ---- HELLO -------------------------------------------------------------------------- */
@@ -62,12 +74,8 @@ int dist__parse_hello(const msgpack_object *o, dist__hello_t *h, const char **wh
         else if (dist__get_array(o, "tasks", &h->tasks, &h->ntasks) ||
                  h->ntasks > DIST__MAX_BATCH)
             bad = "a worker's HELLO needs tasks, an array of at most 10000 names";
-        for (size_t i = 0; !bad && i < h->ntasks; i++) {
-            const char *t;
-            size_t tn;
-            if (dist_wire_get_str(&h->tasks[i], &t, &tn) || !dist__name_ok(t, tn))
-                bad = "task names are 1-128 letters, digits and ._:-";
-        }
+        else if (!s_names_ok(h->tasks, h->ntasks))
+            bad = "task names are 1-128 letters, digits and ._:-";
     }
     if (why)
         *why = bad;
@@ -125,6 +133,16 @@ static dist__str_t s_str_cut(const msgpack_object *o, const char *key, bool *bad
     return s;
 }
 
+static bool s_instance_ok(dist__str_t s)
+{
+    if (s.n != DIST__INSTANCE_LEN)
+        return false;
+    for (size_t i = 0; i < s.n; i++)
+        if (!((s.s[i] >= '0' && s.s[i] <= '9') || (s.s[i] >= 'a' && s.s[i] <= 'f')))
+            return false;
+    return true;
+}
+
 int dist__parse_welcome(const msgpack_object *o, dist__welcome_t *w)
 {
     static const msgpack_object empty = { .type = MSGPACK_OBJECT_MAP };
@@ -145,12 +163,18 @@ int dist__parse_welcome(const msgpack_object *o, dist__welcome_t *w)
     w->max_message = s_u32_clamped(o, "max_message", mm, 4096, UINT32_MAX, &bad);
     w->pending_results = s_u32_clamped(o, "pending_results", 0, 0, UINT32_MAX, &bad);
     w->client = dist_wire_map_get(o, "pending_results") != NULL;
+    w->instance = s_str_cut(o, "instance", &bad);
+    if (w->instance.n && !s_instance_ok(w->instance)) {
+        bad = true;
+        w->instance = (dist__str_t){ "", 0 };
+    }
     return bad ? DIST_EPROTO : 0;
 }
 
 void dist__pack_welcome(msgpack_packer *pk, const dist__welcome_t *w)
 {
-    msgpack_pack_map(pk, w->client ? 7 : 6);
+    bool instance = w->instance.s && w->instance.n;
+    msgpack_pack_map(pk, 6 + (w->client ? 1 : 0) + (instance ? 1 : 0));
     s_pk_kv_strn(pk, "master", w->master);
     s_pk_kv_strn(pk, "version", w->version);
     dist__pk_kv_u64(pk, "heartbeat_ms", w->heartbeat_ms);
@@ -159,6 +183,8 @@ void dist__pack_welcome(msgpack_packer *pk, const dist__welcome_t *w)
     dist__pk_kv_u64(pk, "max_batch", w->max_batch);
     if (w->client)
         dist__pk_kv_u64(pk, "pending_results", w->pending_results);
+    if (instance)
+        s_pk_kv_strn(pk, "instance", w->instance);
 }
 
 /* ---- ERROR, CREDIT ------------------------------------------------------------------ */
@@ -249,20 +275,48 @@ bool dist__list_id(const msgpack_object *item, dist__id_t *id)
 
 /* ---- ACCEPTED ----------------------------------------------------------------------- */
 
-int dist__parse_accepted(const msgpack_object *o, dist__accepted_t *a)
+/* An optional array of task names: absent leaves *n 0; anything but an
+ * array of at most DIST__MAX_BATCH dist__name_ok strs is DIST_EPROTO. */
+static int s_opt_names(const msgpack_object *o, const char *key, const msgpack_object **items,
+                       size_t *n)
 {
-    memset(a, 0, sizeof *a);
-    if (!o || o->type != MSGPACK_OBJECT_MAP || dist__get_array(o, "ids", &a->ids, &a->nids) ||
-        dist__get_array(o, "rejected", &a->rejected, &a->nrejected))
+    *items = NULL;
+    *n = 0;
+    if (!dist_wire_map_get(o, key))
+        return 0;
+    if (dist__get_array(o, key, items, n) || *n > DIST__MAX_BATCH || !s_names_ok(*items, *n))
         return DIST_EPROTO;
     return 0;
 }
 
-void dist__pack_accepted(msgpack_packer *pk, size_t nids)
+void dist__pack_names(msgpack_packer *pk, const char *key, const dist__str_t *names, size_t n)
 {
-    msgpack_pack_map(pk, 2);
+    dist__pk_str(pk, key);
+    msgpack_pack_array(pk, n);
+    for (size_t i = 0; i < n; i++)
+        dist__pk_strn(pk, names[i].s, names[i].n);
+}
+
+int dist__parse_accepted(const msgpack_object *o, dist__accepted_t *a)
+{
+    memset(a, 0, sizeof *a);
+    if (!o || o->type != MSGPACK_OBJECT_MAP || dist__get_array(o, "ids", &a->ids, &a->nids) ||
+        dist__get_array(o, "rejected", &a->rejected, &a->nrejected) ||
+        s_opt_names(o, "unserved", &a->unserved, &a->nunserved))
+        return DIST_EPROTO;
+    return 0;
+}
+
+void dist__pack_accepted_head(msgpack_packer *pk, size_t nids, bool unserved)
+{
+    msgpack_pack_map(pk, unserved ? 3 : 2);
     dist__pk_str(pk, "ids");
     msgpack_pack_array(pk, nids);
+}
+
+void dist__pack_accepted(msgpack_packer *pk, size_t nids)
+{
+    dist__pack_accepted_head(pk, nids, false);
 }
 
 void dist__pack_rejected(msgpack_packer *pk, size_t nrejected)
@@ -294,6 +348,27 @@ void dist__pack_reject(msgpack_packer *pk, const dist__reject_t *r)
     dist__pk_kv_u64(pk, "index", r->index);
     s_pk_kv_strn(pk, "code", r->code);
     s_pk_kv_strn(pk, "error", r->error);
+}
+
+/* ---- NOTICE ------------------------------------------------------------------------- */
+
+int dist__parse_notice(const msgpack_object *o, dist__notice_t *n)
+{
+    memset(n, 0, sizeof *n);
+    if (!o || o->type != MSGPACK_OBJECT_MAP ||
+        s_opt_names(o, "served", &n->served, &n->nserved) ||
+        s_opt_names(o, "unserved", &n->unserved, &n->nunserved))
+        return DIST_EPROTO;
+    return 0;
+}
+
+void dist__pack_notice(msgpack_packer *pk, const dist__notice_t *n)
+{
+    msgpack_pack_map(pk, (n->nserved ? 1 : 0) + (n->nunserved ? 1 : 0));
+    if (n->nserved)
+        dist__pack_names(pk, "served", n->served_names, n->nserved);
+    if (n->nunserved)
+        dist__pack_names(pk, "unserved", n->unserved_names, n->nunserved);
 }
 
 /* ---- requests ----------------------------------------------------------------------- */

@@ -327,7 +327,7 @@ void dist__result_clear(dist_result_t *self)
     self->flags &= ~(unsigned)DIST__R_OWNS_DATA;
 }
 
-void dist_result_destroy(dist_result_t **self_p)
+void dist__result_free(dist_result_t **self_p)
 {
     if (!self_p || !*self_p)
         return;
@@ -338,6 +338,26 @@ void dist_result_destroy(dist_result_t **self_p)
         return;
     dist__result_clear(self);
     free(self);
+}
+
+dist_result_t *dist__result_lend(dist_result_t *self, bool lent)
+{
+    if (self)
+        self->flags = lent ? self->flags | DIST__R_LENT : self->flags & ~DIST__R_LENT;
+    return self;
+}
+
+void dist_result_destroy(dist_result_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    /* A lent result belongs to its handle or future, which frees it: the
+     * caller only lets go of it, so a destroy "to be safe" is harmless. */
+    if ((*self_p)->flags & DIST__R_LENT) {
+        *self_p = NULL;
+        return;
+    }
+    dist__result_free(self_p);
 }
 
 dist_result_t *dist_result_dup(const dist_result_t *self)

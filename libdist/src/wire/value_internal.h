@@ -16,6 +16,10 @@
 
 #define DIST__R_STANDALONE 1u /* the header itself was malloc'd */
 #define DIST__R_OWNS_DATA 2u  /* data was malloc'd separately */
+/* Lent: an owner (a pool's async handle, a client's future) keeps the
+ * result and hands it out for reading. dist_result_destroy on it only
+ * NULLs the caller's pointer; the owner frees it with dist__result_free. */
+#define DIST__R_LENT 4u
 
 struct decoded;
 
@@ -47,6 +51,14 @@ long dist__format_count(const char *fmt, bool unpack);
 /* A standalone result: copies data (the value, or the message with or
  * without its NUL). NULL on ENOMEM. */
 dist_result_t *dist__result_new(int status, const void *data, size_t len);
+
+/* Frees a standalone result whether lent or not (for its owner);
+ * *self_p = NULL. Accepts NULL. */
+void dist__result_free(dist_result_t **self_p);
+
+/* Marks a result as kept by its owner (DIST__R_LENT) or hands it over to
+ * the caller (the flag cleared). Accepts NULL; returns self. */
+dist_result_t *dist__result_lend(dist_result_t *self, bool lent);
 
 /* Fills a header in place (no copy of data). */
 void dist__result_init(dist_result_t *self, int status, const char *data, size_t len,
