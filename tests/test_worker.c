@@ -227,8 +227,9 @@ static size_t s_file(ans_t *a, size_t n, const dist__inmsg_t *m)
         x->answers++;
         x->status = (int)r.status;
         if (r.status == DIST__ST_OK) {
-            assert_true(r.value_len <= sizeof x->value);
-            memcpy(x->value, r.value, r.value_len);
+            /* The first bytes are kept; the length is the whole. */
+            memcpy(x->value, r.value,
+                   r.value_len < sizeof x->value ? r.value_len : sizeof x->value);
             x->value_len = r.value_len;
         } else {
             snprintf(x->error, sizeof x->error, "%.*s", (int)r.error_len, r.error);
@@ -460,12 +461,15 @@ static void test_hello_heartbeat_bye(void **state)
     assert_int_equal(h.capacity, 4); /* slots + one prefetched task per slot */
     const msgpack_object *names = h.tasks;
     size_t n = h.ntasks;
-    assert_int_equal(n, dist_task_count());
-    for (const char *const *t = (const char *const[]){ "dist.echo", "dist.sleep", "dist.exec",
-                                                       "test.square", "test.crash", NULL };
+    /* Every registered task but dist.exec: this worker does not allow it. */
+    assert_int_equal(n, dist_task_count() - 1);
+    for (const char *const *t = (const char *const[]){ "dist.echo", "dist.sleep", "test.square",
+                                                       "test.crash", NULL };
          *t; t++)
         if (!s_has_name(names, n, *t))
             fail_msg("HELLO does not announce %s", *t);
+    if (s_has_name(names, n, "dist.exec"))
+        fail_msg("HELLO announces dist.exec without allow_exec");
     dist__inmsg_clear(&m);
 
     /* Not welcomed: HELLO again, about a second later. */
@@ -531,22 +535,30 @@ static void test_results_of_every_kind(void **state)
     s_assert_error(&b[3], DIST__ST_TIMEOUT, "timed out");
     s_assert_error(&b[3], DIST__ST_TIMEOUT, "test.sleep");
 
-    ans_t c[4];
+    ans_t c[5];
     s_task(&c[0], "test.none", "\x90", 1, 0);
     s_task(&c[1], "dist.exec", "\x91\x91\xa4true", 7, 0);
     s_task(&c[2], "dist.sleep", "\x91\x0a", 2, 0);
     c[2].t.attempt = 3; /* answered with the attempt it was sent with */
-    s_task(&c[3], "test.bytes", "\x91\xce\x00\x4c\x4b\x40", 6, 0); /* 5,000,000 > 4 MiB */
-    fm_send_tasks(&f, c, 4);
-    fm_collect(&f, c, 4, 10000);
+    /* 5,000,000 bytes: above the pool's own 4 MiB default, within the
+     * worker's 64 MiB, which its pool takes. */
+    s_task(&c[3], "test.bytes", "\x91\xce\x00\x4c\x4b\x40", 6, 0);
+    /* 67,200,000 > 64 MiB: too large. */
+    s_task(&c[4], "test.bytes", "\x91\xce\x04\x01\x64\x00", 6, 0);
+    fm_send_tasks(&f, c, 5);
+    fm_collect(&f, c, 5, 20000);
     assert_int_equal(c[0].status, DIST__ST_OK); /* packed nothing: nil */
     assert_int_equal(c[0].value_len, 1);
     assert_int_equal((unsigned char)c[0].value[0], 0xc0);
-    s_assert_error(&c[1], DIST__ST_FAILED,
-                   "dist.exec is disabled on this worker (start it with --allow-exec)");
+    /* Not announced without allow_exec: unknown here, as to the master. */
+    s_assert_error(&c[1], DIST__ST_UNKNOWN_TASK, "dist.exec");
     assert_int_equal(c[2].status, DIST__ST_OK);
     assert_int_equal(c[2].value[0], 10);
-    s_assert_error(&c[3], DIST__ST_TOO_LARGE, "exceeds");
+    assert_int_equal(c[3].status, DIST__ST_OK);
+    assert_int_equal(c[3].value_len, 5 + 5000000); /* bin32 header + the bytes */
+    assert_int_equal((unsigned char)c[3].value[0], 0xc6);
+    assert_int_equal(c[3].value[5], 'a');
+    s_assert_error(&c[4], DIST__ST_TOO_LARGE, "exceeds");
 
     /* Task maps the codec refuses: answered when they can be named. */
     ans_t d[2];
