@@ -261,6 +261,24 @@ static void test_unserved_task_names(void **state)
     s_queue_workers(c, "t", &depth, &workers);
     assert_int_equal(depth, 3);
     assert_int_equal(workers, 0);
+    /* dist status says so, in words and in its JSON. */
+    char *out = NULL;
+    int rc = dt_run((const char *const[]){ DIST_CLI_BIN, "--master", dist_master_endpoint(m),
+                                           "status", NULL },
+                    NULL, NULL, &out, NULL, 20000);
+    assert_int_equal(rc, 0);
+    if (!strstr(out, "0 (unserved)") || !strstr(out, "unserved: 1 task queue(s)") ||
+        !strstr(out, "WORKERS"))
+        fail_msg("dist status:\n%s", out);
+    free(out);
+    out = NULL;
+    rc = dt_run((const char *const[]){ DIST_CLI_BIN, "--master", dist_master_endpoint(m),
+                                       "status", "--json", NULL },
+                NULL, NULL, &out, NULL, 20000);
+    assert_int_equal(rc, 0);
+    if (!strstr(out, "\"depth\": 3,\n      \"in_flight\": 0,\n      \"workers\": 0"))
+        fail_msg("dist status --json:\n%s", out);
+    free(out);
 
     /* More tasks of t: accepted, and said to be unserved. */
     fp_submit(other, "t", (int[]){ 4 }, 1, 0);
@@ -279,6 +297,19 @@ static void test_unserved_task_names(void **state)
     assert_int_equal(depth, 0);
     assert_int_equal(workers, 1);
     fp_expect_none(c, 200);
+    /* BUSY is what runs (4 slots), PREFETCHED what waits beyond them. */
+    out = NULL;
+    rc = dt_run((const char *const[]){ DIST_CLI_BIN, "--master", dist_master_endpoint(m),
+                                       "status", NULL },
+                NULL, NULL, &out, NULL, 20000);
+    assert_int_equal(rc, 0);
+    const char *row = strstr(out, "\n  w2 ");
+    unsigned slots = 0, running = 0, prefetched = 9;
+    if (strstr(out, "unserved") || !strstr(out, "BUSY  PREFETCHED") || !row ||
+        sscanf(row, " w2 %*s %u %u %u", &slots, &running, &prefetched) != 3 || slots != 4 ||
+        running != 4 || prefetched != 0)
+        fail_msg("dist status:\n%s", out);
+    free(out);
 
     /* A worker that announces again is no leave and no join. */
     const char *t = "t";
