@@ -4,6 +4,7 @@
 #include "status.h"
 
 #include <dist.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -136,30 +137,44 @@ void cli_status_print(const msgpack_object *st, FILE *out)
         s_str(rows[i][0], &items[i], "name");
         s_str(rows[i][1], &items[i], "host");
         s_u64(rows[i][2], &items[i], "slots");
-        s_u64(rows[i][3], &items[i], "busy");
-        s_u64(rows[i][4], &items[i], "done");
-        s_u64(rows[i][5], &items[i], "failed");
-        s_ago(rows[i][6], &items[i], "last_seen_ms");
+        /* BUSY is what runs; what waits in the worker's pool beyond its
+         * slots is PREFETCHED. A master without the split sends busy. */
+        bool split = dist_wire_map_get(&items[i], "running") != NULL;
+        s_u64(rows[i][3], &items[i], split ? "running" : "busy");
+        s_u64(rows[i][4], &items[i], "prefetched");
+        s_u64(rows[i][5], &items[i], "done");
+        s_u64(rows[i][6], &items[i], "failed");
+        s_ago(rows[i][7], &items[i], "last_seen_ms");
     }
-    static const char *const whead[] = { "NAME", "HOST", "SLOTS", "BUSY", "DONE", "FAILED",
-                                         "LAST SEEN" };
+    static const char *const whead[] = { "NAME", "HOST", "SLOTS", "BUSY", "PREFETCHED", "DONE",
+                                         "FAILED", "LAST SEEN" };
     if (rows)
-        s_table(out, whead, 7, rows, n);
+        s_table(out, whead, 8, rows, n);
     free(rows);
 
     if (dist_wire_get_array(dist_wire_map_get(st, "queues"), &items, &n))
         n = 0;
     fprintf(out, "\nqueues (%zu)\n", n);
     rows = n ? calloc(n, sizeof *rows) : NULL;
+    size_t unserved = 0;
     for (size_t i = 0; rows && i < n; i++) {
         s_str(rows[i][0], &items[i], "name");
         s_str(rows[i][1], &items[i], "kind");
         s_u64(rows[i][2], &items[i], "depth");
         s_u64(rows[i][3], &items[i], "in_flight");
+        s_u64(rows[i][4], &items[i], "workers");
+        /* Tasks that wait for a worker nobody runs: say so. */
+        uint64_t depth, workers;
+        if (!dist_wire_get_u64(dist_wire_map_get(&items[i], "depth"), &depth) && depth > 0 &&
+            !dist_wire_get_u64(dist_wire_map_get(&items[i], "workers"), &workers) && workers == 0)
+            unserved += (size_t)snprintf(rows[i][4], S_CELL, "0 (unserved)") > 0;
     }
-    static const char *const qhead[] = { "NAME", "KIND", "DEPTH", "IN FLIGHT" };
+    static const char *const qhead[] = { "NAME", "KIND", "DEPTH", "IN FLIGHT", "WORKERS" };
     if (rows)
-        s_table(out, qhead, 4, rows, n);
+        s_table(out, qhead, 5, rows, n);
+    if (unserved)
+        fprintf(out, "  unserved: %zu task queue(s) wait with no connected worker offering their "
+                "task\n", unserved);
     free(rows);
 
     fputc('\n', out);

@@ -122,6 +122,11 @@ static void s_check_body(dist__cmd_t cmd, const void *body, size_t len,
         rc = dist__parse_error(o, &e);
         break;
     }
+    case DIST__CMD_NOTICE: {
+        dist__notice_t nt;
+        rc = dist__parse_notice(o, &nt);
+        break;
+    }
     case DIST__CMD_QREPLY: {
         dist__qreply_t r;
         rc = dist__parse_qreply(o, &r);
@@ -171,7 +176,8 @@ static int s_sink(void *ud, const uint8_t *rid, size_t rid_len, dist__cmd_t cmd,
     static const uint8_t empty = 0x80;
     CHECK(cmd == DIST__CMD_WELCOME || cmd == DIST__CMD_RECONNECT || cmd == DIST__CMD_HEARTBEAT ||
               cmd == DIST__CMD_TASKS || cmd == DIST__CMD_RESULTS || cmd == DIST__CMD_ACCEPTED ||
-              cmd == DIST__CMD_QREPLY || cmd == DIST__CMD_STATUS || cmd == DIST__CMD_ERROR,
+              cmd == DIST__CMD_QREPLY || cmd == DIST__CMD_STATUS || cmd == DIST__CMD_ERROR ||
+              cmd == DIST__CMD_NOTICE || cmd == DIST__CMD_BYE,
           "the master sent %s", dist__cmd_name(cmd) ? dist__cmd_name(cmd) : "?");
     if (!body || !len) {
         body = &empty;

@@ -109,6 +109,222 @@ static void test_welcome_and_reconnect(void **state)
     assert_null(m);
 }
 
+/* The instance of a master in its WELCOME (16 lowercase hex digits) into out[17]. */
+static void s_instance(zsock_t *s, char *out)
+{
+    dist__inmsg_t msg;
+    fp_expect(s, DIST__CMD_WELCOME, &msg);
+    dist__welcome_t w;
+    assert_int_equal(dist__parse_welcome(msg.root, &w), 0);
+    assert_true(dist__instance_ok(w.instance.s, w.instance.n));
+    memcpy(out, w.instance.s, DIST__INSTANCE_LEN);
+    out[DIST__INSTANCE_LEN] = 0;
+    dist__inmsg_clear(&msg);
+}
+
+/* One instance per run of a master, told to workers and clients alike,
+ * kept by a store; BYE to every peer with a session when it stops. */
+static void test_instance_and_bye(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/dist-test-instance-XXXXXX", path[300];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/store.db", dir);
+    dist_master_opts_t o = { .store = path };
+    char i1[17], i1w[17], i2[17], i3[17];
+    dist_master_t *m = fp_start(&o);
+    zsock_t *c = fp_connect(m), *w = fp_connect(m), *stranger = fp_connect(m);
+    fp_hello_client(c, "c");
+    s_instance(c, i1);
+    const char *t = "t";
+    fp_hello_worker(w, "w", 1, 1, &t, 1);
+    s_instance(w, i1w);
+    assert_string_equal(i1, i1w);
+    /* A peer without a session (it never said HELLO) gets no BYE. */
+    assert_int_equal(dist__proto_send_empty(stranger, NULL, 0, DIST__CMD_HEARTBEAT), 0);
+    dist__inmsg_t msg;
+    fp_expect(stranger, DIST__CMD_RECONNECT, &msg);
+    dist__inmsg_clear(&msg);
+
+    dist_master_destroy(&m);
+    fp_expect(c, DIST__CMD_BYE, &msg);
+    assert_int_equal(msg.root->via.map.size, 0);
+    dist__inmsg_clear(&msg);
+    fp_expect(w, DIST__CMD_BYE, &msg);
+    dist__inmsg_clear(&msg);
+    fp_expect_none(stranger, 300);
+    zsock_destroy(&stranger);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+
+    /* Restarted on its store: the same instance (its tasks are there). */
+    m = fp_start(&o);
+    c = fp_connect(m);
+    fp_hello_client(c, "c");
+    s_instance(c, i2);
+    assert_string_equal(i1, i2);
+    zsock_destroy(&c);
+    dist_master_destroy(&m);
+    /* In memory: a new one each time. */
+    m = fp_start(NULL);
+    c = fp_connect(m);
+    fp_hello_client(c, "c");
+    s_instance(c, i3);
+    assert_string_not_equal(i1, i3);
+    zsock_destroy(&c);
+    dist_master_destroy(&m);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* The names of an ACCEPTED's unserved list, comma-separated, into out. */
+static size_t s_accepted_unserved(zsock_t *c, char *out, size_t len)
+{
+    dist__inmsg_t msg;
+    fp_expect(c, DIST__CMD_ACCEPTED, &msg);
+    dist__accepted_t a;
+    assert_int_equal(dist__parse_accepted(msg.root, &a), 0);
+    size_t ids = a.nids;
+    out[0] = 0;
+    for (size_t i = 0; i < a.nunserved; i++) {
+        const char *s;
+        size_t n;
+        assert_int_equal(dist_wire_get_str(&a.unserved[i], &s, &n), 0);
+        snprintf(out + strlen(out), len - strlen(out), "%s%.*s", i ? "," : "", (int)n, s);
+    }
+    dist__inmsg_clear(&msg);
+    return ids;
+}
+
+/* The NOTICE the client gets next: "served:NAME" or "unserved:NAME". */
+static void s_expect_notice(zsock_t *c, const char *want)
+{
+    dist__inmsg_t msg;
+    fp_expect(c, DIST__CMD_NOTICE, &msg);
+    dist__notice_t n;
+    assert_int_equal(dist__parse_notice(msg.root, &n), 0);
+    assert_int_equal(n.nserved + n.nunserved, 1);
+    const char *s;
+    size_t len;
+    assert_int_equal(dist_wire_get_str(n.nserved ? &n.served[0] : &n.unserved[0], &s, &len), 0);
+    char got[200];
+    snprintf(got, sizeof got, "%s:%.*s", n.nserved ? "served" : "unserved", (int)len, s);
+    assert_string_equal(got, want);
+    dist__inmsg_clear(&msg);
+}
+
+/* A queue's depth and workers from STATUS. */
+static void s_queue_workers(zsock_t *c, const char *name, uint64_t *depth, uint64_t *workers)
+{
+    dist__inmsg_t msg;
+    fp_status(c, &msg);
+    const msgpack_object *qs;
+    size_t n;
+    assert_int_equal(dist__get_array(msg.root, "queues", &qs, &n), 0);
+    bool found = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!fp_str_is(&qs[i], "name", name))
+            continue;
+        found = true;
+        assert_int_equal(dist__get_u64(&qs[i], "depth", depth), 0);
+        assert_int_equal(dist__get_u64(&qs[i], "workers", workers), 0);
+    }
+    assert_true(found);
+    dist__inmsg_clear(&msg);
+}
+
+/* Tasks whose workers all left: the clients that wait for them are told,
+ * and told again when a worker comes back; ACCEPTED says it at once. */
+static void test_unserved_task_names(void **state)
+{
+    (void)state;
+    dist_master_t *m = fp_start(NULL);
+    zsock_t *w = fp_worker(m, "w1", 1, 1, "t");
+    zsock_t *c = fp_client(m, "c", NULL), *other = fp_client(m, "other", NULL);
+    fp_keep_alive(c, other);
+    char names[300];
+    fp_submit(c, "t", (int[]){ 1, 2, 3 }, 3, 0);
+    assert_int_equal(s_accepted_unserved(c, names, sizeof names), 3);
+    assert_string_equal(names, ""); /* served */
+    fp_task_t g[1];
+    assert_int_equal(fp_tasks(w, g, 1), 1);
+    uint64_t depth, workers;
+    s_queue_workers(c, "t", &depth, &workers);
+    assert_int_equal(depth, 2);
+    assert_int_equal(workers, 1);
+
+    /* The last worker of t leaves: its task is requeued, 3 wait. */
+    assert_int_equal(dist__proto_send_empty(w, NULL, 0, DIST__CMD_BYE), 0);
+    s_expect_notice(c, "unserved:t");
+    fp_expect_none(other, 200); /* nothing of t queued for it */
+    s_queue_workers(c, "t", &depth, &workers);
+    assert_int_equal(depth, 3);
+    assert_int_equal(workers, 0);
+    /* dist status says so, in words and in its JSON. */
+    char *out = NULL;
+    int rc = dt_run((const char *const[]){ DIST_CLI_BIN, "--master", dist_master_endpoint(m),
+                                           "status", NULL },
+                    NULL, NULL, &out, NULL, 20000);
+    assert_int_equal(rc, 0);
+    if (!strstr(out, "0 (unserved)") || !strstr(out, "unserved: 1 task queue(s)") ||
+        !strstr(out, "WORKERS"))
+        fail_msg("dist status:\n%s", out);
+    free(out);
+    out = NULL;
+    rc = dt_run((const char *const[]){ DIST_CLI_BIN, "--master", dist_master_endpoint(m),
+                                       "status", "--json", NULL },
+                NULL, NULL, &out, NULL, 20000);
+    assert_int_equal(rc, 0);
+    if (!strstr(out, "\"depth\": 3,\n      \"in_flight\": 0,\n      \"workers\": 0"))
+        fail_msg("dist status --json:\n%s", out);
+    free(out);
+
+    /* More tasks of t: accepted, and said to be unserved. */
+    fp_submit(other, "t", (int[]){ 4 }, 1, 0);
+    assert_int_equal(s_accepted_unserved(other, names, sizeof names), 1);
+    assert_string_equal(names, "t");
+
+    /* A worker of t joins: both clients hear it, once each. */
+    zsock_t *w2 = fp_worker(m, "w2", 4, 4, "t");
+    s_expect_notice(c, "served:t");
+    s_expect_notice(other, "served:t");
+    fp_task_t g2[4];
+    size_t got = 0;
+    while (got < 4)
+        got += fp_tasks(w2, g2 + got, 4 - got);
+    s_queue_workers(c, "t", &depth, &workers);
+    assert_int_equal(depth, 0);
+    assert_int_equal(workers, 1);
+    fp_expect_none(c, 200);
+    /* BUSY is what runs (4 slots), PREFETCHED what waits beyond them. */
+    out = NULL;
+    rc = dt_run((const char *const[]){ DIST_CLI_BIN, "--master", dist_master_endpoint(m),
+                                       "status", NULL },
+                NULL, NULL, &out, NULL, 20000);
+    assert_int_equal(rc, 0);
+    const char *row = strstr(out, "\n  w2 ");
+    unsigned slots = 0, running = 0, prefetched = 9;
+    if (strstr(out, "unserved") || !strstr(out, "BUSY  PREFETCHED") || !row ||
+        sscanf(row, " w2 %*s %u %u %u", &slots, &running, &prefetched) != 3 || slots != 4 ||
+        running != 4 || prefetched != 0)
+        fail_msg("dist status:\n%s", out);
+    free(out);
+
+    /* A worker that announces again is no leave and no join. */
+    const char *t = "t";
+    fp_hello_worker(w2, "w2", 4, 4, &t, 1);
+    dist__inmsg_t msg;
+    fp_expect(w2, DIST__CMD_WELCOME, &msg);
+    dist__inmsg_clear(&msg);
+    fp_expect_none(c, 300);
+    zsock_destroy(&w2);
+    zsock_destroy(&other);
+    zsock_destroy(&c);
+    zsock_destroy(&w);
+    dist_master_destroy(&m);
+}
+
 static void test_options_refused(void **state)
 {
     (void)state;
@@ -916,8 +1132,8 @@ static void test_status_fields(void **state)
     struct {
         const char *k;
         uint64_t want;
-    } wf[] = { { "pid", 4242 }, { "slots", 2 }, { "capacity", 3 }, { "busy", 3 }, { "done", 1 },
-               { "failed", 0 } };
+    } wf[] = { { "pid", 4242 }, { "slots", 2 }, { "capacity", 3 }, { "busy", 3 },
+               { "running", 2 }, { "prefetched", 1 }, { "done", 1 }, { "failed", 0 } };
     for (size_t i = 0; i < sizeof wf / sizeof *wf; i++) {
         assert_int_equal(dist__get_u64(&ws[0], wf[i].k, &v), 0);
         if (v != wf[i].want)
@@ -941,7 +1157,10 @@ static void test_status_fields(void **state)
             assert_true(fp_str_is(&qs[i], "kind", "task"));
             assert_int_equal(depth, 0);
             assert_int_equal(inf, 3);
+            assert_int_equal(dist__get_u64(&qs[i], "workers", &v), 0);
+            assert_int_equal(v, 1);
         } else {
+            assert_null(dist_wire_map_get(&qs[i], "workers")); /* not for named queues */
             assert_true(fp_str_is(&qs[i], "name", "named.q"));
             assert_true(fp_str_is(&qs[i], "kind", "named"));
             assert_int_equal(depth, 1);
@@ -1529,6 +1748,26 @@ static void test_program(void **state)
     assert_int_equal(dt_wait(pid, 10000), 1);
     zsock_destroy(&taken);
 
+    /* A metrics port that is taken: the master fails, and never said it
+     * was listening (scripts wait for that line). */
+    int busy = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t salen = sizeof sa;
+    assert_int_equal(bind(busy, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(busy, 1), 0);
+    assert_int_equal(getsockname(busy, (struct sockaddr *)&sa, &salen), 0);
+    char metrics[64];
+    snprintf(metrics, sizeof metrics, "127.0.0.1:%d", ntohs(sa.sin_port));
+    pid = dt_spawn((const char *const[]){ DIST_MASTER_BIN, "--bind", "tcp://127.0.0.1:0",
+                                          "--metrics", metrics, NULL },
+                   &piped);
+    assert_int_equal(dt_wait(pid, 10000), 1);
+    dt_read_until(fd, "\x01never", out, sizeof out, 2000); /* all of it, to the end */
+    close(fd);
+    close(busy);
+    assert_non_null(strstr(out, metrics));
+    assert_null(strstr(out, "listening on"));
+
     /* Serving, then SIGTERM: a clean exit 0. */
     const char *const serve[] = { DIST_MASTER_BIN, "--bind", "tcp://127.0.0.1:0", "--name", "prog",
                                   NULL };
@@ -1546,8 +1785,14 @@ static void test_program(void **state)
     fp_expect(c, DIST__CMD_WELCOME, &msg);
     assert_true(fp_str_is(msg.root, "master", "prog"));
     dist__inmsg_clear(&msg);
-    zsock_destroy(&c);
+    /* Listening is said once everything is set up: the metrics endpoint
+     * too (a master that fails there never said it). */
+    assert_non_null(strstr(out, "instance "));
+    /* The client hears the master go. */
     dt_signal(pid, SIGTERM);
+    fp_expect(c, DIST__CMD_BYE, &msg);
+    dist__inmsg_clear(&msg);
+    zsock_destroy(&c);
     assert_true(dt_read_until(fd, "stopped by SIGTERM", out, sizeof out, 5000));
     close(fd);
     assert_int_equal(dt_wait(pid, 10000), 0);
@@ -1558,6 +1803,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_welcome_and_reconnect, dt_teardown),
+        cmocka_unit_test_teardown(test_instance_and_bye, dt_teardown),
+        cmocka_unit_test_teardown(test_unserved_task_names, dt_teardown),
         cmocka_unit_test_teardown(test_options_refused, dt_teardown),
         cmocka_unit_test_teardown(test_metrics_endpoint, dt_teardown),
         cmocka_unit_test_teardown(test_metrics_names_bounded, dt_teardown),

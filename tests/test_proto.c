@@ -631,6 +631,8 @@ static void test_list_and_accepted_bodies(void **state)
     assert_int_equal(dist__parse_accepted(dist_wire_msg_root(m), &a), 0);
     assert_int_equal(a.nids, 1);
     assert_int_equal(a.nrejected, 2);
+    assert_null(a.unserved); /* none packed: absent */
+    assert_int_equal(a.nunserved, 0);
     dist__reject_t rb;
     assert_int_equal(dist__parse_reject(&a.rejected[0], &rb), 0);
     assert_true(rb.has_id);
@@ -647,7 +649,6 @@ static void test_list_and_accepted_bodies(void **state)
     m = s_map(b, 3, "index", 'u', (uint64_t)0, "code", 's', "x", "id", 's', "short");
     assert_int_equal(dist__parse_reject(dist_wire_msg_root(m), &rb), DIST_EPROTO);
     dist_wire_msg_destroy(&m);
-    assert_null(a.unserved); /* the body above had none */
 
     /* ACCEPTED with unserved names; a bad name sinks it. */
     const dist__str_t names[2] = { { "sq", 2 }, { "dist.echo", 9 } };

@@ -574,6 +574,7 @@ static void s_soak_client_msg(soak_t *k, const dist__inmsg_t *m)
     }
     case DIST__CMD_ERROR:
     case DIST__CMD_HEARTBEAT:
+    case DIST__CMD_NOTICE: /* the workers' names come and go with the kills */
         break;
     default:
         fail_msg("the client got %s", dist__cmd_name(m->cmd));

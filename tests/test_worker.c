@@ -227,8 +227,9 @@ static size_t s_file(ans_t *a, size_t n, const dist__inmsg_t *m)
         x->answers++;
         x->status = (int)r.status;
         if (r.status == DIST__ST_OK) {
-            assert_true(r.value_len <= sizeof x->value);
-            memcpy(x->value, r.value, r.value_len);
+            /* The first bytes are kept; the length is the whole. */
+            memcpy(x->value, r.value,
+                   r.value_len < sizeof x->value ? r.value_len : sizeof x->value);
             x->value_len = r.value_len;
         } else {
             snprintf(x->error, sizeof x->error, "%.*s", (int)r.error_len, r.error);
@@ -460,12 +461,15 @@ static void test_hello_heartbeat_bye(void **state)
     assert_int_equal(h.capacity, 4); /* slots + one prefetched task per slot */
     const msgpack_object *names = h.tasks;
     size_t n = h.ntasks;
-    assert_int_equal(n, dist_task_count());
-    for (const char *const *t = (const char *const[]){ "dist.echo", "dist.sleep", "dist.exec",
-                                                       "test.square", "test.crash", NULL };
+    /* Every registered task but dist.exec: this worker does not allow it. */
+    assert_int_equal(n, dist_task_count() - 1);
+    for (const char *const *t = (const char *const[]){ "dist.echo", "dist.sleep", "test.square",
+                                                       "test.crash", NULL };
          *t; t++)
         if (!s_has_name(names, n, *t))
             fail_msg("HELLO does not announce %s", *t);
+    if (s_has_name(names, n, "dist.exec"))
+        fail_msg("HELLO announces dist.exec without allow_exec");
     dist__inmsg_clear(&m);
 
     /* Not welcomed: HELLO again, about a second later. */
@@ -531,22 +535,30 @@ static void test_results_of_every_kind(void **state)
     s_assert_error(&b[3], DIST__ST_TIMEOUT, "timed out");
     s_assert_error(&b[3], DIST__ST_TIMEOUT, "test.sleep");
 
-    ans_t c[4];
+    ans_t c[5];
     s_task(&c[0], "test.none", "\x90", 1, 0);
     s_task(&c[1], "dist.exec", "\x91\x91\xa4true", 7, 0);
     s_task(&c[2], "dist.sleep", "\x91\x0a", 2, 0);
     c[2].t.attempt = 3; /* answered with the attempt it was sent with */
-    s_task(&c[3], "test.bytes", "\x91\xce\x00\x4c\x4b\x40", 6, 0); /* 5,000,000 > 4 MiB */
-    fm_send_tasks(&f, c, 4);
-    fm_collect(&f, c, 4, 10000);
+    /* 5,000,000 bytes: above the pool's own 4 MiB default, within the
+     * worker's 64 MiB, which its pool takes. */
+    s_task(&c[3], "test.bytes", "\x91\xce\x00\x4c\x4b\x40", 6, 0);
+    /* 67,200,000 > 64 MiB: too large. */
+    s_task(&c[4], "test.bytes", "\x91\xce\x04\x01\x64\x00", 6, 0);
+    fm_send_tasks(&f, c, 5);
+    fm_collect(&f, c, 5, 20000);
     assert_int_equal(c[0].status, DIST__ST_OK); /* packed nothing: nil */
     assert_int_equal(c[0].value_len, 1);
     assert_int_equal((unsigned char)c[0].value[0], 0xc0);
-    s_assert_error(&c[1], DIST__ST_FAILED,
-                   "dist.exec is disabled on this worker (start it with --allow-exec)");
+    /* Not announced without allow_exec: unknown here, as to the master. */
+    s_assert_error(&c[1], DIST__ST_UNKNOWN_TASK, "dist.exec");
     assert_int_equal(c[2].status, DIST__ST_OK);
     assert_int_equal(c[2].value[0], 10);
-    s_assert_error(&c[3], DIST__ST_TOO_LARGE, "exceeds");
+    assert_int_equal(c[3].status, DIST__ST_OK);
+    assert_int_equal(c[3].value_len, 5 + 5000000); /* bin32 header + the bytes */
+    assert_int_equal((unsigned char)c[3].value[0], 0xc6);
+    assert_int_equal(c[3].value[5], 'a');
+    s_assert_error(&c[4], DIST__ST_TOO_LARGE, "exceeds");
 
     /* Task maps the codec refuses: answered when they can be named. */
     ans_t d[2];
@@ -1102,6 +1114,168 @@ static void test_program_second_sigterm(void **state)
     fm_close(&f);
 }
 
+/* ---- dist-worker with a real master ------------------------------------------------ */
+
+/* The next message of command cmd on a client's socket within ms,
+ * skipping HEARTBEAT and NOTICE: 0 or DIST_ETIMEDOUT. */
+static int s_client_recv(zsock_t *c, dist__cmd_t cmd, int ms, dist__inmsg_t *m)
+{
+    dist_wire_limits_t lim = dist__body_limits(0);
+    int64_t end = dt_now_ms() + ms;
+    for (;;) {
+        int r = dist__proto_recv(c, false, &lim, m);
+        if (r == 0 && m->cmd == cmd)
+            return 0;
+        if (r == 0)
+            dist__inmsg_clear(m);
+        else
+            assert_int_equal(r, DIST_EAGAIN);
+        int64_t left = end - dt_now_ms();
+        if (left <= 0)
+            return DIST_ETIMEDOUT;
+        zmq_pollitem_t it = { zsock_resolve(c), 0, ZMQ_POLLIN, 0 };
+        zmq_poll(&it, 1, left > 100 ? 100 : (long)left);
+    }
+}
+
+/* A raw client of the master at ep, welcomed. */
+static zsock_t *s_raw_client(const char *ep)
+{
+    zsock_t *c = zsock_new(ZMQ_DEALER);
+    assert_non_null(c);
+    dist__sock_setup(c, false, NULL);
+    assert_int_equal(zsock_connect(c, "%s", ep), 0);
+    dist_wire_buf_t *b = dist_wire_buf_new(0);
+    dist__hello_t h = { .role = DIST__PEER_CLIENT, .name = { "raw", 3 }, .host = { "h", 1 },
+                        .pid = 1 };
+    dist__pack_hello(dist_wire_buf_packer(b), &h);
+    assert_int_equal(dist__proto_send_buf(c, NULL, 0, DIST__CMD_HELLO, b), 0);
+    dist_wire_buf_destroy(&b);
+    dist__inmsg_t m;
+    assert_int_equal(s_client_recv(c, DIST__CMD_WELCOME, 5000, &m), 0);
+    dist__inmsg_clear(&m);
+    return c;
+}
+
+/* Connected workers, from the master's STATUS. */
+static size_t s_master_workers(zsock_t *c)
+{
+    dist_wire_buf_t *b = dist_wire_buf_new(0);
+    dist__status_req_t sr = { 7 };
+    dist__pack_status_req(dist_wire_buf_packer(b), &sr);
+    assert_int_equal(dist__proto_send_buf(c, NULL, 0, DIST__CMD_STATUS, b), 0);
+    dist_wire_buf_destroy(&b);
+    dist__inmsg_t m;
+    assert_int_equal(s_client_recv(c, DIST__CMD_STATUS, 5000, &m), 0);
+    const msgpack_object *ws;
+    size_t n;
+    assert_int_equal(dist__get_array(m.root, "workers", &ws, &n), 0);
+    dist__inmsg_clear(&m);
+    return n;
+}
+
+/* Polls until the master has n workers (within ms). */
+static bool s_wait_workers(zsock_t *c, size_t n, int ms)
+{
+    int64_t end = dt_now_ms() + ms;
+    while (s_master_workers(c) != n)
+        if (dt_now_ms() > end)
+            return false;
+        else
+            dt_sleep_ms(20);
+    return true;
+}
+
+static dist_master_t *s_real_master(const char *ep)
+{
+    dist_master_opts_t o = { .bind = ep, .log = s_tlog, .log_level = DIST_LOG_DEBUG };
+    dist_master_t *m = dist_master_new(&o);
+    assert_non_null(m);
+    assert_int_equal(dist_master_start(m), 0);
+    return m;
+}
+
+/* dist-worker behind a real master: an argument of 10 MB (above the
+ * pool's own 4 MiB default) reaches dist.echo and comes back whole; and
+ * when the master stops cleanly (BYE), the worker is with the next master
+ * on that endpoint well before the 3 s heartbeat timeout. */
+static void test_program_big_args_and_master_bye(void **state)
+{
+    (void)state;
+    fm_t f;
+    fm_reserve(&f); /* only its free port */
+    dist_master_t *m = s_real_master(f.ep);
+    int err;
+    pid_t pid = s_spawn((const char *const[]){ "--connect", f.ep, "--procs", "1", "--name", "bw",
+                                               NULL },
+                        NULL, NULL, &err);
+    fcntl(err, F_SETFL, O_NONBLOCK);
+    zsock_t *c = s_raw_client(f.ep);
+    assert_true(s_wait_workers(c, 1, 10000));
+
+    /* [a string of 10,000,000 bytes] */
+    size_t big = 10000000;
+    char *str = malloc(big);
+    assert_non_null(str);
+    for (size_t i = 0; i < big; i++)
+        str[i] = (char)('a' + i % 26);
+    dist_wire_buf_t *args = dist_wire_buf_new(0);
+    msgpack_packer *pk = dist_wire_buf_packer(args);
+    msgpack_pack_array(pk, 1);
+    dist__pk_strn(pk, str, big);
+    size_t alen;
+    const void *adata = dist_wire_buf_data(args, &alen);
+    dist_wire_buf_t *b = dist_wire_buf_new(0);
+    dist__pack_list_head(dist_wire_buf_packer(b), DIST__CMD_SUBMIT, 1);
+    dist__task_t t = { .task = "dist.echo", .task_len = 9, .args = adata, .args_len = alen };
+    assert_int_equal(dist__id_random(&t.id), 0);
+    dist__pack_task(dist_wire_buf_packer(b), &t, false);
+    assert_int_equal(dist__proto_send_buf(c, NULL, 0, DIST__CMD_SUBMIT, b), 0);
+    dist_wire_buf_destroy(&b);
+    dist__inmsg_t msg;
+    assert_int_equal(s_client_recv(c, DIST__CMD_ACCEPTED, 10000, &msg), 0);
+    dist__accepted_t acc;
+    assert_int_equal(dist__parse_accepted(msg.root, &acc), 0);
+    assert_int_equal(acc.nids, 1);
+    dist__inmsg_clear(&msg);
+    if (s_client_recv(c, DIST__CMD_RESULTS, 30000, &msg))
+        fail_msg("no result for the 10 MB argument within 30 s");
+    const msgpack_object *items;
+    size_t n;
+    assert_int_equal(dist__parse_list(msg.root, DIST__CMD_RESULTS, &items, &n), 0);
+    assert_int_equal(n, 1);
+    dist__result_t r;
+    assert_int_equal(dist__parse_result(&items[0], false, &r), 0);
+    if (r.status != DIST__ST_OK)
+        fail_msg("dist.echo of 10 MB: %s: %.*s", dist__status_name(r.status), (int)r.error_len,
+                 r.error);
+    assert_int_equal(r.value_len, alen);
+    assert_memory_equal(r.value, adata, alen);
+    dist__inmsg_clear(&msg);
+    dist_wire_buf_destroy(&args);
+    free(str);
+    zsock_destroy(&c);
+
+    /* A clean stop, and a new master on the same endpoint at once. */
+    int64_t t0 = dt_now_ms();
+    dist_master_destroy(&m);
+    m = s_real_master(f.ep);
+    c = s_raw_client(f.ep);
+    assert_true(s_wait_workers(c, 1, 5000));
+    int64_t took = dt_now_ms() - t0;
+    if (took >= 2500)
+        fail_msg("the worker took %lld ms to join the next master", (long long)took);
+    char log[16384];
+    dt_read_until(err, "said BYE", log, sizeof log, 2000);
+    assert_non_null(strstr(log, "said BYE"));
+    zsock_destroy(&c);
+    dt_signal(pid, SIGTERM);
+    assert_int_equal(s_exit_status(pid, 10000), 0);
+    close(err);
+    dist_master_destroy(&m);
+    fm_close(&f);
+}
+
 int main(void)
 {
     gethostname(s_host, sizeof s_host - 1);
@@ -1127,6 +1301,7 @@ int main(void)
         cmocka_unit_test_teardown(test_program_plugin_load_failure, dt_teardown),
         cmocka_unit_test_teardown(test_program_plugin_exec_and_drain, dt_teardown),
         cmocka_unit_test_teardown(test_program_second_sigterm, dt_teardown),
+        cmocka_unit_test_teardown(test_program_big_args_and_master_bye, dt_teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     zsys_shutdown();

@@ -76,7 +76,8 @@ def main(bindir):
     with Cluster(bindir) as c:
         m = c.master()
         c.stop(m)
-        first = read(c.master_err).split("\n")[0]
+        # "listening" comes once everything is up (the metrics endpoint too).
+        first = [x for x in read(c.master_err).split("\n") if "listening on" in x][0]
         check(re.match(r"^\d{4}-\d\d-\d\dT\S+Z info  master: master .* listening on ", first),
               "text line: %r" % first)
         for b in (c.master_bin, c.worker_bin):

@@ -35,10 +35,12 @@ typedef struct {
     int procs;                     /* pool processes; default: online CPUs */
     bool threads;                  /* run tasks in threads instead (embedded use) */
     int max_prefetch;              /* most tasks held beyond the pool size; default 256 */
-    size_t max_message;            /* bytes; default 64 MiB. Also the largest task arguments
-                                      or value when set; unset, those are limited to the
-                                      pool's 4 MiB (its shared rings are sized from it) */
-    bool allow_exec;               /* accept dist.exec */
+    size_t max_message;            /* bytes; default DIST_MAX_MESSAGE_DEFAULT (64 MiB), as
+                                      the master's: also the largest task arguments or value
+                                      its pool takes (its shared rings are sized from it and
+                                      give back pages they no longer use) */
+    bool allow_exec;               /* accept dist.exec (and announce it: without this
+                                      the worker does not offer it) */
     const char *key;               /* own secret key file (NAME.key, mode 0600 or
                                       stricter); NULL: $DIST_KEY. With server_key, the
                                       connection uses CURVE (docs/PROTOCOL.md section 9) */

@@ -69,6 +69,8 @@
 /* With a store, a turn stops reading once the SUBMITs it holds for the
  * commit reach this many bytes. */
 #define HELD_BYTES_MAX ((size_t)64 << 20)
+/* How long a stopping master's socket may take to deliver its BYEs. */
+#define BYE_LINGER_MS 200
 /* Internal: an outbox whose next message waits for the commit. */
 #define OUTBOX_HELD 1
 
@@ -369,10 +371,10 @@ static void s_reap(dist_master_t *s)
             s->c.dead_workers++;
         }
         else if (p->role == DIST__ROLE_CLIENT && p->replaced)
-            dist__log(&s->log, DIST_LOG_INFO, "client left: %s, a newer connection took its name",
+            dist__log(&s->log, DIST_LOG_DEBUG, "client left: %s, a newer connection took its name",
                       desc);
         else if (p->role == DIST__ROLE_CLIENT)
-            dist__log(&s->log, DIST_LOG_INFO, "client left: %s, connection lost", desc);
+            dist__log(&s->log, DIST_LOG_DEBUG, "client left: %s, connection lost", desc);
         snprintf(why, sizeof why, "%s lost its connection", desc);
         s_forget(s, p, why);
     }
@@ -873,7 +875,8 @@ static void s_welcome(dist_master_t *s, dist__mpeer_t *p, size_t pending)
                                                                      : (uint32_t)s->max_message,
                           .max_batch = DIST__MAX_BATCH,
                           .pending_results = pending > UINT32_MAX ? UINT32_MAX : (uint32_t)pending,
-                          .client = p->role == DIST__ROLE_CLIENT };
+                          .client = p->role == DIST__ROLE_CLIENT,
+                          .instance = { s->instance, strlen(s->instance) } };
     dist__pack_welcome(dist_wire_buf_packer(s->out), &w);
     dist__m_send(s, p, DIST__CMD_WELCOME, s->out, NULL, NULL, 0);
 }
@@ -964,7 +967,8 @@ static void s_hello(dist_master_t *s, dist__mpeer_t *p, const dist__inmsg_t *m)
         }
         size_t waiting = cn->unsent.n + cn->sent.n;
         s_welcome(s, p, waiting);
-        dist__log(&s->log, first ? DIST_LOG_INFO : DIST_LOG_DEBUG,
+        /* Clients come and go with every command: workers are the news. */
+        dist__log(&s->log, DIST_LOG_DEBUG,
                   "client %s: %s, %zu result(s) waiting", first ? "joined" : "said HELLO again",
                   desc, waiting);
     }
@@ -989,7 +993,7 @@ static void s_bye(dist_master_t *s, dist__mpeer_t *p)
         dist__log(&s->log, DIST_LOG_INFO, "worker left: %s, %zu task(s) requeued", desc,
                   p->leased.n);
     else
-        dist__log(&s->log, DIST_LOG_INFO, "client left: %s", desc);
+        dist__log(&s->log, DIST_LOG_DEBUG, "client left: %s", desc);
     snprintf(why, sizeof why, "%s left while it held the task", desc);
     s_forget(s, p, why);
 }
@@ -1209,7 +1213,7 @@ static long s_next_timeout(const dist_master_t *s)
         next = s->store_retry_at;
     if (dist__m_obs_next(s) < next)
         next = dist__m_obs_next(s);
-    if (s->dirty_tqs.n || s->dirty_workers.n || s->dirty_clients.n || s->reap.n ||
+    if (s->dirty_tqs.n || s->dirty_workers.n || s->dirty_clients.n || s->reap.n || s->notice_tqs.n ||
         (s->store && !s->store_failed && (s->sd_head || s->sq_head)))
         next = s->now;
     return next <= s->now ? 0 : (long)(next - s->now);
@@ -1223,6 +1227,7 @@ static void s_turn(dist_master_t *s, bool drained)
 {
     s_timers(s, drained);
     dist__m_store_turn(s);
+    dist__m_notices(s);
     dist__m_dispatch(s);
     dist__m_flush_results(s);
     s_reap(s);
@@ -1248,6 +1253,29 @@ void dist__m_fail_commits(dist_master_t *s, unsigned n, int err)
 {
     atomic_store(&s->fail_err, err);
     atomic_store(&s->fail_commits, n);
+}
+
+/* A clean stop: every peer with a session hears BYE (section 4), so that
+ * it looks for a master again at once rather than after a heartbeat
+ * timeout of silence. Sent past the outboxes (a peer that does not read
+ * finds out by the timeout, as before); the socket then lingers a little,
+ * so that the BYEs leave before the process does. Once. */
+static void s_say_bye(dist_master_t *s)
+{
+    if (s->bye_said)
+        return;
+    s->bye_said = true;
+    size_t n = 0;
+    for (size_t i = 0; i < s->peers.cap; i++) {
+        dist__mpeer_t *p = s->peers.slots ? s->peers.slots[i].item : NULL;
+        if (p && p->role != DIST__ROLE_NONE && !p->gone && !p->banned &&
+            s_wire_send(s, p->rid, p->rid_len, DIST__CMD_BYE, NULL, 0) == 0)
+            n++;
+    }
+    if (n && s->sock)
+        zsock_set_linger(s->sock, BYE_LINGER_MS);
+    if (n)
+        dist__log(&s->log, DIST_LOG_DEBUG, "said BYE to %zu peer(s)", n);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
@@ -1414,6 +1442,21 @@ dist_master_t *dist_master_new(const dist_master_opts_t *opts)
     s->out = dist_wire_buf_new(0);
     if (!s->out)
         goto fail;
+    /* Which run of the master this is: a peer that meets another one knows
+     * that every task it did not see finish is gone (unless the store
+     * below keeps its own, and with it the instance). */
+    dist__id_t rnd;
+    int rrc = dist__id_random(&rnd);
+    if (rrc) {
+        err = -rrc;
+        dist__log(&s->log, DIST_LOG_ERROR, "no random bytes for the instance id: %s",
+                  strerror(err));
+        goto fail;
+    }
+    char hex[33];
+    dist__id_hex(&rnd, hex);
+    memcpy(s->instance, hex, DIST__INSTANCE_LEN);
+    s->instance[DIST__INSTANCE_LEN] = 0;
     /* The store before the socket: a master that cannot keep its promises
      * must not be reachable at all. */
     if (o.store) {
@@ -1506,8 +1549,6 @@ dist_master_t *dist_master_new(const dist_master_opts_t *opts)
                   "%s is reachable from other hosts and the traffic is neither authenticated nor "
                   "encrypted (--insecure)",
                   s->endpoint);
-    dist__log(&s->log, DIST_LOG_INFO, "master %s listening on %s (protocol %d, libdist %s)",
-              s->name, s->endpoint, DIST__PROTO_VERSION, DIST_VERSION_STRING);
     /* The metrics endpoint last: its thread starts here, after anything
      * that could fail for the master's own reasons. */
     if (o.metrics) {
@@ -1517,6 +1558,10 @@ dist_master_t *dist_master_new(const dist_master_opts_t *opts)
             goto fail;
         }
     }
+    /* Only now: scripts wait for this line, and nothing can fail after it. */
+    dist__log(&s->log, DIST_LOG_INFO, "master %s listening on %s (protocol %d, libdist %s, "
+              "instance %s)", s->name, s->endpoint, DIST__PROTO_VERSION, DIST_VERSION_STRING,
+              s->instance);
     return s;
 fail:
     explicit_bzero(sec, sizeof sec);
@@ -1579,9 +1624,10 @@ int dist_master_run(dist_master_t *s)
         s_turn(s, drained || s->now - s->busy_since >= s->hb_timeout_ms);
     }
     /* What the last turn changed after its commit (leases) is committed
-     * on the way out. */
+     * on the way out, then the peers hear that this master is gone. */
     s->now = s_clock_ms();
     dist__m_store_turn(s);
+    s_say_bye(s);
     dist__log(&s->log, DIST_LOG_INFO, "master %s stopping: %zu task(s) queued or leased, %zu "
               "result(s) waiting", s->name, s->outstanding, s->results_waiting);
     atomic_store(&s->running, false);
@@ -1630,5 +1676,7 @@ void dist_master_destroy(dist_master_t **self_p)
     dist_master_t *s = *self_p;
     *self_p = NULL;
     dist_master_stop(s);
+    /* The loop's thread is gone (or never ran): the socket is ours. */
+    s_say_bye(s);
     s_free(s);
 }

@@ -248,6 +248,9 @@ struct dist__mtq {
         uint32_t wi;         /* index of this queue in w->names */
     } *ws;                   /* workers that announced the name */
     size_t nws, capws;
+    dist__dnode_t notice;    /* in s->notice_tqs: its workers changed (dist__m_notices) */
+    bool served;             /* it had workers at the last look */
+    bool told;               /* a client heard that no worker offers it */
     struct dist__mtq *snext; /* next on the store's dirty list of names */
     uint8_t sflags;          /* DIST__S_DIRTY, _NEW (not stored yet), _GONE */
     struct dist__mstat *stat; /* its counters for the metrics (master_obs.c), or NULL */
@@ -300,6 +303,7 @@ struct dist__mclient {
     dist__dlist_t unsent;    /* DONE tasks not sent since the last HELLO */
     dist__dlist_t sent;      /* DONE tasks sent, not acknowledged */
     size_t pending;          /* tasks QUEUED or LEASED */
+    uint64_t mark;           /* the last NOTICE round that reached it (dist__m_notices) */
 };
 
 /* An item of a named queue. */
@@ -370,6 +374,7 @@ struct dist_master {
     dist__logger_t log;
     /* options, defaults resolved */
     char name[DIST__NAME_MAX + 1];
+    char instance[DIST__INSTANCE_LEN + 1]; /* WELCOME instance: this run (or its store) */
     int hb_ms, hb_timeout_ms, max_attempts;
     int64_t lease_ms;
     size_t max_queued, max_results, max_message;
@@ -388,6 +393,7 @@ struct dist_master {
     } refused_log[5];
     size_t outbox_total;     /* outbox_bytes of every peer */
     atomic_bool stop;
+    bool bye_said;           /* the peers heard BYE (a clean stop) */
     atomic_bool running;
     atomic_bool joinable;
     pthread_t thread;
@@ -403,6 +409,8 @@ struct dist_master {
     dist__dlist_t idle;      /* clients and strangers by last_seen (forgetting) */
     dist__dlist_t hb;        /* welcomed peers by last_sent (our heartbeats) */
     dist__dlist_t dirty_tqs, dirty_workers, dirty_clients, blocked, reap;
+    dist__dlist_t notice_tqs; /* task names whose workers changed this turn */
+    uint64_t notice_round;   /* counts dist__m_notices' rounds of NOTICEs (cn->mark) */
     dist__heap_t timers;
     size_t tq_gc_at;         /* sweep unused task names beyond this many */
     /* totals */
@@ -531,6 +539,11 @@ void dist__m_client_detach(dist_master_t *s, dist__mpeer_t *p);
 /* Expired timers. */
 void dist__m_lease_expired(dist_master_t *s, dist__mtask_t *t);
 void dist__m_ghost_expired(dist_master_t *s, dist__mghost_t *g);
+
+/* Task names that lost their last worker, or got one back, this turn:
+ * tells the connected clients with tasks of them QUEUED (NOTICE, section
+ * 6.7). Before dispatch, while those tasks are still queued. */
+void dist__m_notices(dist_master_t *s);
 
 /* Runs dispatch for dirty queues and workers, then sends waiting results. */
 void dist__m_dispatch(dist_master_t *s);

@@ -52,13 +52,18 @@ static void s_rates(const dist_master_t *s, double *sub, double *done)
 static void s_pack_worker(const dist_master_t *s, msgpack_packer *pk, const dist__mpeer_t *w,
                           size_t max_names)
 {
-    msgpack_pack_map(pk, 10);
+    /* busy (what it holds) stays for older readers; running and
+     * prefetched split it: tasks beyond its slots wait in its pool. */
+    size_t running = w->held < w->slots ? w->held : w->slots;
+    msgpack_pack_map(pk, 12);
     dist__pk_kv_str(pk, "name", w->name);
     dist__pk_kv_str(pk, "host", w->host);
     dist__pk_kv_u64(pk, "pid", w->pid);
     dist__pk_kv_u64(pk, "slots", w->slots);
     dist__pk_kv_u64(pk, "capacity", w->capacity);
     dist__pk_kv_u64(pk, "busy", w->held);
+    dist__pk_kv_u64(pk, "running", running);
+    dist__pk_kv_u64(pk, "prefetched", w->held - running);
     dist__pk_kv_u64(pk, "done", w->done);
     dist__pk_kv_u64(pk, "failed", w->failed);
     dist__pk_kv_u64(pk, "last_seen_ms", (uint64_t)(s->now - w->last_seen));
@@ -69,15 +74,19 @@ static void s_pack_worker(const dist_master_t *s, msgpack_packer *pk, const dist
         dist__pk_strn(pk, w->names[i].q->key.name, w->names[i].q->key.len);
 }
 
+/* workers: connected workers offering a task name; SIZE_MAX (named
+ * queues) leaves the field out. */
 static void s_pack_queue(msgpack_packer *pk, const char *name, size_t len, const char *kind,
-                         size_t depth, size_t in_flight)
+                         size_t depth, size_t in_flight, size_t workers)
 {
-    msgpack_pack_map(pk, 4);
+    msgpack_pack_map(pk, workers == SIZE_MAX ? 4 : 5);
     dist__pk_str(pk, "name");
     dist__pk_strn(pk, name, len);
     dist__pk_kv_str(pk, "kind", kind);
     dist__pk_kv_u64(pk, "depth", depth);
     dist__pk_kv_u64(pk, "in_flight", in_flight);
+    if (workers != SIZE_MAX)
+        dist__pk_kv_u64(pk, "workers", workers);
 }
 
 void dist__m_pack_status(const dist_master_t *s, dist_wire_buf_t *b, uint64_t req, bool compact,
@@ -118,12 +127,12 @@ void dist__m_pack_status(const dist_master_t *s, dist_wire_buf_t *b, uint64_t re
     d = dist__dl_first(&s->tqs);
     for (size_t i = 0; i < ntq; i++, d = dist__dl_next(&s->tqs, d)) {
         const dist__mtq_t *q = DIST__CONTAINER_OF(d, dist__mtq_t, all);
-        s_pack_queue(pk, q->key.name, q->key.len, "task", q->ready.n, q->in_flight);
+        s_pack_queue(pk, q->key.name, q->key.len, "task", q->ready.n, q->in_flight, q->nws);
     }
     d = dist__dl_first(&s->nqs);
     for (size_t i = 0; i < nnq; i++, d = dist__dl_next(&s->nqs, d)) {
         const dist__mnq_t *q = DIST__CONTAINER_OF(d, dist__mnq_t, all);
-        s_pack_queue(pk, q->key.name, q->key.len, "named", q->n, 0);
+        s_pack_queue(pk, q->key.name, q->key.len, "named", q->n, 0, SIZE_MAX);
     }
 
     dist__pk_kv_u64(pk, "clients", s->nclients);

@@ -68,6 +68,15 @@ int dist__m_store_open(dist_master_t *s, const char *path, bool full_sync)
         return rc;
     }
     s->next_row = max_row + 1;
+    /* The tasks outlive this run: so does the instance the peers know. */
+    char fresh[DIST__INSTANCE_LEN + 1];
+    memcpy(fresh, s->instance, sizeof fresh);
+    rc = dist__store_instance(s->store, fresh, s->instance);
+    if (rc) {
+        dist__log(&s->log, DIST_LOG_ERROR, "store %s: cannot keep the instance id: %s", path,
+                  dist__store_error(s->store));
+        return rc;
+    }
     size_t requeued = 0;
     for (const dist__mtask_t *t = s->sd_head; t; t = t->snext)
         requeued += t->state == DIST__T_QUEUED;

@@ -27,7 +27,9 @@
  *  DONE tasks keep their result in the task itself (in place of the args
  *  when it fits) in their client name's unsent list, then its sent list
  *  until acknowledged. Each hot step is O(1) amortized: hash lookups,
- *  list moves, heap updates; nothing scans all tasks.
+ *  list moves, heap updates; nothing scans all tasks. (One walk: when
+ *  the last worker of a task name leaves, or one comes back, its QUEUED
+ *  tasks are walked once to find the clients to tell, dist__m_notices.)
  *
  *  With a store, every state change a restart must know about marks the
  *  task for the next commit (dist__m_store_mark): NEW when submitted,
@@ -51,6 +53,7 @@
 #define REASONS_MAX 8192   /* bytes kept of all of them */
 #define ITEM_OVERHEAD 96   /* packing bytes of one task or result map beyond its payload */
 #define TQ_GC_MIN 100000   /* task names kept before unused ones are swept */
+#define UNSERVED_MAX 64    /* names an ACCEPTED lists as unserved (a SUBMIT has few) */
 
 struct dist__mcand {
     dist__mpeer_t *w;
@@ -73,6 +76,7 @@ void dist__m_tasks_init(dist_master_t *s)
     dist__hmap_init(&s->tq_index, dist__m_key_eq);
     dist__hmap_init(&s->cn_index, dist__m_key_eq);
     dist__dl_init(&s->tqs);
+    dist__dl_init(&s->notice_tqs);
 }
 
 static uint64_t s_id_hash(const dist_master_t *s, const dist__id_t *id)
@@ -123,6 +127,8 @@ static void s_tq_free(dist_master_t *s, dist__mtq_t *q)
     dist__dl_remove(&s->tqs, &q->all);
     if (dist__dn_linked(&q->dirty))
         dist__dl_remove(&s->dirty_tqs, &q->dirty);
+    if (dist__dn_linked(&q->notice))
+        dist__dl_remove(&s->notice_tqs, &q->notice);
     if (!dist__m_store_name(s, q, false))
         dist__m_tq_free_mem(q);
 }
@@ -554,11 +560,21 @@ void dist__m_lease_expired(dist_master_t *s, dist__mtask_t *t)
 
 /* ---- workers --------------------------------------------------------------------------------- */
 
-static void s_worker_unname(dist__mpeer_t *w)
+/* q's workers changed: dist__m_notices looks at it at the end of the
+ * turn (a worker that announces again is removed and added back in one
+ * message, which must not look like a leave). */
+static void s_notice_mark(dist_master_t *s, dist__mtq_t *q)
+{
+    if (!dist__dn_linked(&q->notice))
+        dist__dl_push_back(&s->notice_tqs, &q->notice);
+}
+
+static void s_worker_unname(dist_master_t *s, dist__mpeer_t *w)
 {
     for (size_t i = 0; i < w->nnames; i++) {
         dist__mtq_t *q = w->names[i].q;
         uint32_t qi = w->names[i].qi;
+        s_notice_mark(s, q);
         q->nws--;
         if (qi != q->nws) {
             q->ws[qi] = q->ws[q->nws];
@@ -573,7 +589,7 @@ static void s_worker_unname(dist__mpeer_t *w)
 int dist__m_worker_names(dist_master_t *s, dist__mpeer_t *w, const msgpack_object *names,
                          size_t n)
 {
-    s_worker_unname(w);
+    s_worker_unname(s, w);
     if (!n)
         return 0;
     w->names = malloc(n * sizeof *w->names);
@@ -605,6 +621,7 @@ int dist__m_worker_names(dist_master_t *s, dist__mpeer_t *w, const msgpack_objec
         w->names[w->nnames].qi = (uint32_t)q->nws;
         w->nnames++;
         q->nws++;
+        s_notice_mark(s, q);
     }
     s_tq_gc(s);
     return 0;
@@ -621,9 +638,59 @@ void dist__m_worker_release(dist_master_t *s, dist__mpeer_t *w, const char *why)
     while ((d = dist__dl_first(&w->ghosts)))
         s_ghost_free(s, DIST__CONTAINER_OF(d, dist__mghost_t, node));
     w->held = 0;
-    s_worker_unname(w);
+    s_worker_unname(s, w);
     if (dist__dn_linked(&w->dirty))
         dist__dl_remove(&s->dirty_workers, &w->dirty);
+}
+
+/* ---- NOTICE ---------------------------------------------------------------------------------- */
+
+/* NOTICE {served|unserved: [q's name]} to every connected client with a
+ * task of q QUEUED, once each. */
+static void s_notice_q(dist_master_t *s, dist__mtq_t *q, bool served)
+{
+    dist__str_t name = { q->key.name, q->key.len };
+    dist__notice_t n = { .served_names = &name, .nserved = served ? 1 : 0,
+                         .unserved_names = &name, .nunserved = served ? 0 : 1 };
+    uint64_t round = ++s->notice_round;
+    size_t told = 0;
+    for (dist__dnode_t *d = dist__dl_first(&q->ready); d; d = dist__dl_next(&q->ready, d)) {
+        dist__mclient_t *cn = DIST__CONTAINER_OF(d, dist__mtask_t, node)->cn;
+        if (!cn->peer || cn->mark == round)
+            continue;
+        cn->mark = round;
+        /* Packed for each: a send that meets a full pipe keeps s->out's
+         * bytes, and nothing else may pack in between. */
+        dist_wire_buf_reset(s->out);
+        dist__pack_notice(dist_wire_buf_packer(s->out), &n);
+        dist__m_send(s, cn->peer, DIST__CMD_NOTICE, s->out, NULL, NULL, 0);
+        told++;
+    }
+    if (told && served)
+        dist__log(&s->log, DIST_LOG_INFO, "task %s is served again: told %zu client(s)",
+                  q->key.name, told);
+    else if (told)
+        dist__log(&s->log, DIST_LOG_WARN, "no connected worker offers task %s any more (%zu "
+                  "queued): told %zu client(s)", q->key.name, q->ready.n, told);
+}
+
+void dist__m_notices(dist_master_t *s)
+{
+    dist__dnode_t *d;
+    while ((d = dist__dl_pop_front(&s->notice_tqs))) {
+        dist__mtq_t *q = DIST__CONTAINER_OF(d, dist__mtq_t, notice);
+        bool served = q->nws > 0;
+        if (served == q->served)
+            continue;
+        q->served = served;
+        if (!served && q->ready.n) {
+            s_notice_q(s, q, false);
+            q->told = true;
+        } else if (served && q->told) {
+            s_notice_q(s, q, true);
+            q->told = false;
+        }
+    }
 }
 
 /* ---- dispatch ------------------------------------------------------------------------------- */
@@ -949,7 +1016,8 @@ static void s_pack_rejection(dist_master_t *s, msgpack_packer *pk, const dist__m
     dist__pack_reject(pk, &r);
 }
 
-/* ACCEPTED {ids, rejected} for a SUBMIT's tasks and their codes, into s->out. */
+/* ACCEPTED {ids, rejected[, unserved]} for a SUBMIT's tasks and their
+ * codes, into s->out. */
 static void s_pack_accepted(dist_master_t *s, const dist__mclient_t *cn,
                             const msgpack_object *items, size_t n, const uint8_t *codes)
 {
@@ -957,9 +1025,32 @@ static void s_pack_accepted(dist_master_t *s, const dist__mclient_t *cn,
     for (size_t i = 0; i < n; i++)
         accepted += codes[i] == SUB_OK;
     s->c.refused += n - accepted;
+    /* The names of accepted tasks that no connected worker offers, once
+     * each (a batch is mostly of one name: the last one is remembered). */
+    dist__str_t unserved[UNSERVED_MAX];
+    size_t nun = 0;
+    const dist__mtq_t *last = NULL;
+    for (size_t i = 0; i < n && nun < UNSERVED_MAX; i++) {
+        const char *name;
+        size_t len;
+        if (codes[i] != SUB_OK || dist__get_str(&items[i], "task", &name, &len))
+            continue;
+        if (last && last->key.len == len && memcmp(last->key.name, name, len) == 0)
+            continue;
+        dist__mtq_t *q = dist__m_tq_find(s, name, len);
+        last = q;
+        if (!q || q->nws)
+            continue;
+        size_t j = 0;
+        while (j < nun && (unserved[j].n != len || memcmp(unserved[j].s, name, len) != 0))
+            j++;
+        if (j == nun)
+            unserved[nun++] = (dist__str_t){ q->key.name, q->key.len };
+        q->told = true; /* a worker that joins is announced (dist__m_notices) */
+    }
     dist_wire_buf_reset(s->out);
     msgpack_packer *pk = dist_wire_buf_packer(s->out);
-    dist__pack_accepted(pk, accepted);
+    dist__pack_accepted_head(pk, accepted, nun > 0);
     for (size_t i = 0; i < n; i++) {
         dist__id_t id;
         if (codes[i] == SUB_OK && dist__get_id(&items[i], "id", &id) == 0)
@@ -969,6 +1060,8 @@ static void s_pack_accepted(dist_master_t *s, const dist__mclient_t *cn,
     for (size_t i = 0; i < n; i++)
         if (codes[i] != SUB_OK)
             s_pack_rejection(s, pk, cn, &items[i], i, codes[i]);
+    if (nun)
+        dist__pack_names(pk, "unserved", unserved, nun);
 }
 
 void dist__m_submit(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)

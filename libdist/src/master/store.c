@@ -3,8 +3,8 @@
  *  One file, three tables: `names` (task names workers announced, so that
  *  a SUBMIT right after a restart is not refused as unknown_task), `tasks`
  *  (one row per task not yet acknowledged) and `meta` (who created the
- *  file; a row that a failed store rewrites to see whether it can write
- *  again). The file is marked
+ *  file; the master's instance id; a row that a failed store rewrites to
+ *  see whether it can write again). The file is marked
  *  with an application id and a schema version (PRAGMA application_id and
  *  user_version), so that another SQLite file, or one written by a newer
  *  libdist, is refused with a clear reason instead of being misread.
@@ -601,6 +601,46 @@ void dist__store_task_done(dist__store_t *st, int64_t row, dist__status_t status
     sqlite3_bind_text(q, 2, dist__status_name(status), -1, SQLITE_STATIC);
     s_bind_blob(q, 3, data, len);
     s_run(st, q);
+}
+
+int dist__store_instance(dist__store_t *st, const char *fresh, char *out)
+{
+    sqlite3_stmt *q = NULL;
+    st->err = 0;
+    int rc = sqlite3_prepare_v2(st->db, "SELECT value FROM meta WHERE key = 'instance'", -1, &q,
+                                NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *v = (const char *)sqlite3_column_text(q, 0);
+        size_t n = v ? strlen(v) : 0;
+        if (dist__instance_ok(v, n)) {
+            memcpy(out, v, n + 1);
+            sqlite3_finalize(q);
+            return 0;
+        }
+        rc = SQLITE_DONE; /* not one of ours: replaced below */
+    }
+    sqlite3_finalize(q);
+    if (rc != SQLITE_DONE) {
+        s_fail(st, rc);
+        return st->err;
+    }
+    rc = sqlite3_prepare_v2(st->db,
+                            "INSERT OR REPLACE INTO meta(key, value) VALUES('instance', ?1)", -1,
+                            &q, NULL);
+    if (rc != SQLITE_OK) {
+        s_fail(st, rc);
+        return st->err;
+    }
+    rc = dist__store_begin(st);
+    if (!rc) {
+        sqlite3_bind_text(q, 1, fresh, DIST__INSTANCE_LEN, SQLITE_STATIC);
+        s_run(st, q);
+        rc = dist__store_commit(st);
+    }
+    sqlite3_finalize(q);
+    if (!rc)
+        snprintf(out, DIST__INSTANCE_LEN + 1, "%s", fresh);
+    return rc;
 }
 
 int dist__store_probe(dist__store_t *st, int64_t stamp)

@@ -83,6 +83,13 @@ int dist__store_load(dist__store_t *st, int (*on_name)(void *ud, const char *nam
                      int (*on_task)(void *ud, const dist__srow_t *r), void *ud, int64_t *max_row,
                      char *why, size_t whylen);
 
+/* The master's instance (WELCOME instance, docs/PROTOCOL.md section 4):
+ * the one kept in the file's meta table when it holds a valid one (the
+ * file's tasks are still there: the same instance), else `fresh`, which
+ * is then written in a transaction of its own. out[DIST__INSTANCE_LEN + 1]
+ * gets it. 0 or a negative code (the store's error). */
+int dist__store_instance(dist__store_t *st, const char *fresh, char *out);
+
 /* ---- one transaction ------------------------------------------------------------- */
 
 int dist__store_begin(dist__store_t *st);

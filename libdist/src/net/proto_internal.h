@@ -366,6 +366,8 @@ typedef struct {
 } dist__welcome_t;
 
 int dist__parse_welcome(const msgpack_object *o, dist__welcome_t *w);
+/* An instance as WELCOME carries it: DIST__INSTANCE_LEN lowercase hex digits. */
+bool dist__instance_ok(const char *s, size_t n);
 void dist__pack_welcome(msgpack_packer *pk, const dist__welcome_t *w);
 
 /* ERROR (section 8): code and error (str, required), req (u64, optional;

@@ -133,12 +133,12 @@ static dist__str_t s_str_cut(const msgpack_object *o, const char *key, bool *bad
     return s;
 }
 
-static bool s_instance_ok(dist__str_t s)
+bool dist__instance_ok(const char *s, size_t n)
 {
-    if (s.n != DIST__INSTANCE_LEN)
+    if (!s || n != DIST__INSTANCE_LEN)
         return false;
-    for (size_t i = 0; i < s.n; i++)
-        if (!((s.s[i] >= '0' && s.s[i] <= '9') || (s.s[i] >= 'a' && s.s[i] <= 'f')))
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
             return false;
     return true;
 }
@@ -164,7 +164,7 @@ int dist__parse_welcome(const msgpack_object *o, dist__welcome_t *w)
     w->pending_results = s_u32_clamped(o, "pending_results", 0, 0, UINT32_MAX, &bad);
     w->client = dist_wire_map_get(o, "pending_results") != NULL;
     w->instance = s_str_cut(o, "instance", &bad);
-    if (w->instance.n && !s_instance_ok(w->instance)) {
+    if (w->instance.n && !dist__instance_ok(w->instance.s, w->instance.n)) {
         bad = true;
         w->instance = (dist__str_t){ "", 0 };
     }

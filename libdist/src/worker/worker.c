@@ -193,7 +193,9 @@ static uint32_t s_hash(const char *s, size_t n)
     return h;
 }
 
-static int s_tasks_snapshot(dist_worker_t *w)
+/* The registered task names this worker announces: all of them, but
+ * dist.exec only when allowed (a master would send it tasks it refuses). */
+static int s_tasks_snapshot(dist_worker_t *w, bool allow_exec)
 {
     size_t n = dist_task_count();
     if (n > DIST__MAX_BATCH)
@@ -210,6 +212,8 @@ static int s_tasks_snapshot(dist_worker_t *w)
         const char *name = dist_task_name_at(i);
         if (!name)
             break;
+        if (!allow_exec && strcmp(name, "dist.exec") == 0)
+            continue;
         w->tasks[w->ntasks] = (dist__str_t){ name, strlen(name) };
         size_t k = s_hash(name, w->tasks[w->ntasks].n) & w->tmask;
         while (w->tslots[k])
@@ -725,6 +729,12 @@ static void s_rehello(dist_worker_t *w)
 static void s_on_welcome(dist_worker_t *w, const msgpack_object *b)
 {
     dist__conn_welcome(&w->conn, b);
+    if (w->conn.new_instance)
+        /* Its leases went with the old instance: results for them are
+         * dropped by the new one, and their tasks are the clients' to
+         * submit again. */
+        dist__log(&w->log, DIST_LOG_WARN, "master instance %s replaced %s: it knows none of the "
+                  "tasks this worker holds", w->conn.instance, w->conn.old_instance);
     const dist__welcome_t *wl = &w->conn.wl;
     const char *master = wl->master.n ? wl->master.s : "?";
     size_t master_len = wl->master.n ? wl->master.n : 1;
@@ -903,6 +913,16 @@ static void s_handle(dist_worker_t *w, dist__inmsg_t *m)
         s_on_error(w, m->root);
         break;
     case DIST__CMD_HEARTBEAT:
+        break;
+    case DIST__CMD_BYE:
+        /* The master stops cleanly: look for the next one now rather
+         * than after its heartbeat timeout (section 4). */
+        if (w->welcomed) {
+            dist__log(&w->log, DIST_LOG_WARN, "master %s said BYE: keeping %u tasks, saying "
+                      "HELLO again", w->conn.master, w->n_recs);
+            dist__conn_lost(&w->conn);
+            s_rehello(w);
+        }
         break;
     default:
         w->malformed++;
@@ -1202,10 +1222,13 @@ static dist_worker_t *s_alloc(const dist_worker_opts_t *o, const dist__logger_t 
     dist__builtins_allow_exec(o->allow_exec);
     int err = w->efd < 0 ? errno : ENOMEM;
     if (w->efd < 0 || !w->name || !w->results.buf || !w->returns.buf || !w->scratch ||
-        s_tasks_snapshot(w))
+        s_tasks_snapshot(w, o->allow_exec))
         goto fail;
+    /* The pool takes what the master may send: a task the master
+     * accepted must not be refused by the pool's own smaller default. */
     dist_pool_opts_t po = { .processes = o->procs, .threads = o->threads,
-                            .max_message = o->max_message };
+                            .max_message = o->max_message ? o->max_message
+                                                          : DIST_MAX_MESSAGE_DEFAULT };
     if (!(w->pool = dist_pool_new(&po))) {
         err = errno;
         dist__log(lg, DIST_LOG_ERROR, "cannot start the pool: %s", strerror(err));
