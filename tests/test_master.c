@@ -1731,7 +1731,10 @@ static void test_program(void **state)
     pid = dt_spawn((const char *const[]){ DIST_MASTER_BIN, "--bind", "tcp://127.0.0.1:0", "--bind",
                                           "ipc:///tmp/x", NULL },
                    &piped);
-    assert_true(dt_read_until(fd, "--bind given twice", out, sizeof out, 5000));
+    /* Up to the end of the message: the pipe closed early would be a
+     * SIGPIPE for the rest of it. */
+    assert_true(dt_read_until(fd, "--help", out, sizeof out, 5000));
+    assert_non_null(strstr(out, "--bind given twice"));
     close(fd);
     assert_int_equal(dt_wait(pid, 10000), 2);
 

@@ -102,7 +102,10 @@ typedef struct {
  * create masters after any fork(). */
 DIST_EXPORT dist_master_t *dist_master_new(const dist_master_opts_t *opts);
 
-/* Stops the loop if it runs, closes everything, frees; *self_p = NULL. */
+/* Stops the loop if it runs, closes everything, frees; *self_p = NULL.
+ * A clean stop: the master commits its store, then says BYE to every peer
+ * with a session (they look for a master again at once instead of after
+ * the heartbeat timeout) and waits up to 200 ms for those to leave. */
 DIST_EXPORT void dist_master_destroy(dist_master_t **self_p);
 
 /* The endpoint actually bound, e.g. "tcp://127.0.0.1:41233". Borrowed,
