@@ -745,20 +745,9 @@ static void test_return_and_lease_expiry(void **state)
 
 /* ---- task control (issue 12) ---------------------------------------------------------- */
 
-/* SUBMIT of one task fp_id(id) of name "t" with options. */
-static void s_submit_opts(zsock_t *c, int id, const dist__submit_opts_t *o)
-{
-    msgpack_packer *pk;
-    dist_wire_buf_t *b = fp_batch(&pk, "tasks", 1);
-    dist__task_t t = { .id = fp_id(id), .task = "t", .task_len = 1, .args = "\x91\x01",
-                       .args_len = 2 };
-    dist__pack_submit_task(pk, &t, o);
-    fp_send(c, DIST__CMD_SUBMIT, b);
-}
-
 static void s_submit_opts_ok(zsock_t *c, int id, const dist__submit_opts_t *o)
 {
-    s_submit_opts(c, id, o);
+    fp_submit_opts(c, fp_id(id), o);
     size_t rej;
     assert_int_equal(fp_accepted(c, &rej, NULL, 0), 1);
     assert_int_equal(rej, 0);
@@ -766,7 +755,7 @@ static void s_submit_opts_ok(zsock_t *c, int id, const dist__submit_opts_t *o)
 
 static void s_submit_opts_rejected(zsock_t *c, int id, const dist__submit_opts_t *o)
 {
-    s_submit_opts(c, id, o);
+    fp_submit_opts(c, fp_id(id), o);
     size_t rej;
     char code[64];
     assert_int_equal(fp_accepted(c, &rej, code, sizeof code), 0);
@@ -844,30 +833,6 @@ static void test_priorities_and_delays(void **state)
     dist_master_destroy(&m);
 }
 
-static void s_ids_req(zsock_t *c, dist__cmd_t cmd, uint64_t req, const int *ids, size_t n)
-{
-    msgpack_packer *pk;
-    dist_wire_buf_t *b = fp_buf(&pk);
-    dist__ids_req_t r = { .req = req, .nids = n };
-    dist__pack_ids_req(pk, &r, true);
-    for (size_t i = 0; i < n; i++) {
-        dist__id_t id = fp_id(ids[i]);
-        dist__pk_id(pk, &id);
-    }
-    fp_send(c, cmd, b);
-}
-
-/* Expects a REPLY to req; m is the caller's to clear. */
-static void s_reply(zsock_t *c, uint64_t req, const char *status, dist__inmsg_t *m,
-                    dist__reply_t *r)
-{
-    fp_expect(c, DIST__CMD_REPLY, m);
-    assert_int_equal(dist__parse_reply(m->root, r), 0);
-    assert_int_equal(r->req, req);
-    assert_int_equal(r->status.n, strlen(status));
-    assert_memory_equal(r->status.s, status, r->status.n);
-}
-
 static bool s_is(dist__str_t s, const char *lit)
 {
     return s.n == strlen(lit) && memcmp(s.s, lit, s.n) == 0;
@@ -891,10 +856,10 @@ static void test_cancel_lookup_fetch(void **state)
     assert_int_equal(fp_id_num(&g[0].id), 1);
     (void)k;
     /* LOOKUP: leased with its worker, queued, unknown. */
-    s_ids_req(c2, DIST__CMD_LOOKUP, 5, (int[]){ 1, 2, 99 }, 3);
+    fp_ids_req(c2, DIST__CMD_LOOKUP, 5, (int[]){ 1, 2, 99 }, 3);
     dist__inmsg_t mm;
     dist__reply_t r;
-    s_reply(c2, 5, "ok", &mm, &r);
+    fp_reply(c2, 5, "ok", &mm, &r);
     assert_int_equal(r.list, DIST__REPLY_TASKS);
     assert_int_equal(r.nitems, 3);
     dist__task_info_t ti;
@@ -917,7 +882,7 @@ static void test_cancel_lookup_fetch(void **state)
     fp_expect_none(c2, 100);
     /* CANCEL the leased 1 and the queued 2: the worker is told about 1, both
      * end cancelled, the submitter gets cancelled results. */
-    s_ids_req(c2, DIST__CMD_CANCEL, 7, (int[]){ 1, 2, 98 }, 3);
+    fp_ids_req(c2, DIST__CMD_CANCEL, 7, (int[]){ 1, 2, 98 }, 3);
     dist__inmsg_t cm;
     fp_expect(w, DIST__CMD_CANCEL, &cm);
     dist__ids_req_t cr;
@@ -928,14 +893,14 @@ static void test_cancel_lookup_fetch(void **state)
     assert_int_equal(fp_id_num(&cid), 1);
     dist__inmsg_clear(&cm);
     /* The parked FETCH is answered by the cancel, then the CANCEL's REPLY. */
-    s_reply(c2, 6, "ok", &mm, &r);
+    fp_reply(c2, 6, "ok", &mm, &r);
     assert_true(s_is(r.state, "cancelled"));
     assert_non_null(r.result_map);
     dist__result_t res;
     assert_int_equal(dist__parse_result(r.result_map, false, &res), 0);
     assert_int_equal(res.status, DIST__ST_CANCELLED);
     dist__inmsg_clear(&mm);
-    s_reply(c2, 7, "ok", &mm, &r);
+    fp_reply(c2, 7, "ok", &mm, &r);
     assert_int_equal(r.list, DIST__REPLY_STATES);
     assert_int_equal(r.nitems, 3);
     const char *sv;
@@ -960,8 +925,8 @@ static void test_cancel_lookup_fetch(void **state)
     fp_results(c, rr, 1);
     assert_int_equal(rr[0].status, DIST__ST_OK);
     /* Cancelling a finished task changes nothing; FETCH of a done one. */
-    s_ids_req(c2, DIST__CMD_CANCEL, 8, (int[]){ 3 }, 1);
-    s_reply(c2, 8, "ok", &mm, &r);
+    fp_ids_req(c2, DIST__CMD_CANCEL, 8, (int[]){ 3 }, 1);
+    fp_reply(c2, 8, "ok", &mm, &r);
     assert_int_equal(dist_wire_get_str(&r.items[0], &sv, &sn), 0);
     assert_true(sn == 4 && memcmp(sv, "done", 4) == 0);
     dist__inmsg_clear(&mm);
@@ -969,7 +934,7 @@ static void test_cancel_lookup_fetch(void **state)
     f = (dist__fetch_t){ .req = 9, .id = fp_id(3) };
     dist__pack_fetch(pk, &f);
     fp_send(c2, DIST__CMD_FETCH, b);
-    s_reply(c2, 9, "ok", &mm, &r);
+    fp_reply(c2, 9, "ok", &mm, &r);
     assert_int_equal(dist__parse_result(r.result_map, false, &res), 0);
     assert_int_equal(res.status, DIST__ST_OK);
     dist__inmsg_clear(&mm);
@@ -977,10 +942,10 @@ static void test_cancel_lookup_fetch(void **state)
     f = (dist__fetch_t){ .req = 10, .id = fp_id(97) };
     dist__pack_fetch(pk, &f);
     fp_send(c2, DIST__CMD_FETCH, b);
-    s_reply(c2, 10, "not_found", &mm, &r);
+    fp_reply(c2, 10, "not_found", &mm, &r);
     dist__inmsg_clear(&mm);
     /* A worker may not send client commands; a bad id list is bad_request. */
-    s_ids_req(w, DIST__CMD_CANCEL, 11, (int[]){ 3 }, 1);
+    fp_ids_req(w, DIST__CMD_CANCEL, 11, (int[]){ 3 }, 1);
     fp_expect_error(w, "forbidden");
     b = fp_buf(&pk);
     msgpack_pack_map(pk, 2);
@@ -1027,10 +992,10 @@ static void test_retry_policies(void **state)
     int64_t t0 = s_ms();
     fp_send(w, DIST__CMD_RESULTS, b);
     fp_expect_none(w, 200);
-    s_ids_req(c, DIST__CMD_LOOKUP, 3, (int[]){ 2 }, 1);
+    fp_ids_req(c, DIST__CMD_LOOKUP, 3, (int[]){ 2 }, 1);
     dist__inmsg_t mm;
     dist__reply_t rp;
-    s_reply(c, 3, "ok", &mm, &rp);
+    fp_reply(c, 3, "ok", &mm, &rp);
     dist__task_info_t ti;
     assert_int_equal(dist__parse_task_info(&rp.items[0], &ti), 0);
     assert_true(s_is(ti.state, "delayed"));

@@ -655,7 +655,8 @@ static void s_t_resend(dist_master_t *s, dist__mtask_t *t)
 /* (none) -> QUEUED or DONE: a task read back from the store. One that was
  * leased when the master stopped may have started: that attempt counts,
  * as if its worker had died. */
-static void s_t_recover(dist_master_t *s, dist__mtask_t *t, dist__mtq_t *q, bool done, bool leased)
+static void s_t_recover(dist_master_t *s, dist__mtask_t *t, dist__mtq_t *q, bool done, bool leased,
+                        int64_t delay_ms)
 {
     T_FROM(t, T_NONE);
     if (done) {
@@ -668,6 +669,14 @@ static void s_t_recover(dist_master_t *s, dist__mtask_t *t, dist__mtq_t *q, bool
     q->refs++;
     s->outstanding++;
     t->cn->pending++;
+    if (delay_ms > 0 && !leased) {
+        /* Delayed (before its time or waiting for a retry): until then,
+         * by the master's clock; its timer slot was reserved. */
+        int64_t nb = t->not_before_ms;
+        s_enter_delayed(s, t, delay_ms);
+        t->not_before_ms = nb;
+        return;
+    }
     s_enter_queued(s, t, false);
     if (!leased)
         return;
@@ -1382,14 +1391,17 @@ int dist__m_restore_task(dist_master_t *s, const dist__srow_t *r)
 {
     if (s_task_find(s, &r->id))
         return DIST_EINVAL; /* the same id twice: not a store this master wrote */
-    if (dist__hmap_reserve(&s->tasks, 1))
+    if (dist__hmap_reserve(&s->tasks, 1) || dist__m_timer_reserve(s, 1))
         return DIST_ENOMEM;
     dist__mclient_t *cn = s_cn_get(s, r->client, r->client_len);
     /* A name missing from the names table is known again from now on. */
     dist__mtq_t *q = cn && !r->done ? s_tq_get(s, r->task, r->task_len, true) : NULL;
     dist__mtask_t *t = cn && (q || r->done) ? malloc(sizeof *t + r->len) : NULL;
     char *reasons = r->reasons && t ? strndup(r->reasons, REASONS_MAX + 8) : NULL;
-    if (!t || (r->reasons && !reasons)) {
+    char *key = r->key && t ? strndup(r->key, DIST__KEY_MAX) : NULL;
+    if (!t || (r->reasons && !reasons) || (r->key && !key)) {
+        free(reasons);
+        free(key);
         free(t);
         if (cn)
             s_cn_maybe_free(s, cn);
@@ -1403,13 +1415,27 @@ int dist__m_restore_task(dist_master_t *s, const dist__srow_t *r)
     t->len = t->cap = (uint32_t)r->len;
     memcpy(t->data, r->data, r->len);
     t->reasons = reasons;
+    t->key = key;
+    t->prio = (uint8_t)r->priority;
+    t->max_attempts = (uint16_t)r->max_attempts;
+    t->backoff_ms = r->backoff_ms;
+    t->backoff_factor = (float)r->backoff_factor;
+    t->backoff_max_ms = r->backoff_max_ms;
+    t->retry_on_error = r->retry_on_error;
+    t->not_before_ms = r->not_before_ms;
+    t->submitted_ms = r->submitted_ms;
+    t->started_ms = r->started_ms;
+    t->finished_ms = r->finished_ms;
     t->timer.idx = UINT32_MAX;
     t->srow = r->row;
     t->accepted_at = s->now; /* its latency counts from the recovery */
     dist__hmap_add(&s->tasks, s_id_hash(s, &t->id), t); /* reserved */
     if (r->done)
         t->status = (uint8_t)r->status;
-    s_t_recover(s, t, q, r->done, r->leased);
+    int64_t delay = r->not_before_ms ? r->not_before_ms - dist__m_unix_ms() : 0;
+    if (delay > (int64_t)DIST__DELAY_MAX_MS)
+        delay = (int64_t)DIST__DELAY_MAX_MS; /* a clock set back: still bounded */
+    s_t_recover(s, t, q, r->done, r->leased, delay);
     return 0;
 }
 
