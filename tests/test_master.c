@@ -1018,6 +1018,89 @@ static void test_retry_policies(void **state)
     dist_master_destroy(&m);
 }
 
+static void test_result_ttl_and_dead_letters(void **state)
+{
+    (void)state;
+    dist_master_opts_t o = { .result_ttl_ms = 300, .max_attempts = 2 };
+    dist_master_t *m = fp_start(&o);
+    zsock_t *c = fp_client(m, "c", NULL);
+    zsock_t *w = fp_worker(m, "w", 1, 1, "t");
+    fp_keep_alive(w, c);
+    fp_task_t g[1];
+    /* 1 succeeds and is never acknowledged: it expires. */
+    fp_submit_ok(c, "t", (int[]){ 1 }, 1);
+    assert_int_equal(fp_tasks(w, g, 1), 1);
+    fp_result(w, &g[0].id, 1, DIST__ST_OK, "v1");
+    fp_res_t r[1];
+    fp_results(c, r, 1);
+    /* 2 fails every attempt: a dead letter. */
+    fp_submit_ok(c, "t", (int[]){ 2 }, 1);
+    for (uint32_t a = 1; a <= 2; a++) {
+        assert_int_equal(fp_tasks(w, g, 1), 1);
+        assert_int_equal(g[0].attempt, a);
+        fp_result(w, &g[0].id, a, DIST__ST_CRASHED, "died");
+    }
+    fp_results(c, r, 1);
+    assert_int_equal(r[0].status, DIST__ST_GAVE_UP);
+    dist__id_t two = fp_id(2);
+    fp_ids_msg(c, DIST__CMD_ACK, &two, 1);
+    msgpack_packer *pk;
+    dist_wire_buf_t *b = fp_buf(&pk);
+    dist__failed_req_t fr = { .req = 1 };
+    dist__pack_failed_req(pk, &fr);
+    fp_send(c, DIST__CMD_FAILED, b);
+    dist__inmsg_t mm;
+    dist__reply_t rp;
+    fp_reply(c, 1, "ok", &mm, &rp);
+    assert_int_equal(rp.nitems, 1);
+    dist__task_info_t ti;
+    assert_int_equal(dist__parse_task_info(&rp.items[0], &ti), 0);
+    assert_int_equal(fp_id_num(&ti.id), 2);
+    assert_true(s_is(ti.state, "failed"));
+    assert_non_null(memmem(ti.error.s, ti.error.n, "died", 4));
+    dist__inmsg_clear(&mm);
+    /* RETRY: runs again with fresh attempts; an id not in the list is unknown. */
+    fp_ids_req(c, DIST__CMD_RETRY, 2, (int[]){ 2, 5 }, 2);
+    fp_reply(c, 2, "ok", &mm, &rp);
+    const char *sv;
+    size_t sn;
+    assert_int_equal(dist_wire_get_str(&rp.items[0], &sv, &sn), 0);
+    assert_true(sn == 6 && memcmp(sv, "queued", 6) == 0);
+    assert_int_equal(dist_wire_get_str(&rp.items[1], &sv, &sn), 0);
+    assert_true(sn == 7 && memcmp(sv, "unknown", 7) == 0);
+    dist__inmsg_clear(&mm);
+    assert_int_equal(fp_tasks(w, g, 1), 1);
+    assert_int_equal(fp_id_num(&g[0].id), 2);
+    assert_int_equal(g[0].attempt, 1);
+    fp_result(w, &g[0].id, 1, DIST__ST_OK, "v2");
+    fp_results(c, r, 1);
+    assert_int_equal(r[0].status, DIST__ST_OK);
+    fp_ids_msg(c, DIST__CMD_ACK, &two, 1);
+    /* After the TTL (checked once a second), 1 is expired. */
+    fp_expect_none(c, 1500);
+    fp_ids_req(c, DIST__CMD_LOOKUP, 3, (int[]){ 1 }, 1);
+    fp_reply(c, 3, "ok", &mm, &rp);
+    assert_int_equal(dist__parse_task_info(&rp.items[0], &ti), 0);
+    assert_true(s_is(ti.state, "expired"));
+    dist__inmsg_clear(&mm);
+    b = fp_buf(&pk);
+    dist__fetch_t f = { .req = 4, .id = fp_id(1) };
+    dist__pack_fetch(pk, &f);
+    fp_send(c, DIST__CMD_FETCH, b);
+    fp_reply(c, 4, "not_found", &mm, &rp);
+    assert_true(s_is(rp.state, "expired"));
+    dist__inmsg_clear(&mm);
+    assert_int_equal(fp_counter(c, "expired_results"), 1);
+    /* A new connection of the name gets nothing: the result is gone. */
+    zsock_destroy(&c);
+    uint64_t pending = 9;
+    c = fp_client(m, "c", &pending);
+    assert_int_equal(pending, 0);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    dist_master_destroy(&m);
+}
+
 /* ---- named queues ------------------------------------------------------------------------- */
 
 static void s_qput(zsock_t *c, uint64_t req, const char *q, const char *item, uint32_t timeout)
@@ -1840,6 +1923,7 @@ int main(void)
         cmocka_unit_test_teardown(test_priorities_and_delays, dt_teardown),
         cmocka_unit_test_teardown(test_cancel_lookup_fetch, dt_teardown),
         cmocka_unit_test_teardown(test_retry_policies, dt_teardown),
+        cmocka_unit_test_teardown(test_result_ttl_and_dead_letters, dt_teardown),
         cmocka_unit_test_teardown(test_named_queues, dt_teardown),
         cmocka_unit_test_teardown(test_status_fields, dt_teardown),
         cmocka_unit_test_teardown(test_malformed_and_ban, dt_teardown),

@@ -1014,6 +1014,8 @@ static const struct {
     [DIST__CMD_LOOKUP] = { DIST__ROLE_CLIENT, dist__m_lookup },
     [DIST__CMD_FETCH] = { DIST__ROLE_CLIENT, dist__m_fetch },
     [DIST__CMD_CANCEL] = { DIST__ROLE_CLIENT, dist__m_cancel },
+    [DIST__CMD_FAILED] = { DIST__ROLE_CLIENT, dist__m_failed },
+    [DIST__CMD_RETRY] = { DIST__ROLE_CLIENT, dist__m_retry },
 };
 
 static void s_handle(dist_master_t *s, const dist__inmsg_t *m)
@@ -1233,6 +1235,7 @@ static long s_next_timeout(const dist_master_t *s)
 static void s_turn(dist_master_t *s, bool drained)
 {
     s_timers(s, drained);
+    dist__m_expire_results(s);
     dist__m_store_turn(s);
     dist__m_dispatch(s);
     dist__m_flush_results(s);
@@ -1269,6 +1272,7 @@ static void s_free(dist_master_t *s)
     dist__m_queues_free(s);
     dist__m_store_close(s);
     dist__m_tasks_free(s);
+    dist__m_control_free(s);
     for (size_t i = 0; i < s->peers.cap; i++) {
         dist__mpeer_t *p = s->peers.slots ? s->peers.slots[i].item : NULL;
         if (!p)
@@ -1396,6 +1400,7 @@ dist_master_t *dist_master_new(const dist_master_opts_t *opts)
     s->max_attempts = o.max_attempts ? o.max_attempts : 3;
     s->lease_ms = o.lease_ms ? o.lease_ms : DEFAULT_LEASE_MS;
     s->jitter = (uint64_t)dist__m_unix_ms() * 2654435761u | 1;
+    s->result_ttl_ms = o.result_ttl_ms < 0 ? 0 : o.result_ttl_ms ? o.result_ttl_ms : 86400000;
     s->max_queued = o.max_queued ? o.max_queued : DEFAULT_MAX_QUEUED;
     s->max_results = o.max_results ? o.max_results : DEFAULT_MAX_RESULTS;
     s->max_message = o.max_message ? o.max_message : DIST__MAX_MESSAGE_DEFAULT;

@@ -441,6 +441,8 @@ struct dist_master {
     dist__dlist_t dirty_tqs, dirty_workers, dirty_clients, blocked, reap;
     dist__heap_t timers;
     dist__dlist_t fetches;   /* every parked FETCH (dist__mfetch_t), master_control.c */
+    struct dist__mctl *ctl;  /* master_control.c: tombstones and dead letters (NULL until used) */
+    int64_t expire_at;       /* monotonic ms of the next look for expired results */
     size_t tq_gc_at;         /* sweep unused task names beyond this many */
     /* totals */
     size_t outstanding;      /* tasks QUEUED or LEASED */
@@ -616,7 +618,50 @@ void dist__m_task_cancel(dist_master_t *s, dist__mtask_t *t, const char *by);
 /* Unix ms now. */
 int64_t dist__m_unix_ms(void);
 
-/* ---- master_control.c: LOOKUP, FETCH, CANCEL (issue 12) ---------------------------------- */
+/* A dead letter: a task that ended failed (gave_up included, not
+ * cancelled), kept with its args so that RETRY can submit it again. */
+typedef struct {
+    dist__dnode_t node;      /* in the control's list, oldest first */
+    dist__id_t id;
+    char *key;               /* or NULL */
+    char *error;             /* its final error */
+    char task[DIST__NAME_MAX + 1];
+    char client[DIST__NAME_MAX + 1]; /* its submitter */
+    uint8_t prio, retry_on_error;
+    uint16_t max_attempts;
+    uint32_t backoff_ms, backoff_max_ms, timeout_ms, attempts;
+    float backoff_factor;
+    int64_t submitted_ms, started_ms, finished_ms;
+    uint32_t len;            /* bytes of args */
+    uint8_t args[];
+} dist__mdead_t;
+
+/* Results older than --result-ttl are forgotten (once a second at most):
+ * each through dist__m_task_expire. */
+void dist__m_expire_results(dist_master_t *s);
+/* DONE -> gone after the TTL: counted, its id remembered as expired. */
+void dist__m_task_expire(dist_master_t *s, dist__mtask_t *t);
+/* Submits a dead letter again (RETRY): the state name after it. */
+const char *dist__m_task_resubmit(dist_master_t *s, const dist__mdead_t *d,
+                                  dist__mclient_t *requester);
+
+/* ---- master_control.c: LOOKUP, FETCH, CANCEL, FAILED, RETRY (issue 12) -------------------- */
+
+#define DIST__TOMBSTONES 100000     /* expired ids remembered */
+#define DIST__DEAD_MAX 10000        /* dead letters kept, newest */
+#define DIST__DEAD_BYTES (64u << 20) /* and at most this many bytes of their args */
+
+void dist__m_failed(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root);
+void dist__m_retry(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root);
+/* t (still QUEUED/LEASED/DELAYED, args in data) ends with a failure of
+ * status st and this error: keep it as a dead letter. */
+void dist__m_dead_add(dist_master_t *s, const dist__mtask_t *t, int st, const void *error,
+                      size_t len);
+/* Remembers an expired id / asks whether an id expired. */
+void dist__m_tomb_add(dist_master_t *s, const dist__id_t *id);
+bool dist__m_tomb_has(const dist_master_t *s, const dist__id_t *id);
+/* Frees the tombstones and dead letters (destroy). */
+void dist__m_control_free(dist_master_t *s);
 
 void dist__m_lookup(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root);
 void dist__m_fetch(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root);

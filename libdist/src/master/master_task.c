@@ -482,6 +482,8 @@ static void s_t_finish(dist_master_t *s, dist__mtask_t *t, dist__status_t st, co
 {
     static const char nomem[] = "the master ran out of memory for this result";
     T_FROM(t, T_QUEUED | T_LEASED | T_DELAYED);
+    if (st != DIST__ST_OK && st != DIST__ST_CANCELLED)
+        dist__m_dead_add(s, t, st, bytes, len); /* while data still holds the args */
     s_leave(s, t, ghost_until);
     t->finished_ms = dist__m_unix_ms();
     t->not_before_ms = 0;
@@ -637,6 +639,107 @@ static void s_t_acked(dist_master_t *s, dist__mtask_t *t, uint64_t hash)
     s->results_waiting--;
     if (!dist__m_store_drop(s, t))
         dist__m_task_free(t);
+}
+
+/* DONE -> (gone) ("expire"): nobody acknowledged the result within
+ * --result-ttl; its id is remembered as expired (a bounded set). The
+ * caller frees the client name when it was the last thing it held. */
+static void s_t_expire(dist_master_t *s, dist__mtask_t *t)
+{
+    T_FROM(t, T_DONE);
+    s->c.expired_results++;
+    dist__m_tomb_add(s, &t->id);
+    s_t_acked(s, t, s_id_hash(s, &t->id));
+}
+
+void dist__m_task_expire(dist_master_t *s, dist__mtask_t *t)
+{
+    dist__mclient_t *cn = t->cn;
+    s_t_expire(s, t);
+    s_cn_maybe_free(s, cn);
+}
+
+/* Expires from the front of l while its tasks are older than the TTL
+ * (results are appended as they finish, so the front is the oldest; a
+ * result sent again moves back and may wait one more TTL at most). */
+static void s_expire_list(dist_master_t *s, dist__dlist_t *l, int64_t before)
+{
+    dist__dnode_t *d;
+    while ((d = dist__dl_first(l))) {
+        dist__mtask_t *t = DIST__CONTAINER_OF(d, dist__mtask_t, node);
+        if (t->finished_ms > before)
+            break;
+        s_t_expire(s, t);
+    }
+}
+
+void dist__m_expire_results(dist_master_t *s)
+{
+    if (!s->result_ttl_ms || !s->results_waiting || s->now < s->expire_at)
+        return;
+    s->expire_at = s->now + 1000;
+    int64_t before = dist__m_unix_ms() - s->result_ttl_ms;
+    /* A client name freed here leaves the index while it is walked: an
+     * entry moved by that may be skipped until the next look, a second
+     * later, which the TTL's precision allows. */
+    for (size_t i = 0; i < s->cn_index.cap && s->results_waiting; i++) {
+        dist__mclient_t *cn = s->cn_index.slots[i].item;
+        if (!cn || !(cn->sent.n + cn->unsent.n))
+            continue;
+        s_expire_list(s, &cn->sent, before);
+        s_expire_list(s, &cn->unsent, before);
+        s_cn_maybe_free(s, cn);
+    }
+}
+
+/* Submits a dead letter again with fresh attempts, for its submitter when
+ * that name is still known, else for the requester. A DONE task of the
+ * same id (its result not yet acknowledged) is replaced. */
+const char *dist__m_task_resubmit(dist_master_t *s, const dist__mdead_t *d,
+                                  dist__mclient_t *requester)
+{
+    uint64_t h = s_id_hash(s, &d->id);
+    dist__mtask_t *old = dist__hmap_get(&s->tasks, h, d->id.b, sizeof d->id.b);
+    if (old && old->state != DIST__T_DONE)
+        return dist__m_task_state(old); /* submitted again already */
+    dist__mtq_t *q = dist__m_tq_find(s, d->task, strlen(d->task));
+    if (!q || dist__m_store_refusing(s) || s->outstanding >= s->max_queued)
+        return NULL;
+    dist__mclient_t *cn = old ? old->cn : dist__m_named_find(s, &s->cn_index, d->client,
+                                                               strlen(d->client));
+    if (!cn)
+        cn = requester;
+    if (!cn)
+        return NULL;
+    dist__mtask_t *t = dist__hmap_reserve(&s->tasks, 1) ? NULL : malloc(sizeof *t + d->len);
+    char *key = t && d->key ? strdup(d->key) : NULL;
+    if (!t || (d->key && !key)) {
+        free(t);
+        return NULL;
+    }
+    if (old)
+        s_t_acked(s, old, h); /* its result is replaced by the new run's */
+    memset(t, 0, sizeof *t);
+    t->id = d->id;
+    t->cn = cn;
+    t->key = key;
+    t->attempt = 1;
+    t->timeout_ms = d->timeout_ms;
+    t->prio = d->prio;
+    t->retry_on_error = d->retry_on_error;
+    t->max_attempts = d->max_attempts;
+    t->backoff_ms = d->backoff_ms;
+    t->backoff_factor = d->backoff_factor;
+    t->backoff_max_ms = d->backoff_max_ms;
+    t->submitted_ms = dist__m_unix_ms();
+    t->len = t->cap = d->len;
+    memcpy(t->data, d->args, d->len);
+    t->timer.idx = UINT32_MAX;
+    t->accepted_at = s->now;
+    dist__hmap_add(&s->tasks, h, t); /* reserved */
+    s_t_submit(s, t, q, 0);
+    dist__m_rate_add(s, 1, 0);
+    return dist__m_task_state(t);
 }
 
 /* DONE -> DONE: the result goes to its client again (a SUBMIT repeated
