@@ -310,6 +310,21 @@ static void s_expect_welcome(zsock_t *p, dist__inmsg_t *m)
         fail_msg("expected WELCOME, got %s", dist__cmd_name(m->cmd));
 }
 
+/* After a restart of the program: a worker of one task name (worker_task;
+ * 1 slot, capacity 1) or a client (worker_task NULL) says HELLO again and
+ * is welcomed. */
+static void s_rejoin(zsock_t *p, const char *name, const char *worker_task)
+{
+    dist__inmsg_t m;
+    s_expect_reconnect(p);
+    if (worker_task)
+        fp_hello_worker(p, name, 1, 1, &worker_task, 1);
+    else
+        fp_hello_client(p, name);
+    s_expect_welcome(p, &m);
+    dist__inmsg_clear(&m);
+}
+
 static void test_kill9_keeps_accepted_and_results(void **state)
 {
     (void)state;
@@ -1174,10 +1189,7 @@ static void test_kill9_with_delayed_retrying_cancelled(void **state)
     s_kill9(pid);
 
     pid = s_program(x, NULL);
-    s_expect_reconnect(c);
-    fp_hello_client(c, "c");
-    s_expect_welcome(c, &mm);
-    dist__inmsg_clear(&mm);
+    s_rejoin(c, "c", NULL);
     fp_results(c, res, 1); /* the cancelled result, not acknowledged */
     assert_int_equal(res[0].status, DIST__ST_CANCELLED);
     assert_int_equal(fp_id_num(&res[0].id), 3);
@@ -1191,10 +1203,7 @@ static void test_kill9_with_delayed_retrying_cancelled(void **state)
             nb[i] = ti.not_before_ms;
         dist__inmsg_clear(&mm);
     }
-    s_expect_reconnect(w);
-    fp_hello_worker(w, "w", 1, 1, &t, 1);
-    s_expect_welcome(w, &mm);
-    dist__inmsg_clear(&mm);
+    s_rejoin(w, "w", t);
     for (int i = 0; i < 2; i++) {
         s_take(w, g, 1);
         int id = fp_id_num(&g[0].id);
