@@ -183,7 +183,35 @@ SEEDS = {
     "ok-many-names": session(True, hello_worker(W, tasks=[f"t{i}" for i in range(20)]),
                              hello_client(C), submit(C, [1], task="t7"), turn(),
                              hello_worker(W, tasks=["u"]), turn(), bytes([OP_RESTART])),
+    "ok-task-control": session(True, hello_worker(W, capacity=1), hello_client(C), turn(),
+                               msg(C, "SUBMIT", {"tasks": [
+                                   {"id": tid(1), "task": "t", "args": pack([1]), "priority": 5},
+                                   {"id": tid(2), "task": "t", "args": pack([2]), "delay_ms": 300},
+                                   {"id": tid(3), "task": "t", "args": pack([3]),
+                                    "retry_on_error": True, "backoff_ms": 100, "max_attempts": 3}]}),
+                               turn(), results(W, [(1, 1, "ok")]), turn(),
+                               results(W, [(3, 1, "failed")]), turn(200),
+                               results(W, [(3, 2, "retry")]), turn(400),
+                               msg(C, "LOOKUP", {"req": 1, "ids": [tid(1), tid(2), tid(3), tid(9)]}),
+                               msg(C, "FETCH", {"req": 2, "id": tid(3), "wait_ms": 1000}),
+                               msg(C, "CANCEL", {"req": 3, "ids": [tid(2), tid(3)]}), turn(),
+                               msg(C, "FAILED", {"req": 4}),
+                               msg(C, "RETRY", {"req": 5, "ids": [tid(3), tid(8)]}), turn(),
+                               bytes([OP_RESTART]), turn(), ids_msg(C, "ACK", [1, 2, 3]), turn()),
     # invalid input
+    "bad-control": session(False, hello_worker(W), hello_client(C),
+                           msg(C, "SUBMIT", {"tasks": [
+                               {"id": tid(1), "task": "t", "args": pack([1]), "priority": 10},
+                               {"id": tid(2), "task": "t", "args": pack([2]), "delay_ms": -5},
+                               {"id": tid(3), "task": "t", "args": pack([3]), "delay_ms": 1,
+                                "at_ms": 1},
+                               {"id": tid(4), "task": "t", "args": pack([4]), "key": "x y"}]}),
+                           msg(C, "LOOKUP", {"req": 1, "ids": [b"short"]}),
+                           msg(C, "LOOKUP", {"ids": [tid(1)]}),
+                           msg(C, "FETCH", {"req": 2, "id": 7}),
+                           msg(C, "CANCEL", {"req": 3, "ids": []}),
+                           msg(W, "CANCEL", {"req": 4, "ids": [tid(1)]}),
+                           msg(C, "REPLY", {"req": 5, "status": "ok"}), turn()),
     "bad-frames": session(False, frames(X, SIG, b"HELLO"), frames(X), frames(X, SIG, b"HELLO", b"\x80", b"x")),
     "bad-signature": session(False, frames(X, b"XYZ\x01", b"HELLO", b"\x80")),
     "bad-version": session(False, frames(X, b"DST\x02", b"HELLO", b"\x80")),
@@ -213,7 +241,8 @@ SEEDS = {
 
 
 COMMANDS = ["HELLO", "WELCOME", "RECONNECT", "HEARTBEAT", "BYE", "TASKS", "RESULTS", "CREDIT",
-            "RETURN", "SUBMIT", "ACCEPTED", "ACK", "QPUT", "QGET", "QREPLY", "STATUS", "ERROR"]
+            "RETURN", "SUBMIT", "ACCEPTED", "ACK", "QPUT", "QGET", "QREPLY", "STATUS", "ERROR",
+            "LOOKUP", "FETCH", "CANCEL", "FAILED", "RETRY", "REPLY"]
 WORDS = ["role", "worker", "client", "name", "host", "pid", "version", "slots", "capacity",
          "tasks", "results", "id", "attempt", "status", "value", "error", "task", "args",
          "timeout_ms", "ids", "req", "queue", "items", "max", "ok", "failed", "unknown_task",
