@@ -571,6 +571,90 @@ static void test_results_of_every_kind(void **state)
     s_teardown(&f, &r);
 }
 
+/* [[sh, -c, script], nil, timeout_ms, check] for dist.exec, packed into buf. */
+static size_t s_sh_args(unsigned char *buf, size_t cap, const char *script, int timeout_ms, int check)
+{
+    dist_args_t *a = dist_args_new();
+    msgpack_packer *pk = dist_args_packer(a);
+    msgpack_pack_array(pk, 3);
+    dist__pk_str(pk, "sh");
+    dist__pk_str(pk, "-c");
+    dist__pk_str(pk, script);
+    dist_args_nil(a);
+    dist_args_int(a, timeout_ms);
+    if (check == 0 || check == 1)
+        dist_args_bool(a, check == 1);
+    else
+        dist_args_str(a, "yes"); /* not a boolean */
+    size_t len;
+    const void *d = dist_args_data(a, &len);
+    assert_true(len <= cap);
+    memcpy(buf, d, len);
+    dist_args_destroy(&a);
+    return len;
+}
+
+static int64_t s_exec_status(const ans_t *a)
+{
+    dist_wire_msg_t *v = dist_wire_msg_decode(a->value, a->value_len, NULL, NULL);
+    assert_non_null(v);
+    int64_t status;
+    assert_int_equal(dist_obj_int(dist_wire_map_get(dist_wire_msg_root(v), "status"), &status), 0);
+    dist_wire_msg_destroy(&v);
+    return status;
+}
+
+/* dist.fail fails with its message; dist.exec with check fails on a
+ * status other than 0 (or a signal), naming it and the head of stderr. */
+static void test_fail_and_exec_check(void **state)
+{
+    (void)state;
+    fm_t f;
+    wr_t r;
+    dist_worker_opts_t o = s_opts(2, 0);
+    o.allow_exec = true;
+    s_start(&f, &r, &o);
+    fm_accept(&f, 1000, 5000);
+
+    ans_t a[3];
+    s_task(&a[0], "dist.fail", "\x90", 1, 0);
+    s_task(&a[1], "dist.fail", "\x91\xa4" "oops", 6, 0);
+    s_task(&a[2], "dist.fail", "\x91\x01", 2, 0);
+    fm_send_tasks(&f, a, 3);
+    fm_collect(&f, a, 3, 10000);
+    s_assert_error(&a[0], DIST__ST_FAILED, ": dist.fail");
+    s_assert_error(&a[1], DIST__ST_FAILED, ": oops");
+    s_assert_error(&a[2], DIST__ST_FAILED, "dist.fail: expected [message?]");
+
+    static unsigned char args[6][256];
+    ans_t e[6];
+    size_t n0 = s_sh_args(args[0], sizeof args[0], "echo 'it broke' >&2; exit 4", 0, 1);
+    size_t n1 = s_sh_args(args[1], sizeof args[1], "kill -9 $$", 0, 1);
+    size_t n2 = s_sh_args(args[2], sizeof args[2], "echo fine", 0, 1);
+    size_t n3 = s_sh_args(args[3], sizeof args[3], "exit 3", 0, 0);
+    size_t n4 = s_sh_args(args[4], sizeof args[4], "exit 0", 0, 2);
+    size_t n5 = s_sh_args(args[5], sizeof args[5], "exit 5", 0, 1);
+    s_task(&e[0], "dist.exec", args[0], n0, 0);
+    s_task(&e[1], "dist.exec", args[1], n1, 0);
+    s_task(&e[2], "dist.exec", args[2], n2, 0);
+    s_task(&e[3], "dist.exec", args[3], n3, 0);
+    s_task(&e[4], "dist.exec", args[4], n4, 0);
+    s_task(&e[5], "dist.exec", args[5], n5, 0);
+    fm_send_tasks(&f, e, 2);
+    fm_collect(&f, e, 2, 10000);
+    fm_send_tasks(&f, e + 2, 4);
+    fm_collect(&f, e + 2, 4, 10000);
+    s_assert_error(&e[0], DIST__ST_FAILED, "dist.exec: sh exited with status 4; stderr: it broke");
+    s_assert_error(&e[1], DIST__ST_FAILED, "dist.exec: sh was killed by signal 9");
+    assert_int_equal(e[2].status, DIST__ST_OK); /* checked and 0: the usual map */
+    assert_int_equal(s_exec_status(&e[2]), 0);
+    assert_int_equal(e[3].status, DIST__ST_OK); /* not checked: a status, not an error */
+    assert_int_equal(s_exec_status(&e[3]), 3);
+    s_assert_error(&e[4], DIST__ST_FAILED, "dist.exec: check must be a boolean");
+    s_assert_error(&e[5], DIST__ST_FAILED, "exited with status 5 (nothing on stderr)");
+    s_teardown(&f, &r);
+}
+
 static void test_threads_backend(void **state)
 {
     (void)state;
@@ -1110,6 +1194,7 @@ int main(void)
         cmocka_unit_test_teardown(test_signal_handling_untouched, dt_teardown),
         cmocka_unit_test_teardown(test_hello_heartbeat_bye, dt_teardown),
         cmocka_unit_test_teardown(test_results_of_every_kind, dt_teardown),
+        cmocka_unit_test_teardown(test_fail_and_exec_check, dt_teardown),
         cmocka_unit_test_teardown(test_flood_beyond_credit, dt_teardown),
         cmocka_unit_test_teardown(test_prefetch_grows_with_tiny_tasks, dt_teardown),
         cmocka_unit_test_teardown(test_reconnect_says_hello_again, dt_teardown),
