@@ -11,6 +11,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "pool_internal.h"
+#include "task_internal.h"
 #include "testutil.h"
 
 /* ---- tasks -------------------------------------------------------------- */
@@ -98,6 +100,22 @@ static int t_echo_len(dist_task_ctx_t *ctx, const msgpack_object *args, msgpack_
     if (dist_arg_bin(args, 0, &p, &n))
         return dist_task_fail(ctx, "echo_len: expected bytes");
     return msgpack_pack_uint64(out, n);
+}
+
+/* Asks for a retry ([delay_ms, reason] or [delay_ms]), after failing:
+ * the retry request wins. */
+static int t_retry(dist_task_ctx_t *ctx, const msgpack_object *args, msgpack_packer *out)
+{
+    (void)out;
+    int64_t ms = 0;
+    const char *s = NULL;
+    size_t n = 0;
+    dist_arg_int(args, 0, &ms);
+    char reason[64];
+    if (dist_arg_str(args, 1, &s, &n) == 0)
+        snprintf(reason, sizeof reason, "%.*s", (int)n, s);
+    dist_task_fail(ctx, "not this message");
+    return dist_task_retry(ctx, (int)ms, s ? reason : NULL);
 }
 
 /* The first random numbers a fresh pool process draws, with its pid. */
@@ -833,6 +851,50 @@ static void test_destroy_leaves_no_process(void **state)
     dist_async_destroy(&h);
 }
 
+/* A local Pool has no master to retry with: dist_task_retry gives an
+ * error result that says so, with the reason; the delay travels with it
+ * (the distributed worker reads it), and map results keep exactly the
+ * message. */
+static void test_retry_request_is_an_error(void **state)
+{
+    (void)state;
+    dist_pool_t *p = s_pool(2, 0, 0, 0);
+    dist_args_t *a = dist_args_pack("is", 1500, "db busy");
+    size_t alen;
+    const void *ad = dist_args_data(a, &alen);
+    dist_async_t *h = dist_pool_apply_async(p, DIST_FN(t_retry), ad, alen, NULL);
+    assert_non_null(h);
+    dist_result_t *r;
+    assert_int_equal(dist_async_get(h, 10000, &r), DIST__TASK_RETRY);
+    assert_false(dist_result_ok(r));
+    assert_string_equal(dist_result_error(r), "retry requested: db busy");
+    assert_int_equal(dist__pool_retry_ms(h), 1500);
+    dist_async_destroy(&h);
+
+    /* No reason, a negative delay (none). */
+    dist_args_t *b = dist_args_pack("i", -5);
+    size_t blen;
+    const void *bd = dist_args_data(b, &blen);
+    h = dist_pool_apply_async(p, DIST_FN(t_retry), bd, blen, NULL);
+    assert_int_equal(dist_async_get(h, 10000, &r), DIST__TASK_RETRY);
+    assert_string_equal(dist_result_error(r), "retry requested");
+    assert_int_equal(dist__pool_retry_ms(h), 0);
+    dist_async_destroy(&h);
+
+    dist_bytes_t items[3] = { { ad, alen }, { bd, blen }, { ad, alen } };
+    dist_results_t *rs;
+    assert_int_equal(dist_pool_map(p, DIST_FN(t_retry), items, 3, 1, &rs), DIST_ETASK);
+    for (size_t i = 0; i < 3; i++) {
+        dist_result_t *it = dist_results_at(rs, i);
+        assert_int_equal(dist_result_status(it), DIST__TASK_RETRY);
+        assert_string_equal(dist_result_error(it), i == 1 ? "retry requested" : "retry requested: db busy");
+    }
+    dist_results_destroy(&rs);
+    dist_args_destroy(&a);
+    dist_args_destroy(&b);
+    dist_pool_destroy(&p);
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 static int s_use_processes(void **state)
@@ -860,6 +922,7 @@ int main(void)
      * while such a thread allocates can inherit that lock held. */
     const struct CMUnitTest tests[] = {
         PROCS(test_apply_and_errors),
+        PROCS(test_retry_request_is_an_error),
         PROCS(test_apply_async_callbacks_exactly_once),
         PROCS(test_map_million_ordered),
         PROCS(test_imap_ordered),
@@ -878,6 +941,7 @@ int main(void)
         PROCS(test_parent_threads_do_not_deadlock_children),
         PROCS(test_destroy_leaves_no_process),
         THREADS(test_apply_and_errors),
+        THREADS(test_retry_request_is_an_error),
         THREADS(test_apply_async_callbacks_exactly_once),
         THREADS(test_map_million_ordered),
         THREADS(test_imap_ordered),

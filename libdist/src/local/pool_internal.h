@@ -125,6 +125,8 @@ struct job {
     _Atomic bool finished;
     _Atomic uint32_t events; /* bumped on every delivery, for spinning waiters */
     bool cancelled;         /* imap destroyed early: discard what comes */
+    bool cancel_requested;  /* apply: dist__pool_cancel asked to stop it */
+    uint32_t retry_ms;      /* apply: the delay of a dist_task_retry outcome */
     dist_task_fn fn;
     const char *name;
     int timeout_ms;
@@ -292,6 +294,14 @@ void dist__pool_pending_remove(dist_pool_t *p, struct job *j);
 /* Marks j finished (every item resolved): builds a map's summary, queues
  * the callbacks or drops the pool's reference. */
 void dist__pool_finish(dist_pool_t *p, struct job *j);
+
+/* For the distributed worker (any thread; they take the pool's lock).
+ * Both take the handle of an apply job: a dist_async_t is its job (its
+ * first and only member, see pool.c). */
+
+/* The delay a finished task asked for with dist_task_retry (its result is
+ * DIST__TASK_RETRY); 0 otherwise, or before it finished. */
+uint32_t dist__pool_retry_ms(dist_async_t *a);
 
 /* ---- pool.c: the caller's side ---------------------------------------------- */
 

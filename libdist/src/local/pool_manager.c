@@ -412,10 +412,12 @@ static void s_on_results(dist_pool_t *p, unsigned char *buf, size_t len)
             break;
         if (r->first_seq + r->resolved != h.first_seq + (uint64_t)i)
             continue; /* not the item we expect: ignore rather than misfile */
-        size_t index;
+        size_t index, dlen = ri.len;
         struct job *j = s_rec_peek(r, &index);
         s_rec_advance(r);
-        if (s_deliver(p, j, index, ri.status, data, ri.len, kept ? NULL : buf))
+        if (ri.status == DIST__TASK_RETRY)
+            j->retry_ms = dist__task_retry_ms(data, &dlen);
+        if (s_deliver(p, j, index, ri.status, data, dlen, kept ? NULL : buf))
             kept = true;
         if (r->resolved == r->n) {
             s->head = r->next;
@@ -662,6 +664,16 @@ static bool s_check_timeouts(dist_pool_t *p)
         }
     }
     return any;
+}
+
+/* ---- for the distributed worker ---------------------------------------------- */
+
+uint32_t dist__pool_retry_ms(dist_async_t *a)
+{
+    struct job *j = (struct job *)a;
+    if (!atomic_load_explicit(&j->finished, memory_order_acquire))
+        return 0;
+    return j->retry_ms; /* written before finished was set, never after */
 }
 
 /* ---- the manager thread ------------------------------------------------------ */
