@@ -198,6 +198,7 @@ struct pslot {
     struct msg_rec *head, *tail;
     int nmsgs;
     uint64_t timeout_seq;      /* the item we killed for its timeout */
+    uint64_t cancel_seq;       /* the item we killed because it was cancelled */
     dist_queue_t *q;
     struct wstate *ws;
     struct tworker *tw;
@@ -242,6 +243,7 @@ struct dist_pool {
     struct run *picks;        /* runs of the message being built */
     size_t picks_cap;
     struct job *cb_head, *cb_tail;
+    size_t ncancel;           /* dispatched apply jobs with cancel_requested, unresolved */
     dist_pool_stats_t stats;
 };
 
@@ -299,8 +301,17 @@ void dist__pool_finish(dist_pool_t *p, struct job *j);
  * Both take the handle of an apply job: a dist_async_t is its job (its
  * first and only member, see pool.c). */
 
+/* Cancels one apply job. Not started yet (pending in the pool): dropped,
+ * its result is DIST_ECANCELLED, and 0 is returned. Handed to a pool
+ * process or thread: it is stopped the way a timeout stops it (the
+ * process is killed and replaced, the thread abandoned) as soon as it
+ * runs, its result is DIST_ECANCELLED (or its real outcome, when it
+ * finished first), and 1 is returned. DIST_ESTATE when it finished or
+ * was cancelled already, DIST_EINVAL for a map or imap job. */
+int dist__pool_cancel(dist_pool_t *p, dist_async_t *a);
+
 /* The delay a finished task asked for with dist_task_retry (its result is
- * DIST__TASK_RETRY); 0 otherwise, or before it finished. */
+ * DIST_ERETRY); 0 otherwise, or before it finished. */
 uint32_t dist__pool_retry_ms(dist_async_t *a);
 
 /* ---- pool.c: the caller's side ---------------------------------------------- */

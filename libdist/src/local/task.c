@@ -160,9 +160,9 @@ static int s_error(msgpack_sbuffer *out, int code, const char *fmt, ...)
  * dist__task_run in task_internal.h). */
 static int s_retry(msgpack_sbuffer *out, const dist_task_ctx_t *ctx)
 {
-    int rc = ctx->err[0] ? s_error(out, DIST__TASK_RETRY, "retry requested: %s", ctx->err)
-                         : s_error(out, DIST__TASK_RETRY, "retry requested");
-    if (rc == DIST__TASK_RETRY && msgpack_sbuffer_write(out, (const char *)&ctx->retry_ms,
+    int rc = ctx->err[0] ? s_error(out, DIST_ERETRY, "retry requested: %s", ctx->err)
+                         : s_error(out, DIST_ERETRY, "retry requested");
+    if (rc == DIST_ERETRY && msgpack_sbuffer_write(out, (const char *)&ctx->retry_ms,
                                                         sizeof ctx->retry_ms) != 0)
         return DIST_ENOMEM;
     return rc;

@@ -14,9 +14,6 @@
 
 #define DIST__TASK_ERR_MAX 1024
 
-/* The outcome code of a task that called dist_task_retry. */
-#define DIST__TASK_RETRY (DIST__EBASE - 100) /* FIXME: DIST_ERETRY once error.h has it */
-
 struct dist_task_ctx {
     const char *name;
     bool failed;
@@ -42,14 +39,14 @@ void dist__runner_fini(dist__runner_t *r);
  * (the task's own message, or why its arguments or result were refused).
  * Codes: DIST_ETASK (the task failed), DIST_EPROTO (arguments not one
  * array, or the task packed zero or several values), DIST_ENOMEM, and
- * DIST__TASK_RETRY (the task called dist_task_retry): then the message
+ * DIST_ERETRY (the task called dist_task_retry): then the message
  * "retry requested: REASON" and its NUL are followed by the delay, 4 bytes
  * in native order (dist__task_retry_ms reads it back), so that it travels
  * with the message through the pool's result queue. */
 int dist__task_run(dist__runner_t *r, dist_task_fn fn, const char *name, const void *args,
                    size_t len);
 
-/* The delay at the end of a DIST__TASK_RETRY outcome of len bytes (see
+/* The delay at the end of a DIST_ERETRY outcome of len bytes (see
  * dist__task_run), and the length of the message before it (with its
  * NUL); 0 and len unchanged when it is too short to hold one. */
 static inline uint32_t dist__task_retry_ms(const char *data, size_t *len)

@@ -57,6 +57,7 @@
 #include "dist/task.h"
 #include "log_internal.h"
 #include "mpcheck_internal.h"
+#include "pool_internal.h"
 #include "proto_internal.h"
 #include "security_internal.h"
 #include "task_internal.h"
@@ -420,8 +421,9 @@ static void s_result_value(dist_worker_t *w, const dist__id_t *id, uint32_t atte
 /* An error result. The message gets the host and the worker's name: the
  * pool's messages name the task, the pool process and the signal; a
  * task's own message may name none of them. */
-static void s_result_error(dist_worker_t *w, const dist__id_t *id, uint32_t attempt,
-                           dist__status_t st, const char *task, const char *msg)
+static void s_result_error_ms(dist_worker_t *w, const dist__id_t *id, uint32_t attempt,
+                              dist__status_t st, const char *task, const char *msg,
+                              uint32_t retry_ms)
 {
     char text[DIST__TASK_ERR_MAX + 512];
     size_t tl = strlen(task);
@@ -431,9 +433,16 @@ static void s_result_error(dist_worker_t *w, const dist__id_t *id, uint32_t atte
         snprintf(text, sizeof text, "task %s %son host %s (worker %s): %s", task,
                  st == DIST__ST_FAILED ? "failed " : "", w->host, w->name, msg);
     size_t n = strlen(text);
-    dist__result_t r = { .id = *id, .attempt = attempt, .status = st, .error = text, .error_len = n };
+    dist__result_t r = { .id = *id, .attempt = attempt, .status = st, .error = text, .error_len = n,
+                         .retry_ms = retry_ms };
     dist__pack_result(s_batch_add(w, &w->results, n + RESULT_OVERHEAD), &r, true);
     w->n_failed++;
+}
+
+static void s_result_error(dist_worker_t *w, const dist__id_t *id, uint32_t attempt,
+                           dist__status_t st, const char *task, const char *msg)
+{
+    s_result_error_ms(w, id, attempt, st, task, msg, 0);
 }
 
 static void s_result_errorf(dist_worker_t *w, const dist__id_t *id, uint32_t attempt,
@@ -477,7 +486,9 @@ static void s_answer(dist_worker_t *w, rec_t *r)
          * several values, not MessagePack): the task failed. */
         dist__status_t st = code == DIST_EPROTO ? DIST__ST_FAILED : dist__status_from_code(code);
         const char *msg = dist_result_error(res);
-        s_result_error(w, &r->id, r->attempt, st, task, msg ? msg : dist_strerror(code));
+        /* dist_task_retry: status retry, with the delay the task asked for. */
+        uint32_t retry_ms = st == DIST__ST_RETRY ? dist__pool_retry_ms(r->h) : 0;
+        s_result_error_ms(w, &r->id, r->attempt, st, task, msg ? msg : dist_strerror(code), retry_ms);
     }
     w->n_pool--;
     w->window_done++;
