@@ -165,6 +165,7 @@ typedef struct {
     dist__task_t t;
     int status; /* A_NONE, a dist__status_t, or A_RETURNED */
     int answers;
+    uint32_t retry_ms;
     char error[1024];
     unsigned char value[256];
     size_t value_len;
@@ -232,6 +233,7 @@ static size_t s_file(ans_t *a, size_t n, const dist__inmsg_t *m)
             x->value_len = r.value_len;
         } else {
             snprintf(x->error, sizeof x->error, "%.*s", (int)r.error_len, r.error);
+            x->retry_ms = r.retry_ms;
         }
     }
     return k;
@@ -652,6 +654,106 @@ static void test_fail_and_exec_check(void **state)
     assert_int_equal(s_exec_status(&e[3]), 3);
     s_assert_error(&e[4], DIST__ST_FAILED, "dist.exec: check must be a boolean");
     s_assert_error(&e[5], DIST__ST_FAILED, "exited with status 5 (nothing on stderr)");
+    s_teardown(&f, &r);
+}
+
+/* CANCEL {ids} from the (fake) master. */
+static void fm_cancel(fm_t *f, const dist__id_t *ids, size_t n)
+{
+    msgpack_packer *pk = dist_wire_buf_packer(f->buf);
+    dist__ids_req_t q = { .nids = n };
+    dist__pack_ids_req(pk, &q, false);
+    for (size_t i = 0; i < n; i++)
+        dist__pk_id(pk, &ids[i]);
+    fm_send(f, DIST__CMD_CANCEL);
+}
+
+/* The pid of the worker's (one) pool process, by test.pid. */
+static int64_t s_pool_pid(fm_t *f)
+{
+    ans_t a;
+    s_task(&a, "test.pid", "\x90", 1, 0);
+    fm_send_tasks(f, &a, 1);
+    fm_collect(f, &a, 1, 10000);
+    assert_int_equal(a.status, DIST__ST_OK);
+    dist_wire_msg_t *v = dist_wire_msg_decode(a.value, a.value_len, NULL, NULL);
+    assert_non_null(v);
+    int64_t pid;
+    assert_int_equal(dist_obj_int(dist_wire_msg_root(v), &pid), 0);
+    dist_wire_msg_destroy(&v);
+    return pid;
+}
+
+/* CANCEL: a task waiting in the worker is RETURNed; a running one (a
+ * 20-second sleep) is killed at once and answered `cancelled`, its pool
+ * process replaced, and the next task runs. Ids not held are ignored. */
+static void test_cancel(void **state)
+{
+    (void)state;
+    fm_t f;
+    wr_t r;
+    assert_int_equal(s_setup(&f, &r, 1, 0), 2);
+    int64_t pid0 = s_pool_pid(&f);
+
+    ans_t a[2];
+    s_running_and_queued(&f, a, 0, 20000); /* a[0] runs (test.mark: a sleep), a[1] waits */
+    fm_cancel(&f, &a[1].t.id, 1);
+    fm_collect(&f, a + 1, 1, 5000);
+    assert_int_equal(a[1].status, A_RETURNED);
+
+    dist__id_t ids[2] = { a[0].t.id };
+    assert_int_equal(dist__id_random(&ids[1]), 0); /* unknown here */
+    int64_t t0 = dt_now_ms();
+    fm_cancel(&f, ids, 2);
+    fm_collect(&f, a, 1, 10000);
+    int64_t took = dt_now_ms() - t0;
+    if (took > 5000)
+        fail_msg("the cancelled task was answered after %lld ms", (long long)took);
+    s_assert_error(&a[0], DIST__ST_CANCELLED, "test.mark was cancelled while running");
+    s_assert_error(&a[0], DIST__ST_CANCELLED, "was stopped");
+
+    /* A second CANCEL of it: already answered, nothing more is sent. */
+    fm_cancel(&f, &a[0].t.id, 1);
+    int64_t pid1 = s_pool_pid(&f);
+    assert_true(pid1 != pid0);
+    ans_t b;
+    s_task(&b, "test.square", "\x91\x07", 2, 0);
+    fm_send_tasks(&f, &b, 1);
+    fm_collect(&f, &b, 1, 10000);
+    assert_int_equal(b.status, DIST__ST_OK);
+    assert_int_equal(b.value[0], 49);
+
+    /* A malformed CANCEL is dropped, and the worker goes on. */
+    msgpack_packer *pk = dist_wire_buf_packer(f.buf);
+    msgpack_pack_map(pk, 1);
+    dist__pk_str(pk, "ids");
+    msgpack_pack_array(pk, 1);
+    dist__pk_str(pk, "not an id");
+    fm_send(&f, DIST__CMD_CANCEL);
+    s_task(&b, "test.square", "\x91\x03", 2, 0);
+    fm_send_tasks(&f, &b, 1);
+    fm_collect(&f, &b, 1, 10000);
+    assert_int_equal(b.value[0], 9);
+    s_teardown(&f, &r);
+}
+
+/* dist_task_retry: status retry with retry_ms and the reason. */
+static void test_retry_status(void **state)
+{
+    (void)state;
+    fm_t f;
+    wr_t r;
+    s_setup(&f, &r, 1, 0);
+    ans_t a[2];
+    s_task(&a[0], "test.retry", "\x92\xcd\x05\xdc\xa7" "db busy", 12, 0); /* [1500, "db busy"] */
+    s_task(&a[1], "test.retry", "\x92\x00\xa0", 3, 0);                     /* [0, ""] */
+    fm_send_tasks(&f, a, 2);
+    fm_collect(&f, a, 2, 10000);
+    s_assert_error(&a[0], DIST__ST_RETRY, "test.retry on host");
+    s_assert_error(&a[0], DIST__ST_RETRY, ": retry requested: db busy");
+    assert_int_equal(a[0].retry_ms, 1500);
+    s_assert_error(&a[1], DIST__ST_RETRY, ": retry requested");
+    assert_int_equal(a[1].retry_ms, 0);
     s_teardown(&f, &r);
 }
 
@@ -1195,6 +1297,8 @@ int main(void)
         cmocka_unit_test_teardown(test_hello_heartbeat_bye, dt_teardown),
         cmocka_unit_test_teardown(test_results_of_every_kind, dt_teardown),
         cmocka_unit_test_teardown(test_fail_and_exec_check, dt_teardown),
+        cmocka_unit_test_teardown(test_cancel, dt_teardown),
+        cmocka_unit_test_teardown(test_retry_status, dt_teardown),
         cmocka_unit_test_teardown(test_flood_beyond_credit, dt_teardown),
         cmocka_unit_test_teardown(test_prefetch_grows_with_tiny_tasks, dt_teardown),
         cmocka_unit_test_teardown(test_reconnect_says_hello_again, dt_teardown),

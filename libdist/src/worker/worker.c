@@ -98,7 +98,12 @@ typedef struct rec {
     dist__id_t id;
     uint32_t attempt, timeout_ms, session, task;
     uint8_t state;
+    uint8_t cancel;     /* R_POOL: X_NONE, or what a CANCEL made of it */
 } rec_t;
+
+/* A CANCEL for a task in the pool: dropped there before it started (then
+ * it is RETURNed), or being stopped (then its result says so). */
+enum { X_NONE, X_RETURN, X_STOP };
 
 /* The tasks this worker can run are a snapshot of the registry at
  * creation (the pool's processes know exactly these functions): names
@@ -179,7 +184,7 @@ struct dist_worker {
     uint32_t pool_prev, prefetch, pool_extra;
 
     /* counters for the last log line */
-    uint64_t n_ok, n_failed, n_returned;
+    uint64_t n_ok, n_failed, n_returned, n_cancelled;
 };
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -260,6 +265,7 @@ static rec_t *s_rec_alloc(dist_worker_t *w)
     w->free_recs = r->next;
     r->next = NULL;
     r->dnext = NULL;
+    r->cancel = X_NONE;
     r->session = w->session;
     w->n_recs++;
     w->n_session++;
@@ -466,7 +472,9 @@ static void s_answer(dist_worker_t *w, rec_t *r)
     const char *task = w->tasks[r->task].s;
     dist_result_t *res = NULL;
     int code = dist_async_get(r->h, 0, &res);
-    if (!res) {
+    if (r->cancel == X_RETURN) {
+        s_return_id(w, &r->id); /* never started: the master decides */
+    } else if (!res) {
         /* The pool could not even store an outcome: a worker-side failure
          * that another attempt may not meet. */
         s_result_errorf(w, &r->id, r->attempt, DIST__ST_CRASHED, task,
@@ -870,6 +878,87 @@ static void s_on_tasks(dist_worker_t *w, dist__inmsg_t *m)
                   "the master sent %zu tasks beyond the capacity of %u; returned them", excess, limit);
 }
 
+/* The record of a task held here, by id, or NULL. Records are few (at
+ * most the capacity, plus tasks of an old session): a walk is enough for
+ * a message as rare as CANCEL. */
+static rec_t *s_rec_find(dist_worker_t *w, const dist__id_t *id)
+{
+    for (size_t c = 0; c < w->nchunks; c++)
+        for (size_t i = 0; i < REC_CHUNK; i++) {
+            rec_t *r = &w->chunks[c][i];
+            if (r->state != R_FREE && dist__id_eq(&r->id, id))
+                return r;
+        }
+    return NULL;
+}
+
+static void s_queue_unlink(dist_worker_t *w, rec_t *r)
+{
+    rec_t *prev = NULL;
+    for (rec_t *q = w->q_head; q; prev = q, q = q->next) {
+        if (q != r)
+            continue;
+        if (prev)
+            prev->next = r->next;
+        else
+            w->q_head = r->next;
+        if (w->q_tail == r)
+            w->q_tail = prev;
+        r->next = NULL;
+        w->n_queued--;
+        return;
+    }
+}
+
+/* One id of a CANCEL: a task waiting here is RETURNed at once; one in the
+ * pool is dropped there (RETURNed when the pool hands it back) or its
+ * process is killed and replaced (RESULTS status cancelled). An id not
+ * held (answered already, or never sent) needs nothing. */
+static void s_cancel(dist_worker_t *w, const dist__id_t *id)
+{
+    rec_t *r = s_rec_find(w, id);
+    char hex[33];
+    dist__id_hex(id, hex);
+    if (!r) {
+        dist__log(&w->log, DIST_LOG_DEBUG, "CANCEL of task %s, which is not held here", hex);
+        return;
+    }
+    const char *task = w->tasks[r->task].s;
+    if (r->state == R_QUEUED) {
+        s_queue_unlink(w, r);
+        s_return_id(w, &r->id);
+        s_rec_free(w, r);
+        dist__log(&w->log, DIST_LOG_INFO, "cancelled task %s (%s) before it started: returned", hex,
+                  task);
+        return;
+    }
+    if (r->cancel != X_NONE)
+        return;
+    int rc = dist__pool_cancel(w->pool, r->h);
+    if (rc == 0 || rc == 1) {
+        r->cancel = rc == 0 ? X_RETURN : X_STOP;
+        w->n_cancelled++;
+        dist__log(&w->log, DIST_LOG_INFO, "cancelled task %s (%s)%s", hex, task,
+                  rc == 0 ? " before it started: returned" : ": stopping its pool process");
+    }
+    /* DIST_ESTATE: it finished meanwhile; its result is on its way. */
+}
+
+static void s_on_cancel(dist_worker_t *w, const msgpack_object *b)
+{
+    dist__ids_req_t q;
+    if (dist__parse_ids_req(b, false, &q)) {
+        w->malformed++;
+        dist__log(&w->log, DIST_LOG_WARN, "dropped a malformed CANCEL from the master");
+        return;
+    }
+    for (size_t i = 0; i < q.nids; i++) {
+        dist__id_t id;
+        if (dist__list_id(&q.ids[i], &id))
+            s_cancel(w, &id);
+    }
+}
+
 static void s_on_error(dist_worker_t *w, const msgpack_object *b)
 {
     dist__error_t e;
@@ -912,6 +1001,9 @@ static void s_handle(dist_worker_t *w, dist__inmsg_t *m)
         break;
     case DIST__CMD_ERROR:
         s_on_error(w, m->root);
+        break;
+    case DIST__CMD_CANCEL:
+        s_on_cancel(w, m->root);
         break;
     case DIST__CMD_HEARTBEAT:
         break;
