@@ -382,12 +382,18 @@ static void wr_destroy(wr_t *r)
     assert_null(r->w);
 }
 
-/* A fake master and a worker in a thread, welcomed: the capacity it announced. */
+/* A fake master and a worker in a thread with options o, welcomed: the
+ * capacity it announced. */
+static uint32_t s_setup_opts(fm_t *f, wr_t *r, dist_worker_opts_t *o)
+{
+    s_start(f, r, o);
+    return fm_accept(f, 1000, 5000);
+}
+
 static uint32_t s_setup(fm_t *f, wr_t *r, int procs, int max_prefetch)
 {
     dist_worker_opts_t o = s_opts(procs, max_prefetch);
-    s_start(f, r, &o);
-    return fm_accept(f, 1000, 5000);
+    return s_setup_opts(f, r, &o);
 }
 
 static void s_teardown(fm_t *f, wr_t *r)
@@ -596,14 +602,17 @@ static size_t s_sh_args(unsigned char *buf, size_t cap, const char *script, int 
     return len;
 }
 
-static int64_t s_exec_status(const ans_t *a)
+/* The integer value of an ok answer, or its field `key` when not NULL. */
+static int64_t s_value_int(const ans_t *a, const char *key)
 {
+    assert_int_equal(a->status, DIST__ST_OK);
     dist_wire_msg_t *v = dist_wire_msg_decode(a->value, a->value_len, NULL, NULL);
     assert_non_null(v);
-    int64_t status;
-    assert_int_equal(dist_obj_int(dist_wire_map_get(dist_wire_msg_root(v), "status"), &status), 0);
+    const msgpack_object *root = dist_wire_msg_root(v);
+    int64_t x;
+    assert_int_equal(dist_obj_int(key ? dist_wire_map_get(root, key) : root, &x), 0);
     dist_wire_msg_destroy(&v);
-    return status;
+    return x;
 }
 
 /* dist.fail fails with its message; dist.exec with check fails on a
@@ -615,8 +624,7 @@ static void test_fail_and_exec_check(void **state)
     wr_t r;
     dist_worker_opts_t o = s_opts(2, 0);
     o.allow_exec = true;
-    s_start(&f, &r, &o);
-    fm_accept(&f, 1000, 5000);
+    s_setup_opts(&f, &r, &o);
 
     ans_t a[3];
     s_task(&a[0], "dist.fail", "\x90", 1, 0);
@@ -649,9 +657,9 @@ static void test_fail_and_exec_check(void **state)
     s_assert_error(&e[0], DIST__ST_FAILED, "dist.exec: sh exited with status 4; stderr: it broke");
     s_assert_error(&e[1], DIST__ST_FAILED, "dist.exec: sh was killed by signal 9");
     assert_int_equal(e[2].status, DIST__ST_OK); /* checked and 0: the usual map */
-    assert_int_equal(s_exec_status(&e[2]), 0);
+    assert_int_equal(s_value_int(&e[2], "status"), 0);
     assert_int_equal(e[3].status, DIST__ST_OK); /* not checked: a status, not an error */
-    assert_int_equal(s_exec_status(&e[3]), 3);
+    assert_int_equal(s_value_int(&e[3], "status"), 3);
     s_assert_error(&e[4], DIST__ST_FAILED, "dist.exec: check must be a boolean");
     s_assert_error(&e[5], DIST__ST_FAILED, "exited with status 5 (nothing on stderr)");
     s_teardown(&f, &r);
@@ -675,13 +683,7 @@ static int64_t s_pool_pid(fm_t *f)
     s_task(&a, "test.pid", "\x90", 1, 0);
     fm_send_tasks(f, &a, 1);
     fm_collect(f, &a, 1, 10000);
-    assert_int_equal(a.status, DIST__ST_OK);
-    dist_wire_msg_t *v = dist_wire_msg_decode(a.value, a.value_len, NULL, NULL);
-    assert_non_null(v);
-    int64_t pid;
-    assert_int_equal(dist_obj_int(dist_wire_msg_root(v), &pid), 0);
-    dist_wire_msg_destroy(&v);
-    return pid;
+    return s_value_int(&a, NULL);
 }
 
 /* CANCEL: a task waiting in the worker is RETURNed; a running one (a
@@ -764,8 +766,7 @@ static void test_threads_backend(void **state)
     wr_t r;
     dist_worker_opts_t o = s_opts(2, 0);
     o.threads = true;
-    s_start(&f, &r, &o);
-    fm_accept(&f, 1000, 5000);
+    s_setup_opts(&f, &r, &o);
     ans_t a[2];
     s_task(&a[0], "test.square", "\x91\x09", 2, 0);
     s_task(&a[1], "test.fail", "\x90", 1, 0);

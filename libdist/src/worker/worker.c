@@ -15,7 +15,11 @@
  *  exactly which tasks never started. Records live in fixed chunks (a
  *  record's address is the pool callback's userdata) and are recycled, and
  *  a record keeps its pool handle, whose result it reads in place: the
- *  worker allocates nothing per task beyond what the pool does.
+ *  worker allocates nothing per task beyond what the pool does. A CANCEL
+ *  from the master RETURNs a task that has not started (here or in the
+ *  pool) and has the pool stop a running one as a timeout would (its
+ *  process killed and replaced): RESULTS status `cancelled`. A task that
+ *  called dist_task_retry is answered with status `retry` and its delay.
  *
  *  Credit. capacity = slots + prefetch. prefetch starts at one per slot
  *  and follows the pool's service rate (completions per second of busy
@@ -1140,8 +1144,9 @@ static int s_loop(dist_worker_t *w)
             if (!w->out_head || (flush_deadline && now >= flush_deadline)) {
                 s_bye(w);
                 dist__log(&w->log, DIST_LOG_INFO, "stopped: %llu results sent (%llu errors), %llu "
-                          "tasks returned", (unsigned long long)(w->n_ok + w->n_failed),
-                          (unsigned long long)w->n_failed, (unsigned long long)w->n_returned);
+                          "tasks returned, %llu cancelled", (unsigned long long)(w->n_ok + w->n_failed),
+                          (unsigned long long)w->n_failed, (unsigned long long)w->n_returned,
+                          (unsigned long long)w->n_cancelled);
                 return w->fatal ? w->fatal : 0;
             }
             if (!flush_deadline)
