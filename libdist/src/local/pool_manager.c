@@ -380,8 +380,9 @@ static void s_on_died(dist_pool_t *p, const struct rmsg *h)
                     : culprit == s->cancel_seq   ? L_CANCEL
                                                  : L_DIED;
     /* Killed for a cancelled item that finished just before the signal
-     * landed: the item it had started since is not to blame. */
-    if (why == L_DIED && s->cancel_seq)
+     * landed: the item it had started since is not to blame (it runs
+     * again). */
+    if (why == L_DIED && s->cancel_seq && WIFSIGNALED(h->status) && WTERMSIG(h->status) == SIGKILL)
         culprit = 0;
     s_slot_lost(p, s, culprit, h->pid, how, why);
     /* Whatever is left in the slot's queue was requeued above: drop it so

@@ -162,8 +162,8 @@ static int s_retry(msgpack_sbuffer *out, const dist_task_ctx_t *ctx)
 {
     int rc = ctx->err[0] ? s_error(out, DIST_ERETRY, "retry requested: %s", ctx->err)
                          : s_error(out, DIST_ERETRY, "retry requested");
-    if (rc == DIST_ERETRY && msgpack_sbuffer_write(out, (const char *)&ctx->retry_ms,
-                                                        sizeof ctx->retry_ms) != 0)
+    if (rc == DIST_ERETRY &&
+        msgpack_sbuffer_write(out, (const char *)&ctx->retry_ms, sizeof ctx->retry_ms) != 0)
         return DIST_ENOMEM;
     return rc;
 }

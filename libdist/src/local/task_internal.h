@@ -8,8 +8,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "dist/error.h"
-
 #include "dist/task.h"
 
 #define DIST__TASK_ERR_MAX 1024
