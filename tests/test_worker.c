@@ -1160,6 +1160,17 @@ static void test_program_usage(void **state)
     assert_int_equal(s_lines(err), 2);
     assert_int_equal(s_run_program((const char *const[]){ "--procs", "many", NULL }, out, err, sizeof out), 2);
     assert_non_null(strstr(err, "--procs"));
+    /* --max-message: a size from 1K to 1G, read alike by all three programs. */
+    const char *const bad_sizes[] = { "12Q", "0", "2G", "-5", "", NULL };
+    for (const char *const *v = bad_sizes; *v; v++) {
+        assert_int_equal(s_run_program((const char *const[]){ "--max-message", *v, NULL }, out, err,
+                                       sizeof out),
+                         2);
+        assert_non_null(strstr(err, "--max-message wants a size from 1K to 1G"));
+    }
+    assert_int_equal(s_run_program((const char *const[]){ "--help", NULL }, out, err, sizeof out), 0);
+    assert_non_null(strstr(out, "--max-message BYTES"));
+    assert_non_null(strstr(out, "default 64M"));
     assert_int_equal(s_run_program((const char *const[]){ "--procs", NULL }, out, err, sizeof out), 2);
     assert_int_equal(s_run_program((const char *const[]){ "--log-level", "loud", NULL }, out, err,
                                    sizeof out), 2);
