@@ -289,9 +289,10 @@ static void test_refusals_map_to_codes(void **state)
     assert_int_equal(dist_client_map(c, "echo", items, 3, 0, 5000, NULL, NULL, &rs), 0);
     assert_int_equal(dist_results_count(rs), 3);
     dist_results_destroy(&rs);
-    /* The refused SUBMIT's tasks went again (after it, the map probes
-     * with a smaller window: one more SUBMIT at most). */
-    assert_in_range(fm_count(fm, DIST__CMD_SUBMIT), 3, 4);
+    /* The refused SUBMITs' tasks went again: after a refusal the map
+     * probes with a smaller window, so the 3 items take between one more
+     * SUBMIT and one each (timing decides), never more. */
+    assert_in_range(fm_count(fm, DIST__CMD_SUBMIT), 3, 2 + 3);
 
     /* call keeps the master's message. */
     dist_result_t *r;
