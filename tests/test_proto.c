@@ -728,6 +728,309 @@ static void test_notice_body(void **state)
     dist_wire_buf_destroy(&b);
 }
 
+/* ---- task control (issue 12) ------------------------------------------------------ */
+
+static void test_ids_from_keys(void **state)
+{
+    (void)state;
+    dist__id_t a, b, r;
+    /* 32 lowercase hex digits are the id itself: what dist__id_hex prints comes back. */
+    assert_int_equal(dist__id_random(&r), 0);
+    char hex[33];
+    dist__id_hex(&r, hex);
+    assert_int_equal(dist__id_from_key(hex, 32, &a), 0);
+    assert_true(dist__id_eq(&a, &r));
+    /* Other keys hash: the same key gives the same id, another key another one. */
+    assert_int_equal(dist__id_from_key("invoice-42", 10, &a), 0);
+    assert_int_equal(dist__id_from_key("invoice-42", 10, &b), 0);
+    assert_true(dist__id_eq(&a, &b));
+    assert_int_equal(dist__id_from_key("invoice-43", 10, &b), 0);
+    assert_false(dist__id_eq(&a, &b));
+    /* Upper-case hex is a key like any other, not the id's bytes. */
+    hex[0] = 'A';
+    assert_int_equal(dist__id_from_key(hex, 32, &b), 0);
+    assert_int_not_equal(b.b[0], 0xA0 | (r.b[0] & 15));
+    /* Bad keys: empty, too long, a space, a control byte, non-ASCII. */
+    char longk[130];
+    memset(longk, 'k', sizeof longk);
+    assert_int_equal(dist__id_from_key(longk, 128, &a), 0);
+    assert_int_equal(dist__id_from_key(longk, 129, &a), DIST_EINVAL);
+    assert_int_equal(dist__id_from_key("", 0, &a), DIST_EINVAL);
+    assert_int_equal(dist__id_from_key("a b", 3, &a), DIST_EINVAL);
+    assert_int_equal(dist__id_from_key("a\tb", 3, &a), DIST_EINVAL);
+    assert_int_equal(dist__id_from_key("caf\xc3\xa9", 5, &a), DIST_EINVAL);
+    /* Keys of every length up to two blocks spread: no two equal ids. */
+    dist__id_t ids[20];
+    for (int n = 1; n <= 20; n++) {
+        assert_int_equal(dist__id_from_key(longk, (size_t)n, &ids[n - 1]), 0);
+        for (int j = 0; j < n - 1; j++)
+            assert_false(dist__id_eq(&ids[j], &ids[n - 1]));
+    }
+    assert_string_equal(dist_strerror(DIST_ECANCELLED), "task cancelled");
+    assert_string_equal(dist_strerror(DIST_ERETRY), "task asked to be retried");
+}
+
+static void test_submit_options(void **state)
+{
+    (void)state;
+    dist_wire_buf_t *b = dist_wire_buf_new(0);
+    dist__task_t t = { .task = "m.f", .task_len = 3, .args = "\x90", .args_len = 1 };
+    assert_int_equal(dist__id_random(&t.id), 0);
+    /* Without options a task is the same bytes as dist__pack_task's. */
+    dist__pack_task(dist_wire_buf_packer(b), &t, false);
+    size_t len0, len1;
+    const void *d0 = dist_wire_buf_data(b, &len0);
+    char old[256];
+    assert_true(len0 < sizeof old);
+    memcpy(old, d0, len0);
+    dist__submit_opts_t none = { 0 };
+    assert_int_equal(dist__submit_opts_count(&none), 0);
+    dist_wire_buf_reset(b);
+    dist__pack_submit_task(dist_wire_buf_packer(b), &t, &none);
+    const void *d1 = dist_wire_buf_data(b, &len1);
+    assert_int_equal(len1, len0);
+    assert_memory_equal(d1, old, len0);
+    dist_wire_msg_t *m = s_decode(b);
+    dist__submit_opts_t o;
+    assert_int_equal(dist__parse_submit_opts(dist_wire_msg_root(m), &o, NULL), 0);
+    assert_int_equal(o.key.n, 0);
+    assert_false(o.has_delay || o.has_at || o.retry_on_error);
+    dist_wire_msg_destroy(&m);
+
+    /* Every option round-trips, and the task map still parses as a task. */
+    dist__submit_opts_t all = { .key = { "job-7", 5 }, .priority = 9, .has_delay = true,
+                                .delay_ms = 250, .max_attempts = 4, .backoff_ms = 100,
+                                .backoff_factor = 1.5, .backoff_max_ms = 9000,
+                                .retry_on_error = true };
+    assert_int_equal(dist__submit_opts_count(&all), 8);
+    dist_wire_buf_reset(b);
+    dist__pack_submit_task(dist_wire_buf_packer(b), &t, &all);
+    m = s_decode(b);
+    dist__task_t tb;
+    assert_int_equal(dist__parse_task(dist_wire_msg_root(m), false, &tb), 0);
+    assert_true(dist__id_eq(&tb.id, &t.id));
+    assert_int_equal(dist__parse_submit_opts(dist_wire_msg_root(m), &o, NULL), 0);
+    assert_memory_equal(o.key.s, "job-7", 5);
+    assert_int_equal(o.priority, 9);
+    assert_true(o.has_delay);
+    assert_false(o.has_at);
+    assert_int_equal(o.delay_ms, 250);
+    assert_int_equal(o.max_attempts, 4);
+    assert_int_equal(o.backoff_ms, 100);
+    assert_true(o.backoff_factor == 1.5);
+    assert_int_equal(o.backoff_max_ms, 9000);
+    assert_true(o.retry_on_error);
+    dist_wire_msg_destroy(&m);
+    dist__submit_opts_t at = { .has_at = true, .at_ms = 1800000000000ull };
+    dist_wire_buf_reset(b);
+    dist__pack_submit_task(dist_wire_buf_packer(b), &t, &at);
+    m = s_decode(b);
+    assert_int_equal(dist__parse_submit_opts(dist_wire_msg_root(m), &o, NULL), 0);
+    assert_true(o.has_at);
+    assert_int_equal(o.at_ms, 1800000000000ull);
+    dist_wire_msg_destroy(&m);
+
+    /* Out of range: DIST_EINVAL with a reason; wrong type: DIST_EPROTO. */
+    const char *why = NULL;
+    m = s_map(b, 1, "priority", 'u', (uint64_t)10);
+    assert_int_equal(dist__parse_submit_opts(dist_wire_msg_root(m), &o, &why), DIST_EINVAL);
+    assert_non_null(strstr(why, "priority"));
+    dist_wire_msg_destroy(&m);
+    m = s_map(b, 1, "delay_ms", 'u', (uint64_t)2592000001ull);
+    assert_int_equal(dist__parse_submit_opts(dist_wire_msg_root(m), &o, &why), DIST_EINVAL);
+    assert_non_null(strstr(why, "delay_ms"));
+    dist_wire_msg_destroy(&m);
+    m = s_map(b, 1, "delay_ms", 'i'); /* negative */
+    assert_int_equal(dist__parse_submit_opts(dist_wire_msg_root(m), &o, &why), DIST_EINVAL);
+    dist_wire_msg_destroy(&m);
+    m = s_map(b, 2, "delay_ms", 'u', (uint64_t)5, "at_ms", 'u', (uint64_t)5);
+    assert_int_equal(dist__parse_submit_opts(dist_wire_msg_root(m), &o, &why), DIST_EINVAL);
+    assert_non_null(strstr(why, "exclude"));
+    dist_wire_msg_destroy(&m);
+    m = s_map(b, 1, "max_attempts", 'u', (uint64_t)0);
+    assert_int_equal(dist__parse_submit_opts(dist_wire_msg_root(m), &o, &why), DIST_EINVAL);
+    dist_wire_msg_destroy(&m);
+    m = s_map(b, 1, "max_attempts", 'u', (uint64_t)1001);
+    assert_int_equal(dist__parse_submit_opts(dist_wire_msg_root(m), &o, &why), DIST_EINVAL);
+    dist_wire_msg_destroy(&m);
+    m = s_map(b, 1, "key", 's', "has space");
+    assert_int_equal(dist__parse_submit_opts(dist_wire_msg_root(m), &o, &why), DIST_EINVAL);
+    dist_wire_msg_destroy(&m);
+    m = s_map(b, 1, "backoff_factor", 'u', (uint64_t)0);
+    assert_int_equal(dist__parse_submit_opts(dist_wire_msg_root(m), &o, &why), DIST_EINVAL);
+    dist_wire_msg_destroy(&m);
+    m = s_map(b, 1, "retry_on_error", 'u', (uint64_t)1);
+    assert_int_equal(dist__parse_submit_opts(dist_wire_msg_root(m), &o, &why), DIST_EINVAL);
+    dist_wire_msg_destroy(&m);
+
+    /* The new statuses: cancelled is final, retry is not and carries retry_ms. */
+    assert_true(dist__status_final(DIST__ST_CANCELLED));
+    assert_false(dist__status_final(DIST__ST_RETRY));
+    assert_int_equal(dist__status_errcode(DIST__ST_CANCELLED), DIST_ECANCELLED);
+    assert_int_equal(dist__status_from_code(DIST_ECANCELLED), DIST__ST_CANCELLED);
+    assert_int_equal(dist__status_from_code(DIST_ERETRY), DIST__ST_RETRY);
+    dist__result_t r = { .id = t.id, .attempt = 1, .status = DIST__ST_RETRY,
+                         .error = "later", .error_len = 5, .retry_ms = 1234 }, rb;
+    dist_wire_buf_reset(b);
+    dist__pack_result(dist_wire_buf_packer(b), &r, true);
+    m = s_decode(b);
+    assert_int_equal(dist__parse_result(dist_wire_msg_root(m), true, &rb), 0);
+    assert_int_equal(rb.status, DIST__ST_RETRY);
+    assert_int_equal(rb.retry_ms, 1234);
+    assert_memory_equal(rb.error, "later", 5);
+    dist_wire_msg_destroy(&m);
+    dist_wire_buf_destroy(&b);
+}
+
+static void test_control_bodies(void **state)
+{
+    (void)state;
+    dist_wire_buf_t *b = dist_wire_buf_new(0);
+    dist__id_t id1, id2;
+    assert_int_equal(dist__id_random(&id1), 0);
+    assert_int_equal(dist__id_random(&id2), 0);
+    /* ids requests, with and without req (CANCEL master to worker). */
+    for (int with_req = 0; with_req < 2; with_req++) {
+        dist__ids_req_t ir = { .req = 21, .nids = 2 }, irb;
+        dist_wire_buf_reset(b);
+        msgpack_packer *pk = dist_wire_buf_packer(b);
+        dist__pack_ids_req(pk, &ir, with_req);
+        dist__pk_id(pk, &id1);
+        dist__pk_id(pk, &id2);
+        dist_wire_msg_t *m = s_decode(b);
+        assert_int_equal(dist__parse_ids_req(dist_wire_msg_root(m), with_req, &irb), 0);
+        assert_int_equal(irb.req, with_req ? 21 : 0);
+        assert_int_equal(irb.nids, 2);
+        dist__id_t back;
+        assert_true(dist__list_id(&irb.ids[1], &back));
+        assert_true(dist__id_eq(&back, &id2));
+        dist_wire_msg_destroy(&m);
+    }
+    dist__ids_req_t irb;
+    dist_wire_msg_t *m = s_map(b, 1, "ids", 'u', (uint64_t)1);
+    assert_int_equal(dist__parse_ids_req(dist_wire_msg_root(m), true, &irb), DIST_EPROTO);
+    assert_int_equal(dist__parse_ids_req(dist_wire_msg_root(m), false, &irb), DIST_EPROTO);
+    dist_wire_msg_destroy(&m);
+    /* An empty list and an id that is not 16 bytes: bad_request (EINVAL, req kept). */
+    dist_wire_buf_reset(b);
+    msgpack_packer *pk = dist_wire_buf_packer(b);
+    msgpack_pack_map(pk, 2);
+    dist__pk_kv_u64(pk, "req", 3);
+    dist__pk_str(pk, "ids");
+    msgpack_pack_array(pk, 0);
+    m = s_decode(b);
+    assert_int_equal(dist__parse_ids_req(dist_wire_msg_root(m), true, &irb), DIST_EINVAL);
+    assert_int_equal(irb.req, 3);
+    dist_wire_msg_destroy(&m);
+    dist_wire_buf_reset(b);
+    pk = dist_wire_buf_packer(b);
+    msgpack_pack_map(pk, 2);
+    dist__pk_kv_u64(pk, "req", 3);
+    dist__pk_str(pk, "ids");
+    msgpack_pack_array(pk, 1);
+    dist__pk_bin(pk, "short", 5);
+    m = s_decode(b);
+    assert_int_equal(dist__parse_ids_req(dist_wire_msg_root(m), true, &irb), DIST_EINVAL);
+    dist_wire_msg_destroy(&m);
+
+    dist__fetch_t f = { .req = 4, .id = id1, .wait_ms = 500 }, fb;
+    dist_wire_buf_reset(b);
+    dist__pack_fetch(dist_wire_buf_packer(b), &f);
+    m = s_decode(b);
+    assert_int_equal(dist__parse_fetch(dist_wire_msg_root(m), &fb), 0);
+    assert_true(dist__id_eq(&fb.id, &id1));
+    assert_int_equal(fb.wait_ms, 500);
+    dist_wire_msg_destroy(&m);
+    m = s_map(b, 2, "req", 'u', (uint64_t)4, "id", 's', "abc");
+    assert_int_equal(dist__parse_fetch(dist_wire_msg_root(m), &fb), DIST_EINVAL);
+    dist_wire_msg_destroy(&m);
+
+    dist__failed_req_t fr = { .req = 5, .max = 10 }, frb;
+    dist_wire_buf_reset(b);
+    dist__pack_failed_req(dist_wire_buf_packer(b), &fr);
+    m = s_decode(b);
+    assert_int_equal(dist__parse_failed_req(dist_wire_msg_root(m), &frb), 0);
+    assert_int_equal(frb.max, 10);
+    dist_wire_msg_destroy(&m);
+    m = s_map(b, 1, "max", 'u', (uint64_t)1);
+    assert_int_equal(dist__parse_failed_req(dist_wire_msg_root(m), &frb), DIST_EPROTO);
+    dist_wire_msg_destroy(&m);
+
+    /* REPLY with task infos (LOOKUP): a full one and an unknown one. */
+    dist__attempt_info_t att[2] = { { 1, { "w1", 2 }, { "crashed", 7 } }, { 2, { "w2", 2 }, { "", 0 } } };
+    dist__task_info_t ti = { .id = id1, .key = { "k1", 2 }, .task = { "m.f", 3 },
+                             .state = { "leased", 6 }, .worker = { "w2", 2 }, .priority = 3,
+                             .submitted_ms = 100, .started_ms = 200, .attempts = att,
+                             .nattempts = 2 };
+    dist__task_info_t unk = { .id = id2, .state = { "unknown", 7 } };
+    dist__reply_t rp = { .req = 6, .status = { "ok", 2 }, .list = DIST__REPLY_TASKS, .nitems = 2 };
+    dist_wire_buf_reset(b);
+    pk = dist_wire_buf_packer(b);
+    dist__pack_reply(pk, &rp);
+    dist__pack_task_info(pk, &ti);
+    dist__pack_task_info(pk, &unk);
+    m = s_decode(b);
+    dist__reply_t rb;
+    assert_int_equal(dist__parse_reply(dist_wire_msg_root(m), &rb), 0);
+    assert_int_equal(rb.req, 6);
+    assert_int_equal(rb.list, DIST__REPLY_TASKS);
+    assert_int_equal(rb.nitems, 2);
+    assert_null(rb.result_map);
+    dist__task_info_t tb;
+    assert_int_equal(dist__parse_task_info(&rb.items[0], &tb), 0);
+    assert_true(dist__id_eq(&tb.id, &id1));
+    assert_memory_equal(tb.state.s, "leased", 6);
+    assert_memory_equal(tb.worker.s, "w2", 2);
+    assert_memory_equal(tb.key.s, "k1", 2);
+    assert_int_equal(tb.priority, 3);
+    assert_int_equal(tb.started_ms, 200);
+    assert_int_equal(tb.finished_ms, 0);
+    assert_int_equal(tb.nattempts, 2);
+    dist__attempt_info_t ab;
+    assert_int_equal(dist__parse_attempt_info(&tb.attempt_maps[0], &ab), 0);
+    assert_int_equal(ab.attempt, 1);
+    assert_memory_equal(ab.reason.s, "crashed", 7);
+    assert_int_equal(dist__parse_task_info(&rb.items[1], &tb), 0);
+    assert_memory_equal(tb.state.s, "unknown", 7);
+    assert_int_equal(tb.task.n, 0);
+    dist_wire_msg_destroy(&m);
+
+    /* REPLY of a FETCH: state and the result map; of a CANCEL: states. */
+    dist__result_t res = { .id = id1, .status = DIST__ST_CANCELLED, .error = "cancelled by c",
+                           .error_len = 14 };
+    dist__reply_t fp = { .req = 7, .status = { "ok", 2 }, .state = { "cancelled", 9 },
+                         .result = &res };
+    dist_wire_buf_reset(b);
+    dist__pack_reply(dist_wire_buf_packer(b), &fp);
+    m = s_decode(b);
+    assert_int_equal(dist__parse_reply(dist_wire_msg_root(m), &rb), 0);
+    assert_int_equal(rb.list, DIST__REPLY_NONE);
+    assert_non_null(rb.result_map);
+    dist__result_t resb;
+    assert_int_equal(dist__parse_result(rb.result_map, false, &resb), 0);
+    assert_int_equal(resb.status, DIST__ST_CANCELLED);
+    dist_wire_msg_destroy(&m);
+    dist__reply_t cp = { .req = 8, .status = { "ok", 2 }, .list = DIST__REPLY_STATES, .nitems = 1 };
+    dist_wire_buf_reset(b);
+    pk = dist_wire_buf_packer(b);
+    dist__pack_reply(pk, &cp);
+    dist__pk_str(pk, "cancelled");
+    m = s_decode(b);
+    assert_int_equal(dist__parse_reply(dist_wire_msg_root(m), &rb), 0);
+    assert_int_equal(rb.list, DIST__REPLY_STATES);
+    assert_int_equal(rb.nitems, 1);
+    dist_wire_msg_destroy(&m);
+    m = s_map(b, 2, "req", 'u', (uint64_t)8, "status", 'u', (uint64_t)1);
+    assert_int_equal(dist__parse_reply(dist_wire_msg_root(m), &rb), DIST_EPROTO);
+    dist_wire_msg_destroy(&m);
+    m = s_map(b, 3, "req", 'u', (uint64_t)8, "status", 's', "ok", "states", 'u', (uint64_t)1);
+    assert_int_equal(dist__parse_reply(dist_wire_msg_root(m), &rb), DIST_EPROTO);
+    dist_wire_msg_destroy(&m);
+    assert_string_equal(dist__cmd_name(DIST__CMD_LOOKUP), "LOOKUP");
+    assert_string_equal(dist__cmd_name(DIST__CMD_REPLY), "REPLY");
+    dist_wire_buf_destroy(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -739,6 +1042,9 @@ int main(void)
         cmocka_unit_test(test_error_credit_and_request_bodies),
         cmocka_unit_test(test_list_and_accepted_bodies),
         cmocka_unit_test(test_notice_body),
+        cmocka_unit_test(test_ids_from_keys),
+        cmocka_unit_test(test_submit_options),
+        cmocka_unit_test(test_control_bodies),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     zsys_shutdown();

@@ -62,7 +62,9 @@ extern "C" {
 #define DIST_EGAVEUP   (DIST__EBASE - 9) /* the task failed every attempt its retry budget allowed */
 #define DIST_ENOMASTER (DIST__EBASE - 10) /* no master answered in time */
 #define DIST_EREFUSED  (DIST__EBASE - 11) /* the master refused the request (see its message) */
-#define DIST_ELAST     (DIST__EBASE - 11)
+#define DIST_ECANCELLED (DIST__EBASE - 12) /* the task was cancelled before it finished */
+#define DIST_ERETRY    (DIST__EBASE - 13) /* the task asked to be run again (dist_task_retry) */
+#define DIST_ELAST     (DIST__EBASE - 13)
 
 /* A short English description of `code`: a return value (negative), or
  * errno after a constructor failed (positive; see above). Either sign

@@ -54,6 +54,8 @@ const char *dist_strerror(int code)
     case DIST_EGAVEUP: return "gave up after the last allowed attempt";
     case DIST_ENOMASTER: return "no master answered";
     case DIST_EREFUSED: return "refused by the master";
+    case DIST_ECANCELLED: return "task cancelled";
+    case DIST_ERETRY: return "task asked to be retried";
     /* The errno-based codes get our wording so that messages are the same
      * on every libc and the function stays thread-safe. */
     case DIST_EINVAL: return "invalid argument";

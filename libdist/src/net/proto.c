@@ -32,6 +32,9 @@ static const char *const s_cmds[DIST__CMD_COUNT] = {
     [DIST__CMD_QPUT] = "QPUT",         [DIST__CMD_QGET] = "QGET",
     [DIST__CMD_QREPLY] = "QREPLY",     [DIST__CMD_STATUS] = "STATUS",
     [DIST__CMD_ERROR] = "ERROR",       [DIST__CMD_NOTICE] = "NOTICE",
+    [DIST__CMD_LOOKUP] = "LOOKUP",     [DIST__CMD_FETCH] = "FETCH",
+    [DIST__CMD_CANCEL] = "CANCEL",     [DIST__CMD_FAILED] = "FAILED",
+    [DIST__CMD_RETRY] = "RETRY",       [DIST__CMD_REPLY] = "REPLY",
 };
 
 const char *dist__cmd_name(dist__cmd_t cmd)
@@ -74,6 +77,97 @@ void dist__id_hex(const dist__id_t *id, char out[33])
     out[32] = 0;
 }
 
+/* SipHash-2-4 with 128-bit output (Aumasson and Bernstein), written from
+ * the paper's description: a keyed hash, so that the ids of keys a caller
+ * chooses spread like random ids, and fixed here so that every program
+ * maps a key to the same id. */
+#define S_ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+
+static void s_sipround(uint64_t v[4])
+{
+    v[0] += v[1]; v[1] = S_ROTL(v[1], 13); v[1] ^= v[0]; v[0] = S_ROTL(v[0], 32);
+    v[2] += v[3]; v[3] = S_ROTL(v[3], 16); v[3] ^= v[2];
+    v[0] += v[3]; v[3] = S_ROTL(v[3], 21); v[3] ^= v[0];
+    v[2] += v[1]; v[1] = S_ROTL(v[1], 17); v[1] ^= v[2]; v[2] = S_ROTL(v[2], 32);
+}
+
+static uint64_t s_le64(const uint8_t *p)
+{
+    uint64_t x = 0;
+    for (int i = 7; i >= 0; i--)
+        x = (x << 8) | p[i];
+    return x;
+}
+
+static void s_siphash128(const uint8_t key[16], const uint8_t *in, size_t n, uint8_t out[16])
+{
+    uint64_t k0 = s_le64(key), k1 = s_le64(key + 8);
+    uint64_t v[4] = { k0 ^ 0x736f6d6570736575ull, k1 ^ 0x646f72616e646f6dull,
+                      k0 ^ 0x6c7967656e657261ull, k1 ^ 0x7465646279746573ull };
+    v[1] ^= 0xee;
+    size_t full = n - n % 8;
+    for (size_t i = 0; i < full; i += 8) {
+        uint64_t m = s_le64(in + i);
+        v[3] ^= m;
+        s_sipround(v);
+        s_sipround(v);
+        v[0] ^= m;
+    }
+    uint64_t b = (uint64_t)n << 56;
+    for (size_t i = 0; i < n % 8; i++)
+        b |= (uint64_t)in[full + i] << (8 * i);
+    v[3] ^= b;
+    s_sipround(v);
+    s_sipround(v);
+    v[0] ^= b;
+    v[2] ^= 0xee;
+    for (int r = 0; r < 4; r++)
+        s_sipround(v);
+    uint64_t h[2];
+    h[0] = v[0] ^ v[1] ^ v[2] ^ v[3];
+    v[1] ^= 0xdd;
+    for (int r = 0; r < 4; r++)
+        s_sipround(v);
+    h[1] = v[0] ^ v[1] ^ v[2] ^ v[3];
+    for (int w = 0; w < 2; w++)
+        for (int i = 0; i < 8; i++)
+            out[8 * w + i] = (uint8_t)(h[w] >> (8 * i));
+}
+
+bool dist__key_ok(const char *s, size_t n)
+{
+    if (!s || n == 0 || n > DIST__KEY_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
+            return false;
+    return true;
+}
+
+static int s_hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+int dist__id_from_key(const char *s, size_t n, dist__id_t *id)
+{
+    /* The fixed hash key: changing it changes every caller's id. */
+    static const uint8_t key[16] = { 'l', 'i', 'b', 'd', 'i', 's', 't', '-',
+                                     't', 'a', 's', 'k', '-', 'i', 'd', '1' };
+    if (!dist__key_ok(s, n))
+        return DIST_EINVAL;
+    bool hex = n == 32;
+    for (size_t i = 0; hex && i < n; i++)
+        hex = s_hexval(s[i]) >= 0;
+    if (hex) {
+        for (int i = 0; i < 16; i++)
+            id->b[i] = (uint8_t)(s_hexval(s[2 * i]) << 4 | s_hexval(s[2 * i + 1]));
+        return 0;
+    }
+    s_siphash128(key, (const uint8_t *)s, n, id->b);
+    return 0;
+}
+
 /* ---- statuses ------------------------------------------------------------------ */
 
 static const struct {
@@ -89,6 +183,8 @@ static const struct {
     [DIST__ST_CRASHED] = { "crashed", false, DIST_ECRASHED },
     [DIST__ST_TIMEOUT] = { "timeout", false, DIST_ETIMEDOUT },
     [DIST__ST_GAVE_UP] = { "gave_up", true, DIST_EGAVEUP },
+    [DIST__ST_CANCELLED] = { "cancelled", true, DIST_ECANCELLED },
+    [DIST__ST_RETRY] = { "retry", false, DIST_ERETRY },
 };
 
 const char *dist__status_name(dist__status_t st)
@@ -120,6 +216,8 @@ dist__status_t dist__status_from_code(int code)
     case DIST_ENOENT: return DIST__ST_UNKNOWN_TASK;
     case DIST_EPROTO: return DIST__ST_BAD_ARGS;
     case DIST_EMSGSIZE: return DIST__ST_TOO_LARGE;
+    case DIST_ECANCELLED: return DIST__ST_CANCELLED;
+    case DIST_ERETRY: return DIST__ST_RETRY;
     default: return DIST__ST_FAILED;
     }
 }
@@ -531,6 +629,7 @@ int dist__parse_result(const msgpack_object *o, bool with_attempt, dist__result_
     r->value_len = 0;
     r->error = NULL;
     r->error_len = 0;
+    r->retry_ms = 0;
     if (!o || o->type != MSGPACK_OBJECT_MAP || dist__get_id(o, "id", &r->id) ||
         dist__get_str(o, "status", &st, &stn))
         return DIST_EPROTO;
@@ -541,12 +640,15 @@ int dist__parse_result(const msgpack_object *o, bool with_attempt, dist__result_
         return DIST_EPROTO;
     if (r->status == DIST__ST_OK)
         return dist__get_bin(o, "value", &r->value, &r->value_len);
+    if (r->status == DIST__ST_RETRY && dist__opt_u32(o, "retry_ms", &r->retry_ms))
+        return DIST_EPROTO;
     return dist__get_str(o, "error", &r->error, &r->error_len);
 }
 
-void dist__pack_task(msgpack_packer *pk, const dist__task_t *t, bool with_attempt)
+static void s_pack_task(msgpack_packer *pk, const dist__task_t *t, bool with_attempt,
+                        size_t extra)
 {
-    msgpack_pack_map(pk, with_attempt ? 5 : 4);
+    msgpack_pack_map(pk, (with_attempt ? 5 : 4) + extra);
     dist__pk_kv_id(pk, "id", &t->id);
     if (with_attempt)
         dist__pk_kv_u64(pk, "attempt", t->attempt);
@@ -556,10 +658,27 @@ void dist__pack_task(msgpack_packer *pk, const dist__task_t *t, bool with_attemp
     dist__pk_kv_u64(pk, "timeout_ms", t->timeout_ms);
 }
 
+void dist__pack_task(msgpack_packer *pk, const dist__task_t *t, bool with_attempt)
+{
+    s_pack_task(pk, t, with_attempt, 0);
+}
+
+void dist__pack_submit_task(msgpack_packer *pk, const dist__task_t *t,
+                            const dist__submit_opts_t *s)
+{
+    size_t n = s ? dist__submit_opts_count(s) : 0;
+    s_pack_task(pk, t, false, n);
+    if (n)
+        dist__pack_submit_opts(pk, s);
+}
+
 void dist__pack_result(msgpack_packer *pk, const dist__result_t *r, bool with_attempt)
 {
-    msgpack_pack_map(pk, with_attempt ? 4 : 3);
+    bool retry = r->status == DIST__ST_RETRY;
+    msgpack_pack_map(pk, (with_attempt ? 4 : 3) + (retry ? 1 : 0));
     dist__pk_kv_id(pk, "id", &r->id);
+    if (retry)
+        dist__pk_kv_u64(pk, "retry_ms", r->retry_ms);
     if (with_attempt)
         dist__pk_kv_u64(pk, "attempt", r->attempt);
     dist__pk_kv_str(pk, "status", dist__status_name(r->status));

@@ -70,6 +70,15 @@ typedef enum {
     DIST__CMD_STATUS,
     DIST__CMD_ERROR,
     DIST__CMD_NOTICE,
+
+    /* task control (issue 12, section 7.4): client to master, and CANCEL
+     * master to worker; REPLY answers them */
+    DIST__CMD_LOOKUP,
+    DIST__CMD_FETCH,
+    DIST__CMD_CANCEL,
+    DIST__CMD_FAILED,
+    DIST__CMD_RETRY,
+    DIST__CMD_REPLY,
     DIST__CMD_COUNT
 } dist__cmd_t;
 
@@ -88,6 +97,18 @@ int dist__id_random(dist__id_t *id);
 /* 32 lowercase hex digits and a NUL into out[33]. */
 void dist__id_hex(const dist__id_t *id, char out[33]);
 
+/* A caller's id ("key", issue 12): 1 to DIST__KEY_MAX bytes 0x21-0x7e
+ * (printable ASCII without space). */
+#define DIST__KEY_MAX 128
+bool dist__key_ok(const char *s, size_t n);
+
+/* The task id of a key: exactly 32 lowercase hex digits are the id's own
+ * bytes (the form dist__id_hex prints), any other valid key is hashed to
+ * 16 bytes with SipHash-2-4-128 under a fixed key (two distinct keys
+ * collide with probability 2^-64 per pair, like two random ids of 64
+ * bits would). 0, or DIST_EINVAL for an invalid key. */
+int dist__id_from_key(const char *s, size_t n, dist__id_t *id);
+
 static inline bool dist__id_eq(const dist__id_t *a, const dist__id_t *b)
 {
     return memcmp(a->b, b->b, 16) == 0;
@@ -104,6 +125,8 @@ typedef enum {
     DIST__ST_CRASHED,      /* retryable: its process died */
     DIST__ST_TIMEOUT,      /* retryable: killed at its timeout */
     DIST__ST_GAVE_UP,      /* final, master only: the retry budget is spent */
+    DIST__ST_CANCELLED,    /* final: cancelled by a client (CANCEL) */
+    DIST__ST_RETRY,        /* retryable: the task asked for it (dist_task_retry), after retry_ms */
     DIST__ST_COUNT
 } dist__status_t;
 
@@ -286,6 +309,7 @@ typedef struct {
     size_t value_len;
     const char *error;   /* otherwise */
     size_t error_len;
+    uint32_t retry_ms;   /* status retry only: the delay the task asked for */
 } dist__result_t;
 
 /* Parses one task map / result map. `with_attempt`: the field is required
@@ -498,5 +522,123 @@ typedef struct {
 
 int dist__parse_notice(const msgpack_object *o, dist__notice_t *n);
 void dist__pack_notice(msgpack_packer *pk, const dist__notice_t *n);
+
+/* ---- task control (issue 12; docs/PROTOCOL.md sections 6.6 and 7.4) ------------- */
+
+#define DIST__PRIORITY_LEVELS 10          /* priorities 0..9, higher first */
+#define DIST__DELAY_MAX_MS 2592000000ull  /* 30 days: delay_ms, and at_ms beyond now */
+#define DIST__ATTEMPTS_MAX 1000           /* max_attempts of a task */
+
+/* The optional fields of a SUBMIT task map (client to master), parsed
+ * beside dist__parse_task. Zero values mean absent; has_* tell present
+ * fields apart where 0 is a value. Packed only when set, so that a task
+ * without options is the same bytes as before. */
+typedef struct {
+    dist__str_t key;          /* n 0: none; else dist__key_ok */
+    uint32_t priority;        /* 0..9 */
+    bool has_delay, has_at;
+    uint32_t delay_ms;        /* <= DIST__DELAY_MAX_MS */
+    uint64_t at_ms;           /* unix ms; checked against now by the master */
+    uint32_t max_attempts;    /* 0: the master's default; else 1..DIST__ATTEMPTS_MAX */
+    uint32_t backoff_ms;      /* 0: retry at once */
+    double backoff_factor;    /* 0: default 2.0; else >= 1.0 */
+    uint32_t backoff_max_ms;  /* 0: default 3,600,000 */
+    bool retry_on_error;
+} dist__submit_opts_t;
+
+#define DIST__BACKOFF_FACTOR_DEFAULT 2.0
+#define DIST__BACKOFF_MAX_DEFAULT 3600000u
+
+/* Reads the options of a task map (*o zeroed first). DIST_EPROTO for a
+ * field of the wrong type, DIST_EINVAL for one out of range (the master
+ * rejects the task with bad_request); *why, when not NULL, says which in
+ * words. */
+int dist__parse_submit_opts(const msgpack_object *o, dist__submit_opts_t *s, const char **why);
+/* How many map entries dist__pack_submit_opts writes (0 for none set). */
+size_t dist__submit_opts_count(const dist__submit_opts_t *s);
+/* Writes those entries (inside a map the caller opened with room for them). */
+void dist__pack_submit_opts(msgpack_packer *pk, const dist__submit_opts_t *s);
+/* A SUBMIT task map with its options (NULL: dist__pack_task(pk, t, false)). */
+void dist__pack_submit_task(msgpack_packer *pk, const dist__task_t *t,
+                            const dist__submit_opts_t *s);
+
+/* LOOKUP, CANCEL and RETRY from a client: {req, ids: [bin16] (1 to
+ * DIST__MAX_BATCH)}; CANCEL from the master to a worker: {ids} (with_req
+ * false: no req). The ids array is packed last by the caller (nids
+ * dist__pk_id); the parser checks every item is a bin16 (read them with
+ * dist__list_id). Requests: DIST_EPROTO without req, DIST_EINVAL for bad
+ * ids (req set). */
+typedef struct {
+    uint64_t req;
+    const msgpack_object *ids; /* parse */
+    size_t nids;
+} dist__ids_req_t;
+
+int dist__parse_ids_req(const msgpack_object *o, bool with_req, dist__ids_req_t *r);
+void dist__pack_ids_req(msgpack_packer *pk, const dist__ids_req_t *r, bool with_req);
+
+/* FETCH: {req, id (bin16), wait_ms (optional, 0)}. */
+typedef struct {
+    uint64_t req;
+    dist__id_t id;
+    uint32_t wait_ms;
+} dist__fetch_t;
+
+int dist__parse_fetch(const msgpack_object *o, dist__fetch_t *f);
+void dist__pack_fetch(msgpack_packer *pk, const dist__fetch_t *f);
+
+/* FAILED: {req, max (optional; 0 or absent: all)}. */
+typedef struct {
+    uint64_t req;
+    uint32_t max;
+} dist__failed_req_t;
+
+int dist__parse_failed_req(const msgpack_object *o, dist__failed_req_t *f);
+void dist__pack_failed_req(msgpack_packer *pk, const dist__failed_req_t *f);
+
+/* One attempt of a task as LOOKUP shows it. */
+typedef struct {
+    uint32_t attempt;
+    dist__str_t worker, reason;
+} dist__attempt_info_t;
+
+/* One task as LOOKUP and FAILED show it. State "unknown" carries only id
+ * (and state). Strings with n 0 are left out when packing (worker, key,
+ * error); times are unix ms, 0 when not yet. */
+typedef struct {
+    dist__id_t id;
+    dist__str_t key, task, state, worker, error;
+    uint32_t priority;
+    uint64_t submitted_ms, started_ms, finished_ms, not_before_ms;
+    const dist__attempt_info_t *attempts; /* pack */
+    const msgpack_object *attempt_maps;   /* parse: nattempts maps (dist__parse_attempt_info) */
+    size_t nattempts;
+} dist__task_info_t;
+
+int dist__parse_task_info(const msgpack_object *o, dist__task_info_t *t);
+void dist__pack_task_info(msgpack_packer *pk, const dist__task_info_t *t);
+int dist__parse_attempt_info(const msgpack_object *o, dist__attempt_info_t *a);
+
+/* REPLY (master to client): {req, status ("ok" or an error code of 6.4),
+ * state (FETCH), result (FETCH, a result map of 6.5 when final), and one
+ * list: tasks (LOOKUP, FAILED: task info maps) or states (CANCEL, RETRY:
+ * strs)}. Packing writes the list's key and opens its array last (the
+ * caller packs nitems items); list LIST_NONE writes none. Parsing: the
+ * optional fields are NULL / n 0 when absent; DIST_EPROTO without req or
+ * status, or for a field of the wrong type. */
+typedef enum { DIST__REPLY_NONE = 0, DIST__REPLY_TASKS, DIST__REPLY_STATES } dist__reply_list_t;
+
+typedef struct {
+    uint64_t req;
+    dist__str_t status, state;
+    const dist__result_t *result;    /* pack (NULL: none) */
+    const msgpack_object *result_map; /* parse (NULL: none) */
+    dist__reply_list_t list;
+    const msgpack_object *items;     /* parse */
+    size_t nitems;
+} dist__reply_t;
+
+int dist__parse_reply(const msgpack_object *o, dist__reply_t *r);
+void dist__pack_reply(msgpack_packer *pk, const dist__reply_t *r);
 
 #endif

@@ -1,6 +1,8 @@
 /*  proto_msg.c - the bodies of HELLO, WELCOME, ERROR, CREDIT, the list
- *  bodies (TASKS, SUBMIT, RESULTS, ACK, RETURN), ACCEPTED, NOTICE and the
- *  requests (QPUT, QGET, QREPLY, STATUS): one parse and one pack function each
+ *  bodies (TASKS, SUBMIT, RESULTS, ACK, RETURN), ACCEPTED, NOTICE, the
+ *  requests (QPUT, QGET, QREPLY, STATUS), and task control (the options of a
+ *  SUBMIT task, LOOKUP, FETCH, CANCEL, FAILED, RETRY, REPLY): one parse and
+ *  one pack function each
  *  (proto_internal.h, docs/PROTOCOL.md sections 4 to 8).
  *
  *  Why one place: the master, the worker, the client, the fakes of the
@@ -467,4 +469,273 @@ void dist__pack_status_req(msgpack_packer *pk, const dist__status_req_t *s)
 {
     msgpack_pack_map(pk, 1);
     dist__pk_kv_u64(pk, "req", s->req);
+}
+
+/* ---- task control (issue 12) ------------------------------------------------------- */
+
+static int s_opt_bool(const msgpack_object *o, const char *key, bool *v)
+{
+    const msgpack_object *f = dist_wire_map_get(o, key);
+    return f ? dist_wire_get_bool(f, v) : 0;
+}
+
+int dist__parse_submit_opts(const msgpack_object *o, dist__submit_opts_t *s, const char **why)
+{
+    const char *bad = NULL;
+    int rc = DIST_EINVAL;
+    memset(s, 0, sizeof *s);
+    s->key.s = "";
+    const msgpack_object *f;
+    bool map = o && o->type == MSGPACK_OBJECT_MAP;
+    if (map) {
+        s->has_delay = dist_wire_map_get(o, "delay_ms") != NULL;
+        s->has_at = dist_wire_map_get(o, "at_ms") != NULL;
+    }
+    if (!map) {
+        bad = "a task is a map";
+        rc = DIST_EPROTO;
+    } else if (dist__opt_str(o, "key", &s->key.s, &s->key.n) ||
+               (dist_wire_map_get(o, "key") && !dist__key_ok(s->key.s, s->key.n))) {
+        bad = "key must be 1-128 printable ASCII bytes without space";
+    } else if (dist__opt_u32(o, "priority", &s->priority) ||
+               s->priority >= DIST__PRIORITY_LEVELS) {
+        bad = "priority must be 0 to 9";
+    } else if (dist__opt_u32(o, "delay_ms", &s->delay_ms) ||
+               s->delay_ms > DIST__DELAY_MAX_MS) {
+        bad = "delay_ms must be 0 to 2592000000 (30 days)";
+    } else if ((f = dist_wire_map_get(o, "at_ms")) && dist_wire_get_u64(f, &s->at_ms)) {
+        bad = "at_ms must be unix milliseconds (u64)";
+    } else if (s->has_delay && s->has_at) {
+        bad = "delay_ms and at_ms exclude each other";
+    } else if (dist__opt_u32(o, "max_attempts", &s->max_attempts) ||
+               (dist_wire_map_get(o, "max_attempts") &&
+                (s->max_attempts < 1 || s->max_attempts > DIST__ATTEMPTS_MAX))) {
+        bad = "max_attempts must be 1 to 1000";
+    } else if (dist__opt_u32(o, "backoff_ms", &s->backoff_ms) ||
+               dist__opt_u32(o, "backoff_max_ms", &s->backoff_max_ms)) {
+        bad = "backoff_ms and backoff_max_ms must be u32";
+    } else if ((f = dist_wire_map_get(o, "backoff_factor")) &&
+               (dist_wire_get_f64(f, &s->backoff_factor) || !(s->backoff_factor >= 1.0) ||
+                s->backoff_factor > 1000.0)) {
+        bad = "backoff_factor must be a number from 1.0 to 1000";
+    } else if (s_opt_bool(o, "retry_on_error", &s->retry_on_error)) {
+        bad = "retry_on_error must be a boolean";
+    }
+    if (why)
+        *why = bad;
+    return bad ? rc : 0;
+}
+
+size_t dist__submit_opts_count(const dist__submit_opts_t *s)
+{
+    return (s->key.n ? 1 : 0) + (s->priority ? 1 : 0) + (s->has_delay ? 1 : 0) +
+           (s->has_at ? 1 : 0) + (s->max_attempts ? 1 : 0) + (s->backoff_ms ? 1 : 0) +
+           (s->backoff_factor > 0 ? 1 : 0) + (s->backoff_max_ms ? 1 : 0) +
+           (s->retry_on_error ? 1 : 0);
+}
+
+void dist__pack_submit_opts(msgpack_packer *pk, const dist__submit_opts_t *s)
+{
+    if (s->key.n)
+        s_pk_kv_strn(pk, "key", s->key);
+    if (s->priority)
+        dist__pk_kv_u64(pk, "priority", s->priority);
+    if (s->has_delay)
+        dist__pk_kv_u64(pk, "delay_ms", s->delay_ms);
+    if (s->has_at)
+        dist__pk_kv_u64(pk, "at_ms", s->at_ms);
+    if (s->max_attempts)
+        dist__pk_kv_u64(pk, "max_attempts", s->max_attempts);
+    if (s->backoff_ms)
+        dist__pk_kv_u64(pk, "backoff_ms", s->backoff_ms);
+    if (s->backoff_factor > 0)
+        dist__pk_kv_f64(pk, "backoff_factor", s->backoff_factor);
+    if (s->backoff_max_ms)
+        dist__pk_kv_u64(pk, "backoff_max_ms", s->backoff_max_ms);
+    if (s->retry_on_error)
+        dist__pk_kv_bool(pk, "retry_on_error", true);
+}
+
+static bool s_all_ids(const msgpack_object *items, size_t n)
+{
+    dist__id_t id;
+    for (size_t i = 0; i < n; i++)
+        if (!dist__list_id(&items[i], &id))
+            return false;
+    return true;
+}
+
+int dist__parse_ids_req(const msgpack_object *o, bool with_req, dist__ids_req_t *r)
+{
+    memset(r, 0, sizeof *r);
+    if (with_req ? s_req_head(o, &r->req, NULL) : (!o || o->type != MSGPACK_OBJECT_MAP))
+        return DIST_EPROTO;
+    if (dist__get_array(o, "ids", &r->ids, &r->nids) || r->nids < 1 ||
+        r->nids > DIST__MAX_BATCH || !s_all_ids(r->ids, r->nids))
+        return with_req ? DIST_EINVAL : DIST_EPROTO;
+    return 0;
+}
+
+void dist__pack_ids_req(msgpack_packer *pk, const dist__ids_req_t *r, bool with_req)
+{
+    msgpack_pack_map(pk, with_req ? 2 : 1);
+    if (with_req)
+        dist__pk_kv_u64(pk, "req", r->req);
+    dist__pk_str(pk, "ids");
+    msgpack_pack_array(pk, r->nids);
+}
+
+int dist__parse_fetch(const msgpack_object *o, dist__fetch_t *f)
+{
+    memset(f, 0, sizeof *f);
+    int rc = s_req_head(o, &f->req, NULL);
+    if (rc)
+        return rc;
+    if (dist__get_id(o, "id", &f->id) || dist__opt_u32(o, "wait_ms", &f->wait_ms))
+        return DIST_EINVAL;
+    return 0;
+}
+
+void dist__pack_fetch(msgpack_packer *pk, const dist__fetch_t *f)
+{
+    msgpack_pack_map(pk, 3);
+    dist__pk_kv_u64(pk, "req", f->req);
+    dist__pk_kv_id(pk, "id", &f->id);
+    dist__pk_kv_u64(pk, "wait_ms", f->wait_ms);
+}
+
+int dist__parse_failed_req(const msgpack_object *o, dist__failed_req_t *f)
+{
+    memset(f, 0, sizeof *f);
+    int rc = s_req_head(o, &f->req, NULL);
+    if (rc)
+        return rc;
+    return dist__opt_u32(o, "max", &f->max) ? DIST_EINVAL : 0;
+}
+
+void dist__pack_failed_req(msgpack_packer *pk, const dist__failed_req_t *f)
+{
+    msgpack_pack_map(pk, 2);
+    dist__pk_kv_u64(pk, "req", f->req);
+    dist__pk_kv_u64(pk, "max", f->max);
+}
+
+/* An optional str into a dist__str_t ("" when absent). */
+static int s_opt_s(const msgpack_object *o, const char *key, dist__str_t *v)
+{
+    v->s = "";
+    v->n = 0;
+    return dist__opt_str(o, key, &v->s, &v->n);
+}
+
+static int s_opt_u64(const msgpack_object *o, const char *key, uint64_t *v)
+{
+    return dist_wire_map_get(o, key) ? dist__get_u64(o, key, v) : 0;
+}
+
+int dist__parse_attempt_info(const msgpack_object *o, dist__attempt_info_t *a)
+{
+    memset(a, 0, sizeof *a);
+    if (!o || o->type != MSGPACK_OBJECT_MAP || dist__get_u32(o, "attempt", &a->attempt) ||
+        s_opt_s(o, "worker", &a->worker) || s_opt_s(o, "reason", &a->reason))
+        return DIST_EPROTO;
+    return 0;
+}
+
+int dist__parse_task_info(const msgpack_object *o, dist__task_info_t *t)
+{
+    memset(t, 0, sizeof *t);
+    if (!o || o->type != MSGPACK_OBJECT_MAP || dist__get_id(o, "id", &t->id) ||
+        dist__get_str(o, "state", &t->state.s, &t->state.n) || s_opt_s(o, "key", &t->key) ||
+        s_opt_s(o, "task", &t->task) || s_opt_s(o, "worker", &t->worker) ||
+        s_opt_s(o, "error", &t->error) || dist__opt_u32(o, "priority", &t->priority) ||
+        s_opt_u64(o, "submitted_ms", &t->submitted_ms) ||
+        s_opt_u64(o, "started_ms", &t->started_ms) ||
+        s_opt_u64(o, "finished_ms", &t->finished_ms) ||
+        s_opt_u64(o, "not_before_ms", &t->not_before_ms))
+        return DIST_EPROTO;
+    if (dist_wire_map_get(o, "attempts") &&
+        dist__get_array(o, "attempts", &t->attempt_maps, &t->nattempts))
+        return DIST_EPROTO;
+    return 0;
+}
+
+void dist__pack_task_info(msgpack_packer *pk, const dist__task_info_t *t)
+{
+    if (s_str_eq(t->state, "unknown")) {
+        msgpack_pack_map(pk, 2);
+        dist__pk_kv_id(pk, "id", &t->id);
+        s_pk_kv_strn(pk, "state", t->state);
+        return;
+    }
+    msgpack_pack_map(pk, 8 + (t->key.n ? 1 : 0) + (t->worker.n ? 1 : 0) + (t->error.n ? 1 : 0) +
+                             (t->not_before_ms ? 1 : 0));
+    dist__pk_kv_id(pk, "id", &t->id);
+    if (t->key.n)
+        s_pk_kv_strn(pk, "key", t->key);
+    s_pk_kv_strn(pk, "task", t->task);
+    s_pk_kv_strn(pk, "state", t->state);
+    dist__pk_kv_u64(pk, "priority", t->priority);
+    if (t->worker.n)
+        s_pk_kv_strn(pk, "worker", t->worker);
+    if (t->error.n)
+        s_pk_kv_strn(pk, "error", t->error);
+    dist__pk_kv_u64(pk, "submitted_ms", t->submitted_ms);
+    dist__pk_kv_u64(pk, "started_ms", t->started_ms);
+    dist__pk_kv_u64(pk, "finished_ms", t->finished_ms);
+    if (t->not_before_ms)
+        dist__pk_kv_u64(pk, "not_before_ms", t->not_before_ms);
+    dist__pk_str(pk, "attempts");
+    msgpack_pack_array(pk, t->nattempts);
+    for (size_t i = 0; i < t->nattempts; i++) {
+        const dist__attempt_info_t *a = &t->attempts[i];
+        msgpack_pack_map(pk, 3);
+        dist__pk_kv_u64(pk, "attempt", a->attempt);
+        s_pk_kv_strn(pk, "worker", a->worker);
+        s_pk_kv_strn(pk, "reason", a->reason);
+    }
+}
+
+int dist__parse_reply(const msgpack_object *o, dist__reply_t *r)
+{
+    memset(r, 0, sizeof *r);
+    r->status.s = "";
+    if (s_req_head(o, &r->req, NULL) || dist__get_str(o, "status", &r->status.s, &r->status.n) ||
+        s_opt_s(o, "state", &r->state))
+        return DIST_EPROTO;
+    const msgpack_object *res = dist_wire_map_get(o, "result");
+    if (res && res->type != MSGPACK_OBJECT_MAP)
+        return DIST_EPROTO;
+    r->result_map = res;
+    if (dist_wire_map_get(o, "tasks")) {
+        r->list = DIST__REPLY_TASKS;
+        return dist__get_array(o, "tasks", &r->items, &r->nitems);
+    }
+    if (dist_wire_map_get(o, "states")) {
+        r->list = DIST__REPLY_STATES;
+        if (dist__get_array(o, "states", &r->items, &r->nitems))
+            return DIST_EPROTO;
+        for (size_t i = 0; i < r->nitems; i++)
+            if (r->items[i].type != MSGPACK_OBJECT_STR)
+                return DIST_EPROTO;
+    }
+    return 0;
+}
+
+void dist__pack_reply(msgpack_packer *pk, const dist__reply_t *r)
+{
+    msgpack_pack_map(pk, 2 + (r->state.n ? 1 : 0) + (r->result ? 1 : 0) +
+                             (r->list != DIST__REPLY_NONE ? 1 : 0));
+    dist__pk_kv_u64(pk, "req", r->req);
+    s_pk_kv_strn(pk, "status", r->status);
+    if (r->state.n)
+        s_pk_kv_strn(pk, "state", r->state);
+    if (r->result) {
+        dist__pk_str(pk, "result");
+        dist__pack_result(pk, r->result, false);
+    }
+    if (r->list != DIST__REPLY_NONE) {
+        dist__pk_str(pk, r->list == DIST__REPLY_TASKS ? "tasks" : "states");
+        msgpack_pack_array(pk, r->nitems);
+    }
 }
