@@ -155,6 +155,25 @@ static void s_check_body(dist__cmd_t cmd, const void *body, size_t len,
             rc = dist__parse_result(&items[i], false, &r);
         }
         break;
+    case DIST__CMD_CANCEL: { /* to a worker: ids only */
+        dist__ids_req_t c;
+        rc = dist__parse_ids_req(o, false, &c);
+        break;
+    }
+    case DIST__CMD_REPLY: { /* LOOKUP, FETCH, CANCEL: each item parses, a result too */
+        dist__reply_t r;
+        rc = dist__parse_reply(o, &r);
+        for (size_t i = 0; rc == 0 && r.list == DIST__REPLY_TASKS && i < r.nitems; i++) {
+            dist__task_info_t t;
+            rc = dist__parse_task_info(&r.items[i], &t);
+        }
+        if (rc == 0 && r.result_map) {
+            dist__result_t res;
+            rc = dist__parse_result(r.result_map, false, &res);
+            CHECK(rc != 0 || dist__status_final(res.status), "FETCH answered a non-final result");
+        }
+        break;
+    }
     default:
         break;
     }
@@ -171,7 +190,8 @@ static int s_sink(void *ud, const uint8_t *rid, size_t rid_len, dist__cmd_t cmd,
     static const uint8_t empty = 0x80;
     CHECK(cmd == DIST__CMD_WELCOME || cmd == DIST__CMD_RECONNECT || cmd == DIST__CMD_HEARTBEAT ||
               cmd == DIST__CMD_TASKS || cmd == DIST__CMD_RESULTS || cmd == DIST__CMD_ACCEPTED ||
-              cmd == DIST__CMD_QREPLY || cmd == DIST__CMD_STATUS || cmd == DIST__CMD_ERROR,
+              cmd == DIST__CMD_QREPLY || cmd == DIST__CMD_STATUS || cmd == DIST__CMD_ERROR ||
+              cmd == DIST__CMD_REPLY || cmd == DIST__CMD_CANCEL,
           "the master sent %s", dist__cmd_name(cmd) ? dist__cmd_name(cmd) : "?");
     if (!body || !len) {
         body = &empty;

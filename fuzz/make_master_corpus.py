@@ -213,7 +213,8 @@ SEEDS = {
 
 
 COMMANDS = ["HELLO", "WELCOME", "RECONNECT", "HEARTBEAT", "BYE", "TASKS", "RESULTS", "CREDIT",
-            "RETURN", "SUBMIT", "ACCEPTED", "ACK", "QPUT", "QGET", "QREPLY", "STATUS", "ERROR"]
+            "RETURN", "SUBMIT", "ACCEPTED", "ACK", "QPUT", "QGET", "QREPLY", "STATUS", "ERROR",
+            "LOOKUP", "FETCH", "CANCEL", "FAILED", "RETRY", "REPLY"]
 WORDS = ["role", "worker", "client", "name", "host", "pid", "version", "slots", "capacity",
          "tasks", "results", "id", "attempt", "status", "value", "error", "task", "args",
          "timeout_ms", "ids", "req", "queue", "items", "max", "ok", "failed", "unknown_task",

@@ -50,8 +50,11 @@ static void s_usage(FILE *f)
             "  --heartbeat-timeout MS  silence after which a worker is dead and its tasks\n"
             "                          are requeued (default 3000)\n"
             "  --max-attempts N        attempts before a task gives up (default 3)\n"
-            "  --lease MS              lease of a task that has no timeout of its own\n"
-            "                          (default 3600000; a task with a timeout gets it + 5 s)\n"
+            "  --lease MS              accepted for compatibility: a task without a timeout\n"
+            "                          is never taken from a worker whose heartbeats arrive\n"
+            "                          (its lease is renewed); one with a timeout gets it + 5 s\n"
+            "  --result-ttl MS         forget a result nobody collects this long after its\n"
+            "                          task finished (default 86400000, 24 h; 0: never)\n"
             "  --max-queued N          most tasks held, and most items per named queue\n"
             "                          (default 10000000)\n"
             "  --max-results N         most results waiting per client name (default 1000000)\n"
@@ -170,7 +173,7 @@ static unsigned long long s_number(const char *opt, const char *arg, unsigned lo
 int main(int argc, char **argv)
 {
     enum {
-        O_BIND = 256, O_NAME, O_HB, O_HB_TIMEOUT, O_ATTEMPTS, O_LEASE, O_QUEUED, O_RESULTS,
+        O_BIND = 256, O_NAME, O_HB, O_HB_TIMEOUT, O_ATTEMPTS, O_LEASE, O_TTL, O_QUEUED, O_RESULTS,
         O_MESSAGE, O_LEVEL, O_STORE, O_FSYNC, O_METRICS, O_INSECURE, O_FORMAT, O_KEY,
         O_ALLOW_WORKERS, O_ALLOW_CLIENTS
     };
@@ -181,6 +184,7 @@ int main(int argc, char **argv)
         { "heartbeat-timeout", required_argument, NULL, O_HB_TIMEOUT },
         { "max-attempts", required_argument, NULL, O_ATTEMPTS },
         { "lease", required_argument, NULL, O_LEASE },
+        { "result-ttl", required_argument, NULL, O_TTL },
         { "max-queued", required_argument, NULL, O_QUEUED },
         { "max-results", required_argument, NULL, O_RESULTS },
         { "max-message", required_argument, NULL, O_MESSAGE },
@@ -225,6 +229,11 @@ int main(int argc, char **argv)
             o.max_attempts = (int)s_number("max-attempts", optarg, 1, INT_MAX, false);
             break;
         case O_LEASE: o.lease_ms = (int)s_number("lease", optarg, 1, INT_MAX, false); break;
+        case O_TTL: {
+            long long ttl = (long long)s_number("result-ttl", optarg, 0, INT64_MAX, false);
+            o.result_ttl_ms = ttl ? ttl : -1; /* 0 on the command line: never */
+            break;
+        }
         case O_QUEUED: o.max_queued = s_number("max-queued", optarg, 1, SIZE_MAX, false); break;
         case O_RESULTS: o.max_results = s_number("max-results", optarg, 1, SIZE_MAX, false); break;
         case O_MESSAGE:

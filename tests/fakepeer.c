@@ -409,3 +409,36 @@ void fp_raw(zsock_t *s, int nframes, const char *const *frames, const size_t *le
     for (int i = 0; i < nframes; i++)
         zmq_send(zsock_resolve(s), frames[i], lens[i], i + 1 < nframes ? ZMQ_SNDMORE : 0);
 }
+
+/* ---- task control (issue 12) ------------------------------------------------------------- */
+
+void fp_submit_opts(zsock_t *c, dist__id_t id, const dist__submit_opts_t *o)
+{
+    msgpack_packer *pk;
+    dist_wire_buf_t *b = fp_batch(&pk, "tasks", 1);
+    dist__task_t t = { .id = id, .task = "t", .task_len = 1, .args = "\x91\x01", .args_len = 2 };
+    dist__pack_submit_task(pk, &t, o);
+    fp_send(c, DIST__CMD_SUBMIT, b);
+}
+
+void fp_ids_req(zsock_t *c, dist__cmd_t cmd, uint64_t req, const int *ids, size_t n)
+{
+    msgpack_packer *pk;
+    dist_wire_buf_t *b = fp_buf(&pk);
+    dist__ids_req_t r = { .req = req, .nids = n };
+    dist__pack_ids_req(pk, &r, true);
+    for (size_t i = 0; i < n; i++) {
+        dist__id_t id = fp_id(ids[i]);
+        dist__pk_id(pk, &id);
+    }
+    fp_send(c, cmd, b);
+}
+
+void fp_reply(zsock_t *c, uint64_t req, const char *status, dist__inmsg_t *m, dist__reply_t *r)
+{
+    fp_expect(c, DIST__CMD_REPLY, m);
+    assert_int_equal(dist__parse_reply(m->root, r), 0);
+    assert_int_equal(r->req, req);
+    assert_int_equal(r->status.n, strlen(status));
+    assert_memory_equal(r->status.s, status, r->status.n);
+}

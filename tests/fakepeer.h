@@ -103,6 +103,12 @@ void fp_submit_ok(zsock_t *c, const char *task, const int *ids, size_t n);
 void fp_results(zsock_t *c, fp_res_t *out, size_t want);
 /* ACK or RETURN of these ids. */
 void fp_ids_msg(zsock_t *s, dist__cmd_t cmd, const dist__id_t *ids, size_t n);
+/* Task control (issue 12): SUBMIT of one task `id` of name "t" with
+ * options (args [1]); LOOKUP, CANCEL (and other {req, ids}) of fp_id(ids[i]);
+ * the REPLY to req with that status (m is the caller's to clear). */
+void fp_submit_opts(zsock_t *c, dist__id_t id, const dist__submit_opts_t *o);
+void fp_ids_req(zsock_t *c, dist__cmd_t cmd, uint64_t req, const int *ids, size_t n);
+void fp_reply(zsock_t *c, uint64_t req, const char *status, dist__inmsg_t *m, dist__reply_t *r);
 /* STATUS (the caller clears the reply), or one of its counters. */
 void fp_status(zsock_t *c, dist__inmsg_t *m);
 uint64_t fp_counter(zsock_t *c, const char *name);

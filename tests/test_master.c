@@ -719,34 +719,383 @@ static void test_return_and_lease_expiry(void **state)
     assert_int_equal(fp_id_num(&g[0].id), 1);
     assert_int_equal(fp_id_num(&g[1].id), 2);
     assert_int_equal(g[0].attempt, 1);
-    /* Hold them past the 1000 ms lease: they are run again elsewhere,
-     * attempt 2, while task 3 is still on its first attempt. */
+    /* Hold them past the 1000 ms lease while w's heartbeats arrive: the
+     * leases are renewed (issue 12), so a second worker gets only task 3,
+     * never a second copy of 1 or 2. */
     fp_keep_alive(w, c);
     fp_expect_none(c, 1100);
     zsock_t *w2 = fp_worker(m, "w2", 3, 3, "t");
     fp_task_t h[3];
-    n = 0;
-    while (n < 3)
-        n += fp_tasks(w2, h + n, 3 - n);
-    for (int i = 0; i < 3; i++) {
-        assert_int_equal(h[i].attempt, fp_id_num(&h[i].id) == 3 ? 1 : 2);
-        fp_result(w2, &h[i].id, h[i].attempt, DIST__ST_OK, "v");
-    }
+    assert_int_equal(fp_tasks(w2, h, 3), 1);
+    assert_int_equal(fp_id_num(&h[0].id), 3);
+    assert_int_equal(h[0].attempt, 1);
+    fp_expect_none(w2, 300);
+    fp_result(w2, &h[0].id, 1, DIST__ST_OK, "v");
+    fp_result(w, &g[0].id, 1, DIST__ST_OK, "v");
+    fp_result(w, &g[1].id, 1, DIST__ST_OK, "v");
     fp_res_t r[3];
     fp_results(c, r, 3);
-    /* w2 takes nothing more; w still holds the expired leases (its credit
-     * is used) until it answers, or for another lease period. */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(r[i].status, DIST__ST_OK);
+    zsock_destroy(&w2);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    dist_master_destroy(&m);
+}
+
+/* ---- task control (issue 12) ---------------------------------------------------------- */
+
+static void s_submit_opts_ok(zsock_t *c, int id, const dist__submit_opts_t *o)
+{
+    fp_submit_opts(c, fp_id(id), o);
+    size_t rej;
+    assert_int_equal(fp_accepted(c, &rej, NULL, 0), 1);
+    assert_int_equal(rej, 0);
+}
+
+static void s_submit_opts_rejected(zsock_t *c, int id, const dist__submit_opts_t *o)
+{
+    fp_submit_opts(c, fp_id(id), o);
+    size_t rej;
+    char code[64];
+    assert_int_equal(fp_accepted(c, &rej, code, sizeof code), 0);
+    assert_int_equal(rej, 1);
+    assert_string_equal(code, "bad_request");
+}
+
+static int64_t s_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void test_priorities_and_delays(void **state)
+{
+    (void)state;
+    dist_master_t *m = fp_start(NULL);
+    zsock_t *c = fp_client(m, "c", NULL);
+    zsock_t *w = fp_worker(m, "w", 1, 1, "t");
+    fp_keep_alive(w, c);
+    /* Task 100 takes the worker's only slot; the rest queue. */
+    s_submit_opts_ok(c, 100, NULL);
+    fp_task_t g[1];
+    assert_int_equal(fp_tasks(w, g, 1), 1);
+    int prio[5] = { 0, 5, 0, 9, 5 };
+    for (int i = 0; i < 5; i++) {
+        dist__submit_opts_t o = { .priority = (uint32_t)prio[i] };
+        s_submit_opts_ok(c, i + 1, &o);
+    }
+    /* A delayed task, due in 400 ms, with the highest priority. */
+    dist__submit_opts_t d = { .priority = 9, .has_delay = true, .delay_ms = 400 };
+    int64_t t0 = s_ms();
+    s_submit_opts_ok(c, 6, &d);
+    /* Bad options: clear rejections, nothing queued. */
+    dist__submit_opts_t bad1 = { .has_delay = true, .delay_ms = 5, .has_at = true, .at_ms = 5 };
+    s_submit_opts_rejected(c, 7, &bad1);
+    dist__submit_opts_t bad2 = { .has_at = true, .at_ms = (uint64_t)s_ms() + 31ull * 86400000 };
+    s_submit_opts_rejected(c, 8, &bad2);
+    dist__submit_opts_t bad3 = { .key = { "not-this-id", 11 } };
+    s_submit_opts_rejected(c, 9, &bad3);
+    /* Higher first, FIFO within a level: 4 (9), 2 and 5 (5), 1 and 3 (0). */
+    int want[5] = { 4, 2, 5, 1, 3 };
+    dist__id_t prev = g[0].id;
+    for (int i = 0; i < 5; i++) {
+        fp_result(w, &prev, 1, DIST__ST_OK, "v");
+        assert_int_equal(fp_tasks(w, g, 1), 1);
+        assert_int_equal(fp_id_num(&g[0].id), want[i]);
+        prev = g[0].id;
+    }
+    fp_result(w, &prev, 1, DIST__ST_OK, "v");
+    /* The delayed one comes at its time, not before. */
+    assert_int_equal(fp_tasks(w, g, 1), 1);
+    assert_int_equal(fp_id_num(&g[0].id), 6);
+    assert_true(s_ms() - t0 >= 390);
+    fp_result(w, &g[0].id, 1, DIST__ST_OK, "v");
+    fp_res_t r[7];
+    fp_results(c, r, 7);
+    dist__inmsg_t st;
+    fp_status(c, &st);
+    const msgpack_object *qs;
+    size_t nq;
+    assert_int_equal(dist__get_array(st.root, "queues", &qs, &nq), 0);
+    assert_int_equal(nq, 1);
+    const msgpack_object *dp;
+    size_t ndp;
+    assert_int_equal(dist__get_array(&qs[0], "depth_by_priority", &dp, &ndp), 0);
+    assert_int_equal(ndp, 10);
+    uint64_t delayed = 1;
+    assert_int_equal(dist__get_u64(&qs[0], "delayed", &delayed), 0);
+    assert_int_equal(delayed, 0);
+    dist__inmsg_clear(&st);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    dist_master_destroy(&m);
+}
+
+static bool s_is(dist__str_t s, const char *lit)
+{
+    return s.n == strlen(lit) && memcmp(s.s, lit, s.n) == 0;
+}
+
+static void test_cancel_lookup_fetch(void **state)
+{
+    (void)state;
+    dist_master_t *m = fp_start(NULL);
+    zsock_t *c = fp_client(m, "c", NULL);
+    zsock_t *c2 = fp_client(m, "c2", NULL);
+    zsock_t *w = fp_worker(m, "w", 1, 1, "t");
+    fp_keep_alive(w, c);
+    dist__submit_opts_t k = { .key = { "job-1", 5 } };
+    dist__id_t kid;
+    assert_int_equal(dist__id_from_key("job-1", 5, &kid), 0);
+    (void)kid;
+    fp_submit_ok(c, "t", (int[]){ 1, 2, 3 }, 3); /* 1 leased, 2 and 3 queued */
+    fp_task_t g[1];
+    assert_int_equal(fp_tasks(w, g, 1), 1);
+    assert_int_equal(fp_id_num(&g[0].id), 1);
+    (void)k;
+    /* LOOKUP: leased with its worker, queued, unknown. */
+    fp_ids_req(c2, DIST__CMD_LOOKUP, 5, (int[]){ 1, 2, 99 }, 3);
+    dist__inmsg_t mm;
+    dist__reply_t r;
+    fp_reply(c2, 5, "ok", &mm, &r);
+    assert_int_equal(r.list, DIST__REPLY_TASKS);
+    assert_int_equal(r.nitems, 3);
+    dist__task_info_t ti;
+    assert_int_equal(dist__parse_task_info(&r.items[0], &ti), 0);
+    assert_true(s_is(ti.state, "leased"));
+    assert_true(s_is(ti.worker, "w"));
+    assert_true(s_is(ti.task, "t"));
+    assert_true(ti.started_ms > 0);
+    assert_int_equal(dist__parse_task_info(&r.items[1], &ti), 0);
+    assert_true(s_is(ti.state, "queued"));
+    assert_int_equal(dist__parse_task_info(&r.items[2], &ti), 0);
+    assert_true(s_is(ti.state, "unknown"));
+    dist__inmsg_clear(&mm);
+    /* A FETCH of task 2 from another client waits for it. */
     msgpack_packer *pk;
     dist_wire_buf_t *b = fp_buf(&pk);
-    msgpack_pack_map(pk, 1);
-    dist__pk_kv_u64(pk, "capacity", 0);
-    fp_send(w2, DIST__CMD_CREDIT, b);
-    fp_submit_ok(c, "t", (int[]){ 4 }, 1);
-    fp_expect_none(w, 150);
-    fp_result(w, &g[0].id, 1, DIST__ST_CRASHED, "late crash");
+    dist__fetch_t f = { .req = 6, .id = fp_id(2), .wait_ms = 5000 };
+    dist__pack_fetch(pk, &f);
+    fp_send(c2, DIST__CMD_FETCH, b);
+    fp_expect_none(c2, 100);
+    /* CANCEL the leased 1 and the queued 2: the worker is told about 1, both
+     * end cancelled, the submitter gets cancelled results. */
+    fp_ids_req(c2, DIST__CMD_CANCEL, 7, (int[]){ 1, 2, 98 }, 3);
+    dist__inmsg_t cm;
+    fp_expect(w, DIST__CMD_CANCEL, &cm);
+    dist__ids_req_t cr;
+    assert_int_equal(dist__parse_ids_req(cm.root, false, &cr), 0);
+    assert_int_equal(cr.nids, 1);
+    dist__id_t cid;
+    assert_true(dist__list_id(&cr.ids[0], &cid));
+    assert_int_equal(fp_id_num(&cid), 1);
+    dist__inmsg_clear(&cm);
+    /* The parked FETCH is answered by the cancel, then the CANCEL's REPLY. */
+    fp_reply(c2, 6, "ok", &mm, &r);
+    assert_true(s_is(r.state, "cancelled"));
+    assert_non_null(r.result_map);
+    dist__result_t res;
+    assert_int_equal(dist__parse_result(r.result_map, false, &res), 0);
+    assert_int_equal(res.status, DIST__ST_CANCELLED);
+    dist__inmsg_clear(&mm);
+    fp_reply(c2, 7, "ok", &mm, &r);
+    assert_int_equal(r.list, DIST__REPLY_STATES);
+    assert_int_equal(r.nitems, 3);
+    const char *sv;
+    size_t sn;
+    assert_int_equal(dist_wire_get_str(&r.items[0], &sv, &sn), 0);
+    assert_true(sn == 9 && memcmp(sv, "cancelled", 9) == 0);
+    assert_int_equal(dist_wire_get_str(&r.items[2], &sv, &sn), 0);
+    assert_true(sn == 7 && memcmp(sv, "unknown", 7) == 0);
+    dist__inmsg_clear(&mm);
+    fp_res_t rr[2];
+    fp_results(c, rr, 2);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(rr[i].status, DIST__ST_CANCELLED);
+        assert_non_null(strstr(rr[i].text, "cancelled by c2"));
+    }
+    /* The worker's late answer for 1 is not delivered as done; its slot
+     * comes back and task 3 runs. */
+    fp_result(w, &g[0].id, 1, DIST__ST_OK, "too late");
     assert_int_equal(fp_tasks(w, g, 1), 1);
-    assert_int_equal(fp_id_num(&g[0].id), 4);
-    zsock_destroy(&w2);
+    assert_int_equal(fp_id_num(&g[0].id), 3);
+    fp_result(w, &g[0].id, 1, DIST__ST_OK, "v3");
+    fp_results(c, rr, 1);
+    assert_int_equal(rr[0].status, DIST__ST_OK);
+    /* Cancelling a finished task changes nothing; FETCH of a done one. */
+    fp_ids_req(c2, DIST__CMD_CANCEL, 8, (int[]){ 3 }, 1);
+    fp_reply(c2, 8, "ok", &mm, &r);
+    assert_int_equal(dist_wire_get_str(&r.items[0], &sv, &sn), 0);
+    assert_true(sn == 4 && memcmp(sv, "done", 4) == 0);
+    dist__inmsg_clear(&mm);
+    b = fp_buf(&pk);
+    f = (dist__fetch_t){ .req = 9, .id = fp_id(3) };
+    dist__pack_fetch(pk, &f);
+    fp_send(c2, DIST__CMD_FETCH, b);
+    fp_reply(c2, 9, "ok", &mm, &r);
+    assert_int_equal(dist__parse_result(r.result_map, false, &res), 0);
+    assert_int_equal(res.status, DIST__ST_OK);
+    dist__inmsg_clear(&mm);
+    b = fp_buf(&pk);
+    f = (dist__fetch_t){ .req = 10, .id = fp_id(97) };
+    dist__pack_fetch(pk, &f);
+    fp_send(c2, DIST__CMD_FETCH, b);
+    fp_reply(c2, 10, "not_found", &mm, &r);
+    dist__inmsg_clear(&mm);
+    /* A worker may not send client commands; a bad id list is bad_request. */
+    fp_ids_req(w, DIST__CMD_CANCEL, 11, (int[]){ 3 }, 1);
+    fp_expect_error(w, "forbidden");
+    b = fp_buf(&pk);
+    msgpack_pack_map(pk, 2);
+    dist__pk_kv_u64(pk, "req", 12);
+    dist__pk_kv_str(pk, "ids", "nope");
+    fp_send(c2, DIST__CMD_LOOKUP, b);
+    fp_expect_error(c2, "bad_request");
+    assert_int_equal(fp_counter(c, "cancelled"), 2);
+    zsock_destroy(&w);
+    zsock_destroy(&c2);
+    zsock_destroy(&c);
+    dist_master_destroy(&m);
+}
+
+static void test_retry_policies(void **state)
+{
+    (void)state;
+    dist_master_t *m = fp_start(NULL);
+    zsock_t *c = fp_client(m, "c", NULL);
+    zsock_t *w = fp_worker(m, "w", 1, 1, "t");
+    fp_keep_alive(w, c);
+    fp_task_t g[1];
+    /* max_attempts 1: a crash gives up at once. */
+    dist__submit_opts_t one = { .max_attempts = 1 };
+    s_submit_opts_ok(c, 1, &one);
+    assert_int_equal(fp_tasks(w, g, 1), 1);
+    fp_result(w, &g[0].id, 1, DIST__ST_CRASHED, "boom");
+    fp_res_t r[1];
+    fp_results(c, r, 1);
+    assert_int_equal(r[0].status, DIST__ST_GAVE_UP);
+    /* retry_on_error: a failed result is retried; the worker's retry status
+     * waits retry_ms (delayed), then attempt 3 runs. */
+    dist__submit_opts_t roe = { .retry_on_error = true, .max_attempts = 3 };
+    s_submit_opts_ok(c, 2, &roe);
+    assert_int_equal(fp_tasks(w, g, 1), 1);
+    fp_result(w, &g[0].id, 1, DIST__ST_FAILED, "bad luck");
+    assert_int_equal(fp_tasks(w, g, 1), 1);
+    assert_int_equal(g[0].attempt, 2);
+    msgpack_packer *pk;
+    dist_wire_buf_t *b = fp_batch(&pk, "results", 1);
+    dist__result_t rr = { .id = g[0].id, .attempt = 2, .status = DIST__ST_RETRY,
+                          .error = "later", .error_len = 5, .retry_ms = 300 };
+    dist__pack_result(pk, &rr, true);
+    int64_t t0 = s_ms();
+    fp_send(w, DIST__CMD_RESULTS, b);
+    fp_expect_none(w, 200);
+    fp_ids_req(c, DIST__CMD_LOOKUP, 3, (int[]){ 2 }, 1);
+    dist__inmsg_t mm;
+    dist__reply_t rp;
+    fp_reply(c, 3, "ok", &mm, &rp);
+    dist__task_info_t ti;
+    assert_int_equal(dist__parse_task_info(&rp.items[0], &ti), 0);
+    assert_true(s_is(ti.state, "delayed"));
+    assert_true(ti.not_before_ms > 0);
+    assert_int_equal(ti.nattempts, 3);
+    dist__attempt_info_t a;
+    assert_int_equal(dist__parse_attempt_info(&ti.attempt_maps[1], &a), 0);
+    assert_int_equal(a.attempt, 2);
+    assert_non_null(memmem(a.reason.s, a.reason.n, "later", 5));
+    dist__inmsg_clear(&mm);
+    assert_int_equal(fp_tasks(w, g, 1), 1);
+    assert_int_equal(g[0].attempt, 3);
+    assert_true(s_ms() - t0 >= 290);
+    fp_result(w, &g[0].id, 3, DIST__ST_FAILED, "still bad");
+    fp_results(c, r, 1);
+    assert_int_equal(r[0].status, DIST__ST_GAVE_UP);
+    assert_non_null(strstr(r[0].text, "bad luck"));
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    dist_master_destroy(&m);
+}
+
+static void test_result_ttl_and_dead_letters(void **state)
+{
+    (void)state;
+    dist_master_opts_t o = { .result_ttl_ms = 300, .max_attempts = 2 };
+    dist_master_t *m = fp_start(&o);
+    zsock_t *c = fp_client(m, "c", NULL);
+    zsock_t *w = fp_worker(m, "w", 1, 1, "t");
+    fp_keep_alive(w, c);
+    fp_task_t g[1];
+    /* 1 succeeds and is never acknowledged: it expires. */
+    fp_submit_ok(c, "t", (int[]){ 1 }, 1);
+    assert_int_equal(fp_tasks(w, g, 1), 1);
+    fp_result(w, &g[0].id, 1, DIST__ST_OK, "v1");
+    fp_res_t r[1];
+    fp_results(c, r, 1);
+    /* 2 fails every attempt: a dead letter. */
+    fp_submit_ok(c, "t", (int[]){ 2 }, 1);
+    for (uint32_t a = 1; a <= 2; a++) {
+        assert_int_equal(fp_tasks(w, g, 1), 1);
+        assert_int_equal(g[0].attempt, a);
+        fp_result(w, &g[0].id, a, DIST__ST_CRASHED, "died");
+    }
+    fp_results(c, r, 1);
+    assert_int_equal(r[0].status, DIST__ST_GAVE_UP);
+    dist__id_t two = fp_id(2);
+    fp_ids_msg(c, DIST__CMD_ACK, &two, 1);
+    msgpack_packer *pk;
+    dist_wire_buf_t *b = fp_buf(&pk);
+    dist__failed_req_t fr = { .req = 1 };
+    dist__pack_failed_req(pk, &fr);
+    fp_send(c, DIST__CMD_FAILED, b);
+    dist__inmsg_t mm;
+    dist__reply_t rp;
+    fp_reply(c, 1, "ok", &mm, &rp);
+    assert_int_equal(rp.nitems, 1);
+    dist__task_info_t ti;
+    assert_int_equal(dist__parse_task_info(&rp.items[0], &ti), 0);
+    assert_int_equal(fp_id_num(&ti.id), 2);
+    assert_true(s_is(ti.state, "failed"));
+    assert_non_null(memmem(ti.error.s, ti.error.n, "died", 4));
+    dist__inmsg_clear(&mm);
+    /* RETRY: runs again with fresh attempts; an id not in the list is unknown. */
+    fp_ids_req(c, DIST__CMD_RETRY, 2, (int[]){ 2, 5 }, 2);
+    fp_reply(c, 2, "ok", &mm, &rp);
+    const char *sv;
+    size_t sn;
+    assert_int_equal(dist_wire_get_str(&rp.items[0], &sv, &sn), 0);
+    assert_true(sn == 6 && memcmp(sv, "queued", 6) == 0);
+    assert_int_equal(dist_wire_get_str(&rp.items[1], &sv, &sn), 0);
+    assert_true(sn == 7 && memcmp(sv, "unknown", 7) == 0);
+    dist__inmsg_clear(&mm);
+    assert_int_equal(fp_tasks(w, g, 1), 1);
+    assert_int_equal(fp_id_num(&g[0].id), 2);
+    assert_int_equal(g[0].attempt, 1);
+    fp_result(w, &g[0].id, 1, DIST__ST_OK, "v2");
+    fp_results(c, r, 1);
+    assert_int_equal(r[0].status, DIST__ST_OK);
+    fp_ids_msg(c, DIST__CMD_ACK, &two, 1);
+    /* After the TTL (checked once a second), 1 is expired. */
+    fp_expect_none(c, 1500);
+    fp_ids_req(c, DIST__CMD_LOOKUP, 3, (int[]){ 1 }, 1);
+    fp_reply(c, 3, "ok", &mm, &rp);
+    assert_int_equal(dist__parse_task_info(&rp.items[0], &ti), 0);
+    assert_true(s_is(ti.state, "expired"));
+    dist__inmsg_clear(&mm);
+    b = fp_buf(&pk);
+    dist__fetch_t f = { .req = 4, .id = fp_id(1) };
+    dist__pack_fetch(pk, &f);
+    fp_send(c, DIST__CMD_FETCH, b);
+    fp_reply(c, 4, "not_found", &mm, &rp);
+    assert_true(s_is(rp.state, "expired"));
+    dist__inmsg_clear(&mm);
+    assert_int_equal(fp_counter(c, "expired_results"), 1);
+    /* A new connection of the name gets nothing: the result is gone. */
+    zsock_destroy(&c);
+    uint64_t pending = 9;
+    c = fp_client(m, "c", &pending);
+    assert_int_equal(pending, 0);
     zsock_destroy(&w);
     zsock_destroy(&c);
     dist_master_destroy(&m);
@@ -1571,6 +1920,10 @@ int main(void)
         cmocka_unit_test_teardown(test_gave_up_lists_every_attempt, dt_teardown),
         cmocka_unit_test_teardown(test_late_results, dt_teardown),
         cmocka_unit_test_teardown(test_return_and_lease_expiry, dt_teardown),
+        cmocka_unit_test_teardown(test_priorities_and_delays, dt_teardown),
+        cmocka_unit_test_teardown(test_cancel_lookup_fetch, dt_teardown),
+        cmocka_unit_test_teardown(test_retry_policies, dt_teardown),
+        cmocka_unit_test_teardown(test_result_ttl_and_dead_letters, dt_teardown),
         cmocka_unit_test_teardown(test_named_queues, dt_teardown),
         cmocka_unit_test_teardown(test_status_fields, dt_teardown),
         cmocka_unit_test_teardown(test_malformed_and_ban, dt_teardown),

@@ -240,12 +240,13 @@ static const char *const s_full =
     "    \"busy\": 1, \"done\": 50, \"failed\": 2, \"last_seen_ms\": 250, \"tasks\": [\"sq\", \"sleep\"]},"
     "   {\"name\": \"w\\\"2\\\\x\\ny\", \"host\": \"h\\u00e9\", \"pid\": 101, \"slots\": 4, \"capacity\": 6,"
     "    \"busy\": 0, \"done\": 0, \"failed\": 0, \"last_seen_ms\": 1500, \"tasks\": []}],"
-    " \"queues\": [{\"name\": \"sq\", \"kind\": \"task\", \"depth\": 7, \"in_flight\": 3},"
+    " \"queues\": [{\"name\": \"sq\", \"kind\": \"task\", \"depth\": 7, \"in_flight\": 3,"
+    "               \"depth_by_priority\": [4, 0, 0, 0, 0, 3, 0, 0, 0, 0], \"delayed\": 5},"
     "              {\"name\": \"jobs\", \"kind\": \"named\", \"depth\": 2, \"in_flight\": 0}],"
     " \"clients\": 3,"
     " \"counters\": {\"submitted\": 60, \"completed\": 52, \"failed\": 2, \"retried\": 1,"
     "   \"gave_up\": 1, \"dead_workers\": 4, \"malformed\": 5, \"refused_handshakes\": 6,"
-    "   \"results_waiting\": 8},"
+    "   \"results_waiting\": 8, \"cancelled\": 9, \"expired_results\": 10},"
     " \"rates\": {\"submitted_per_s\": 10.5, \"completed_per_s\": 9.25},"
     " \"tasks\": {\"sq\": {\"submitted\": 40, \"completed\": 35, \"failed\": 1, \"retried\": 1},"
     "             \"sleep\": {\"submitted\": 20, \"completed\": 17, \"failed\": 1, \"retried\": 0}},"
@@ -354,6 +355,11 @@ static void test_prometheus(void **state)
     assert_line(t, "dist_queue_depth{queue=\"sq\",kind=\"task\"} 7");
     assert_line(t, "dist_queue_depth{queue=\"jobs\",kind=\"named\"} 2");
     assert_line(t, "dist_queue_in_flight{queue=\"sq\",kind=\"task\"} 3");
+    assert_line(t, "dist_queue_delayed{queue=\"sq\",kind=\"task\"} 5");
+    assert_line(t, "dist_queue_depth_by_priority{queue=\"sq\",priority=\"0\"} 4");
+    assert_line(t, "dist_queue_depth_by_priority{queue=\"sq\",priority=\"5\"} 3");
+    assert_line(t, "dist_tasks_cancelled_total 9");
+    assert_line(t, "dist_expired_results_total 10");
     assert_line(t, "# TYPE dist_workers_alive gauge");
     assert_line(t, "dist_workers_alive 2");
     assert_line(t, "dist_worker_slots{worker=\"w1\",host=\"hostA\"} 2");

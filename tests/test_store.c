@@ -1026,6 +1026,162 @@ static void test_io_error(void **state)
     zsock_destroy(&w);
 }
 
+/* ---- task control (issue 12): delays, retries, cancels, keys, priorities ------------------ */
+
+static bool s_is(dist__str_t s, const char *lit)
+{
+    return s.n == strlen(lit) && memcmp(s.s, lit, s.n) == 0;
+}
+
+static int64_t s_unix_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* LOOKUP of one id: its info into *ti (m is the caller's to clear). */
+static void s_lookup(zsock_t *c, int id, dist__inmsg_t *m, dist__task_info_t *ti)
+{
+    static uint64_t req = 1000;
+    dist__reply_t r;
+    fp_ids_req(c, DIST__CMD_LOOKUP, ++req, &id, 1);
+    fp_reply(c, req, "ok", m, &r);
+    assert_int_equal(r.nitems, 1);
+    assert_int_equal(dist__parse_task_info(&r.items[0], ti), 0);
+}
+
+static void test_task_control_survives_restart(void **state)
+{
+    (void)state;
+    scratch_t *x = s_scratch();
+    dist_master_t *m = s_start(x, "m");
+    zsock_t *c = fp_client(m, "c", NULL);
+    zsock_t *w = fp_worker(m, "w", 1, 1, "t");
+    fp_keep_alive(w, c);
+    size_t rej;
+    /* 1: delayed 1500 ms, priority 7; 2: fails and waits for its retry. */
+    dist__submit_opts_t d = { .priority = 7, .has_delay = true, .delay_ms = 1500 };
+    fp_submit_opts(c, fp_id(1), &d);
+    assert_int_equal(fp_accepted(c, &rej, NULL, 0), 1);
+    dist__submit_opts_t r = { .retry_on_error = true, .max_attempts = 3, .backoff_ms = 2000 };
+    fp_submit_opts(c, fp_id(2), &r);
+    assert_int_equal(fp_accepted(c, &rej, NULL, 0), 1);
+    fp_task_t g[1];
+    s_take(w, g, 1);
+    assert_int_equal(fp_id_num(&g[0].id), 2);
+    fp_result(w, &g[0].id, 1, DIST__ST_FAILED, "first failure");
+    /* 3 is leased when the master stops, 4 is cancelled (result not acknowledged). */
+    fp_submit_ok(c, "t", (int[]){ 3, 4 }, 2);
+    s_take(w, g, 1);
+    assert_int_equal(fp_id_num(&g[0].id), 3);
+    dist__inmsg_t mm;
+    dist__reply_t rp;
+    fp_ids_req(c, DIST__CMD_CANCEL, 1, (int[]){ 4 }, 1);
+    fp_reply(c, 1, "ok", &mm, &rp);
+    dist__inmsg_clear(&mm);
+    fp_res_t res[1];
+    fp_results(c, res, 1);
+    assert_int_equal(res[0].status, DIST__ST_CANCELLED);
+    dist__task_info_t ti;
+    s_lookup(c, 2, &mm, &ti);
+    assert_true(s_is(ti.state, "delayed"));
+    uint64_t nb2 = ti.not_before_ms;
+    dist__inmsg_clear(&mm);
+    s_sync(c, 3);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    dist_master_destroy(&m);
+
+    m = s_start(x, "m");
+    uint64_t pending = 0;
+    c = fp_client(m, "c", &pending);
+    assert_int_equal(pending, 1); /* the cancelled result of 4, not acknowledged */
+    fp_results(c, res, 1);
+    assert_int_equal(res[0].status, DIST__ST_CANCELLED);
+    assert_int_equal(fp_id_num(&res[0].id), 4);
+    s_lookup(c, 1, &mm, &ti);
+    assert_true(s_is(ti.state, "delayed"));
+    assert_int_equal(ti.priority, 7);
+    uint64_t nb1 = ti.not_before_ms;
+    assert_true(nb1 > 0 && ti.submitted_ms > 0);
+    dist__inmsg_clear(&mm);
+    s_lookup(c, 2, &mm, &ti);
+    assert_true(s_is(ti.state, "delayed"));
+    assert_int_equal(ti.not_before_ms, nb2);
+    assert_true(ti.nattempts >= 1);
+    dist__attempt_info_t a;
+    assert_int_equal(dist__parse_attempt_info(&ti.attempt_maps[0], &a), 0);
+    assert_non_null(memmem(a.reason.s, a.reason.n, "first failure", 13));
+    dist__inmsg_clear(&mm);
+    s_lookup(c, 4, &mm, &ti);
+    assert_true(s_is(ti.state, "cancelled"));
+    dist__inmsg_clear(&mm);
+    /* 3 runs again at once (attempt 2); 1 and 2 only at their times. */
+    w = fp_worker(m, "w", 1, 1, "t");
+    fp_keep_alive(w, c);
+    s_take(w, g, 1);
+    assert_int_equal(fp_id_num(&g[0].id), 3);
+    assert_int_equal(g[0].attempt, 2);
+    fp_result(w, &g[0].id, 2, DIST__ST_OK, "v3");
+    for (int i = 0; i < 2; i++) {
+        s_take(w, g, 1);
+        int id = fp_id_num(&g[0].id);
+        assert_true(id == 1 || id == 2);
+        assert_true((uint64_t)s_unix_ms() + 5 >= (id == 1 ? nb1 : nb2));
+        assert_int_equal(g[0].attempt, id == 1 ? 1 : 2);
+        fp_result(w, &g[0].id, g[0].attempt, DIST__ST_OK, "v");
+    }
+    fp_res_t rr[3];
+    fp_results(c, rr, 3);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    dist_master_destroy(&m);
+}
+
+/* A store written before task control (schema 1) is migrated in place. */
+static void test_schema_1_is_migrated(void **state)
+{
+    (void)state;
+    scratch_t *x = s_scratch();
+    s_sql(x->db, "PRAGMA application_id = 1145656148; PRAGMA user_version = 1;"
+                 "CREATE TABLE meta(key TEXT PRIMARY KEY NOT NULL, value) WITHOUT ROWID;"
+                 "CREATE TABLE names(name BLOB PRIMARY KEY NOT NULL) WITHOUT ROWID;"
+                 "CREATE TABLE tasks(row INTEGER PRIMARY KEY, id BLOB NOT NULL, client BLOB NOT "
+                 "NULL, task BLOB NOT NULL, done INTEGER NOT NULL, leased INTEGER NOT NULL, "
+                 "attempt INTEGER NOT NULL, timeout_ms INTEGER NOT NULL, status TEXT, data BLOB, "
+                 "reasons TEXT);"
+                 "INSERT INTO names(name) VALUES(x'74');"
+                 "INSERT INTO tasks VALUES(1, x'07000000a5a5a5a5a5a5a5a5a5a5a5a5', x'63', x'74', 0, 0, "
+                 "1, 0, NULL, x'9101', NULL);");
+    dist_master_t *m = s_start(x, "m");
+    zsock_t *c = fp_client(m, "c", NULL);
+    zsock_t *w = fp_worker(m, "w", 1, 1, "t");
+    fp_keep_alive(w, c);
+    fp_task_t g[1];
+    s_take(w, g, 1);
+    assert_int_equal(fp_id_num(&g[0].id), 7);
+    s_answer(w, g);
+    fp_res_t res[1];
+    fp_results(c, res, 1);
+    s_sync(c, 8);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    dist_master_destroy(&m);
+    sqlite3 *h;
+    assert_int_equal(sqlite3_open_v2(x->db, &h, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_prepare_v2(h, "PRAGMA user_version", -1, &q, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(q, 0), DIST__STORE_SCHEMA);
+    sqlite3_finalize(q);
+    assert_int_equal(sqlite3_prepare_v2(h, "SELECT priority, not_before_ms FROM tasks", -1, &q,
+                                        NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW); /* 7's result, and 8 */
+    sqlite3_finalize(q);
+    sqlite3_close(h);
+}
+
 /* ---- files that are not a store this master can use ------------------------------------- */
 
 static char g_last_error[1024];
@@ -1087,7 +1243,7 @@ static void test_bad_store_files(void **state)
     dist_master_destroy(&m);
     s_sql(x->db, "PRAGMA user_version = 99");
     s_refused(x->db, ENOTSUP, "written by a newer libdist");
-    s_sql(x->db, "PRAGMA user_version = 1");
+    s_sql(x->db, "PRAGMA user_version = 2");
 
     /* A damaged row. */
     s_sql(x->db, "INSERT INTO tasks(row, id, client, task, done, leased, attempt, timeout_ms, "
@@ -1163,6 +1319,8 @@ int main(void)
         cmocka_unit_test_teardown(test_disk_full, s_teardown),
         cmocka_unit_test_teardown(test_io_error, s_teardown),
         cmocka_unit_test_teardown(test_bad_store_files, s_teardown),
+        cmocka_unit_test_teardown(test_task_control_survives_restart, s_teardown),
+        cmocka_unit_test_teardown(test_schema_1_is_migrated, s_teardown),
         cmocka_unit_test_teardown(test_program_flags, s_teardown),
     };
     if (getenv("DIST_TEST_FILTER"))

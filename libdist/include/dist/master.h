@@ -52,7 +52,11 @@ typedef struct {
     int heartbeat_ms;              /* default 1000 */
     int heartbeat_timeout_ms;      /* a worker silent this long is dead; default 3000 */
     int max_attempts;              /* attempts before a task gives up; default 3 */
-    int lease_ms;                  /* lease of a task without timeout; default 3600000 */
+    int lease_ms;                  /* lease of a task without timeout; default 3600000.
+                                      A task without a timeout is never taken back from a
+                                      worker whose heartbeats arrive (its lease is renewed):
+                                      this now bounds nothing while the worker lives, and is
+                                      kept for compatibility */
     size_t max_queued;             /* tasks queued (and items per named queue); default 10,000,000 */
     size_t max_results;            /* results waiting per client name; default 1,000,000 */
     size_t max_message;            /* bytes; default 64 MiB */
@@ -85,6 +89,10 @@ typedef struct {
     dist_log_level_t log_level;    /* most verbose level passed to log; default INFO
                                       (0, which is also DIST_LOG_ERROR, means INFO:
                                       filter in the callback for errors only) */
+    /* A result nobody collects (ACK) is forgotten this long after its task
+     * finished, counted (expired_results) and reported as "expired" by id.
+     * 0: the default, 86,400,000 (24 h); negative: never. */
+    int64_t result_ttl_ms;
 } dist_master_opts_t;
 
 /* Creates a master and binds its endpoint. NULL with errno on failure

@@ -221,6 +221,7 @@ static dist__mpeer_t *s_peer_new(dist_master_t *s, const uint8_t *rid, size_t le
     dist__dl_init(&p->leased);
     dist__dl_init(&p->ghosts);
     dist__dl_init(&p->parked);
+    dist__dl_init(&p->fetches);
     dist__dl_init(&p->outbox);
     p->joined = p->last_seen = p->last_sent = s->now;
     snprintf(p->name, sizeof p->name, "?");
@@ -326,6 +327,7 @@ static void s_session_end(dist_master_t *s, dist__mpeer_t *p, const char *why)
         s->nworkers--;
     } else if (p->role == DIST__ROLE_CLIENT) {
         dist__m_unpark_peer(s, p);
+        dist__m_unfetch_peer(s, p);
         dist__m_client_detach(s, p);
         s->nclients--;
     }
@@ -1009,6 +1011,11 @@ static const struct {
     [DIST__CMD_QPUT] = { DIST__ROLE_CLIENT, dist__m_qput },
     [DIST__CMD_QGET] = { DIST__ROLE_CLIENT, dist__m_qget },
     [DIST__CMD_STATUS] = { DIST__ROLE_CLIENT, dist__m_status },
+    [DIST__CMD_LOOKUP] = { DIST__ROLE_CLIENT, dist__m_lookup },
+    [DIST__CMD_FETCH] = { DIST__ROLE_CLIENT, dist__m_fetch },
+    [DIST__CMD_CANCEL] = { DIST__ROLE_CLIENT, dist__m_cancel },
+    [DIST__CMD_FAILED] = { DIST__ROLE_CLIENT, dist__m_failed },
+    [DIST__CMD_RETRY] = { DIST__ROLE_CLIENT, dist__m_retry },
 };
 
 static void s_handle(dist_master_t *s, const dist__inmsg_t *m)
@@ -1160,6 +1167,12 @@ static void s_timers(dist_master_t *s, bool drained)
         case DIST__TIMER_PARK:
             dist__m_park_expired(s, DIST__CONTAINER_OF(n, dist__mpark_t, timer));
             break;
+        case DIST__TIMER_DUE:
+            dist__m_task_due(s, DIST__CONTAINER_OF(n, dist__mtask_t, timer));
+            break;
+        case DIST__TIMER_FETCH:
+            dist__m_fetch_expired(s, n);
+            break;
         }
     }
     /* Heartbeats to peers we have not written to for heartbeat_ms. */
@@ -1222,6 +1235,7 @@ static long s_next_timeout(const dist_master_t *s)
 static void s_turn(dist_master_t *s, bool drained)
 {
     s_timers(s, drained);
+    dist__m_expire_results(s);
     dist__m_store_turn(s);
     dist__m_dispatch(s);
     dist__m_flush_results(s);
@@ -1258,6 +1272,7 @@ static void s_free(dist_master_t *s)
     dist__m_queues_free(s);
     dist__m_store_close(s);
     dist__m_tasks_free(s);
+    dist__m_control_free(s);
     for (size_t i = 0; i < s->peers.cap; i++) {
         dist__mpeer_t *p = s->peers.slots ? s->peers.slots[i].item : NULL;
         if (!p)
@@ -1384,6 +1399,8 @@ dist_master_t *dist_master_new(const dist_master_opts_t *opts)
     s->hb_timeout_ms = o.heartbeat_timeout_ms ? o.heartbeat_timeout_ms : DIST__HEARTBEAT_TIMEOUT_MS;
     s->max_attempts = o.max_attempts ? o.max_attempts : 3;
     s->lease_ms = o.lease_ms ? o.lease_ms : DEFAULT_LEASE_MS;
+    s->jitter = (uint64_t)dist__m_unix_ms() * 2654435761u | 1;
+    s->result_ttl_ms = o.result_ttl_ms < 0 ? 0 : o.result_ttl_ms ? o.result_ttl_ms : 86400000;
     s->max_queued = o.max_queued ? o.max_queued : DEFAULT_MAX_QUEUED;
     s->max_results = o.max_results ? o.max_results : DEFAULT_MAX_RESULTS;
     s->max_message = o.max_message ? o.max_message : DIST__MAX_MESSAGE_DEFAULT;
@@ -1401,6 +1418,7 @@ dist_master_t *dist_master_new(const dist_master_opts_t *opts)
     dist__hmap_init(&s->peers, s_peer_eq);
     dist__m_tasks_init(s);
     dist__m_queues_init(s);
+    dist__dl_init(&s->fetches);
     dist__dl_init(&s->live);
     dist__dl_init(&s->idle);
     dist__dl_init(&s->hb);

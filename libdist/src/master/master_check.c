@@ -43,6 +43,14 @@ static const char *s_check_tasks(dist_master_t *s)
                   "a LEASED task has no deadline");
             outstanding++;
             break;
+        case DIST__T_DELAYED:
+            CHECK(t->q && !t->worker && !dist__dn_linked(&t->node),
+                  "a DELAYED task has no queue, or a worker, or a list");
+            CHECK(t->timer.idx < s->timers.n && s->timers.v[t->timer.idx] == &t->timer &&
+                      t->timer.kind == DIST__TIMER_DUE,
+                  "a DELAYED task has no due time");
+            outstanding++;
+            break;
         case DIST__T_DONE:
             CHECK(!t->q && !t->worker, "a DONE task keeps its queue or worker");
             CHECK(t->status < DIST__ST_COUNT && dist__status_final(t->status),
@@ -67,13 +75,22 @@ static const char *s_check_queues(dist_master_t *s)
         CHECK(!(q->sflags & DIST__S_GONE), "a forgotten task name is still listed");
         size_t n = 0;
         const dist__dnode_t *e;
-        for (e = dist__dl_first(&q->ready); e; e = dist__dl_next(&q->ready, e)) {
-            const dist__mtask_t *t = DIST__CONTAINER_OF(e, dist__mtask_t, node);
-            CHECK(t->state == DIST__T_QUEUED && t->q == q, "a ready list holds a foreign task");
-            n++;
+        for (int p = 0; p < DIST__PRIORITY_LEVELS; p++) {
+            const dist__dlist_t *l = &q->lv[p];
+            size_t m = 0;
+            for (e = dist__dl_first(l); e; e = dist__dl_next(l, e)) {
+                const dist__mtask_t *t = DIST__CONTAINER_OF(e, dist__mtask_t, node);
+                CHECK(t->state == DIST__T_QUEUED && t->q == q && t->prio == p,
+                      "a ready list holds a foreign task");
+                m++;
+            }
+            CHECK(m == l->n, "a ready list's count is wrong");
+            CHECK(!!(q->mask & (1u << p)) == (m > 0), "a queue's priority mask is wrong");
+            n += m;
         }
-        CHECK(n == q->ready.n, "a ready list's count is wrong");
-        CHECK(q->refs == q->ready.n + q->in_flight, "a queue's refs are not ready + in flight");
+        CHECK(n == q->nready, "a queue's ready count is wrong");
+        CHECK(q->refs == q->nready + q->in_flight + q->delayed,
+              "a queue's refs are not ready + in flight + delayed");
         for (size_t i = 0; i < q->nws; i++) {
             const dist__mpeer_t *w = q->ws[i].w;
             CHECK(w->role == DIST__ROLE_WORKER && q->ws[i].wi < w->nnames &&

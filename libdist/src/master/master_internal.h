@@ -142,7 +142,13 @@ static inline void dist__dl_move_back(dist__dlist_t *l, dist__dnode_t *d)
 
 /* ---- deadlines: one binary min-heap of intrusive nodes ------------------------------ */
 
-typedef enum { DIST__TIMER_LEASE = 1, DIST__TIMER_GHOST, DIST__TIMER_PARK } dist__timer_kind_t;
+typedef enum {
+    DIST__TIMER_LEASE = 1,
+    DIST__TIMER_GHOST,
+    DIST__TIMER_PARK,
+    DIST__TIMER_DUE,   /* a DELAYED task's not_before (master_task.c) */
+    DIST__TIMER_FETCH, /* a parked FETCH (master_control.c) */
+} dist__timer_kind_t;
 
 typedef struct {
     int64_t at;   /* monotonic ms */
@@ -176,7 +182,13 @@ typedef struct dist__mobs dist__mobs_t;
  * functions of master_task.c assign one; each asserts its legal from-states
  * (DIST__T_BIT), so a new state is one enum value, its transitions and
  * their from-sets. NONE: being created or recovered, in no list. */
-typedef enum { DIST__T_NONE = 0, DIST__T_QUEUED, DIST__T_LEASED, DIST__T_DONE } dist__tstate_t;
+typedef enum {
+    DIST__T_NONE = 0,
+    DIST__T_QUEUED,
+    DIST__T_LEASED,
+    DIST__T_DONE,    /* final: ok, failed, gave_up or cancelled (t->status) */
+    DIST__T_DELAYED, /* before its time, or waiting for a retry's backoff: in the timer heap only */
+} dist__tstate_t;
 #define DIST__T_BIT(st) (1u << (st))
 
 /* What the store must write for a task or a task name at the next commit
@@ -192,7 +204,7 @@ enum {
 
 typedef struct dist__mtask {
     dist__dnode_t node;      /* in q->ready, worker->leased, or cn->unsent / cn->sent */
-    dist__hnode_t timer;     /* lease deadline while LEASED */
+    dist__hnode_t timer;     /* lease deadline while LEASED, due time while DELAYED */
     dist__id_t id;
     dist__mtq_t *q;          /* its task name; NULL once DONE */
     dist__mclient_t *cn;     /* the client name that submitted it */
@@ -210,6 +222,15 @@ typedef struct dist__mtask {
     struct dist__mtask *snext; /* next on the store's dirty list */
     int64_t srow;            /* its row in the store (with --store) */
     int64_t accepted_at;     /* monotonic ms of its SUBMIT (or of its recovery) */
+    /* task control (issue 12): the options of its SUBMIT, and its times */
+    char *key;               /* the caller's id string, or NULL */
+    uint8_t prio;            /* 0..9, higher first */
+    uint8_t retry_on_error;  /* a failed result is retried too */
+    uint16_t max_attempts;   /* 0: the master's --max-attempts */
+    uint32_t backoff_ms, backoff_max_ms;
+    float backoff_factor;
+    int64_t not_before_ms;   /* unix ms: DELAYED until then (0: not delayed) */
+    int64_t submitted_ms, started_ms, finished_ms; /* unix ms, 0 when not yet */
     uint8_t data[];          /* the args; later the result when it fits */
 } dist__mtask_t;
 
@@ -240,9 +261,12 @@ struct dist__mtq {
     dist__mkey_t key;        /* the task name */
     dist__dnode_t all;       /* in s->tqs */
     dist__dnode_t dirty;     /* in s->dirty_tqs while dispatch should look at it */
-    dist__dlist_t ready;     /* QUEUED tasks, FIFO */
+    dist__dlist_t lv[DIST__PRIORITY_LEVELS]; /* QUEUED tasks, one FIFO per priority */
+    uint16_t mask;           /* bit p: lv[p] is not empty */
+    size_t nready;           /* QUEUED tasks, every level */
     size_t in_flight;        /* LEASED tasks */
-    size_t refs;             /* tasks QUEUED or LEASED */
+    size_t delayed;          /* DELAYED tasks */
+    size_t refs;             /* tasks QUEUED, DELAYED or LEASED */
     struct {
         dist__mpeer_t *w;
         uint32_t wi;         /* index of this queue in w->names */
@@ -252,6 +276,13 @@ struct dist__mtq {
     uint8_t sflags;          /* DIST__S_DIRTY, _NEW (not stored yet), _GONE */
     struct dist__mstat *stat; /* its counters for the metrics (master_obs.c), or NULL */
 };
+
+/* The FIFO dispatch takes from: the highest non-empty priority (strict
+ * priority: O(1) with the mask). NULL when nothing is QUEUED. */
+static inline dist__dlist_t *dist__mtq_top(dist__mtq_t *q)
+{
+    return q->mask ? &q->lv[31 - __builtin_clz((unsigned)q->mask)] : NULL;
+}
 
 typedef enum { DIST__ROLE_NONE = 0, DIST__ROLE_WORKER, DIST__ROLE_CLIENT } dist__role_t;
 
@@ -285,6 +316,7 @@ struct dist__mpeer {
     /* client */
     dist__mclient_t *cn;
     dist__dlist_t parked;    /* dist__mpark_t waiting for a named queue */
+    dist__dlist_t fetches;   /* dist__mfetch_t: parked FETCHes (master_control.c) */
     /* messages that met the high-water mark, in order */
     dist__dlist_t outbox;
     size_t outbox_bytes;
@@ -357,6 +389,8 @@ typedef struct {
     uint64_t refused;      /* tasks of SUBMITs answered with a rejection */
     uint64_t late_results; /* results dropped: the task was done or had moved on */
     uint64_t disconnected; /* connections closed by the transport (an oversized frame, ...) */
+    uint64_t cancelled;    /* tasks cancelled (CANCEL) */
+    uint64_t expired_results; /* results dropped after --result-ttl */
 } dist__mcounters_t;
 
 #define DIST__RATE_SECONDS 10
@@ -372,6 +406,8 @@ struct dist_master {
     char name[DIST__NAME_MAX + 1];
     int hb_ms, hb_timeout_ms, max_attempts;
     int64_t lease_ms;
+    int64_t result_ttl_ms;   /* 0: results wait forever */
+    uint64_t jitter;         /* xorshift state of the retry backoff's jitter */
     size_t max_queued, max_results, max_message;
     /* I/O */
     zsock_t *sock;
@@ -404,6 +440,9 @@ struct dist_master {
     dist__dlist_t hb;        /* welcomed peers by last_sent (our heartbeats) */
     dist__dlist_t dirty_tqs, dirty_workers, dirty_clients, blocked, reap;
     dist__heap_t timers;
+    dist__dlist_t fetches;   /* every parked FETCH (dist__mfetch_t), master_control.c */
+    struct dist__mctl *ctl;  /* master_control.c: tombstones and dead letters (NULL until used) */
+    int64_t expire_at;       /* monotonic ms of the next look for expired results */
     size_t tq_gc_at;         /* sweep unused task names beyond this many */
     /* totals */
     size_t outstanding;      /* tasks QUEUED or LEASED */
@@ -563,6 +602,73 @@ void dist__m_tq_free_mem(dist__mtq_t *q);
 
 /* Sends the replies held for the commit: called after it. */
 void dist__m_release_held(dist_master_t *s);
+
+/* A task became DONE (master_control.c answers FETCHes parked on it). */
+void dist__m_task_final(dist_master_t *s, dist__mtask_t *t);
+/* A DELAYED task's time came. */
+void dist__m_task_due(dist_master_t *s, dist__mtask_t *t);
+/* The task of an id, or NULL. */
+dist__mtask_t *dist__m_task_find(const dist_master_t *s, const dist__id_t *id);
+/* The state name of a task (PLAN-12 names: queued, delayed, leased, done,
+ * failed, cancelled). */
+const char *dist__m_task_state(const dist__mtask_t *t);
+/* Cancels t (QUEUED, DELAYED or LEASED; the worker of a leased one is
+ * told with CANCEL) with "cancelled by <by>" as its result. */
+void dist__m_task_cancel(dist_master_t *s, dist__mtask_t *t, const char *by);
+/* Unix ms now. */
+int64_t dist__m_unix_ms(void);
+
+/* A dead letter: a task that ended failed (gave_up included, not
+ * cancelled), kept with its args so that RETRY can submit it again. */
+typedef struct {
+    dist__dnode_t node;      /* in the control's list, oldest first */
+    dist__id_t id;
+    char *key;               /* or NULL */
+    char *error;             /* its final error */
+    char task[DIST__NAME_MAX + 1];
+    char client[DIST__NAME_MAX + 1]; /* its submitter */
+    uint8_t prio, retry_on_error;
+    uint16_t max_attempts;
+    uint32_t backoff_ms, backoff_max_ms, timeout_ms, attempts;
+    float backoff_factor;
+    int64_t submitted_ms, started_ms, finished_ms;
+    uint32_t len;            /* bytes of args */
+    uint8_t args[];
+} dist__mdead_t;
+
+/* Results older than --result-ttl are forgotten (once a second at most):
+ * each through dist__m_task_expire. */
+void dist__m_expire_results(dist_master_t *s);
+/* DONE -> gone after the TTL: counted, its id remembered as expired. */
+void dist__m_task_expire(dist_master_t *s, dist__mtask_t *t);
+/* Submits a dead letter again (RETRY): the state name after it. */
+const char *dist__m_task_resubmit(dist_master_t *s, const dist__mdead_t *d,
+                                  dist__mclient_t *requester);
+
+/* ---- master_control.c: LOOKUP, FETCH, CANCEL, FAILED, RETRY (issue 12) -------------------- */
+
+#define DIST__TOMBSTONES 100000     /* expired ids remembered */
+#define DIST__DEAD_MAX 10000        /* dead letters kept, newest */
+#define DIST__DEAD_BYTES (64u << 20) /* and at most this many bytes of their args */
+
+void dist__m_failed(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root);
+void dist__m_retry(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root);
+/* t (still QUEUED/LEASED/DELAYED, args in data) ends with a failure of
+ * status st and this error: keep it as a dead letter. */
+void dist__m_dead_add(dist_master_t *s, const dist__mtask_t *t, int st, const void *error,
+                      size_t len);
+/* Remembers an expired id / asks whether an id expired. */
+void dist__m_tomb_add(dist_master_t *s, const dist__id_t *id);
+bool dist__m_tomb_has(const dist_master_t *s, const dist__id_t *id);
+/* Frees the tombstones and dead letters (destroy). */
+void dist__m_control_free(dist_master_t *s);
+
+void dist__m_lookup(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root);
+void dist__m_fetch(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root);
+void dist__m_cancel(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root);
+void dist__m_fetch_expired(dist_master_t *s, dist__hnode_t *n);
+/* Drops the FETCHes the peer has parked. */
+void dist__m_unfetch_peer(dist_master_t *s, dist__mpeer_t *p);
 
 /* ---- master_queue.c -------------------------------------------------------------------- */
 

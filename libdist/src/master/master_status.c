@@ -69,15 +69,23 @@ static void s_pack_worker(const dist_master_t *s, msgpack_packer *pk, const dist
         dist__pk_strn(pk, w->names[i].q->key.name, w->names[i].q->key.len);
 }
 
+/* tq: a task queue, which adds depth_by_priority and delayed. */
 static void s_pack_queue(msgpack_packer *pk, const char *name, size_t len, const char *kind,
-                         size_t depth, size_t in_flight)
+                         size_t depth, size_t in_flight, const dist__mtq_t *tq)
 {
-    msgpack_pack_map(pk, 4);
+    msgpack_pack_map(pk, tq ? 6 : 4);
     dist__pk_str(pk, "name");
     dist__pk_strn(pk, name, len);
     dist__pk_kv_str(pk, "kind", kind);
     dist__pk_kv_u64(pk, "depth", depth);
     dist__pk_kv_u64(pk, "in_flight", in_flight);
+    if (!tq)
+        return;
+    dist__pk_str(pk, "depth_by_priority");
+    msgpack_pack_array(pk, DIST__PRIORITY_LEVELS);
+    for (int i = 0; i < DIST__PRIORITY_LEVELS; i++)
+        msgpack_pack_uint64(pk, tq->lv[i].n);
+    dist__pk_kv_u64(pk, "delayed", tq->delayed);
 }
 
 void dist__m_pack_status(const dist_master_t *s, dist_wire_buf_t *b, uint64_t req, bool compact,
@@ -118,18 +126,18 @@ void dist__m_pack_status(const dist_master_t *s, dist_wire_buf_t *b, uint64_t re
     d = dist__dl_first(&s->tqs);
     for (size_t i = 0; i < ntq; i++, d = dist__dl_next(&s->tqs, d)) {
         const dist__mtq_t *q = DIST__CONTAINER_OF(d, dist__mtq_t, all);
-        s_pack_queue(pk, q->key.name, q->key.len, "task", q->ready.n, q->in_flight);
+        s_pack_queue(pk, q->key.name, q->key.len, "task", q->nready, q->in_flight, q);
     }
     d = dist__dl_first(&s->nqs);
     for (size_t i = 0; i < nnq; i++, d = dist__dl_next(&s->nqs, d)) {
         const dist__mnq_t *q = DIST__CONTAINER_OF(d, dist__mnq_t, all);
-        s_pack_queue(pk, q->key.name, q->key.len, "named", q->n, 0);
+        s_pack_queue(pk, q->key.name, q->key.len, "named", q->n, 0, NULL);
     }
 
     dist__pk_kv_u64(pk, "clients", s->nclients);
 
     dist__pk_str(pk, "counters");
-    msgpack_pack_map(pk, 12);
+    msgpack_pack_map(pk, 14);
     dist__pk_kv_u64(pk, "submitted", s->c.submitted);
     dist__pk_kv_u64(pk, "completed", s->c.completed);
     dist__pk_kv_u64(pk, "failed", s->c.failed);
@@ -142,6 +150,8 @@ void dist__m_pack_status(const dist_master_t *s, dist_wire_buf_t *b, uint64_t re
     dist__pk_kv_u64(pk, "late_results", s->c.late_results);
     dist__pk_kv_u64(pk, "disconnected", s->c.disconnected);
     dist__pk_kv_u64(pk, "results_waiting", s->results_waiting);
+    dist__pk_kv_u64(pk, "cancelled", s->c.cancelled);
+    dist__pk_kv_u64(pk, "expired_results", s->c.expired_results);
 
     double sub, done;
     s_rates(s, &sub, &done);

@@ -150,6 +150,17 @@ static void s_row_of(const dist__mtask_t *t, dist__srow_t *r)
     r->data = dist__mtask_bytes(t);
     r->len = t->len;
     r->reasons = t->reasons;
+    r->key = t->key;
+    r->priority = t->prio;
+    r->max_attempts = t->max_attempts;
+    r->backoff_ms = t->backoff_ms;
+    r->backoff_factor = t->backoff_factor;
+    r->backoff_max_ms = t->backoff_max_ms;
+    r->retry_on_error = t->retry_on_error;
+    r->not_before_ms = t->state == DIST__T_DELAYED ? t->not_before_ms : 0;
+    r->submitted_ms = t->submitted_ms;
+    r->started_ms = t->started_ms;
+    r->finished_ms = t->finished_ms;
 }
 
 /* Writes every marked object once, in its current state. */
@@ -171,12 +182,14 @@ static void s_write(dist_master_t *s)
             dist__srow_t r;
             s_row_of(t, &r);
             dist__store_task_put(st, &r);
-        } else if (t->state == DIST__T_DONE) {
-            dist__store_task_done(st, t->srow, (dist__status_t)t->status, dist__mtask_bytes(t),
-                                  t->len);
-        } else if ((f & DIST__S_META) || t->state != DIST__T_LEASED) {
-            dist__store_task_meta(st, t->srow, t->attempt, t->state == DIST__T_LEASED,
-                                  t->reasons);
+        } else if (t->state == DIST__T_DONE || (f & DIST__S_META) ||
+                   t->state != DIST__T_LEASED) {
+            dist__srow_t r;
+            s_row_of(t, &r);
+            if (t->state == DIST__T_DONE)
+                dist__store_task_done(st, &r);
+            else
+                dist__store_task_meta(st, &r);
         } else {
             dist__store_task_lease(st, t->srow);
         }

@@ -43,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "dist/error.h"
 
@@ -85,8 +86,35 @@ static dist__mtask_t *s_task_find(const dist_master_t *s, const dist__id_t *id)
     return dist__hmap_get(&s->tasks, s_id_hash(s, id), id->b, sizeof id->b);
 }
 
+dist__mtask_t *dist__m_task_find(const dist_master_t *s, const dist__id_t *id)
+{
+    return s_task_find(s, id);
+}
+
+int64_t dist__m_unix_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+const char *dist__m_task_state(const dist__mtask_t *t)
+{
+    switch (t->state) {
+    case DIST__T_QUEUED: return "queued";
+    case DIST__T_DELAYED: return "delayed";
+    case DIST__T_LEASED: return "leased";
+    case DIST__T_DONE:
+        return t->status == DIST__ST_OK          ? "done"
+               : t->status == DIST__ST_CANCELLED ? "cancelled"
+                                                 : "failed";
+    default: return "unknown";
+    }
+}
+
 void dist__m_task_free(dist__mtask_t *t)
 {
+    free(t->key);
     free(t->res);
     free(t->reasons);
     free(t);
@@ -104,7 +132,8 @@ static dist__mtq_t *s_tq_get(dist_master_t *s, const char *name, size_t len, boo
     dist__mtq_t *q = dist__m_tq_find(s, name, len);
     if (q || !(q = dist__m_named_new(s, &s->tq_index, name, len, sizeof *q)))
         return q;
-    dist__dl_init(&q->ready);
+    for (int i = 0; i < DIST__PRIORITY_LEVELS; i++)
+        dist__dl_init(&q->lv[i]);
     dist__dl_push_back(&s->tqs, &q->all);
     if (announce)
         dist__m_store_name(s, q, true);
@@ -322,14 +351,24 @@ void dist__m_ghost_expired(dist_master_t *s, dist__mghost_t *g)
 #define T_LEASED DIST__T_BIT(DIST__T_LEASED)
 #define T_DONE DIST__T_BIT(DIST__T_DONE)
 #define T_NONE DIST__T_BIT(DIST__T_NONE)
+#define T_DELAYED DIST__T_BIT(DIST__T_DELAYED)
 #define T_FROM(t, legal) assert((DIST__T_BIT((t)->state) & (legal)) && "illegal task transition")
 
 /* Takes t out of the list of its current state. ghost_until: see s_unlease. */
 static void s_leave(dist_master_t *s, dist__mtask_t *t, int64_t ghost_until)
 {
     switch (t->state) {
-    case DIST__T_QUEUED:
-        dist__dl_remove(&t->q->ready, &t->node);
+    case DIST__T_QUEUED: {
+        dist__dlist_t *l = &t->q->lv[t->prio];
+        dist__dl_remove(l, &t->node);
+        t->q->nready--;
+        if (!l->n)
+            t->q->mask &= (uint16_t)~(1u << t->prio);
+        break;
+    }
+    case DIST__T_DELAYED:
+        dist__m_timer_del(s, &t->timer);
+        t->q->delayed--;
         break;
     case DIST__T_LEASED:
         s_unlease(s, t, ghost_until);
@@ -342,19 +381,32 @@ static void s_leave(dist_master_t *s, dist__mtask_t *t, int64_t ghost_until)
     }
 }
 
-/* Into its queue, at the back (new) or the front (back from a lease). */
+/* Into its queue's level, at the back (new) or the front (back from a lease). */
 static void s_enter_queued(dist_master_t *s, dist__mtask_t *t, bool front)
 {
+    dist__dlist_t *l = &t->q->lv[t->prio];
     t->state = DIST__T_QUEUED;
+    t->not_before_ms = 0;
     if (front)
-        dist__dl_push_front(&t->q->ready, &t->node);
+        dist__dl_push_front(l, &t->node);
     else
-        dist__dl_push_back(&t->q->ready, &t->node);
+        dist__dl_push_back(l, &t->node);
+    t->q->nready++;
+    t->q->mask |= (uint16_t)(1u << t->prio);
     s_tq_dirty(s, t->q);
 }
 
+/* Into the timer heap until delay_ms from now (its slot was reserved). */
+static void s_enter_delayed(dist_master_t *s, dist__mtask_t *t, int64_t delay_ms)
+{
+    t->state = DIST__T_DELAYED;
+    t->not_before_ms = dist__m_unix_ms() + delay_ms;
+    t->q->delayed++;
+    dist__m_timer_add(s, &t->timer, s->now + delay_ms, DIST__TIMER_DUE);
+}
+
 /* (none) -> QUEUED: a new task of q, accepted from a SUBMIT. */
-static void s_t_submit(dist_master_t *s, dist__mtask_t *t, dist__mtq_t *q)
+static void s_t_submit(dist_master_t *s, dist__mtask_t *t, dist__mtq_t *q, int64_t delay_ms)
 {
     T_FROM(t, T_NONE);
     t->q = q;
@@ -367,14 +419,26 @@ static void s_t_submit(dist_master_t *s, dist__mtask_t *t, dist__mtq_t *q)
         t->srow = s->next_row++;
         dist__m_store_mark(s, t, DIST__S_NEW);
     }
+    if (delay_ms > 0)
+        s_enter_delayed(s, t, delay_ms); /* the arrow "delay" of a new task */
+    else
+        s_enter_queued(s, t, false);
+}
+
+/* DELAYED -> QUEUED ("due"): its time came; to the back of its level. */
+static void s_t_due(dist_master_t *s, dist__mtask_t *t)
+{
+    T_FROM(t, T_DELAYED);
+    t->q->delayed--; /* the heap already let go of its timer */
     s_enter_queued(s, t, false);
+    dist__m_store_mark(s, t, DIST__S_META);
 }
 
 /* QUEUED -> (none): a SUBMIT the store refused after all; t is freed by
  * the store. */
 static void s_t_unsubmit(dist_master_t *s, dist__mtask_t *t)
 {
-    T_FROM(t, T_QUEUED);
+    T_FROM(t, T_QUEUED | T_DELAYED);
     s_leave(s, t, 0);
     dist__m_obs_submitted(s, t->q, -1);
     t->q->refs--;
@@ -394,6 +458,7 @@ static void s_t_lease(dist_master_t *s, dist__mtask_t *t, dist__mpeer_t *w)
     s_leave(s, t, 0);
     t->state = DIST__T_LEASED;
     t->worker = w;
+    t->started_ms = dist__m_unix_ms();
     dist__dl_push_back(&w->leased, &t->node);
     dist__m_store_mark(s, t, DIST__S_LEASE);
     dist__m_timer_add(s, &t->timer, s->now + s_lease_ms(s, t), DIST__TIMER_LEASE); /* reserved */
@@ -416,8 +481,12 @@ static void s_t_finish(dist_master_t *s, dist__mtask_t *t, dist__status_t st, co
                        size_t len, int64_t ghost_until)
 {
     static const char nomem[] = "the master ran out of memory for this result";
-    T_FROM(t, T_QUEUED | T_LEASED);
+    T_FROM(t, T_QUEUED | T_LEASED | T_DELAYED);
+    if (st != DIST__ST_OK && st != DIST__ST_CANCELLED)
+        dist__m_dead_add(s, t, st, bytes, len); /* while data still holds the args */
     s_leave(s, t, ghost_until);
+    t->finished_ms = dist__m_unix_ms();
+    t->not_before_ms = 0;
     dist__m_obs_finished(s, t, st, bytes, len);
     t->q->refs--;
     t->q = NULL;
@@ -447,6 +516,42 @@ static void s_t_finish(dist_master_t *s, dist__mtask_t *t, dist__status_t st, co
     if (st != DIST__ST_OK)
         s->c.failed++;
     dist__m_rate_add(s, 0, 1);
+    dist__m_task_final(s, t);
+}
+
+/* QUEUED | DELAYED | LEASED -> DONE with status cancelled ("cancel"). A
+ * leased task's worker is told (CANCEL {ids}); its lease becomes a ghost
+ * until the worker answers for the id or the lease's deadline. */
+static void s_t_cancel(dist_master_t *s, dist__mtask_t *t, const char *by)
+{
+    T_FROM(t, T_QUEUED | T_DELAYED | T_LEASED);
+    char msg[DIST__NAME_MAX + 32], hex[33];
+    int n = snprintf(msg, sizeof msg, "cancelled by %s", by);
+    int64_t ghost_until = 0;
+    if (t->state == DIST__T_LEASED) {
+        dist__mpeer_t *w = t->worker;
+        ghost_until = t->timer.at > s->now ? t->timer.at : s->now + GRACE_MS;
+        dist_wire_buf_reset(s->out);
+        msgpack_packer *pk = dist_wire_buf_packer(s->out);
+        dist__ids_req_t c = { .nids = 1 };
+        dist__pack_ids_req(pk, &c, false);
+        dist__pk_id(pk, &t->id);
+        dist__m_send(s, w, DIST__CMD_CANCEL, s->out, NULL, NULL, 0);
+    }
+    dist__id_hex(&t->id, hex);
+    dist__log(&s->log, DIST_LOG_INFO, "task %s (id %s) %s", t->q->key.name, hex, msg);
+    s->c.cancelled++;
+    s_t_finish(s, t, DIST__ST_CANCELLED, msg, n < 0 ? 0 : (size_t)n, ghost_until);
+}
+
+void dist__m_task_cancel(dist_master_t *s, dist__mtask_t *t, const char *by)
+{
+    s_t_cancel(s, t, by);
+}
+
+void dist__m_task_due(dist_master_t *s, dist__mtask_t *t)
+{
+    s_t_due(s, t);
 }
 
 /* -> DONE with gave_up: the attempts are spent. */
@@ -463,14 +568,42 @@ static void s_t_give_up(dist_master_t *s, dist__mtask_t *t, int64_t ghost_until)
     s_t_finish(s, t, DIST__ST_GAVE_UP, msg, len, ghost_until);
 }
 
+static uint32_t s_max_attempts(const dist_master_t *s, const dist__mtask_t *t)
+{
+    return t->max_attempts ? t->max_attempts : (uint32_t)s->max_attempts;
+}
+
+/* The delay before attempt k (>= 2) of t: backoff_ms * factor^(k-2),
+ * capped at backoff_max_ms, times a jitter uniform in [0.8, 1.2] (so that
+ * tasks that failed together do not come back together). */
+static int64_t s_backoff(dist_master_t *s, const dist__mtask_t *t, uint32_t k)
+{
+    if (!t->backoff_ms || k < 2)
+        return 0;
+    double d = t->backoff_ms;
+    double f = t->backoff_factor > 0 ? t->backoff_factor : DIST__BACKOFF_FACTOR_DEFAULT;
+    double cap = t->backoff_max_ms ? t->backoff_max_ms : DIST__BACKOFF_MAX_DEFAULT;
+    for (uint32_t i = 2; i < k && d < cap; i++)
+        d *= f;
+    if (d > cap)
+        d = cap;
+    s->jitter ^= s->jitter << 13;
+    s->jitter ^= s->jitter >> 7;
+    s->jitter ^= s->jitter << 17;
+    d *= 0.8 + 0.4 * (double)(s->jitter >> 11) / 9007199254740992.0;
+    return (int64_t)d;
+}
+
 /* LEASED -> QUEUED with attempt + 1 (the worker died, the lease expired,
- * or a retryable result), at the front; or -> DONE (gave_up) when it had
- * max_attempts. */
-static void s_t_requeue(dist_master_t *s, dist__mtask_t *t, const char *reason, int64_t ghost_until)
+ * or a retryable result), at the front; or LEASED -> DELAYED
+ * ("retry_later") when its backoff or the worker's retry_ms asks for a
+ * wait; or -> DONE (gave_up) when it had its max_attempts. */
+static void s_t_requeue(dist_master_t *s, dist__mtask_t *t, const char *reason, int64_t ghost_until,
+                        uint32_t retry_ms)
 {
     T_FROM(t, T_LEASED);
     s_add_reason(t, reason);
-    if (t->attempt >= (uint32_t)s->max_attempts) {
+    if (t->attempt >= s_max_attempts(s, t) || dist__m_timer_reserve(s, 2)) {
         s_t_give_up(s, t, ghost_until);
         return;
     }
@@ -478,12 +611,21 @@ static void s_t_requeue(dist_master_t *s, dist__mtask_t *t, const char *reason, 
     t->attempt++;
     s->c.retried++;
     dist__m_obs_retried(s, t->q);
-    s_enter_queued(s, t, true);
+    int64_t delay = s_backoff(s, t, t->attempt);
+    if (delay < retry_ms)
+        delay = retry_ms;
+    if (delay > (int64_t)DIST__DELAY_MAX_MS)
+        delay = (int64_t)DIST__DELAY_MAX_MS;
+    if (delay > 0)
+        s_enter_delayed(s, t, delay);
+    else
+        s_enter_queued(s, t, true);
     dist__m_store_mark(s, t, DIST__S_META);
     char hex[33];
     dist__id_hex(&t->id, hex);
-    dist__log(&s->log, DIST_LOG_DEBUG, "task %s (id %s) requeued for attempt %u: %s",
-              t->q->key.name, hex, (unsigned)t->attempt, reason);
+    dist__log(&s->log, DIST_LOG_DEBUG, "task %s (id %s) %s for attempt %u: %s",
+              t->q->key.name, hex, delay > 0 ? "delayed" : "requeued", (unsigned)t->attempt,
+              reason);
 }
 
 /* DONE -> (gone): the client acknowledged the result; the store frees t
@@ -497,6 +639,107 @@ static void s_t_acked(dist_master_t *s, dist__mtask_t *t, uint64_t hash)
     s->results_waiting--;
     if (!dist__m_store_drop(s, t))
         dist__m_task_free(t);
+}
+
+/* DONE -> (gone) ("expire"): nobody acknowledged the result within
+ * --result-ttl; its id is remembered as expired (a bounded set). The
+ * caller frees the client name when it was the last thing it held. */
+static void s_t_expire(dist_master_t *s, dist__mtask_t *t)
+{
+    T_FROM(t, T_DONE);
+    s->c.expired_results++;
+    dist__m_tomb_add(s, &t->id);
+    s_t_acked(s, t, s_id_hash(s, &t->id));
+}
+
+void dist__m_task_expire(dist_master_t *s, dist__mtask_t *t)
+{
+    dist__mclient_t *cn = t->cn;
+    s_t_expire(s, t);
+    s_cn_maybe_free(s, cn);
+}
+
+/* Expires from the front of l while its tasks are older than the TTL
+ * (results are appended as they finish, so the front is the oldest; a
+ * result sent again moves back and may wait one more TTL at most). */
+static void s_expire_list(dist_master_t *s, dist__dlist_t *l, int64_t before)
+{
+    dist__dnode_t *d;
+    while ((d = dist__dl_first(l))) {
+        dist__mtask_t *t = DIST__CONTAINER_OF(d, dist__mtask_t, node);
+        if (t->finished_ms > before)
+            break;
+        s_t_expire(s, t);
+    }
+}
+
+void dist__m_expire_results(dist_master_t *s)
+{
+    if (!s->result_ttl_ms || !s->results_waiting || s->now < s->expire_at)
+        return;
+    s->expire_at = s->now + 1000;
+    int64_t before = dist__m_unix_ms() - s->result_ttl_ms;
+    /* A client name freed here leaves the index while it is walked: an
+     * entry moved by that may be skipped until the next look, a second
+     * later, which the TTL's precision allows. */
+    for (size_t i = 0; i < s->cn_index.cap && s->results_waiting; i++) {
+        dist__mclient_t *cn = s->cn_index.slots[i].item;
+        if (!cn || !(cn->sent.n + cn->unsent.n))
+            continue;
+        s_expire_list(s, &cn->sent, before);
+        s_expire_list(s, &cn->unsent, before);
+        s_cn_maybe_free(s, cn);
+    }
+}
+
+/* Submits a dead letter again with fresh attempts, for its submitter when
+ * that name is still known, else for the requester. A DONE task of the
+ * same id (its result not yet acknowledged) is replaced. */
+const char *dist__m_task_resubmit(dist_master_t *s, const dist__mdead_t *d,
+                                  dist__mclient_t *requester)
+{
+    uint64_t h = s_id_hash(s, &d->id);
+    dist__mtask_t *old = dist__hmap_get(&s->tasks, h, d->id.b, sizeof d->id.b);
+    if (old && old->state != DIST__T_DONE)
+        return dist__m_task_state(old); /* submitted again already */
+    dist__mtq_t *q = dist__m_tq_find(s, d->task, strlen(d->task));
+    if (!q || dist__m_store_refusing(s) || s->outstanding >= s->max_queued)
+        return NULL;
+    dist__mclient_t *cn = old ? old->cn : dist__m_named_find(s, &s->cn_index, d->client,
+                                                               strlen(d->client));
+    if (!cn)
+        cn = requester;
+    if (!cn)
+        return NULL;
+    dist__mtask_t *t = dist__hmap_reserve(&s->tasks, 1) ? NULL : malloc(sizeof *t + d->len);
+    char *key = t && d->key ? strdup(d->key) : NULL;
+    if (!t || (d->key && !key)) {
+        free(t);
+        return NULL;
+    }
+    if (old)
+        s_t_acked(s, old, h); /* its result is replaced by the new run's */
+    memset(t, 0, sizeof *t);
+    t->id = d->id;
+    t->cn = cn;
+    t->key = key;
+    t->attempt = 1;
+    t->timeout_ms = d->timeout_ms;
+    t->prio = d->prio;
+    t->retry_on_error = d->retry_on_error;
+    t->max_attempts = d->max_attempts;
+    t->backoff_ms = d->backoff_ms;
+    t->backoff_factor = d->backoff_factor;
+    t->backoff_max_ms = d->backoff_max_ms;
+    t->submitted_ms = dist__m_unix_ms();
+    t->len = t->cap = d->len;
+    memcpy(t->data, d->args, d->len);
+    t->timer.idx = UINT32_MAX;
+    t->accepted_at = s->now;
+    dist__hmap_add(&s->tasks, h, t); /* reserved */
+    s_t_submit(s, t, q, 0);
+    dist__m_rate_add(s, 1, 0);
+    return dist__m_task_state(t);
 }
 
 /* DONE -> DONE: the result goes to its client again (a SUBMIT repeated
@@ -515,7 +758,8 @@ static void s_t_resend(dist_master_t *s, dist__mtask_t *t)
 /* (none) -> QUEUED or DONE: a task read back from the store. One that was
  * leased when the master stopped may have started: that attempt counts,
  * as if its worker had died. */
-static void s_t_recover(dist_master_t *s, dist__mtask_t *t, dist__mtq_t *q, bool done, bool leased)
+static void s_t_recover(dist_master_t *s, dist__mtask_t *t, dist__mtq_t *q, bool done, bool leased,
+                        int64_t delay_ms)
 {
     T_FROM(t, T_NONE);
     if (done) {
@@ -528,11 +772,19 @@ static void s_t_recover(dist_master_t *s, dist__mtask_t *t, dist__mtq_t *q, bool
     q->refs++;
     s->outstanding++;
     t->cn->pending++;
+    if (delay_ms > 0 && !leased) {
+        /* Delayed (before its time or waiting for a retry): until then,
+         * by the master's clock; its timer slot was reserved. */
+        int64_t nb = t->not_before_ms;
+        s_enter_delayed(s, t, delay_ms);
+        t->not_before_ms = nb;
+        return;
+    }
     s_enter_queued(s, t, false);
     if (!leased)
         return;
     s_add_reason(t, "the master stopped while the task was leased");
-    if (t->attempt >= (uint32_t)s->max_attempts) {
+    if (t->attempt >= s_max_attempts(s, t)) {
         s_t_give_up(s, t, 0);
     } else {
         t->attempt++;
@@ -544,12 +796,19 @@ void dist__m_lease_expired(dist_master_t *s, dist__mtask_t *t)
 {
     char desc[300], why[400], hex[33];
     int64_t ms = s_lease_ms(s, t);
+    if (!t->timeout_ms && s->now - t->worker->last_seen < s->hb_timeout_ms) {
+        /* Lease renewal: a task without a timeout runs as long as its
+         * worker lives (its heartbeats arrive); the worker's death, not
+         * the lease, gives it to another worker. */
+        dist__m_timer_add(s, &t->timer, s->now + ms, DIST__TIMER_LEASE); /* just freed */
+        return;
+    }
     dist__m_peer_desc(t->worker, desc, sizeof desc);
     dist__id_hex(&t->id, hex);
     dist__log(&s->log, DIST_LOG_INFO, "lease of task %s (id %s, attempt %u) on %s expired after %lld ms",
               t->q->key.name, hex, (unsigned)t->attempt, desc, (long long)ms);
     snprintf(why, sizeof why, "lease expired after %lld ms on %s", (long long)ms, desc);
-    s_t_requeue(s, t, why, s->now + ms);
+    s_t_requeue(s, t, why, s->now + ms, 0);
 }
 
 /* ---- workers --------------------------------------------------------------------------------- */
@@ -616,7 +875,7 @@ void dist__m_worker_release(dist_master_t *s, dist__mpeer_t *w, const char *why)
     /* From the last leased to the first, each to the front of its queue:
      * they end up in their original order, ahead of newer tasks. */
     while ((d = dist__dl_last(&w->leased))) {
-        s_t_requeue(s, DIST__CONTAINER_OF(d, dist__mtask_t, node), why, 0);
+        s_t_requeue(s, DIST__CONTAINER_OF(d, dist__mtask_t, node), why, 0, 0);
     }
     while ((d = dist__dl_first(&w->ghosts)))
         s_ghost_free(s, DIST__CONTAINER_OF(d, dist__mghost_t, node));
@@ -706,14 +965,16 @@ static msgpack_packer *s_batch_begin(dist_master_t *s, dist__cmd_t cmd, size_t n
  * message is on its way. */
 static void s_send_tasks(dist_master_t *s, dist__mpeer_t *w, dist__mtq_t *q, int64_t count)
 {
-    while (count > 0 && q->ready.n && dist__m_peer_ready(w)) {
+    dist__dlist_t *l;
+    while (count > 0 && (l = dist__mtq_top(q)) && dist__m_peer_ready(w)) {
+        /* One level per batch: the highest first (strict priority). */
         size_t lim = count < DIST__MAX_BATCH ? (size_t)count : DIST__MAX_BATCH;
-        size_t n = s_batch_size(s, &q->ready, lim, q->key.len + ITEM_OVERHEAD);
+        size_t n = s_batch_size(s, l, lim, q->key.len + ITEM_OVERHEAD);
         if (dist__m_timer_reserve(s, n))
             return;
         msgpack_packer *pk = s_batch_begin(s, DIST__CMD_TASKS, n);
-        dist__dnode_t *d = dist__dl_first(&q->ready);
-        for (size_t i = 0; i < n; i++, d = dist__dl_next(&q->ready, d)) {
+        dist__dnode_t *d = dist__dl_first(l);
+        for (size_t i = 0; i < n; i++, d = dist__dl_next(l, d)) {
             const dist__mtask_t *t = DIST__CONTAINER_OF(d, dist__mtask_t, node);
             dist__task_t tt = { t->id, t->attempt, q->key.name, q->key.len, t->data, t->len, t->timeout_ms };
             dist__pack_task(pk, &tt, true);
@@ -721,7 +982,7 @@ static void s_send_tasks(dist_master_t *s, dist__mpeer_t *w, dist__mtq_t *q, int
         if (dist__m_try_send(s, w, DIST__CMD_TASKS, s->out))
             return;
         for (size_t i = 0; i < n; i++) {
-            s_t_lease(s, DIST__CONTAINER_OF(dist__dl_first(&q->ready), dist__mtask_t, node), w);
+            s_t_lease(s, DIST__CONTAINER_OF(dist__dl_first(l), dist__mtask_t, node), w);
         }
         count -= (int64_t)n;
     }
@@ -729,7 +990,7 @@ static void s_send_tasks(dist_master_t *s, dist__mpeer_t *w, dist__mtq_t *q, int
 
 static void s_dispatch_q(dist_master_t *s, dist__mtq_t *q)
 {
-    if (!q->ready.n || !q->nws)
+    if (!q->nready || !q->nws)
         return;
     if (q->nws > s->capcand) {
         size_t cap = q->nws * 2;
@@ -754,14 +1015,14 @@ static void s_dispatch_q(dist_master_t *s, dist__mtq_t *q)
     }
     if (!k)
         return;
-    int64_t R = (int64_t)q->ready.n;
+    int64_t R = (int64_t)q->nready;
     if (R >= total) {
         for (size_t i = 0; i < k; i++)
             s->cand[i].give = s->cand[i].f;
     } else {
         s_water_fill(s->cand, k, R, s->rr++);
     }
-    for (size_t i = 0; i < k && q->ready.n; i++)
+    for (size_t i = 0; i < k && q->nready; i++)
         if (s->cand[i].give > 0)
             s_send_tasks(s, s->cand[i].w, q, s->cand[i].give);
 }
@@ -774,7 +1035,7 @@ void dist__m_dispatch(dist_master_t *s)
         if (w->capacity <= w->held)
             continue;
         for (size_t i = 0; i < w->nnames; i++)
-            if (w->names[i].q->ready.n)
+            if (w->names[i].q->nready)
                 s_tq_dirty(s, w->names[i].q);
     }
     while ((d = dist__dl_pop_front(&s->dirty_tqs)))
@@ -829,8 +1090,22 @@ static int s_submit_one(dist_master_t *s, dist__mclient_t *cn, const msgpack_obj
                         dist__mtq_t **last, uint64_t *fresh)
 {
     dist__task_t t;
-    if (dist__parse_task(o, false, &t))
+    dist__submit_opts_t so;
+    if (dist__parse_task(o, false, &t) || dist__parse_submit_opts(o, &so, NULL))
         return SUB_BAD;
+    if (so.key.n) {
+        /* A caller's key must name the id it comes with (section 6.6). */
+        dist__id_t kid;
+        if (dist__id_from_key(so.key.s, so.key.n, &kid) || !dist__id_eq(&kid, &t.id))
+            return SUB_BAD;
+    }
+    int64_t delay = so.delay_ms;
+    if (so.has_at) {
+        int64_t now = dist__m_unix_ms();
+        if ((int64_t)so.at_ms > now + (int64_t)DIST__DELAY_MAX_MS)
+            return SUB_BAD;
+        delay = (int64_t)so.at_ms > now ? (int64_t)so.at_ms - now : 0; /* the past: now */
+    }
     uint64_t h = s_id_hash(s, &t.id); /* once: for the lookup and the add */
     dist__mtask_t *old = dist__hmap_get(&s->tasks, h, t.id.b, sizeof t.id.b);
     if (old) {
@@ -856,10 +1131,23 @@ static int s_submit_one(dist_master_t *s, dist__mclient_t *cn, const msgpack_obj
         return SUB_FULL;
     if (cn->pending + cn->unsent.n + cn->sent.n >= s->max_results)
         return SUB_FULL_RESULTS;
-    dist__mtask_t *task = room ? malloc(sizeof *task + t.args_len) : NULL;
-    if (!task)
+    dist__mtask_t *task = room && !(delay > 0 && dist__m_timer_reserve(s, 1))
+                              ? malloc(sizeof *task + t.args_len)
+                              : NULL;
+    char *key = task && so.key.n ? strndup(so.key.s, so.key.n) : NULL;
+    if (!task || (so.key.n && !key)) {
+        free(task);
         return SUB_NOMEM;
+    }
     memset(task, 0, sizeof *task);
+    task->key = key;
+    task->prio = (uint8_t)so.priority;
+    task->retry_on_error = so.retry_on_error;
+    task->max_attempts = (uint16_t)so.max_attempts;
+    task->backoff_ms = so.backoff_ms;
+    task->backoff_factor = (float)so.backoff_factor;
+    task->backoff_max_ms = so.backoff_max_ms;
+    task->submitted_ms = dist__m_unix_ms();
     task->id = t.id;
     task->cn = cn;
     task->attempt = 1;
@@ -869,7 +1157,7 @@ static int s_submit_one(dist_master_t *s, dist__mclient_t *cn, const msgpack_obj
     task->timer.idx = UINT32_MAX;
     task->accepted_at = s->now;
     dist__hmap_add(&s->tasks, h, task); /* reserved: cannot fail */
-    s_t_submit(s, task, q);
+    s_t_submit(s, task, q, delay);
     (*fresh)++;
     return SUB_OK;
 }
@@ -892,6 +1180,14 @@ static const char *s_bad_task(const msgpack_object *o)
         return "args must be a bin holding one MessagePack array";
     if (dist__opt_u32(o, "timeout_ms", &u))
         return "timeout_ms must be a u32";
+    dist__submit_opts_t so;
+    const char *why = NULL;
+    if (dist__parse_submit_opts(o, &so, &why))
+        return why;
+    if (so.key.n)
+        return "key does not name the task's id (dist__id_from_key)";
+    if (so.has_at)
+        return "at_ms is more than 30 days (2592000000 ms) ahead of the master's clock";
     return "bad task";
 }
 
@@ -1056,13 +1352,13 @@ static void s_result(dist_master_t *s, dist__mpeer_t *w, const dist__result_t *r
         return;
     }
     if (t->state == DIST__T_LEASED && w && t->worker == w && r->attempt == t->attempt) {
-        if (final) {
+        if (final && !(r->status == DIST__ST_FAILED && t->retry_on_error)) {
             s_t_finish(s, t, r->status, bytes, len, 0);
         } else {
             char why[REASON_MAX];
             snprintf(why, sizeof why, "%s: %.*s", dist__status_name(r->status),
                      (int)(r->error_len < REASON_MAX ? r->error_len : REASON_MAX), r->error);
-            s_t_requeue(s, t, why, 0);
+            s_t_requeue(s, t, why, 0, r->status == DIST__ST_RETRY ? r->retry_ms : 0);
         }
         return;
     }
@@ -1198,14 +1494,17 @@ int dist__m_restore_task(dist_master_t *s, const dist__srow_t *r)
 {
     if (s_task_find(s, &r->id))
         return DIST_EINVAL; /* the same id twice: not a store this master wrote */
-    if (dist__hmap_reserve(&s->tasks, 1))
+    if (dist__hmap_reserve(&s->tasks, 1) || dist__m_timer_reserve(s, 1))
         return DIST_ENOMEM;
     dist__mclient_t *cn = s_cn_get(s, r->client, r->client_len);
     /* A name missing from the names table is known again from now on. */
     dist__mtq_t *q = cn && !r->done ? s_tq_get(s, r->task, r->task_len, true) : NULL;
     dist__mtask_t *t = cn && (q || r->done) ? malloc(sizeof *t + r->len) : NULL;
     char *reasons = r->reasons && t ? strndup(r->reasons, REASONS_MAX + 8) : NULL;
-    if (!t || (r->reasons && !reasons)) {
+    char *key = r->key && t ? strndup(r->key, DIST__KEY_MAX) : NULL;
+    if (!t || (r->reasons && !reasons) || (r->key && !key)) {
+        free(reasons);
+        free(key);
         free(t);
         if (cn)
             s_cn_maybe_free(s, cn);
@@ -1219,13 +1518,27 @@ int dist__m_restore_task(dist_master_t *s, const dist__srow_t *r)
     t->len = t->cap = (uint32_t)r->len;
     memcpy(t->data, r->data, r->len);
     t->reasons = reasons;
+    t->key = key;
+    t->prio = (uint8_t)r->priority;
+    t->max_attempts = (uint16_t)r->max_attempts;
+    t->backoff_ms = r->backoff_ms;
+    t->backoff_factor = (float)r->backoff_factor;
+    t->backoff_max_ms = r->backoff_max_ms;
+    t->retry_on_error = r->retry_on_error;
+    t->not_before_ms = r->not_before_ms;
+    t->submitted_ms = r->submitted_ms;
+    t->started_ms = r->started_ms;
+    t->finished_ms = r->finished_ms;
     t->timer.idx = UINT32_MAX;
     t->srow = r->row;
     t->accepted_at = s->now; /* its latency counts from the recovery */
     dist__hmap_add(&s->tasks, s_id_hash(s, &t->id), t); /* reserved */
     if (r->done)
         t->status = (uint8_t)r->status;
-    s_t_recover(s, t, q, r->done, r->leased);
+    int64_t delay = r->not_before_ms ? r->not_before_ms - dist__m_unix_ms() : 0;
+    if (delay > (int64_t)DIST__DELAY_MAX_MS)
+        delay = (int64_t)DIST__DELAY_MAX_MS; /* a clock set back: still bounded */
+    s_t_recover(s, t, q, r->done, r->leased, delay);
     return 0;
 }
 

@@ -487,6 +487,9 @@ static const struct {
       "Worker results dropped as late duplicates (the task was done or had moved on)." },
     { "disconnected", "dist_disconnected_total", "counter",
       "Connections closed by the transport (peer gone, or a frame above the size limit)." },
+    { "cancelled", "dist_tasks_cancelled_total", "counter", "Tasks cancelled by a client." },
+    { "expired_results", "dist_expired_results_total", "counter",
+      "Results forgotten unacknowledged after the master's --result-ttl." },
 };
 
 /* Per-worker fields: {worker, host} labels. */
@@ -546,6 +549,26 @@ static void s_render_prom(s_buf_t *b, const msgpack_object *root, bool *oom)
     s_fam_t inflight = { "dist_queue_in_flight", "gauge",
                          "Tasks of the queue leased to workers and not yet answered.", false };
     s_rows_family(b, &inflight, rows, n, "queue", "kind", "in_flight", 0);
+    s_fam_t delayed = { "dist_queue_delayed", "gauge",
+                        "Tasks of the queue held until their time (delay or retry backoff).",
+                        false };
+    s_rows_family(b, &delayed, rows, n, "queue", "kind", "delayed", 0);
+    s_fam_t byprio = { "dist_queue_depth_by_priority", "gauge",
+                       "Tasks waiting in the queue, by priority (0-9, higher first).", false };
+    for (size_t i = 0; i < n; i++) {
+        const msgpack_object *lv;
+        size_t nlv;
+        if (dist_wire_get_array(dist_wire_map_get(rows[i].o, "depth_by_priority"), &lv, &nlv))
+            continue;
+        for (size_t p = 0; p < nlv && p < 10; p++) {
+            char v[40], pr[4];
+            if (!s_fmt_num(&lv[p], 0, v))
+                continue;
+            snprintf(pr, sizeof pr, "%zu", p);
+            s_lbl_t l[2] = { { "queue", rows[i].k1, rows[i].n1 }, { "priority", pr, strlen(pr) } };
+            s_sample(b, &byprio, NULL, l, 2, v);
+        }
+    }
     free(rows);
 
     const msgpack_object *workers = dist_wire_map_get(root, "workers");

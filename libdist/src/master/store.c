@@ -49,17 +49,27 @@ static const char *const s_sql[ST_COUNT] = {
     [ST_NAME_PUT] = "INSERT OR IGNORE INTO names(name) VALUES(?1)",
     [ST_NAME_DEL] = "DELETE FROM names WHERE name = ?1",
     [ST_PUT] = ("INSERT OR REPLACE INTO tasks(row, id, client, task, done, leased, attempt, "
-                "timeout_ms, status, data, reasons) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
-                "?10, ?11)"),
+                "timeout_ms, status, data, reasons, key, priority, not_before_ms, max_attempts, "
+                "backoff_ms, backoff_factor, backoff_max_ms, retry_on_error, submitted_ms, "
+                "started_ms, finished_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
+                "?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"),
     [ST_LEASE1] = "UPDATE tasks SET leased = 1 WHERE row = ?1",
     [ST_LEASES] = "UPDATE tasks SET leased = 1 WHERE row BETWEEN ?1 AND ?2",
-    [ST_META] = "UPDATE tasks SET attempt = ?2, leased = ?3, reasons = ?4 WHERE row = ?1",
-    [ST_DONE] = ("UPDATE tasks SET done = 1, leased = 0, status = ?2, data = ?3, reasons = NULL "
-                 "WHERE row = ?1"),
+    [ST_META] = ("UPDATE tasks SET attempt = ?2, leased = ?3, reasons = ?4, not_before_ms = ?5, "
+                 "started_ms = ?6 WHERE row = ?1"),
+    [ST_DONE] = ("UPDATE tasks SET done = 1, leased = 0, status = ?2, data = ?3, reasons = NULL, "
+                 "not_before_ms = 0, started_ms = ?4, finished_ms = ?5 WHERE row = ?1"),
     [ST_DEL1] = "DELETE FROM tasks WHERE row = ?1",
     [ST_DELS] = "DELETE FROM tasks WHERE row BETWEEN ?1 AND ?2",
     [ST_PROBE] = "INSERT OR REPLACE INTO meta(key, value) VALUES('probe', ?1)",
 };
+
+#define S_COLUMNS_2                                                                              \
+    " key TEXT, priority INTEGER NOT NULL DEFAULT 0, not_before_ms INTEGER NOT NULL DEFAULT 0,"    \
+    " max_attempts INTEGER NOT NULL DEFAULT 0, backoff_ms INTEGER NOT NULL DEFAULT 0,"             \
+    " backoff_factor REAL NOT NULL DEFAULT 0, backoff_max_ms INTEGER NOT NULL DEFAULT 0,"          \
+    " retry_on_error INTEGER NOT NULL DEFAULT 0, submitted_ms INTEGER NOT NULL DEFAULT 0,"         \
+    " started_ms INTEGER NOT NULL DEFAULT 0, finished_ms INTEGER NOT NULL DEFAULT 0"
 
 static const char s_schema[] =
     "CREATE TABLE meta(key TEXT PRIMARY KEY NOT NULL, value) WITHOUT ROWID;"
@@ -76,7 +86,25 @@ static const char s_schema[] =
     " timeout_ms INTEGER NOT NULL,"
     " status TEXT,"              /* done: ok, failed, ..., gave_up */
     " data BLOB,"                /* args, or the result's value or error */
-    " reasons TEXT);";           /* why earlier attempts failed */
+    " reasons TEXT,"             /* why earlier attempts failed */
+    S_COLUMNS_2 ");";
+
+/* The columns of schema 2 (task control), as CREATE TABLE lists them; the
+ * migration of a schema 1 file adds each with ALTER TABLE ADD COLUMN. All
+ * default to "unset", which is what an old row means. */
+static const char *const s_columns_2[] = {
+    "key TEXT",                              /* the caller's id string */
+    "priority INTEGER NOT NULL DEFAULT 0",
+    "not_before_ms INTEGER NOT NULL DEFAULT 0", /* unix ms: delayed until then */
+    "max_attempts INTEGER NOT NULL DEFAULT 0",  /* 0: the master's */
+    "backoff_ms INTEGER NOT NULL DEFAULT 0",
+    "backoff_factor REAL NOT NULL DEFAULT 0",
+    "backoff_max_ms INTEGER NOT NULL DEFAULT 0",
+    "retry_on_error INTEGER NOT NULL DEFAULT 0",
+    "submitted_ms INTEGER NOT NULL DEFAULT 0",
+    "started_ms INTEGER NOT NULL DEFAULT 0",
+    "finished_ms INTEGER NOT NULL DEFAULT 0",
+};
 
 /* A run of consecutive rows waiting for one range statement. */
 typedef struct {
@@ -88,6 +116,7 @@ struct dist__store {
     char *path;
     sqlite3_stmt *st[ST_COUNT];
     bool in_txn;
+    int64_t version; /* the schema the file had when opened (0: new) */
     int err;        /* the first error of the current transaction */
     s_run_t leases, dels;
     unsigned fail_n;
@@ -212,7 +241,27 @@ static int s_check_or_create(dist__store_t *st, char *why, size_t whylen)
         snprintf(why, whylen, "%s is not a libdist store (no schema version)", st->path);
         return -1;
     }
+    st->version = version;
     return SQLITE_OK;
+}
+
+/* Schema 1 -> 2 in one transaction: the new columns, then the version. */
+static int s_migrate(dist__store_t *st)
+{
+    int rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    for (size_t i = 0; rc == SQLITE_OK && i < sizeof s_columns_2 / sizeof *s_columns_2; i++) {
+        char sql[160];
+        snprintf(sql, sizeof sql, "ALTER TABLE tasks ADD COLUMN %s", s_columns_2[i]);
+        rc = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
+    }
+    if (rc == SQLITE_OK) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA user_version = %d; COMMIT", DIST__STORE_SCHEMA);
+        rc = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
+    }
+    if (rc != SQLITE_OK && !sqlite3_get_autocommit(st->db))
+        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
 }
 
 static int s_create(dist__store_t *st)
@@ -304,8 +353,10 @@ dist__store_t *dist__store_open(const char *path, bool full_sync, char *why, siz
     /* Creating the schema is also the proof that the file can be written
      * and locked; an existing store is proven by an empty transaction. */
     if (rc == SQLITE_OK)
-        rc = objects ? sqlite3_exec(st->db, "BEGIN IMMEDIATE; COMMIT", NULL, NULL, NULL)
-                     : s_create(st);
+        rc = !objects                             ? s_create(st)
+             : st->version < DIST__STORE_SCHEMA ? s_migrate(st)
+                                                 : sqlite3_exec(st->db, "BEGIN IMMEDIATE; COMMIT",
+                                                                NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         code = s_open_error(st, rc, why, whylen);
         goto fail;
@@ -426,6 +477,31 @@ static const char *s_row(sqlite3_stmt *q, dist__srow_t *r)
         r->reasons = (const char *)sqlite3_column_text(q, 10);
     else if (type != SQLITE_NULL)
         return "reasons";
+    type = sqlite3_column_type(q, 11);
+    if (type == SQLITE_TEXT) {
+        r->key = (const char *)sqlite3_column_text(q, 11);
+        if (!dist__key_ok(r->key, strlen(r->key)))
+            return "key";
+    } else if (type != SQLITE_NULL) {
+        return "key";
+    }
+    uint32_t roe = 0;
+    if (!s_col_u32(q, 12, 0, &r->priority) || r->priority >= DIST__PRIORITY_LEVELS)
+        return "priority";
+    if (!s_col_u32(q, 14, 0, &r->max_attempts) || r->max_attempts > DIST__ATTEMPTS_MAX)
+        return "max_attempts";
+    if (!s_col_u32(q, 15, 0, &r->backoff_ms) || !s_col_u32(q, 17, 0, &r->backoff_max_ms))
+        return "backoff";
+    if (!s_col_u32(q, 18, 0, &roe) || roe > 1)
+        return "retry_on_error";
+    r->retry_on_error = roe;
+    r->backoff_factor = sqlite3_column_double(q, 16);
+    if (!(r->backoff_factor == 0 || (r->backoff_factor >= 1.0 && r->backoff_factor <= 1000.0)))
+        return "backoff_factor";
+    r->not_before_ms = r->done ? 0 : sqlite3_column_int64(q, 13);
+    r->submitted_ms = sqlite3_column_int64(q, 19);
+    r->started_ms = sqlite3_column_int64(q, 20);
+    r->finished_ms = sqlite3_column_int64(q, 21);
     return NULL;
 }
 
@@ -456,7 +532,10 @@ int dist__store_load(dist__store_t *st, int (*on_name)(void *ud, const char *nam
     q = NULL;
     if (!code && rc == SQLITE_DONE)
         rc = sqlite3_prepare_v2(st->db, "SELECT row, id, client, task, done, leased, attempt, "
-                                "timeout_ms, status, data, reasons FROM tasks ORDER BY row",
+                                "timeout_ms, status, data, reasons, key, priority, "
+                                "not_before_ms, max_attempts, backoff_ms, backoff_factor, "
+                                "backoff_max_ms, retry_on_error, submitted_ms, started_ms, "
+                                "finished_ms FROM tasks ORDER BY row",
                                 -1, &q, NULL);
     while (!code && (rc == SQLITE_OK || rc == SQLITE_ROW)) {
         if ((rc = sqlite3_step(q)) != SQLITE_ROW)
@@ -537,6 +616,17 @@ void dist__store_task_put(dist__store_t *st, const dist__srow_t *r)
     sqlite3_bind_text(q, 9, r->done ? dist__status_name(r->status) : NULL, -1, SQLITE_STATIC);
     s_bind_blob(q, 10, r->data, r->len);
     sqlite3_bind_text(q, 11, r->reasons, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 12, r->key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 13, r->priority);
+    sqlite3_bind_int64(q, 14, r->not_before_ms);
+    sqlite3_bind_int64(q, 15, r->max_attempts);
+    sqlite3_bind_int64(q, 16, r->backoff_ms);
+    sqlite3_bind_double(q, 17, r->backoff_factor);
+    sqlite3_bind_int64(q, 18, r->backoff_max_ms);
+    sqlite3_bind_int(q, 19, r->retry_on_error);
+    sqlite3_bind_int64(q, 20, r->submitted_ms);
+    sqlite3_bind_int64(q, 21, r->started_ms);
+    sqlite3_bind_int64(q, 22, r->finished_ms);
     s_run(st, q);
 }
 
@@ -578,28 +668,30 @@ void dist__store_task_del(dist__store_t *st, int64_t row)
     s_run_add(st, &st->dels, row, ST_DEL1, ST_DELS);
 }
 
-void dist__store_task_meta(dist__store_t *st, int64_t row, uint32_t attempt, bool leased,
-                           const char *reasons)
+void dist__store_task_meta(dist__store_t *st, const dist__srow_t *r)
 {
     if (st->err)
         return;
     sqlite3_stmt *q = st->st[ST_META];
-    sqlite3_bind_int64(q, 1, row);
-    sqlite3_bind_int64(q, 2, attempt);
-    sqlite3_bind_int(q, 3, leased);
-    sqlite3_bind_text(q, 4, reasons, -1, SQLITE_STATIC); /* NULL binds NULL */
+    sqlite3_bind_int64(q, 1, r->row);
+    sqlite3_bind_int64(q, 2, r->attempt);
+    sqlite3_bind_int(q, 3, r->leased);
+    sqlite3_bind_text(q, 4, r->reasons, -1, SQLITE_STATIC); /* NULL binds NULL */
+    sqlite3_bind_int64(q, 5, r->not_before_ms);
+    sqlite3_bind_int64(q, 6, r->started_ms);
     s_run(st, q);
 }
 
-void dist__store_task_done(dist__store_t *st, int64_t row, dist__status_t status,
-                           const void *data, size_t len)
+void dist__store_task_done(dist__store_t *st, const dist__srow_t *r)
 {
     if (st->err)
         return;
     sqlite3_stmt *q = st->st[ST_DONE];
-    sqlite3_bind_int64(q, 1, row);
-    sqlite3_bind_text(q, 2, dist__status_name(status), -1, SQLITE_STATIC);
-    s_bind_blob(q, 3, data, len);
+    sqlite3_bind_int64(q, 1, r->row);
+    sqlite3_bind_text(q, 2, dist__status_name(r->status), -1, SQLITE_STATIC);
+    s_bind_blob(q, 3, r->data, r->len);
+    sqlite3_bind_int64(q, 4, r->started_ms);
+    sqlite3_bind_int64(q, 5, r->finished_ms);
     s_run(st, q);
 }
 

@@ -43,8 +43,11 @@
 
 #include "proto_internal.h"
 
-/* The schema this code writes, and the newest it reads. */
-#define DIST__STORE_SCHEMA 1
+/* The schema this code writes, and the newest it reads. Schema 1 (before
+ * task control) is migrated in place when opened: the new columns are
+ * added with their defaults (ALTER TABLE ADD COLUMN), which mean "no
+ * option" for every old row. */
+#define DIST__STORE_SCHEMA 2
 
 typedef struct dist__store dist__store_t;
 
@@ -65,6 +68,13 @@ typedef struct {
     const void *data;        /* args (QUEUED/LEASED) or result (DONE) */
     size_t len;
     const char *reasons;     /* "1: ...; 2: ..." or NULL */
+    /* schema 2: task control (issue 12); 0 / NULL when unset */
+    const char *key;         /* the caller's id string (NUL-terminated) */
+    uint32_t priority, max_attempts, backoff_ms, backoff_max_ms;
+    double backoff_factor;
+    bool retry_on_error;
+    int64_t not_before_ms;   /* unix ms: DELAYED until then (not done) */
+    int64_t submitted_ms, started_ms, finished_ms;
 } dist__srow_t;
 
 /* Opens (creating when needed) the store at path, checks that it is a
@@ -92,12 +102,11 @@ void dist__store_name_del(dist__store_t *st, const char *name, size_t len);
 void dist__store_task_put(dist__store_t *st, const dist__srow_t *r);
 /* The row's current attempt was leased. */
 void dist__store_task_lease(dist__store_t *st, int64_t row);
-/* A new attempt number and its reasons, leased or not (RETURN, retries). */
-void dist__store_task_meta(dist__store_t *st, int64_t row, uint32_t attempt, bool leased,
-                           const char *reasons);
-/* The task is DONE with this result. */
-void dist__store_task_done(dist__store_t *st, int64_t row, dist__status_t status,
-                           const void *data, size_t len);
+/* A new attempt number, its reasons, leased or not, not_before_ms and
+ * started_ms of r (RETURN, retries, delays, a delayed task due). */
+void dist__store_task_meta(dist__store_t *st, const dist__srow_t *r);
+/* The task is DONE with r's status and result (data), started_ms and finished_ms. */
+void dist__store_task_done(dist__store_t *st, const dist__srow_t *r);
 /* The row is gone (acknowledged). */
 void dist__store_task_del(dist__store_t *st, int64_t row);
 /* Commits: 0, or the transaction's first error (everything rolled back). */

@@ -1,0 +1,501 @@
+/*  master_control.c - the task-control requests of clients (issue 12,
+ *  docs/PROTOCOL.md section 7.4): LOOKUP (a task's state by id), FETCH (a
+ *  result by id, from any client, waiting for it when asked), CANCEL,
+ *  FAILED (the dead letters) and RETRY (a dead letter submitted again);
+ *  and what they need beyond the tasks themselves: the tombstones of
+ *  expired results and the dead letters, both bounded and in memory only
+ *  (a restart forgets them: the store keeps tasks, not their history).
+ *
+ *  They are here rather than in master_task.c because they only read a
+ *  task and call its named transitions (dist__m_task_cancel); the arrows
+ *  themselves stay in master_task.c. A FETCH never consumes a result: it
+ *  stays for its submitter and other FETCHes until the submitter's ACK.
+ *
+ *  A FETCH that waits is parked on the peer (at most MAX_FETCHES) and on
+ *  the master's list; a task becoming final answers the ones parked on
+ *  its id (a scan of that list, which holds only waiting FETCHes).
+ */
+#include "master_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dist/error.h"
+
+#define MAX_FETCHES 1024 /* parked FETCHes per peer, like parked QGETs */
+#define MAX_ATTEMPTS_SHOWN 64
+
+typedef struct {
+    dist__dnode_t node;  /* in s->fetches */
+    dist__dnode_t pnode; /* in peer->fetches */
+    dist__hnode_t timer;
+    dist__mpeer_t *peer;
+    dist__id_t id;
+    uint64_t req;
+} dist__mfetch_t;
+
+/* Tombstones: a ring of the newest DIST__TOMBSTONES expired ids, indexed
+ * by id. Dead letters: a list, oldest first, indexed by id. */
+struct dist__mctl {
+    dist__id_t *ring;
+    size_t head, n;
+    dist__hmap_t tombs; /* items: pointers into ring */
+    dist__dlist_t dead;
+    dist__hmap_t dead_index;
+    size_t dead_bytes;
+};
+
+static bool s_id_eq(const void *item, const void *key, size_t klen)
+{
+    (void)klen;
+    return memcmp(item, key, 16) == 0;
+}
+
+static bool s_dead_eq(const void *item, const void *key, size_t klen)
+{
+    (void)klen;
+    return memcmp(((const dist__mdead_t *)item)->id.b, key, 16) == 0;
+}
+
+static uint64_t s_hash(const dist_master_t *s, const dist__id_t *id)
+{
+    return dist__hash(&s->hkey, id->b, sizeof id->b);
+}
+
+static struct dist__mctl *s_ctl(dist_master_t *s)
+{
+    if (!s->ctl && (s->ctl = calloc(1, sizeof *s->ctl))) {
+        dist__hmap_init(&s->ctl->tombs, s_id_eq);
+        dist__hmap_init(&s->ctl->dead_index, s_dead_eq);
+        dist__dl_init(&s->ctl->dead);
+    }
+    return s->ctl;
+}
+
+void dist__m_tomb_add(dist_master_t *s, const dist__id_t *id)
+{
+    struct dist__mctl *c = s_ctl(s);
+    if (!c || (!c->ring && !(c->ring = malloc(DIST__TOMBSTONES * sizeof *c->ring))))
+        return; /* without memory the id reads "unknown" rather than "expired" */
+    if (dist__hmap_reserve(&c->tombs, 1))
+        return;
+    size_t at = (c->head + c->n) % DIST__TOMBSTONES;
+    if (c->n == DIST__TOMBSTONES) { /* the oldest goes */
+        dist__hmap_del(&c->tombs, s_hash(s, &c->ring[at]), &c->ring[at]);
+        c->head = (c->head + 1) % DIST__TOMBSTONES;
+        c->n--;
+    }
+    c->ring[at] = *id;
+    c->n++;
+    dist__hmap_add(&c->tombs, s_hash(s, id), &c->ring[at]);
+}
+
+bool dist__m_tomb_has(const dist_master_t *s, const dist__id_t *id)
+{
+    return s->ctl && s->ctl->n && dist__hmap_get(&s->ctl->tombs, s_hash(s, id), id->b, 16);
+}
+
+static void s_dead_drop(dist_master_t *s, dist__mdead_t *d)
+{
+    struct dist__mctl *c = s->ctl;
+    dist__dl_remove(&c->dead, &d->node);
+    dist__hmap_del(&c->dead_index, s_hash(s, &d->id), d);
+    c->dead_bytes -= d->len;
+    free(d->key);
+    free(d->error);
+    free(d);
+}
+
+void dist__m_dead_add(dist_master_t *s, const dist__mtask_t *t, int st, const void *error,
+                      size_t len)
+{
+    struct dist__mctl *c = s_ctl(s);
+    if (!c || t->len > DIST__DEAD_BYTES || dist__hmap_reserve(&c->dead_index, 1))
+        return;
+    dist__mdead_t *old = dist__hmap_get(&c->dead_index, s_hash(s, &t->id), t->id.b, 16);
+    if (old)
+        s_dead_drop(s, old); /* the same task failed again after a RETRY */
+    dist__mdead_t *d = calloc(1, sizeof *d + t->len);
+    if (!d)
+        return;
+    d->error = strndup(error ? error : "", len);
+    d->key = t->key ? strdup(t->key) : NULL;
+    if (!d->error || (t->key && !d->key)) {
+        free(d->error);
+        free(d->key);
+        free(d);
+        return;
+    }
+    (void)st;
+    d->id = t->id;
+    snprintf(d->task, sizeof d->task, "%s", t->q->key.name);
+    snprintf(d->client, sizeof d->client, "%s", t->cn->key.name);
+    d->prio = t->prio;
+    d->retry_on_error = t->retry_on_error;
+    d->max_attempts = t->max_attempts;
+    d->backoff_ms = t->backoff_ms;
+    d->backoff_max_ms = t->backoff_max_ms;
+    d->backoff_factor = t->backoff_factor;
+    d->timeout_ms = t->timeout_ms;
+    d->attempts = t->attempt;
+    d->submitted_ms = t->submitted_ms;
+    d->started_ms = t->started_ms;
+    d->finished_ms = dist__m_unix_ms();
+    d->len = t->len;
+    memcpy(d->args, t->data, t->len);
+    dist__dnode_t *o;
+    while ((c->dead.n >= DIST__DEAD_MAX || c->dead_bytes + d->len > DIST__DEAD_BYTES) &&
+           (o = dist__dl_first(&c->dead)))
+        s_dead_drop(s, DIST__CONTAINER_OF(o, dist__mdead_t, node));
+    dist__dl_push_back(&c->dead, &d->node);
+    dist__hmap_add(&c->dead_index, s_hash(s, &d->id), d); /* reserved */
+    c->dead_bytes += d->len;
+}
+
+void dist__m_control_free(dist_master_t *s)
+{
+    dist__dnode_t *d;
+    while ((d = dist__dl_pop_front(&s->fetches)))
+        free(DIST__CONTAINER_OF(d, dist__mfetch_t, node));
+    struct dist__mctl *c = s->ctl;
+    if (!c)
+        return;
+    while ((d = dist__dl_first(&c->dead)))
+        s_dead_drop(s, DIST__CONTAINER_OF(d, dist__mdead_t, node));
+    dist__hmap_fini(&c->dead_index);
+    dist__hmap_fini(&c->tombs);
+    free(c->ring);
+    free(c);
+    s->ctl = NULL;
+}
+
+
+static dist__str_t s_str(const char *c)
+{
+    dist__str_t r = { c ? c : "", c ? strlen(c) : 0 };
+    return r;
+}
+
+/* The attempts of t as LOOKUP shows them, from its reasons ("1: why; 2:
+ * why"), and the current attempt (its worker while leased). Reasons are
+ * borrowed from t. Returns how many were filled. */
+static size_t s_attempts(const dist__mtask_t *t, dist__attempt_info_t *a, size_t max)
+{
+    size_t n = 0;
+    const char *r = t->reasons;
+    while (r && *r && n < max) {
+        char *end;
+        unsigned long k = strtoul(r, &end, 10);
+        if (end == r || *end != ':')
+            break;
+        const char *text = end + (end[1] == ' ' ? 2 : 1);
+        const char *next = strstr(text, "; ");
+        while (next && !(next[2] >= '0' && next[2] <= '9'))
+            next = strstr(next + 2, "; ");
+        size_t len = next ? (size_t)(next - text) : strlen(text);
+        a[n].attempt = (uint32_t)k;
+        a[n].worker = s_str(NULL);
+        a[n].reason.s = text;
+        a[n].reason.n = len;
+        n++;
+        r = next ? next + 2 : NULL;
+    }
+    if (t->state != DIST__T_DONE && n < max && (!n || a[n - 1].attempt < t->attempt)) {
+        a[n].attempt = t->attempt;
+        a[n].worker = s_str(t->state == DIST__T_LEASED ? t->worker->name : NULL);
+        a[n].reason = s_str(NULL);
+        n++;
+    }
+    return n;
+}
+
+static void s_pack_info(const dist_master_t *s, msgpack_packer *pk, const dist__id_t *id,
+                        const dist__mtask_t *t)
+{
+    dist__task_info_t ti = { .id = *id, .state = s_str(t ? dist__m_task_state(t) : "unknown") };
+    if (!t && dist__m_tomb_has(s, id))
+        ti.state = s_str("expired");
+    dist__attempt_info_t att[MAX_ATTEMPTS_SHOWN];
+    if (t) {
+        ti.key = s_str(t->key);
+        ti.task = t->q ? (dist__str_t){ t->q->key.name, t->q->key.len } : s_str(NULL);
+        ti.worker = s_str(t->state == DIST__T_LEASED ? t->worker->name : NULL);
+        if (t->state == DIST__T_DONE && t->status != DIST__ST_OK) {
+            ti.error.s = (const char *)dist__mtask_bytes(t);
+            ti.error.n = t->len;
+        }
+        ti.priority = t->prio;
+        ti.submitted_ms = (uint64_t)t->submitted_ms;
+        ti.started_ms = (uint64_t)t->started_ms;
+        ti.finished_ms = (uint64_t)t->finished_ms;
+        ti.not_before_ms = t->state == DIST__T_DELAYED ? (uint64_t)t->not_before_ms : 0;
+        ti.attempts = att;
+        ti.nattempts = s_attempts(t, att, MAX_ATTEMPTS_SHOWN);
+    }
+    dist__pack_task_info(pk, &ti);
+}
+
+/* The ids request of LOOKUP or CANCEL: false when answered already (malformed, bad_request). */
+static bool s_ids_req(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root,
+                      dist__cmd_t cmd, dist__ids_req_t *r)
+{
+    int rc = dist__parse_ids_req(root, true, r);
+    if (rc == DIST_EPROTO) {
+        dist__m_malformed(s, p, "%s needs req, a u64", dist__cmd_name(cmd));
+        return false;
+    }
+    if (rc) {
+        dist__m_error(s, p, "bad_request", r->req, "%s needs ids, an array of 1 to %d bins of "
+                      "16 bytes", dist__cmd_name(cmd), DIST__MAX_BATCH);
+        return false;
+    }
+    return true;
+}
+
+void dist__m_lookup(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
+{
+    dist__ids_req_t r;
+    if (!s_ids_req(s, p, root, DIST__CMD_LOOKUP, &r))
+        return;
+    dist_wire_buf_reset(s->out);
+    msgpack_packer *pk = dist_wire_buf_packer(s->out);
+    dist__reply_t rp = { .req = r.req, .status = s_str("ok"), .list = DIST__REPLY_TASKS,
+                         .nitems = r.nids };
+    dist__pack_reply(pk, &rp);
+    for (size_t i = 0; i < r.nids; i++) {
+        dist__id_t id;
+        dist__list_id(&r.ids[i], &id); /* checked by the parser */
+        s_pack_info(s, pk, &id, dist__m_task_find(s, &id));
+    }
+    if (dist_wire_buf_status(s->out)) {
+        dist__m_error(s, p, "too_large", r.req, "the answer does not fit in one message: "
+                      "look up fewer ids at a time");
+        return;
+    }
+    dist__m_send(s, p, DIST__CMD_REPLY, s->out, NULL, NULL, 0);
+}
+
+void dist__m_cancel(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
+{
+    dist__ids_req_t r;
+    if (!s_ids_req(s, p, root, DIST__CMD_CANCEL, &r))
+        return;
+    /* First every cancel (each may send a CANCEL to a worker through
+     * s->out), then the answer. */
+    for (size_t i = 0; i < r.nids; i++) {
+        dist__id_t id;
+        dist__list_id(&r.ids[i], &id);
+        dist__mtask_t *t = dist__m_task_find(s, &id);
+        if (t && t->state != DIST__T_DONE)
+            dist__m_task_cancel(s, t, p->name);
+    }
+    dist_wire_buf_reset(s->out);
+    msgpack_packer *pk = dist_wire_buf_packer(s->out);
+    dist__reply_t rp = { .req = r.req, .status = s_str("ok"), .list = DIST__REPLY_STATES,
+                         .nitems = r.nids };
+    dist__pack_reply(pk, &rp);
+    for (size_t i = 0; i < r.nids; i++) {
+        dist__id_t id;
+        dist__list_id(&r.ids[i], &id);
+        const dist__mtask_t *t = dist__m_task_find(s, &id);
+        dist__pk_str(pk, t ? dist__m_task_state(t) : "unknown");
+    }
+    dist__m_send(s, p, DIST__CMD_REPLY, s->out, NULL, NULL, 0);
+}
+
+/* REPLY to a FETCH: the result when t is final, else its state. */
+static void s_fetch_answer(dist_master_t *s, dist__mpeer_t *p, uint64_t req, const dist__id_t *id,
+                           const dist__mtask_t *t)
+{
+    dist__result_t res;
+    dist__reply_t rp = { .req = req, .status = s_str(!t ? "not_found" : "ok"),
+                         .state = s_str(t ? dist__m_task_state(t) : "unknown") };
+    if (!t && dist__m_tomb_has(s, id))
+        rp.state = s_str("expired");
+    if (t && t->state == DIST__T_DONE) {
+        memset(&res, 0, sizeof res);
+        res.id = t->id;
+        res.status = (dist__status_t)t->status;
+        if (t->status == DIST__ST_OK) {
+            res.value = dist__mtask_bytes(t);
+            res.value_len = t->len;
+        } else {
+            res.error = (const char *)dist__mtask_bytes(t);
+            res.error_len = t->len;
+        }
+        rp.result = &res;
+    } else if (t) {
+        rp.status = s_str("timeout");
+    }
+    dist_wire_buf_reset(s->out);
+    dist__pack_reply(dist_wire_buf_packer(s->out), &rp);
+    dist__m_send(s, p, DIST__CMD_REPLY, s->out, NULL, NULL, 0);
+}
+
+static void s_fetch_free(dist_master_t *s, dist__mfetch_t *f)
+{
+    dist__dl_remove(&s->fetches, &f->node);
+    dist__dl_remove(&f->peer->fetches, &f->pnode);
+    dist__m_timer_del(s, &f->timer);
+    free(f);
+}
+
+void dist__m_fetch(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
+{
+    dist__fetch_t f;
+    int rc = dist__parse_fetch(root, &f);
+    if (rc == DIST_EPROTO) {
+        dist__m_malformed(s, p, "FETCH needs req, a u64");
+        return;
+    }
+    if (rc) {
+        dist__m_error(s, p, "bad_request", f.req, "FETCH needs id, a bin of 16 bytes, and "
+                      "wait_ms, a u32");
+        return;
+    }
+    const dist__mtask_t *t = dist__m_task_find(s, &f.id);
+    if (!t || t->state == DIST__T_DONE || !f.wait_ms) {
+        s_fetch_answer(s, p, f.req, &f.id, t);
+        return;
+    }
+    if (p->fetches.n >= MAX_FETCHES) {
+        dist__m_error(s, p, "queue_full", f.req, "%d FETCHes of this client wait already",
+                      MAX_FETCHES);
+        return;
+    }
+    dist__mfetch_t *k = malloc(sizeof *k);
+    if (!k || dist__m_timer_add(s, &k->timer, s->now + f.wait_ms, DIST__TIMER_FETCH)) {
+        free(k);
+        dist__m_error(s, p, "queue_full", f.req, "the master is out of memory: retry later");
+        return;
+    }
+    k->peer = p;
+    k->id = f.id;
+    k->req = f.req;
+    dist__dl_push_back(&s->fetches, &k->node);
+    dist__dl_push_back(&p->fetches, &k->pnode);
+}
+
+void dist__m_fetch_expired(dist_master_t *s, dist__hnode_t *n)
+{
+    dist__mfetch_t *k = DIST__CONTAINER_OF(n, dist__mfetch_t, timer);
+    dist__mpeer_t *p = k->peer;
+    uint64_t req = k->req;
+    dist__id_t id = k->id;
+    s_fetch_free(s, k);
+    s_fetch_answer(s, p, req, &id, dist__m_task_find(s, &id));
+}
+
+void dist__m_task_final(dist_master_t *s, dist__mtask_t *t)
+{
+    dist__dnode_t *d = dist__dl_first(&s->fetches);
+    while (d) {
+        dist__dnode_t *next = dist__dl_next(&s->fetches, d);
+        dist__mfetch_t *k = DIST__CONTAINER_OF(d, dist__mfetch_t, node);
+        if (dist__id_eq(&k->id, &t->id)) {
+            dist__mpeer_t *p = k->peer;
+            uint64_t req = k->req;
+            s_fetch_free(s, k);
+            /* s->out may hold a message being built by the caller (a
+             * CANCEL to a worker was sent already): answer with a buffer
+             * of its own. */
+            dist_wire_buf_t *keep = s->out;
+            dist_wire_buf_t *b = dist_wire_buf_new(0);
+            if (b) {
+                s->out = b;
+                s_fetch_answer(s, p, req, &t->id, t);
+                dist_wire_buf_destroy(&b);
+            }
+            s->out = keep;
+        }
+        d = next;
+    }
+}
+
+void dist__m_unfetch_peer(dist_master_t *s, dist__mpeer_t *p)
+{
+    dist__dnode_t *d;
+    while ((d = dist__dl_first(&p->fetches)))
+        s_fetch_free(s, DIST__CONTAINER_OF(d, dist__mfetch_t, pnode));
+}
+
+/* ---- dead letters: FAILED, RETRY --------------------------------------------------------- */
+
+void dist__m_failed(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
+{
+    dist__failed_req_t f;
+    int rc = dist__parse_failed_req(root, &f);
+    if (rc == DIST_EPROTO) {
+        dist__m_malformed(s, p, "FAILED needs req, a u64");
+        return;
+    }
+    if (rc) {
+        dist__m_error(s, p, "bad_request", f.req, "FAILED takes max, a u32");
+        return;
+    }
+    const dist__dlist_t *dead = s->ctl ? &s->ctl->dead : NULL;
+    size_t n = dead ? dead->n : 0;
+    if (f.max && f.max < n)
+        n = f.max;
+    /* Newest first, as many as fit in one message. */
+    for (;;) {
+        dist_wire_buf_reset(s->out);
+        msgpack_packer *pk = dist_wire_buf_packer(s->out);
+        dist__reply_t rp = { .req = f.req, .status = s_str("ok"), .list = DIST__REPLY_TASKS,
+                             .nitems = n };
+        dist__pack_reply(pk, &rp);
+        const dist__dnode_t *d = n ? dead->root.prev : NULL;
+        for (size_t i = 0; i < n; i++, d = d->prev) {
+            const dist__mdead_t *x = DIST__CONTAINER_OF(d, dist__mdead_t, node);
+            dist__task_info_t ti = { .id = x->id, .key = s_str(x->key), .task = s_str(x->task),
+                                     .state = s_str("failed"), .error = s_str(x->error),
+                                     .priority = x->prio,
+                                     .submitted_ms = (uint64_t)x->submitted_ms,
+                                     .started_ms = (uint64_t)x->started_ms,
+                                     .finished_ms = (uint64_t)x->finished_ms };
+            dist__pack_task_info(pk, &ti);
+        }
+        if (dist_wire_buf_status(s->out) == 0 || n == 0)
+            break;
+        n /= 2;
+    }
+    dist__m_send(s, p, DIST__CMD_REPLY, s->out, NULL, NULL, 0);
+}
+
+void dist__m_retry(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
+{
+    dist__ids_req_t r;
+    if (!s_ids_req(s, p, root, DIST__CMD_RETRY, &r))
+        return;
+    const char **states = malloc(r.nids * sizeof *states);
+    if (!states) {
+        dist__m_error(s, p, "queue_full", r.req, "the master is out of memory: retry later");
+        return;
+    }
+    for (size_t i = 0; i < r.nids; i++) {
+        dist__id_t id;
+        dist__list_id(&r.ids[i], &id);
+        dist__mdead_t *d = s->ctl ? dist__hmap_get(&s->ctl->dead_index, s_hash(s, &id), id.b, 16)
+                                  : NULL;
+        states[i] = "unknown";
+        if (!d)
+            continue;
+        const char *st = dist__m_task_resubmit(s, d, p->cn);
+        if (st) {
+            states[i] = st;
+            s_dead_drop(s, d);
+        } else {
+            states[i] = "failed"; /* not now (no such task name, full, store failing) */
+        }
+    }
+    dist_wire_buf_reset(s->out);
+    msgpack_packer *pk = dist_wire_buf_packer(s->out);
+    dist__reply_t rp = { .req = r.req, .status = s_str("ok"), .list = DIST__REPLY_STATES,
+                         .nitems = r.nids };
+    dist__pack_reply(pk, &rp);
+    for (size_t i = 0; i < r.nids; i++)
+        dist__pk_str(pk, states[i]);
+    free(states);
+    dist__m_send(s, p, DIST__CMD_REPLY, s->out, NULL, NULL, 0);
+}
