@@ -11,6 +11,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "pool_internal.h"
+#include "task_internal.h"
 #include "testutil.h"
 
 /* ---- tasks -------------------------------------------------------------- */
@@ -98,6 +100,22 @@ static int t_echo_len(dist_task_ctx_t *ctx, const msgpack_object *args, msgpack_
     if (dist_arg_bin(args, 0, &p, &n))
         return dist_task_fail(ctx, "echo_len: expected bytes");
     return msgpack_pack_uint64(out, n);
+}
+
+/* Asks for a retry ([delay_ms, reason] or [delay_ms]), after failing:
+ * the retry request wins. */
+static int t_retry(dist_task_ctx_t *ctx, const msgpack_object *args, msgpack_packer *out)
+{
+    (void)out;
+    int64_t ms = 0;
+    const char *s = NULL;
+    size_t n = 0;
+    dist_arg_int(args, 0, &ms);
+    char reason[64];
+    if (dist_arg_str(args, 1, &s, &n) == 0)
+        snprintf(reason, sizeof reason, "%.*s", (int)n, s);
+    dist_task_fail(ctx, "not this message");
+    return dist_task_retry(ctx, (int)ms, s ? reason : NULL);
 }
 
 /* The first random numbers a fresh pool process draws, with its pid. */
@@ -894,6 +912,106 @@ static void test_destroy_leaves_no_process(void **state)
     dist_async_destroy(&h);
 }
 
+/* A local Pool has no master to retry with: dist_task_retry gives an
+ * error result that says so, with the reason; the delay travels with it
+ * (the distributed worker reads it), and map results keep exactly the
+ * message. */
+static void test_retry_request_is_an_error(void **state)
+{
+    (void)state;
+    dist_pool_t *p = s_pool(2, 0, 0, 0);
+    dist_args_t *a = dist_args_pack("is", 1500, "db busy");
+    size_t alen;
+    const void *ad = dist_args_data(a, &alen);
+    dist_async_t *h = dist_pool_apply_async(p, DIST_FN(t_retry), ad, alen, NULL);
+    assert_non_null(h);
+    dist_result_t *r;
+    assert_int_equal(dist_async_get(h, 10000, &r), DIST_ERETRY);
+    assert_false(dist_result_ok(r));
+    assert_string_equal(dist_result_error(r), "retry requested: db busy");
+    assert_int_equal(dist__pool_retry_ms(h), 1500);
+    dist_async_destroy(&h);
+
+    /* No reason, a negative delay (none). */
+    dist_args_t *b = dist_args_pack("i", -5);
+    size_t blen;
+    const void *bd = dist_args_data(b, &blen);
+    h = dist_pool_apply_async(p, DIST_FN(t_retry), bd, blen, NULL);
+    assert_int_equal(dist_async_get(h, 10000, &r), DIST_ERETRY);
+    assert_string_equal(dist_result_error(r), "retry requested");
+    assert_int_equal(dist__pool_retry_ms(h), 0);
+    dist_async_destroy(&h);
+
+    dist_bytes_t items[3] = { { ad, alen }, { bd, blen }, { ad, alen } };
+    dist_results_t *rs;
+    assert_int_equal(dist_pool_map(p, DIST_FN(t_retry), items, 3, 1, &rs), DIST_ETASK);
+    for (size_t i = 0; i < 3; i++) {
+        dist_result_t *it = dist_results_at(rs, i);
+        assert_int_equal(dist_result_status(it), DIST_ERETRY);
+        assert_string_equal(dist_result_error(it), i == 1 ? "retry requested" : "retry requested: db busy");
+    }
+    dist_results_destroy(&rs);
+    dist_args_destroy(&a);
+    dist_args_destroy(&b);
+    dist_pool_destroy(&p);
+}
+
+/* dist__pool_cancel (the distributed worker's CANCEL): a task still in
+ * the pool is dropped, a running one is stopped as a timeout stops it
+ * (process killed and replaced), well before it would have ended; both
+ * results are DIST_ECANCELLED, and work goes on. */
+static void test_cancel_one_task(void **state)
+{
+    (void)state;
+    dist_pool_t *p = s_pool(1, 0, 0, 0);
+    unsigned char a[16], b[16];
+    size_t n = s_pack_int(a, 20000), m = s_pack_int(b, 4);
+    dist_result_t *r;
+    assert_int_equal(dist_pool_apply(p, DIST_FN(t_pid), NULL, 0, &r), 0);
+    int64_t pid0;
+    assert_int_equal(dist_result_int(r, &pid0), 0);
+    dist_result_destroy(&r);
+
+    dist_async_t *running = dist_pool_apply_async(p, DIST_FN(t_sleep), a, n, NULL);
+    dist_async_t *waiting[3];
+    for (int i = 0; i < 3; i++)
+        waiting[i] = dist_pool_apply_async(p, DIST_FN(t_square), b, m, NULL);
+    dt_sleep_ms(200); /* the sleep has started */
+    assert_false(dist_async_ready(running));
+    /* The last one is still in the pool's own list (the slot holds two);
+     * the one behind the sleep in the slot is stopped when it would start. */
+    assert_int_equal(dist__pool_cancel(p, waiting[2]), 0);
+    assert_int_equal(dist_async_get(waiting[2], 0, &r), DIST_ECANCELLED);
+    assert_string_equal(dist_result_error(r), "task test.square: cancelled before it started");
+    int rc = dist__pool_cancel(p, waiting[1]);
+    assert_true(rc == 0 || rc == 1);
+
+    int64_t t0 = dt_now_ms();
+    assert_int_equal(dist__pool_cancel(p, running), 1);
+    assert_int_equal(dist_async_get(running, 10000, &r), DIST_ECANCELLED);
+    assert_true(dt_now_ms() - t0 < 5000);
+    assert_non_null(strstr(dist_result_error(r), "was cancelled while running; pool "));
+    assert_int_equal(dist_async_get(waiting[1], 10000, &r), DIST_ECANCELLED);
+    assert_non_null(strstr(dist_result_error(r), "cancelled before it started"));
+    /* Not cancelled: it runs, in the replacement. */
+    assert_int_equal(dist_async_get(waiting[0], 10000, &r), 0);
+    int64_t v;
+    assert_int_equal(dist_result_int(r, &v), 0);
+    assert_int_equal(v, 16);
+    assert_int_equal(dist__pool_cancel(p, waiting[0]), DIST_ESTATE);
+    assert_int_equal(dist__pool_cancel(p, running), DIST_ESTATE);
+    assert_int_equal(dist_pool_apply(p, DIST_FN(t_pid), NULL, 0, &r), 0);
+    int64_t pid1;
+    assert_int_equal(dist_result_int(r, &pid1), 0);
+    dist_result_destroy(&r);
+    if (!s_threads_backend)
+        assert_true(pid1 != pid0);
+    for (int i = 0; i < 3; i++)
+        dist_async_destroy(&waiting[i]);
+    dist_async_destroy(&running);
+    dist_pool_destroy(&p);
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 static int s_use_processes(void **state)
@@ -921,6 +1039,8 @@ int main(void)
      * while such a thread allocates can inherit that lock held. */
     const struct CMUnitTest tests[] = {
         PROCS(test_apply_and_errors),
+        PROCS(test_retry_request_is_an_error),
+        PROCS(test_cancel_one_task),
         PROCS(test_apply_async_callbacks_exactly_once),
         PROCS(test_lent_results_destroy_harmlessly),
         PROCS(test_map_million_ordered),
@@ -940,6 +1060,8 @@ int main(void)
         PROCS(test_parent_threads_do_not_deadlock_children),
         PROCS(test_destroy_leaves_no_process),
         THREADS(test_apply_and_errors),
+        THREADS(test_retry_request_is_an_error),
+        THREADS(test_cancel_one_task),
         THREADS(test_apply_async_callbacks_exactly_once),
         THREADS(test_map_million_ordered),
         THREADS(test_imap_ordered),

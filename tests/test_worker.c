@@ -165,6 +165,7 @@ typedef struct {
     dist__task_t t;
     int status; /* A_NONE, a dist__status_t, or A_RETURNED */
     int answers;
+    uint32_t retry_ms;
     char error[1024];
     unsigned char value[256];
     size_t value_len;
@@ -232,6 +233,7 @@ static size_t s_file(ans_t *a, size_t n, const dist__inmsg_t *m)
             x->value_len = r.value_len;
         } else {
             snprintf(x->error, sizeof x->error, "%.*s", (int)r.error_len, r.error);
+            x->retry_ms = r.retry_ms;
         }
     }
     return k;
@@ -380,12 +382,18 @@ static void wr_destroy(wr_t *r)
     assert_null(r->w);
 }
 
-/* A fake master and a worker in a thread, welcomed: the capacity it announced. */
+/* A fake master and a worker in a thread with options o, welcomed: the
+ * capacity it announced. */
+static uint32_t s_setup_opts(fm_t *f, wr_t *r, dist_worker_opts_t *o)
+{
+    s_start(f, r, o);
+    return fm_accept(f, 1000, 5000);
+}
+
 static uint32_t s_setup(fm_t *f, wr_t *r, int procs, int max_prefetch)
 {
     dist_worker_opts_t o = s_opts(procs, max_prefetch);
-    s_start(f, r, &o);
-    return fm_accept(f, 1000, 5000);
+    return s_setup_opts(f, r, &o);
 }
 
 static void s_teardown(fm_t *f, wr_t *r)
@@ -571,6 +579,186 @@ static void test_results_of_every_kind(void **state)
     s_teardown(&f, &r);
 }
 
+/* [[sh, -c, script], nil, timeout_ms, check] for dist.exec, packed into buf. */
+static size_t s_sh_args(unsigned char *buf, size_t cap, const char *script, int timeout_ms, int check)
+{
+    dist_args_t *a = dist_args_new();
+    msgpack_packer *pk = dist_args_packer(a);
+    msgpack_pack_array(pk, 3);
+    dist__pk_str(pk, "sh");
+    dist__pk_str(pk, "-c");
+    dist__pk_str(pk, script);
+    dist_args_nil(a);
+    dist_args_int(a, timeout_ms);
+    if (check == 0 || check == 1)
+        dist_args_bool(a, check == 1);
+    else
+        dist_args_str(a, "yes"); /* not a boolean */
+    size_t len;
+    const void *d = dist_args_data(a, &len);
+    assert_true(len <= cap);
+    memcpy(buf, d, len);
+    dist_args_destroy(&a);
+    return len;
+}
+
+/* The integer value of an ok answer, or its field `key` when not NULL. */
+static int64_t s_value_int(const ans_t *a, const char *key)
+{
+    assert_int_equal(a->status, DIST__ST_OK);
+    dist_wire_msg_t *v = dist_wire_msg_decode(a->value, a->value_len, NULL, NULL);
+    assert_non_null(v);
+    const msgpack_object *root = dist_wire_msg_root(v);
+    int64_t x;
+    assert_int_equal(dist_obj_int(key ? dist_wire_map_get(root, key) : root, &x), 0);
+    dist_wire_msg_destroy(&v);
+    return x;
+}
+
+/* dist.fail fails with its message; dist.exec with check fails on a
+ * status other than 0 (or a signal), naming it and the head of stderr. */
+static void test_fail_and_exec_check(void **state)
+{
+    (void)state;
+    fm_t f;
+    wr_t r;
+    dist_worker_opts_t o = s_opts(2, 0);
+    o.allow_exec = true;
+    s_setup_opts(&f, &r, &o);
+
+    ans_t a[3];
+    s_task(&a[0], "dist.fail", "\x90", 1, 0);
+    s_task(&a[1], "dist.fail", "\x91\xa4" "oops", 6, 0);
+    s_task(&a[2], "dist.fail", "\x91\x01", 2, 0);
+    fm_send_tasks(&f, a, 3);
+    fm_collect(&f, a, 3, 10000);
+    s_assert_error(&a[0], DIST__ST_FAILED, ": dist.fail");
+    s_assert_error(&a[1], DIST__ST_FAILED, ": oops");
+    s_assert_error(&a[2], DIST__ST_FAILED, "dist.fail: expected [message?]");
+
+    static unsigned char args[6][256];
+    ans_t e[6];
+    size_t n0 = s_sh_args(args[0], sizeof args[0], "echo 'it broke' >&2; exit 4", 0, 1);
+    size_t n1 = s_sh_args(args[1], sizeof args[1], "kill -9 $$", 0, 1);
+    size_t n2 = s_sh_args(args[2], sizeof args[2], "echo fine", 0, 1);
+    size_t n3 = s_sh_args(args[3], sizeof args[3], "exit 3", 0, 0);
+    size_t n4 = s_sh_args(args[4], sizeof args[4], "exit 0", 0, 2);
+    size_t n5 = s_sh_args(args[5], sizeof args[5], "exit 5", 0, 1);
+    s_task(&e[0], "dist.exec", args[0], n0, 0);
+    s_task(&e[1], "dist.exec", args[1], n1, 0);
+    s_task(&e[2], "dist.exec", args[2], n2, 0);
+    s_task(&e[3], "dist.exec", args[3], n3, 0);
+    s_task(&e[4], "dist.exec", args[4], n4, 0);
+    s_task(&e[5], "dist.exec", args[5], n5, 0);
+    fm_send_tasks(&f, e, 2);
+    fm_collect(&f, e, 2, 10000);
+    fm_send_tasks(&f, e + 2, 4);
+    fm_collect(&f, e + 2, 4, 10000);
+    s_assert_error(&e[0], DIST__ST_FAILED, "dist.exec: sh exited with status 4; stderr: it broke");
+    s_assert_error(&e[1], DIST__ST_FAILED, "dist.exec: sh was killed by signal 9");
+    assert_int_equal(e[2].status, DIST__ST_OK); /* checked and 0: the usual map */
+    assert_int_equal(s_value_int(&e[2], "status"), 0);
+    assert_int_equal(e[3].status, DIST__ST_OK); /* not checked: a status, not an error */
+    assert_int_equal(s_value_int(&e[3], "status"), 3);
+    s_assert_error(&e[4], DIST__ST_FAILED, "dist.exec: check must be a boolean");
+    s_assert_error(&e[5], DIST__ST_FAILED, "exited with status 5 (nothing on stderr)");
+    s_teardown(&f, &r);
+}
+
+/* CANCEL {ids} from the (fake) master. */
+static void fm_cancel(fm_t *f, const dist__id_t *ids, size_t n)
+{
+    msgpack_packer *pk = dist_wire_buf_packer(f->buf);
+    dist__ids_req_t q = { .nids = n };
+    dist__pack_ids_req(pk, &q, false);
+    for (size_t i = 0; i < n; i++)
+        dist__pk_id(pk, &ids[i]);
+    fm_send(f, DIST__CMD_CANCEL);
+}
+
+/* The pid of the worker's (one) pool process, by test.pid. */
+static int64_t s_pool_pid(fm_t *f)
+{
+    ans_t a;
+    s_task(&a, "test.pid", "\x90", 1, 0);
+    fm_send_tasks(f, &a, 1);
+    fm_collect(f, &a, 1, 10000);
+    return s_value_int(&a, NULL);
+}
+
+/* CANCEL: a task waiting in the worker is RETURNed; a running one (a
+ * 20-second sleep) is killed at once and answered `cancelled`, its pool
+ * process replaced, and the next task runs. Ids not held are ignored. */
+static void test_cancel(void **state)
+{
+    (void)state;
+    fm_t f;
+    wr_t r;
+    assert_int_equal(s_setup(&f, &r, 1, 0), 2);
+    int64_t pid0 = s_pool_pid(&f);
+
+    ans_t a[2];
+    s_running_and_queued(&f, a, 0, 20000); /* a[0] runs (test.mark: a sleep), a[1] waits */
+    fm_cancel(&f, &a[1].t.id, 1);
+    fm_collect(&f, a + 1, 1, 5000);
+    assert_int_equal(a[1].status, A_RETURNED);
+
+    dist__id_t ids[2] = { a[0].t.id };
+    assert_int_equal(dist__id_random(&ids[1]), 0); /* unknown here */
+    int64_t t0 = dt_now_ms();
+    fm_cancel(&f, ids, 2);
+    fm_collect(&f, a, 1, 10000);
+    int64_t took = dt_now_ms() - t0;
+    if (took > 5000)
+        fail_msg("the cancelled task was answered after %lld ms", (long long)took);
+    s_assert_error(&a[0], DIST__ST_CANCELLED, "test.mark was cancelled while running");
+    s_assert_error(&a[0], DIST__ST_CANCELLED, "was stopped");
+
+    /* A second CANCEL of it: already answered, nothing more is sent. */
+    fm_cancel(&f, &a[0].t.id, 1);
+    int64_t pid1 = s_pool_pid(&f);
+    assert_true(pid1 != pid0);
+    ans_t b;
+    s_task(&b, "test.square", "\x91\x07", 2, 0);
+    fm_send_tasks(&f, &b, 1);
+    fm_collect(&f, &b, 1, 10000);
+    assert_int_equal(b.status, DIST__ST_OK);
+    assert_int_equal(b.value[0], 49);
+
+    /* A malformed CANCEL is dropped, and the worker goes on. */
+    msgpack_packer *pk = dist_wire_buf_packer(f.buf);
+    msgpack_pack_map(pk, 1);
+    dist__pk_str(pk, "ids");
+    msgpack_pack_array(pk, 1);
+    dist__pk_str(pk, "not an id");
+    fm_send(&f, DIST__CMD_CANCEL);
+    s_task(&b, "test.square", "\x91\x03", 2, 0);
+    fm_send_tasks(&f, &b, 1);
+    fm_collect(&f, &b, 1, 10000);
+    assert_int_equal(b.value[0], 9);
+    s_teardown(&f, &r);
+}
+
+/* dist_task_retry: status retry with retry_ms and the reason. */
+static void test_retry_status(void **state)
+{
+    (void)state;
+    fm_t f;
+    wr_t r;
+    s_setup(&f, &r, 1, 0);
+    ans_t a[2];
+    s_task(&a[0], "test.retry", "\x92\xcd\x05\xdc\xa7" "db busy", 12, 0); /* [1500, "db busy"] */
+    s_task(&a[1], "test.retry", "\x92\x00\xa0", 3, 0);                     /* [0, ""] */
+    fm_send_tasks(&f, a, 2);
+    fm_collect(&f, a, 2, 10000);
+    s_assert_error(&a[0], DIST__ST_RETRY, "test.retry on host");
+    s_assert_error(&a[0], DIST__ST_RETRY, ": retry requested: db busy");
+    assert_int_equal(a[0].retry_ms, 1500);
+    s_assert_error(&a[1], DIST__ST_RETRY, ": retry requested");
+    assert_int_equal(a[1].retry_ms, 0);
+    s_teardown(&f, &r);
+}
+
 static void test_threads_backend(void **state)
 {
     (void)state;
@@ -578,8 +766,7 @@ static void test_threads_backend(void **state)
     wr_t r;
     dist_worker_opts_t o = s_opts(2, 0);
     o.threads = true;
-    s_start(&f, &r, &o);
-    fm_accept(&f, 1000, 5000);
+    s_setup_opts(&f, &r, &o);
     ans_t a[2];
     s_task(&a[0], "test.square", "\x91\x09", 2, 0);
     s_task(&a[1], "test.fail", "\x90", 1, 0);
@@ -1110,6 +1297,9 @@ int main(void)
         cmocka_unit_test_teardown(test_signal_handling_untouched, dt_teardown),
         cmocka_unit_test_teardown(test_hello_heartbeat_bye, dt_teardown),
         cmocka_unit_test_teardown(test_results_of_every_kind, dt_teardown),
+        cmocka_unit_test_teardown(test_fail_and_exec_check, dt_teardown),
+        cmocka_unit_test_teardown(test_cancel, dt_teardown),
+        cmocka_unit_test_teardown(test_retry_status, dt_teardown),
         cmocka_unit_test_teardown(test_flood_beyond_credit, dt_teardown),
         cmocka_unit_test_teardown(test_prefetch_grows_with_tiny_tasks, dt_teardown),
         cmocka_unit_test_teardown(test_reconnect_says_hello_again, dt_teardown),

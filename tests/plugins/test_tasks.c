@@ -25,6 +25,8 @@
 #include <dist.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -96,6 +98,21 @@ static int s_sleep(dist_task_ctx_t *ctx, const msgpack_object *args, msgpack_pac
     return msgpack_pack_int64(out, ms);
 }
 DIST_TASK("test.sleep", s_sleep)
+
+/* [delay_ms, reason]: asks to be run again after delay_ms. */
+static int s_retry(dist_task_ctx_t *ctx, const msgpack_object *args, msgpack_packer *out)
+{
+    (void)out;
+    int64_t ms;
+    const char *s;
+    size_t n;
+    char reason[256];
+    if (dist_arg_int(args, 0, &ms) || ms < 0 || ms > INT32_MAX || dist_arg_str(args, 1, &s, &n))
+        return dist_task_fail(ctx, "test.retry: expected [delay_ms, reason]");
+    snprintf(reason, sizeof reason, "%.*s", (int)(n < 255 ? n : 255), s);
+    return dist_task_retry(ctx, (int)ms, reason);
+}
+DIST_TASK("test.retry", s_retry)
 
 static int s_sleep_square(dist_task_ctx_t *ctx, const msgpack_object *args, msgpack_packer *out)
 {

@@ -57,6 +57,17 @@ typedef int (*dist_task_fn)(dist_task_ctx_t *ctx, const msgpack_object *args,
 DIST_EXPORT int dist_task_fail(dist_task_ctx_t *ctx, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Asks for the task to be run again later instead of failing for good:
+ * `delay_ms` (0 or more; negative counts as 0) is the least time to wait
+ * before the next attempt, `reason` (printf-free, may be NULL) says why.
+ * Under a master the attempt counts against the task's attempts (see
+ * docs/PROTOCOL.md, 6.3: status `retry`), and the master waits the larger
+ * of delay_ms and the task's backoff. A local Pool has nobody to retry:
+ * there the result is an error (DIST_ERETRY) whose message is "retry
+ * requested: REASON". Returns -1 so that a task can `return
+ * dist_task_retry(ctx, ...)`; it takes precedence over dist_task_fail. */
+DIST_EXPORT int dist_task_retry(dist_task_ctx_t *ctx, int delay_ms, const char *reason);
+
 /* The name the task was called by ("?" for an unregistered function).
  * Borrowed, valid during the call. */
 DIST_EXPORT const char *dist_task_ctx_name(const dist_task_ctx_t *ctx);

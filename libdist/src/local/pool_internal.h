@@ -125,6 +125,8 @@ struct job {
     _Atomic bool finished;
     _Atomic uint32_t events; /* bumped on every delivery, for spinning waiters */
     bool cancelled;         /* imap destroyed early: discard what comes */
+    bool cancel_requested;  /* apply: dist__pool_cancel asked to stop it */
+    uint32_t retry_ms;      /* apply: the delay of a dist_task_retry outcome */
     dist_task_fn fn;
     const char *name;
     int timeout_ms;
@@ -196,6 +198,7 @@ struct pslot {
     struct msg_rec *head, *tail;
     int nmsgs;
     uint64_t timeout_seq;      /* the item we killed for its timeout */
+    uint64_t cancel_seq;       /* the item we killed because it was cancelled */
     dist_queue_t *q;
     struct wstate *ws;
     struct tworker *tw;
@@ -240,6 +243,7 @@ struct dist_pool {
     struct run *picks;        /* runs of the message being built */
     size_t picks_cap;
     struct job *cb_head, *cb_tail;
+    size_t ncancel;           /* dispatched apply jobs with cancel_requested, unresolved */
     dist_pool_stats_t stats;
 };
 
@@ -292,6 +296,23 @@ void dist__pool_pending_remove(dist_pool_t *p, struct job *j);
 /* Marks j finished (every item resolved): builds a map's summary, queues
  * the callbacks or drops the pool's reference. */
 void dist__pool_finish(dist_pool_t *p, struct job *j);
+
+/* For the distributed worker (any thread; they take the pool's lock).
+ * Both take the handle of an apply job: a dist_async_t is its job (its
+ * first and only member, see pool.c). */
+
+/* Cancels one apply job. Not started yet (pending in the pool): dropped,
+ * its result is DIST_ECANCELLED, and 0 is returned. Handed to a pool
+ * process or thread: it is stopped the way a timeout stops it (the
+ * process is killed and replaced, the thread abandoned) as soon as it
+ * runs, its result is DIST_ECANCELLED (or its real outcome, when it
+ * finished first), and 1 is returned. DIST_ESTATE when it finished or
+ * was cancelled already, DIST_EINVAL for a map or imap job. */
+int dist__pool_cancel(dist_pool_t *p, dist_async_t *a);
+
+/* The delay a finished task asked for with dist_task_retry (its result is
+ * DIST_ERETRY); 0 otherwise, or before it finished. */
+uint32_t dist__pool_retry_ms(dist_async_t *a);
 
 /* ---- pool.c: the caller's side ---------------------------------------------- */
 

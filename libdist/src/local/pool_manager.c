@@ -209,6 +209,8 @@ static bool s_deliver(dist_pool_t *p, struct job *j, size_t index, int status, c
 {
     bool taken = false;
     s_count_outcome(p, status);
+    if (j->cancel_requested)
+        p->ncancel--;
     if (!j->cancelled) {
         switch (j->kind) {
         case J_APPLY: /* kept by the handle, lent by dist_async_get */
@@ -247,6 +249,10 @@ static void s_fail_item(dist_pool_t *p, struct job *j, size_t index, int code, c
 
 static void s_requeue(dist_pool_t *p, struct job *j, size_t index)
 {
+    if (j->cancel_requested) { /* it never ran: dropped, not run again */
+        s_fail_item(p, j, index, DIST_ECANCELLED, "task %s: cancelled before it started", j->name);
+        return;
+    }
     if (!j->m) { /* an apply job: its one item is pending again */
         j->next = 0;
         p->pending_items++;
@@ -291,11 +297,15 @@ static void s_free_recs(struct pslot *s)
     s->nmsgs = 0;
 }
 
+/* Why a slot's worker is gone: it died on its own, or we stopped it. */
+enum lost { L_DIED, L_TIMEOUT, L_CANCEL };
+
 /* A slot's worker is gone (died, exited, or abandoned). Blame the item it
  * was running, run the rest again. `how` describes the end. */
 static void s_slot_lost(dist_pool_t *p, struct pslot *s, uint64_t culprit, pid_t pid, const char *how,
-                        bool timed_out)
+                        enum lost why)
 {
+    const char *what = dist__pool_threads(p) ? "thread of process" : "process";
     for (struct msg_rec *r = s->head; r; r = r->next)
         while (r->resolved < r->n) {
             uint64_t seq = r->first_seq + r->resolved;
@@ -303,11 +313,14 @@ static void s_slot_lost(dist_pool_t *p, struct pslot *s, uint64_t culprit, pid_t
             struct job *j = s_rec_peek(r, &index);
             s_rec_advance(r);
             if (seq == culprit && culprit) {
-                if (timed_out)
+                if (why == L_TIMEOUT)
                     s_fail_item(p, j, index, DIST_ETIMEDOUT,
                                 "task %s timed out after %d ms; pool %s %d was stopped", j->name,
-                                j->timeout_ms, dist__pool_threads(p) ? "thread of process" : "process",
-                                (int)pid);
+                                j->timeout_ms, what, (int)pid);
+                else if (why == L_CANCEL)
+                    s_fail_item(p, j, index, DIST_ECANCELLED,
+                                "task %s was cancelled while running; pool %s %d was stopped",
+                                j->name, what, (int)pid);
                 else
                     s_fail_item(p, j, index, DIST_ECRASHED,
                                 "task %s: pool process %d %s while running it", j->name, (int)pid,
@@ -319,6 +332,7 @@ static void s_slot_lost(dist_pool_t *p, struct pslot *s, uint64_t culprit, pid_t
     s_free_recs(s);
     s->active = false;
     s->timeout_seq = 0;
+    s->cancel_seq = 0;
 }
 
 void dist__pool_respawn(dist_pool_t *p, uint32_t slot)
@@ -361,8 +375,16 @@ static void s_on_died(dist_pool_t *p, const struct rmsg *h)
     bool initialized = atomic_load(&s->ws->initialized) != 0;
     char how[96];
     s_describe_status(how, sizeof how, h->status);
-    bool timed_out = culprit && culprit == s->timeout_seq;
-    s_slot_lost(p, s, culprit, h->pid, how, timed_out);
+    enum lost why = !culprit                     ? L_DIED
+                    : culprit == s->timeout_seq  ? L_TIMEOUT
+                    : culprit == s->cancel_seq   ? L_CANCEL
+                                                 : L_DIED;
+    /* Killed for a cancelled item that finished just before the signal
+     * landed: the item it had started since is not to blame (it runs
+     * again). */
+    if (why == L_DIED && s->cancel_seq && WIFSIGNALED(h->status) && WTERMSIG(h->status) == SIGKILL)
+        culprit = 0;
+    s_slot_lost(p, s, culprit, h->pid, how, why);
     /* Whatever is left in the slot's queue was requeued above: drop it so
      * the next process does not run it a second time. */
     void *m;
@@ -412,10 +434,12 @@ static void s_on_results(dist_pool_t *p, unsigned char *buf, size_t len)
             break;
         if (r->first_seq + r->resolved != h.first_seq + (uint64_t)i)
             continue; /* not the item we expect: ignore rather than misfile */
-        size_t index;
+        size_t index, dlen = ri.len;
         struct job *j = s_rec_peek(r, &index);
         s_rec_advance(r);
-        if (s_deliver(p, j, index, ri.status, data, ri.len, kept ? NULL : buf))
+        if (ri.status == DIST_ERETRY)
+            j->retry_ms = dist__task_retry_ms(data, &dlen);
+        if (s_deliver(p, j, index, ri.status, data, dlen, kept ? NULL : buf))
             kept = true;
         if (r->resolved == r->n) {
             s->head = r->next;
@@ -630,8 +654,60 @@ static void s_dispatch(dist_pool_t *p)
     }
 }
 
+/* Stops the worker of slot i, which runs item seq: a process is killed
+ * (its death notice then fails the item, see s_on_died), a thread is
+ * abandoned and replaced at once. */
+static void s_stop_slot(dist_pool_t *p, uint32_t i, uint64_t seq, enum lost why)
+{
+    struct pslot *s = &p->slots[i];
+    if (dist__pool_threads(p)) {
+        dist__pool_abandon(s);
+        s_slot_lost(p, s, seq, getpid(), why == L_TIMEOUT ? "timed out" : "cancelled", why);
+        if (p->state == P_RUNNING || p->state == P_CLOSED)
+            dist__pool_respawn(p, i);
+    } else {
+        dist__pool_server_cmd(p, C_KILL, i, s->gen, SIGKILL);
+    }
+}
+
+/* The job of item seq if slot s holds it, else NULL. */
+static struct job *s_slot_job(const struct pslot *s, uint64_t seq)
+{
+    for (const struct msg_rec *r = s->head; r; r = r->next) {
+        if (seq < r->first_seq + r->resolved || seq >= r->first_seq + r->n)
+            continue;
+        size_t off = (size_t)(seq - r->first_seq);
+        for (size_t k = 0; k < r->nruns; k++) {
+            if (off < r->runs[k].count)
+                return r->runs[k].job;
+            off -= r->runs[k].count;
+        }
+    }
+    return NULL;
+}
+
+/* Stops the workers running an item that was cancelled. An item still
+ * waiting in its slot's queue cannot be taken back: it is stopped when it
+ * starts (the manager looks every 10 ms while one waits). */
+static void s_check_cancels(dist_pool_t *p)
+{
+    for (int i = 0; i < p->n; i++) {
+        struct pslot *s = &p->slots[i];
+        if (!s->active || !s->ws)
+            continue;
+        uint64_t seq = atomic_load_explicit(&s->ws->cur_seq, memory_order_acquire);
+        if (!seq || seq == s->cancel_seq || seq == s->timeout_seq)
+            continue;
+        struct job *j = s_slot_job(s, seq);
+        if (!j || !j->cancel_requested)
+            continue;
+        s->cancel_seq = seq;
+        s_stop_slot(p, (uint32_t)i, seq, L_CANCEL);
+    }
+}
+
 /* Kills (processes) or abandons (threads) workers past their item's
- * timeout. Returns true while any running item has a timeout, so the
+ * timeout, or running a cancelled item. Returns true while any running item has a timeout, so the
  * manager knows to wake up and look again. */
 static bool s_check_timeouts(dist_pool_t *p)
 {
@@ -647,21 +723,56 @@ static bool s_check_timeouts(dist_pool_t *p)
         if (!seq || t <= 0)
             continue;
         any = true;
-        if (now - started < (int64_t)t * 1000000 || s->timeout_seq == seq)
+        if (now - started < (int64_t)t * 1000000 || s->timeout_seq == seq || s->cancel_seq == seq)
             continue;
         if (atomic_load(&s->ws->cur_seq) != seq)
             continue; /* it moved on while we looked */
         s->timeout_seq = seq;
-        if (dist__pool_threads(p)) {
-            dist__pool_abandon(s);
-            s_slot_lost(p, s, seq, getpid(), "timed out", true);
-            if (p->state == P_RUNNING || p->state == P_CLOSED)
-                dist__pool_respawn(p, (uint32_t)i);
-        } else {
-            dist__pool_server_cmd(p, C_KILL, (uint32_t)i, s->gen, SIGKILL);
-        }
+        s_stop_slot(p, (uint32_t)i, seq, L_TIMEOUT);
+    }
+    if (p->ncancel) {
+        s_check_cancels(p);
+        any = true; /* a cancelled item waiting in a slot is stopped once it starts */
     }
     return any;
+}
+
+/* ---- for the distributed worker ---------------------------------------------- */
+
+uint32_t dist__pool_retry_ms(dist_async_t *a)
+{
+    struct job *j = (struct job *)a;
+    if (!atomic_load_explicit(&j->finished, memory_order_acquire))
+        return 0;
+    return j->retry_ms; /* written before finished was set, never after */
+}
+
+int dist__pool_cancel(dist_pool_t *p, dist_async_t *a)
+{
+    struct job *j = (struct job *)a;
+    if (!p || !j || j->kind != J_APPLY)
+        return DIST_EINVAL;
+    pthread_mutex_lock(&p->lock);
+    int rc = 1;
+    if (atomic_load(&j->finished) || j->cancel_requested || j->pool != p) {
+        rc = DIST_ESTATE;
+    } else if (j->pending) {
+        s_fail_pending(p, j, DIST_ECANCELLED, "cancelled before it started");
+        rc = 0;
+    } else {
+        j->cancel_requested = true;
+        p->ncancel++;
+        s_check_cancels(p);
+    }
+    /* The manager runs the callbacks, and looks for the cancelled item
+     * every 10 ms from now on: wake it. */
+    bool wake = rc >= 0 && p->sleeping && !p->wake_posted;
+    p->wake_posted |= wake;
+    pthread_mutex_unlock(&p->lock);
+    if (wake)
+        (void)dist_queue_put_nowait(p->resq, &(struct rmsg){ M_WAKE, 0, 0, 0, 0, 0, 0 },
+                                    sizeof(struct rmsg)); /* full: the manager is awake anyway */
+    return rc;
 }
 
 /* ---- the manager thread ------------------------------------------------------ */
@@ -815,7 +926,7 @@ static void s_check_server(dist_pool_t *p)
     for (int i = 0; i < p->n; i++)
         if (p->slots[i].active)
             s_slot_lost(p, &p->slots[i], atomic_load(&p->slots[i].ws->cur_seq), 0,
-                        "died with the fork server", false);
+                        "died with the fork server", L_DIED);
     s_fail_everything(p, "the pool's fork server died");
 }
 

@@ -128,6 +128,15 @@ int dist_task_fail(dist_task_ctx_t *ctx, const char *fmt, ...)
     return -1;
 }
 
+int dist_task_retry(dist_task_ctx_t *ctx, int delay_ms, const char *reason)
+{
+    snprintf(ctx->err, sizeof ctx->err, "%s", reason ? reason : "");
+    ctx->retry_ms = delay_ms > 0 ? (uint32_t)delay_ms : 0;
+    ctx->retry = true;
+    ctx->failed = true;
+    return -1;
+}
+
 const char *dist_task_ctx_name(const dist_task_ctx_t *ctx) { return ctx->name ? ctx->name : "?"; }
 
 /* Replaces the contents of `out` with a NUL-terminated message. */
@@ -145,6 +154,18 @@ static int s_error(msgpack_sbuffer *out, int code, const char *fmt, ...)
     if (msgpack_sbuffer_write(out, msg, n + 1) != 0)
         return DIST_ENOMEM;
     return code;
+}
+
+/* A retry request: the message, then the delay after its NUL (see
+ * dist__task_run in task_internal.h). */
+static int s_retry(msgpack_sbuffer *out, const dist_task_ctx_t *ctx)
+{
+    int rc = ctx->err[0] ? s_error(out, DIST_ERETRY, "retry requested: %s", ctx->err)
+                         : s_error(out, DIST_ERETRY, "retry requested");
+    if (rc == DIST_ERETRY &&
+        msgpack_sbuffer_write(out, (const char *)&ctx->retry_ms, sizeof ctx->retry_ms) != 0)
+        return DIST_ENOMEM;
+    return rc;
 }
 
 /* Most argument arrays are a few scalars: decode those here, into objects
@@ -263,10 +284,13 @@ int dist__task_run(dist__runner_t *r, dist_task_fn fn, const char *name, const v
     dist_task_ctx_t ctx; /* not `= {...}`: that would clear 1 KiB per task */
     ctx.name = name;
     ctx.failed = false;
+    ctx.retry = false;
     ctx.err[0] = 0;
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
     int rc = fn(&ctx, &obj, &pk);
+    if (ctx.retry)
+        return s_retry(out, &ctx);
     if (rc != 0 || ctx.failed) {
         if (ctx.err[0])
             return s_error(out, DIST_ETASK, "%s", ctx.err);

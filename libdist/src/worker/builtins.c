@@ -2,18 +2,24 @@
  *
  *    dist.echo  [any...]                        -> the same array
  *    dist.sleep [ms]                            -> ms, after sleeping that long
- *    dist.exec  [argv, stdin?, timeout_ms?]     -> {status, stdout, stderr}
+ *    dist.fail  [message?]                      -> fails with message ("dist.fail")
+ *    dist.exec  [argv, stdin?, timeout_ms?, check?] -> {status, stdout, stderr}
  *
- *  dist.exec runs a program (no shell) through dist/subprocess.h: argv is an
- *  array of strings, stdin an optional str or bin (nil or absent: none), and
- *  timeout_ms an optional bound (0 or absent: none) after which the program
- *  is killed and the task fails. `status` is the program's exit status, or
- *  -N when signal N ended it. A worker refuses dist.exec unless its operator
+ *  dist.fail exists to try failure handling (retry policies, dead letters)
+ *  by hand. dist.exec runs a program (no shell) through dist/subprocess.h:
+ *  argv is an array of strings, stdin an optional str or bin (nil or
+ *  absent: none), and timeout_ms an optional bound (0, nil or absent: none)
+ *  after which the program is killed and the task fails. `status` is the
+ *  program's exit status, or -N when signal N ended it. With check true
+ *  (Python's check_call) a status other than 0 fails the task instead, with
+ *  the status and the head of stderr in the message, so that shell commands
+ *  can use the master's retry policies. A worker refuses dist.exec unless its operator
  *  allowed it (--allow-exec): task payloads are data and must not be able
  *  to run commands on a worker that did not opt in.
  */
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +42,17 @@ static int s_echo(dist_task_ctx_t *ctx, const msgpack_object *args, msgpack_pack
     return msgpack_pack_object(out, *args);
 }
 
+static int s_fail(dist_task_ctx_t *ctx, const msgpack_object *args, msgpack_packer *out)
+{
+    (void)out;
+    const char *msg = "dist.fail";
+    size_t n = 9;
+    size_t nargs = dist_arg_count(args);
+    if (nargs > 1 || (nargs == 1 && !dist_arg_is_nil(args, 0) && dist_arg_str(args, 0, &msg, &n)))
+        return dist_task_fail(ctx, "dist.fail: expected [message?] with message a string");
+    return dist_task_fail(ctx, "%.*s", (int)(n > INT_MAX ? INT_MAX : n), msg);
+}
+
 static int s_sleep(dist_task_ctx_t *ctx, const msgpack_object *args, msgpack_packer *out)
 {
     uint64_t ms;
@@ -55,7 +72,7 @@ static int s_sleep(dist_task_ctx_t *ctx, const msgpack_object *args, msgpack_pac
 static char **s_exec_argv(dist_task_ctx_t *ctx, const msgpack_object *a)
 {
     if (!a || a->type != MSGPACK_OBJECT_ARRAY || a->via.array.size == 0) {
-        dist_task_fail(ctx, "dist.exec: expected [argv, stdin?, timeout_ms?] with argv a "
+        dist_task_fail(ctx, "dist.exec: expected [argv, stdin?, timeout_ms?, check?] with argv a "
                             "non-empty array of strings");
         return NULL;
     }
@@ -93,13 +110,42 @@ static void s_free_argv(char **argv)
     free(argv);
 }
 
+/* The message of a checked command that did not succeed: its status (or
+ * signal) and the head of its stderr, made printable ASCII and cut to fit. */
+#define STDERR_HEAD 256
+
+static void s_check_failed(dist_task_ctx_t *ctx, const char *prog, int status, const char *err,
+                           size_t elen)
+{
+    char head[STDERR_HEAD + 4];
+    size_t n = elen < STDERR_HEAD ? elen : STDERR_HEAD;
+    while (n && (err[n - 1] == '\n' || err[n - 1] == '\r' || err[n - 1] == ' '))
+        n--; /* the usual trailing newline says nothing */
+    for (size_t i = 0; i < n; i++)
+        head[i] = err[i] >= 32 && err[i] < 127 ? err[i] : '?'; /* ASCII: cut anywhere */
+    if (elen > STDERR_HEAD) {
+        memcpy(head + n, "...", 3);
+        n += 3;
+    }
+    head[n] = 0;
+    char how[64];
+    if (status < 0)
+        snprintf(how, sizeof how, "was killed by signal %d", -status);
+    else
+        snprintf(how, sizeof how, "exited with status %d", status);
+    if (n)
+        dist_task_fail(ctx, "dist.exec: %s %s; stderr: %s", prog, how, head);
+    else
+        dist_task_fail(ctx, "dist.exec: %s %s (nothing on stderr)", prog, how);
+}
+
 static int s_exec(dist_task_ctx_t *ctx, const msgpack_object *args, msgpack_packer *out)
 {
     if (!atomic_load(&s_allow_exec))
         return dist_task_fail(ctx, "dist.exec is disabled on this worker (start it with --allow-exec)");
     size_t nargs = dist_arg_count(args);
-    if (nargs > 3)
-        return dist_task_fail(ctx, "dist.exec: expected [argv, stdin?, timeout_ms?], got %zu "
+    if (nargs > 4)
+        return dist_task_fail(ctx, "dist.exec: expected [argv, stdin?, timeout_ms?, check?], got %zu "
                                    "arguments", nargs);
     const void *input = NULL;
     size_t in_len = 0;
@@ -111,8 +157,12 @@ static int s_exec(dist_task_ctx_t *ctx, const msgpack_object *args, msgpack_pack
             return dist_task_fail(ctx, "dist.exec: stdin must be a string, bytes or nil");
     }
     uint64_t timeout = 0;
-    if (nargs >= 3 && (dist_arg_uint(args, 2, &timeout) || timeout > INT32_MAX))
+    if (nargs >= 3 && !dist_arg_is_nil(args, 2) &&
+        (dist_arg_uint(args, 2, &timeout) || timeout > INT32_MAX))
         return dist_task_fail(ctx, "dist.exec: timeout_ms must be an integer from 0 to %d", INT32_MAX);
+    bool check = false;
+    if (nargs >= 4 && !dist_arg_is_nil(args, 3) && dist_arg_bool(args, 3, &check))
+        return dist_task_fail(ctx, "dist.exec: check must be a boolean");
     char **argv = s_exec_argv(ctx, dist_arg(args, 0));
     if (!argv)
         return -1;
@@ -137,6 +187,9 @@ static int s_exec(dist_task_ctx_t *ctx, const msgpack_object *args, msgpack_pack
                        (int)timeout);
     } else if (rc) {
         dist_task_fail(ctx, "dist.exec: running %s: %s", argv[0], dist_strerror(rc));
+    } else if (check && dist_subprocess_returncode(p) != 0) {
+        s_check_failed(ctx, argv[0], dist_subprocess_returncode(p), serr, elen);
+        rc = -1;
     } else {
         msgpack_pack_map(out, 3);
         msgpack_pack_str_with_body(out, "status", 6);
@@ -159,5 +212,6 @@ void dist_worker_register_builtins(void)
      * idempotent without a flag of its own. */
     (void)dist_task_register("dist.echo", s_echo);
     (void)dist_task_register("dist.sleep", s_sleep);
+    (void)dist_task_register("dist.fail", s_fail);
     (void)dist_task_register("dist.exec", s_exec);
 }

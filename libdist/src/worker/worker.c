@@ -15,7 +15,11 @@
  *  exactly which tasks never started. Records live in fixed chunks (a
  *  record's address is the pool callback's userdata) and are recycled, and
  *  a record keeps its pool handle, whose result it reads in place: the
- *  worker allocates nothing per task beyond what the pool does.
+ *  worker allocates nothing per task beyond what the pool does. A CANCEL
+ *  from the master RETURNs a task that has not started (here or in the
+ *  pool) and has the pool stop a running one as a timeout would (its
+ *  process killed and replaced): RESULTS status `cancelled`. A task that
+ *  called dist_task_retry is answered with status `retry` and its delay.
  *
  *  Credit. capacity = slots + prefetch. prefetch starts at one per slot
  *  and follows the pool's service rate (completions per second of busy
@@ -57,6 +61,7 @@
 #include "dist/task.h"
 #include "log_internal.h"
 #include "mpcheck_internal.h"
+#include "pool_internal.h"
 #include "proto_internal.h"
 #include "security_internal.h"
 #include "task_internal.h"
@@ -97,7 +102,12 @@ typedef struct rec {
     dist__id_t id;
     uint32_t attempt, timeout_ms, session, task;
     uint8_t state;
+    uint8_t cancel;     /* R_POOL: X_NONE, or what a CANCEL made of it */
 } rec_t;
+
+/* A CANCEL for a task in the pool: dropped there before it started (then
+ * it is RETURNed), or being stopped (then its result says so). */
+enum { X_NONE, X_RETURN, X_STOP };
 
 /* The tasks this worker can run are a snapshot of the registry at
  * creation (the pool's processes know exactly these functions): names
@@ -178,7 +188,7 @@ struct dist_worker {
     uint32_t pool_prev, prefetch, pool_extra;
 
     /* counters for the last log line */
-    uint64_t n_ok, n_failed, n_returned;
+    uint64_t n_ok, n_failed, n_returned, n_cancelled;
 };
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -259,6 +269,7 @@ static rec_t *s_rec_alloc(dist_worker_t *w)
     w->free_recs = r->next;
     r->next = NULL;
     r->dnext = NULL;
+    r->cancel = X_NONE;
     r->session = w->session;
     w->n_recs++;
     w->n_session++;
@@ -420,8 +431,9 @@ static void s_result_value(dist_worker_t *w, const dist__id_t *id, uint32_t atte
 /* An error result. The message gets the host and the worker's name: the
  * pool's messages name the task, the pool process and the signal; a
  * task's own message may name none of them. */
-static void s_result_error(dist_worker_t *w, const dist__id_t *id, uint32_t attempt,
-                           dist__status_t st, const char *task, const char *msg)
+static void s_result_error_ms(dist_worker_t *w, const dist__id_t *id, uint32_t attempt,
+                              dist__status_t st, const char *task, const char *msg,
+                              uint32_t retry_ms)
 {
     char text[DIST__TASK_ERR_MAX + 512];
     size_t tl = strlen(task);
@@ -431,9 +443,16 @@ static void s_result_error(dist_worker_t *w, const dist__id_t *id, uint32_t atte
         snprintf(text, sizeof text, "task %s %son host %s (worker %s): %s", task,
                  st == DIST__ST_FAILED ? "failed " : "", w->host, w->name, msg);
     size_t n = strlen(text);
-    dist__result_t r = { .id = *id, .attempt = attempt, .status = st, .error = text, .error_len = n };
+    dist__result_t r = { .id = *id, .attempt = attempt, .status = st, .error = text, .error_len = n,
+                         .retry_ms = retry_ms };
     dist__pack_result(s_batch_add(w, &w->results, n + RESULT_OVERHEAD), &r, true);
     w->n_failed++;
+}
+
+static void s_result_error(dist_worker_t *w, const dist__id_t *id, uint32_t attempt,
+                           dist__status_t st, const char *task, const char *msg)
+{
+    s_result_error_ms(w, id, attempt, st, task, msg, 0);
 }
 
 static void s_result_errorf(dist_worker_t *w, const dist__id_t *id, uint32_t attempt,
@@ -457,7 +476,9 @@ static void s_answer(dist_worker_t *w, rec_t *r)
     const char *task = w->tasks[r->task].s;
     dist_result_t *res = NULL;
     int code = dist_async_get(r->h, 0, &res);
-    if (!res) {
+    if (r->cancel == X_RETURN) {
+        s_return_id(w, &r->id); /* never started: the master decides */
+    } else if (!res) {
         /* The pool could not even store an outcome: a worker-side failure
          * that another attempt may not meet. */
         s_result_errorf(w, &r->id, r->attempt, DIST__ST_CRASHED, task,
@@ -477,7 +498,9 @@ static void s_answer(dist_worker_t *w, rec_t *r)
          * several values, not MessagePack): the task failed. */
         dist__status_t st = code == DIST_EPROTO ? DIST__ST_FAILED : dist__status_from_code(code);
         const char *msg = dist_result_error(res);
-        s_result_error(w, &r->id, r->attempt, st, task, msg ? msg : dist_strerror(code));
+        /* dist_task_retry: status retry, with the delay the task asked for. */
+        uint32_t retry_ms = st == DIST__ST_RETRY ? dist__pool_retry_ms(r->h) : 0;
+        s_result_error_ms(w, &r->id, r->attempt, st, task, msg ? msg : dist_strerror(code), retry_ms);
     }
     w->n_pool--;
     w->window_done++;
@@ -859,6 +882,87 @@ static void s_on_tasks(dist_worker_t *w, dist__inmsg_t *m)
                   "the master sent %zu tasks beyond the capacity of %u; returned them", excess, limit);
 }
 
+/* The record of a task held here, by id, or NULL. Records are few (at
+ * most the capacity, plus tasks of an old session): a walk is enough for
+ * a message as rare as CANCEL. */
+static rec_t *s_rec_find(dist_worker_t *w, const dist__id_t *id)
+{
+    for (size_t c = 0; c < w->nchunks; c++)
+        for (size_t i = 0; i < REC_CHUNK; i++) {
+            rec_t *r = &w->chunks[c][i];
+            if (r->state != R_FREE && dist__id_eq(&r->id, id))
+                return r;
+        }
+    return NULL;
+}
+
+static void s_queue_unlink(dist_worker_t *w, rec_t *r)
+{
+    rec_t *prev = NULL;
+    for (rec_t *q = w->q_head; q; prev = q, q = q->next) {
+        if (q != r)
+            continue;
+        if (prev)
+            prev->next = r->next;
+        else
+            w->q_head = r->next;
+        if (w->q_tail == r)
+            w->q_tail = prev;
+        r->next = NULL;
+        w->n_queued--;
+        return;
+    }
+}
+
+/* One id of a CANCEL: a task waiting here is RETURNed at once; one in the
+ * pool is dropped there (RETURNed when the pool hands it back) or its
+ * process is killed and replaced (RESULTS status cancelled). An id not
+ * held (answered already, or never sent) needs nothing. */
+static void s_cancel(dist_worker_t *w, const dist__id_t *id)
+{
+    rec_t *r = s_rec_find(w, id);
+    char hex[33];
+    dist__id_hex(id, hex);
+    if (!r) {
+        dist__log(&w->log, DIST_LOG_DEBUG, "CANCEL of task %s, which is not held here", hex);
+        return;
+    }
+    const char *task = w->tasks[r->task].s;
+    if (r->state == R_QUEUED) {
+        s_queue_unlink(w, r);
+        s_return_id(w, &r->id);
+        s_rec_free(w, r);
+        dist__log(&w->log, DIST_LOG_INFO, "cancelled task %s (%s) before it started: returned", hex,
+                  task);
+        return;
+    }
+    if (r->cancel != X_NONE)
+        return;
+    int rc = dist__pool_cancel(w->pool, r->h);
+    if (rc == 0 || rc == 1) {
+        r->cancel = rc == 0 ? X_RETURN : X_STOP;
+        w->n_cancelled++;
+        dist__log(&w->log, DIST_LOG_INFO, "cancelled task %s (%s)%s", hex, task,
+                  rc == 0 ? " before it started: returned" : ": stopping its pool process");
+    }
+    /* DIST_ESTATE: it finished meanwhile; its result is on its way. */
+}
+
+static void s_on_cancel(dist_worker_t *w, const msgpack_object *b)
+{
+    dist__ids_req_t q;
+    if (dist__parse_ids_req(b, false, &q)) {
+        w->malformed++;
+        dist__log(&w->log, DIST_LOG_WARN, "dropped a malformed CANCEL from the master");
+        return;
+    }
+    for (size_t i = 0; i < q.nids; i++) {
+        dist__id_t id;
+        if (dist__list_id(&q.ids[i], &id))
+            s_cancel(w, &id);
+    }
+}
+
 static void s_on_error(dist_worker_t *w, const msgpack_object *b)
 {
     dist__error_t e;
@@ -901,6 +1005,9 @@ static void s_handle(dist_worker_t *w, dist__inmsg_t *m)
         break;
     case DIST__CMD_ERROR:
         s_on_error(w, m->root);
+        break;
+    case DIST__CMD_CANCEL:
+        s_on_cancel(w, m->root);
         break;
     case DIST__CMD_HEARTBEAT:
         break;
@@ -1037,8 +1144,9 @@ static int s_loop(dist_worker_t *w)
             if (!w->out_head || (flush_deadline && now >= flush_deadline)) {
                 s_bye(w);
                 dist__log(&w->log, DIST_LOG_INFO, "stopped: %llu results sent (%llu errors), %llu "
-                          "tasks returned", (unsigned long long)(w->n_ok + w->n_failed),
-                          (unsigned long long)w->n_failed, (unsigned long long)w->n_returned);
+                          "tasks returned, %llu cancelled", (unsigned long long)(w->n_ok + w->n_failed),
+                          (unsigned long long)w->n_failed, (unsigned long long)w->n_returned,
+                          (unsigned long long)w->n_cancelled);
                 return w->fatal ? w->fatal : 0;
             }
             if (!flush_deadline)
