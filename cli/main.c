@@ -179,6 +179,25 @@ static const char s_common_help[] =
     "  3  no master answered, the connection failed or was refused (a non-loopback\n"
     "     master without keys, or a key the master does not accept)\n";
 
+static const char s_task_opts_help[] =
+    "  --priority N   0 (default) to 9: higher runs first; within a priority, first\n"
+    "                 come first served; a lower one waits while a higher one has\n"
+    "                 tasks of the same name\n"
+    "  --delay MS     hold the task(s) MS after acceptance (at most 30 days)\n"
+    "  --at TIME      hold until TIME: unix milliseconds, or ISO 8601 UTC such as\n"
+    "                 2026-12-08T10:00:00Z or 2026-12-08T10:00:00.250Z; a time in\n"
+    "                 the past runs now (and says so on stderr); not with --delay\n"
+    "  --max-attempts N\n"
+    "                 attempts before giving up, 1 to 1000 (default: the master's\n"
+    "                 --max-attempts)\n"
+    "  --backoff BASE_MS[,FACTOR[,MAX_MS]]\n"
+    "                 wait before a retry: attempt k waits BASE_MS * FACTOR^(k-2),\n"
+    "                 at most MAX_MS, times a random 0.8 to 1.2 (defaults: FACTOR 2,\n"
+    "                 MAX_MS one hour; without --backoff a retry is at once)\n"
+    "  --retry-on-error\n"
+    "                 retry an error the task returns too, not only crashes,\n"
+    "                 timeouts and lost workers\n";
+
 static void s_help(const char *cmd)
 {
     if (cmd && strcmp(cmd, "submit") == 0) {
@@ -197,8 +216,14 @@ static void s_help(const char *cmd)
                "  --timeout MS   the task's own time limit: the worker stops it after MS\n"
                "                 (default: 0, none)\n"
                "  --wait MS      how long to wait for the result (default: forever)\n"
+               "  --id ID        the task's id (1 to 128 printable ASCII characters, no\n"
+               "                 space); submitting an id the master knows is the same task,\n"
+               "                 not a second one (default: the library picks 32 hex digits)\n"
+               "  --no-wait      print the task's id once the master has accepted it and\n"
+               "                 exit 0; 'dist result ID' prints the result later\n"
+               "%s"
                "\n%s",
-               s_common_help);
+               s_task_opts_help, s_common_help);
     } else if (cmd && strcmp(cmd, "map") == 0) {
         printf("Usage: dist map [OPTIONS] TASK < ARGS.jsonl > RESULTS.jsonl\n"
                "\n"
@@ -218,8 +243,15 @@ static void s_help(const char *cmd)
                "  --timeout MS   each task's own time limit (default: 0, none)\n"
                "  --wait MS      how long to wait for all results; the missing ones fail\n"
                "                 with \"no result within MS ms\" (default: forever)\n"
+               "%s"
+               "\n"
+               "SIGINT or SIGTERM (Ctrl-C): the results already received are written as\n"
+               "whole lines (in input order, a missing one before them as\n"
+               "{\"error\": \"cancelled\"}), the other tasks are cancelled in the master,\n"
+               "\"dist: interrupted: N results written, M tasks cancelled\" goes to stderr,\n"
+               "and dist exits with 130.\n"
                "\n%s",
-               s_common_help);
+               s_task_opts_help, s_common_help);
     } else if (cmd && strcmp(cmd, "keygen") == 0) {
         printf("Usage: dist keygen [--force] NAME\n"
                "\n"
@@ -248,9 +280,70 @@ static void s_help(const char *cmd)
                "refused at submission, e.g. queue full) and late_results (duplicate results\n"
                "dropped).\n"
                "\n"
+               "With --task ID: one task instead: its state (queued, delayed, waiting,\n"
+               "leased with the worker running it, done, failed, cancelled, expired or\n"
+               "unknown), priority, times (submitted, not before, started, finished), its\n"
+               "attempts with each one's reason, and its error. Exit 0 whenever the master\n"
+               "answered, unknown ids included.\n"
+               "\n"
                "Options:\n"
-               "  --json         print the master's status map as JSON instead\n"
-               "  --wait MS      how long to wait for the answer (default: 5000)\n"
+               "  --task ID      show the task ID\n"
+               "  --json         print JSON instead: the master's status map, or with\n"
+               "                 --task an object with the keys id, task, state, priority,\n"
+               "                 worker, error, attempts [{attempt, worker, reason}],\n"
+               "                 submitted_ms, started_ms, finished_ms, not_before_ms (unix\n"
+               "                 ms, 0 when not yet; worker and error null when none)\n"
+               "  --wait MS      how long to wait for the answer (default: the connect\n"
+               "                 timeout)\n"
+               "\n%s",
+               s_common_help);
+    } else if (cmd && strcmp(cmd, "result") == 0) {
+        printf("Usage: dist result [OPTIONS] ID\n"
+               "\n"
+               "Prints the result of task ID as 'dist submit' would: the value as JSON on\n"
+               "stdout, or the task's error on stderr with exit 1 (failed, cancelled).\n"
+               "Works from any client, as long as the master keeps the result (until its\n"
+               "submitter takes it, or dist-master --result-ttl). Asking does not take it\n"
+               "away. An unknown id or an expired result is an error (exit 1).\n"
+               "\n"
+               "Options:\n"
+               "  --wait MS      wait up to MS for the task to finish (default: 0, ask\n"
+               "                 once); still not finished: exit 1 naming its state\n"
+               "\n%s",
+               s_common_help);
+    } else if (cmd && (strcmp(cmd, "cancel") == 0 || strcmp(cmd, "retry") == 0)) {
+        bool cancel = strcmp(cmd, "cancel") == 0;
+        printf("Usage: dist %s [OPTIONS] ID...\n"
+               "\n"
+               "%s"
+               "Prints one line 'ID STATE' per id; exit 1 when an id is unknown.\n"
+               "\n"
+               "Options:\n"
+               "  --wait MS      how long to wait for the master's answer (default: the\n"
+               "                 connect timeout)\n"
+               "\n%s",
+               cmd,
+               cancel ? "Cancels tasks: a queued or delayed one at once; a running one is stopped\n"
+                        "by its worker (the process running it is killed and replaced). The\n"
+                        "state becomes cancelled, and whoever waits for the result gets a\n"
+                        "cancelled error. A finished task is left as it is: its state says so.\n"
+                      : "Submits dead letters (see 'dist failed') again, with their id, arguments\n"
+                        "and options, and fresh attempts, and takes them off the list. The\n"
+                        "state is queued (or delayed) when submitted, unknown for an id not in\n"
+                        "the list, failed when the master cannot take it now.\n",
+               s_common_help);
+    } else if (cmd && strcmp(cmd, "failed") == 0) {
+        printf("Usage: dist failed [OPTIONS]\n"
+               "\n"
+               "Lists the dead letters: tasks that ended failed for good (their own error,\n"
+               "or every attempt spent), newest first, with their errors (each attempt's\n"
+               "reason). The master keeps the newest 10,000, in memory. 'dist retry ID'\n"
+               "submits one again.\n"
+               "\n"
+               "Options:\n"
+               "  --json         a JSON array of the objects of 'dist status --task --json'\n"
+               "  --wait MS      how long to wait for the answer (default: the connect\n"
+               "                 timeout)\n"
                "\n%s",
                s_common_help);
     } else {
