@@ -104,12 +104,10 @@ typedef struct {
     int wait_ms; /* -1: forever */
     bool unordered, json, help, version, insecure, force;
     const char *key, *server_key;
-    /* task control */
-    const char *id, *task_id;
-    bool no_wait, retry_on_error;
-    int priority, max_attempts, backoff_ms, backoff_max_ms;
-    double backoff_factor;
-    int64_t delay_ms, at_ms;
+    /* task control: the per-task options (id and timeout_ms set when used) */
+    dist_submit_opts_t topts;
+    const char *task_id;
+    bool no_wait;
     const char *at_text;
     unsigned given; /* options seen, as 1 << O_* */
     const char **pos; /* arguments after the command */
@@ -470,9 +468,9 @@ static bool s_parse_backoff(cli_t *cli, const char *s)
         if (errno || end == f || *end || !(factor >= 1.0) || factor > 1000)
             return false;
     }
-    cli->backoff_ms = (int)base;
-    cli->backoff_factor = factor;
-    cli->backoff_max_ms = (int)max;
+    cli->topts.backoff_ms = (int)base;
+    cli->topts.backoff_factor = factor;
+    cli->topts.backoff_max_ms = (int)max;
     return true;
 }
 
@@ -524,22 +522,22 @@ static int s_set_option(cli_t *cli, int o, const char *val)
         if (!s_id_ok(val))
             return s_usage(cli, "--id: '%s' is not an id (1 to 128 printable ASCII characters, "
                                 "no space)", val);
-        cli->id = val;
+        cli->topts.id = val;
         break;
     case O_NO_WAIT: cli->no_wait = true; break;
     case O_PRIORITY:
         if (!s_parse_int(val, 0, 9, &v))
             return s_usage(cli, "--priority: '%s' is not a priority from 0 to 9", val);
-        cli->priority = (int)v;
+        cli->topts.priority = (int)v;
         break;
     case O_DELAY:
         if (!s_parse_int(val, 0, S_DELAY_MAX_MS, &v))
             return s_usage(cli, "--delay: '%s' is not a number of milliseconds from 0 to "
                                 "2592000000 (30 days)", val);
-        cli->delay_ms = v;
+        cli->topts.delay_ms = v;
         break;
     case O_AT:
-        if (!s_parse_at(val, &cli->at_ms))
+        if (!s_parse_at(val, &cli->topts.at_ms))
             return s_usage(cli, "--at: '%s' is not a time: unix milliseconds, or ISO 8601 UTC "
                                 "like 2026-12-08T10:00:00Z (optionally .mmm before the Z)", val);
         cli->at_text = val;
@@ -547,14 +545,14 @@ static int s_set_option(cli_t *cli, int o, const char *val)
     case O_MAX_ATTEMPTS:
         if (!s_parse_int(val, 1, 1000, &v))
             return s_usage(cli, "--max-attempts: '%s' is not a number from 1 to 1000", val);
-        cli->max_attempts = (int)v;
+        cli->topts.max_attempts = (int)v;
         break;
     case O_BACKOFF:
         if (!s_parse_backoff(cli, val))
             return s_usage(cli, "--backoff: '%s' is not BASE_MS[,FACTOR[,MAX_MS]] (BASE_MS >= 0, "
                                 "FACTOR from 1 to 1000, MAX_MS >= 1)", val);
         break;
-    case O_RETRY_ON_ERROR: cli->retry_on_error = true; break;
+    case O_RETRY_ON_ERROR: cli->topts.retry_on_error = true; break;
     case O_TASK:
         if (!s_id_ok(val))
             return s_usage(cli, "--task: '%s' is not a task id (1 to 128 printable ASCII "
@@ -766,14 +764,14 @@ static dist_map_opts_t s_map_opts(const cli_t *cli)
 {
     dist_map_opts_t o = { .task_timeout_ms = cli->task_timeout_ms,
                           .wait_ms = cli->wait_ms ? cli->wait_ms : 1,
-                          .priority = cli->priority,
-                          .delay_ms = cli->delay_ms,
-                          .at_ms = cli->at_ms,
-                          .max_attempts = cli->max_attempts,
-                          .backoff_ms = cli->backoff_ms,
-                          .backoff_factor = cli->backoff_factor,
-                          .backoff_max_ms = cli->backoff_max_ms,
-                          .retry_on_error = cli->retry_on_error };
+                          .priority = cli->topts.priority,
+                          .delay_ms = cli->topts.delay_ms,
+                          .at_ms = cli->topts.at_ms,
+                          .max_attempts = cli->topts.max_attempts,
+                          .backoff_ms = cli->topts.backoff_ms,
+                          .backoff_factor = cli->topts.backoff_factor,
+                          .backoff_max_ms = cli->topts.backoff_max_ms,
+                          .retry_on_error = cli->topts.retry_on_error };
     return o;
 }
 
@@ -783,7 +781,7 @@ static void s_at_note(const cli_t *cli)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    if (cli->at_ms && cli->at_ms <= now)
+    if (cli->topts.at_ms && cli->topts.at_ms <= now)
         fprintf(stderr, "dist: --at %s is in the past: the task%s run%s now\n", cli->at_text,
                 cli->cmd_bit == C_MAP ? "s" : "", cli->cmd_bit == C_MAP ? "" : "s");
 }
@@ -808,16 +806,8 @@ static int s_print_result(dist_result_t *r)
 static int s_submit_future(cli_t *cli, dist_client_t *c, const char *task, const void *args,
                            size_t len)
 {
-    dist_submit_opts_t so = { .timeout_ms = cli->task_timeout_ms,
-                              .id = cli->id,
-                              .priority = cli->priority,
-                              .delay_ms = cli->delay_ms,
-                              .at_ms = cli->at_ms,
-                              .max_attempts = cli->max_attempts,
-                              .backoff_ms = cli->backoff_ms,
-                              .backoff_factor = cli->backoff_factor,
-                              .backoff_max_ms = cli->backoff_max_ms,
-                              .retry_on_error = cli->retry_on_error };
+    dist_submit_opts_t so = cli->topts;
+    so.timeout_ms = cli->task_timeout_ms;
     struct timespec t0, t;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     dist_future_t *f;
@@ -900,7 +890,7 @@ static int s_cmd_submit(cli_t *cli)
         return code;
     }
     s_at_note(cli);
-    if (cli->id || cli->no_wait) {
+    if (cli->topts.id || cli->no_wait) {
         code = s_submit_future(cli, c, task, sb.data, sb.size);
         msgpack_sbuffer_destroy(&sb);
         dist_client_destroy(&c);
@@ -1339,11 +1329,7 @@ static int s_cmd_status(cli_t *cli)
     } else if (cli->json) {
         json_t *j = cli_json_from_msgpack(v);
         json_object_del(j, "req");
-        char *text = j ? cli_json_text(j, JSON_INDENT(2)) : NULL;
-        json_decref(j);
-        if (text)
-            puts(text);
-        free(text);
+        s_print_json(j);
     } else {
         cli_status_print(v, stdout);
     }

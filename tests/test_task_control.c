@@ -135,21 +135,27 @@ static void s_free(run_t *r)
     r->out = r->err = NULL;
 }
 
-/* Runs `dist --master EP ARGS...` (NULL-terminated) to its end. */
-static run_t s_dist(const char *first, ...)
+/* Runs `dist --master EP [submit --no-wait] ARGS...` to its end. */
+static run_t s_vdist(bool no_wait, const char *first, va_list ap)
 {
-    const char *argv[32] = { DIST_CLI_BIN, "--master", g.endpoint };
-    int n = 3;
-    va_list ap;
-    va_start(ap, first);
+    const char *argv[32] = { DIST_CLI_BIN, "--master", g.endpoint, "submit", "--no-wait" };
+    int n = no_wait ? 5 : 3;
     for (const char *a = first; a && n < 31; a = va_arg(ap, const char *))
         argv[n++] = a;
-    va_end(ap);
     argv[n] = NULL;
     run_t r = { 0 };
     r.rc = dt_run(argv, NULL, "", &r.out, &r.err, 60000);
     if (r.rc == DT_TIMEOUT)
         fail_msg("dist %s did not finish: stdout %s; stderr %s", first, r.out, r.err);
+    return r;
+}
+
+static run_t s_dist(const char *first, ...)
+{
+    va_list ap;
+    va_start(ap, first);
+    run_t r = s_vdist(false, first, ap);
+    va_end(ap);
     return r;
 }
 
@@ -211,16 +217,10 @@ static void s_wait_state(const char *id, const char *state, int ms)
 static const char *s_no_wait(const char *a, ...)
 {
     static char id[160];
-    const char *argv[32] = { DIST_CLI_BIN, "--master", g.endpoint, "submit", "--no-wait" };
-    int n = 5;
     va_list ap;
     va_start(ap, a);
-    for (const char *x = a; x && n < 31; x = va_arg(ap, const char *))
-        argv[n++] = x;
+    run_t r = s_vdist(true, a, ap);
     va_end(ap);
-    argv[n] = NULL;
-    run_t r = { 0 };
-    r.rc = dt_run(argv, NULL, "", &r.out, &r.err, 30000);
     s_expect(&r, 0, NULL, NULL);
     size_t len = strcspn(r.out, "\n");
     assert_true(len > 0 && len < sizeof id);
