@@ -111,6 +111,25 @@ static void s_uptime(char *out, uint64_t s)
                  (unsigned long long)(s % 3600 / 60));
 }
 
+/* A task queue's depth_by_priority (10 counts, priority 0 first) as
+ * "9:3 0:120", highest first, non-zero levels only; "-" without any. */
+static void s_by_priority(char *out, const msgpack_object *q)
+{
+    const msgpack_object *lv;
+    size_t n, used = 0;
+    snprintf(out, S_CELL, "-");
+    if (dist_wire_get_array(dist_wire_map_get(q, "depth_by_priority"), &lv, &n))
+        return;
+    for (size_t i = n; i-- > 0;) {
+        uint64_t d;
+        if (dist_wire_get_u64(&lv[i], &d) || d == 0 || used >= S_CELL - 1)
+            continue;
+        int k = snprintf(out + used, S_CELL - used, "%s%zu:%llu", used ? " " : "", i,
+                         (unsigned long long)d);
+        used = k < 0 || used + (size_t)k >= S_CELL ? S_CELL - 1 : used + (size_t)k;
+    }
+}
+
 void cli_status_print(const msgpack_object *st, FILE *out)
 {
     const msgpack_object *master = dist_wire_map_get(st, "master");
@@ -157,10 +176,13 @@ void cli_status_print(const msgpack_object *st, FILE *out)
         s_str(rows[i][1], &items[i], "kind");
         s_u64(rows[i][2], &items[i], "depth");
         s_u64(rows[i][3], &items[i], "in_flight");
+        s_u64(rows[i][4], &items[i], "delayed");
+        s_by_priority(rows[i][5], &items[i]);
     }
-    static const char *const qhead[] = { "NAME", "KIND", "DEPTH", "IN FLIGHT" };
+    static const char *const qhead[] = { "NAME", "KIND", "DEPTH", "IN FLIGHT", "DELAYED",
+                                         "BY PRIORITY" };
     if (rows)
-        s_table(out, qhead, 4, rows, n);
+        s_table(out, qhead, 6, rows, n);
     free(rows);
 
     fputc('\n', out);

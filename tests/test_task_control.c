@@ -320,6 +320,16 @@ static void test_status_task_states(void **state)
         NO_WAIT("--id", ids[i], "dist.sleep", "10");
     NO_WAIT("--id", "st-delayed", "--delay", "60000", "dist.echo", "1");
     NO_WAIT("--id", "st-done", "--priority", "9", "dist.echo", "1");
+    /* The queue table shows the delayed task and the depth by priority. */
+    run_t st = DIST("status");
+    s_expect(&st, 0, NULL, NULL);
+    assert_non_null(strstr(st.out, "DELAYED  BY PRIORITY"));
+    const char *echo = strstr(st.out, "  dist.echo ");
+    assert_non_null(echo);
+    unsigned long depth = 9, inflight = 9, delayed = 9;
+    assert_int_equal(sscanf(echo, " dist.echo task %lu %lu %lu", &depth, &inflight, &delayed), 3);
+    assert_int_equal(delayed, 1);
+    s_free(&st);
     json_t *j = s_task_json("st-run");
     assert_string_equal(s_jstr(j, "state"), "leased");
     assert_true(strlen(s_jstr(j, "worker")) > 0);
