@@ -27,16 +27,27 @@ static struct {
     dist_client_t *c;
 } g;
 
-static void s_master(bool store)
+/* A master, with --store when asked, and a short --result-ttl when ttl. */
+static void s_master_ttl(bool store, const char *ttl)
 {
     char bind[64];
     snprintf(bind, sizeof bind, "tcp://127.0.0.1:%d", g.port);
-    const char *argv[] = { DIST_MASTER_BIN, "--bind", bind, "--log-level", "info",
-                           store ? "--store" : NULL, g.store, NULL };
+    const char *argv[10] = { DIST_MASTER_BIN, "--bind", bind, "--log-level", "info" };
+    int n = 5;
+    if (store) {
+        argv[n++] = "--store";
+        argv[n++] = g.store;
+    }
+    if (ttl) {
+        argv[n++] = "--result-ttl";
+        argv[n++] = ttl;
+    }
     dt_spawn_opts_t o = { .in = { DT_IO_NULL }, .out = { DT_IO_APPEND, g.log, NULL },
                           .err = { DT_IO_STDOUT }, .ready_port = g.port };
     g.master = dt_spawn(argv, &o);
 }
+
+static void s_master(bool store) { s_master_ttl(store, NULL); }
 
 /* A worker with one pool process (so that one long task makes it busy). */
 static void s_worker(void)
@@ -86,13 +97,15 @@ static void s_wait_worker(void)
     assert_true(s_queue("dist.sleep", "depth") >= 0);
 }
 
-static void s_cluster(bool store)
+static void s_cluster_ttl(bool store, const char *ttl)
 {
-    s_master(store);
+    s_master_ttl(store, ttl);
     s_worker();
     g.c = s_client();
     s_wait_worker();
 }
+
+static void s_cluster(bool store) { s_cluster_ttl(store, NULL); }
 
 static int s_setup(void **state)
 {
@@ -717,6 +730,22 @@ static void test_store_keeps_states(void **state)
     s_free(&r);
 }
 
+/* A result nobody takes is dropped after --result-ttl: `dist result` and
+ * `dist status --task` say expired. */
+static void test_result_expires(void **state)
+{
+    (void)state;
+    s_cluster_ttl(false, "300");
+    NO_WAIT("--id", "ttl-1", "dist.echo", "1");
+    s_wait_state("ttl-1", "expired", 5000);
+    run_t r = DIST("result", "ttl-1");
+    s_expect(&r, 1, "", "the result of task ttl-1 expired");
+    s_free(&r);
+    json_t *j = s_task_json("ttl-1");
+    assert_string_equal(s_jstr(j, "state"), "expired");
+    json_decref(j);
+}
+
 int main(void)
 {
     unsetenv("DIST_MASTER");
@@ -730,6 +759,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_and_retry, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_map_interrupted, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_store_keeps_states, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_result_expires, s_setup, s_teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     zsys_shutdown();
