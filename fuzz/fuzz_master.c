@@ -181,6 +181,38 @@ static void s_check_body(dist__cmd_t cmd, const void *body, size_t len,
     dist_wire_msg_destroy(&m);
 }
 
+/* The task-control invariants (issue 12), seen from what the master sends:
+ * a task in a TASKS is QUEUED (never DELAYED before its time, never DONE:
+ * a cancelled task does not run again), and a result sent to a client is
+ * the task's one final state (a cancelled task is never delivered as
+ * done). The sink sees a TASKS before its tasks are marked leased. */
+static void s_check_tasks(dist_master_t *m, dist__cmd_t cmd, const void *body, size_t len,
+                          const dist_wire_limits_t *lim)
+{
+    if (!m || (cmd != DIST__CMD_TASKS && cmd != DIST__CMD_RESULTS))
+        return;
+    dist_wire_msg_t *msg = dist_wire_msg_decode(body, len, lim, NULL);
+    const msgpack_object *items;
+    size_t n;
+    if (!msg || dist__parse_list(dist_wire_msg_root(msg), cmd, &items, &n)) {
+        dist_wire_msg_destroy(&msg);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        dist__task_t t;
+        dist__result_t r;
+        if (cmd == DIST__CMD_TASKS && dist__parse_task(&items[i], true, &t) == 0) {
+            const dist__mtask_t *mt = dist__m_task_find(m, &t.id);
+            CHECK(mt && mt->state == DIST__T_QUEUED, "a TASKS carries a task that is not queued");
+        } else if (cmd == DIST__CMD_RESULTS && dist__parse_result(&items[i], false, &r) == 0) {
+            const dist__mtask_t *mt = dist__m_task_find(m, &r.id);
+            CHECK(mt && mt->state == DIST__T_DONE && mt->status == r.status,
+                  "a result sent to a client is not its task's final state");
+        }
+    }
+    dist_wire_msg_destroy(&msg);
+}
+
 /* Every message the master sends: check it, and answer as the input said
  * the peer's pipe is. */
 static int s_sink(void *ud, const uint8_t *rid, size_t rid_len, dist__cmd_t cmd, const void *body,
@@ -203,6 +235,7 @@ static int s_sink(void *ud, const uint8_t *rid, size_t rid_len, dist__cmd_t cmd,
     CHECK((t & 0xf0) == 0x80 || t == 0xde || t == 0xdf, "%s body is not a map",
           dist__cmd_name(cmd));
     s_check_body(cmd, body, len, &x->limits);
+    s_check_tasks(x->m, cmd, body, len, &x->limits);
     if (x->trace) {
         /* FUZZ_MASTER_TRACE=1: what the master says, for reading seeds. */
         char code[64] = "";
@@ -231,8 +264,9 @@ static dist_master_t *s_master(s_session_t *x)
 {
     char ep[64];
     snprintf(ep, sizeof ep, "inproc://fuzz-master-%u", x->serial++);
-    /* Leases shorter than the heartbeat timeout, so that a session can
-     * reach lease expiry (and ghosts) as easily as a worker's death. */
+    /* Leases shorter than the heartbeat timeout: tasks with a timeout
+     * reach lease expiry (and ghosts) as easily as a worker's death (the
+     * others have their leases renewed while their worker lives). */
     dist_master_opts_t o = { .bind = ep, .name = "fuzz", .store = x->store[0] ? x->store : NULL,
                              .max_queued = 1000, .max_results = 1000, .max_attempts = 3,
                              .heartbeat_timeout_ms = 20000, .lease_ms = 8000 };

@@ -786,8 +786,9 @@ static void test_priorities_and_delays(void **state)
         dist__submit_opts_t o = { .priority = (uint32_t)prio[i] };
         s_submit_opts_ok(c, i + 1, &o);
     }
-    /* A delayed task, due in 400 ms, with the highest priority. */
-    dist__submit_opts_t d = { .priority = 9, .has_delay = true, .delay_ms = 400 };
+    /* A delayed task, due in 1000 ms, with the highest priority (the order
+     * checks below end well before). */
+    dist__submit_opts_t d = { .priority = 9, .has_delay = true, .delay_ms = 1000 };
     int64_t t0 = s_ms();
     s_submit_opts_ok(c, 6, &d);
     /* Bad options: clear rejections, nothing queued. */
@@ -797,7 +798,19 @@ static void test_priorities_and_delays(void **state)
     s_submit_opts_rejected(c, 8, &bad2);
     dist__submit_opts_t bad3 = { .key = { "not-this-id", 11 } };
     s_submit_opts_rejected(c, 9, &bad3);
-    /* Higher first, FIFO within a level: 4 (9), 2 and 5 (5), 1 and 3 (0). */
+    dist__submit_opts_t bad4 = { .priority = 10 };
+    s_submit_opts_rejected(c, 10, &bad4);
+    dist__submit_opts_t bad5 = { .has_delay = true, .delay_ms = 2592000001u };
+    s_submit_opts_rejected(c, 11, &bad5);
+    /* A key that names the id is accepted; at_ms in the past runs now. */
+    dist__submit_opts_t kp = { .key = { "report-2026", 11 }, .has_at = true, .at_ms = 1000 };
+    dist__id_t kid;
+    assert_int_equal(dist__id_from_key("report-2026", 11, &kid), 0);
+    fp_submit_opts(c, kid, &kp);
+    size_t krej;
+    assert_int_equal(fp_accepted(c, &krej, NULL, 0), 1);
+    /* Higher first, FIFO within a level: 4 (9), 2 and 5 (5), 1 and 3 (0),
+     * then the keyed one (0, submitted last). */
     int want[5] = { 4, 2, 5, 1, 3 };
     dist__id_t prev = g[0].id;
     for (int i = 0; i < 5; i++) {
@@ -807,13 +820,17 @@ static void test_priorities_and_delays(void **state)
         prev = g[0].id;
     }
     fp_result(w, &prev, 1, DIST__ST_OK, "v");
+    assert_int_equal(fp_tasks(w, g, 1), 1);
+    assert_true(dist__id_eq(&g[0].id, &kid));
+    prev = g[0].id;
+    fp_result(w, &prev, 1, DIST__ST_OK, "v");
     /* The delayed one comes at its time, not before. */
     assert_int_equal(fp_tasks(w, g, 1), 1);
     assert_int_equal(fp_id_num(&g[0].id), 6);
-    assert_true(s_ms() - t0 >= 390);
+    assert_true(s_ms() - t0 >= 990);
     fp_result(w, &g[0].id, 1, DIST__ST_OK, "v");
-    fp_res_t r[7];
-    fp_results(c, r, 7);
+    fp_res_t r[8];
+    fp_results(c, r, 8);
     dist__inmsg_t st;
     fp_status(c, &st);
     const msgpack_object *qs;

@@ -310,6 +310,21 @@ static void s_expect_welcome(zsock_t *p, dist__inmsg_t *m)
         fail_msg("expected WELCOME, got %s", dist__cmd_name(m->cmd));
 }
 
+/* After a restart of the program: a worker of one task name (worker_task;
+ * 1 slot, capacity 1) or a client (worker_task NULL) says HELLO again and
+ * is welcomed. */
+static void s_rejoin(zsock_t *p, const char *name, const char *worker_task)
+{
+    dist__inmsg_t m;
+    s_expect_reconnect(p);
+    if (worker_task)
+        fp_hello_worker(p, name, 1, 1, &worker_task, 1);
+    else
+        fp_hello_client(p, name);
+    s_expect_welcome(p, &m);
+    dist__inmsg_clear(&m);
+}
+
 static void test_kill9_keeps_accepted_and_results(void **state)
 {
     (void)state;
@@ -1139,6 +1154,71 @@ static void test_task_control_survives_restart(void **state)
     dist_master_destroy(&m);
 }
 
+/* The same states through a SIGKILL of the real program. */
+static void test_kill9_with_delayed_retrying_cancelled(void **state)
+{
+    (void)state;
+    scratch_t *x = s_scratch();
+    pid_t pid = s_program(x, NULL);
+    const char *t = "t";
+    zsock_t *w = fp_worker_ep(x->ep, "w", 1, 1, t);
+    zsock_t *c = fp_client_ep(x->ep, "c", NULL);
+    fp_keep_alive(w, c);
+    size_t rej;
+    dist__submit_opts_t d = { .has_delay = true, .delay_ms = 2000 };
+    fp_submit_opts(c, fp_id(1), &d);
+    assert_int_equal(fp_accepted(c, &rej, NULL, 0), 1);
+    dist__submit_opts_t r = { .retry_on_error = true, .backoff_ms = 2000 };
+    fp_submit_opts(c, fp_id(2), &r);
+    assert_int_equal(fp_accepted(c, &rej, NULL, 0), 1);
+    fp_task_t g[1];
+    s_take(w, g, 1);
+    assert_int_equal(fp_id_num(&g[0].id), 2);
+    fp_result(w, &g[0].id, 1, DIST__ST_FAILED, "first failure");
+    s_credit(w, 0);
+    fp_submit_ok(c, "t", (int[]){ 3 }, 1);
+    dist__inmsg_t mm;
+    dist__reply_t rp;
+    fp_ids_req(c, DIST__CMD_CANCEL, 1, (int[]){ 3 }, 1);
+    fp_reply(c, 1, "ok", &mm, &rp);
+    dist__inmsg_clear(&mm);
+    fp_res_t res[1];
+    fp_results(c, res, 1);
+    assert_int_equal(res[0].status, DIST__ST_CANCELLED);
+    s_sync(c, 1);
+    s_kill9(pid);
+
+    pid = s_program(x, NULL);
+    s_rejoin(c, "c", NULL);
+    fp_results(c, res, 1); /* the cancelled result, not acknowledged */
+    assert_int_equal(res[0].status, DIST__ST_CANCELLED);
+    assert_int_equal(fp_id_num(&res[0].id), 3);
+    const char *want[3] = { "delayed", "delayed", "cancelled" };
+    uint64_t nb[2] = { 0, 0 };
+    for (int i = 0; i < 3; i++) {
+        dist__task_info_t ti;
+        s_lookup(c, i + 1, &mm, &ti);
+        assert_true(s_is(ti.state, want[i]));
+        if (i < 2)
+            nb[i] = ti.not_before_ms;
+        dist__inmsg_clear(&mm);
+    }
+    s_rejoin(w, "w", t);
+    for (int i = 0; i < 2; i++) {
+        s_take(w, g, 1);
+        int id = fp_id_num(&g[0].id);
+        assert_true(id == 1 || id == 2);
+        assert_true((uint64_t)s_unix_ms() + 5 >= nb[id - 1]);
+        fp_result(w, &g[0].id, g[0].attempt, DIST__ST_OK, "v");
+    }
+    fp_res_t rr[2];
+    fp_results(c, rr, 2);
+    dt_signal(pid, SIGTERM);
+    assert_int_equal(dt_wait(pid, 10000), 0);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+}
+
 /* A store written before task control (schema 1) is migrated in place. */
 static void test_schema_1_is_migrated(void **state)
 {
@@ -1320,6 +1400,7 @@ int main(void)
         cmocka_unit_test_teardown(test_io_error, s_teardown),
         cmocka_unit_test_teardown(test_bad_store_files, s_teardown),
         cmocka_unit_test_teardown(test_task_control_survives_restart, s_teardown),
+        cmocka_unit_test_teardown(test_kill9_with_delayed_retrying_cancelled, s_teardown),
         cmocka_unit_test_teardown(test_schema_1_is_migrated, s_teardown),
         cmocka_unit_test_teardown(test_program_flags, s_teardown),
     };

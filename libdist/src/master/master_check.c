@@ -80,7 +80,7 @@ static const char *s_check_queues(dist_master_t *s)
             size_t m = 0;
             for (e = dist__dl_first(l); e; e = dist__dl_next(l, e)) {
                 const dist__mtask_t *t = DIST__CONTAINER_OF(e, dist__mtask_t, node);
-                CHECK(t->state == DIST__T_QUEUED && t->q == q && t->prio == p,
+                CHECK(t->state == DIST__T_QUEUED && t->q == q && t->o.prio == p,
                       "a ready list holds a foreign task");
                 m++;
             }

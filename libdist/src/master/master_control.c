@@ -131,12 +131,7 @@ void dist__m_dead_add(dist_master_t *s, const dist__mtask_t *t, int st, const vo
     d->id = t->id;
     snprintf(d->task, sizeof d->task, "%s", t->q->key.name);
     snprintf(d->client, sizeof d->client, "%s", t->cn->key.name);
-    d->prio = t->prio;
-    d->retry_on_error = t->retry_on_error;
-    d->max_attempts = t->max_attempts;
-    d->backoff_ms = t->backoff_ms;
-    d->backoff_max_ms = t->backoff_max_ms;
-    d->backoff_factor = t->backoff_factor;
+    d->o = t->o;
     d->timeout_ms = t->timeout_ms;
     d->attempts = t->attempt;
     d->submitted_ms = t->submitted_ms;
@@ -225,7 +220,7 @@ static void s_pack_info(const dist_master_t *s, msgpack_packer *pk, const dist__
             ti.error.s = (const char *)dist__mtask_bytes(t);
             ti.error.n = t->len;
         }
-        ti.priority = t->prio;
+        ti.priority = t->o.prio;
         ti.submitted_ms = (uint64_t)t->submitted_ms;
         ti.started_ms = (uint64_t)t->started_ms;
         ti.finished_ms = (uint64_t)t->finished_ms;
@@ -236,21 +231,24 @@ static void s_pack_info(const dist_master_t *s, msgpack_packer *pk, const dist__
     dist__pack_task_info(pk, &ti);
 }
 
-/* The ids request of LOOKUP or CANCEL: false when answered already (malformed, bad_request). */
+/* After parsing a request (rc of its parser): false when it was answered
+ * already, malformed without a req, else bad_request saying `what`. */
+static bool s_parsed(dist_master_t *s, dist__mpeer_t *p, int rc, dist__cmd_t cmd, uint64_t req,
+                     const char *what)
+{
+    if (rc == DIST_EPROTO)
+        dist__m_malformed(s, p, "%s needs req, a u64", dist__cmd_name(cmd));
+    else if (rc)
+        dist__m_error(s, p, "bad_request", req, "%s %s", dist__cmd_name(cmd), what);
+    return rc == 0;
+}
+
+/* The ids request of LOOKUP, CANCEL or RETRY: false when answered already. */
 static bool s_ids_req(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root,
                       dist__cmd_t cmd, dist__ids_req_t *r)
 {
     int rc = dist__parse_ids_req(root, true, r);
-    if (rc == DIST_EPROTO) {
-        dist__m_malformed(s, p, "%s needs req, a u64", dist__cmd_name(cmd));
-        return false;
-    }
-    if (rc) {
-        dist__m_error(s, p, "bad_request", r->req, "%s needs ids, an array of 1 to %d bins of "
-                      "16 bytes", dist__cmd_name(cmd), DIST__MAX_BATCH);
-        return false;
-    }
-    return true;
+    return s_parsed(s, p, rc, cmd, r->req, "needs ids, an array of 1 to 10000 bins of 16 bytes");
 }
 
 void dist__m_lookup(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
@@ -276,32 +274,51 @@ void dist__m_lookup(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *ro
     dist__m_send(s, p, DIST__CMD_REPLY, s->out, NULL, NULL, 0);
 }
 
+/* REPLY {req, states} with one state per id of r. */
+static void s_send_states(dist_master_t *s, dist__mpeer_t *p, const dist__ids_req_t *r,
+                          const char *const *states)
+{
+    dist_wire_buf_reset(s->out);
+    msgpack_packer *pk = dist_wire_buf_packer(s->out);
+    dist__reply_t rp = { .req = r->req, .status = s_str("ok"), .list = DIST__REPLY_STATES,
+                         .nitems = r->nids };
+    dist__pack_reply(pk, &rp);
+    for (size_t i = 0; i < r->nids; i++)
+        dist__pk_str(pk, states[i]);
+    dist__m_send(s, p, DIST__CMD_REPLY, s->out, NULL, NULL, 0);
+}
+
+/* The ids request of CANCEL or RETRY with room for its answer's states:
+ * NULL when answered already. */
+static const char **s_states_req(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root,
+                                 dist__cmd_t cmd, dist__ids_req_t *r)
+{
+    if (!s_ids_req(s, p, root, cmd, r))
+        return NULL;
+    const char **states = malloc(r->nids * sizeof *states);
+    if (!states)
+        dist__m_error(s, p, "queue_full", r->req, "the master is out of memory: retry later");
+    return states;
+}
+
 void dist__m_cancel(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
 {
     dist__ids_req_t r;
-    if (!s_ids_req(s, p, root, DIST__CMD_CANCEL, &r))
+    const char **states = s_states_req(s, p, root, DIST__CMD_CANCEL, &r);
+    if (!states)
         return;
-    /* First every cancel (each may send a CANCEL to a worker through
-     * s->out), then the answer. */
+    /* Each cancel may send a CANCEL to a worker through s->out: the
+     * answer is packed after them all. */
     for (size_t i = 0; i < r.nids; i++) {
         dist__id_t id;
-        dist__list_id(&r.ids[i], &id);
+        dist__list_id(&r.ids[i], &id); /* checked by the parser */
         dist__mtask_t *t = dist__m_task_find(s, &id);
         if (t && t->state != DIST__T_DONE)
             dist__m_task_cancel(s, t, p->name);
+        states[i] = t ? dist__m_task_state(t) : dist__m_tomb_has(s, &id) ? "expired" : "unknown";
     }
-    dist_wire_buf_reset(s->out);
-    msgpack_packer *pk = dist_wire_buf_packer(s->out);
-    dist__reply_t rp = { .req = r.req, .status = s_str("ok"), .list = DIST__REPLY_STATES,
-                         .nitems = r.nids };
-    dist__pack_reply(pk, &rp);
-    for (size_t i = 0; i < r.nids; i++) {
-        dist__id_t id;
-        dist__list_id(&r.ids[i], &id);
-        const dist__mtask_t *t = dist__m_task_find(s, &id);
-        dist__pk_str(pk, t ? dist__m_task_state(t) : "unknown");
-    }
-    dist__m_send(s, p, DIST__CMD_REPLY, s->out, NULL, NULL, 0);
+    s_send_states(s, p, &r, states);
+    free(states);
 }
 
 /* REPLY to a FETCH: the result when t is final, else its state. */
@@ -345,15 +362,8 @@ void dist__m_fetch(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *roo
 {
     dist__fetch_t f;
     int rc = dist__parse_fetch(root, &f);
-    if (rc == DIST_EPROTO) {
-        dist__m_malformed(s, p, "FETCH needs req, a u64");
+    if (!s_parsed(s, p, rc, DIST__CMD_FETCH, f.req, "needs id, a bin of 16 bytes, and wait_ms, a u32"))
         return;
-    }
-    if (rc) {
-        dist__m_error(s, p, "bad_request", f.req, "FETCH needs id, a bin of 16 bytes, and "
-                      "wait_ms, a u32");
-        return;
-    }
     const dist__mtask_t *t = dist__m_task_find(s, &f.id);
     if (!t || t->state == DIST__T_DONE || !f.wait_ms) {
         s_fetch_answer(s, p, f.req, &f.id, t);
@@ -426,14 +436,8 @@ void dist__m_failed(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *ro
 {
     dist__failed_req_t f;
     int rc = dist__parse_failed_req(root, &f);
-    if (rc == DIST_EPROTO) {
-        dist__m_malformed(s, p, "FAILED needs req, a u64");
+    if (!s_parsed(s, p, rc, DIST__CMD_FAILED, f.req, "takes max, a u32"))
         return;
-    }
-    if (rc) {
-        dist__m_error(s, p, "bad_request", f.req, "FAILED takes max, a u32");
-        return;
-    }
     const dist__dlist_t *dead = s->ctl ? &s->ctl->dead : NULL;
     size_t n = dead ? dead->n : 0;
     if (f.max && f.max < n)
@@ -450,7 +454,7 @@ void dist__m_failed(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *ro
             const dist__mdead_t *x = DIST__CONTAINER_OF(d, dist__mdead_t, node);
             dist__task_info_t ti = { .id = x->id, .key = s_str(x->key), .task = s_str(x->task),
                                      .state = s_str("failed"), .error = s_str(x->error),
-                                     .priority = x->prio,
+                                     .priority = x->o.prio,
                                      .submitted_ms = (uint64_t)x->submitted_ms,
                                      .started_ms = (uint64_t)x->started_ms,
                                      .finished_ms = (uint64_t)x->finished_ms };
@@ -466,13 +470,9 @@ void dist__m_failed(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *ro
 void dist__m_retry(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
 {
     dist__ids_req_t r;
-    if (!s_ids_req(s, p, root, DIST__CMD_RETRY, &r))
+    const char **states = s_states_req(s, p, root, DIST__CMD_RETRY, &r);
+    if (!states)
         return;
-    const char **states = malloc(r.nids * sizeof *states);
-    if (!states) {
-        dist__m_error(s, p, "queue_full", r.req, "the master is out of memory: retry later");
-        return;
-    }
     for (size_t i = 0; i < r.nids; i++) {
         dist__id_t id;
         dist__list_id(&r.ids[i], &id);
@@ -481,21 +481,12 @@ void dist__m_retry(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *roo
         states[i] = "unknown";
         if (!d)
             continue;
+        /* NULL: not now (no such task name any more, full, store failing). */
         const char *st = dist__m_task_resubmit(s, d, p->cn);
-        if (st) {
-            states[i] = st;
+        states[i] = st ? st : "failed";
+        if (st)
             s_dead_drop(s, d);
-        } else {
-            states[i] = "failed"; /* not now (no such task name, full, store failing) */
-        }
     }
-    dist_wire_buf_reset(s->out);
-    msgpack_packer *pk = dist_wire_buf_packer(s->out);
-    dist__reply_t rp = { .req = r.req, .status = s_str("ok"), .list = DIST__REPLY_STATES,
-                         .nitems = r.nids };
-    dist__pack_reply(pk, &rp);
-    for (size_t i = 0; i < r.nids; i++)
-        dist__pk_str(pk, states[i]);
+    s_send_states(s, p, &r, states);
     free(states);
-    dist__m_send(s, p, DIST__CMD_REPLY, s->out, NULL, NULL, 0);
 }

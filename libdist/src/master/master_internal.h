@@ -163,6 +163,16 @@ typedef struct {
 
 /* ---- objects ------------------------------------------------------------------------ */
 
+/* The options a task keeps from its SUBMIT (issue 12), copied whole
+ * between a task and its dead letter. */
+typedef struct {
+    uint8_t prio;            /* 0..9, higher first */
+    uint8_t retry_on_error;  /* a failed result is retried too */
+    uint16_t max_attempts;   /* 0: the master's --max-attempts */
+    uint32_t backoff_ms, backoff_max_ms;
+    float backoff_factor;
+} dist__mopts_t;
+
 /* The name that indexes a task queue, a client name or a named queue. It
  * is the first member of each, so that one equality serves the three
  * indexes (dist__m_named_find / dist__m_named_new). */
@@ -224,11 +234,7 @@ typedef struct dist__mtask {
     int64_t accepted_at;     /* monotonic ms of its SUBMIT (or of its recovery) */
     /* task control (issue 12): the options of its SUBMIT, and its times */
     char *key;               /* the caller's id string, or NULL */
-    uint8_t prio;            /* 0..9, higher first */
-    uint8_t retry_on_error;  /* a failed result is retried too */
-    uint16_t max_attempts;   /* 0: the master's --max-attempts */
-    uint32_t backoff_ms, backoff_max_ms;
-    float backoff_factor;
+    dist__mopts_t o;
     int64_t not_before_ms;   /* unix ms: DELAYED until then (0: not delayed) */
     int64_t submitted_ms, started_ms, finished_ms; /* unix ms, 0 when not yet */
     uint8_t data[];          /* the args; later the result when it fits */
@@ -627,10 +633,8 @@ typedef struct {
     char *error;             /* its final error */
     char task[DIST__NAME_MAX + 1];
     char client[DIST__NAME_MAX + 1]; /* its submitter */
-    uint8_t prio, retry_on_error;
-    uint16_t max_attempts;
-    uint32_t backoff_ms, backoff_max_ms, timeout_ms, attempts;
-    float backoff_factor;
+    dist__mopts_t o;
+    uint32_t timeout_ms, attempts;
     int64_t submitted_ms, started_ms, finished_ms;
     uint32_t len;            /* bytes of args */
     uint8_t args[];

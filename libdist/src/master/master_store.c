@@ -151,12 +151,12 @@ static void s_row_of(const dist__mtask_t *t, dist__srow_t *r)
     r->len = t->len;
     r->reasons = t->reasons;
     r->key = t->key;
-    r->priority = t->prio;
-    r->max_attempts = t->max_attempts;
-    r->backoff_ms = t->backoff_ms;
-    r->backoff_factor = t->backoff_factor;
-    r->backoff_max_ms = t->backoff_max_ms;
-    r->retry_on_error = t->retry_on_error;
+    r->priority = t->o.prio;
+    r->max_attempts = t->o.max_attempts;
+    r->backoff_ms = t->o.backoff_ms;
+    r->backoff_factor = t->o.backoff_factor;
+    r->backoff_max_ms = t->o.backoff_max_ms;
+    r->retry_on_error = t->o.retry_on_error;
     r->not_before_ms = t->state == DIST__T_DELAYED ? t->not_before_ms : 0;
     r->submitted_ms = t->submitted_ms;
     r->started_ms = t->started_ms;

@@ -359,11 +359,11 @@ static void s_leave(dist_master_t *s, dist__mtask_t *t, int64_t ghost_until)
 {
     switch (t->state) {
     case DIST__T_QUEUED: {
-        dist__dlist_t *l = &t->q->lv[t->prio];
+        dist__dlist_t *l = &t->q->lv[t->o.prio];
         dist__dl_remove(l, &t->node);
         t->q->nready--;
         if (!l->n)
-            t->q->mask &= (uint16_t)~(1u << t->prio);
+            t->q->mask &= (uint16_t)~(1u << t->o.prio);
         break;
     }
     case DIST__T_DELAYED:
@@ -384,7 +384,7 @@ static void s_leave(dist_master_t *s, dist__mtask_t *t, int64_t ghost_until)
 /* Into its queue's level, at the back (new) or the front (back from a lease). */
 static void s_enter_queued(dist_master_t *s, dist__mtask_t *t, bool front)
 {
-    dist__dlist_t *l = &t->q->lv[t->prio];
+    dist__dlist_t *l = &t->q->lv[t->o.prio];
     t->state = DIST__T_QUEUED;
     t->not_before_ms = 0;
     if (front)
@@ -392,7 +392,7 @@ static void s_enter_queued(dist_master_t *s, dist__mtask_t *t, bool front)
     else
         dist__dl_push_back(l, &t->node);
     t->q->nready++;
-    t->q->mask |= (uint16_t)(1u << t->prio);
+    t->q->mask |= (uint16_t)(1u << t->o.prio);
     s_tq_dirty(s, t->q);
 }
 
@@ -570,7 +570,7 @@ static void s_t_give_up(dist_master_t *s, dist__mtask_t *t, int64_t ghost_until)
 
 static uint32_t s_max_attempts(const dist_master_t *s, const dist__mtask_t *t)
 {
-    return t->max_attempts ? t->max_attempts : (uint32_t)s->max_attempts;
+    return t->o.max_attempts ? t->o.max_attempts : (uint32_t)s->max_attempts;
 }
 
 /* The delay before attempt k (>= 2) of t: backoff_ms * factor^(k-2),
@@ -578,11 +578,11 @@ static uint32_t s_max_attempts(const dist_master_t *s, const dist__mtask_t *t)
  * tasks that failed together do not come back together). */
 static int64_t s_backoff(dist_master_t *s, const dist__mtask_t *t, uint32_t k)
 {
-    if (!t->backoff_ms || k < 2)
+    if (!t->o.backoff_ms || k < 2)
         return 0;
-    double d = t->backoff_ms;
-    double f = t->backoff_factor > 0 ? t->backoff_factor : DIST__BACKOFF_FACTOR_DEFAULT;
-    double cap = t->backoff_max_ms ? t->backoff_max_ms : DIST__BACKOFF_MAX_DEFAULT;
+    double d = t->o.backoff_ms;
+    double f = t->o.backoff_factor > 0 ? t->o.backoff_factor : DIST__BACKOFF_FACTOR_DEFAULT;
+    double cap = t->o.backoff_max_ms ? t->o.backoff_max_ms : DIST__BACKOFF_MAX_DEFAULT;
     for (uint32_t i = 2; i < k && d < cap; i++)
         d *= f;
     if (d > cap)
@@ -725,12 +725,7 @@ const char *dist__m_task_resubmit(dist_master_t *s, const dist__mdead_t *d,
     t->key = key;
     t->attempt = 1;
     t->timeout_ms = d->timeout_ms;
-    t->prio = d->prio;
-    t->retry_on_error = d->retry_on_error;
-    t->max_attempts = d->max_attempts;
-    t->backoff_ms = d->backoff_ms;
-    t->backoff_factor = d->backoff_factor;
-    t->backoff_max_ms = d->backoff_max_ms;
+    t->o = d->o;
     t->submitted_ms = dist__m_unix_ms();
     t->len = t->cap = d->len;
     memcpy(t->data, d->args, d->len);
@@ -1141,12 +1136,12 @@ static int s_submit_one(dist_master_t *s, dist__mclient_t *cn, const msgpack_obj
     }
     memset(task, 0, sizeof *task);
     task->key = key;
-    task->prio = (uint8_t)so.priority;
-    task->retry_on_error = so.retry_on_error;
-    task->max_attempts = (uint16_t)so.max_attempts;
-    task->backoff_ms = so.backoff_ms;
-    task->backoff_factor = (float)so.backoff_factor;
-    task->backoff_max_ms = so.backoff_max_ms;
+    task->o.prio = (uint8_t)so.priority;
+    task->o.retry_on_error = so.retry_on_error;
+    task->o.max_attempts = (uint16_t)so.max_attempts;
+    task->o.backoff_ms = so.backoff_ms;
+    task->o.backoff_factor = (float)so.backoff_factor;
+    task->o.backoff_max_ms = so.backoff_max_ms;
     task->submitted_ms = dist__m_unix_ms();
     task->id = t.id;
     task->cn = cn;
@@ -1352,7 +1347,7 @@ static void s_result(dist_master_t *s, dist__mpeer_t *w, const dist__result_t *r
         return;
     }
     if (t->state == DIST__T_LEASED && w && t->worker == w && r->attempt == t->attempt) {
-        if (final && !(r->status == DIST__ST_FAILED && t->retry_on_error)) {
+        if (final && !(r->status == DIST__ST_FAILED && t->o.retry_on_error)) {
             s_t_finish(s, t, r->status, bytes, len, 0);
         } else {
             char why[REASON_MAX];
@@ -1519,12 +1514,12 @@ int dist__m_restore_task(dist_master_t *s, const dist__srow_t *r)
     memcpy(t->data, r->data, r->len);
     t->reasons = reasons;
     t->key = key;
-    t->prio = (uint8_t)r->priority;
-    t->max_attempts = (uint16_t)r->max_attempts;
-    t->backoff_ms = r->backoff_ms;
-    t->backoff_factor = (float)r->backoff_factor;
-    t->backoff_max_ms = r->backoff_max_ms;
-    t->retry_on_error = r->retry_on_error;
+    t->o.prio = (uint8_t)r->priority;
+    t->o.max_attempts = (uint16_t)r->max_attempts;
+    t->o.backoff_ms = r->backoff_ms;
+    t->o.backoff_factor = (float)r->backoff_factor;
+    t->o.backoff_max_ms = r->backoff_max_ms;
+    t->o.retry_on_error = r->retry_on_error;
     t->not_before_ms = r->not_before_ms;
     t->submitted_ms = r->submitted_ms;
     t->started_ms = r->started_ms;

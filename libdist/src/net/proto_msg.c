@@ -479,6 +479,23 @@ static int s_opt_bool(const msgpack_object *o, const char *key, bool *v)
     return f ? dist_wire_get_bool(f, v) : 0;
 }
 
+/* True when a task map has a key other than the four of every task: the
+ * common case (no option) then costs one pass over its few keys. */
+static bool s_has_options(const msgpack_object *o)
+{
+    static const char *const base[] = { "id", "task", "args", "timeout_ms" };
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        const msgpack_object *k = &o->via.map.ptr[i].key;
+        bool known = false;
+        for (size_t j = 0; !known && j < sizeof base / sizeof *base; j++)
+            known = k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(base[j]) &&
+                    memcmp(k->via.str.ptr, base[j], k->via.str.size) == 0;
+        if (!known)
+            return true;
+    }
+    return false;
+}
+
 int dist__parse_submit_opts(const msgpack_object *o, dist__submit_opts_t *s, const char **why)
 {
     const char *bad = NULL;
@@ -487,6 +504,11 @@ int dist__parse_submit_opts(const msgpack_object *o, dist__submit_opts_t *s, con
     s->key.s = "";
     const msgpack_object *f;
     bool map = o && o->type == MSGPACK_OBJECT_MAP;
+    if (map && !s_has_options(o)) {
+        if (why)
+            *why = NULL;
+        return 0;
+    }
     if (map) {
         s->has_delay = dist_wire_map_get(o, "delay_ms") != NULL;
         s->has_at = dist_wire_map_get(o, "at_ms") != NULL;
