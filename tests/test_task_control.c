@@ -203,6 +203,15 @@ static const char *s_jstr(json_t *j, const char *key)
     return s ? s : "";
 }
 
+/* Asserts the state `dist status --task ID --json` shows. */
+static void s_assert_cli_state(const char *id, const char *state)
+{
+    json_t *j = s_task_json(id);
+    if (strcmp(s_jstr(j, "state"), state) != 0)
+        fail_msg("status --task %s: %s, expected %s", id, s_jstr(j, "state"), state);
+    json_decref(j);
+}
+
 /* The state of a task through the C API. Static string. */
 static const char *s_state(const char *id)
 {
@@ -375,12 +384,8 @@ static void test_status_task_states(void **state)
     run_t r = DIST("cancel", "st-delayed");
     s_expect(&r, 0, "st-delayed cancelled\n", NULL);
     s_free(&r);
-    j = s_task_json("st-delayed");
-    assert_string_equal(s_jstr(j, "state"), "cancelled");
-    json_decref(j);
-    j = s_task_json("never-submitted");
-    assert_string_equal(s_jstr(j, "state"), "unknown");
-    json_decref(j);
+    s_assert_cli_state("st-delayed", "cancelled");
+    s_assert_cli_state("never-submitted", "unknown");
     r = DIST("status", "--task", "st-failed");
     s_expect(&r, 0, NULL, NULL);
     assert_non_null(strstr(r.out, "state       failed"));
@@ -716,15 +721,9 @@ static void test_store_keeps_states(void **state)
     assert_int_equal(dt_wait(g.master, 5000), 128 + SIGKILL);
     s_master(true);
     g.c = s_client();
-    json_t *j = s_task_json("k-delayed");
-    assert_string_equal(s_jstr(j, "state"), "delayed");
-    json_decref(j);
-    j = s_task_json("k-retry");
-    assert_string_equal(s_jstr(j, "state"), "delayed");
-    json_decref(j);
-    j = s_task_json("k-cancel");
-    assert_string_equal(s_jstr(j, "state"), "cancelled");
-    json_decref(j);
+    s_assert_cli_state("k-delayed", "delayed");
+    s_assert_cli_state("k-retry", "delayed");
+    s_assert_cli_state("k-cancel", "cancelled");
     r = DIST("result", "k-cancel");
     s_expect(&r, 1, "", "cancelled");
     s_free(&r);
@@ -741,9 +740,7 @@ static void test_result_expires(void **state)
     run_t r = DIST("result", "ttl-1");
     s_expect(&r, 1, "", "the result of task ttl-1 expired");
     s_free(&r);
-    json_t *j = s_task_json("ttl-1");
-    assert_string_equal(s_jstr(j, "state"), "expired");
-    json_decref(j);
+    s_assert_cli_state("ttl-1", "expired");
 }
 
 int main(void)
