@@ -426,18 +426,25 @@ long dist_client_submit_batch(dist_client_t *self, const char *task, const dist_
     return s_submit(self, task, items, n, task_timeout_ms, NULL, futures, errors, false);
 }
 
-dist_future_t *dist_client_submit(dist_client_t *self, const char *task, const void *args,
-                                  size_t len, int task_timeout_ms)
+/* One task, with options or not: the future, or NULL with errno. */
+static dist_future_t *s_submit_one(dist_client_t *self, const char *task, const void *args,
+                                   size_t len, int task_timeout_ms, const dist__submit_opts_t *so)
 {
     dist_bytes_t item = { args, len };
     dist_future_t *f = NULL;
     int err = 0;
-    long rc = s_submit(self, task, &item, 1, task_timeout_ms, NULL, &f, &err, false);
+    long rc = s_submit(self, task, &item, 1, task_timeout_ms, so, &f, &err, false);
     if (rc < 0 || !f) {
         errno = -(int)(rc < 0 ? rc : err ? err : DIST_EREFUSED);
         return NULL;
     }
     return f;
+}
+
+dist_future_t *dist_client_submit(dist_client_t *self, const char *task, const void *args,
+                                  size_t len, int task_timeout_ms)
+{
+    return s_submit_one(self, task, args, len, task_timeout_ms, NULL);
 }
 
 int dist__task_opts(dist__submit_opts_t *so, const char *key, int priority, int64_t delay_ms,
@@ -478,15 +485,7 @@ dist_future_t *dist_client_submit_opts(dist_client_t *self, const char *task, co
         errno = EINVAL;
         return NULL;
     }
-    dist_bytes_t item = { args, len };
-    dist_future_t *f = NULL;
-    int err = 0;
-    long rc = s_submit(self, task, &item, 1, o->timeout_ms, &so, &f, &err, false);
-    if (rc < 0 || !f) {
-        errno = rc == DIST_EINVAL ? EINVAL : -(int)(rc < 0 ? rc : err ? err : DIST_EREFUSED);
-        return NULL;
-    }
-    return f;
+    return s_submit_one(self, task, args, len, o->timeout_ms, &so);
 }
 
 const char *dist_future_id(dist_future_t *self)
