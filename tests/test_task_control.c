@@ -89,6 +89,21 @@ static int64_t s_queue(const char *name, const char *field)
     return x;
 }
 
+/* A counter of the master's STATUS, or -1. */
+static int64_t s_counter(const char *key)
+{
+    dist_result_t *st;
+    if (dist_client_status(g.c, 3000, &st))
+        return -1;
+    const msgpack_object *cs = dist_obj_map_get(dist_result_value(st), "counters");
+    const msgpack_object *v = cs ? dist_obj_map_get(cs, key) : NULL;
+    int64_t x = -1;
+    if (v)
+        dist_obj_int(v, &x);
+    dist_result_destroy(&st);
+    return x;
+}
+
 static void s_wait_worker(void)
 {
     int64_t end = dt_now_ms() + 20000;
@@ -664,7 +679,15 @@ static void test_map_interrupted(void **state)
     dt_spawn_opts_t o = { .in = { DT_IO_FILE, in, NULL }, .out = { DT_IO_FILE, out, NULL },
                           .err = { DT_IO_FILE, err, NULL } };
     pid_t p = dt_spawn(argv, &o);
-    dt_sleep_ms(1000);
+    /* About a second in: once the master has a first result (a loaded
+     * machine may take longer to start), half a second more. Its output
+     * is buffered: the file shows nothing before the end. */
+    dt_sleep_ms(500);
+    int64_t until = dt_now_ms() + 15000;
+    while (s_counter("completed") < 1 && dt_now_ms() < until)
+        dt_sleep_ms(20);
+    assert_true(s_counter("completed") >= 1);
+    dt_sleep_ms(500);
     dt_signal(p, SIGINT);
     assert_int_equal(dt_wait(p, 15000), 130);
     FILE *fo = fopen(out, "r");
