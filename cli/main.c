@@ -291,7 +291,7 @@ static void s_help(const char *cmd)
                "                 --task an object with the keys id, task, state, priority,\n"
                "                 worker, error, attempts [{attempt, worker, reason}],\n"
                "                 submitted_ms, started_ms, finished_ms, not_before_ms (unix\n"
-               "                 ms, 0 when not yet; worker and error null when none)\n"
+               "                 ms, 0 when not yet; task, worker and error null when none)\n"
                "  --wait MS      how long to wait for the answer (default: the connect\n"
                "                 timeout)\n"
                "\n%s",

@@ -229,7 +229,7 @@ void cli_task_print(const dist_task_info_t *t, FILE *out)
         fprintf(out, "%-12s%s\n", "state", t->state);
         return;
     }
-    s_safe_line(out, "task", t->task);
+    s_safe_line(out, "task", t->task[0] ? t->task : "-");
     if (t->worker[0]) {
         fprintf(out, "%-12s%s on ", "state", t->state);
         s_safe(out, t->worker);
@@ -271,7 +271,7 @@ json_t *cli_task_json(const dist_task_info_t *t)
                                              t->attempts[i].worker, "reason",
                                              t->attempts[i].reason));
     json_object_set_new(j, "id", json_string(t->id));
-    json_object_set_new(j, "task", json_string(t->task));
+    json_object_set_new(j, "task", t->task[0] ? json_string(t->task) : json_null());
     json_object_set_new(j, "state", json_string(t->state));
     json_object_set_new(j, "priority", json_integer(t->priority));
     json_object_set_new(j, "worker", t->worker[0] ? json_string(t->worker) : json_null());
