@@ -592,6 +592,91 @@ static void s_on_hello(fm_t *self, const dist__inmsg_t *m)
     s_resend_all(self, nm);
 }
 
+/* ---- task control: CANCEL, FETCH, LOOKUP (a minimal subset) ----------------------- */
+
+/* A task's state as LOOKUP names it: not done yet is "leased". */
+static const char *s_task_state(const fm_result_t *r)
+{
+    if (!r)
+        return "unknown";
+    if (!r->done && r->due_ns != 0)
+        return "leased";
+    return r->status == DIST__ST_OK ? "done" : r->status == DIST__ST_CANCELLED ? "cancelled"
+                                                                            : "failed";
+}
+
+static void s_reply_head(dist_wire_buf_t *b, uint64_t req, const char *status, const char *state,
+                         const dist__result_t *res, dist__reply_list_t list, size_t n)
+{
+    dist__reply_t rp = { .req = req, .status = { status, strlen(status) },
+                         .state = { state, state ? strlen(state) : 0 }, .result = res,
+                         .list = list, .nitems = n };
+    dist__pack_reply(dist_wire_buf_packer(b), &rp);
+}
+
+/* CANCEL: a task without its result yet gets the result "cancelled" (sent
+ * by the timers); states answer for each id. LOOKUP: id and state.
+ * FETCH: the result if done, else "timeout" at once (no waiting). */
+static void s_on_control(fm_t *self, fm_peer_t *p, const dist__inmsg_t *m)
+{
+    dist_wire_buf_t *b = dist_wire_buf_new(0);
+    if (m->cmd == DIST__CMD_FETCH) {
+        dist__fetch_t f;
+        if (dist__parse_fetch(m->root, &f) == 0) {
+            fm_result_t *r = s_result(self, &f.id);
+            const char *st = s_task_state(r);
+            dist__result_t res = { .id = f.id };
+            bool final = r && (r->done || r->due_ns == 0);
+            if (final) {
+                res.status = r->status;
+                if (r->status == DIST__ST_OK) {
+                    res.value = r->data;
+                    res.value_len = r->len;
+                } else {
+                    res.error = r->data;
+                    res.error_len = r->len;
+                }
+            }
+            s_reply_head(b, f.req, !r ? "not_found" : final ? "ok" : "timeout", st,
+                         final ? &res : NULL, DIST__REPLY_NONE, 0);
+            s_send(self, p->rid, p->rid_len, DIST__CMD_REPLY, b);
+        }
+        dist_wire_buf_destroy(&b);
+        return;
+    }
+    dist__ids_req_t q;
+    if (dist__parse_ids_req(m->root, true, &q)) {
+        dist_wire_buf_destroy(&b);
+        return;
+    }
+    bool cancel = m->cmd == DIST__CMD_CANCEL;
+    s_reply_head(b, q.req, "ok", NULL, NULL, cancel ? DIST__REPLY_STATES : DIST__REPLY_TASKS,
+                 q.nids);
+    msgpack_packer *pk = dist_wire_buf_packer(b);
+    for (size_t i = 0; i < q.nids; i++) {
+        dist__id_t id;
+        dist__list_id(&q.ids[i], &id);
+        fm_result_t *r = s_result(self, &id);
+        if (cancel && r && !r->done && r->due_ns != 0) {
+            free(r->data);
+            r->status = DIST__ST_CANCELLED;
+            r->data = strdup("cancelled by a client");
+            r->len = strlen(r->data);
+            r->due_ns = 0; /* the timers send it */
+        }
+        const char *st = s_task_state(r);
+        if (cancel) {
+            dist__pk_str(pk, st);
+        } else {
+            dist__task_info_t ti = { .id = id, .state = { st, strlen(st) },
+                                     .task = { "fake", 4 } };
+            dist__pack_task_info(pk, &ti);
+        }
+    }
+    s_send(self, p->rid, p->rid_len, DIST__CMD_REPLY, b);
+    dist_wire_buf_destroy(&b);
+}
+
 static void s_handle(fm_t *self, dist__inmsg_t *m)
 {
     s_record(self, m);
@@ -615,6 +700,9 @@ static void s_handle(fm_t *self, dist__inmsg_t *m)
     case DIST__CMD_QPUT:
     case DIST__CMD_QGET: s_on_queue(self, m); break;
     case DIST__CMD_STATUS: s_on_status(self, m); break;
+    case DIST__CMD_CANCEL:
+    case DIST__CMD_FETCH:
+    case DIST__CMD_LOOKUP: s_on_control(self, p, m); break;
     case DIST__CMD_BYE:
         *p = self->peers[--self->npeers];
         break;

@@ -14,6 +14,10 @@
  *    unserved -> accepted with ACCEPTED unserved: ["unserved"], no result
  *    anything else -> refused unknown_task
  *
+ *  Task control, a minimal subset: CANCEL (a task without its result yet
+ *  gets a "cancelled" one), LOOKUP (id and state only: leased until done),
+ *  FETCH (at once, without waiting; a result ACKed is forgotten).
+ *
  *  WELCOME names an instance; fm_forget without keep_results starts a new
  *  one (as a restarted in-memory master).
  *

@@ -262,6 +262,36 @@ static void test_usage_errors_and_help(void **state)
         ARGV("--master"),
         ARGV("--json=yes", "status"),
         ARGV("help", "frobnicate"),
+        /* task control: values out of range, options of other commands */
+        ARGV("submit", "--priority", "10", "echo"),
+        ARGV("submit", "--priority", "x", "echo"),
+        ARGV("map", "--priority", "-1", "echo"),
+        ARGV("submit", "--delay", "-5", "echo"),
+        ARGV("submit", "--delay", "2592000001", "echo"),
+        ARGV("submit", "--delay", "5", "--at", "2026-12-08T10:00:00Z", "echo"),
+        ARGV("submit", "--at", "tomorrow", "echo"),
+        ARGV("submit", "--at", "2026-12-08T10:00:00", "echo"),
+        ARGV("submit", "--at", "2026-02-30T10:00:00Z", "echo"),
+        ARGV("submit", "--at", "2026-12-08T10:00:00.Z", "echo"),
+        ARGV("submit", "--max-attempts", "0", "echo"),
+        ARGV("submit", "--max-attempts", "1001", "echo"),
+        ARGV("submit", "--backoff", "", "echo"),
+        ARGV("submit", "--backoff", "100,0.5", "echo"),
+        ARGV("submit", "--backoff", "100,2,0", "echo"),
+        ARGV("submit", "--backoff", "-1", "echo"),
+        ARGV("submit", "--id", "has space", "echo"),
+        ARGV("submit", "--id", "", "echo"),
+        ARGV("map", "--id", "x", "echo"),
+        ARGV("map", "--no-wait", "echo"),
+        ARGV("status", "--priority", "1"),
+        ARGV("status", "--task", "bad id"),
+        ARGV("result"),
+        ARGV("result", "a", "b"),
+        ARGV("cancel"),
+        ARGV("cancel", "ok-id", "bad id"),
+        ARGV("retry"),
+        ARGV("failed", "extra"),
+        ARGV("cancel", "--json", "x"),
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         run_t r = s_run(bad[i], NULL);
@@ -287,10 +317,14 @@ static void test_usage_errors_and_help(void **state)
         s_free(&r);
     }
     const char *const *sub[] = { ARGV("help", "submit"), ARGV("submit", "--help"),
-                                        ARGV("map", "-h"), ARGV("help", "status") };
+                                        ARGV("map", "-h"),      ARGV("help", "status"),
+                                        ARGV("help", "result"), ARGV("cancel", "--help"),
+                                        ARGV("help", "failed"), ARGV("help", "retry") };
     static const char *const heads[] = { "Usage: dist submit", "Usage: dist submit",
-                                         "Usage: dist map", "Usage: dist status" };
-    for (size_t i = 0; i < 4; i++) {
+                                         "Usage: dist map",    "Usage: dist status",
+                                         "Usage: dist result", "Usage: dist cancel",
+                                         "Usage: dist failed", "Usage: dist retry" };
+    for (size_t i = 0; i < 8; i++) {
         r = s_run(sub[i], NULL);
         s_expect(&r, 0, NULL, NULL);
         assert_non_null(strstr(r.out, heads[i]));

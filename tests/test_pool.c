@@ -316,7 +316,8 @@ static void test_apply_async_callbacks_exactly_once(void **state)
     for (int i = 0; i < 1000; i++) {
         unsigned char a[16];
         size_t n = s_pack_int(a, i);
-        dist_submit_opts_t o = { s_on_ok, s_on_err, (void *)(intptr_t)i, 0 };
+        dist_submit_opts_t o = { .callback = s_on_ok, .error_callback = s_on_err,
+                                 .userdata = (void *)(intptr_t)i };
         h[i] = dist_pool_apply_async(p, i % 10 == 0 ? DIST_FN(t_fail) : DIST_FN(t_square), a, n, &o);
         assert_non_null(h[i]);
         if (i % 3 == 0) /* dropping the handle early must not drop the callback */
@@ -366,7 +367,7 @@ static void test_lent_results_destroy_harmlessly(void **state)
     dist_pool_t *p = s_pool(2, 0, 0, 0);
     unsigned char a[16];
     size_t n = s_pack_int(a, 9);
-    dist_submit_opts_t o = { s_destroy_lent, s_destroy_lent, NULL, 0 };
+    dist_submit_opts_t o = { .callback = s_destroy_lent, .error_callback = s_destroy_lent };
     dist_async_t *h = dist_pool_apply_async(p, DIST_FN(t_square), a, n, &o);
     assert_non_null(h);
     /* The same methods as a client's future: wait, ready, successful, get. */

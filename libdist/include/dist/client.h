@@ -45,8 +45,10 @@
 #ifndef DIST_CLIENT_H_INCLUDED
 #define DIST_CLIENT_H_INCLUDED
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common.h"
 #include "log.h"
@@ -215,6 +217,22 @@ typedef struct {
     dist_progress_fn progress; /* ordered maps: called as results arrive; may be NULL */
     dist_result_fn on_result;  /* unordered maps: once per item (required) */
     void *userdata;            /* passed to progress and on_result */
+    /* Per task, as in dist_submit_opts_t (dist/pool.h; zero: default) */
+    int priority;              /* 0-9, higher first */
+    int64_t delay_ms;          /* hold each task this long (max 30 days) */
+    int64_t at_ms;             /* or until this unix time in ms (not with delay_ms) */
+    int max_attempts;          /* 1-1000; 0: the master's default */
+    int backoff_ms;            /* retry backoff base; 0: at once */
+    double backoff_factor;     /* >= 1.0; 0: 2.0 */
+    int backoff_max_ms;        /* 0: one hour */
+    bool retry_on_error;       /* a task's own error is retried too */
+    /* When *stop becomes non-zero (a signal handler may set it), the map
+     * stops: what has arrived is reported, the tasks without a result are
+     * cancelled (CANCEL to the master, up to connect_timeout_ms for its
+     * answer; items never sent are not sent), each reported (unordered) or
+     * stored (ordered) as DIST_ECANCELLED "cancelled: the map was stopped",
+     * and the map returns DIST_ECANCELLED. NULL: never. */
+    const volatile sig_atomic_t *stop;
 } dist_map_opts_t;
 
 /* Runs the task on each of n argument arrays (dist_batch_items() builds
@@ -225,6 +243,99 @@ typedef struct {
 DIST_EXPORT int dist_client_map_opts(dist_client_t *self, const char *task,
                                      const dist_bytes_t *items, size_t n,
                                      const dist_map_opts_t *o, dist_results_t **results);
+
+/* ---- task control: ids, results by id, lookup, cancel, dead letters ---------------------- */
+
+/* Submits one task with options (dist/pool.h: timeout_ms is the task's
+ * own time limit; callback, error_callback and userdata are not used
+ * here). opts->id names the task: submitting an id the master knows is
+ * idempotent (the same task, not a second one). Ids are strings of 1-128
+ * bytes 0x21-0x7e; 32 lowercase hex digits are taken as the id's own
+ * bytes (the form the library prints for ids it chose), any other string
+ * is hashed to the 16 bytes of the wire (docs/PROTOCOL.md section 6.7).
+ * Returns as dist_client_submit; EINVAL (errno) also for an option out of
+ * range (priority, delay, attempts, backoff; delay_ms with at_ms). */
+DIST_EXPORT dist_future_t *dist_client_submit_opts(dist_client_t *self, const char *task,
+                                                   const void *args, size_t len,
+                                                   const dist_submit_opts_t *opts);
+
+/* The id of a future's task: the caller's id if one was given, else the
+ * 32 hex digits of the one the library chose. Borrowed: valid as long as
+ * the future. Any client may use it (dist_client_result, _lookup, ...). */
+DIST_EXPORT const char *dist_future_id(dist_future_t *self);
+
+/* The result of task `id` (any client's; the master keeps it until its
+ * submitter takes it, or --result-ttl), waiting up to wait_ms (0: only
+ * asks; DIST_FOREVER: no bound) for the task to finish. Returns the
+ * result's status (0 for a value, DIST_ETASK, DIST_ECANCELLED, ... for a
+ * failure) with *result owned by the caller (dist_result_destroy);
+ * DIST_ENOENT when the master does not know the id or its result expired
+ * (*result then an error result saying which: "unknown task id ..." or
+ * "the result of task ... expired"); DIST_ETIMEDOUT when it is not
+ * finished within wait_ms (*result NULL); DIST_EINVAL (bad id),
+ * DIST_ENOMASTER. Does not take the result away from its submitter. */
+DIST_EXPORT int dist_client_result(dist_client_t *self, const char *id, int wait_ms,
+                                   dist_result_t **result);
+
+/* One attempt of a task: its number (from 1), the worker that ran it and
+ * why it ended ("" while it runs, or for a success). */
+typedef struct {
+    unsigned attempt;
+    char *worker;
+    char *reason;
+} dist_attempt_info_t;
+
+/* A task as the master shows it. Strings are owned by the info ("" when
+ * absent); state is one of the static strings "queued", "delayed",
+ * "waiting", "leased" (running, worker names where), "done", "failed",
+ * "cancelled", "expired", "unknown". Times are unix ms, 0 when not yet. */
+typedef struct {
+    char *id;             /* the caller's id if it gave one, else 32 hex digits */
+    char *task;
+    const char *state;
+    int priority;
+    char *worker;
+    char *error;          /* failed or cancelled: why */
+    int64_t submitted_ms, started_ms, finished_ms;
+    int64_t not_before_ms; /* delayed: when it may run */
+    dist_attempt_info_t *attempts;
+    size_t nattempts;
+} dist_task_info_t;
+
+/* Frees an info; *self_p = NULL. Accepts NULL. */
+DIST_EXPORT void dist_task_info_destroy(dist_task_info_t **self_p);
+
+/* Looks task `id` up. 0 with *info (owned; state "unknown" for an id the
+ * master does not know), DIST_EINVAL (bad id), DIST_ETIMEDOUT (no answer
+ * within timeout_ms), DIST_ENOMASTER, DIST_ENOMEM. */
+DIST_EXPORT int dist_client_lookup(dist_client_t *self, const char *id, int timeout_ms,
+                                   dist_task_info_t **info);
+
+/* Cancels n tasks. A queued or delayed task is cancelled at once; a
+ * running one is stopped by its worker; the final state is "cancelled"
+ * and whoever waits for it gets DIST_ECANCELLED. A finished task is left
+ * as it is. states (may be NULL; n entries) receives each id's state
+ * after the call (static strings: "cancelled", or the final state it had,
+ * or "unknown"). 0, DIST_EINVAL (a bad id: nothing is sent),
+ * DIST_ETIMEDOUT (no answer within timeout_ms, per batch of ids),
+ * DIST_ENOMASTER, DIST_ENOMEM. */
+DIST_EXPORT int dist_client_cancel(dist_client_t *self, const char *const *ids, size_t n,
+                                   int timeout_ms, const char **states);
+
+/* The dead letters: tasks that ended failed (retries spent included),
+ * newest first, at most max (0: all the master keeps, which fit in one
+ * message). 0 with *list (an owned array of *n infos; free with
+ * dist_task_infos_destroy), or the codes of dist_client_lookup. */
+DIST_EXPORT int dist_client_failed(dist_client_t *self, size_t max, int timeout_ms,
+                                   dist_task_info_t ***list, size_t *n);
+DIST_EXPORT void dist_task_infos_destroy(dist_task_info_t ***list_p, size_t n);
+
+/* Submits dead letters again (same id and options, fresh attempts) and
+ * takes them off the list. states as dist_client_cancel: "queued" (or
+ * "delayed") when submitted again, "unknown" for an id not in the list,
+ * "failed" when the master cannot take it now. */
+DIST_EXPORT int dist_client_retry(dist_client_t *self, const char *const *ids, size_t n,
+                                  int timeout_ms, const char **states);
 
 /* Named remote queues (names: 1-128 letters, digits and `._:-`). The
  * master does the waiting; the client waits 2 s longer for its answer.

@@ -57,6 +57,7 @@
 #define DIST_POOL_H_INCLUDED
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -105,6 +106,19 @@ typedef struct {
     void (*error_callback)(dist_result_t *result, void *userdata);
     void *userdata;
     int timeout_ms; /* per-task timeout; 0: the pool's default */
+    /* Task control (dist_client_submit_opts, dist/client.h; a local pool
+     * ignores them). Zero is the default of each. */
+    const char *id;         /* the caller's id: 1-128 printable ASCII bytes without space;
+                               NULL: the library chooses one */
+    int priority;           /* 0 (default) to 9, higher first */
+    int64_t delay_ms;       /* hold the task this long after acceptance (max 30 days) */
+    int64_t at_ms;          /* or run it at this unix time in ms (not with delay_ms) */
+    int max_attempts;       /* 1-1000; 0: the master's --max-attempts */
+    int backoff_ms;         /* delay before a retry: backoff_ms * factor^(k-2) for attempt
+                               k, capped, with jitter; 0: retry at once */
+    double backoff_factor;  /* >= 1.0; 0: 2.0 */
+    int backoff_max_ms;     /* 0: one hour */
+    bool retry_on_error;    /* an error the task returns is retried too */
 } dist_submit_opts_t;
 
 /* Runs one task and waits for it. On return *result (owned by the caller)

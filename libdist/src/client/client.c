@@ -472,6 +472,7 @@ static void s_dispatch(dist_client_t *self, dist__inmsg_t *m)
     case DIST__CMD_ACCEPTED: s_on_accepted(self, m->root); break;
     case DIST__CMD_RESULTS: s_on_results(self, m->root); break;
     case DIST__CMD_QREPLY:
+    case DIST__CMD_REPLY:
     case DIST__CMD_STATUS: dist__on_reply(self, m); break;
     case DIST__CMD_ERROR: s_on_error(self, m->root); break;
     case DIST__CMD_NOTICE: s_on_notice(self, m->root); break;

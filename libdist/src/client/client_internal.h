@@ -7,6 +7,8 @@
  *    client_submit.c  SUBMIT batches, futures, submit and call
  *    client_map.c     maps, in input order and unordered
  *    client_queue.c   QPUT, QGET, STATUS requests
+ *    client_control.c task control by id: FETCH, LOOKUP, CANCEL, FAILED,
+ *                     RETRY (their REPLY answers)
  *
  *  Locking: every field is under the client's mutex, and only the thread
  *  that set io_busy touches the socket (see client.c). Functions here are
@@ -48,6 +50,7 @@ typedef struct {
     uint32_t batch;   /* the SUBMIT that carries it, while DIST__SL_SENT */
     uint8_t state;    /* DIST__SL_* */
     bool mapped;      /* in the id map */
+    bool fixed_id;    /* the caller chose the id: dist__batch_add keeps it */
 } dist__slot_t;
 
 struct dist_future {
@@ -64,6 +67,8 @@ struct dist_future {
     bool resubmitted;        /* given to a new instance: "unknown task" means "not yet" */
     struct dist_future *parked_next; /* in the client's parked list */
     bool parked;             /* refused by a new instance for now: submitted again soon */
+    dist__submit_opts_t so;  /* its task options (so.key points into key) */
+    char key[DIST__KEY_MAX + 1]; /* the caller's id, or its hex form once asked */
 };
 
 /* Ids of the tasks waiting for an answer (client_idmap.c). */
@@ -200,8 +205,14 @@ size_t dist__body_room(const dist_client_t *self);
  * id, puts the slots in the id map and the body in the outbox. 0, or
  * DIST_ENOMEM / -errno with nothing changed. */
 int dist__batch_add(dist_client_t *self, const void *owner, const char *task, size_t task_len,
-                    uint32_t timeout_ms, dist__slot_t **slots, const dist_bytes_t **args,
-                    size_t count);
+                    uint32_t timeout_ms, const dist__submit_opts_t *so, dist__slot_t **slots,
+                    const dist_bytes_t **args, size_t count);
+
+/* The wire options of a task from the public ones (key NULL: none; the
+ * key is borrowed). 0 or DIST_EINVAL for a value out of range. */
+int dist__task_opts(dist__submit_opts_t *so, const char *key, int priority, int64_t delay_ms,
+                    int64_t at_ms, int max_attempts, int backoff_ms, double backoff_factor,
+                    int backoff_max_ms, bool retry_on_error);
 
 /* One task of a SUBMIT was answered (accepted, rejected, or its result
  * came first). */
@@ -253,10 +264,25 @@ int dist__req_start(dist_client_t *self, dist__req_t *q, dist__cmd_t cmd,
                     void (*fill)(msgpack_packer *pk, uint64_t req, const void *arg),
                     const void *arg);
 
+/* The deadline of a request the master may hold for timeout_ms (a little
+ * longer, so that the master's own "timeout" comes first; <0: none). */
+int64_t dist__req_deadline(int timeout_ms);
+/* Waits for the reply of a started request until deadline: its code,
+ * DIST_ETIMEDOUT (no reply), DIST_ENOMASTER. The request is out of the
+ * list on return. */
+int dist__req_wait(dist_client_t *self, dist__req_t *q, int64_t deadline);
+
 /* The code a QREPLY status or an ERROR code maps to (sections 7a, 8). */
 int dist__reply_code(const char *s, size_t n);
 
-/* A QREPLY or STATUS answer arrived. */
+/* A QREPLY, STATUS or REPLY answer arrived. */
 void dist__on_reply(dist_client_t *self, dist__inmsg_t *m);
+
+/* ---- task control (client_control.c) ---------------------------------------------------- */
+
+/* CANCELs n ids in batches and waits for the answers until deadline.
+ * states (may be NULL) receives static strings. 0 or a negative code. */
+int dist__cancel_ids(dist_client_t *self, const dist__id_t *ids, size_t n, int64_t deadline,
+                     const char **states);
 
 #endif

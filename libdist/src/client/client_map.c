@@ -36,6 +36,8 @@ struct dist__job {
     const char *task;
     size_t task_len;
     uint32_t task_timeout;
+    const dist__submit_opts_t *so; /* every task's options (NULL: none) */
+    const volatile sig_atomic_t *stop; /* set: cancel what is left and end */
     const dist_bytes_t *items;
     size_t n;
     dist__slot_t *slots;
@@ -306,7 +308,8 @@ static void s_job_step(dist_client_t *self, void *arg)
         }
         if (!count)
             break;
-        if (dist__batch_add(self, j, j->task, j->task_len, j->task_timeout, ps, pa, count)) {
+        if (dist__batch_add(self, j, j->task, j->task_len, j->task_timeout, j->so, ps, pa,
+                            count)) {
             for (size_t i = 0; i < count; i++)
                 s_job_fail_item(j, ps[i]->index, DIST_ENOMEM, s_oom);
             break;
@@ -327,7 +330,7 @@ static bool s_job_ready(dist_client_t *self, void *arg)
 {
     (void)self;
     dist__job_t *j = arg;
-    return j->done == j->n || (j->unordered && j->nrep) ||
+    return j->done == j->n || (j->unordered && j->nrep) || (j->stop && *j->stop) ||
            (j->report_progress && j->done != j->reported);
 }
 
@@ -393,8 +396,48 @@ static void s_job_abandon(dist_client_t *self, dist__job_t *j, int code, const c
     dist__batches_drop(self, j);
 }
 
+/* The map was told to stop: its tasks without a result are cancelled at
+ * the master (those never sent are not sent) and fail with
+ * DIST_ECANCELLED. SUBMITs not yet written to the socket are dropped
+ * first, so that no CANCEL can overtake its task's SUBMIT. */
+static void s_job_cancel(dist_client_t *self, dist__job_t *j)
+{
+    static const char msg[] = "cancelled: the map was stopped";
+    dist__batches_drop(self, j);
+    dist__id_t *ids = malloc((j->n ? j->n : 1) * sizeof *ids);
+    size_t nids = 0;
+    for (size_t i = 0; i < j->n; i++) {
+        dist__slot_t *s = &j->slots[i];
+        if (s->state == DIST__SL_DONE)
+            continue;
+        if (ids && (s->state == DIST__SL_SENT || s->state == DIST__SL_ACCEPTED))
+            ids[nids++] = s->id;
+        /* a result that still comes is acknowledged and dropped */
+        dist__idmap_del(&self->ids, s);
+    }
+    j->nretry = 0;
+    j->retry_at = 0;
+    j->next = j->n;
+    if (nids) {
+        int rc = dist__cancel_ids(self, ids, nids,
+                                  dist__deadline(self->connect_timeout_ms), NULL);
+        if (rc)
+            dist__log(&self->log, DIST_LOG_WARN, "cancelling %zu tasks of a stopped map: %s",
+                      nids, dist_strerror(rc));
+    }
+    free(ids);
+    for (size_t i = 0; i < j->n; i++)
+        if (j->slots[i].state != DIST__SL_DONE) {
+            if (j->slots[i].state == DIST__SL_NEW || j->slots[i].state == DIST__SL_REJECTED)
+                s_job_fail_item(j, i, DIST_ECANCELLED, msg);
+            else
+                dist__job_deliver(j, i, DIST_ECANCELLED, msg, sizeof msg - 1);
+        }
+}
+
 static int s_map(dist_client_t *self, const char *task, const dist_bytes_t *items, size_t n,
-                 int task_timeout_ms, int timeout_ms, dist_progress_fn progress,
+                 int task_timeout_ms, int timeout_ms, const dist__submit_opts_t *so,
+                 const volatile sig_atomic_t *stop, dist_progress_fn progress,
                  dist_result_fn on_result, void *userdata, dist_results_t **results)
 {
     if (results)
@@ -408,6 +451,8 @@ static int s_map(dist_client_t *self, const char *task, const dist_bytes_t *item
     dist__job_t j = { .task = task,
                       .task_len = strlen(task),
                       .task_timeout = task_timeout_ms > 0 ? (uint32_t)task_timeout_ms : 0,
+                      .so = so,
+                      .stop = stop,
                       .items = items,
                       .n = n,
                       .waiting = true,
@@ -430,8 +475,15 @@ static int s_map(dist_client_t *self, const char *task, const dist_bytes_t *item
     dist__wait_t w = { .ready = s_job_ready, .step = s_job_step, .arg = &j, .live = &j.waiting,
                        .wake_ns = &j.retry_at };
     int rc = 0;
+    bool stopped = false;
     while (j.done < n || j.nrep) {
         rc = dist__client_run(self, &w, deadline);
+        if (rc == 0 && stop && *stop && !stopped) {
+            /* What arrived first is reported as it is; the rest is cancelled. */
+            stopped = true;
+            s_job_report(self, &j, progress, on_result, userdata);
+            s_job_cancel(self, &j);
+        }
         if (rc == DIST_ENOMASTER && j.waiting)
             break;
         if (rc) {
@@ -466,6 +518,8 @@ static int s_map(dist_client_t *self, const char *task, const dist_bytes_t *item
         rc = DIST_ETIMEDOUT;
     if (!rc && j.unreported)
         rc = DIST_ENOMEM;
+    if (!rc && stopped)
+        rc = DIST_ECANCELLED;
     return rc ? rc : j.failed ? DIST_ETASK : 0;
 }
 
@@ -480,7 +534,13 @@ int dist_client_map_opts(dist_client_t *self, const char *task, const dist_bytes
     if (o->unordered ? !o->on_result : !results)
         return DIST_EINVAL;
     int wait_ms = o->wait_ms ? o->wait_ms : DIST_FOREVER;
-    return s_map(self, task, items, n, o->task_timeout_ms, wait_ms, o->unordered ? NULL : o->progress,
+    dist__submit_opts_t so;
+    if (dist__task_opts(&so, NULL, o->priority, o->delay_ms, o->at_ms, o->max_attempts,
+                        o->backoff_ms, o->backoff_factor, o->backoff_max_ms, o->retry_on_error))
+        return DIST_EINVAL;
+    return s_map(self, task, items, n, o->task_timeout_ms, wait_ms,
+                 dist__submit_opts_count(&so) ? &so : NULL, o->stop,
+                 o->unordered ? NULL : o->progress,
                  o->unordered ? o->on_result : NULL, o->userdata, o->unordered ? NULL : results);
 }
 
@@ -490,8 +550,8 @@ int dist_client_map(dist_client_t *self, const char *task, const dist_bytes_t *i
 {
     if (!results)
         return DIST_EINVAL;
-    return s_map(self, task, items, n, task_timeout_ms, timeout_ms, progress, NULL, userdata,
-                 results);
+    return s_map(self, task, items, n, task_timeout_ms, timeout_ms, NULL, NULL, progress, NULL,
+                 userdata, results);
 }
 
 int dist_client_map_unordered(dist_client_t *self, const char *task, const dist_bytes_t *items,
@@ -500,6 +560,6 @@ int dist_client_map_unordered(dist_client_t *self, const char *task, const dist_
 {
     if (!on_result)
         return DIST_EINVAL;
-    return s_map(self, task, items, n, task_timeout_ms, timeout_ms, NULL, on_result, userdata,
-                 NULL);
+    return s_map(self, task, items, n, task_timeout_ms, timeout_ms, NULL, NULL, NULL, on_result,
+                 userdata, NULL);
 }

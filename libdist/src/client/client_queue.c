@@ -90,7 +90,7 @@ int dist__reply_code(const char *s, size_t n)
         return DIST_EINVAL;
     if (dist__str_is(s, n, "too_large"))
         return DIST_EMSGSIZE;
-    if (dist__str_is(s, n, "unknown_task"))
+    if (dist__str_is(s, n, "unknown_task") || dist__str_is(s, n, "not_found"))
         return DIST_ENOENT;
     return DIST_EREFUSED;
 }
@@ -99,15 +99,25 @@ void dist__on_reply(dist_client_t *self, dist__inmsg_t *m)
 {
     dist__qreply_t r = { 0 };
     dist__status_req_t st;
-    bool qreply = m->cmd == DIST__CMD_QREPLY;
-    if (qreply ? dist__parse_qreply(m->root, &r) != 0 : dist__parse_status_req(m->root, &st) != 0) {
+    dist__reply_t rp;
+    bool qreply = m->cmd == DIST__CMD_QREPLY, reply = m->cmd == DIST__CMD_REPLY;
+    if (qreply ? dist__parse_qreply(m->root, &r) != 0
+        : reply ? dist__parse_reply(m->root, &rp) != 0
+                : dist__parse_status_req(m->root, &st) != 0) {
         self->malformed++;
         return;
     }
-    dist__req_t *q = dist__req_find(self, qreply ? r.req : st.req);
-    if (!q || q->done || (m->cmd == DIST__CMD_STATUS) != (q->cmd == DIST__CMD_STATUS))
+    dist__req_t *q = dist__req_find(self, qreply ? r.req : reply ? rp.req : st.req);
+    /* The answer must be of the request's kind: QREPLY for queues, STATUS
+     * for STATUS, REPLY for the task-control requests. */
+    bool want_reply = q && q->cmd != DIST__CMD_STATUS && q->cmd != DIST__CMD_QPUT &&
+                      q->cmd != DIST__CMD_QGET;
+    if (!q || q->done || (m->cmd == DIST__CMD_STATUS) != (q->cmd == DIST__CMD_STATUS) ||
+        reply != want_reply)
         return;
-    int code = qreply ? dist__reply_code(r.status.s, r.status.n) : 0;
+    int code = qreply  ? dist__reply_code(r.status.s, r.status.n)
+               : reply ? dist__reply_code(rp.status.s, rp.status.n)
+                       : 0;
     if (q->abandoned) {
         if (q->cmd == DIST__CMD_QGET && r.nitems)
             s_put_back(self, q->queue, r.items, r.nitems);
@@ -130,7 +140,7 @@ static bool s_req_ready(dist_client_t *self, void *arg)
 
 /* The deadline of a request the master may hold for timeout_ms: a little
  * longer, so that the master's own "timeout" answer arrives first. */
-static int64_t s_req_deadline(int timeout_ms)
+int64_t dist__req_deadline(int timeout_ms)
 {
     return timeout_ms < 0 ? INT64_MAX
                           : dist__deadline(timeout_ms) + (int64_t)S_REPLY_GRACE_MS * 1000000;
@@ -140,7 +150,7 @@ static int64_t s_req_deadline(int timeout_ms)
  * reply's code, DIST_ETIMEDOUT when no reply came, DIST_ENOMASTER when
  * the master fell silent. On return the request is out of the list (a
  * QGET given up keeps a copy there, see dist__on_reply). */
-static int s_req_wait(dist_client_t *self, dist__req_t *q, int64_t deadline)
+int dist__req_wait(dist_client_t *self, dist__req_t *q, int64_t deadline)
 {
     bool live = true;
     dist__wait_t w = { .ready = s_req_ready, .arg = q, .live = &live };
@@ -238,7 +248,7 @@ int dist_client_qput(dist_client_t *self, const char *queue, const void *buf, si
     struct s_qput a = { queue, bufs, lens, 1, s_wire_timeout(timeout_ms) };
     int rc = dist__req_start(self, &q, DIST__CMD_QPUT, s_fill_qput, &a);
     if (!rc)
-        rc = s_req_wait(self, &q, s_req_deadline(timeout_ms));
+        rc = dist__req_wait(self, &q, dist__req_deadline(timeout_ms));
     dist__client_unlock(self);
     dist__req_clear(&q);
     if (rc == DIST_ETIMEDOUT) /* the master's "timeout", or no answer at all */
@@ -281,7 +291,7 @@ int dist_client_qget(dist_client_t *self, const char *queue, void **buf, size_t 
     struct s_qget a = { queue, s_wire_timeout(timeout_ms) };
     int rc = dist__req_start(self, &q, DIST__CMD_QGET, s_fill_qget, &a);
     if (!rc)
-        rc = s_req_wait(self, &q, s_req_deadline(timeout_ms));
+        rc = dist__req_wait(self, &q, dist__req_deadline(timeout_ms));
     dist__client_unlock(self);
     if (rc == DIST_ETIMEDOUT && !q.done)
         rc = DIST_ENOMASTER; /* not even the master's "timeout" came */
@@ -314,7 +324,7 @@ int dist_client_status(dist_client_t *self, int timeout_ms, dist_result_t **stat
     dist__req_t q = { 0 };
     int rc = dist__req_start(self, &q, DIST__CMD_STATUS, s_fill_status, NULL);
     if (!rc)
-        rc = s_req_wait(self, &q, dist__deadline(timeout_ms));
+        rc = dist__req_wait(self, &q, dist__deadline(timeout_ms));
     dist__client_unlock(self);
     if (rc == 0) {
         size_t len;

@@ -90,8 +90,8 @@ size_t dist__body_room(const dist_client_t *self)
  * id, puts the slots in the id map and the body in the outbox. 0 or
  * DIST_ENOMEM (nothing changed then). */
 int dist__batch_add(dist_client_t *self, const void *owner, const char *task, size_t task_len,
-                    uint32_t timeout_ms, dist__slot_t **slots, const dist_bytes_t **args,
-                    size_t count)
+                    uint32_t timeout_ms, const dist__submit_opts_t *so, dist__slot_t **slots,
+                    const dist_bytes_t **args, size_t count)
 {
     if (self->nbatches == self->capbatches) {
         size_t cap = self->capbatches ? self->capbatches * 2 : 16;
@@ -127,11 +127,12 @@ int dist__batch_add(dist_client_t *self, const void *owner, const char *task, si
     dist__pack_list_head(pk, DIST__CMD_SUBMIT, count);
     for (size_t i = 0; i < count; i++) {
         dist__slot_t *s = slots[i];
-        s->id = ids[i];
+        if (!s->fixed_id)
+            s->id = ids[i];
         dist__task_t t = { .id = s->id, .task = task, .task_len = task_len,
                            .args = args[i]->data, .args_len = args[i]->len,
                            .timeout_ms = timeout_ms };
-        dist__pack_task(pk, &t, false);
+        dist__pack_submit_task(pk, &t, so);
     }
     free(ids);
     if (dist_wire_buf_status(buf)) {
@@ -181,7 +182,10 @@ static void s_futures_submit(dist_client_t *self, dist_future_t **fs, size_t n)
         while (i < n && ps && pa && count < self->max_batch) {
             dist_future_t *f = fs[i];
             size_t tb = dist__task_bytes(f->task_len, f->args.len);
+            /* A future with task options goes alone: its key is its own. */
             if (count && (f->owner != first->owner || f->timeout_ms != first->timeout_ms ||
+                          dist__submit_opts_count(&f->so) ||
+                          dist__submit_opts_count(&first->so) ||
                           f->task_len != first->task_len ||
                           memcmp(f->task, first->task, f->task_len) != 0 || bytes + tb > room))
                 break;
@@ -196,7 +200,7 @@ static void s_futures_submit(dist_client_t *self, dist_future_t **fs, size_t n)
             dist__future_park(self, first, DIST_EFULL, true);
             i++;
         } else if (dist__batch_add(self, first->owner, first->task, first->task_len,
-                                   first->timeout_ms, ps, pa, count)) {
+                                   first->timeout_ms, &first->so, ps, pa, count)) {
             for (size_t j = i - count; j < i; j++)
                 dist__future_park(self, fs[j], DIST_EFULL, true);
         }
@@ -306,9 +310,13 @@ void dist__resubmit_all(dist_client_t *self)
 /* Submits n tasks and waits for their ACCEPTED. Rejected futures are kept
  * (holding the master's message as their result) when keep_rejected. */
 static long s_submit(dist_client_t *self, const char *task, const dist_bytes_t *items, size_t n,
-                     int task_timeout_ms, dist_future_t **futures, int *errors, bool keep_rejected)
+                     int task_timeout_ms, const dist__submit_opts_t *so, dist_future_t **futures,
+                     int *errors, bool keep_rejected)
 {
-    if (!self || !task || !futures || (n && !items) || !dist__name_ok(task, strlen(task)))
+    dist__id_t fixed;
+    bool has_key = so && so->key.n;
+    if (!self || !task || !futures || (n && !items) || !dist__name_ok(task, strlen(task)) ||
+        (has_key && (n != 1 || dist__id_from_key(so->key.s, so->key.n, &fixed))))
         return DIST_EINVAL;
     for (size_t i = 0; i < n; i++) {
         futures[i] = NULL;
@@ -335,6 +343,14 @@ static long s_submit(dist_client_t *self, const char *task, const dist_bytes_t *
         *futures[i] = (dist_future_t){ .client = self, .task = keep, .task_len = task_len,
                                        .args = { keep + task_len + 1, items[i].len },
                                        .timeout_ms = tt, .owner = &call };
+        if (so)
+            futures[i]->so = *so;
+        if (has_key) {
+            memcpy(futures[i]->key, so->key.s, so->key.n);
+            futures[i]->so.key.s = futures[i]->key;
+            futures[i]->slot.id = fixed;
+            futures[i]->slot.fixed_id = true;
+        }
     }
     dist__client_lock(self);
     size_t room = dist__body_room(self);
@@ -360,7 +376,7 @@ static long s_submit(dist_client_t *self, const char *task, const dist_bytes_t *
             count++;
         }
         if (count)
-            rc = dist__batch_add(self, &call, task, task_len, tt, ps, pa, count);
+            rc = dist__batch_add(self, &call, task, task_len, tt, so, ps, pa, count);
     }
     free(ps);
     free(pa);
@@ -407,21 +423,79 @@ static long s_submit(dist_client_t *self, const char *task, const dist_bytes_t *
 long dist_client_submit_batch(dist_client_t *self, const char *task, const dist_bytes_t *items,
                               size_t n, int task_timeout_ms, dist_future_t **futures, int *errors)
 {
-    return s_submit(self, task, items, n, task_timeout_ms, futures, errors, false);
+    return s_submit(self, task, items, n, task_timeout_ms, NULL, futures, errors, false);
 }
 
-dist_future_t *dist_client_submit(dist_client_t *self, const char *task, const void *args,
-                                  size_t len, int task_timeout_ms)
+/* One task, with options or not: the future, or NULL with errno. */
+static dist_future_t *s_submit_one(dist_client_t *self, const char *task, const void *args,
+                                   size_t len, int task_timeout_ms, const dist__submit_opts_t *so)
 {
     dist_bytes_t item = { args, len };
     dist_future_t *f = NULL;
     int err = 0;
-    long rc = s_submit(self, task, &item, 1, task_timeout_ms, &f, &err, false);
+    long rc = s_submit(self, task, &item, 1, task_timeout_ms, so, &f, &err, false);
     if (rc < 0 || !f) {
         errno = -(int)(rc < 0 ? rc : err ? err : DIST_EREFUSED);
         return NULL;
     }
     return f;
+}
+
+dist_future_t *dist_client_submit(dist_client_t *self, const char *task, const void *args,
+                                  size_t len, int task_timeout_ms)
+{
+    return s_submit_one(self, task, args, len, task_timeout_ms, NULL);
+}
+
+int dist__task_opts(dist__submit_opts_t *so, const char *key, int priority, int64_t delay_ms,
+                    int64_t at_ms, int max_attempts, int backoff_ms, double backoff_factor,
+                    int backoff_max_ms, bool retry_on_error)
+{
+    memset(so, 0, sizeof *so);
+    if ((key && !dist__key_ok(key, strlen(key))) || priority < 0 ||
+        priority >= DIST__PRIORITY_LEVELS || delay_ms < 0 ||
+        (uint64_t)delay_ms > DIST__DELAY_MAX_MS || at_ms < 0 || (delay_ms && at_ms) ||
+        max_attempts < 0 || max_attempts > DIST__ATTEMPTS_MAX || backoff_ms < 0 ||
+        backoff_max_ms < 0 || (backoff_factor != 0 && !(backoff_factor >= 1.0)))
+        return DIST_EINVAL;
+    if (key)
+        so->key = (dist__str_t){ key, strlen(key) };
+    so->priority = (uint32_t)priority;
+    so->has_delay = delay_ms > 0;
+    so->delay_ms = (uint32_t)delay_ms;
+    so->has_at = at_ms > 0;
+    so->at_ms = (uint64_t)at_ms;
+    so->max_attempts = (uint32_t)max_attempts;
+    so->backoff_ms = (uint32_t)backoff_ms;
+    so->backoff_factor = backoff_factor;
+    so->backoff_max_ms = (uint32_t)backoff_max_ms;
+    so->retry_on_error = retry_on_error;
+    return 0;
+}
+
+dist_future_t *dist_client_submit_opts(dist_client_t *self, const char *task, const void *args,
+                                       size_t len, const dist_submit_opts_t *o)
+{
+    dist_submit_opts_t d = { 0 };
+    if (!o)
+        o = &d;
+    dist__submit_opts_t so;
+    if (dist__task_opts(&so, o->id, o->priority, o->delay_ms, o->at_ms, o->max_attempts,
+                        o->backoff_ms, o->backoff_factor, o->backoff_max_ms, o->retry_on_error)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return s_submit_one(self, task, args, len, o->timeout_ms, &so);
+}
+
+const char *dist_future_id(dist_future_t *self)
+{
+    if (!self)
+        return NULL;
+    /* Set before the submit returned and never changed after: no lock. */
+    if (!self->key[0])
+        dist__id_hex(&self->slot.id, self->key);
+    return self->key;
 }
 
 static bool s_never(dist_client_t *self, void *arg)
@@ -529,7 +603,7 @@ int dist_client_call(dist_client_t *self, const char *task, const void *args, si
     dist_bytes_t item = { args, len };
     dist_future_t *f = NULL;
     int err = 0;
-    long rc = s_submit(self, task, &item, 1, 0, &f, &err, true);
+    long rc = s_submit(self, task, &item, 1, 0, NULL, &f, &err, true);
     if (rc < 0)
         return (int)rc;
     int st = dist_future_get(f, dist__left_ms(deadline), NULL);

@@ -560,8 +560,10 @@ static void s_submit(dist_worker_t *w)
     uint32_t limit = (uint32_t)w->slots + w->pool_extra;
     while (w->n_pool < limit && w->q_head && !w->fatal) {
         rec_t *r = s_queue_pop(w);
-        dist_submit_opts_t so = { s_on_done, s_on_done, r,
-                                  r->timeout_ms > INT_MAX ? INT_MAX : (int)r->timeout_ms };
+        dist_submit_opts_t so = { .callback = s_on_done, .error_callback = s_on_done,
+                                  .userdata = r,
+                                  .timeout_ms = r->timeout_ms > INT_MAX ? INT_MAX
+                                                                        : (int)r->timeout_ms };
         r->h = dist_pool_apply_async(w->pool, DIST_NAMED(w->tasks[r->task].s), r->args,
                                      r->args_len, &so);
         if (!r->h) {
