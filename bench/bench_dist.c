@@ -13,6 +13,14 @@
  *  dist.rtt_us                   median submit -> result of one such task
  *  dist.master_rss_1m_queued_mib dist-master's resident memory holding
  *                                1,000,000 queued tasks (no worker running)
+ *  dist.delay_error_ms           median lateness of 1,000 tasks submitted
+ *                                with delays of 200 to 400 ms (5 due per
+ *                                millisecond): from each task's due time
+ *                                (its submission + delay, on the client's
+ *                                clock) to its result at the client
+ *  dist.cancel_100k_queued_s     time to cancel 100,000 queued tasks (no
+ *                                worker offers their name any more), by id,
+ *                                in batches of 10,000
  *
  *  The master and the worker are the real programs, started as child
  *  processes, as Python's BaseManager server and workers are on the Python
@@ -232,6 +240,73 @@ out:
     return v;
 }
 
+/* dist.delay_error_ms: see the top of the file. */
+static double s_delay_error(dist_client_t *c, const dist_bytes_t *items)
+{
+    enum { D = 1000 };
+    static dist_future_t *f[D];
+    static double due[D], late[D];
+    for (int i = 0; i < D; i++) {
+        dist_submit_opts_t o = { .delay_ms = 200 + i / 5 };
+        f[i] = dist_client_submit_opts(c, "dist.echo", items[i].data, items[i].len, &o);
+        if (!f[i]) {
+            fprintf(stderr, "bench_dist: delayed submit: %s\n", dist_strerror(errno));
+            return -1;
+        }
+        due[i] = bench_now() + (double)o.delay_ms / 1000.0;
+    }
+    /* In order of due time: each wait ends when that result is there. */
+    for (int i = 0; i < D; i++) {
+        if (dist_future_wait(f[i], 30000) || !dist_future_successful(f[i])) {
+            fprintf(stderr, "bench_dist: delayed task %d did not complete\n", i);
+            return -1;
+        }
+        late[i] = (bench_now() - due[i]) * 1000.0;
+        dist_future_destroy(&f[i]);
+    }
+    return bench_median(late, D);
+}
+
+/* dist.cancel_100k_queued_s: see the top of the file. */
+static double s_cancel_queued(dist_client_t *c, const dist_bytes_t *items)
+{
+    const size_t M = 100000, B = 10000;
+    dist_bytes_t *many = malloc(M * sizeof *many);
+    dist_future_t **f = malloc(M * sizeof *f);
+    const char **ids = malloc(M * sizeof *ids);
+    const char **states = malloc(B * sizeof *states);
+    double v = -1;
+    if (!many || !f || !ids || !states)
+        goto out;
+    for (size_t i = 0; i < M; i++)
+        many[i] = items[i % N];
+    long accepted = dist_client_submit_batch(c, "dist.echo", many, M, 0, f, NULL);
+    if (accepted != (long)M) {
+        fprintf(stderr, "bench_dist: only %ld of %zu accepted\n", accepted, M);
+        goto out;
+    }
+    for (size_t i = 0; i < M; i++)
+        ids[i] = dist_future_id(f[i]);
+    double t0 = bench_now();
+    for (size_t i = 0; i < M; i += B) {
+        int rc = dist_client_cancel(c, ids + i, B, 60000, states);
+        if (rc || strcmp(states[0], "cancelled") != 0 || strcmp(states[B - 1], "cancelled") != 0) {
+            fprintf(stderr, "bench_dist: cancel: %s (%s)\n", dist_strerror(rc),
+                    rc ? "-" : states[0]);
+            goto out;
+        }
+    }
+    v = bench_now() - t0;
+    for (size_t i = 0; i < M; i++)
+        dist_future_destroy(&f[i]);
+out:
+    free(states);
+    free(ids);
+    free(f);
+    free(many);
+    return v;
+}
+
 int main(int argc, char **argv)
 {
     bool tput = bench_wanted(argc, argv, "dist.tasks_per_s");
@@ -239,7 +314,9 @@ int main(int argc, char **argv)
     bool rtt = bench_wanted(argc, argv, "dist.rtt_us");
     bool rss = bench_wanted(argc, argv, "dist.master_rss_1m_queued_mib");
     bool curve = bench_wanted(argc, argv, "dist.tasks_per_s_curve");
-    if (!tput && !tput_store && !rtt && !rss && !curve)
+    bool delay = bench_wanted(argc, argv, "dist.delay_error_ms");
+    bool cancel = bench_wanted(argc, argv, "dist.cancel_100k_queued_s");
+    if (!tput && !tput_store && !rtt && !rss && !curve && !delay && !cancel)
         return 0;
     char ep[64], bind[64];
     int port = s_free_port();
@@ -303,6 +380,21 @@ int main(int argc, char **argv)
             t[i] = (bench_now() - t0) * 1e6;
         }
         bench_report("dist.rtt_us", bench_median(t, R), "us");
+    }
+    if (delay) {
+        double v = s_delay_error(c, items);
+        if (v < 0)
+            return 1;
+        bench_report("dist.delay_error_ms", v, "ms");
+    }
+    if (cancel) {
+        /* As for rss below: without the worker, tasks stay queued. */
+        s_stop(worker);
+        worker = 0;
+        double v = s_cancel_queued(c, items);
+        if (v < 0)
+            return 1;
+        bench_report("dist.cancel_100k_queued_s", v, "s");
     }
     if (rss) {
         /* The worker has announced dist.echo; without it, nothing runs and
