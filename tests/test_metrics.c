@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <dist.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -953,6 +954,154 @@ static void test_concurrent(void **state)
     close(fd);
 }
 
+/* ---- GET /api/task: the lookup hand-off ------------------------------------------------------ */
+
+/* A stand-in for the master's loop: waits on the wake pipe, takes the
+ * posted lookup and answers it (the task "known" is queued at priority
+ * 3; every other id is unknown), or never answers when `mute`. */
+typedef struct {
+    dist__metrics_t *m;
+    int rd;
+    volatile bool stop, mute;
+    int answered;
+} s_loop_t;
+
+static void *s_loop_thread(void *arg)
+{
+    s_loop_t *l = arg;
+    dist__id_t known;
+    assert_int_equal(dist__id_from_key("known", 5, &known), 0);
+    while (!l->stop) {
+        struct pollfd pfd = { l->rd, POLLIN, 0 };
+        if (poll(&pfd, 1, 50) <= 0)
+            continue;
+        char junk[64];
+        while (read(l->rd, junk, sizeof junk) > 0)
+            ;
+        dist__id_t id;
+        uint64_t ticket;
+        if (l->mute || !dist__metrics_lookup_take(l->m, id.b, &ticket))
+            continue;
+        bool is_known = dist__id_eq(&id, &known);
+        dist__attempt_info_t att = { 1, { "w1", 2 }, { "", 0 } };
+        dist__task_info_t ti = { .id = id, .state = { is_known ? "leased" : "unknown", 0 } };
+        ti.state.n = strlen(ti.state.s);
+        if (is_known) {
+            ti.key = (dist__str_t){ "known", 5 };
+            ti.task = (dist__str_t){ "t.work", 6 };
+            ti.worker = (dist__str_t){ "w1", 2 };
+            ti.priority = 3;
+            ti.submitted_ms = 1000, ti.started_ms = 2000;
+            ti.attempts = &att, ti.nattempts = 1;
+        }
+        dist_wire_buf_t *b = dist_wire_buf_new(0);
+        dist__pack_task_info(dist_wire_buf_packer(b), &ti);
+        size_t len;
+        const void *p = dist_wire_buf_data(b, &len);
+        dist__metrics_lookup_answer(l->m, ticket, p, len, is_known);
+        dist_wire_buf_destroy(&b);
+        l->answered++;
+    }
+    return NULL;
+}
+
+static double s_now_s(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+static void test_task_lookup(void **state)
+{
+    (void)state;
+    dist__metrics_t *m = s_start();
+    int port = dist__metrics_port(m);
+    /* Without a loop to ask: 503, and bad ids are refused before that. */
+    s_expect(port, "/api/task?id=known", 503);
+    s_expect(port, "/api/task", 400);
+
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(fcntl(fds[i], F_SETFL, O_NONBLOCK), 0);
+    dist__metrics_set_wake(m, fds[1]);
+    s_loop_t l = { .m = m, .rd = fds[0] };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, s_loop_thread, &l), 0);
+
+    resp_t r = s_get(port, "/api/task?id=known");
+    assert_int_equal(r.status, 200);
+    json_t *j = s_json(r.body);
+    dist__id_t known;
+    char hex[33];
+    dist__id_from_key("known", 5, &known);
+    dist__id_hex(&known, hex);
+    assert_string_equal(json_string_value(json_object_get(j, "id")), hex);
+    assert_string_equal(json_string_value(json_object_get(j, "state")), "leased");
+    assert_string_equal(json_string_value(json_object_get(j, "task")), "t.work");
+    assert_string_equal(json_string_value(json_object_get(j, "worker")), "w1");
+    assert_int_equal(json_integer_value(json_object_get(j, "priority")), 3);
+    assert_int_equal(json_integer_value(json_object_get(j, "started_ms")), 2000);
+    assert_int_equal(json_array_size(json_object_get(j, "attempts")), 1);
+    json_decref(j);
+    char ctype[64];
+    assert_true(s_header(&r, "Content-Type", ctype, sizeof ctype));
+    assert_string_equal(ctype, "application/json");
+    resp_free(&r);
+
+    /* The same task by its 32 hex digits. */
+    char path[200];
+    snprintf(path, sizeof path, "/api/task?id=%s", hex);
+    s_expect(port, path, 200);
+
+    /* Unknown: 404 with the LOOKUP form's state. */
+    r = s_get(port, "/api/task?id=nobody");
+    assert_int_equal(r.status, 404);
+    j = s_json(r.body);
+    assert_string_equal(json_string_value(json_object_get(j, "state")), "unknown");
+    json_decref(j);
+    resp_free(&r);
+
+    /* Bad ids: none, empty, a space, too long. The loop is not asked. */
+    int before = l.answered;
+    char longid[130];
+    memset(longid, 'a', 129);
+    longid[129] = 0;
+    snprintf(path, sizeof path, "/api/task?id=%s", longid);
+    const char *const bad[] = { "/api/task", "/api/task?id=", "/api/task?id=a%20b",
+                                "/api/task?id=%01x", path };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        r = s_get(port, bad[i]);
+        if (r.status != 400)
+            fail_msg("GET %s: %d, want 400", bad[i], r.status);
+        j = s_json(r.body);
+        assert_non_null(json_string_value(json_object_get(j, "error")));
+        json_decref(j);
+        resp_free(&r);
+    }
+    assert_int_equal(l.answered, before);
+
+    /* A loop that does not answer: 503 after about a second, and the
+     * server still serves the rest. */
+    l.mute = true;
+    double t0 = s_now_s();
+    s_expect(port, "/api/task?id=known", 503);
+    double waited = s_now_s() - t0;
+    assert_true(waited >= 0.9 && waited < 5.0);
+    s_expect(port, "/healthz", 200);
+    /* The loop comes back: a stale lookup is not answered for the next. */
+    l.mute = false;
+    s_expect(port, "/api/task?id=nobody", 404);
+    s_expect(port, "/api/task?id=known", 200);
+
+    l.stop = true;
+    pthread_join(th, NULL);
+    dist__metrics_destroy(&m);
+    close(fds[0]);
+    close(fds[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -969,6 +1118,7 @@ int main(void)
         cmocka_unit_test(test_logging),
         cmocka_unit_test(test_keep_alive),
         cmocka_unit_test(test_concurrent),
+        cmocka_unit_test(test_task_lookup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -231,6 +231,13 @@ static void s_pack_info(const dist_master_t *s, msgpack_packer *pk, const dist__
     dist__pack_task_info(pk, &ti);
 }
 
+bool dist__m_pack_lookup(const dist_master_t *s, msgpack_packer *pk, const dist__id_t *id)
+{
+    const dist__mtask_t *t = dist__m_task_find(s, id);
+    s_pack_info(s, pk, id, t);
+    return t || dist__m_tomb_has(s, id);
+}
+
 /* After parsing a request (rc of its parser): false when it was answered
  * already, malformed without a req, else bad_request saying `what`. */
 static bool s_parsed(dist_master_t *s, dist__mpeer_t *p, int rc, dist__cmd_t cmd, uint64_t req,
@@ -431,6 +438,14 @@ void dist__m_unfetch_peer(dist_master_t *s, dist__mpeer_t *p)
 }
 
 /* ---- dead letters: FAILED, RETRY --------------------------------------------------------- */
+
+const dist__mdead_t *dist__m_dead_older(const dist_master_t *s, const dist__mdead_t *d)
+{
+    if (!s->ctl || !s->ctl->dead.n)
+        return NULL;
+    const dist__dnode_t *n = d ? d->node.prev : s->ctl->dead.root.prev;
+    return n == &s->ctl->dead.root ? NULL : DIST__CONTAINER_OF(n, dist__mdead_t, node);
+}
 
 void dist__m_failed(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root)
 {

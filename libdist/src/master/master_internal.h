@@ -681,6 +681,12 @@ bool dist__m_tomb_has(const dist_master_t *s, const dist__id_t *id);
 void dist__m_control_free(dist_master_t *s);
 
 void dist__m_lookup(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root);
+/* One task info map of a LOOKUP reply for id (the metrics endpoint's
+ * /api/task): false when the id is unknown (never seen, or forgotten). */
+bool dist__m_pack_lookup(const dist_master_t *s, msgpack_packer *pk, const dist__id_t *id);
+/* The dead letters, newest first: d NULL gives the newest, then each call
+ * the one before d; NULL at the end. */
+const dist__mdead_t *dist__m_dead_older(const dist_master_t *s, const dist__mdead_t *d);
 void dist__m_fetch(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root);
 void dist__m_cancel(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root);
 void dist__m_fetch_expired(dist_master_t *s, dist__hnode_t *n);
@@ -731,7 +737,8 @@ void dist__m_obs_finished(dist_master_t *s, const dist__mtask_t *t, int st, cons
 void dist__m_obs_turn(dist_master_t *s);
 /* When the next publish is due (monotonic ms), or INT64_MAX. */
 int64_t dist__m_obs_next(const dist_master_t *s);
-/* Packs the extension fields (4 key/value pairs) into pk. */
+/* Packs the extension fields (DIST__OBS_FIELDS key/value pairs) into pk. */
+#define DIST__OBS_FIELDS 5
 void dist__m_obs_pack(const dist_master_t *s, msgpack_packer *pk);
 /* The endpoint's bound port (tests), or 0. */
 int dist__m_obs_port(const dist_master_t *s);

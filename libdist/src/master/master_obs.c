@@ -10,6 +10,11 @@
  *  renders from that copy and never touches the master's state, and the
  *  loop never waits for a request being served.
  *
+ *  The newest dead letters go into the snapshot too. One task by id (GET
+ *  /api/task) cannot come from a snapshot: the HTTP thread posts the id
+ *  and wakes the loop, which answers on its next turn with the LOOKUP
+ *  form (metrics_internal.h).
+ *
  *  Costs on the task path: each task name gets its counters once (a
  *  lookup, then a pointer on its queue), so counting a submission or a
  *  result is a few additions. Task names are chosen by peers, so their
@@ -30,6 +35,7 @@
 #define OBS_STEP_MS 5000
 #define OBS_HISTORY 120  /* steps: ten minutes */
 #define OBS_FAILURES 50
+#define OBS_DEAD 50       /* newest dead letters in a snapshot */
 #define OBS_ERROR_MAX 400 /* bytes of an error kept for the failures table */
 #define DIST__OBS_NAMES_MAX 1000
 #define OBS_OTHER "(other)"
@@ -263,6 +269,35 @@ static int s_stat_cmp(const void *a, const void *b)
     return c ? c : (x->key.len > y->key.len) - (x->key.len < y->key.len);
 }
 
+/* The newest dead letters (master_control.c keeps them), for the
+ * dashboard's table; `dist failed` shows them all. */
+static void s_pack_dead(const dist_master_t *s, msgpack_packer *pk)
+{
+    size_t n = 0;
+    for (const dist__mdead_t *d = dist__m_dead_older(s, NULL); d && n < OBS_DEAD;
+         d = dist__m_dead_older(s, d))
+        n++;
+    dist__pk_str(pk, "dead_letters");
+    msgpack_pack_array(pk, n);
+    const dist__mdead_t *d = dist__m_dead_older(s, NULL);
+    for (size_t i = 0; i < n; i++, d = dist__m_dead_older(s, d)) {
+        char hex[33];
+        dist__id_hex(&d->id, hex);
+        const char *err = d->error ? d->error : "";
+        size_t elen = strlen(err);
+        msgpack_pack_map(pk, d->key ? 7 : 6);
+        dist__pk_kv_str(pk, "id", hex);
+        if (d->key)
+            dist__pk_kv_str(pk, "key", d->key);
+        dist__pk_kv_str(pk, "task", d->task);
+        dist__pk_kv_u64(pk, "priority", d->o.prio);
+        dist__pk_kv_u64(pk, "attempts", d->attempts);
+        dist__pk_str(pk, "error");
+        dist__pk_strn(pk, err, elen < OBS_ERROR_MAX ? elen : OBS_ERROR_MAX);
+        dist__pk_kv_u64(pk, "finished_ms", (uint64_t)d->finished_ms);
+    }
+}
+
 void dist__m_obs_pack(const dist_master_t *s, msgpack_packer *pk)
 {
     const dist__mobs_t *o = s->obs;
@@ -319,6 +354,8 @@ void dist__m_obs_pack(const dist_master_t *s, msgpack_packer *pk)
         dist__pk_kv_u64(pk, "at_ms", f->at_ms);
     }
 
+    s_pack_dead(s, pk);
+
     dist__pk_str(pk, "history");
     msgpack_pack_array(pk, o->nsteps);
     for (size_t i = 0; i < o->nsteps; i++) {
@@ -360,10 +397,29 @@ static void s_publish(dist_master_t *s)
     dist__log(&s->log, DIST_LOG_DEBUG, "metrics: the status does not fit in a snapshot");
 }
 
+/* A lookup the endpoint's thread posted (GET /api/task), answered with
+ * the LOOKUP form of the task. */
+static void s_lookup(dist_master_t *s)
+{
+    dist__mobs_t *o = s->obs;
+    dist__id_t id;
+    uint64_t ticket;
+    if (!dist__metrics_lookup_take(o->metrics, id.b, &ticket))
+        return;
+    dist_wire_buf_reset(o->buf);
+    bool known = dist__m_pack_lookup(s, dist_wire_buf_packer(o->buf), &id);
+    size_t len = 0;
+    const void *p = dist_wire_buf_data(o->buf, &len);
+    /* A buffer that failed stays unanswered: the request ends in 503. */
+    if (dist_wire_buf_status(o->buf) == 0)
+        dist__metrics_lookup_answer(o->metrics, ticket, p, len, known);
+}
+
 void dist__m_obs_turn(dist_master_t *s)
 {
     if (!s->obs)
         return;
+    s_lookup(s);
     s_steps(s);
     if (s->now < s->obs->next_publish)
         return;
@@ -442,6 +498,9 @@ int dist__m_obs_open(dist_master_t *s, const char *hostport, bool insecure)
         dist__m_obs_close(s);
         return err ? err : DIST_ESTATE;
     }
+    /* GET /api/task wakes the loop with the pipe dist_master_stop uses
+     * (the loop drains it and runs a turn, which answers the lookup). */
+    dist__metrics_set_wake(o->metrics, s->wake[1]);
     return 0;
 }
 

@@ -104,7 +104,7 @@ void dist__m_pack_status(const dist_master_t *s, dist_wire_buf_t *b, uint64_t re
     size_t max_queues = compact ? COMPACT_QUEUES : SIZE_MAX;
     /* A snapshot for the metrics endpoint answers no request: no req. */
     extra = extra && s->obs;
-    msgpack_pack_map(pk, 6 + (compact ? 1 : 0) + (extra ? 4 : 1));
+    msgpack_pack_map(pk, 6 + (compact ? 1 : 0) + (extra ? DIST__OBS_FIELDS : 1));
     if (!extra)
         dist__pk_kv_u64(pk, "req", req);
 

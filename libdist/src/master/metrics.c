@@ -12,7 +12,14 @@
  *  master's loop. The master's side of publish is a validation pass and a
  *  copy.
  *
- *  libmicrohttpd parses HTTP; this file only routes four paths. Connections
+ *  GET /api/task is the one answer not taken from a snapshot: the server's
+ *  thread posts the id to the master's loop (a slot under the lock and a
+ *  byte on the loop's wake pipe), and waits at most a second for the loop
+ *  to answer with the LOOKUP form of that task. The server has one
+ *  thread, so a loop that does not answer holds other requests back for
+ *  that second at most.
+ *
+ *  libmicrohttpd parses HTTP; this file only routes five paths. Connections
  *  are bounded in number and idle time, and no request body is kept.
  */
 #include "metrics_internal.h"
@@ -25,6 +32,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -32,15 +40,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dist/error.h"
 #include "dist/wire.h"
 #include "mpjson_internal.h"
+#include "proto_internal.h"
 
 #define S_CONN_LIMIT 64     /* connections at once; libmicrohttpd refuses more */
 #define S_CONN_TIMEOUT_S 10 /* an idle or slow connection is closed after this */
 #define S_BACKLOG 64
+#define S_LOOKUP_WAIT_MS 1000 /* GET /api/task waits this long for the master's loop */
 
 /* The page must never load anything from elsewhere (the machines are
  * offline, and the page shows strings that peers chose). */
@@ -65,6 +76,22 @@ struct dist__metrics {
     pthread_mutex_t lock;
     s_snap_t *snap;                         /* under lock; NULL before the first publish */
     bool bad_publish;                       /* under lock: the last publish was refused */
+    /* GET /api/task: one lookup at a time (the server has one thread),
+     * posted here for the master's loop, which answers it through
+     * dist__metrics_lookup_answer. Under lock but `pending`, which the
+     * loop reads without it on every turn. */
+    struct {
+        int wake_fd;                        /* -1: lookups are not served */
+        pthread_cond_t cond;                /* answered or closing */
+        atomic_bool pending;                /* posted, not yet taken by the loop */
+        bool closing;
+        uint64_t seq;                       /* of the lookup posted last */
+        uint64_t answered;                  /* seq of the answer held */
+        unsigned char id[16];
+        unsigned char *answer;              /* its MessagePack map, or NULL */
+        size_t alen;
+        bool known;
+    } lk;
     /* Fixed answers, built once and reused by every request. */
     struct MHD_Response *r_html, *r_health, *r_404, *r_405, *r_503, *r_500;
 };
@@ -825,6 +852,169 @@ static enum MHD_Result s_dynamic(dist__metrics_t *m, struct MHD_Connection *c, i
     return ret;
 }
 
+/* ---- GET /api/task?id=ID ---------------------------------------------------------------- */
+
+/* A JSON answer built for one request (libmicrohttpd copies the text). */
+static enum MHD_Result s_json_answer(struct MHD_Connection *c, unsigned status, const char *text,
+                                     size_t len)
+{
+    struct MHD_Response *r = s_typed(
+        MHD_create_response_from_buffer(len, (void *)text, MHD_RESPMEM_MUST_COPY),
+        "application/json");
+    if (!r)
+        return MHD_NO;
+    enum MHD_Result ret = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r); /* the queued answer keeps its own reference */
+    return ret;
+}
+
+static enum MHD_Result s_json_error(struct MHD_Connection *c, unsigned status, const char *msg)
+{
+    char text[256];
+    /* msg is one of this file's constants: nothing in it needs escaping. */
+    int n = snprintf(text, sizeof text, "{\"error\":\"%s\"}\n", msg);
+    return s_json_answer(c, status, text, (size_t)n);
+}
+
+/* Posts the lookup of id to the loop and waits for its answer: true with
+ * *answer (malloc'd MessagePack map) and *known, false when the loop did
+ * not answer in time or the module is closing. */
+static bool s_lookup_wait(dist__metrics_t *m, const dist__id_t *id, unsigned char **answer,
+                          size_t *alen, bool *known)
+{
+    pthread_mutex_lock(&m->lock);
+    uint64_t seq = ++m->lk.seq;
+    memcpy(m->lk.id, id->b, 16);
+    /* An answer to an earlier lookup that gave up waiting is stale. */
+    free(m->lk.answer);
+    m->lk.answer = NULL;
+    atomic_store(&m->lk.pending, true);
+    pthread_mutex_unlock(&m->lock);
+
+    /* Non-blocking: a full pipe already holds a wake-up. */
+    ssize_t w = write(m->lk.wake_fd, "l", 1);
+    (void)w;
+
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += S_LOOKUP_WAIT_MS / 1000;
+    until.tv_nsec += (long)(S_LOOKUP_WAIT_MS % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L)
+        until.tv_sec++, until.tv_nsec -= 1000000000L;
+    pthread_mutex_lock(&m->lock);
+    while (m->lk.answered != seq && !m->lk.closing)
+        if (pthread_cond_timedwait(&m->lk.cond, &m->lock, &until) == ETIMEDOUT)
+            break;
+    bool ok = m->lk.answered == seq && m->lk.answer;
+    if (ok) {
+        *answer = m->lk.answer, *alen = m->lk.alen, *known = m->lk.known;
+        m->lk.answer = NULL;
+    } else {
+        /* The loop must not take it later for nobody. */
+        atomic_store(&m->lk.pending, false);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return ok;
+}
+
+/* The loop's answer as JSON, with the id in hex (the wire carries its 16
+ * bytes, which the generic conversion would show as base64). */
+static char *s_task_json(const unsigned char *p, size_t len, const dist__id_t *id, size_t *out)
+{
+    if (!s_is_map(p, len))
+        return NULL;
+    msgpack_zone zone;
+    if (!msgpack_zone_init(&zone, MSGPACK_ZONE_CHUNK_SIZE))
+        return NULL;
+    msgpack_object root;
+    dist_wire_limits_t lim = s_limits();
+    char *text = NULL;
+    json_t *j = NULL;
+    if (dist_wire_decode(p, len, &lim, &zone, &root) == 0 && (j = dist__mp_to_json(&root))) {
+        char hex[33];
+        dist__id_hex(id, hex);
+        s_buf_t b = { 0 };
+        if (json_object_set_new(j, "id", json_string(hex)) == 0 &&
+            json_dump_callback(j, s_json_out, &b, JSON_COMPACT) == 0) {
+            s_put(&b, "\n", 1);
+            text = s_take(&b, out);
+        } else {
+            free(b.p);
+        }
+    }
+    json_decref(j);
+    msgpack_zone_destroy(&zone);
+    return text;
+}
+
+static enum MHD_Result s_task(dist__metrics_t *m, struct MHD_Connection *c, unsigned *status)
+{
+    const char *arg = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "id");
+    dist__id_t id;
+    if (!arg || dist__id_from_key(arg, strlen(arg), &id) != 0) {
+        *status = MHD_HTTP_BAD_REQUEST;
+        return s_json_error(c, *status, "want id=ID: a task's key (1 to 128 printable bytes, "
+                                        "no space) or 32 hex digits");
+    }
+    unsigned char *answer = NULL;
+    size_t alen = 0, tlen = 0;
+    bool known = false;
+    if (m->lk.wake_fd < 0 || !s_lookup_wait(m, &id, &answer, &alen, &known)) {
+        *status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        return s_json_error(c, *status, "the master did not answer in time");
+    }
+    char *text = s_task_json(answer, alen, &id, &tlen);
+    free(answer);
+    if (!text) {
+        *status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+        return s_json_error(c, *status, "cannot render the task");
+    }
+    *status = known ? MHD_HTTP_OK : MHD_HTTP_NOT_FOUND;
+    enum MHD_Result ret = s_json_answer(c, *status, text, tlen);
+    free(text);
+    return ret;
+}
+
+void dist__metrics_set_wake(dist__metrics_t *m, int fd)
+{
+    if (m)
+        m->lk.wake_fd = fd;
+}
+
+bool dist__metrics_lookup_take(dist__metrics_t *m, unsigned char id[16], uint64_t *ticket)
+{
+    if (!m || !atomic_load(&m->lk.pending))
+        return false;
+    pthread_mutex_lock(&m->lock);
+    bool got = atomic_exchange(&m->lk.pending, false);
+    if (got) {
+        memcpy(id, m->lk.id, 16);
+        *ticket = m->lk.seq;
+    }
+    pthread_mutex_unlock(&m->lock);
+    return got;
+}
+
+void dist__metrics_lookup_answer(dist__metrics_t *m, uint64_t ticket, const void *map, size_t len,
+                                 bool known)
+{
+    if (!m)
+        return;
+    unsigned char *copy = len ? malloc(len) : NULL;
+    if (copy)
+        memcpy(copy, map, len);
+    pthread_mutex_lock(&m->lock);
+    if (ticket == m->lk.seq && copy) {
+        free(m->lk.answer);
+        m->lk.answer = copy, m->lk.alen = len, m->lk.known = known;
+        m->lk.answered = ticket;
+        copy = NULL;
+        pthread_cond_broadcast(&m->lk.cond);
+    }
+    pthread_mutex_unlock(&m->lock);
+    free(copy); /* the lookup gave up waiting, or another replaced it */
+}
+
 static enum MHD_Result s_handler(void *cls, struct MHD_Connection *c, const char *url,
                                  const char *method, const char *version,
                                  const char *upload_data, size_t *upload_data_size,
@@ -856,6 +1046,8 @@ static enum MHD_Result s_handler(void *cls, struct MHD_Connection *c, const char
         ret = s_dynamic(m, c, S_PROM, &status);
     } else if (strcmp(url, "/api/status") == 0) {
         ret = s_dynamic(m, c, S_JSON, &status);
+    } else if (strcmp(url, "/api/task") == 0) {
+        ret = s_task(m, c, &status);
     } else if (strcmp(url, "/") == 0) {
         status = MHD_HTTP_OK;
         ret = MHD_queue_response(c, status, m->r_html);
@@ -983,6 +1175,8 @@ static void s_free(dist__metrics_t *m)
         if (*fixed[i])
             MHD_destroy_response(*fixed[i]);
     s_snap_unref(m, m->snap);
+    free(m->lk.answer);
+    pthread_cond_destroy(&m->lk.cond);
     pthread_mutex_destroy(&m->lock);
     free(m);
 }
@@ -997,7 +1191,18 @@ dist__metrics_t *dist__metrics_new(const char *hostport, const dist__logger_t *l
     }
     if (lg)
         m->lg = *lg;
-    if (pthread_mutex_init(&m->lock, NULL) != 0) {
+    m->lk.wake_fd = -1;
+    pthread_condattr_t ca;
+    bool ca_ok = pthread_condattr_init(&ca) == 0;
+    /* The wait of a lookup is bounded on the monotonic clock (a clock step
+     * must not make it wait for hours). */
+    bool cond_ok = ca_ok && pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 &&
+                   pthread_cond_init(&m->lk.cond, &ca) == 0;
+    if (ca_ok)
+        pthread_condattr_destroy(&ca);
+    if (!cond_ok || pthread_mutex_init(&m->lock, NULL) != 0) {
+        if (cond_ok)
+            pthread_cond_destroy(&m->lk.cond);
         free(m);
         m = NULL;
         rc = DIST_ENOMEM;
@@ -1047,7 +1252,7 @@ dist__metrics_t *dist__metrics_new(const char *hostport, const dist__logger_t *l
                   hostport, dist_strerror(rc));
         goto fail;
     }
-    dist__log(&m->lg, DIST_LOG_INFO, "metrics: serving http://%s%s%s:%d/ (/metrics, /api/status, /healthz)",
+    dist__log(&m->lg, DIST_LOG_INFO, "metrics: serving http://%s%s%s:%d/ (/metrics, /api/status, /api/task, /healthz)",
               v6 ? "[" : "", host, v6 ? "]" : "", m->port);
     return m;
 fail:
@@ -1070,6 +1275,12 @@ void dist__metrics_destroy(dist__metrics_t **mp)
         return;
     dist__metrics_t *m = *mp;
     *mp = NULL;
+    /* A lookup waiting for the loop (which may be the caller) stops
+     * waiting at once. */
+    pthread_mutex_lock(&m->lock);
+    m->lk.closing = true;
+    pthread_cond_broadcast(&m->lk.cond);
+    pthread_mutex_unlock(&m->lock);
     /* Joins the server's thread and closes every connection; no handler
      * runs after this, so the fixed responses and the snapshot can go. */
     if (m->daemon)

@@ -11,6 +11,7 @@
  *      GET /            the dashboard (one self-contained HTML page)
  *      GET /metrics     Prometheus text exposition format 0.0.4
  *      GET /api/status  the snapshot as JSON
+ *      GET /api/task?id=ID  one task, asked of the master's loop (below)
  *      GET /healthz     "ok" while the module runs
  *
  *  Missing fields (an older master) leave out what depends on them; a
@@ -27,7 +28,9 @@
 #ifndef DIST_METRICS_INTERNAL_H_INCLUDED
 #define DIST_METRICS_INTERNAL_H_INCLUDED
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "log_internal.h"
 
@@ -53,6 +56,20 @@ int dist__metrics_port(const dist__metrics_t *m);
  * Thread-safe; never blocks on a request being served (rendering happens
  * in the server's thread, outside the lock). The caller keeps its buffer. */
 void dist__metrics_publish(dist__metrics_t *m, const void *status_map, size_t len);
+
+/* GET /api/task?id=ID (ID: a caller's key or 32 hex digits) is answered
+ * by the master's loop, never from the server's thread: the server posts
+ * the id, writes one byte to fd (the loop's non-blocking wake pipe) and
+ * waits up to 1 s. The loop calls lookup_take on every turn (one atomic
+ * load when nothing is posted) and answers the lookup it took with the
+ * LOOKUP form of the task (docs/PROTOCOL.md section 7.4), `known` false
+ * for an unknown id (404). No answer in time: 503. Without set_wake the
+ * endpoint answers 503. fd must stay open until destroy. */
+void dist__metrics_set_wake(dist__metrics_t *m, int fd);
+bool dist__metrics_lookup_take(dist__metrics_t *m, unsigned char id[16], uint64_t *ticket);
+/* Copies map[0..len); an answer for a lookup that gave up is dropped. */
+void dist__metrics_lookup_answer(dist__metrics_t *m, uint64_t ticket, const void *map, size_t len,
+                                 bool known);
 
 /* Stops the server (closing its connections), joins its thread, frees
  * everything; *m = NULL. Accepts NULL and a pointer to NULL. */
