@@ -1324,7 +1324,9 @@ static void test_bad_store_files(void **state)
     dist_master_destroy(&m);
     s_sql(x->db, "PRAGMA user_version = 99");
     s_refused(x->db, ENOTSUP, "written by a newer libdist");
-    s_sql(x->db, "PRAGMA user_version = 2");
+    char restore[64];
+    snprintf(restore, sizeof restore, "PRAGMA user_version = %d", DIST__STORE_SCHEMA);
+    s_sql(x->db, restore);
 
     /* A damaged row. */
     s_sql(x->db, "INSERT INTO tasks(row, id, client, task, done, leased, attempt, timeout_ms, "

@@ -51,14 +51,15 @@ static const char *const s_sql[ST_COUNT] = {
     [ST_PUT] = ("INSERT OR REPLACE INTO tasks(row, id, client, task, done, leased, attempt, "
                 "timeout_ms, status, data, reasons, key, priority, not_before_ms, max_attempts, "
                 "backoff_ms, backoff_factor, backoff_max_ms, retry_on_error, submitted_ms, "
-                "started_ms, finished_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
-                "?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"),
+                "started_ms, finished_ms, attempts) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
+                "?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"),
     [ST_LEASE1] = "UPDATE tasks SET leased = 1 WHERE row = ?1",
     [ST_LEASES] = "UPDATE tasks SET leased = 1 WHERE row BETWEEN ?1 AND ?2",
-    [ST_META] = ("UPDATE tasks SET attempt = ?2, leased = ?3, reasons = ?4, not_before_ms = ?5, "
-                 "started_ms = ?6 WHERE row = ?1"),
+    [ST_META] = ("UPDATE tasks SET attempt = ?2, leased = ?3, reasons = NULL, attempts = ?4, "
+                 "not_before_ms = ?5, started_ms = ?6 WHERE row = ?1"),
     [ST_DONE] = ("UPDATE tasks SET done = 1, leased = 0, status = ?2, data = ?3, reasons = NULL, "
-                 "not_before_ms = 0, started_ms = ?4, finished_ms = ?5 WHERE row = ?1"),
+                 "attempts = ?6, not_before_ms = 0, started_ms = ?4, finished_ms = ?5 "
+                 "WHERE row = ?1"),
     [ST_DEL1] = "DELETE FROM tasks WHERE row = ?1",
     [ST_DELS] = "DELETE FROM tasks WHERE row BETWEEN ?1 AND ?2",
     [ST_PROBE] = "INSERT OR REPLACE INTO meta(key, value) VALUES('probe', ?1)",
@@ -69,7 +70,8 @@ static const char *const s_sql[ST_COUNT] = {
     " max_attempts INTEGER NOT NULL DEFAULT 0, backoff_ms INTEGER NOT NULL DEFAULT 0,"             \
     " backoff_factor REAL NOT NULL DEFAULT 0, backoff_max_ms INTEGER NOT NULL DEFAULT 0,"          \
     " retry_on_error INTEGER NOT NULL DEFAULT 0, submitted_ms INTEGER NOT NULL DEFAULT 0,"         \
-    " started_ms INTEGER NOT NULL DEFAULT 0, finished_ms INTEGER NOT NULL DEFAULT 0"
+    " started_ms INTEGER NOT NULL DEFAULT 0, finished_ms INTEGER NOT NULL DEFAULT 0,"          \
+    " attempts BLOB"
 
 static const char s_schema[] =
     "CREATE TABLE meta(key TEXT PRIMARY KEY NOT NULL, value) WITHOUT ROWID;"
@@ -86,7 +88,7 @@ static const char s_schema[] =
     " timeout_ms INTEGER NOT NULL,"
     " status TEXT,"              /* done: ok, failed, ..., gave_up */
     " data BLOB,"                /* args, or the result's value or error */
-    " reasons TEXT,"             /* why earlier attempts failed */
+    " reasons TEXT,"             /* schema 1-2: why earlier attempts failed (now in attempts) */
     S_COLUMNS_2 ");";
 
 /* The columns of schema 2 (task control), as CREATE TABLE lists them; the
@@ -104,6 +106,12 @@ static const char *const s_columns_2[] = {
     "submitted_ms INTEGER NOT NULL DEFAULT 0",
     "started_ms INTEGER NOT NULL DEFAULT 0",
     "finished_ms INTEGER NOT NULL DEFAULT 0",
+};
+
+/* Schema 3: each attempt's worker and reason, the master's own records
+ * (master_internal.h, dist__mhist_t); NULL in an older row. */
+static const char *const s_columns_3[] = {
+    "attempts BLOB",
 };
 
 /* A run of consecutive rows waiting for one range statement. */
@@ -245,15 +253,26 @@ static int s_check_or_create(dist__store_t *st, char *why, size_t whylen)
     return SQLITE_OK;
 }
 
-/* Schema 1 -> 2 in one transaction: the new columns, then the version. */
+/* Adds the columns of one schema; an SQLite code. */
+static int s_add_columns(dist__store_t *st, const char *const *cols, size_t n)
+{
+    int rc = SQLITE_OK;
+    for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
+        char sql[160];
+        snprintf(sql, sizeof sql, "ALTER TABLE tasks ADD COLUMN %s", cols[i]);
+        rc = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
+    }
+    return rc;
+}
+
+/* Schema 1 or 2 -> 3 in one transaction: the new columns, then the version. */
 static int s_migrate(dist__store_t *st)
 {
     int rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-    for (size_t i = 0; rc == SQLITE_OK && i < sizeof s_columns_2 / sizeof *s_columns_2; i++) {
-        char sql[160];
-        snprintf(sql, sizeof sql, "ALTER TABLE tasks ADD COLUMN %s", s_columns_2[i]);
-        rc = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
-    }
+    if (rc == SQLITE_OK && st->version < 2)
+        rc = s_add_columns(st, s_columns_2, sizeof s_columns_2 / sizeof *s_columns_2);
+    if (rc == SQLITE_OK && st->version < 3)
+        rc = s_add_columns(st, s_columns_3, sizeof s_columns_3 / sizeof *s_columns_3);
     if (rc == SQLITE_OK) {
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d; COMMIT", DIST__STORE_SCHEMA);
@@ -502,6 +521,11 @@ static const char *s_row(sqlite3_stmt *q, dist__srow_t *r)
     r->submitted_ms = sqlite3_column_int64(q, 19);
     r->started_ms = sqlite3_column_int64(q, 20);
     r->finished_ms = sqlite3_column_int64(q, 21);
+    if (sqlite3_column_type(q, 22) != SQLITE_NULL) {
+        if (!s_col_blob(q, 22, false, &p, &r->attempts_len))
+            return "attempts";
+        r->attempts = p;
+    }
     return NULL;
 }
 
@@ -535,7 +559,7 @@ int dist__store_load(dist__store_t *st, int (*on_name)(void *ud, const char *nam
                                 "timeout_ms, status, data, reasons, key, priority, "
                                 "not_before_ms, max_attempts, backoff_ms, backoff_factor, "
                                 "backoff_max_ms, retry_on_error, submitted_ms, started_ms, "
-                                "finished_ms FROM tasks ORDER BY row",
+                                "finished_ms, attempts FROM tasks ORDER BY row",
                                 -1, &q, NULL);
     while (!code && (rc == SQLITE_OK || rc == SQLITE_ROW)) {
         if ((rc = sqlite3_step(q)) != SQLITE_ROW)
@@ -581,6 +605,15 @@ static void s_bind_blob(sqlite3_stmt *q, int i, const void *p, size_t n)
     sqlite3_bind_blob64(q, i, p ? p : "", n, SQLITE_STATIC);
 }
 
+/* A row's attempts, or NULL when it has none. */
+static void s_bind_attempts(sqlite3_stmt *q, int i, const dist__srow_t *r)
+{
+    if (r->attempts)
+        s_bind_blob(q, i, r->attempts, r->attempts_len);
+    else
+        sqlite3_bind_null(q, i);
+}
+
 void dist__store_name_put(dist__store_t *st, const char *name, size_t len)
 {
     if (st->err)
@@ -615,7 +648,7 @@ void dist__store_task_put(dist__store_t *st, const dist__srow_t *r)
     /* A NULL text binds NULL (SQLite's documented behaviour). */
     sqlite3_bind_text(q, 9, r->done ? dist__status_name(r->status) : NULL, -1, SQLITE_STATIC);
     s_bind_blob(q, 10, r->data, r->len);
-    sqlite3_bind_text(q, 11, r->reasons, -1, SQLITE_STATIC);
+    sqlite3_bind_null(q, 11); /* the reasons of schema 2 are in attempts now */
     sqlite3_bind_text(q, 12, r->key, -1, SQLITE_STATIC);
     sqlite3_bind_int64(q, 13, r->priority);
     sqlite3_bind_int64(q, 14, r->not_before_ms);
@@ -627,6 +660,7 @@ void dist__store_task_put(dist__store_t *st, const dist__srow_t *r)
     sqlite3_bind_int64(q, 20, r->submitted_ms);
     sqlite3_bind_int64(q, 21, r->started_ms);
     sqlite3_bind_int64(q, 22, r->finished_ms);
+    s_bind_attempts(q, 23, r);
     s_run(st, q);
 }
 
@@ -676,7 +710,7 @@ void dist__store_task_meta(dist__store_t *st, const dist__srow_t *r)
     sqlite3_bind_int64(q, 1, r->row);
     sqlite3_bind_int64(q, 2, r->attempt);
     sqlite3_bind_int(q, 3, r->leased);
-    sqlite3_bind_text(q, 4, r->reasons, -1, SQLITE_STATIC); /* NULL binds NULL */
+    s_bind_attempts(q, 4, r);
     sqlite3_bind_int64(q, 5, r->not_before_ms);
     sqlite3_bind_int64(q, 6, r->started_ms);
     s_run(st, q);
@@ -692,6 +726,7 @@ void dist__store_task_done(dist__store_t *st, const dist__srow_t *r)
     s_bind_blob(q, 3, r->data, r->len);
     sqlite3_bind_int64(q, 4, r->started_ms);
     sqlite3_bind_int64(q, 5, r->finished_ms);
+    s_bind_attempts(q, 6, r);
     s_run(st, q);
 }
 
