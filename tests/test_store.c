@@ -1067,6 +1067,59 @@ static void s_lookup(zsock_t *c, int id, dist__inmsg_t *m, dist__task_info_t *ti
     assert_int_equal(dist__parse_task_info(&r.items[0], ti), 0);
 }
 
+/* The attempts of a task (worker and reason of each) and its name survive
+ * a restart: one that crashed twice then succeeded, one that gave up,
+ * both results not acknowledged yet. */
+static void test_attempts_survive_restart(void **state)
+{
+    (void)state;
+    scratch_t *x = s_scratch();
+    dist_master_t *m = s_start(x, "m");
+    zsock_t *c = fp_client(m, "c", NULL);
+    zsock_t *w = fp_worker(m, "w1", 1, 1, "t");
+    fp_keep_alive(w, c);
+    size_t rej;
+    fp_task_t g[1];
+    dist__submit_opts_t three = { .max_attempts = 3 }, two = { .max_attempts = 2 };
+    fp_submit_opts(c, fp_id(5), &three);
+    assert_int_equal(fp_accepted(c, &rej, NULL, 0), 1);
+    for (uint32_t k = 1; k <= 3; k++) {
+        s_take(w, g, 1);
+        assert_int_equal(g[0].attempt, k);
+        fp_result(w, &g[0].id, k, k < 3 ? DIST__ST_CRASHED : DIST__ST_OK,
+                  k == 1 ? "segfault one" : k == 2 ? "segfault two" : "v5");
+    }
+    fp_res_t res[2];
+    fp_results(c, res, 1);
+    fp_submit_opts(c, fp_id(6), &two);
+    assert_int_equal(fp_accepted(c, &rej, NULL, 0), 1);
+    for (uint32_t k = 1; k <= 2; k++) {
+        s_take(w, g, 1);
+        fp_result(w, &g[0].id, k, DIST__ST_CRASHED, k == 1 ? "abort one" : "abort two");
+    }
+    fp_results(c, res, 1);
+    assert_int_equal(res[0].status, DIST__ST_GAVE_UP);
+    s_sync(c, 9); /* its ACCEPTED waits for the commit of all the above */
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    dist_master_destroy(&m);
+
+    m = s_start(x, "m");
+    uint64_t pending = 0;
+    c = fp_client(m, "c", &pending);
+    assert_int_equal(pending, 2);
+    fp_results(c, res, 2);
+    static const fp_attempt_t done[] = { { "w1", "crashed: segfault one" },
+                                         { "w1", "crashed: segfault two" },
+                                         { "w1", "" } };
+    fp_lookup_attempts(c, 1, 5, "done", "t", done, 3);
+    static const fp_attempt_t gave_up[] = { { "w1", "crashed: abort one" },
+                                            { "w1", "crashed: abort two" } };
+    fp_lookup_attempts(c, 2, 6, "failed", "t", gave_up, 2);
+    zsock_destroy(&c);
+    dist_master_destroy(&m);
+}
+
 static void test_task_control_survives_restart(void **state)
 {
     (void)state;
@@ -1402,6 +1455,7 @@ int main(void)
         cmocka_unit_test_teardown(test_disk_full, s_teardown),
         cmocka_unit_test_teardown(test_io_error, s_teardown),
         cmocka_unit_test_teardown(test_bad_store_files, s_teardown),
+        cmocka_unit_test_teardown(test_attempts_survive_restart, s_teardown),
         cmocka_unit_test_teardown(test_task_control_survives_restart, s_teardown),
         cmocka_unit_test_teardown(test_kill9_with_delayed_retrying_cancelled, s_teardown),
         cmocka_unit_test_teardown(test_schema_1_is_migrated, s_teardown),
