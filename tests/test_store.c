@@ -115,6 +115,18 @@ static dist_master_t *s_start(const scratch_t *x, const char *name)
     return fp_start(&o);
 }
 
+/* A master "m" on the store with client "c" and worker `wname` of task t
+ * (one slot), both kept alive. */
+static dist_master_t *s_start_pair(const scratch_t *x, zsock_t **c, zsock_t **w,
+                                   const char *wname)
+{
+    dist_master_t *m = s_start(x, "m");
+    *c = fp_client(m, "c", NULL);
+    *w = fp_worker(m, wname, 1, 1, "t");
+    fp_keep_alive(*w, *c);
+    return m;
+}
+
 /* SUBMIT ids [first, first + n) of task t, in one message. */
 static void s_submit_range(zsock_t *c, int first, size_t n)
 {
@@ -1074,10 +1086,8 @@ static void test_attempts_survive_restart(void **state)
 {
     (void)state;
     scratch_t *x = s_scratch();
-    dist_master_t *m = s_start(x, "m");
-    zsock_t *c = fp_client(m, "c", NULL);
-    zsock_t *w = fp_worker(m, "w1", 1, 1, "t");
-    fp_keep_alive(w, c);
+    zsock_t *c, *w;
+    dist_master_t *m = s_start_pair(x, &c, &w, "w1");
     size_t rej;
     fp_task_t g[1];
     dist__submit_opts_t three = { .max_attempts = 3 }, two = { .max_attempts = 2 };
@@ -1124,10 +1134,8 @@ static void test_task_control_survives_restart(void **state)
 {
     (void)state;
     scratch_t *x = s_scratch();
-    dist_master_t *m = s_start(x, "m");
-    zsock_t *c = fp_client(m, "c", NULL);
-    zsock_t *w = fp_worker(m, "w", 1, 1, "t");
-    fp_keep_alive(w, c);
+    zsock_t *c, *w;
+    dist_master_t *m = s_start_pair(x, &c, &w, "w");
     size_t rej;
     /* 1: delayed 1500 ms, priority 7; 2: fails and waits for its retry. */
     dist__submit_opts_t d = { .priority = 7, .has_delay = true, .delay_ms = 1500 };
