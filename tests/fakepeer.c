@@ -442,3 +442,35 @@ void fp_reply(zsock_t *c, uint64_t req, const char *status, dist__inmsg_t *m, di
     assert_int_equal(r->status.n, strlen(status));
     assert_memory_equal(r->status.s, status, r->status.n);
 }
+
+static void s_str_check(dist__str_t got, const char *want, bool whole, const char *what)
+{
+    bool ok = whole ? got.n == strlen(want) && memcmp(got.s, want, got.n) == 0
+                    : !*want || (got.n && memmem(got.s, got.n, want, strlen(want)));
+    if (!ok)
+        fail_msg("%s is \"%.*s\", expected %s\"%s\"", what, (int)got.n, got.s ? got.s : "",
+                 whole ? "" : "it to contain ", want);
+}
+
+void fp_lookup_attempts(zsock_t *c, uint64_t req, int id, const char *state, const char *task,
+                        const fp_attempt_t *want, size_t n)
+{
+    fp_ids_req(c, DIST__CMD_LOOKUP, req, &id, 1);
+    dist__inmsg_t m;
+    dist__reply_t r;
+    fp_reply(c, req, "ok", &m, &r);
+    assert_int_equal(r.nitems, 1);
+    dist__task_info_t ti;
+    assert_int_equal(dist__parse_task_info(&r.items[0], &ti), 0);
+    s_str_check(ti.state, state, true, "state");
+    s_str_check(ti.task, task, true, "task");
+    assert_int_equal(ti.nattempts, n);
+    for (size_t i = 0; i < n; i++) {
+        dist__attempt_info_t a;
+        assert_int_equal(dist__parse_attempt_info(&ti.attempt_maps[i], &a), 0);
+        assert_int_equal(a.attempt, i + 1);
+        s_str_check(a.worker, want[i].worker, true, "worker");
+        s_str_check(a.reason, want[i].reason, false, "reason");
+    }
+    dist__inmsg_clear(&m);
+}

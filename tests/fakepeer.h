@@ -109,6 +109,15 @@ void fp_ids_msg(zsock_t *s, dist__cmd_t cmd, const dist__id_t *ids, size_t n);
 void fp_submit_opts(zsock_t *c, dist__id_t id, const dist__submit_opts_t *o);
 void fp_ids_req(zsock_t *c, dist__cmd_t cmd, uint64_t req, const int *ids, size_t n);
 void fp_reply(zsock_t *c, uint64_t req, const char *status, dist__inmsg_t *m, dist__reply_t *r);
+/* One attempt a LOOKUP should show: its worker ("" for none) and a text
+ * its reason contains ("" matches any). */
+typedef struct {
+    const char *worker, *reason;
+} fp_attempt_t;
+/* LOOKUP of fp_id(id) from c: asserts its state, task name and that its
+ * attempts are n, attempt i + 1 matching want[i]. */
+void fp_lookup_attempts(zsock_t *c, uint64_t req, int id, const char *state, const char *task,
+                        const fp_attempt_t *want, size_t n);
 /* STATUS (the caller clears the reply), or one of its counters. */
 void fp_status(zsock_t *c, dist__inmsg_t *m);
 uint64_t fp_counter(zsock_t *c, const char *name);

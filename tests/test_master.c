@@ -858,7 +858,58 @@ static void test_gave_up_lists_every_attempt(void **state)
                                    "3: worker w1 (host testhost, pid 4242) died");
     assert_int_equal(fp_counter(c, "gave_up"), 1);
     assert_int_equal(fp_counter(c, "failed"), 1);
+    /* Before the ACK, LOOKUP shows each attempt with its worker and reason. */
+    static const fp_attempt_t gave_up[] = { { "w1", "crashed: task t: process 12" },
+                                            { "w1", "timeout: task t: ran past 100 ms" },
+                                            { "w1", "worker w1 (host testhost" } };
+    fp_lookup_attempts(c, 40, 5, "failed", "t", gave_up, 3);
     zsock_destroy(&w);
+    zsock_destroy(&c);
+    dist_master_destroy(&m);
+}
+
+/* A task that crashed on one worker, lost a second attempt with that
+ * worker's death, then succeeded on another: LOOKUP shows the three
+ * attempts, whose worker ran each and why it ended, and the task's name,
+ * while it is running and after it finished (the submitter has not
+ * acknowledged it), and nothing of it once acknowledged. */
+static void test_lookup_attempts_after_finish(void **state)
+{
+    (void)state;
+    dist_master_opts_t o = { .heartbeat_ms = 100, .heartbeat_timeout_ms = DEATH_MS };
+    dist_master_t *m = fp_start(&o);
+    zsock_t *c = fp_client(m, "c", NULL);
+    zsock_t *c2 = fp_client(m, "c2", NULL);
+    zsock_t *w1 = fp_worker(m, "w1", 1, 1, "t");
+    fp_keep_alive(c, w1);
+    fp_submit_ok(c, "t", (int[]){ 5 }, 1);
+    fp_task_t g[1];
+    assert_int_equal(fp_tasks(w1, g, 1), 1);
+    fp_result(w1, &g[0].id, 1, DIST__ST_CRASHED, "task t: process 12 was killed by signal 11");
+    assert_int_equal(fp_tasks(w1, g, 1), 1);
+    assert_int_equal(g[0].attempt, 2);
+    static const fp_attempt_t running[] = { { "w1", "crashed: task t: process 12" },
+                                            { "w1", "" } };
+    fp_lookup_attempts(c2, 1, 5, "leased", "t", running, 2);
+    /* w1 falls silent with attempt 2; w2 runs attempt 3. */
+    zsock_t *w2 = fp_worker(m, "w2", 1, 1, "t");
+    fp_keep_alive(c, w2);
+    assert_int_equal(fp_tasks(w2, g, 1), 1);
+    assert_int_equal(g[0].attempt, 3);
+    fp_result(w2, &g[0].id, 3, DIST__ST_OK, "v");
+    fp_res_t r[1];
+    fp_results(c, r, 1);
+    assert_int_equal(r[0].status, DIST__ST_OK);
+    static const fp_attempt_t done[] = { { "w1", "crashed: task t: process 12" },
+                                         { "w1", "worker w1 (host testhost, pid 4242) died" },
+                                         { "w2", "" } };
+    fp_lookup_attempts(c2, 2, 5, "done", "t", done, 3);
+    fp_lookup_attempts(c, 3, 5, "done", "t", done, 3);
+    fp_ids_msg(c, DIST__CMD_ACK, &r[0].id, 1);
+    fp_lookup_attempts(c, 4, 5, "unknown", "", NULL, 0); /* after the ACK: same socket */
+    zsock_destroy(&w1);
+    zsock_destroy(&w2);
+    zsock_destroy(&c2);
     zsock_destroy(&c);
     dist_master_destroy(&m);
 }
@@ -2185,6 +2236,7 @@ int main(void)
         cmocka_unit_test_teardown(test_results_redelivered_until_ack, dt_teardown),
         cmocka_unit_test_teardown(test_worker_death_requeues, dt_teardown),
         cmocka_unit_test_teardown(test_gave_up_lists_every_attempt, dt_teardown),
+        cmocka_unit_test_teardown(test_lookup_attempts_after_finish, dt_teardown),
         cmocka_unit_test_teardown(test_late_results, dt_teardown),
         cmocka_unit_test_teardown(test_return_and_lease_expiry, dt_teardown),
         cmocka_unit_test_teardown(test_priorities_and_delays, dt_teardown),

@@ -115,6 +115,18 @@ static dist_master_t *s_start(const scratch_t *x, const char *name)
     return fp_start(&o);
 }
 
+/* A master "m" on the store with client "c" and worker `wname` of task t
+ * (one slot), both kept alive. */
+static dist_master_t *s_start_pair(const scratch_t *x, zsock_t **c, zsock_t **w,
+                                   const char *wname)
+{
+    dist_master_t *m = s_start(x, "m");
+    *c = fp_client(m, "c", NULL);
+    *w = fp_worker(m, wname, 1, 1, "t");
+    fp_keep_alive(*w, *c);
+    return m;
+}
+
 /* SUBMIT ids [first, first + n) of task t, in one message. */
 static void s_submit_range(zsock_t *c, int first, size_t n)
 {
@@ -1067,14 +1079,63 @@ static void s_lookup(zsock_t *c, int id, dist__inmsg_t *m, dist__task_info_t *ti
     assert_int_equal(dist__parse_task_info(&r.items[0], ti), 0);
 }
 
+/* The attempts of a task (worker and reason of each) and its name survive
+ * a restart: one that crashed twice then succeeded, one that gave up,
+ * both results not acknowledged yet. */
+static void test_attempts_survive_restart(void **state)
+{
+    (void)state;
+    scratch_t *x = s_scratch();
+    zsock_t *c, *w;
+    dist_master_t *m = s_start_pair(x, &c, &w, "w1");
+    size_t rej;
+    fp_task_t g[1];
+    dist__submit_opts_t three = { .max_attempts = 3 }, two = { .max_attempts = 2 };
+    fp_submit_opts(c, fp_id(5), &three);
+    assert_int_equal(fp_accepted(c, &rej, NULL, 0), 1);
+    for (uint32_t k = 1; k <= 3; k++) {
+        s_take(w, g, 1);
+        assert_int_equal(g[0].attempt, k);
+        fp_result(w, &g[0].id, k, k < 3 ? DIST__ST_CRASHED : DIST__ST_OK,
+                  k == 1 ? "segfault one" : k == 2 ? "segfault two" : "v5");
+    }
+    fp_res_t res[2];
+    fp_results(c, res, 1);
+    fp_submit_opts(c, fp_id(6), &two);
+    assert_int_equal(fp_accepted(c, &rej, NULL, 0), 1);
+    for (uint32_t k = 1; k <= 2; k++) {
+        s_take(w, g, 1);
+        fp_result(w, &g[0].id, k, DIST__ST_CRASHED, k == 1 ? "abort one" : "abort two");
+    }
+    fp_results(c, res, 1);
+    assert_int_equal(res[0].status, DIST__ST_GAVE_UP);
+    s_sync(c, 9); /* its ACCEPTED waits for the commit of all the above */
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    dist_master_destroy(&m);
+
+    m = s_start(x, "m");
+    uint64_t pending = 0;
+    c = fp_client(m, "c", &pending);
+    assert_int_equal(pending, 2);
+    fp_results(c, res, 2);
+    static const fp_attempt_t done[] = { { "w1", "crashed: segfault one" },
+                                         { "w1", "crashed: segfault two" },
+                                         { "w1", "" } };
+    fp_lookup_attempts(c, 1, 5, "done", "t", done, 3);
+    static const fp_attempt_t gave_up[] = { { "w1", "crashed: abort one" },
+                                            { "w1", "crashed: abort two" } };
+    fp_lookup_attempts(c, 2, 6, "failed", "t", gave_up, 2);
+    zsock_destroy(&c);
+    dist_master_destroy(&m);
+}
+
 static void test_task_control_survives_restart(void **state)
 {
     (void)state;
     scratch_t *x = s_scratch();
-    dist_master_t *m = s_start(x, "m");
-    zsock_t *c = fp_client(m, "c", NULL);
-    zsock_t *w = fp_worker(m, "w", 1, 1, "t");
-    fp_keep_alive(w, c);
+    zsock_t *c, *w;
+    dist_master_t *m = s_start_pair(x, &c, &w, "w");
     size_t rej;
     /* 1: delayed 1500 ms, priority 7; 2: fails and waits for its retry. */
     dist__submit_opts_t d = { .priority = 7, .has_delay = true, .delay_ms = 1500 };
@@ -1324,7 +1385,9 @@ static void test_bad_store_files(void **state)
     dist_master_destroy(&m);
     s_sql(x->db, "PRAGMA user_version = 99");
     s_refused(x->db, ENOTSUP, "written by a newer libdist");
-    s_sql(x->db, "PRAGMA user_version = 2");
+    char restore[64];
+    snprintf(restore, sizeof restore, "PRAGMA user_version = %d", DIST__STORE_SCHEMA);
+    s_sql(x->db, restore);
 
     /* A damaged row. */
     s_sql(x->db, "INSERT INTO tasks(row, id, client, task, done, leased, attempt, timeout_ms, "
@@ -1400,6 +1463,7 @@ int main(void)
         cmocka_unit_test_teardown(test_disk_full, s_teardown),
         cmocka_unit_test_teardown(test_io_error, s_teardown),
         cmocka_unit_test_teardown(test_bad_store_files, s_teardown),
+        cmocka_unit_test_teardown(test_attempts_survive_restart, s_teardown),
         cmocka_unit_test_teardown(test_task_control_survives_restart, s_teardown),
         cmocka_unit_test_teardown(test_kill9_with_delayed_retrying_cancelled, s_teardown),
         cmocka_unit_test_teardown(test_schema_1_is_migrated, s_teardown),

@@ -4,7 +4,8 @@
  *  FAILED (the dead letters) and RETRY (a dead letter submitted again);
  *  and what they need beyond the tasks themselves: the tombstones of
  *  expired results and the dead letters, both bounded and in memory only
- *  (a restart forgets them: the store keeps tasks, not their history).
+ *  (a restart forgets them: the store keeps tasks and their attempts, not
+ *  the expired ids or the dead letters).
  *
  *  They are here rather than in master_task.c because they only read a
  *  task and call its named transitions (dist__m_task_cancel); the arrows
@@ -24,7 +25,6 @@
 #include "dist/error.h"
 
 #define MAX_FETCHES 1024 /* parked FETCHes per peer, like parked QGETs */
-#define MAX_ATTEMPTS_SHOWN 64
 
 typedef struct {
     dist__dnode_t node;  /* in s->fetches */
@@ -104,6 +104,7 @@ static void s_dead_drop(dist_master_t *s, dist__mdead_t *d)
     c->dead_bytes -= d->len;
     free(d->key);
     free(d->error);
+    free(d->hist);
     free(d);
 }
 
@@ -121,12 +122,17 @@ void dist__m_dead_add(dist_master_t *s, const dist__mtask_t *t, int st, const vo
         return;
     d->error = strndup(error ? error : "", len);
     d->key = t->key ? strdup(t->key) : NULL;
-    if (!d->error || (t->key && !d->key)) {
+    d->hist_len = t->hist ? t->hist->len : 0;
+    d->hist = d->hist_len ? malloc(d->hist_len) : NULL;
+    if (!d->error || (t->key && !d->key) || (d->hist_len && !d->hist)) {
         free(d->error);
         free(d->key);
+        free(d->hist);
         free(d);
         return;
     }
+    if (d->hist_len)
+        memcpy(d->hist, t->hist->b, d->hist_len);
     (void)st;
     d->id = t->id;
     snprintf(d->task, sizeof d->task, "%s", t->q->key.name);
@@ -172,31 +178,16 @@ static dist__str_t s_str(const char *c)
     return r;
 }
 
-/* The attempts of t as LOOKUP shows them, from its reasons ("1: why; 2:
- * why"), and the current attempt (its worker while leased). Reasons are
- * borrowed from t. Returns how many were filled. */
-static size_t s_attempts(const dist__mtask_t *t, dist__attempt_info_t *a, size_t max)
+/* The attempts recorded in hist[0..len) (borrowed), then, for a task
+ * that is not final, its current attempt (with its worker while leased).
+ * Returns how many were filled. */
+static size_t s_attempts(const uint8_t *hist, size_t len, const dist__mtask_t *t,
+                         dist__attempt_info_t *a, size_t max)
 {
-    size_t n = 0;
-    const char *r = t->reasons;
-    while (r && *r && n < max) {
-        char *end;
-        unsigned long k = strtoul(r, &end, 10);
-        if (end == r || *end != ':')
-            break;
-        const char *text = end + (end[1] == ' ' ? 2 : 1);
-        const char *next = strstr(text, "; ");
-        while (next && !(next[2] >= '0' && next[2] <= '9'))
-            next = strstr(next + 2, "; ");
-        size_t len = next ? (size_t)(next - text) : strlen(text);
-        a[n].attempt = (uint32_t)k;
-        a[n].worker = s_str(NULL);
-        a[n].reason.s = text;
-        a[n].reason.n = len;
+    size_t n = 0, off = 0;
+    while (n < max && hist && dist__m_hist_next(hist, len, &off, &a[n]))
         n++;
-        r = next ? next + 2 : NULL;
-    }
-    if (t->state != DIST__T_DONE && n < max && (!n || a[n - 1].attempt < t->attempt)) {
+    if (t && t->state != DIST__T_DONE && n < max && (!n || a[n - 1].attempt < t->attempt)) {
         a[n].attempt = t->attempt;
         a[n].worker = s_str(t->state == DIST__T_LEASED ? t->worker->name : NULL);
         a[n].reason = s_str(NULL);
@@ -211,10 +202,10 @@ static void s_pack_info(const dist_master_t *s, msgpack_packer *pk, const dist__
     dist__task_info_t ti = { .id = *id, .state = s_str(t ? dist__m_task_state(t) : "unknown") };
     if (!t && dist__m_tomb_has(s, id))
         ti.state = s_str("expired");
-    dist__attempt_info_t att[MAX_ATTEMPTS_SHOWN];
+    dist__attempt_info_t att[DIST__HIST_MAX + 1];
     if (t) {
         ti.key = s_str(t->key);
-        ti.task = t->q ? (dist__str_t){ t->q->key.name, t->q->key.len } : s_str(NULL);
+        ti.task = dist__m_task_name(t);
         ti.worker = s_str(t->state == DIST__T_LEASED ? t->worker->name : NULL);
         if (t->state == DIST__T_DONE && t->status != DIST__ST_OK) {
             ti.error.s = (const char *)dist__mtask_bytes(t);
@@ -226,7 +217,8 @@ static void s_pack_info(const dist_master_t *s, msgpack_packer *pk, const dist__
         ti.finished_ms = (uint64_t)t->finished_ms;
         ti.not_before_ms = t->state == DIST__T_DELAYED ? (uint64_t)t->not_before_ms : 0;
         ti.attempts = att;
-        ti.nattempts = s_attempts(t, att, MAX_ATTEMPTS_SHOWN);
+        ti.nattempts = s_attempts(t->hist ? t->hist->b : NULL, t->hist ? t->hist->len : 0, t,
+                                  att, sizeof att / sizeof *att);
     }
     dist__pack_task_info(pk, &ti);
 }
@@ -467,12 +459,15 @@ void dist__m_failed(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *ro
         const dist__dnode_t *d = n ? dead->root.prev : NULL;
         for (size_t i = 0; i < n; i++, d = d->prev) {
             const dist__mdead_t *x = DIST__CONTAINER_OF(d, dist__mdead_t, node);
+            dist__attempt_info_t att[DIST__HIST_MAX];
             dist__task_info_t ti = { .id = x->id, .key = s_str(x->key), .task = s_str(x->task),
                                      .state = s_str("failed"), .error = s_str(x->error),
                                      .priority = x->o.prio,
                                      .submitted_ms = (uint64_t)x->submitted_ms,
                                      .started_ms = (uint64_t)x->started_ms,
-                                     .finished_ms = (uint64_t)x->finished_ms };
+                                     .finished_ms = (uint64_t)x->finished_ms,
+                                     .attempts = att };
+            ti.nattempts = s_attempts(x->hist, x->hist_len, NULL, att, DIST__HIST_MAX);
             dist__pack_task_info(pk, &ti);
         }
         if (dist_wire_buf_status(s->out) == 0 || n == 0)

@@ -212,6 +212,22 @@ enum {
     DIST__S_GONE = 32,  /* forgotten by the master: delete, then free at the commit */
 };
 
+/* A task's attempts so far (issue 12), kept until its result is
+ * acknowledged or expires: NULL until an attempt ends, so a task that
+ * never failed costs nothing while it waits. Records, oldest first, of
+ * [attempt u32 LE][worker length u8][reason length u8][worker][reason]
+ * (the newest DIST__HIST_MAX, reasons cut to DIST__HIST_REASON_MAX bytes);
+ * once DONE the task name follows them (t->q is NULL then). The records
+ * are also the store's attempts column and a dead letter's history. */
+#define DIST__HIST_MAX 64
+#define DIST__HIST_REASON_MAX 200
+typedef struct {
+    uint32_t len;  /* bytes of records in b */
+    uint16_t n;    /* records */
+    uint8_t tlen;  /* bytes of the task name after them (DONE), else 0 */
+    uint8_t b[];
+} dist__mhist_t;
+
 typedef struct dist__mtask {
     dist__dnode_t node;      /* in q->ready, worker->leased, or cn->unsent / cn->sent */
     dist__hnode_t timer;     /* lease deadline while LEASED, due time while DELAYED */
@@ -219,7 +235,7 @@ typedef struct dist__mtask {
     dist__mtq_t *q;          /* its task name; NULL once DONE */
     dist__mclient_t *cn;     /* the client name that submitted it */
     dist__mpeer_t *worker;   /* the lessee while LEASED */
-    char *reasons;           /* "1: ...; 2: ..." once an attempt failed, else NULL */
+    dist__mhist_t *hist;     /* its attempts once one ended (and its name once DONE), else NULL */
     uint8_t *res;            /* DONE: result bytes when they did not fit in data[] */
     uint32_t attempt;        /* the current (or next) attempt, from 1 */
     uint32_t timeout_ms;
@@ -631,6 +647,11 @@ dist__mtask_t *dist__m_task_find(const dist_master_t *s, const dist__id_t *id);
 /* The state name of a task (PLAN-12 names: queued, delayed, leased, done,
  * failed, cancelled). */
 const char *dist__m_task_state(const dist__mtask_t *t);
+/* The next record of a history's bytes b[0..len) from *off into a
+ * (borrowing b): false at the end or at a damaged record. */
+bool dist__m_hist_next(const uint8_t *b, size_t len, size_t *off, dist__attempt_info_t *a);
+/* A task's name: its queue's, or the one its history kept once DONE ("" when lost). */
+dist__str_t dist__m_task_name(const dist__mtask_t *t);
 /* Cancels t (QUEUED, DELAYED or LEASED; the worker of a leased one is
  * told with CANCEL) with "cancelled by <by>" as its result. */
 void dist__m_task_cancel(dist_master_t *s, dist__mtask_t *t, const char *by);
@@ -649,6 +670,8 @@ typedef struct {
     dist__mopts_t o;
     uint32_t timeout_ms, attempts;
     int64_t submitted_ms, started_ms, finished_ms;
+    uint8_t *hist;           /* its attempts' records (dist__mhist_t.b), or NULL */
+    uint32_t hist_len;
     uint32_t len;            /* bytes of args */
     uint8_t args[];
 } dist__mdead_t;

@@ -2,7 +2,7 @@
  *  happens when it cannot (docs/PROTOCOL.md sections 6.4 and 10).
  *
  *  What is stored: the task names workers announced, and every task that
- *  is not acknowledged yet - QUEUED (with its attempt, reasons and whether
+ *  is not acknowledged yet - QUEUED (with its attempt, attempts and whether
  *  that attempt was leased) or DONE (with its result). Worker sessions,
  *  leases' deadlines and ghosts, named queues, counters and rates are not:
  *  a restart starts them afresh.
@@ -147,10 +147,11 @@ static void s_row_of(const dist__mtask_t *t, dist__srow_t *r)
     r->id = t->id;
     r->client = t->cn->key.name;
     r->client_len = t->cn->key.len;
-    /* A task DONE before its first commit no longer has its queue; its
-     * name is not needed any more. */
-    r->task = t->q ? t->q->key.name : "-";
-    r->task_len = t->q ? t->q->key.len : 1;
+    /* A task DONE before its first commit no longer has its queue: its
+     * history kept the name ("-" when memory ran out). */
+    dist__str_t name = dist__m_task_name(t);
+    r->task = name.n ? name.s : "-";
+    r->task_len = name.n ? name.n : 1;
     r->done = t->state == DIST__T_DONE;
     r->leased = t->state == DIST__T_LEASED;
     r->attempt = t->attempt;
@@ -158,7 +159,8 @@ static void s_row_of(const dist__mtask_t *t, dist__srow_t *r)
     r->status = (dist__status_t)t->status;
     r->data = dist__mtask_bytes(t);
     r->len = t->len;
-    r->reasons = t->reasons;
+    r->attempts = t->hist && t->hist->len ? t->hist->b : NULL;
+    r->attempts_len = t->hist ? t->hist->len : 0;
     r->key = t->key;
     r->priority = t->o.prio;
     r->max_attempts = t->o.max_attempts;

@@ -120,7 +120,7 @@ void dist__m_task_free(dist__mtask_t *t)
 {
     free(t->key);
     free(t->res);
-    free(t->reasons);
+    free(t->hist);
     free(t);
 }
 
@@ -261,27 +261,106 @@ void dist__m_client_detach(dist_master_t *s, dist__mpeer_t *p)
 
 /* ---- leases and ghosts ---------------------------------------------------------------------- */
 
-/* Appends "N: reason" to the task's reasons, within REASONS_MAX. */
-static void s_add_reason(dist__mtask_t *t, const char *reason)
+/* ---- attempts (dist__mhist_t) ------------------------------------------------------------ */
+
+bool dist__m_hist_next(const uint8_t *b, size_t len, size_t *off, dist__attempt_info_t *a)
 {
-    size_t old = t->reasons ? strlen(t->reasons) : 0;
-    char line[REASON_MAX + 32];
-    int n = snprintf(line, sizeof line, "%s%u: %.*s", old ? "; " : "", (unsigned)t->attempt,
-                     REASON_MAX, reason);
-    if (n < 0)
-        return;
-    if (old + (size_t)n + 1 > REASONS_MAX) {
-        if (old >= 5 && strcmp(t->reasons + old - 5, "; ...") == 0)
-            return;
-        n = snprintf(line, sizeof line, "; ...");
-        if (old + (size_t)n + 1 > REASONS_MAX + 8)
-            return;
+    if (len < 6 || *off > len - 6)
+        return false;
+    const uint8_t *p = b + *off;
+    size_t wl = p[4], rl = p[5];
+    if (wl + rl > len - 6 - *off)
+        return false;
+    a->attempt = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    a->worker.s = (const char *)p + 6;
+    a->worker.n = wl;
+    a->reason.s = (const char *)p + 6 + wl;
+    a->reason.n = rl;
+    *off += 6 + wl + rl;
+    return true;
+}
+
+dist__str_t dist__m_task_name(const dist__mtask_t *t)
+{
+    if (t->q)
+        return (dist__str_t){ t->q->key.name, t->q->key.len };
+    if (t->hist && t->hist->tlen)
+        return (dist__str_t){ (const char *)t->hist->b + t->hist->len, t->hist->tlen };
+    return (dist__str_t){ "", 0 };
+}
+
+/* Appends one attempt's record to t's history (not DONE yet), the oldest
+ * going beyond DIST__HIST_MAX; without memory the record is lost, not the
+ * task. */
+static void s_hist_add(dist__mtask_t *t, uint32_t attempt, const char *w, size_t wlen,
+                       const char *reason, size_t rlen)
+{
+    dist__mhist_t *h = t->hist;
+    wlen = wlen > DIST__NAME_MAX ? DIST__NAME_MAX : wlen;
+    rlen = rlen > DIST__HIST_REASON_MAX ? DIST__HIST_REASON_MAX : rlen;
+    if (h && h->n >= DIST__HIST_MAX) {
+        size_t off = 0;
+        dist__attempt_info_t a;
+        if (dist__m_hist_next(h->b, h->len, &off, &a)) {
+            memmove(h->b, h->b + off, h->len - off);
+            h->len -= (uint32_t)off;
+            h->n--;
+        }
     }
-    char *r = realloc(t->reasons, old + (size_t)n + 1);
-    if (!r)
+    size_t used = h ? h->len : 0, rec = 6 + wlen + rlen;
+    dist__mhist_t *nh = realloc(h, sizeof *h + used + rec);
+    if (!nh)
         return;
-    memcpy(r + old, line, (size_t)n + 1);
-    t->reasons = r;
+    if (!h)
+        memset(nh, 0, sizeof *nh);
+    uint8_t *p = nh->b + used;
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(attempt >> (8 * i));
+    p[4] = (uint8_t)wlen;
+    p[5] = (uint8_t)rlen;
+    memcpy(p + 6, w, wlen);
+    memcpy(p + 6 + wlen, reason, rlen);
+    nh->len = (uint32_t)(used + rec);
+    nh->n++;
+    t->hist = nh;
+}
+
+/* Records how the current attempt ended: its worker while leased. */
+static void s_add_reason(dist__mtask_t *t, const char *reason, size_t rlen)
+{
+    const char *w = t->state == DIST__T_LEASED && t->worker ? t->worker->name : "";
+    s_hist_add(t, t->attempt, w, strlen(w), reason, rlen);
+}
+
+/* Keeps the task name after the records: t is becoming DONE and lets go
+ * of its queue (without memory the name is lost, not the result). */
+static void s_hist_keep_name(dist__mtask_t *t, const char *name, size_t len)
+{
+    size_t used = t->hist ? t->hist->len : 0;
+    len = len > DIST__NAME_MAX ? DIST__NAME_MAX : len;
+    dist__mhist_t *h = realloc(t->hist, sizeof *h + used + len);
+    if (!h)
+        return;
+    if (!t->hist)
+        memset(h, 0, sizeof *h);
+    memcpy(h->b + used, name, len);
+    h->tlen = (uint8_t)len;
+    t->hist = h;
+}
+
+/* "1: why; 2: why" of t's history into buf (the error of a task that gave up). */
+static void s_hist_text(const dist__mtask_t *t, char *buf, size_t cap)
+{
+    size_t off = 0, at = 0;
+    dist__attempt_info_t a;
+    buf[0] = '\0';
+    while (t->hist && dist__m_hist_next(t->hist->b, t->hist->len, &off, &a) && at < cap) {
+        int n = snprintf(buf + at, cap - at, "%s%u: %.*s", at ? "; " : "", (unsigned)a.attempt,
+                         (int)a.reason.n, a.reason.s);
+        if (n < 0)
+            break;
+        at += (size_t)n;
+    }
 }
 
 static int64_t s_lease_ms(const dist_master_t *s, const dist__mtask_t *t)
@@ -488,12 +567,23 @@ static void s_t_finish(dist_master_t *s, dist__mtask_t *t, dist__status_t st, co
 {
     static const char nomem[] = "the master ran out of memory for this result";
     T_FROM(t, T_QUEUED | T_LEASED | T_DELAYED);
+    /* How the attempt that ran ended, unless the retry path recorded it
+     * already (gave_up). */
+    if (t->state == DIST__T_LEASED) {
+        size_t off = 0, last = 0;
+        dist__attempt_info_t a;
+        while (t->hist && dist__m_hist_next(t->hist->b, t->hist->len, &off, &a))
+            last = a.attempt;
+        if (last != t->attempt)
+            s_add_reason(t, st == DIST__ST_OK ? "" : (const char *)bytes, st == DIST__ST_OK ? 0 : len);
+    }
     if (st != DIST__ST_OK && st != DIST__ST_CANCELLED)
         dist__m_dead_add(s, t, st, bytes, len); /* while data still holds the args */
     s_leave(s, t, ghost_until);
     t->finished_ms = dist__m_unix_ms();
     t->not_before_ms = 0;
     dist__m_obs_finished(s, t, st, bytes, len);
+    s_hist_keep_name(t, t->q->key.name, t->q->key.len);
     t->q->refs--;
     t->q = NULL;
     s->outstanding--;
@@ -512,8 +602,6 @@ static void s_t_finish(dist_master_t *s, dist__mtask_t *t, dist__status_t st, co
     t->status = (uint8_t)st;
     t->state = DIST__T_DONE;
     t->sent = 0;
-    free(t->reasons);
-    t->reasons = NULL;
     dist__m_store_mark(s, t, DIST__S_DONE);
     dist__dl_push_back(&t->cn->unsent, &t->node);
     s->results_waiting++;
@@ -563,10 +651,11 @@ void dist__m_task_due(dist_master_t *s, dist__mtask_t *t)
 /* -> DONE with gave_up: the attempts are spent. */
 static void s_t_give_up(dist_master_t *s, dist__mtask_t *t, int64_t ghost_until)
 {
-    char msg[REASONS_MAX + 256], hex[33];
+    char msg[REASONS_MAX + 256], hex[33], reasons[REASONS_MAX];
+    s_hist_text(t, reasons, sizeof reasons);
     int n = snprintf(msg, sizeof msg, "task %s gave up after %u attempt%s: %s", t->q->key.name,
                      (unsigned)t->attempt, t->attempt == 1 ? "" : "s",
-                     t->reasons ? t->reasons : "no reason recorded");
+                     reasons[0] ? reasons : "no reason recorded");
     size_t len = n < 0 ? 0 : (size_t)n >= sizeof msg ? sizeof msg - 1 : (size_t)n;
     dist__id_hex(&t->id, hex);
     dist__log(&s->log, DIST_LOG_INFO, "%s (id %s)", msg, hex);
@@ -608,7 +697,7 @@ static void s_t_requeue(dist_master_t *s, dist__mtask_t *t, const char *reason, 
                         uint32_t retry_ms)
 {
     T_FROM(t, T_LEASED);
-    s_add_reason(t, reason);
+    s_add_reason(t, reason, strlen(reason));
     if (t->attempt >= s_max_attempts(s, t) || dist__m_timer_reserve(s, 2)) {
         s_t_give_up(s, t, ghost_until);
         return;
@@ -784,7 +873,8 @@ static void s_t_recover(dist_master_t *s, dist__mtask_t *t, dist__mtq_t *q, bool
     s_enter_queued(s, t, false);
     if (!leased)
         return;
-    s_add_reason(t, "the master stopped while the task was leased");
+    static const char stopped[] = "the master stopped while the task was leased";
+    s_add_reason(t, stopped, sizeof stopped - 1);
     if (t->attempt >= s_max_attempts(s, t)) {
         s_t_give_up(s, t, 0);
     } else {
@@ -1581,6 +1671,31 @@ int dist__m_restore_name(dist_master_t *s, const char *name, size_t len)
     return s_tq_get(s, name, len, false) ? 0 : DIST_ENOMEM;
 }
 
+/* The attempts of a stored task: its attempts column, or the reasons
+ * text of a store written before it ("1: why; 2: why", no workers); then
+ * the name of a DONE one. A damaged history is dropped, not the task. */
+static void s_restore_hist(dist__mtask_t *t, const dist__srow_t *r)
+{
+    size_t off = 0;
+    dist__attempt_info_t a;
+    while (r->attempts && dist__m_hist_next(r->attempts, r->attempts_len, &off, &a))
+        s_hist_add(t, a.attempt, a.worker.s, a.worker.n, a.reason.s, a.reason.n);
+    for (const char *p = r->attempts ? NULL : r->reasons; p && *p;) {
+        char *end;
+        unsigned long k = strtoul(p, &end, 10);
+        if (end == p || *end != ':')
+            break;
+        const char *text = end + (end[1] == ' ' ? 2 : 1);
+        const char *next = strstr(text, "; ");
+        while (next && !(next[2] >= '0' && next[2] <= '9'))
+            next = strstr(next + 2, "; ");
+        s_hist_add(t, (uint32_t)k, "", 0, text, next ? (size_t)(next - text) : strlen(text));
+        p = next ? next + 2 : NULL;
+    }
+    if (r->done && !(r->task_len == 1 && r->task[0] == '-'))
+        s_hist_keep_name(t, r->task, r->task_len);
+}
+
 int dist__m_restore_task(dist_master_t *s, const dist__srow_t *r)
 {
     if (s_task_find(s, &r->id))
@@ -1591,10 +1706,8 @@ int dist__m_restore_task(dist_master_t *s, const dist__srow_t *r)
     /* A name missing from the names table is known again from now on. */
     dist__mtq_t *q = cn && !r->done ? s_tq_get(s, r->task, r->task_len, true) : NULL;
     dist__mtask_t *t = cn && (q || r->done) ? malloc(sizeof *t + r->len) : NULL;
-    char *reasons = r->reasons && t ? strndup(r->reasons, REASONS_MAX + 8) : NULL;
     char *key = r->key && t ? strndup(r->key, DIST__KEY_MAX) : NULL;
-    if (!t || (r->reasons && !reasons) || (r->key && !key)) {
-        free(reasons);
+    if (!t || (r->key && !key)) {
         free(key);
         free(t);
         if (cn)
@@ -1608,8 +1721,8 @@ int dist__m_restore_task(dist_master_t *s, const dist__srow_t *r)
     t->timeout_ms = r->timeout_ms;
     t->len = t->cap = (uint32_t)r->len;
     memcpy(t->data, r->data, r->len);
-    t->reasons = reasons;
     t->key = key;
+    s_restore_hist(t, r);
     t->o.prio = (uint8_t)r->priority;
     t->o.max_attempts = (uint16_t)r->max_attempts;
     t->o.backoff_ms = r->backoff_ms;

@@ -52,19 +52,21 @@ static const char *const s_sql[ST_COUNT] = {
     [ST_PUT] = ("INSERT OR REPLACE INTO tasks(row, id, client, task, done, leased, attempt, "
                 "timeout_ms, status, data, reasons, key, priority, not_before_ms, max_attempts, "
                 "backoff_ms, backoff_factor, backoff_max_ms, retry_on_error, submitted_ms, "
-                "started_ms, finished_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
-                "?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"),
-    /* Most tasks carry no task-control option: their row leaves those
-     * columns to their defaults (0, NULL), 10 binds fewer per insert. */
+                "started_ms, finished_ms, attempts) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
+                "?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"),
+    /* Most tasks carry no task-control option and no attempt history yet:
+     * their row leaves those columns to their defaults (0, NULL), 11 binds
+     * fewer per insert. */
     [ST_PUT_PLAIN] = ("INSERT OR REPLACE INTO tasks(row, id, client, task, done, leased, attempt, "
                       "timeout_ms, status, data, reasons, submitted_ms) VALUES(?1, ?2, ?3, ?4, ?5, "
                       "?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
     [ST_LEASE1] = "UPDATE tasks SET leased = 1 WHERE row = ?1",
     [ST_LEASES] = "UPDATE tasks SET leased = 1 WHERE row BETWEEN ?1 AND ?2",
-    [ST_META] = ("UPDATE tasks SET attempt = ?2, leased = ?3, reasons = ?4, not_before_ms = ?5, "
-                 "started_ms = ?6 WHERE row = ?1"),
+    [ST_META] = ("UPDATE tasks SET attempt = ?2, leased = ?3, reasons = NULL, attempts = ?4, "
+                 "not_before_ms = ?5, started_ms = ?6 WHERE row = ?1"),
     [ST_DONE] = ("UPDATE tasks SET done = 1, leased = 0, status = ?2, data = ?3, reasons = NULL, "
-                 "not_before_ms = 0, started_ms = ?4, finished_ms = ?5 WHERE row = ?1"),
+                 "attempts = ?6, not_before_ms = 0, started_ms = ?4, finished_ms = ?5 "
+                 "WHERE row = ?1"),
     [ST_DEL1] = "DELETE FROM tasks WHERE row = ?1",
     [ST_DELS] = "DELETE FROM tasks WHERE row BETWEEN ?1 AND ?2",
     [ST_PROBE] = "INSERT OR REPLACE INTO meta(key, value) VALUES('probe', ?1)",
@@ -75,7 +77,8 @@ static const char *const s_sql[ST_COUNT] = {
     " max_attempts INTEGER NOT NULL DEFAULT 0, backoff_ms INTEGER NOT NULL DEFAULT 0,"             \
     " backoff_factor REAL NOT NULL DEFAULT 0, backoff_max_ms INTEGER NOT NULL DEFAULT 0,"          \
     " retry_on_error INTEGER NOT NULL DEFAULT 0, submitted_ms INTEGER NOT NULL DEFAULT 0,"         \
-    " started_ms INTEGER NOT NULL DEFAULT 0, finished_ms INTEGER NOT NULL DEFAULT 0"
+    " started_ms INTEGER NOT NULL DEFAULT 0, finished_ms INTEGER NOT NULL DEFAULT 0,"          \
+    " attempts BLOB"
 
 static const char s_schema[] =
     "CREATE TABLE meta(key TEXT PRIMARY KEY NOT NULL, value) WITHOUT ROWID;"
@@ -92,7 +95,7 @@ static const char s_schema[] =
     " timeout_ms INTEGER NOT NULL,"
     " status TEXT,"              /* done: ok, failed, ..., gave_up */
     " data BLOB,"                /* args, or the result's value or error */
-    " reasons TEXT,"             /* why earlier attempts failed */
+    " reasons TEXT,"             /* schema 1-2: why earlier attempts failed (now in attempts) */
     S_COLUMNS_2 ");";
 
 /* The columns of schema 2 (task control), as CREATE TABLE lists them; the
@@ -110,6 +113,12 @@ static const char *const s_columns_2[] = {
     "submitted_ms INTEGER NOT NULL DEFAULT 0",
     "started_ms INTEGER NOT NULL DEFAULT 0",
     "finished_ms INTEGER NOT NULL DEFAULT 0",
+};
+
+/* Schema 3: each attempt's worker and reason, the master's own records
+ * (master_internal.h, dist__mhist_t); NULL in an older row. */
+static const char *const s_columns_3[] = {
+    "attempts BLOB",
 };
 
 /* A run of consecutive rows waiting for one range statement. */
@@ -251,15 +260,26 @@ static int s_check_or_create(dist__store_t *st, char *why, size_t whylen)
     return SQLITE_OK;
 }
 
-/* Schema 1 -> 2 in one transaction: the new columns, then the version. */
+/* Adds the columns of one schema; an SQLite code. */
+static int s_add_columns(dist__store_t *st, const char *const *cols, size_t n)
+{
+    int rc = SQLITE_OK;
+    for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
+        char sql[160];
+        snprintf(sql, sizeof sql, "ALTER TABLE tasks ADD COLUMN %s", cols[i]);
+        rc = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
+    }
+    return rc;
+}
+
+/* Schema 1 or 2 -> 3 in one transaction: the new columns, then the version. */
 static int s_migrate(dist__store_t *st)
 {
     int rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-    for (size_t i = 0; rc == SQLITE_OK && i < sizeof s_columns_2 / sizeof *s_columns_2; i++) {
-        char sql[160];
-        snprintf(sql, sizeof sql, "ALTER TABLE tasks ADD COLUMN %s", s_columns_2[i]);
-        rc = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
-    }
+    if (rc == SQLITE_OK && st->version < 2)
+        rc = s_add_columns(st, s_columns_2, sizeof s_columns_2 / sizeof *s_columns_2);
+    if (rc == SQLITE_OK && st->version < 3)
+        rc = s_add_columns(st, s_columns_3, sizeof s_columns_3 / sizeof *s_columns_3);
     if (rc == SQLITE_OK) {
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d; COMMIT", DIST__STORE_SCHEMA);
@@ -508,6 +528,11 @@ static const char *s_row(sqlite3_stmt *q, dist__srow_t *r)
     r->submitted_ms = sqlite3_column_int64(q, 19);
     r->started_ms = sqlite3_column_int64(q, 20);
     r->finished_ms = sqlite3_column_int64(q, 21);
+    if (sqlite3_column_type(q, 22) != SQLITE_NULL) {
+        if (!s_col_blob(q, 22, false, &p, &r->attempts_len))
+            return "attempts";
+        r->attempts = p;
+    }
     return NULL;
 }
 
@@ -541,7 +566,7 @@ int dist__store_load(dist__store_t *st, int (*on_name)(void *ud, const char *nam
                                 "timeout_ms, status, data, reasons, key, priority, "
                                 "not_before_ms, max_attempts, backoff_ms, backoff_factor, "
                                 "backoff_max_ms, retry_on_error, submitted_ms, started_ms, "
-                                "finished_ms FROM tasks ORDER BY row",
+                                "finished_ms, attempts FROM tasks ORDER BY row",
                                 -1, &q, NULL);
     while (!code && (rc == SQLITE_OK || rc == SQLITE_ROW)) {
         if ((rc = sqlite3_step(q)) != SQLITE_ROW)
@@ -587,6 +612,15 @@ static void s_bind_blob(sqlite3_stmt *q, int i, const void *p, size_t n)
     sqlite3_bind_blob64(q, i, p ? p : "", n, SQLITE_STATIC);
 }
 
+/* A row's attempts, or NULL when it has none. */
+static void s_bind_attempts(sqlite3_stmt *q, int i, const dist__srow_t *r)
+{
+    if (r->attempts)
+        s_bind_blob(q, i, r->attempts, r->attempts_len);
+    else
+        sqlite3_bind_null(q, i);
+}
+
 void dist__store_name_put(dist__store_t *st, const char *name, size_t len)
 {
     if (st->err)
@@ -611,7 +645,7 @@ void dist__store_task_put(dist__store_t *st, const dist__srow_t *r)
         return;
     bool plain = !r->key && !r->priority && !r->not_before_ms && !r->max_attempts &&
                  !r->backoff_ms && r->backoff_factor == 0 && !r->backoff_max_ms &&
-                 !r->retry_on_error && !r->started_ms && !r->finished_ms;
+                 !r->retry_on_error && !r->started_ms && !r->finished_ms && !r->attempts_len;
     sqlite3_stmt *q = st->st[plain ? ST_PUT_PLAIN : ST_PUT];
     sqlite3_bind_int64(q, 1, r->row);
     s_bind_blob(q, 2, r->id.b, sizeof r->id.b);
@@ -624,7 +658,7 @@ void dist__store_task_put(dist__store_t *st, const dist__srow_t *r)
     /* A NULL text binds NULL (SQLite's documented behaviour). */
     sqlite3_bind_text(q, 9, r->done ? dist__status_name(r->status) : NULL, -1, SQLITE_STATIC);
     s_bind_blob(q, 10, r->data, r->len);
-    sqlite3_bind_text(q, 11, r->reasons, -1, SQLITE_STATIC);
+    sqlite3_bind_null(q, 11); /* the reasons of schema 2 are in attempts now */
     if (plain) {
         sqlite3_bind_int64(q, 12, r->submitted_ms);
         s_run(st, q);
@@ -641,6 +675,7 @@ void dist__store_task_put(dist__store_t *st, const dist__srow_t *r)
     sqlite3_bind_int64(q, 20, r->submitted_ms);
     sqlite3_bind_int64(q, 21, r->started_ms);
     sqlite3_bind_int64(q, 22, r->finished_ms);
+    s_bind_attempts(q, 23, r);
     s_run(st, q);
 }
 
@@ -690,7 +725,7 @@ void dist__store_task_meta(dist__store_t *st, const dist__srow_t *r)
     sqlite3_bind_int64(q, 1, r->row);
     sqlite3_bind_int64(q, 2, r->attempt);
     sqlite3_bind_int(q, 3, r->leased);
-    sqlite3_bind_text(q, 4, r->reasons, -1, SQLITE_STATIC); /* NULL binds NULL */
+    s_bind_attempts(q, 4, r);
     sqlite3_bind_int64(q, 5, r->not_before_ms);
     sqlite3_bind_int64(q, 6, r->started_ms);
     s_run(st, q);
@@ -706,6 +741,7 @@ void dist__store_task_done(dist__store_t *st, const dist__srow_t *r)
     s_bind_blob(q, 3, r->data, r->len);
     sqlite3_bind_int64(q, 4, r->started_ms);
     sqlite3_bind_int64(q, 5, r->finished_ms);
+    s_bind_attempts(q, 6, r);
     s_run(st, q);
 }
 

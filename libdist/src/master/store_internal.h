@@ -43,11 +43,12 @@
 
 #include "proto_internal.h"
 
-/* The schema this code writes, and the newest it reads. Schema 1 (before
- * task control) is migrated in place when opened: the new columns are
- * added with their defaults (ALTER TABLE ADD COLUMN), which mean "no
- * option" for every old row. */
-#define DIST__STORE_SCHEMA 2
+/* The schema this code writes, and the newest it reads. Older schemas are
+ * migrated in place when opened: the new columns are added with their
+ * defaults (ALTER TABLE ADD COLUMN), which mean "no option" for every old
+ * row. Schema 2 added task control, 3 each attempt's worker and reason
+ * (the attempts column; older rows keep their reasons text). */
+#define DIST__STORE_SCHEMA 3
 
 typedef struct dist__store dist__store_t;
 
@@ -67,7 +68,7 @@ typedef struct {
     dist__status_t status;   /* DONE only */
     const void *data;        /* args (QUEUED/LEASED) or result (DONE) */
     size_t len;
-    const char *reasons;     /* "1: ...; 2: ..." or NULL */
+    const char *reasons;     /* load only: "1: ...; 2: ..." of a schema 2 row, or NULL */
     /* schema 2: task control (issue 12); 0 / NULL when unset */
     const char *key;         /* the caller's id string (NUL-terminated) */
     uint32_t priority, max_attempts, backoff_ms, backoff_max_ms;
@@ -75,6 +76,9 @@ typedef struct {
     bool retry_on_error;
     int64_t not_before_ms;   /* unix ms: DELAYED until then (not done) */
     int64_t submitted_ms, started_ms, finished_ms;
+    /* schema 3: the attempts so far (dist__mhist_t records), or NULL */
+    const uint8_t *attempts;
+    size_t attempts_len;
 } dist__srow_t;
 
 /* Opens (creating when needed) the store at path, checks that it is a
@@ -109,7 +113,7 @@ void dist__store_name_del(dist__store_t *st, const char *name, size_t len);
 void dist__store_task_put(dist__store_t *st, const dist__srow_t *r);
 /* The row's current attempt was leased. */
 void dist__store_task_lease(dist__store_t *st, int64_t row);
-/* A new attempt number, its reasons, leased or not, not_before_ms and
+/* A new attempt number, its attempts, leased or not, not_before_ms and
  * started_ms of r (RETURN, retries, delays, a delayed task due). */
 void dist__store_task_meta(dist__store_t *st, const dist__srow_t *r);
 /* The task is DONE with r's status and result (data), started_ms and finished_ms. */
