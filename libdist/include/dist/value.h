@@ -94,6 +94,7 @@ DIST_EXPORT msgpack_packer *dist_args_packer(dist_args_t *self);
  * NULL with errno ENOMEM, or EINVAL (DIST_EINVAL's positive code) for a bad
  * format. */
 DIST_EXPORT dist_args_t *dist_args_pack(const char *fmt, ...);
+DIST_EXPORT dist_args_t *dist_args_vpack(const char *fmt, va_list ap);
 /* Appends one element per top-level item of fmt. */
 DIST_EXPORT int dist_args_add(dist_args_t *self, const char *fmt, ...);
 DIST_EXPORT int dist_args_vadd(dist_args_t *self, const char *fmt, va_list ap);

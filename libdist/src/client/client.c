@@ -418,11 +418,8 @@ static void s_on_results(dist_client_t *self, const msgpack_object *b)
 static void s_on_error(dist_client_t *self, const msgpack_object *b)
 {
     dist__error_t e;
-    if (dist__parse_error(b, &e)) {
-        self->malformed++;
-        dist__log(&self->log, DIST_LOG_WARN, "dropped a malformed ERROR from the master");
+    if (!dist__conn_error(&self->conn, b, &e, &self->malformed))
         return;
-    }
     const char *code = e.code.s, *msg = e.error.s;
     size_t clen = e.code.n, mlen = e.error.n;
     if (e.req) {

@@ -631,18 +631,15 @@ int dist_pool_applyf(dist_pool_t *self, dist_task_ref_t task, dist_result_t **re
     if (!result)
         return DIST_EINVAL;
     *result = NULL;
-    dist_args_t *a = dist_args_new();
-    if (!a)
-        return DIST_ENOMEM;
     va_list ap;
     va_start(ap, fmt);
-    int rc = dist_args_vadd(a, fmt, ap);
+    dist_args_t *a = dist_args_vpack(fmt, ap);
     va_end(ap);
-    if (!rc) {
-        size_t len;
-        const void *args = dist_args_data(a, &len);
-        rc = dist_pool_apply(self, task, args, len, result);
-    }
+    if (!a)
+        return -errno;
+    size_t len;
+    const void *args = dist_args_data(a, &len);
+    int rc = dist_pool_apply(self, task, args, len, result);
     dist_args_destroy(&a);
     return rc;
 }

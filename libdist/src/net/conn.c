@@ -255,6 +255,16 @@ bool dist__conn_on_monitor(dist__conn_t *c)
 
 void dist__conn_heard(dist__conn_t *c, int64_t now) { c->last_heard_ns = now; }
 
+bool dist__conn_error(dist__conn_t *c, const msgpack_object *body, dist__error_t *e,
+                      uint64_t *malformed)
+{
+    if (dist__parse_error(body, e) == 0)
+        return true;
+    (*malformed)++;
+    dist__log(c->log, DIST_LOG_WARN, "dropped a malformed ERROR from the master");
+    return false;
+}
+
 bool dist__conn_welcome(dist__conn_t *c, const msgpack_object *body)
 {
     if (dist__parse_welcome(body, &c->wl))

@@ -113,6 +113,11 @@ const char *dist__conn_failure(dist__conn_t *c, uint16_t event, uint32_t value);
  * to write tcp://host:5555). */
 bool dist__endpoint_check(const char *endpoint, char *why, size_t len);
 
+/* Parses an ERROR from the master into *e: true, or false for a malformed
+ * one, which is logged and counted in *malformed. */
+bool dist__conn_error(dist__conn_t *c, const msgpack_object *body, dist__error_t *e,
+                      uint64_t *malformed);
+
 /* A message came from the master. */
 void dist__conn_heard(dist__conn_t *c, int64_t now);
 

@@ -215,13 +215,19 @@ int dist_args_add(dist_args_t *self, const char *fmt, ...)
 
 dist_args_t *dist_args_pack(const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
+    dist_args_t *a = dist_args_vpack(fmt, ap);
+    va_end(ap);
+    return a;
+}
+
+dist_args_t *dist_args_vpack(const char *fmt, va_list ap)
+{
     dist_args_t *a = dist_args_new();
     if (!a)
         return NULL;
-    va_list ap;
-    va_start(ap, fmt);
     int rc = dist_args_vadd(a, fmt, ap);
-    va_end(ap);
     if (rc) {
         dist_args_destroy(&a);
         errno = -rc;

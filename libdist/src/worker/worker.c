@@ -978,11 +978,8 @@ static void s_on_cancel(dist_worker_t *w, const msgpack_object *b)
 static void s_on_error(dist_worker_t *w, const msgpack_object *b)
 {
     dist__error_t e;
-    if (dist__parse_error(b, &e)) {
-        w->malformed++;
-        dist__log(&w->log, DIST_LOG_WARN, "dropped a malformed ERROR from the master");
+    if (!dist__conn_error(&w->conn, b, &e, &w->malformed))
         return;
-    }
     const char *code = e.code.s, *msg = e.error.s;
     size_t cl = e.code.n, ml = e.error.n;
     dist__log(&w->log, DIST_LOG_WARN, "master error %.*s: %.*s", (int)(cl > 64 ? 64 : cl), code,
