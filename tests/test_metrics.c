@@ -4,6 +4,7 @@
  * MessagePack) and reads the answers with a minimal HTTP/1.0 client. */
 #include <arpa/inet.h>
 #include <dist.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -962,8 +963,8 @@ static void test_concurrent(void **state)
 typedef struct {
     dist__metrics_t *m;
     int rd;
-    volatile bool stop, mute;
-    int answered;
+    atomic_bool stop, mute; /* set by the test, read by the loop thread */
+    atomic_int answered;
 } s_loop_t;
 
 static void *s_loop_thread(void *arg)
