@@ -1,8 +1,9 @@
 /*  store.c - the master's durable store on SQLite (see store_internal.h).
  *
- *  One file, three tables: `names` (task names workers announced, so that
+ *  One file, five tables: `names` (task names workers announced, so that
  *  a SUBMIT right after a restart is not refused as unknown_task), `tasks`
- *  (one row per task not yet acknowledged) and `meta` (who created the
+ *  (one row per task not yet acknowledged), `dead` (the dead letters),
+ *  `tombs` (the ids of expired results) and `meta` (who created the
  *  file; the master's instance id; a row that a failed store rewrites to
  *  see whether it can write again). The file is marked
  *  with an application id and a schema version (PRAGMA application_id and
@@ -40,7 +41,8 @@
 enum {
     ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_NAME_PUT, ST_NAME_DEL, ST_PUT, ST_PUT_PLAIN, ST_LEASE1,
     ST_LEASES,
-    ST_META, ST_DONE, ST_DEL1, ST_DELS, ST_PROBE, ST_COUNT
+    ST_META, ST_DONE, ST_DEL1, ST_DELS, ST_PROBE, ST_DEAD_PUT, ST_DEAD_DEL, ST_DEAD_TRIM,
+    ST_TOMB_PUT, ST_TOMB_TRIM, ST_COUNT
 };
 
 static const char *const s_sql[ST_COUNT] = {
@@ -70,6 +72,15 @@ static const char *const s_sql[ST_COUNT] = {
     [ST_DEL1] = "DELETE FROM tasks WHERE row = ?1",
     [ST_DELS] = "DELETE FROM tasks WHERE row BETWEEN ?1 AND ?2",
     [ST_PROBE] = "INSERT OR REPLACE INTO meta(key, value) VALUES('probe', ?1)",
+    [ST_DEAD_PUT] = ("INSERT OR REPLACE INTO dead(row, id, key, error, task, client, timeout_ms, "
+                     "attempts, priority, max_attempts, backoff_ms, backoff_factor, "
+                     "backoff_max_ms, retry_on_error, submitted_ms, started_ms, finished_ms, "
+                     "hist, args) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, "
+                     "?14, ?15, ?16, ?17, ?18, ?19)"),
+    [ST_DEAD_DEL] = "DELETE FROM dead WHERE row = ?1",
+    [ST_DEAD_TRIM] = "DELETE FROM dead WHERE row < ?1",
+    [ST_TOMB_PUT] = "INSERT OR REPLACE INTO tombs(row, id) VALUES(?1, ?2)",
+    [ST_TOMB_TRIM] = "DELETE FROM tombs WHERE row < ?1",
 };
 
 #define S_COLUMNS_2                                                                              \
@@ -79,6 +90,21 @@ static const char *const s_sql[ST_COUNT] = {
     " retry_on_error INTEGER NOT NULL DEFAULT 0, submitted_ms INTEGER NOT NULL DEFAULT 0,"         \
     " started_ms INTEGER NOT NULL DEFAULT 0, finished_ms INTEGER NOT NULL DEFAULT 0,"          \
     " attempts BLOB"
+
+/* Schema 4: the dead letters (tasks that ended failed, kept for FAILED
+ * and RETRY) and the tombstones of expired results, both bounded by the
+ * master as in memory (master_control.c). Rows are the master's sequence
+ * numbers, oldest first. */
+#define S_TABLES_4                                                                              \
+    "CREATE TABLE dead("                                                                       \
+    " row INTEGER PRIMARY KEY, id BLOB NOT NULL, key TEXT, error BLOB NOT NULL,"               \
+    " task BLOB NOT NULL, client BLOB NOT NULL, timeout_ms INTEGER NOT NULL,"                  \
+    " attempts INTEGER NOT NULL, priority INTEGER NOT NULL, max_attempts INTEGER NOT NULL,"    \
+    " backoff_ms INTEGER NOT NULL, backoff_factor REAL NOT NULL,"                              \
+    " backoff_max_ms INTEGER NOT NULL, retry_on_error INTEGER NOT NULL,"                       \
+    " submitted_ms INTEGER NOT NULL, started_ms INTEGER NOT NULL,"                             \
+    " finished_ms INTEGER NOT NULL, hist BLOB, args BLOB NOT NULL);"                          \
+    "CREATE TABLE tombs(row INTEGER PRIMARY KEY, id BLOB NOT NULL);"
 
 static const char s_schema[] =
     "CREATE TABLE meta(key TEXT PRIMARY KEY NOT NULL, value) WITHOUT ROWID;"
@@ -96,7 +122,7 @@ static const char s_schema[] =
     " status TEXT,"              /* done: ok, failed, ..., gave_up */
     " data BLOB,"                /* args, or the result's value or error */
     " reasons TEXT,"             /* schema 1-2: why earlier attempts failed (now in attempts) */
-    S_COLUMNS_2 ");";
+    S_COLUMNS_2 ");" S_TABLES_4;
 
 /* The columns of schema 2 (task control), as CREATE TABLE lists them; the
  * migration of a schema 1 file adds each with ALTER TABLE ADD COLUMN. All
@@ -272,7 +298,8 @@ static int s_add_columns(dist__store_t *st, const char *const *cols, size_t n)
     return rc;
 }
 
-/* Schema 1 or 2 -> 3 in one transaction: the new columns, then the version. */
+/* Schema 1, 2 or 3 -> 4 in one transaction: the new columns and tables,
+ * then the version. */
 static int s_migrate(dist__store_t *st)
 {
     int rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
@@ -280,6 +307,8 @@ static int s_migrate(dist__store_t *st)
         rc = s_add_columns(st, s_columns_2, sizeof s_columns_2 / sizeof *s_columns_2);
     if (rc == SQLITE_OK && st->version < 3)
         rc = s_add_columns(st, s_columns_3, sizeof s_columns_3 / sizeof *s_columns_3);
+    if (rc == SQLITE_OK && st->version < 4)
+        rc = sqlite3_exec(st->db, S_TABLES_4, NULL, NULL, NULL);
     if (rc == SQLITE_OK) {
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d; COMMIT", DIST__STORE_SCHEMA);
@@ -591,6 +620,116 @@ int dist__store_load(dist__store_t *st, int (*on_name)(void *ud, const char *nam
     return code;
 }
 
+/* Reads the current row of the dead-letter query into d; NULL or what is wrong. */
+static const char *s_dead_row(sqlite3_stmt *q, dist__sdead_t *d)
+{
+    const void *p;
+    size_t n;
+    uint32_t roe = 0;
+    memset(d, 0, sizeof *d);
+    d->row = sqlite3_column_int64(q, 0);
+    if (d->row <= 0)
+        return "row number";
+    if (!s_col_blob(q, 1, false, &p, &n) || n != sizeof d->id.b)
+        return "id";
+    memcpy(d->id.b, p, n);
+    int type = sqlite3_column_type(q, 2);
+    if (type == SQLITE_TEXT) {
+        d->key = (const char *)sqlite3_column_text(q, 2);
+        if (!dist__key_ok(d->key, strlen(d->key)))
+            return "key";
+    } else if (type != SQLITE_NULL) {
+        return "key";
+    }
+    if (!s_col_blob(q, 3, false, &p, &d->error_len))
+        return "error";
+    d->error = p;
+    if (!s_col_blob(q, 4, false, &p, &n) || !dist__name_ok(p, n))
+        return "task";
+    d->task = p;
+    d->task_len = n;
+    if (!s_col_blob(q, 5, false, &p, &n) || !dist__peer_name_ok(p, n))
+        return "client";
+    d->client = p;
+    d->client_len = n;
+    if (!s_col_u32(q, 6, 0, &d->timeout_ms) || !s_col_u32(q, 7, 0, &d->attempts))
+        return "timeout_ms or attempts";
+    if (!s_col_u32(q, 8, 0, &d->priority) || d->priority >= DIST__PRIORITY_LEVELS)
+        return "priority";
+    if (!s_col_u32(q, 9, 0, &d->max_attempts) || d->max_attempts > DIST__ATTEMPTS_MAX)
+        return "max_attempts";
+    if (!s_col_u32(q, 10, 0, &d->backoff_ms) || !s_col_u32(q, 12, 0, &d->backoff_max_ms))
+        return "backoff";
+    d->backoff_factor = sqlite3_column_double(q, 11);
+    if (!(d->backoff_factor == 0 || (d->backoff_factor >= 1.0 && d->backoff_factor <= 1000.0)))
+        return "backoff_factor";
+    if (!s_col_u32(q, 13, 0, &roe) || roe > 1)
+        return "retry_on_error";
+    d->retry_on_error = roe;
+    d->submitted_ms = sqlite3_column_int64(q, 14);
+    d->started_ms = sqlite3_column_int64(q, 15);
+    d->finished_ms = sqlite3_column_int64(q, 16);
+    if (!s_col_blob(q, 17, true, &p, &d->hist_len))
+        return "hist";
+    d->hist = p;
+    if (!s_col_blob(q, 18, false, &d->args, &d->len) || d->len > UINT32_MAX)
+        return "args";
+    return NULL;
+}
+
+int dist__store_load_control(dist__store_t *st, int (*on_dead)(void *ud, const dist__sdead_t *d),
+                             int (*on_tomb)(void *ud, int64_t row, const dist__id_t *id),
+                             void *ud, char *why, size_t whylen)
+{
+    sqlite3_stmt *q = NULL;
+    int code = 0;
+    int rc = sqlite3_prepare_v2(st->db, "SELECT row, id, key, error, task, client, timeout_ms, "
+                                "attempts, priority, max_attempts, backoff_ms, backoff_factor, "
+                                "backoff_max_ms, retry_on_error, submitted_ms, started_ms, "
+                                "finished_ms, hist, args FROM dead ORDER BY row",
+                                -1, &q, NULL);
+    while (!code && rc != SQLITE_DONE && (rc == SQLITE_OK || rc == SQLITE_ROW)) {
+        if ((rc = sqlite3_step(q)) != SQLITE_ROW)
+            break;
+        dist__sdead_t d;
+        const char *bad = s_dead_row(q, &d);
+        if (bad) {
+            snprintf(why, whylen, "%s is damaged: dead letter row %lld has a bad %s", st->path,
+                     (long long)sqlite3_column_int64(q, 0), bad);
+            code = DIST_EINVAL;
+        } else if ((code = on_dead(ud, &d)) != 0) {
+            snprintf(why, whylen, "cannot load %s: dead letter row %lld: %s", st->path,
+                     (long long)d.row, dist_strerror(code));
+        }
+    }
+    sqlite3_finalize(q);
+    q = NULL;
+    if (!code && rc == SQLITE_DONE)
+        rc = sqlite3_prepare_v2(st->db, "SELECT row, id FROM tombs ORDER BY row", -1, &q, NULL);
+    while (!code && (rc == SQLITE_OK || rc == SQLITE_ROW)) {
+        if ((rc = sqlite3_step(q)) != SQLITE_ROW)
+            break;
+        const void *p;
+        size_t n;
+        dist__id_t id;
+        int64_t row = sqlite3_column_int64(q, 0);
+        if (row <= 0 || !s_col_blob(q, 1, false, &p, &n) || n != sizeof id.b) {
+            snprintf(why, whylen, "%s is damaged: tombstone row %lld is not valid", st->path,
+                     (long long)row);
+            code = DIST_EINVAL;
+            break;
+        }
+        memcpy(id.b, p, n);
+        if ((code = on_tomb(ud, row, &id)) != 0)
+            snprintf(why, whylen, "cannot load %s: tombstone row %lld: %s", st->path,
+                     (long long)row, dist_strerror(code));
+    }
+    sqlite3_finalize(q);
+    if (!code && rc != SQLITE_DONE)
+        code = s_open_error(st, sqlite3_extended_errcode(st->db), why, whylen);
+    return code;
+}
+
 /* ---- writing ---------------------------------------------------------------------- */
 
 int dist__store_begin(dist__store_t *st)
@@ -744,6 +883,61 @@ void dist__store_task_done(dist__store_t *st, const dist__srow_t *r)
     s_bind_attempts(q, 6, r);
     s_run(st, q);
 }
+
+void dist__store_dead_put(dist__store_t *st, const dist__sdead_t *d)
+{
+    if (st->err)
+        return;
+    sqlite3_stmt *q = st->st[ST_DEAD_PUT];
+    sqlite3_bind_int64(q, 1, d->row);
+    s_bind_blob(q, 2, d->id.b, sizeof d->id.b);
+    sqlite3_bind_text(q, 3, d->key, -1, SQLITE_STATIC);
+    s_bind_blob(q, 4, d->error, d->error_len);
+    s_bind_blob(q, 5, d->task, d->task_len);
+    s_bind_blob(q, 6, d->client, d->client_len);
+    sqlite3_bind_int64(q, 7, d->timeout_ms);
+    sqlite3_bind_int64(q, 8, d->attempts);
+    sqlite3_bind_int64(q, 9, d->priority);
+    sqlite3_bind_int64(q, 10, d->max_attempts);
+    sqlite3_bind_int64(q, 11, d->backoff_ms);
+    sqlite3_bind_double(q, 12, d->backoff_factor);
+    sqlite3_bind_int64(q, 13, d->backoff_max_ms);
+    sqlite3_bind_int(q, 14, d->retry_on_error);
+    sqlite3_bind_int64(q, 15, d->submitted_ms);
+    sqlite3_bind_int64(q, 16, d->started_ms);
+    sqlite3_bind_int64(q, 17, d->finished_ms);
+    if (d->hist_len)
+        s_bind_blob(q, 18, d->hist, d->hist_len);
+    else
+        sqlite3_bind_null(q, 18);
+    s_bind_blob(q, 19, d->args, d->len);
+    s_run(st, q);
+}
+
+/* One statement bound with one row number. */
+static void s_row_stmt(dist__store_t *st, int which, int64_t row)
+{
+    if (st->err)
+        return;
+    sqlite3_bind_int64(st->st[which], 1, row);
+    s_run(st, st->st[which]);
+}
+
+void dist__store_dead_del(dist__store_t *st, int64_t row) { s_row_stmt(st, ST_DEAD_DEL, row); }
+
+void dist__store_dead_trim(dist__store_t *st, int64_t below) { s_row_stmt(st, ST_DEAD_TRIM, below); }
+
+void dist__store_tomb_put(dist__store_t *st, int64_t row, const dist__id_t *id)
+{
+    if (st->err)
+        return;
+    sqlite3_stmt *q = st->st[ST_TOMB_PUT];
+    sqlite3_bind_int64(q, 1, row);
+    s_bind_blob(q, 2, id->b, sizeof id->b);
+    s_run(st, q);
+}
+
+void dist__store_tomb_trim(dist__store_t *st, int64_t below) { s_row_stmt(st, ST_TOMB_TRIM, below); }
 
 int dist__store_instance(dist__store_t *st, const char *fresh, char *out)
 {
