@@ -174,12 +174,7 @@ static int s_dead_put(dist_master_t *s, const dist__sdead_t *r)
     d->id = r->id;
     snprintf(d->task, sizeof d->task, "%.*s", (int)r->task_len, r->task);
     snprintf(d->client, sizeof d->client, "%.*s", (int)r->client_len, r->client);
-    d->o.prio = (uint8_t)r->priority;
-    d->o.retry_on_error = r->retry_on_error;
-    d->o.max_attempts = (uint16_t)r->max_attempts;
-    d->o.backoff_ms = r->backoff_ms;
-    d->o.backoff_max_ms = r->backoff_max_ms;
-    d->o.backoff_factor = (float)r->backoff_factor;
+    d->o = dist__m_opts_of_row(&r->o);
     d->timeout_ms = r->timeout_ms;
     d->attempts = r->attempts;
     d->submitted_ms = r->submitted_ms;
@@ -200,31 +195,15 @@ static int s_dead_put(dist_master_t *s, const dist__sdead_t *r)
 /* The stored form of a dead letter (borrowing d). */
 static void s_dead_row(const dist__mdead_t *d, dist__sdead_t *r)
 {
-    memset(r, 0, sizeof *r);
-    r->row = d->srow;
-    r->id = d->id;
-    r->key = d->key;
-    r->error = d->error;
-    r->error_len = strlen(d->error);
-    r->task = d->task;
-    r->task_len = strlen(d->task);
-    r->client = d->client;
-    r->client_len = strlen(d->client);
-    r->timeout_ms = d->timeout_ms;
-    r->attempts = d->attempts;
-    r->priority = d->o.prio;
-    r->max_attempts = d->o.max_attempts;
-    r->backoff_ms = d->o.backoff_ms;
-    r->backoff_max_ms = d->o.backoff_max_ms;
-    r->backoff_factor = d->o.backoff_factor;
-    r->retry_on_error = d->o.retry_on_error;
-    r->submitted_ms = d->submitted_ms;
-    r->started_ms = d->started_ms;
-    r->finished_ms = d->finished_ms;
-    r->hist = d->hist;
-    r->hist_len = d->hist_len;
-    r->args = d->args;
-    r->len = d->len;
+    *r = (dist__sdead_t){
+        .row = d->srow, .id = d->id, .key = d->key, .error = d->error,
+        .error_len = strlen(d->error), .task = d->task, .task_len = strlen(d->task),
+        .client = d->client, .client_len = strlen(d->client), .timeout_ms = d->timeout_ms,
+        .attempts = d->attempts, .submitted_ms = d->submitted_ms, .started_ms = d->started_ms,
+        .finished_ms = d->finished_ms, .hist = d->hist, .hist_len = d->hist_len,
+        .args = d->args, .len = d->len,
+    };
+    dist__m_opts_to_row(&d->o, &r->o);
 }
 
 void dist__m_dead_add(dist_master_t *s, const dist__mtask_t *t, int st, const void *error,
@@ -235,14 +214,12 @@ void dist__m_dead_add(dist_master_t *s, const dist__mtask_t *t, int st, const vo
         .id = t->id, .key = t->key, .error = error ? error : "", .error_len = error ? len : 0,
         .task = t->q->key.name, .task_len = t->q->key.len,
         .client = t->cn->key.name, .client_len = t->cn->key.len,
-        .timeout_ms = t->timeout_ms, .attempts = t->attempt, .priority = t->o.prio,
-        .max_attempts = t->o.max_attempts, .backoff_ms = t->o.backoff_ms,
-        .backoff_max_ms = t->o.backoff_max_ms, .backoff_factor = t->o.backoff_factor,
-        .retry_on_error = t->o.retry_on_error, .submitted_ms = t->submitted_ms,
+        .timeout_ms = t->timeout_ms, .attempts = t->attempt, .submitted_ms = t->submitted_ms,
         .started_ms = t->started_ms, .finished_ms = dist__m_unix_ms(),
         .hist = t->hist ? t->hist->b : NULL, .hist_len = t->hist ? t->hist->len : 0,
         .args = t->data, .len = t->len,
     };
+    dist__m_opts_to_row(&t->o, &r.o);
     (void)s_dead_put(s, &r); /* without memory the task is not listed */
 }
 

@@ -657,6 +657,9 @@ dist__str_t dist__m_task_name(const dist__mtask_t *t);
 void dist__m_task_cancel(dist_master_t *s, dist__mtask_t *t, const char *by);
 /* Unix ms now. */
 int64_t dist__m_unix_ms(void);
+/* A task's options as the store keeps them, and back. */
+void dist__m_opts_to_row(const dist__mopts_t *o, dist__sopts_t *r);
+dist__mopts_t dist__m_opts_of_row(const dist__sopts_t *r);
 
 /* A dead letter: a task that ended failed (gave_up included, not
  * cancelled), kept with its args so that RETRY can submit it again. */

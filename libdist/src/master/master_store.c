@@ -179,12 +179,7 @@ static void s_row_of(const dist__mtask_t *t, dist__srow_t *r)
     r->attempts = t->hist && t->hist->len ? t->hist->b : NULL;
     r->attempts_len = t->hist ? t->hist->len : 0;
     r->key = t->key;
-    r->priority = t->o.prio;
-    r->max_attempts = t->o.max_attempts;
-    r->backoff_ms = t->o.backoff_ms;
-    r->backoff_factor = t->o.backoff_factor;
-    r->backoff_max_ms = t->o.backoff_max_ms;
-    r->retry_on_error = t->o.retry_on_error;
+    dist__m_opts_to_row(&t->o, &r->o);
     r->not_before_ms = t->state == DIST__T_DELAYED ? t->not_before_ms : 0;
     r->submitted_ms = t->submitted_ms;
     r->started_ms = t->started_ms;

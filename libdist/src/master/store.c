@@ -488,27 +488,79 @@ static bool s_col_u32(sqlite3_stmt *q, int i, int64_t min, uint32_t *v)
     return true;
 }
 
+/* The options of a task or dead letter: priority in column prio, then
+ * max_attempts, backoff_ms, backoff_factor, backoff_max_ms and
+ * retry_on_error from column rest on; NULL or what is wrong. */
+static const char *s_col_opts(sqlite3_stmt *q, int prio, int rest, dist__sopts_t *o)
+{
+    uint32_t roe = 0;
+    if (!s_col_u32(q, prio, 0, &o->priority) || o->priority >= DIST__PRIORITY_LEVELS)
+        return "priority";
+    if (!s_col_u32(q, rest, 0, &o->max_attempts) || o->max_attempts > DIST__ATTEMPTS_MAX)
+        return "max_attempts";
+    if (!s_col_u32(q, rest + 1, 0, &o->backoff_ms) ||
+        !s_col_u32(q, rest + 3, 0, &o->backoff_max_ms))
+        return "backoff";
+    o->backoff_factor = sqlite3_column_double(q, rest + 2);
+    if (!(o->backoff_factor == 0 || (o->backoff_factor >= 1.0 && o->backoff_factor <= 1000.0)))
+        return "backoff_factor";
+    if (!s_col_u32(q, rest + 4, 0, &roe) || roe > 1)
+        return "retry_on_error";
+    o->retry_on_error = roe;
+    return NULL;
+}
+
+/* Columns 0 and 1 of a task or dead letter: its row and its id; NULL or
+ * what is wrong. */
+static const char *s_col_row_id(sqlite3_stmt *q, int64_t *row, dist__id_t *id)
+{
+    const void *p;
+    size_t n;
+    *row = sqlite3_column_int64(q, 0);
+    if (*row <= 0)
+        return "row number";
+    if (!s_col_blob(q, 1, false, &p, &n) || n != sizeof id->b)
+        return "id";
+    memcpy(id->b, p, n);
+    return NULL;
+}
+
+/* A task name column, or with peer a client name. */
+static bool s_col_name(sqlite3_stmt *q, int i, bool peer, const char **name, size_t *len)
+{
+    const void *p;
+    if (!s_col_blob(q, i, false, &p, len) ||
+        !(peer ? dist__peer_name_ok(p, *len) : dist__name_ok(p, *len)))
+        return false;
+    *name = p;
+    return true;
+}
+
+/* A key column: a caller's id string, or NULL. */
+static bool s_col_key(sqlite3_stmt *q, int i, const char **key)
+{
+    int type = sqlite3_column_type(q, i);
+    if (type == SQLITE_NULL)
+        return true;
+    if (type != SQLITE_TEXT)
+        return false;
+    *key = (const char *)sqlite3_column_text(q, i);
+    return dist__key_ok(*key, strlen(*key));
+}
+
 /* Reads the current row of the task query into r; NULL or what is wrong. */
 static const char *s_row(sqlite3_stmt *q, dist__srow_t *r)
 {
     const void *p;
-    size_t n;
     uint32_t flag;
     memset(r, 0, sizeof *r);
-    r->row = sqlite3_column_int64(q, 0);
-    if (r->row <= 0)
-        return "row number";
-    if (!s_col_blob(q, 1, false, &p, &n) || n != sizeof r->id.b)
-        return "id";
-    memcpy(r->id.b, p, n);
-    if (!s_col_blob(q, 2, false, &p, &n) || !dist__peer_name_ok(p, n))
+    const char *bad = s_col_row_id(q, &r->row, &r->id);
+    if (bad)
+        return bad;
+    if (!s_col_name(q, 2, true, &r->client, &r->client_len))
         return "client";
-    r->client = p;
-    r->client_len = n;
-    if (!s_col_blob(q, 3, false, &p, &n) || !dist__name_ok(p, n))
+    if (!s_col_name(q, 3, false, &r->task, &r->task_len))
         return "task";
-    r->task = p;
-    r->task_len = n;
     if (!s_col_u32(q, 4, 0, &flag) || flag > 1)
         return "done";
     r->done = flag;
@@ -532,27 +584,11 @@ static const char *s_row(sqlite3_stmt *q, dist__srow_t *r)
         r->reasons = (const char *)sqlite3_column_text(q, 10);
     else if (type != SQLITE_NULL)
         return "reasons";
-    type = sqlite3_column_type(q, 11);
-    if (type == SQLITE_TEXT) {
-        r->key = (const char *)sqlite3_column_text(q, 11);
-        if (!dist__key_ok(r->key, strlen(r->key)))
-            return "key";
-    } else if (type != SQLITE_NULL) {
+    if (!s_col_key(q, 11, &r->key))
         return "key";
-    }
-    uint32_t roe = 0;
-    if (!s_col_u32(q, 12, 0, &r->priority) || r->priority >= DIST__PRIORITY_LEVELS)
-        return "priority";
-    if (!s_col_u32(q, 14, 0, &r->max_attempts) || r->max_attempts > DIST__ATTEMPTS_MAX)
-        return "max_attempts";
-    if (!s_col_u32(q, 15, 0, &r->backoff_ms) || !s_col_u32(q, 17, 0, &r->backoff_max_ms))
-        return "backoff";
-    if (!s_col_u32(q, 18, 0, &roe) || roe > 1)
-        return "retry_on_error";
-    r->retry_on_error = roe;
-    r->backoff_factor = sqlite3_column_double(q, 16);
-    if (!(r->backoff_factor == 0 || (r->backoff_factor >= 1.0 && r->backoff_factor <= 1000.0)))
-        return "backoff_factor";
+    bad = s_col_opts(q, 12, 14, &r->o);
+    if (bad)
+        return bad;
     r->not_before_ms = r->done ? 0 : sqlite3_column_int64(q, 13);
     r->submitted_ms = sqlite3_column_int64(q, 19);
     r->started_ms = sqlite3_column_int64(q, 20);
@@ -563,6 +599,58 @@ static const char *s_row(sqlite3_stmt *q, dist__srow_t *r)
         r->attempts = p;
     }
     return NULL;
+}
+
+/* What the loaders' row callbacks pass on. */
+typedef struct {
+    int (*on_task)(void *ud, const dist__srow_t *r);
+    int (*on_dead)(void *ud, const dist__sdead_t *d);
+    int (*on_tomb)(void *ud, int64_t row, const dist__id_t *id);
+    void *ud;
+    int64_t *max_row;
+} s_load_t;
+
+/* Steps the query sql through its rows, giving each to each(), which
+ * sets *bad to what is wrong with a damaged row or returns the code of
+ * its callback; the first of either stops the load with a sentence in why
+ * naming `what` and the row. 0 or a negative code. */
+static int s_each(dist__store_t *st, const char *sql, const char *what,
+                  int (*each)(sqlite3_stmt *q, void *ctx, const char **bad), void *ctx,
+                  char *why, size_t whylen)
+{
+    sqlite3_stmt *q = NULL;
+    int code = 0;
+    int rc = sqlite3_prepare_v2(st->db, sql, -1, &q, NULL);
+    while (!code && (rc == SQLITE_OK || rc == SQLITE_ROW)) {
+        if ((rc = sqlite3_step(q)) != SQLITE_ROW)
+            break;
+        const char *bad = NULL;
+        long long row = (long long)sqlite3_column_int64(q, 0);
+        code = each(q, ctx, &bad);
+        if (bad) {
+            snprintf(why, whylen, "%s is damaged: %s row %lld has a bad %s", st->path, what, row,
+                     bad);
+            code = DIST_EINVAL;
+        } else if (code) {
+            snprintf(why, whylen, "cannot load %s: %s row %lld: %s", st->path, what, row,
+                     dist_strerror(code));
+        }
+    }
+    sqlite3_finalize(q);
+    if (!code && rc != SQLITE_DONE)
+        code = s_open_error(st, sqlite3_extended_errcode(st->db), why, whylen);
+    return code;
+}
+
+static int s_task_each(sqlite3_stmt *q, void *ctx, const char **bad)
+{
+    const s_load_t *l = ctx;
+    dist__srow_t r;
+    if ((*bad = s_row(q, &r)) != NULL)
+        return 0;
+    if (r.row > *l->max_row)
+        *l->max_row = r.row;
+    return l->on_task(l->ud, &r);
 }
 
 int dist__store_load(dist__store_t *st, int (*on_name)(void *ud, const char *name, size_t len),
@@ -589,83 +677,40 @@ int dist__store_load(dist__store_t *st, int (*on_name)(void *ud, const char *nam
         }
     }
     sqlite3_finalize(q);
-    q = NULL;
-    if (!code && rc == SQLITE_DONE)
-        rc = sqlite3_prepare_v2(st->db, "SELECT row, id, client, task, done, leased, attempt, "
-                                "timeout_ms, status, data, reasons, key, priority, "
-                                "not_before_ms, max_attempts, backoff_ms, backoff_factor, "
-                                "backoff_max_ms, retry_on_error, submitted_ms, started_ms, "
-                                "finished_ms, attempts FROM tasks ORDER BY row",
-                                -1, &q, NULL);
-    while (!code && (rc == SQLITE_OK || rc == SQLITE_ROW)) {
-        if ((rc = sqlite3_step(q)) != SQLITE_ROW)
-            break;
-        dist__srow_t r;
-        const char *bad = s_row(q, &r);
-        if (bad) {
-            snprintf(why, whylen, "%s is damaged: task row %lld has a bad %s", st->path,
-                     (long long)sqlite3_column_int64(q, 0), bad);
-            code = DIST_EINVAL;
-            break;
-        }
-        if (r.row > *max_row)
-            *max_row = r.row;
-        if ((code = on_task(ud, &r)) != 0)
-            snprintf(why, whylen, "cannot load %s: task row %lld: %s", st->path,
-                     (long long)r.row, dist_strerror(code));
-    }
-    sqlite3_finalize(q);
     if (!code && rc != SQLITE_DONE)
-        code = s_open_error(st, sqlite3_extended_errcode(st->db), why, whylen);
-    return code;
+        return s_open_error(st, sqlite3_extended_errcode(st->db), why, whylen);
+    if (code)
+        return code;
+    s_load_t l = { .on_task = on_task, .ud = ud, .max_row = max_row };
+    return s_each(st, "SELECT row, id, client, task, done, leased, attempt, timeout_ms, status, "
+                  "data, reasons, key, priority, not_before_ms, max_attempts, backoff_ms, "
+                  "backoff_factor, backoff_max_ms, retry_on_error, submitted_ms, started_ms, "
+                  "finished_ms, attempts FROM tasks ORDER BY row",
+                  "task", s_task_each, &l, why, whylen);
 }
 
 /* Reads the current row of the dead-letter query into d; NULL or what is wrong. */
 static const char *s_dead_row(sqlite3_stmt *q, dist__sdead_t *d)
 {
     const void *p;
-    size_t n;
-    uint32_t roe = 0;
     memset(d, 0, sizeof *d);
-    d->row = sqlite3_column_int64(q, 0);
-    if (d->row <= 0)
-        return "row number";
-    if (!s_col_blob(q, 1, false, &p, &n) || n != sizeof d->id.b)
-        return "id";
-    memcpy(d->id.b, p, n);
-    int type = sqlite3_column_type(q, 2);
-    if (type == SQLITE_TEXT) {
-        d->key = (const char *)sqlite3_column_text(q, 2);
-        if (!dist__key_ok(d->key, strlen(d->key)))
-            return "key";
-    } else if (type != SQLITE_NULL) {
+    const char *bad = s_col_row_id(q, &d->row, &d->id);
+    if (bad)
+        return bad;
+    if (!s_col_key(q, 2, &d->key))
         return "key";
-    }
     if (!s_col_blob(q, 3, false, &p, &d->error_len))
         return "error";
     d->error = p;
-    if (!s_col_blob(q, 4, false, &p, &n) || !dist__name_ok(p, n))
+    if (!s_col_name(q, 4, false, &d->task, &d->task_len))
         return "task";
-    d->task = p;
-    d->task_len = n;
-    if (!s_col_blob(q, 5, false, &p, &n) || !dist__peer_name_ok(p, n))
+    if (!s_col_name(q, 5, true, &d->client, &d->client_len))
         return "client";
-    d->client = p;
-    d->client_len = n;
     if (!s_col_u32(q, 6, 0, &d->timeout_ms) || !s_col_u32(q, 7, 0, &d->attempts))
         return "timeout_ms or attempts";
-    if (!s_col_u32(q, 8, 0, &d->priority) || d->priority >= DIST__PRIORITY_LEVELS)
-        return "priority";
-    if (!s_col_u32(q, 9, 0, &d->max_attempts) || d->max_attempts > DIST__ATTEMPTS_MAX)
-        return "max_attempts";
-    if (!s_col_u32(q, 10, 0, &d->backoff_ms) || !s_col_u32(q, 12, 0, &d->backoff_max_ms))
-        return "backoff";
-    d->backoff_factor = sqlite3_column_double(q, 11);
-    if (!(d->backoff_factor == 0 || (d->backoff_factor >= 1.0 && d->backoff_factor <= 1000.0)))
-        return "backoff_factor";
-    if (!s_col_u32(q, 13, 0, &roe) || roe > 1)
-        return "retry_on_error";
-    d->retry_on_error = roe;
+    bad = s_col_opts(q, 8, 9, &d->o);
+    if (bad)
+        return bad;
     d->submitted_ms = sqlite3_column_int64(q, 14);
     d->started_ms = sqlite3_column_int64(q, 15);
     d->finished_ms = sqlite3_column_int64(q, 16);
@@ -677,57 +722,35 @@ static const char *s_dead_row(sqlite3_stmt *q, dist__sdead_t *d)
     return NULL;
 }
 
+static int s_dead_each(sqlite3_stmt *q, void *ctx, const char **bad)
+{
+    const s_load_t *l = ctx;
+    dist__sdead_t d;
+    *bad = s_dead_row(q, &d);
+    return *bad ? 0 : l->on_dead(l->ud, &d);
+}
+
+static int s_tomb_each(sqlite3_stmt *q, void *ctx, const char **bad)
+{
+    const s_load_t *l = ctx;
+    int64_t row;
+    dist__id_t id;
+    *bad = s_col_row_id(q, &row, &id);
+    return *bad ? 0 : l->on_tomb(l->ud, row, &id);
+}
+
 int dist__store_load_control(dist__store_t *st, int (*on_dead)(void *ud, const dist__sdead_t *d),
                              int (*on_tomb)(void *ud, int64_t row, const dist__id_t *id),
                              void *ud, char *why, size_t whylen)
 {
-    sqlite3_stmt *q = NULL;
-    int code = 0;
-    int rc = sqlite3_prepare_v2(st->db, "SELECT row, id, key, error, task, client, timeout_ms, "
-                                "attempts, priority, max_attempts, backoff_ms, backoff_factor, "
-                                "backoff_max_ms, retry_on_error, submitted_ms, started_ms, "
-                                "finished_ms, hist, args FROM dead ORDER BY row",
-                                -1, &q, NULL);
-    while (!code && rc != SQLITE_DONE && (rc == SQLITE_OK || rc == SQLITE_ROW)) {
-        if ((rc = sqlite3_step(q)) != SQLITE_ROW)
-            break;
-        dist__sdead_t d;
-        const char *bad = s_dead_row(q, &d);
-        if (bad) {
-            snprintf(why, whylen, "%s is damaged: dead letter row %lld has a bad %s", st->path,
-                     (long long)sqlite3_column_int64(q, 0), bad);
-            code = DIST_EINVAL;
-        } else if ((code = on_dead(ud, &d)) != 0) {
-            snprintf(why, whylen, "cannot load %s: dead letter row %lld: %s", st->path,
-                     (long long)d.row, dist_strerror(code));
-        }
-    }
-    sqlite3_finalize(q);
-    q = NULL;
-    if (!code && rc == SQLITE_DONE)
-        rc = sqlite3_prepare_v2(st->db, "SELECT row, id FROM tombs ORDER BY row", -1, &q, NULL);
-    while (!code && (rc == SQLITE_OK || rc == SQLITE_ROW)) {
-        if ((rc = sqlite3_step(q)) != SQLITE_ROW)
-            break;
-        const void *p;
-        size_t n;
-        dist__id_t id;
-        int64_t row = sqlite3_column_int64(q, 0);
-        if (row <= 0 || !s_col_blob(q, 1, false, &p, &n) || n != sizeof id.b) {
-            snprintf(why, whylen, "%s is damaged: tombstone row %lld is not valid", st->path,
-                     (long long)row);
-            code = DIST_EINVAL;
-            break;
-        }
-        memcpy(id.b, p, n);
-        if ((code = on_tomb(ud, row, &id)) != 0)
-            snprintf(why, whylen, "cannot load %s: tombstone row %lld: %s", st->path,
-                     (long long)row, dist_strerror(code));
-    }
-    sqlite3_finalize(q);
-    if (!code && rc != SQLITE_DONE)
-        code = s_open_error(st, sqlite3_extended_errcode(st->db), why, whylen);
-    return code;
+    s_load_t l = { .on_dead = on_dead, .on_tomb = on_tomb, .ud = ud };
+    int code = s_each(st, "SELECT row, id, key, error, task, client, timeout_ms, attempts, "
+                      "priority, max_attempts, backoff_ms, backoff_factor, backoff_max_ms, "
+                      "retry_on_error, submitted_ms, started_ms, finished_ms, hist, args "
+                      "FROM dead ORDER BY row",
+                      "dead letter", s_dead_each, &l, why, whylen);
+    return code ? code : s_each(st, "SELECT row, id FROM tombs ORDER BY row", "tombstone",
+                                s_tomb_each, &l, why, whylen);
 }
 
 /* ---- writing ---------------------------------------------------------------------- */
@@ -749,6 +772,17 @@ static void s_bind_blob(sqlite3_stmt *q, int i, const void *p, size_t n)
 {
     /* A NULL pointer would bind NULL: an empty blob is still a blob. */
     sqlite3_bind_blob64(q, i, p ? p : "", n, SQLITE_STATIC);
+}
+
+/* The options, bound as s_col_opts reads them (parameters count from 1). */
+static void s_bind_opts(sqlite3_stmt *q, int prio, int rest, const dist__sopts_t *o)
+{
+    sqlite3_bind_int64(q, prio, o->priority);
+    sqlite3_bind_int64(q, rest, o->max_attempts);
+    sqlite3_bind_int64(q, rest + 1, o->backoff_ms);
+    sqlite3_bind_double(q, rest + 2, o->backoff_factor);
+    sqlite3_bind_int64(q, rest + 3, o->backoff_max_ms);
+    sqlite3_bind_int(q, rest + 4, o->retry_on_error);
 }
 
 /* A row's attempts, or NULL when it has none. */
@@ -782,9 +816,9 @@ void dist__store_task_put(dist__store_t *st, const dist__srow_t *r)
 {
     if (st->err)
         return;
-    bool plain = !r->key && !r->priority && !r->not_before_ms && !r->max_attempts &&
-                 !r->backoff_ms && r->backoff_factor == 0 && !r->backoff_max_ms &&
-                 !r->retry_on_error && !r->started_ms && !r->finished_ms && !r->attempts_len;
+    bool plain = !r->key && !r->o.priority && !r->not_before_ms && !r->o.max_attempts &&
+                 !r->o.backoff_ms && r->o.backoff_factor == 0 && !r->o.backoff_max_ms &&
+                 !r->o.retry_on_error && !r->started_ms && !r->finished_ms && !r->attempts_len;
     sqlite3_stmt *q = st->st[plain ? ST_PUT_PLAIN : ST_PUT];
     sqlite3_bind_int64(q, 1, r->row);
     s_bind_blob(q, 2, r->id.b, sizeof r->id.b);
@@ -804,13 +838,8 @@ void dist__store_task_put(dist__store_t *st, const dist__srow_t *r)
         return;
     }
     sqlite3_bind_text(q, 12, r->key, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 13, r->priority);
+    s_bind_opts(q, 13, 15, &r->o);
     sqlite3_bind_int64(q, 14, r->not_before_ms);
-    sqlite3_bind_int64(q, 15, r->max_attempts);
-    sqlite3_bind_int64(q, 16, r->backoff_ms);
-    sqlite3_bind_double(q, 17, r->backoff_factor);
-    sqlite3_bind_int64(q, 18, r->backoff_max_ms);
-    sqlite3_bind_int(q, 19, r->retry_on_error);
     sqlite3_bind_int64(q, 20, r->submitted_ms);
     sqlite3_bind_int64(q, 21, r->started_ms);
     sqlite3_bind_int64(q, 22, r->finished_ms);
@@ -897,12 +926,7 @@ void dist__store_dead_put(dist__store_t *st, const dist__sdead_t *d)
     s_bind_blob(q, 6, d->client, d->client_len);
     sqlite3_bind_int64(q, 7, d->timeout_ms);
     sqlite3_bind_int64(q, 8, d->attempts);
-    sqlite3_bind_int64(q, 9, d->priority);
-    sqlite3_bind_int64(q, 10, d->max_attempts);
-    sqlite3_bind_int64(q, 11, d->backoff_ms);
-    sqlite3_bind_double(q, 12, d->backoff_factor);
-    sqlite3_bind_int64(q, 13, d->backoff_max_ms);
-    sqlite3_bind_int(q, 14, d->retry_on_error);
+    s_bind_opts(q, 9, 10, &d->o);
     sqlite3_bind_int64(q, 15, d->submitted_ms);
     sqlite3_bind_int64(q, 16, d->started_ms);
     sqlite3_bind_int64(q, 17, d->finished_ms);
@@ -925,7 +949,10 @@ static void s_row_stmt(dist__store_t *st, int which, int64_t row)
 
 void dist__store_dead_del(dist__store_t *st, int64_t row) { s_row_stmt(st, ST_DEAD_DEL, row); }
 
-void dist__store_dead_trim(dist__store_t *st, int64_t below) { s_row_stmt(st, ST_DEAD_TRIM, below); }
+void dist__store_dead_trim(dist__store_t *st, int64_t below)
+{
+    s_row_stmt(st, ST_DEAD_TRIM, below);
+}
 
 void dist__store_tomb_put(dist__store_t *st, int64_t row, const dist__id_t *id)
 {
@@ -937,7 +964,10 @@ void dist__store_tomb_put(dist__store_t *st, int64_t row, const dist__id_t *id)
     s_run(st, q);
 }
 
-void dist__store_tomb_trim(dist__store_t *st, int64_t below) { s_row_stmt(st, ST_TOMB_TRIM, below); }
+void dist__store_tomb_trim(dist__store_t *st, int64_t below)
+{
+    s_row_stmt(st, ST_TOMB_TRIM, below);
+}
 
 int dist__store_instance(dist__store_t *st, const char *fresh, char *out)
 {

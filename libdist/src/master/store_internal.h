@@ -54,6 +54,14 @@
 
 typedef struct dist__store dist__store_t;
 
+/* A task's retry and priority options (issue 12) as stored, in a task's
+ * row and a dead letter's alike; 0 when unset. */
+typedef struct {
+    uint32_t priority, max_attempts, backoff_ms, backoff_max_ms;
+    double backoff_factor;
+    bool retry_on_error;
+} dist__sopts_t;
+
 /* One task as stored. Pointers are borrowed: from the caller when
  * writing, from SQLite (valid during the callback) when loading. */
 typedef struct {
@@ -73,9 +81,7 @@ typedef struct {
     const char *reasons;     /* load only: "1: ...; 2: ..." of a schema 2 row, or NULL */
     /* schema 2: task control (issue 12); 0 / NULL when unset */
     const char *key;         /* the caller's id string (NUL-terminated) */
-    uint32_t priority, max_attempts, backoff_ms, backoff_max_ms;
-    double backoff_factor;
-    bool retry_on_error;
+    dist__sopts_t o;
     int64_t not_before_ms;   /* unix ms: DELAYED until then (not done) */
     int64_t submitted_ms, started_ms, finished_ms;
     /* schema 3: the attempts so far (dist__mhist_t records), or NULL */
@@ -94,9 +100,7 @@ typedef struct {
     const char *task, *client;
     size_t task_len, client_len;
     uint32_t timeout_ms, attempts;
-    uint32_t priority, max_attempts, backoff_ms, backoff_max_ms;
-    double backoff_factor;
-    bool retry_on_error;
+    dist__sopts_t o;
     int64_t submitted_ms, started_ms, finished_ms;
     const uint8_t *hist;     /* dist__mhist_t records */
     size_t hist_len;
