@@ -1216,6 +1216,140 @@ static void test_task_control_survives_restart(void **state)
     dist_master_destroy(&m);
 }
 
+/* FAILED of one client: the dead letters' ids into ids[0..max), their count. */
+static size_t s_failed(zsock_t *c, uint64_t req, int *ids, size_t max)
+{
+    msgpack_packer *pk;
+    dist_wire_buf_t *b = fp_buf(&pk);
+    dist__failed_req_t fr = { .req = req };
+    dist__pack_failed_req(pk, &fr);
+    fp_send(c, DIST__CMD_FAILED, b);
+    dist__inmsg_t mm;
+    dist__reply_t rp;
+    fp_reply(c, req, "ok", &mm, &rp);
+    size_t n = rp.nitems;
+    for (size_t i = 0; i < n && i < max; i++) {
+        dist__task_info_t ti;
+        assert_int_equal(dist__parse_task_info(&rp.items[i], &ti), 0);
+        assert_true(s_is(ti.state, "failed"));
+        assert_non_null(memmem(ti.error.s, ti.error.n, "died", 4));
+        ids[i] = fp_id_num(&ti.id);
+    }
+    dist__inmsg_clear(&mm);
+    return n;
+}
+
+/* RETRY of one id: its state afterwards is `want`. */
+static void s_retry(zsock_t *c, uint64_t req, int id, const char *want)
+{
+    dist__inmsg_t mm;
+    dist__reply_t rp;
+    fp_ids_req(c, DIST__CMD_RETRY, req, &id, 1);
+    fp_reply(c, req, "ok", &mm, &rp);
+    const char *sv;
+    size_t sn;
+    assert_int_equal(dist_wire_get_str(&rp.items[0], &sv, &sn), 0);
+    assert_true(sn == strlen(want) && memcmp(sv, want, sn) == 0);
+    dist__inmsg_clear(&mm);
+}
+
+/* Runs the task with this id to an ok result (answering the others met first too). */
+static void s_run_until(zsock_t *w, int id)
+{
+    fp_task_t g[1];
+    int got;
+    do {
+        s_take(w, g, 1);
+        got = fp_id_num(&g[0].id);
+        fp_result(w, &g[0].id, g[0].attempt, DIST__ST_OK, "v");
+    } while (got != id);
+}
+
+/* The dead letters and the ids of expired results survive a restart: a
+ * task that gave up is listed by FAILED and RETRY runs it; one retried
+ * before the restart is no longer listed; an expired id reads expired. */
+static void test_dead_letters_and_tombstones_survive_restart(void **state)
+{
+    (void)state;
+    scratch_t *x = s_scratch();
+    dist_master_opts_t o = { .store = x->db, .name = "m", .result_ttl_ms = 300,
+                             .max_attempts = 2 };
+    dist_master_t *m = fp_start(&o);
+    zsock_t *c = fp_client(m, "c", NULL);
+    zsock_t *w = fp_worker(m, "w", 1, 1, "t");
+    fp_keep_alive(w, c);
+    fp_task_t g[1];
+    fp_res_t res[1];
+    /* 1 succeeds and is never acknowledged: it expires. */
+    fp_submit_ok(c, "t", (int[]){ 1 }, 1);
+    s_take(w, g, 1);
+    fp_result(w, &g[0].id, 1, DIST__ST_OK, "v1");
+    fp_results(c, res, 1);
+    /* 2 and 3 crash on every attempt: dead letters; 3 is retried and succeeds. */
+    for (int id = 2; id <= 3; id++) {
+        fp_submit_ok(c, "t", &id, 1);
+        for (uint32_t a = 1; a <= 2; a++) {
+            s_take(w, g, 1);
+            fp_result(w, &g[0].id, a, DIST__ST_CRASHED, "died");
+        }
+        fp_results(c, res, 1);
+        assert_int_equal(res[0].status, DIST__ST_GAVE_UP);
+        dist__id_t did = fp_id(id);
+        fp_ids_msg(c, DIST__CMD_ACK, &did, 1);
+    }
+    int ids[4];
+    assert_int_equal(s_failed(c, 1, ids, 4), 2);
+    s_retry(c, 2, 3, "queued");
+    s_run_until(w, 3);
+    fp_results(c, res, 1);
+    assert_int_equal(res[0].status, DIST__ST_OK);
+    dist__id_t three = fp_id(3);
+    fp_ids_msg(c, DIST__CMD_ACK, &three, 1);
+    /* The TTL is looked at once a second. */
+    dist__inmsg_t mm;
+    dist__task_info_t ti;
+    int64_t until = s_unix_ms() + 5000;
+    bool expired = false;
+    while (!expired && s_unix_ms() < until) {
+        s_lookup(c, 1, &mm, &ti);
+        expired = s_is(ti.state, "expired");
+        dist__inmsg_clear(&mm);
+        if (!expired)
+            usleep(100 * 1000);
+    }
+    assert_true(expired);
+    s_sync(c, 9);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    dist_master_destroy(&m);
+    assert_int_equal(s_rows(x->db, "dead"), 1);
+    assert_int_equal(s_rows(x->db, "tombs"), 1);
+
+    m = fp_start(&o);
+    c = fp_client(m, "c", NULL);
+    s_lookup(c, 1, &mm, &ti);
+    assert_true(s_is(ti.state, "expired"));
+    dist__inmsg_clear(&mm);
+    assert_int_equal(s_failed(c, 3, ids, 4), 1);
+    assert_int_equal(ids[0], 2);
+    w = fp_worker(m, "w", 1, 1, "t");
+    fp_keep_alive(w, c);
+    s_retry(c, 4, 2, "queued");
+    s_run_until(w, 2);
+    bool two = false;
+    while (!two) {
+        fp_results(c, res, 1);
+        two = fp_id_num(&res[0].id) == 2;
+    }
+    assert_int_equal(res[0].status, DIST__ST_OK);
+    assert_int_equal(s_failed(c, 5, ids, 4), 0);
+    s_sync(c, 9);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    dist_master_destroy(&m);
+    assert_int_equal(s_rows(x->db, "dead"), 0);
+}
+
 /* The same states through a SIGKILL of the real program. */
 static void test_kill9_with_delayed_retrying_cancelled(void **state)
 {
@@ -1322,6 +1456,8 @@ static void test_schema_1_is_migrated(void **state)
     assert_int_equal(sqlite3_step(q), SQLITE_ROW); /* 7's result, and 8 */
     sqlite3_finalize(q);
     sqlite3_close(h);
+    assert_int_equal(s_rows(x->db, "dead"), 0); /* schema 4's tables exist */
+    assert_int_equal(s_rows(x->db, "tombs"), 0);
 }
 
 /* ---- files that are not a store this master can use ------------------------------------- */
@@ -1466,6 +1602,7 @@ int main(void)
         cmocka_unit_test_teardown(test_attempts_survive_restart, s_teardown),
         cmocka_unit_test_teardown(test_task_control_survives_restart, s_teardown),
         cmocka_unit_test_teardown(test_kill9_with_delayed_retrying_cancelled, s_teardown),
+        cmocka_unit_test_teardown(test_dead_letters_and_tombstones_survive_restart, s_teardown),
         cmocka_unit_test_teardown(test_schema_1_is_migrated, s_teardown),
         cmocka_unit_test_teardown(test_program_flags, s_teardown),
     };

@@ -3,9 +3,13 @@
  *  result by id, from any client, waiting for it when asked), CANCEL,
  *  FAILED (the dead letters) and RETRY (a dead letter submitted again);
  *  and what they need beyond the tasks themselves: the tombstones of
- *  expired results and the dead letters, both bounded and in memory only
- *  (a restart forgets them: the store keeps tasks and their attempts, not
- *  the expired ids or the dead letters).
+ *  expired results and the dead letters, both bounded. With a store, both
+ *  are written by the loop turn's group commit (master_store.c) and read
+ *  back by the recovery: each carries a sequence number (its row), so the
+ *  ones added since the last commit are the newest ones, and those that
+ *  fell off the bounds are every row below the oldest kept. A dead letter
+ *  dropped from the middle (RETRY, or the same task failing again) is
+ *  remembered by row until the commit deletes it.
  *
  *  They are here rather than in master_task.c because they only read a
  *  task and call its named transitions (dist__m_task_cancel); the arrows
@@ -36,14 +40,20 @@ typedef struct {
 } dist__mfetch_t;
 
 /* Tombstones: a ring of the newest DIST__TOMBSTONES expired ids, indexed
- * by id. Dead letters: a list, oldest first, indexed by id. */
+ * by id; the newest has sequence number tomb_seq, the others count down.
+ * Dead letters: a list, oldest first, indexed by id. *_saved: the newest
+ * sequence number committed to the store. */
 struct dist__mctl {
     dist__id_t *ring;
     size_t head, n;
     dist__hmap_t tombs; /* items: pointers into ring */
+    int64_t tomb_seq, tomb_saved;
     dist__dlist_t dead;
     dist__hmap_t dead_index;
     size_t dead_bytes;
+    int64_t dead_seq, dead_saved;
+    int64_t *gone;      /* rows of stored dead letters dropped from the middle */
+    size_t ngone, capgone;
 };
 
 static bool s_id_eq(const void *item, const void *key, size_t klen)
@@ -88,12 +98,32 @@ void dist__m_tomb_add(dist_master_t *s, const dist__id_t *id)
     }
     c->ring[at] = *id;
     c->n++;
+    c->tomb_seq++;
     dist__hmap_add(&c->tombs, s_hash(s, id), &c->ring[at]);
 }
 
 bool dist__m_tomb_has(const dist_master_t *s, const dist__id_t *id)
 {
     return s->ctl && s->ctl->n && dist__hmap_get(&s->ctl->tombs, s_hash(s, id), id->b, 16);
+}
+
+/* Remembers that a stored dead letter's row must go at the next commit.
+ * Without memory for it the row stays, and after a restart the letter is
+ * listed again (RETRY then answers with the task's state if it runs). */
+static void s_dead_forget(dist_master_t *s, const dist__mdead_t *d)
+{
+    struct dist__mctl *c = s->ctl;
+    if (!s->store || d->srow > c->dead_saved)
+        return;
+    if (c->ngone == c->capgone) {
+        size_t cap = c->capgone ? 2 * c->capgone : 16;
+        int64_t *g = realloc(c->gone, cap * sizeof *g);
+        if (!g)
+            return;
+        c->gone = g;
+        c->capgone = cap;
+    }
+    c->gone[c->ngone++] = d->srow;
 }
 
 static void s_dead_drop(dist_master_t *s, dist__mdead_t *d)
@@ -108,50 +138,157 @@ static void s_dead_drop(dist_master_t *s, dist__mdead_t *d)
     free(d);
 }
 
-void dist__m_dead_add(dist_master_t *s, const dist__mtask_t *t, int st, const void *error,
-                      size_t len)
+/* Adds the dead letter r (borrowed), newest, dropping an older one of
+ * the same id and the oldest ones beyond the bounds. */
+static int s_dead_put(dist_master_t *s, const dist__sdead_t *r)
 {
     struct dist__mctl *c = s_ctl(s);
-    if (!c || t->len > DIST__DEAD_BYTES || dist__hmap_reserve(&c->dead_index, 1))
-        return;
-    dist__mdead_t *old = dist__hmap_get(&c->dead_index, s_hash(s, &t->id), t->id.b, 16);
-    if (old)
-        s_dead_drop(s, old); /* the same task failed again after a RETRY */
-    dist__mdead_t *d = calloc(1, sizeof *d + t->len);
+    if (!c || dist__hmap_reserve(&c->dead_index, 1))
+        return DIST_ENOMEM;
+    if (r->len > DIST__DEAD_BYTES)
+        return 0;
+    dist__mdead_t *old = dist__hmap_get(&c->dead_index, s_hash(s, &r->id), r->id.b, 16);
+    if (old) { /* the same task failed again after a RETRY */
+        s_dead_forget(s, old);
+        s_dead_drop(s, old);
+    }
+    dist__mdead_t *d = calloc(1, sizeof *d + r->len);
     if (!d)
-        return;
-    d->error = strndup(error ? error : "", len);
-    d->key = t->key ? strdup(t->key) : NULL;
-    d->hist_len = t->hist ? t->hist->len : 0;
+        return DIST_ENOMEM;
+    d->error = strndup(r->error, r->error_len);
+    d->key = r->key ? strdup(r->key) : NULL;
+    d->hist_len = (uint32_t)r->hist_len;
     d->hist = d->hist_len ? malloc(d->hist_len) : NULL;
-    if (!d->error || (t->key && !d->key) || (d->hist_len && !d->hist)) {
+    if (!d->error || (r->key && !d->key) || (d->hist_len && !d->hist)) {
         free(d->error);
         free(d->key);
         free(d->hist);
         free(d);
-        return;
+        return DIST_ENOMEM;
     }
     if (d->hist_len)
-        memcpy(d->hist, t->hist->b, d->hist_len);
-    (void)st;
-    d->id = t->id;
-    snprintf(d->task, sizeof d->task, "%s", t->q->key.name);
-    snprintf(d->client, sizeof d->client, "%s", t->cn->key.name);
-    d->o = t->o;
-    d->timeout_ms = t->timeout_ms;
-    d->attempts = t->attempt;
-    d->submitted_ms = t->submitted_ms;
-    d->started_ms = t->started_ms;
-    d->finished_ms = dist__m_unix_ms();
-    d->len = t->len;
-    memcpy(d->args, t->data, t->len);
+        memcpy(d->hist, r->hist, d->hist_len);
+    d->srow = r->row ? r->row : c->dead_seq + 1;
+    if (d->srow > c->dead_seq)
+        c->dead_seq = d->srow;
+    d->id = r->id;
+    snprintf(d->task, sizeof d->task, "%.*s", (int)r->task_len, r->task);
+    snprintf(d->client, sizeof d->client, "%.*s", (int)r->client_len, r->client);
+    d->o = dist__m_opts_of_row(&r->o);
+    d->timeout_ms = r->timeout_ms;
+    d->attempts = r->attempts;
+    d->submitted_ms = r->submitted_ms;
+    d->started_ms = r->started_ms;
+    d->finished_ms = r->finished_ms;
+    d->len = (uint32_t)r->len;
+    memcpy(d->args, r->args, r->len);
     dist__dnode_t *o;
     while ((c->dead.n >= DIST__DEAD_MAX || c->dead_bytes + d->len > DIST__DEAD_BYTES) &&
            (o = dist__dl_first(&c->dead)))
-        s_dead_drop(s, DIST__CONTAINER_OF(o, dist__mdead_t, node));
+        s_dead_drop(s, DIST__CONTAINER_OF(o, dist__mdead_t, node)); /* trimmed at commit */
     dist__dl_push_back(&c->dead, &d->node);
     dist__hmap_add(&c->dead_index, s_hash(s, &d->id), d); /* reserved */
     c->dead_bytes += d->len;
+    return 0;
+}
+
+/* The stored form of a dead letter (borrowing d). */
+static void s_dead_row(const dist__mdead_t *d, dist__sdead_t *r)
+{
+    *r = (dist__sdead_t){
+        .row = d->srow, .id = d->id, .key = d->key, .error = d->error,
+        .error_len = strlen(d->error), .task = d->task, .task_len = strlen(d->task),
+        .client = d->client, .client_len = strlen(d->client), .timeout_ms = d->timeout_ms,
+        .attempts = d->attempts, .submitted_ms = d->submitted_ms, .started_ms = d->started_ms,
+        .finished_ms = d->finished_ms, .hist = d->hist, .hist_len = d->hist_len,
+        .args = d->args, .len = d->len,
+    };
+    dist__m_opts_to_row(&d->o, &r->o);
+}
+
+void dist__m_dead_add(dist_master_t *s, const dist__mtask_t *t, int st, const void *error,
+                      size_t len)
+{
+    (void)st;
+    dist__sdead_t r = {
+        .id = t->id, .key = t->key, .error = error ? error : "", .error_len = error ? len : 0,
+        .task = t->q->key.name, .task_len = t->q->key.len,
+        .client = t->cn->key.name, .client_len = t->cn->key.len,
+        .timeout_ms = t->timeout_ms, .attempts = t->attempt, .submitted_ms = t->submitted_ms,
+        .started_ms = t->started_ms, .finished_ms = dist__m_unix_ms(),
+        .hist = t->hist ? t->hist->b : NULL, .hist_len = t->hist ? t->hist->len : 0,
+        .args = t->data, .len = t->len,
+    };
+    dist__m_opts_to_row(&t->o, &r.o);
+    (void)s_dead_put(s, &r); /* without memory the task is not listed */
+}
+
+int dist__m_dead_restore(dist_master_t *s, const dist__sdead_t *d)
+{
+    int rc = s_dead_put(s, d);
+    if (!rc && s->ctl)
+        s->ctl->dead_saved = s->ctl->dead_seq;
+    return rc;
+}
+
+int dist__m_tomb_restore(dist_master_t *s, int64_t row, const dist__id_t *id)
+{
+    dist__m_tomb_add(s, id);
+    if (!s->ctl || !s->ctl->ring)
+        return DIST_ENOMEM;
+    s->ctl->tomb_seq = s->ctl->tomb_saved = row;
+    return 0;
+}
+
+size_t dist__m_dead_count(const dist_master_t *s) { return s->ctl ? s->ctl->dead.n : 0; }
+
+size_t dist__m_tomb_count(const dist_master_t *s) { return s->ctl ? s->ctl->n : 0; }
+
+bool dist__m_control_dirty(const dist_master_t *s)
+{
+    const struct dist__mctl *c = s->ctl;
+    return c && (c->ngone || c->dead_seq > c->dead_saved || c->tomb_seq > c->tomb_saved);
+}
+
+void dist__m_control_write(dist_master_t *s)
+{
+    struct dist__mctl *c = s->ctl;
+    if (!dist__m_control_dirty(s))
+        return;
+    for (size_t i = 0; i < c->ngone; i++)
+        dist__store_dead_del(s->store, c->gone[i]);
+    /* The new ones are the newest: from the end back to the first saved. */
+    const dist__dnode_t *n = c->dead.n ? c->dead.root.prev : NULL;
+    while (n && n != &c->dead.root) {
+        const dist__mdead_t *d = DIST__CONTAINER_OF(n, dist__mdead_t, node);
+        if (d->srow <= c->dead_saved)
+            break;
+        dist__sdead_t r;
+        s_dead_row(d, &r);
+        dist__store_dead_put(s->store, &r);
+        n = n->prev;
+    }
+    const dist__dnode_t *first = dist__dl_first(&c->dead);
+    dist__store_dead_trim(s->store, first ? DIST__CONTAINER_OF(first, dist__mdead_t, node)->srow
+                                          : c->dead_seq + 1);
+    int64_t fresh = c->tomb_seq - c->tomb_saved;
+    if (fresh > (int64_t)c->n)
+        fresh = (int64_t)c->n;
+    for (int64_t k = fresh; k > 0; k--) {
+        size_t at = (c->head + c->n - (size_t)k) % DIST__TOMBSTONES;
+        dist__store_tomb_put(s->store, c->tomb_seq - k + 1, &c->ring[at]);
+    }
+    dist__store_tomb_trim(s->store, c->tomb_seq - (int64_t)c->n + 1);
+}
+
+void dist__m_control_committed(dist_master_t *s)
+{
+    struct dist__mctl *c = s->ctl;
+    if (!c)
+        return;
+    c->ngone = 0;
+    c->dead_saved = c->dead_seq;
+    c->tomb_saved = c->tomb_seq;
 }
 
 void dist__m_control_free(dist_master_t *s)
@@ -167,6 +304,7 @@ void dist__m_control_free(dist_master_t *s)
     dist__hmap_fini(&c->dead_index);
     dist__hmap_fini(&c->tombs);
     free(c->ring);
+    free(c->gone);
     free(c);
     s->ctl = NULL;
 }
@@ -494,8 +632,10 @@ void dist__m_retry(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *roo
         /* NULL: not now (no such task name any more, full, store failing). */
         const char *st = dist__m_task_resubmit(s, d, p->cn);
         states[i] = st ? st : "failed";
-        if (st)
+        if (st) {
+            s_dead_forget(s, d);
             s_dead_drop(s, d);
+        }
     }
     s_send_states(s, p, &r, states);
     free(states);

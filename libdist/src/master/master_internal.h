@@ -657,11 +657,15 @@ dist__str_t dist__m_task_name(const dist__mtask_t *t);
 void dist__m_task_cancel(dist_master_t *s, dist__mtask_t *t, const char *by);
 /* Unix ms now. */
 int64_t dist__m_unix_ms(void);
+/* A task's options as the store keeps them, and back. */
+void dist__m_opts_to_row(const dist__mopts_t *o, dist__sopts_t *r);
+dist__mopts_t dist__m_opts_of_row(const dist__sopts_t *r);
 
 /* A dead letter: a task that ended failed (gave_up included, not
  * cancelled), kept with its args so that RETRY can submit it again. */
 typedef struct {
     dist__dnode_t node;      /* in the control's list, oldest first */
+    int64_t srow;            /* its row in the store's dead table: increasing */
     dist__id_t id;
     char *key;               /* or NULL */
     char *error;             /* its final error */
@@ -702,6 +706,16 @@ void dist__m_tomb_add(dist_master_t *s, const dist__id_t *id);
 bool dist__m_tomb_has(const dist_master_t *s, const dist__id_t *id);
 /* Frees the tombstones and dead letters (destroy). */
 void dist__m_control_free(dist_master_t *s);
+/* The store (master_store.c): a dead letter / tombstone read back by the
+ * recovery, in row order; whether any changed since the last commit;
+ * writing those changes into the open transaction; that commit worked. */
+int dist__m_dead_restore(dist_master_t *s, const dist__sdead_t *d);
+int dist__m_tomb_restore(dist_master_t *s, int64_t row, const dist__id_t *id);
+bool dist__m_control_dirty(const dist_master_t *s);
+size_t dist__m_dead_count(const dist_master_t *s);
+size_t dist__m_tomb_count(const dist_master_t *s);
+void dist__m_control_write(dist_master_t *s);
+void dist__m_control_committed(dist_master_t *s);
 
 void dist__m_lookup(dist_master_t *s, dist__mpeer_t *p, const msgpack_object *root);
 /* One task info map of a LOOKUP reply for id (the metrics endpoint's

@@ -1,9 +1,11 @@
 /*  master_store.c - what the master writes to its store, when, and what
  *  happens when it cannot (docs/PROTOCOL.md sections 6.4 and 10).
  *
- *  What is stored: the task names workers announced, and every task that
+ *  What is stored: the task names workers announced, every task that
  *  is not acknowledged yet - QUEUED (with its attempt, attempts and whether
- *  that attempt was leased) or DONE (with its result). Worker sessions,
+ *  that attempt was leased) or DONE (with its result) - and the dead
+ *  letters and tombstones of expired results (master_control.c says which
+ *  changed). Worker sessions,
  *  leases' deadlines and ghosts, named queues, counters and rates are not:
  *  a restart starts them afresh.
  *
@@ -17,7 +19,9 @@
  *  marked when TASKS leaves and committed by the next turn: a lease lost
  *  in a crash only means the attempt number is not incremented for it.
  *
- *  Recovery (dist__m_store_open): every stored task comes back; one whose
+ *  Recovery (dist__m_store_open): the dead letters and tombstones come
+ *  back first (a task that gives up in the recovery is then the newest
+ *  dead letter); every stored task comes back; one whose
  *  attempt was leased may have run, so it counts like a worker's death
  *  (attempt + 1, or gave_up after max_attempts); DONE results wait for
  *  their client names; known names are known again.
@@ -52,6 +56,16 @@ static int s_on_task(void *ud, const dist__srow_t *r)
     return dist__m_restore_task(ud, r);
 }
 
+static int s_on_dead(void *ud, const dist__sdead_t *d)
+{
+    return dist__m_dead_restore(ud, d);
+}
+
+static int s_on_tomb(void *ud, int64_t row, const dist__id_t *id)
+{
+    return dist__m_tomb_restore(ud, row, id);
+}
+
 int dist__m_store_open(dist_master_t *s, const char *path, bool full_sync)
 {
     char why[1024];
@@ -62,7 +76,9 @@ int dist__m_store_open(dist_master_t *s, const char *path, bool full_sync)
         return -err;
     }
     int64_t max_row = 0;
-    int rc = dist__store_load(s->store, s_on_name, s_on_task, s, &max_row, why, sizeof why);
+    int rc = dist__store_load_control(s->store, s_on_dead, s_on_tomb, s, why, sizeof why);
+    if (!rc)
+        rc = dist__store_load(s->store, s_on_name, s_on_task, s, &max_row, why, sizeof why);
     if (rc) {
         dist__log(&s->log, DIST_LOG_ERROR, "%s", why);
         return rc;
@@ -82,9 +98,10 @@ int dist__m_store_open(dist_master_t *s, const char *path, bool full_sync)
         requeued += t->state == DIST__T_QUEUED;
     dist__log(&s->log, DIST_LOG_INFO,
               "store %s: %zu task(s) queued (%zu of them were leased: attempt + 1), %zu "
-              "result(s) waiting, %zu task name(s) known (commits survive a kill of the "
-              "master%s)",
+              "result(s) waiting, %zu task name(s) known, %zu dead letter(s), %zu expired "
+              "id(s) (commits survive a kill of the master%s)",
               path, s->outstanding, requeued, s->results_waiting, s->tqs.n,
+              dist__m_dead_count(s), dist__m_tomb_count(s),
               full_sync ? " and a power loss" : ", not a power loss");
     return 0;
 }
@@ -162,12 +179,7 @@ static void s_row_of(const dist__mtask_t *t, dist__srow_t *r)
     r->attempts = t->hist && t->hist->len ? t->hist->b : NULL;
     r->attempts_len = t->hist ? t->hist->len : 0;
     r->key = t->key;
-    r->priority = t->o.prio;
-    r->max_attempts = t->o.max_attempts;
-    r->backoff_ms = t->o.backoff_ms;
-    r->backoff_factor = t->o.backoff_factor;
-    r->backoff_max_ms = t->o.backoff_max_ms;
-    r->retry_on_error = t->o.retry_on_error;
+    dist__m_opts_to_row(&t->o, &r->o);
     r->not_before_ms = t->state == DIST__T_DELAYED ? t->not_before_ms : 0;
     r->submitted_ms = t->submitted_ms;
     r->started_ms = t->started_ms;
@@ -205,6 +217,7 @@ static void s_write(dist_master_t *s)
             dist__store_task_lease(st, t->srow);
         }
     }
+    dist__m_control_write(s);
 }
 
 /* After a commit that worked: nothing is marked any more, and what the
@@ -229,6 +242,7 @@ static void s_committed(dist_master_t *s)
     }
     s->sd_head = s->sd_tail = NULL;
     s->sq_head = s->sq_tail = NULL;
+    dist__m_control_committed(s);
 }
 
 /* After a commit that failed: new tasks that were never leased are
@@ -262,7 +276,7 @@ static void s_commit(dist_master_t *s)
     if (inject)
         dist__store_fail_next(s->store, inject, atomic_load(&s->fail_err));
     int rc;
-    if (!s->sd_head && !s->sq_head) {
+    if (!s->sd_head && !s->sq_head && !dist__m_control_dirty(s)) {
         rc = dist__store_probe(s->store, s->now);
     } else if ((rc = dist__store_begin(s->store)) == 0) {
         s_write(s);
@@ -297,7 +311,7 @@ void dist__m_store_turn(dist_master_t *s)
 {
     if (!s->store)
         return;
-    bool dirty = s->sd_head || s->sq_head;
+    bool dirty = s->sd_head || s->sq_head || dist__m_control_dirty(s);
     if (dirty && !s->store_failed)
         s_commit(s);
     else if (s->store_failed && s->now >= s->store_retry_at)

@@ -1696,6 +1696,25 @@ static void s_restore_hist(dist__mtask_t *t, const dist__srow_t *r)
         s_hist_keep_name(t, r->task, r->task_len);
 }
 
+void dist__m_opts_to_row(const dist__mopts_t *o, dist__sopts_t *r)
+{
+    r->priority = o->prio;
+    r->max_attempts = o->max_attempts;
+    r->backoff_ms = o->backoff_ms;
+    r->backoff_factor = o->backoff_factor;
+    r->backoff_max_ms = o->backoff_max_ms;
+    r->retry_on_error = o->retry_on_error;
+}
+
+dist__mopts_t dist__m_opts_of_row(const dist__sopts_t *r)
+{
+    dist__mopts_t o = { .prio = (uint8_t)r->priority, .retry_on_error = r->retry_on_error,
+                        .max_attempts = (uint16_t)r->max_attempts, .backoff_ms = r->backoff_ms,
+                        .backoff_max_ms = r->backoff_max_ms,
+                        .backoff_factor = (float)r->backoff_factor };
+    return o;
+}
+
 int dist__m_restore_task(dist_master_t *s, const dist__srow_t *r)
 {
     if (s_task_find(s, &r->id))
@@ -1723,12 +1742,7 @@ int dist__m_restore_task(dist_master_t *s, const dist__srow_t *r)
     memcpy(t->data, r->data, r->len);
     t->key = key;
     s_restore_hist(t, r);
-    t->o.prio = (uint8_t)r->priority;
-    t->o.max_attempts = (uint16_t)r->max_attempts;
-    t->o.backoff_ms = r->backoff_ms;
-    t->o.backoff_factor = (float)r->backoff_factor;
-    t->o.backoff_max_ms = r->backoff_max_ms;
-    t->o.retry_on_error = r->retry_on_error;
+    t->o = dist__m_opts_of_row(&r->o);
     t->not_before_ms = r->not_before_ms;
     t->submitted_ms = r->submitted_ms;
     t->started_ms = r->started_ms;

@@ -1,8 +1,9 @@
 /*  store.c - the master's durable store on SQLite (see store_internal.h).
  *
- *  One file, three tables: `names` (task names workers announced, so that
+ *  One file, five tables: `names` (task names workers announced, so that
  *  a SUBMIT right after a restart is not refused as unknown_task), `tasks`
- *  (one row per task not yet acknowledged) and `meta` (who created the
+ *  (one row per task not yet acknowledged), `dead` (the dead letters),
+ *  `tombs` (the ids of expired results) and `meta` (who created the
  *  file; the master's instance id; a row that a failed store rewrites to
  *  see whether it can write again). The file is marked
  *  with an application id and a schema version (PRAGMA application_id and
@@ -40,7 +41,8 @@
 enum {
     ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_NAME_PUT, ST_NAME_DEL, ST_PUT, ST_PUT_PLAIN, ST_LEASE1,
     ST_LEASES,
-    ST_META, ST_DONE, ST_DEL1, ST_DELS, ST_PROBE, ST_COUNT
+    ST_META, ST_DONE, ST_DEL1, ST_DELS, ST_PROBE, ST_DEAD_PUT, ST_DEAD_DEL, ST_DEAD_TRIM,
+    ST_TOMB_PUT, ST_TOMB_TRIM, ST_COUNT
 };
 
 static const char *const s_sql[ST_COUNT] = {
@@ -70,6 +72,15 @@ static const char *const s_sql[ST_COUNT] = {
     [ST_DEL1] = "DELETE FROM tasks WHERE row = ?1",
     [ST_DELS] = "DELETE FROM tasks WHERE row BETWEEN ?1 AND ?2",
     [ST_PROBE] = "INSERT OR REPLACE INTO meta(key, value) VALUES('probe', ?1)",
+    [ST_DEAD_PUT] = ("INSERT OR REPLACE INTO dead(row, id, key, error, task, client, timeout_ms, "
+                     "attempts, priority, max_attempts, backoff_ms, backoff_factor, "
+                     "backoff_max_ms, retry_on_error, submitted_ms, started_ms, finished_ms, "
+                     "hist, args) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, "
+                     "?14, ?15, ?16, ?17, ?18, ?19)"),
+    [ST_DEAD_DEL] = "DELETE FROM dead WHERE row = ?1",
+    [ST_DEAD_TRIM] = "DELETE FROM dead WHERE row < ?1",
+    [ST_TOMB_PUT] = "INSERT OR REPLACE INTO tombs(row, id) VALUES(?1, ?2)",
+    [ST_TOMB_TRIM] = "DELETE FROM tombs WHERE row < ?1",
 };
 
 #define S_COLUMNS_2                                                                              \
@@ -79,6 +90,21 @@ static const char *const s_sql[ST_COUNT] = {
     " retry_on_error INTEGER NOT NULL DEFAULT 0, submitted_ms INTEGER NOT NULL DEFAULT 0,"         \
     " started_ms INTEGER NOT NULL DEFAULT 0, finished_ms INTEGER NOT NULL DEFAULT 0,"          \
     " attempts BLOB"
+
+/* Schema 4: the dead letters (tasks that ended failed, kept for FAILED
+ * and RETRY) and the tombstones of expired results, both bounded by the
+ * master as in memory (master_control.c). Rows are the master's sequence
+ * numbers, oldest first. */
+#define S_TABLES_4                                                                              \
+    "CREATE TABLE dead("                                                                       \
+    " row INTEGER PRIMARY KEY, id BLOB NOT NULL, key TEXT, error BLOB NOT NULL,"               \
+    " task BLOB NOT NULL, client BLOB NOT NULL, timeout_ms INTEGER NOT NULL,"                  \
+    " attempts INTEGER NOT NULL, priority INTEGER NOT NULL, max_attempts INTEGER NOT NULL,"    \
+    " backoff_ms INTEGER NOT NULL, backoff_factor REAL NOT NULL,"                              \
+    " backoff_max_ms INTEGER NOT NULL, retry_on_error INTEGER NOT NULL,"                       \
+    " submitted_ms INTEGER NOT NULL, started_ms INTEGER NOT NULL,"                             \
+    " finished_ms INTEGER NOT NULL, hist BLOB, args BLOB NOT NULL);"                          \
+    "CREATE TABLE tombs(row INTEGER PRIMARY KEY, id BLOB NOT NULL);"
 
 static const char s_schema[] =
     "CREATE TABLE meta(key TEXT PRIMARY KEY NOT NULL, value) WITHOUT ROWID;"
@@ -96,7 +122,7 @@ static const char s_schema[] =
     " status TEXT,"              /* done: ok, failed, ..., gave_up */
     " data BLOB,"                /* args, or the result's value or error */
     " reasons TEXT,"             /* schema 1-2: why earlier attempts failed (now in attempts) */
-    S_COLUMNS_2 ");";
+    S_COLUMNS_2 ");" S_TABLES_4;
 
 /* The columns of schema 2 (task control), as CREATE TABLE lists them; the
  * migration of a schema 1 file adds each with ALTER TABLE ADD COLUMN. All
@@ -272,7 +298,8 @@ static int s_add_columns(dist__store_t *st, const char *const *cols, size_t n)
     return rc;
 }
 
-/* Schema 1 or 2 -> 3 in one transaction: the new columns, then the version. */
+/* Schema 1, 2 or 3 -> 4 in one transaction: the new columns and tables,
+ * then the version. */
 static int s_migrate(dist__store_t *st)
 {
     int rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
@@ -280,6 +307,8 @@ static int s_migrate(dist__store_t *st)
         rc = s_add_columns(st, s_columns_2, sizeof s_columns_2 / sizeof *s_columns_2);
     if (rc == SQLITE_OK && st->version < 3)
         rc = s_add_columns(st, s_columns_3, sizeof s_columns_3 / sizeof *s_columns_3);
+    if (rc == SQLITE_OK && st->version < 4)
+        rc = sqlite3_exec(st->db, S_TABLES_4, NULL, NULL, NULL);
     if (rc == SQLITE_OK) {
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d; COMMIT", DIST__STORE_SCHEMA);
@@ -459,27 +488,79 @@ static bool s_col_u32(sqlite3_stmt *q, int i, int64_t min, uint32_t *v)
     return true;
 }
 
+/* The options of a task or dead letter: priority in column prio, then
+ * max_attempts, backoff_ms, backoff_factor, backoff_max_ms and
+ * retry_on_error from column rest on; NULL or what is wrong. */
+static const char *s_col_opts(sqlite3_stmt *q, int prio, int rest, dist__sopts_t *o)
+{
+    uint32_t roe = 0;
+    if (!s_col_u32(q, prio, 0, &o->priority) || o->priority >= DIST__PRIORITY_LEVELS)
+        return "priority";
+    if (!s_col_u32(q, rest, 0, &o->max_attempts) || o->max_attempts > DIST__ATTEMPTS_MAX)
+        return "max_attempts";
+    if (!s_col_u32(q, rest + 1, 0, &o->backoff_ms) ||
+        !s_col_u32(q, rest + 3, 0, &o->backoff_max_ms))
+        return "backoff";
+    o->backoff_factor = sqlite3_column_double(q, rest + 2);
+    if (!(o->backoff_factor == 0 || (o->backoff_factor >= 1.0 && o->backoff_factor <= 1000.0)))
+        return "backoff_factor";
+    if (!s_col_u32(q, rest + 4, 0, &roe) || roe > 1)
+        return "retry_on_error";
+    o->retry_on_error = roe;
+    return NULL;
+}
+
+/* Columns 0 and 1 of a task or dead letter: its row and its id; NULL or
+ * what is wrong. */
+static const char *s_col_row_id(sqlite3_stmt *q, int64_t *row, dist__id_t *id)
+{
+    const void *p;
+    size_t n;
+    *row = sqlite3_column_int64(q, 0);
+    if (*row <= 0)
+        return "row number";
+    if (!s_col_blob(q, 1, false, &p, &n) || n != sizeof id->b)
+        return "id";
+    memcpy(id->b, p, n);
+    return NULL;
+}
+
+/* A task name column, or with peer a client name. */
+static bool s_col_name(sqlite3_stmt *q, int i, bool peer, const char **name, size_t *len)
+{
+    const void *p;
+    if (!s_col_blob(q, i, false, &p, len) ||
+        !(peer ? dist__peer_name_ok(p, *len) : dist__name_ok(p, *len)))
+        return false;
+    *name = p;
+    return true;
+}
+
+/* A key column: a caller's id string, or NULL. */
+static bool s_col_key(sqlite3_stmt *q, int i, const char **key)
+{
+    int type = sqlite3_column_type(q, i);
+    if (type == SQLITE_NULL)
+        return true;
+    if (type != SQLITE_TEXT)
+        return false;
+    *key = (const char *)sqlite3_column_text(q, i);
+    return dist__key_ok(*key, strlen(*key));
+}
+
 /* Reads the current row of the task query into r; NULL or what is wrong. */
 static const char *s_row(sqlite3_stmt *q, dist__srow_t *r)
 {
     const void *p;
-    size_t n;
     uint32_t flag;
     memset(r, 0, sizeof *r);
-    r->row = sqlite3_column_int64(q, 0);
-    if (r->row <= 0)
-        return "row number";
-    if (!s_col_blob(q, 1, false, &p, &n) || n != sizeof r->id.b)
-        return "id";
-    memcpy(r->id.b, p, n);
-    if (!s_col_blob(q, 2, false, &p, &n) || !dist__peer_name_ok(p, n))
+    const char *bad = s_col_row_id(q, &r->row, &r->id);
+    if (bad)
+        return bad;
+    if (!s_col_name(q, 2, true, &r->client, &r->client_len))
         return "client";
-    r->client = p;
-    r->client_len = n;
-    if (!s_col_blob(q, 3, false, &p, &n) || !dist__name_ok(p, n))
+    if (!s_col_name(q, 3, false, &r->task, &r->task_len))
         return "task";
-    r->task = p;
-    r->task_len = n;
     if (!s_col_u32(q, 4, 0, &flag) || flag > 1)
         return "done";
     r->done = flag;
@@ -503,27 +584,11 @@ static const char *s_row(sqlite3_stmt *q, dist__srow_t *r)
         r->reasons = (const char *)sqlite3_column_text(q, 10);
     else if (type != SQLITE_NULL)
         return "reasons";
-    type = sqlite3_column_type(q, 11);
-    if (type == SQLITE_TEXT) {
-        r->key = (const char *)sqlite3_column_text(q, 11);
-        if (!dist__key_ok(r->key, strlen(r->key)))
-            return "key";
-    } else if (type != SQLITE_NULL) {
+    if (!s_col_key(q, 11, &r->key))
         return "key";
-    }
-    uint32_t roe = 0;
-    if (!s_col_u32(q, 12, 0, &r->priority) || r->priority >= DIST__PRIORITY_LEVELS)
-        return "priority";
-    if (!s_col_u32(q, 14, 0, &r->max_attempts) || r->max_attempts > DIST__ATTEMPTS_MAX)
-        return "max_attempts";
-    if (!s_col_u32(q, 15, 0, &r->backoff_ms) || !s_col_u32(q, 17, 0, &r->backoff_max_ms))
-        return "backoff";
-    if (!s_col_u32(q, 18, 0, &roe) || roe > 1)
-        return "retry_on_error";
-    r->retry_on_error = roe;
-    r->backoff_factor = sqlite3_column_double(q, 16);
-    if (!(r->backoff_factor == 0 || (r->backoff_factor >= 1.0 && r->backoff_factor <= 1000.0)))
-        return "backoff_factor";
+    bad = s_col_opts(q, 12, 14, &r->o);
+    if (bad)
+        return bad;
     r->not_before_ms = r->done ? 0 : sqlite3_column_int64(q, 13);
     r->submitted_ms = sqlite3_column_int64(q, 19);
     r->started_ms = sqlite3_column_int64(q, 20);
@@ -534,6 +599,58 @@ static const char *s_row(sqlite3_stmt *q, dist__srow_t *r)
         r->attempts = p;
     }
     return NULL;
+}
+
+/* What the loaders' row callbacks pass on. */
+typedef struct {
+    int (*on_task)(void *ud, const dist__srow_t *r);
+    int (*on_dead)(void *ud, const dist__sdead_t *d);
+    int (*on_tomb)(void *ud, int64_t row, const dist__id_t *id);
+    void *ud;
+    int64_t *max_row;
+} s_load_t;
+
+/* Steps the query sql through its rows, giving each to each(), which
+ * sets *bad to what is wrong with a damaged row or returns the code of
+ * its callback; the first of either stops the load with a sentence in why
+ * naming `what` and the row. 0 or a negative code. */
+static int s_each(dist__store_t *st, const char *sql, const char *what,
+                  int (*each)(sqlite3_stmt *q, void *ctx, const char **bad), void *ctx,
+                  char *why, size_t whylen)
+{
+    sqlite3_stmt *q = NULL;
+    int code = 0;
+    int rc = sqlite3_prepare_v2(st->db, sql, -1, &q, NULL);
+    while (!code && (rc == SQLITE_OK || rc == SQLITE_ROW)) {
+        if ((rc = sqlite3_step(q)) != SQLITE_ROW)
+            break;
+        const char *bad = NULL;
+        long long row = (long long)sqlite3_column_int64(q, 0);
+        code = each(q, ctx, &bad);
+        if (bad) {
+            snprintf(why, whylen, "%s is damaged: %s row %lld has a bad %s", st->path, what, row,
+                     bad);
+            code = DIST_EINVAL;
+        } else if (code) {
+            snprintf(why, whylen, "cannot load %s: %s row %lld: %s", st->path, what, row,
+                     dist_strerror(code));
+        }
+    }
+    sqlite3_finalize(q);
+    if (!code && rc != SQLITE_DONE)
+        code = s_open_error(st, sqlite3_extended_errcode(st->db), why, whylen);
+    return code;
+}
+
+static int s_task_each(sqlite3_stmt *q, void *ctx, const char **bad)
+{
+    const s_load_t *l = ctx;
+    dist__srow_t r;
+    if ((*bad = s_row(q, &r)) != NULL)
+        return 0;
+    if (r.row > *l->max_row)
+        *l->max_row = r.row;
+    return l->on_task(l->ud, &r);
 }
 
 int dist__store_load(dist__store_t *st, int (*on_name)(void *ud, const char *name, size_t len),
@@ -560,35 +677,80 @@ int dist__store_load(dist__store_t *st, int (*on_name)(void *ud, const char *nam
         }
     }
     sqlite3_finalize(q);
-    q = NULL;
-    if (!code && rc == SQLITE_DONE)
-        rc = sqlite3_prepare_v2(st->db, "SELECT row, id, client, task, done, leased, attempt, "
-                                "timeout_ms, status, data, reasons, key, priority, "
-                                "not_before_ms, max_attempts, backoff_ms, backoff_factor, "
-                                "backoff_max_ms, retry_on_error, submitted_ms, started_ms, "
-                                "finished_ms, attempts FROM tasks ORDER BY row",
-                                -1, &q, NULL);
-    while (!code && (rc == SQLITE_OK || rc == SQLITE_ROW)) {
-        if ((rc = sqlite3_step(q)) != SQLITE_ROW)
-            break;
-        dist__srow_t r;
-        const char *bad = s_row(q, &r);
-        if (bad) {
-            snprintf(why, whylen, "%s is damaged: task row %lld has a bad %s", st->path,
-                     (long long)sqlite3_column_int64(q, 0), bad);
-            code = DIST_EINVAL;
-            break;
-        }
-        if (r.row > *max_row)
-            *max_row = r.row;
-        if ((code = on_task(ud, &r)) != 0)
-            snprintf(why, whylen, "cannot load %s: task row %lld: %s", st->path,
-                     (long long)r.row, dist_strerror(code));
-    }
-    sqlite3_finalize(q);
     if (!code && rc != SQLITE_DONE)
-        code = s_open_error(st, sqlite3_extended_errcode(st->db), why, whylen);
-    return code;
+        return s_open_error(st, sqlite3_extended_errcode(st->db), why, whylen);
+    if (code)
+        return code;
+    s_load_t l = { .on_task = on_task, .ud = ud, .max_row = max_row };
+    return s_each(st, "SELECT row, id, client, task, done, leased, attempt, timeout_ms, status, "
+                  "data, reasons, key, priority, not_before_ms, max_attempts, backoff_ms, "
+                  "backoff_factor, backoff_max_ms, retry_on_error, submitted_ms, started_ms, "
+                  "finished_ms, attempts FROM tasks ORDER BY row",
+                  "task", s_task_each, &l, why, whylen);
+}
+
+/* Reads the current row of the dead-letter query into d; NULL or what is wrong. */
+static const char *s_dead_row(sqlite3_stmt *q, dist__sdead_t *d)
+{
+    const void *p;
+    memset(d, 0, sizeof *d);
+    const char *bad = s_col_row_id(q, &d->row, &d->id);
+    if (bad)
+        return bad;
+    if (!s_col_key(q, 2, &d->key))
+        return "key";
+    if (!s_col_blob(q, 3, false, &p, &d->error_len))
+        return "error";
+    d->error = p;
+    if (!s_col_name(q, 4, false, &d->task, &d->task_len))
+        return "task";
+    if (!s_col_name(q, 5, true, &d->client, &d->client_len))
+        return "client";
+    if (!s_col_u32(q, 6, 0, &d->timeout_ms) || !s_col_u32(q, 7, 0, &d->attempts))
+        return "timeout_ms or attempts";
+    bad = s_col_opts(q, 8, 9, &d->o);
+    if (bad)
+        return bad;
+    d->submitted_ms = sqlite3_column_int64(q, 14);
+    d->started_ms = sqlite3_column_int64(q, 15);
+    d->finished_ms = sqlite3_column_int64(q, 16);
+    if (!s_col_blob(q, 17, true, &p, &d->hist_len))
+        return "hist";
+    d->hist = p;
+    if (!s_col_blob(q, 18, false, &d->args, &d->len) || d->len > UINT32_MAX)
+        return "args";
+    return NULL;
+}
+
+static int s_dead_each(sqlite3_stmt *q, void *ctx, const char **bad)
+{
+    const s_load_t *l = ctx;
+    dist__sdead_t d;
+    *bad = s_dead_row(q, &d);
+    return *bad ? 0 : l->on_dead(l->ud, &d);
+}
+
+static int s_tomb_each(sqlite3_stmt *q, void *ctx, const char **bad)
+{
+    const s_load_t *l = ctx;
+    int64_t row;
+    dist__id_t id;
+    *bad = s_col_row_id(q, &row, &id);
+    return *bad ? 0 : l->on_tomb(l->ud, row, &id);
+}
+
+int dist__store_load_control(dist__store_t *st, int (*on_dead)(void *ud, const dist__sdead_t *d),
+                             int (*on_tomb)(void *ud, int64_t row, const dist__id_t *id),
+                             void *ud, char *why, size_t whylen)
+{
+    s_load_t l = { .on_dead = on_dead, .on_tomb = on_tomb, .ud = ud };
+    int code = s_each(st, "SELECT row, id, key, error, task, client, timeout_ms, attempts, "
+                      "priority, max_attempts, backoff_ms, backoff_factor, backoff_max_ms, "
+                      "retry_on_error, submitted_ms, started_ms, finished_ms, hist, args "
+                      "FROM dead ORDER BY row",
+                      "dead letter", s_dead_each, &l, why, whylen);
+    return code ? code : s_each(st, "SELECT row, id FROM tombs ORDER BY row", "tombstone",
+                                s_tomb_each, &l, why, whylen);
 }
 
 /* ---- writing ---------------------------------------------------------------------- */
@@ -610,6 +772,17 @@ static void s_bind_blob(sqlite3_stmt *q, int i, const void *p, size_t n)
 {
     /* A NULL pointer would bind NULL: an empty blob is still a blob. */
     sqlite3_bind_blob64(q, i, p ? p : "", n, SQLITE_STATIC);
+}
+
+/* The options, bound as s_col_opts reads them (parameters count from 1). */
+static void s_bind_opts(sqlite3_stmt *q, int prio, int rest, const dist__sopts_t *o)
+{
+    sqlite3_bind_int64(q, prio, o->priority);
+    sqlite3_bind_int64(q, rest, o->max_attempts);
+    sqlite3_bind_int64(q, rest + 1, o->backoff_ms);
+    sqlite3_bind_double(q, rest + 2, o->backoff_factor);
+    sqlite3_bind_int64(q, rest + 3, o->backoff_max_ms);
+    sqlite3_bind_int(q, rest + 4, o->retry_on_error);
 }
 
 /* A row's attempts, or NULL when it has none. */
@@ -643,9 +816,9 @@ void dist__store_task_put(dist__store_t *st, const dist__srow_t *r)
 {
     if (st->err)
         return;
-    bool plain = !r->key && !r->priority && !r->not_before_ms && !r->max_attempts &&
-                 !r->backoff_ms && r->backoff_factor == 0 && !r->backoff_max_ms &&
-                 !r->retry_on_error && !r->started_ms && !r->finished_ms && !r->attempts_len;
+    bool plain = !r->key && !r->o.priority && !r->not_before_ms && !r->o.max_attempts &&
+                 !r->o.backoff_ms && r->o.backoff_factor == 0 && !r->o.backoff_max_ms &&
+                 !r->o.retry_on_error && !r->started_ms && !r->finished_ms && !r->attempts_len;
     sqlite3_stmt *q = st->st[plain ? ST_PUT_PLAIN : ST_PUT];
     sqlite3_bind_int64(q, 1, r->row);
     s_bind_blob(q, 2, r->id.b, sizeof r->id.b);
@@ -665,13 +838,8 @@ void dist__store_task_put(dist__store_t *st, const dist__srow_t *r)
         return;
     }
     sqlite3_bind_text(q, 12, r->key, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 13, r->priority);
+    s_bind_opts(q, 13, 15, &r->o);
     sqlite3_bind_int64(q, 14, r->not_before_ms);
-    sqlite3_bind_int64(q, 15, r->max_attempts);
-    sqlite3_bind_int64(q, 16, r->backoff_ms);
-    sqlite3_bind_double(q, 17, r->backoff_factor);
-    sqlite3_bind_int64(q, 18, r->backoff_max_ms);
-    sqlite3_bind_int(q, 19, r->retry_on_error);
     sqlite3_bind_int64(q, 20, r->submitted_ms);
     sqlite3_bind_int64(q, 21, r->started_ms);
     sqlite3_bind_int64(q, 22, r->finished_ms);
@@ -743,6 +911,62 @@ void dist__store_task_done(dist__store_t *st, const dist__srow_t *r)
     sqlite3_bind_int64(q, 5, r->finished_ms);
     s_bind_attempts(q, 6, r);
     s_run(st, q);
+}
+
+void dist__store_dead_put(dist__store_t *st, const dist__sdead_t *d)
+{
+    if (st->err)
+        return;
+    sqlite3_stmt *q = st->st[ST_DEAD_PUT];
+    sqlite3_bind_int64(q, 1, d->row);
+    s_bind_blob(q, 2, d->id.b, sizeof d->id.b);
+    sqlite3_bind_text(q, 3, d->key, -1, SQLITE_STATIC);
+    s_bind_blob(q, 4, d->error, d->error_len);
+    s_bind_blob(q, 5, d->task, d->task_len);
+    s_bind_blob(q, 6, d->client, d->client_len);
+    sqlite3_bind_int64(q, 7, d->timeout_ms);
+    sqlite3_bind_int64(q, 8, d->attempts);
+    s_bind_opts(q, 9, 10, &d->o);
+    sqlite3_bind_int64(q, 15, d->submitted_ms);
+    sqlite3_bind_int64(q, 16, d->started_ms);
+    sqlite3_bind_int64(q, 17, d->finished_ms);
+    if (d->hist_len)
+        s_bind_blob(q, 18, d->hist, d->hist_len);
+    else
+        sqlite3_bind_null(q, 18);
+    s_bind_blob(q, 19, d->args, d->len);
+    s_run(st, q);
+}
+
+/* One statement bound with one row number. */
+static void s_row_stmt(dist__store_t *st, int which, int64_t row)
+{
+    if (st->err)
+        return;
+    sqlite3_bind_int64(st->st[which], 1, row);
+    s_run(st, st->st[which]);
+}
+
+void dist__store_dead_del(dist__store_t *st, int64_t row) { s_row_stmt(st, ST_DEAD_DEL, row); }
+
+void dist__store_dead_trim(dist__store_t *st, int64_t below)
+{
+    s_row_stmt(st, ST_DEAD_TRIM, below);
+}
+
+void dist__store_tomb_put(dist__store_t *st, int64_t row, const dist__id_t *id)
+{
+    if (st->err)
+        return;
+    sqlite3_stmt *q = st->st[ST_TOMB_PUT];
+    sqlite3_bind_int64(q, 1, row);
+    s_bind_blob(q, 2, id->b, sizeof id->b);
+    s_run(st, q);
+}
+
+void dist__store_tomb_trim(dist__store_t *st, int64_t below)
+{
+    s_row_stmt(st, ST_TOMB_TRIM, below);
 }
 
 int dist__store_instance(dist__store_t *st, const char *fresh, char *out)

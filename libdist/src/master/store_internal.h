@@ -47,10 +47,20 @@
  * migrated in place when opened: the new columns are added with their
  * defaults (ALTER TABLE ADD COLUMN), which mean "no option" for every old
  * row. Schema 2 added task control, 3 each attempt's worker and reason
- * (the attempts column; older rows keep their reasons text). */
-#define DIST__STORE_SCHEMA 3
+ * (the attempts column; older rows keep their reasons text), 4 the dead
+ * letters and the tombstones of expired results (two tables, empty in a
+ * migrated file). */
+#define DIST__STORE_SCHEMA 4
 
 typedef struct dist__store dist__store_t;
+
+/* A task's retry and priority options (issue 12) as stored, in a task's
+ * row and a dead letter's alike; 0 when unset. */
+typedef struct {
+    uint32_t priority, max_attempts, backoff_ms, backoff_max_ms;
+    double backoff_factor;
+    bool retry_on_error;
+} dist__sopts_t;
 
 /* One task as stored. Pointers are borrowed: from the caller when
  * writing, from SQLite (valid during the callback) when loading. */
@@ -71,15 +81,32 @@ typedef struct {
     const char *reasons;     /* load only: "1: ...; 2: ..." of a schema 2 row, or NULL */
     /* schema 2: task control (issue 12); 0 / NULL when unset */
     const char *key;         /* the caller's id string (NUL-terminated) */
-    uint32_t priority, max_attempts, backoff_ms, backoff_max_ms;
-    double backoff_factor;
-    bool retry_on_error;
+    dist__sopts_t o;
     int64_t not_before_ms;   /* unix ms: DELAYED until then (not done) */
     int64_t submitted_ms, started_ms, finished_ms;
     /* schema 3: the attempts so far (dist__mhist_t records), or NULL */
     const uint8_t *attempts;
     size_t attempts_len;
 } dist__srow_t;
+
+/* One dead letter as stored (schema 4): a task that ended failed, with
+ * its args for RETRY. Pointers are borrowed, as in dist__srow_t. */
+typedef struct {
+    int64_t row;             /* > 0, the master's sequence number: oldest first */
+    dist__id_t id;
+    const char *key;         /* NUL-terminated, or NULL */
+    const char *error;       /* its final error */
+    size_t error_len;
+    const char *task, *client;
+    size_t task_len, client_len;
+    uint32_t timeout_ms, attempts;
+    dist__sopts_t o;
+    int64_t submitted_ms, started_ms, finished_ms;
+    const uint8_t *hist;     /* dist__mhist_t records */
+    size_t hist_len;
+    const void *args;
+    size_t len;
+} dist__sdead_t;
 
 /* Opens (creating when needed) the store at path, checks that it is a
  * libdist store of a schema this code reads, and takes its lock. NULL with
@@ -96,6 +123,12 @@ void dist__store_close(dist__store_t **st_p);
 int dist__store_load(dist__store_t *st, int (*on_name)(void *ud, const char *name, size_t len),
                      int (*on_task)(void *ud, const dist__srow_t *r), void *ud, int64_t *max_row,
                      char *why, size_t whylen);
+
+/* Reads every dead letter, then every tombstone (the id of an expired
+ * result), each in row order, oldest first. As dist__store_load. */
+int dist__store_load_control(dist__store_t *st, int (*on_dead)(void *ud, const dist__sdead_t *d),
+                             int (*on_tomb)(void *ud, int64_t row, const dist__id_t *id),
+                             void *ud, char *why, size_t whylen);
 
 /* The master's instance (WELCOME instance, docs/PROTOCOL.md section 4):
  * the one kept in the file's meta table when it holds a valid one (the
@@ -120,6 +153,14 @@ void dist__store_task_meta(dist__store_t *st, const dist__srow_t *r);
 void dist__store_task_done(dist__store_t *st, const dist__srow_t *r);
 /* The row is gone (acknowledged). */
 void dist__store_task_del(dist__store_t *st, int64_t row);
+/* Dead letters: one inserted, one gone, every row below `below` gone
+ * (fell off the bounds). */
+void dist__store_dead_put(dist__store_t *st, const dist__sdead_t *d);
+void dist__store_dead_del(dist__store_t *st, int64_t row);
+void dist__store_dead_trim(dist__store_t *st, int64_t below);
+/* Tombstones: one inserted, every row below `below` gone. */
+void dist__store_tomb_put(dist__store_t *st, int64_t row, const dist__id_t *id);
+void dist__store_tomb_trim(dist__store_t *st, int64_t below);
 /* Commits: 0, or the transaction's first error (everything rolled back). */
 int dist__store_commit(dist__store_t *st);
 /* A transaction of its own that rewrites one small row: can the file be
