@@ -1028,6 +1028,8 @@ static void test_new_instance_gets_tasks_again(void **state)
     const void *args = dist_args_data(a, &len);
     dist_future_t *f = dist_client_submit(c, "slow", args, len, 0);
     assert_non_null(f);
+    char id_before[33];
+    snprintf(id_before, sizeof id_before, "%s", dist_future_id(f));
     int subs = fm_count(fm, DIST__CMD_SUBMIT);
     fm_forget(fm, false); /* its result will never come from this master */
     dist_result_t *r = NULL;
@@ -1045,6 +1047,11 @@ static void test_new_instance_gets_tasks_again(void **state)
     assert_int_equal(dist__parse_task(&tasks[0], false, &t), 0);
     assert_int_equal(t.args_len, len);
     assert_memory_equal(t.args, args, len);
+    /* ... under the same id: the one the caller may have kept. */
+    char id_sent[33];
+    dist__id_hex(&t.id, id_sent);
+    assert_string_equal(id_sent, id_before);
+    assert_string_equal(dist_future_id(f), id_before);
     dist_wire_msg_destroy(&m);
     dist_future_destroy(&f);
 

@@ -219,6 +219,10 @@ static void test_cancel_result_lookup(void **state)
     dist_submit_opts_t so = { .id = "stuck" };
     dist_future_t *stuck = dist_client_submit_opts(c, "never", args, len, &so);
     assert_non_null(stuck);
+    /* A second live future of the same id would never complete: refused. */
+    errno = 0;
+    assert_null(dist_client_submit_opts(c, "never", args, len, &so));
+    assert_int_equal(errno, -DIST_ESTATE);
     so.id = "quick";
     dist_future_t *quick = dist_client_submit_opts(c, "echo", args, len, &so);
     assert_non_null(quick);

@@ -254,7 +254,10 @@ DIST_EXPORT int dist_client_map_opts(dist_client_t *self, const char *task,
  * bytes (the form the library prints for ids it chose), any other string
  * is hashed to the 16 bytes of the wire (docs/PROTOCOL.md section 6.7).
  * Returns as dist_client_submit; EINVAL (errno) also for an option out of
- * range (priority, delay, attempts, backoff; delay_ms with at_ms). */
+ * range (priority, delay, attempts, backoff; delay_ms with at_ms), and
+ * DIST_ESTATE's code for an id this client already has a live future of
+ * (destroy that one first: the master runs one task per id). A future's id
+ * never changes, also when the task is given again to a new master. */
 DIST_EXPORT dist_future_t *dist_client_submit_opts(dist_client_t *self, const char *task,
                                                    const void *args, size_t len,
                                                    const dist_submit_opts_t *opts);

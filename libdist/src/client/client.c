@@ -478,6 +478,8 @@ static void s_dispatch(dist_client_t *self, dist__inmsg_t *m)
         dist__log(&self->log, DIST_LOG_INFO, "master %s said BYE: saying HELLO again",
                   self->conn.endpoint);
         dist__conn_lost(&self->conn);
+        if (self->connected)
+            self->lost = true;
         break;
     default:
         self->malformed++;

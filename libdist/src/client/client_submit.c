@@ -353,6 +353,17 @@ static long s_submit(dist_client_t *self, const char *task, const dist_bytes_t *
         }
     }
     dist__client_lock(self);
+    /* A caller's id this client still waits for: a second future of it
+     * would never complete (the master runs the task once and the result
+     * goes to the first). */
+    if (has_key && dist__idmap_find(&self->ids, &fixed)) {
+        dist__client_unlock(self);
+        s_future_free(futures[0]);
+        futures[0] = NULL;
+        if (errors)
+            errors[0] = DIST_ESTATE;
+        return DIST_ESTATE;
+    }
     size_t room = dist__body_room(self);
     dist__slot_t **ps = malloc(self->max_batch * sizeof *ps);
     const dist_bytes_t **pa = malloc(self->max_batch * sizeof *pa);
@@ -377,6 +388,11 @@ static long s_submit(dist_client_t *self, const char *task, const dist_bytes_t *
         }
         if (count)
             rc = dist__batch_add(self, &call, task, task_len, tt, so, ps, pa, count);
+        /* A future's id is chosen once: given again to a new master
+         * instance (or after a refusal) it stays the one the caller may
+         * already have from dist_future_id. */
+        for (size_t k = 0; k < count && !rc; k++)
+            ps[k]->fixed_id = true;
     }
     free(ps);
     free(pa);
@@ -492,9 +508,12 @@ const char *dist_future_id(dist_future_t *self)
 {
     if (!self)
         return NULL;
-    /* Set before the submit returned and never changed after: no lock. */
+    /* The id is fixed once submitted; the hex form is made on first use,
+     * under the lock (two threads may ask at once). */
+    dist__client_lock(self->client);
     if (!self->key[0])
         dist__id_hex(&self->slot.id, self->key);
+    dist__client_unlock(self->client);
     return self->key;
 }
 

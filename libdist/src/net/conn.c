@@ -294,11 +294,10 @@ bool dist__conn_welcome(dist__conn_t *c, const msgpack_object *body)
 
 void dist__conn_lost(dist__conn_t *c)
 {
-    /* Just past both deadlines (the monotonic clock may be younger than a
-     * long heartbeat timeout: no absolute 0). */
-    int64_t now = dist__now_ns();
-    c->last_heard_ns = now - (int64_t)c->wl.heartbeat_timeout_ms * 1000000 - 1;
-    c->last_hello_ns = now - (int64_t)DIST__HELLO_EVERY_MS * 1000000;
+    /* HELLO due at once (the monotonic clock may be younger than a second:
+     * no absolute 0). last_heard_ns stays: the BYE was heard, and a peer's
+     * wait for the next master counts from it. */
+    c->last_hello_ns = dist__now_ns() - (int64_t)DIST__HELLO_EVERY_MS * 1000000;
     c->bye = true;
 }
 

@@ -130,9 +130,9 @@ void dist__conn_heard(dist__conn_t *c, int64_t now);
 bool dist__conn_welcome(dist__conn_t *c, const msgpack_object *body);
 
 /* The master said BYE: it is gone now, not in a heartbeat timeout. Makes
- * dist__conn_silent and dist__conn_hello_due true at once (and sets
- * c->bye), so that the peer's usual "master lost" path runs on its next
- * turn and says HELLO right away, then every second until welcomed. */
+ * dist__conn_hello_due true at once and sets c->bye; the peer marks its
+ * master lost itself, says HELLO right away, then every second until
+ * welcomed. The time the BYE was heard stays the last time heard. */
 void dist__conn_lost(dist__conn_t *c);
 
 /* HELLO pacing: true when the last HELLO is a second old or more. */
