@@ -134,6 +134,17 @@ static void test_unpack(void **state)
     assert_int_equal(dist_unpack(&o, "*****{s:i}**u", "k", &k, &k), DIST_EINVAL);    /* > UINT_MAX */
     assert_int_equal(dist_unpack(&o, "*****{s:i}**i", "k", &k, &k), DIST_EINVAL);    /* > INT_MAX */
     assert_int_equal(dist_unpack(&o, "i[", &i), DIST_EINVAL);                        /* format */
+    /* Map keys read as 's' only; a NULL key fails without reading past
+     * the arguments of the rest of the format. */
+    assert_int_equal(dist_unpack(&o, "*****{i:i}**U", &k, &k, &u), DIST_EINVAL);
+    msgpack_zone z2;
+    msgpack_object m1 = s_obj(&z2, "\x91\x81\xa1k\x01", 5);        /* [{"k": 1}] */
+    int a0 = -1;
+    assert_int_equal(dist_unpack(&m1, "[{s i}]", (const char *)NULL, &a0), DIST_EINVAL);
+    assert_int_equal(a0, -1);
+    assert_int_equal(dist_unpack(&m1, "[{s i}]", "k", &a0), 0);
+    assert_int_equal(a0, 1);
+    msgpack_zone_destroy(&z2);
     assert_int_equal(dist_unpack(&o, "", &i), DIST_EINVAL);
     msgpack_zone_destroy(&z);
 

@@ -47,7 +47,12 @@ static const char *s_skip(const char *f)
 static long s_count(const char *f, char close, const char *letters, const char **end, int depth)
 {
     long n = 0;
+    /* Unpacking (the letter set with '*') looks map values up by key: a
+     * map's keys there are 's' items, each taking the key string. */
+    bool str_keys = close == '}' && strchr(letters, '*');
     for (f = s_skip(f); *f && *f != close; f = s_skip(f)) {
+        if (str_keys && n % 2 == 0 && *f != 's')
+            return -1;
         if (*f == '[' || *f == '{') {
             char c = *f == '[' ? ']' : '}';
             const char *e;
@@ -267,18 +272,14 @@ static void s_unpack_map(unpacker_t *u, const char **fp, const msgpack_object *o
 {
     const char *f = s_skip(*fp);
     while (*f && *f != '}') {
-        /* Keys are 's' items whose argument is the key to look up. */
-        const char *key = *f == 's' ? va_arg(u->ap, const char *) : NULL;
-        if (*f != 's' || !key) {
-            s_fail(u, DIST_EINVAL);
-            return;
-        }
+        /* Keys are 's' items (s_count made sure) whose argument is the
+         * key to look up. A NULL key fails the call, but its value's
+         * arguments are still taken, to keep the va_list in step. */
+        const char *key = va_arg(u->ap, const char *);
         f = s_skip(f + 1);
         const msgpack_object *v = NULL;
-        if (o && o->type == MSGPACK_OBJECT_MAP)
+        if (key && o && o->type == MSGPACK_OBJECT_MAP)
             v = dist_obj_map_get(o, key);
-        else
-            s_fail(u, DIST_EINVAL);
         if (!v)
             s_fail(u, DIST_EINVAL);
         s_unpack_value(u, &f, v);
